@@ -1,0 +1,46 @@
+//! The `headlab` command line: parses arguments and calls the library crates.
+//! Each subcommand lives in `cmd/<name>.rs` with its own clap `Args` and `run`.
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// headlab — watch collision-detecting attention heads emerge in a
+/// transformer that learns particle physics.
+///
+/// A typical session:
+///   headlab simulate --scene scenes/demo.toml --out data/demo.h5
+///   headlab inspect data/demo.h5
+#[derive(Parser)]
+#[command(name = "headlab", version, about, long_about, verbatim_doc_comment)]
+struct Cli {
+    /// More log output (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Inspect(cmd::inspect::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let result = match cli.command {
+        Command::Inspect(a) => cmd::inspect::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

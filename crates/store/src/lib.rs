@@ -1,0 +1,12 @@
+//! headlab-store: the HDF5 layout of every file headlab writes (datasets,
+//! checkpoints, metrics, analysis), atomic writes, and readable errors.
+//!
+//! Every file is written to `NAME.tmp`, flushed, fsynced and renamed over
+//! `NAME`, so a crash never leaves a half-written file where a good one was.
+//! Every file carries a `format_version` and a `kind` attribute.
+
+pub mod h5util;
+
+pub use h5util::{atomic_write, open_kind, FileKind, StoreError, FORMAT_VERSION};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
