@@ -14,9 +14,14 @@ set -euo pipefail
 HEADLAB_CACHE="${HEADLAB_CACHE:-$HOME/.cache/headlab}"
 VENV="$HEADLAB_CACHE/venv"
 TORCH_VERSION="2.11.0"
-APT_PKGS="libhdf5-dev pkg-config build-essential python3-venv"
+APT_PKGS="libhdf5-dev pkg-config build-essential python3-venv libfontconfig1-dev libfreetype-dev fonts-dejavu-core"
 
 _hl_log() { echo "[setup] $*" >&2; }
+
+mkdir -p "$HEADLAB_CACHE"
+# One installer at a time (parallel builds, helpers, CI steps all source this).
+exec 9>"$HEADLAB_CACHE/.setup.lock"
+flock 9
 
 _hl_need_apt=0
 for p in $APT_PKGS; do
@@ -46,4 +51,6 @@ export HEADLAB_PYTHON="$VENV/bin/python"
 export HEADLAB_TORCH_LIB="$TORCH_LIB"
 # Smaller, faster builds: no debug info in dependencies (see Cargo.toml).
 export CARGO_TERM_PROGRESS_WHEN="${CARGO_TERM_PROGRESS_WHEN:-never}"
+flock -u 9
+exec 9>&-
 _hl_log "ok: venv $VENV, torch lib $TORCH_LIB"

@@ -5,7 +5,10 @@
 //! `NAME`, so a crash never leaves a half-written file where a good one was.
 //! Every file carries a `format_version` and a `kind` attribute.
 
+pub mod checkpoint;
 pub mod h5util;
+pub mod inspect;
+pub mod metrics;
 
 pub use h5util::{atomic_write, open_kind, FileKind, StoreError, FORMAT_VERSION};
 
