@@ -40,7 +40,15 @@ fn main() {
         Command::Inspect(a) => cmd::inspect::run(a),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        // Print the chain, skipping causes that a message already quotes.
+        let mut msg = e.to_string();
+        for cause in e.chain().skip(1) {
+            let c = cause.to_string();
+            if !msg.contains(&c) {
+                msg = format!("{msg}: {c}");
+            }
+        }
+        eprintln!("error: {msg}");
         std::process::exit(1);
     }
 }
