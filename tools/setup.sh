@@ -9,6 +9,7 @@
 #   LIBTORCH_USE_PYTORCH=1, PATH with the venv first, LD_LIBRARY_PATH with
 #   torch's lib/, HEADLAB_PYTHON.
 # Cache folder: $HEADLAB_CACHE (default ~/.cache/headlab).
+_hl_saved_opts="$(set +o)"   # restored at the end when sourced
 set -euo pipefail
 
 HEADLAB_CACHE="${HEADLAB_CACHE:-$HOME/.cache/headlab}"
@@ -34,16 +35,19 @@ if [ "$_hl_need_apt" = 1 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $APT_PKGS >/dev/null
 fi
 
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import torch, h5py, numpy, sys; sys.exit(0 if torch.__version__.startswith('$TORCH_VERSION') else 1)" 2>/dev/null; then
-  _hl_log "creating Python venv with torch==$TORCH_VERSION in $VENV (a large download, once)"
-  mkdir -p "$HEADLAB_CACHE"
-  PY="${HEADLAB_BASE_PYTHON:-$(command -v python3)}"
-  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" h5py numpy
+STAMP="$VENV/.headlab-torch-$TORCH_VERSION"   # holds torch's lib/ path once installed
+if [ ! -f "$STAMP" ] || [ ! -x "$VENV/bin/python" ]; then
+  if ! "$VENV/bin/python" -c "import torch, h5py, numpy, sys; sys.exit(0 if torch.__version__.startswith('$TORCH_VERSION') else 1)" 2>/dev/null; then
+    _hl_log "creating Python venv with torch==$TORCH_VERSION in $VENV (a large download, once)"
+    PY="${HEADLAB_BASE_PYTHON:-$(command -v python3)}"
+    [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+    "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" h5py numpy
+  fi
+  "$VENV/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' > "$STAMP"
 fi
 
-TORCH_LIB="$("$VENV/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+TORCH_LIB="$(cat "$STAMP")"
 export LIBTORCH_USE_PYTORCH=1
 export PATH="$VENV/bin:$PATH"
 export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -54,3 +58,5 @@ export CARGO_TERM_PROGRESS_WHEN="${CARGO_TERM_PROGRESS_WHEN:-never}"
 flock -u 9
 exec 9>&-
 _hl_log "ok: venv $VENV, torch lib $TORCH_LIB"
+# Leave the caller's shell options as they were when this file is sourced.
+if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then eval "$_hl_saved_opts"; fi
