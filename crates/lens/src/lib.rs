@@ -1,0 +1,5 @@
+//! headlab-lens: the four "seed lenses" of DESIGN.md, each a small toy task
+//! reproducing a paper's finding plus the same measurement on physics runs:
+//! in-context linear regression with linear attention (Ahn et al. 2023),
+//! attention score scaling (Bernhard 2023), scan-and-snap (Tian et al. 2023)
+//! and max-margin token selection (Tarzanagh et al. 2023).
