@@ -102,3 +102,88 @@ impl Dataset {
         self.meta.dt * self.meta.stride as f64
     }
 }
+
+/// Contacts by frame interval, reconstructed from the events.
+///
+/// Interval `f` (0 ≤ f < n_frames−1) runs from frame f to frame f+1, i.e. over
+/// sub-steps (f·stride, (f+1)·stride]. A pair is "in contact during interval f"
+/// when it overlaps at one or more of those sub-steps: it started in the
+/// interval, or it was already in contact and did not end at the interval's
+/// first sub-step. No contact exists at step 0 (placement has no overlaps);
+/// contacts still open at the last sub-step have no end event.
+impl Dataset {
+    /// For trajectory `traj`: per interval, the sorted list of (i, j) in
+    /// contact during it — pairs with i < j, walls as (i, −(1+wall)).
+    pub fn interval_contacts(&self, traj: usize) -> Vec<Vec<(i32, i32)>> {
+        let n_int = self.n_frames.saturating_sub(1);
+        let stride = self.meta.stride;
+        let lo = self.events.partition_point(|e| (e.traj as usize) < traj);
+        let hi = self.events.partition_point(|e| (e.traj as usize) <= traj);
+        let evs = &self.events[lo..hi];
+        let mut active: std::collections::BTreeSet<(i32, i32)> = Default::default();
+        let mut out = Vec::with_capacity(n_int);
+        let mut k = 0;
+        let apply = |e: &Event, active: &mut std::collections::BTreeSet<(i32, i32)>| match e.kind {
+            EventKind::ContactStart | EventKind::WallStart => {
+                active.insert((e.i, e.j));
+            }
+            EventKind::ContactEnd | EventKind::WallEnd => {
+                active.remove(&(e.i, e.j));
+            }
+        };
+        for f in 0..n_int as u64 {
+            let first = f * stride + 1;
+            let last = (f + 1) * stride;
+            while k < evs.len() && evs[k].step <= first {
+                apply(&evs[k], &mut active);
+                k += 1;
+            }
+            let mut set = active.clone();
+            while k < evs.len() && evs[k].step <= last {
+                apply(&evs[k], &mut active);
+                if matches!(evs[k].kind, EventKind::ContactStart | EventKind::WallStart) {
+                    set.insert((evs[k].i, evs[k].j));
+                }
+                k += 1;
+            }
+            out.push(set.into_iter().collect());
+        }
+        out
+    }
+
+    /// For trajectory `traj`: `[interval][particle]` = true when the particle
+    /// touches another particle (walls excluded) during the interval.
+    pub fn particle_in_contact(&self, traj: usize) -> Vec<Vec<bool>> {
+        self.interval_contacts(traj)
+            .into_iter()
+            .map(|pairs| {
+                let mut row = vec![false; self.n_particles];
+                for (i, j) in pairs {
+                    if j >= 0 {
+                        row[i as usize] = true;
+                        row[j as usize] = true;
+                    }
+                }
+                row
+            })
+            .collect()
+    }
+
+    /// Fraction of (trajectory, interval, particle) in contact with another
+    /// particle during the interval.
+    pub fn contact_fraction(&self) -> f64 {
+        let mut hit = 0usize;
+        let mut total = 0usize;
+        for t in 0..self.n_traj {
+            for row in self.particle_in_contact(t) {
+                hit += row.iter().filter(|&&b| b).count();
+                total += row.len();
+            }
+        }
+        if total == 0 {
+            0.0
+        } else {
+            hit as f64 / total as f64
+        }
+    }
+}
