@@ -5,6 +5,7 @@
 //! `NAME`, so a crash never leaves a half-written file where a good one was.
 //! Every file carries a `format_version` and a `kind` attribute.
 
+pub mod analysis;
 pub mod checkpoint;
 pub mod h5util;
 pub mod inspect;
