@@ -1,1 +1,280 @@
-//! placeholder
+//! headlab-train: trains the particle transformer on a simulated dataset,
+//! writes `config.toml`, `metrics.h5` and `ckpt/step_<8 digits>.h5` into a run
+//! folder, resumes bit-identically, and evaluates runs (one-step MSE and
+//! rollouts).
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let ds = headlab_store::dataset::read_dataset(std::path::Path::new("data/demo.h5"))?;
+//! let cfg = headlab_train::TrainConfig::default();
+//! let summary = headlab_train::train(&cfg, &ds, std::path::Path::new("checkpoints/demo"), &Default::default())?;
+//! println!("val loss {} (no-change baseline {})", summary.val_loss, summary.baseline_val_loss);
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod data;
+pub mod eval;
+pub mod optim;
+pub mod toy;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use headlab_model::{Model, Normalization};
+use headlab_sim::Dataset;
+use headlab_store::checkpoint::{checkpoint_path, list_checkpoints, read_checkpoint, write_checkpoint, Checkpoint, RngState};
+use headlab_store::metrics::{read_metrics, write_metrics, Metrics};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tch::Device;
+
+pub use config::{default_threads, CheckpointConfig, OptimizerConfig, OptimizerKind, ScheduleConfig, ScheduleKind, TrainConfig};
+pub use data::{split_trajectories, TrainData};
+pub use optim::Optimizer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{origin}: {msg}")]
+    Config { origin: String, msg: String },
+    #[error("dataset: {0}")]
+    Data(String),
+    #[error("cannot resume: {0}")]
+    Resume(String),
+    #[error("{path}: {msg}")]
+    Io { path: String, msg: String },
+    #[error(
+        "training stopped: the loss became non-finite ({loss}) at step {step} (lr {lr:.3e}, gradient norm {grad_norm:.3e}). \
+         The last good checkpoint is {last_checkpoint}. Lower optimizer.lr, keep optimizer.clip > 0, or check the dataset for NaNs."
+    )]
+    NonFinite { step: u64, loss: f64, lr: f64, grad_norm: f64, last_checkpoint: String },
+    #[error(transparent)]
+    Model(#[from] headlab_model::ModelError),
+    #[error(transparent)]
+    Store(#[from] headlab_store::StoreError),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;
+
+/// How a training call behaves (not part of the saved config).
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    /// Continue from the newest checkpoint in the run folder.
+    pub resume: bool,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+    /// Set (e.g. by a Ctrl-C handler) to write a checkpoint and stop cleanly.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Behave as if stopped once this step is reached (tests, time-boxed runs).
+    pub stop_at: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub run_dir: PathBuf,
+    /// Step reached (number of updates).
+    pub step: u64,
+    /// True when stopped early (Ctrl-C or `stop_at`).
+    pub interrupted: bool,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub baseline_val_loss: f64,
+    pub steps_per_sec: f64,
+    pub checkpoints: Vec<PathBuf>,
+    pub device: String,
+    pub threads: usize,
+}
+
+/// Set libtorch's intra-op threads (0 = `default_threads()`); returns the number used.
+pub fn set_threads(threads: usize) -> usize {
+    let n = if threads == 0 { default_threads() } else { threads };
+    tch::set_num_threads(n as i32);
+    n
+}
+
+fn rng_state(rng: &ChaCha8Rng) -> RngState {
+    RngState { seed: rng.get_seed(), word_pos: rng.get_word_pos(), stream: rng.get_stream() }
+}
+
+fn rng_from_state(s: &RngState) -> ChaCha8Rng {
+    let mut r = ChaCha8Rng::from_seed(s.seed);
+    r.set_stream(s.stream);
+    r.set_word_pos(s.word_pos);
+    r
+}
+
+/// Train (or resume) a run in `run_dir` on `dataset`.
+pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOptions) -> Result<TrainSummary> {
+    cfg.validate()?;
+    let device = headlab_model::parse_device(&cfg.device)?;
+    let threads = set_threads(cfg.threads);
+    let io = |p: &Path, e: std::io::Error| TrainError::Io { path: p.display().to_string(), msg: e.to_string() };
+    std::fs::create_dir_all(run_dir).map_err(|e| io(run_dir, e))?;
+    let existing = list_checkpoints(run_dir)?;
+    if !opts.resume && !existing.is_empty() {
+        return Err(TrainError::Resume(format!(
+            "{} already holds {} checkpoint(s); pass --resume to continue it, or choose a new --out folder",
+            run_dir.display(),
+            existing.len()
+        )));
+    }
+    let config_toml = cfg.to_toml();
+    let cfg_path = run_dir.join("config.toml");
+    std::fs::write(&cfg_path, &config_toml).map_err(|e| io(&cfg_path, e))?;
+
+    let (train_trajs, val_trajs) = split_trajectories(dataset.n_traj, cfg.val_fraction, cfg.seed)?;
+    // Resume state, if any.
+    let resume_ck: Option<(Checkpoint, String)> = match (opts.resume, existing.last()) {
+        (true, Some((_, p))) => Some((read_checkpoint(p)?, p.display().to_string())),
+        _ => None,
+    };
+    let norm: Option<Normalization> = match &resume_ck {
+        Some((ck, p)) => Some(Normalization::from_arrays(&ck.norm, cfg.model.wall_features, p)?),
+        None => None,
+    };
+    let data = TrainData::new(dataset, train_trajs, val_trajs, norm, cfg.model.wall_features, device)?;
+    let (model, mut opt, mut rng, mut step, mut metrics) = match &resume_ck {
+        Some((ck, p)) => {
+            let model = Model::from_arrays(cfg.model.clone(), data.norm.clone(), &ck.params, device, p)?;
+            let mut opt = Optimizer::new(cfg.optimizer.clone(), &model);
+            let st = ck.optimizer.as_ref().ok_or_else(|| TrainError::Resume(format!("{p} holds no optimizer state")))?;
+            opt.load_state(&model, st, p)?;
+            let rng = rng_from_state(ck.rng.as_ref().ok_or_else(|| TrainError::Resume(format!("{p} holds no RNG state")))?);
+            let mut m = match read_metrics(&run_dir.join("metrics.h5")) {
+                Ok(m) => m,
+                Err(_) => Metrics::default(),
+            };
+            m.truncate_after(ck.step);
+            if ck.step >= cfg.steps {
+                tracing::warn!("{p} is already at step {} >= steps {}; nothing to do (raise --steps to train further)", ck.step, cfg.steps);
+            }
+            (model, opt, rng, ck.step, m)
+        }
+        None => {
+            let model = Model::new(cfg.model.clone(), data.norm.clone(), cfg.seed, device)?;
+            let opt = Optimizer::new(cfg.optimizer.clone(), &model);
+            (model, opt, ChaCha8Rng::seed_from_u64(cfg.seed), 0, Metrics::default())
+        }
+    };
+    metrics.config_toml = config_toml.clone();
+    let val_rows = data.val_subset(cfg.val_samples);
+    let (mut val_loss, baseline) = data.mse(&model, &val_rows);
+    metrics.baseline_val_loss = baseline;
+    let ckpt_steps = cfg.checkpoint_steps();
+    let mut written: Vec<PathBuf> = existing.iter().filter(|(s, _)| *s <= step).map(|(_, p)| p.clone()).collect();
+    let mut last_ckpt = written.last().map(|p| p.display().to_string()).unwrap_or_else(|| "(none)".into());
+
+    let save = |model: &Model, opt: &Optimizer, rng: &ChaCha8Rng, step: u64, metrics: &Metrics, train_loss: f64, val_loss: f64| -> Result<PathBuf> {
+        let path = checkpoint_path(run_dir, step);
+        let ck = Checkpoint {
+            step,
+            config_toml: config_toml.clone(),
+            params: model.to_arrays(),
+            norm: model.norm.to_arrays(),
+            optimizer: Some(opt.state(model)),
+            rng: Some(rng_state(rng)),
+            scalars: vec![("train_loss".into(), train_loss), ("val_loss".into(), val_loss), ("baseline_val_loss".into(), baseline)],
+        };
+        write_checkpoint(&path, &ck)?;
+        write_metrics(&run_dir.join("metrics.h5"), metrics)?;
+        Ok(path)
+    };
+
+    if step == 0 {
+        metrics.val_step.push(0);
+        metrics.val_loss.push(val_loss as f32);
+        let p = save(&model, &opt, &rng, 0, &metrics, f64::NAN, val_loss)?;
+        last_ckpt = p.display().to_string();
+        written.push(p);
+    }
+
+    let bar = if opts.progress { indicatif::ProgressBar::new(cfg.steps) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_position(step);
+    let start = Instant::now();
+    let start_step = step;
+    let mut train_loss = f64::NAN;
+    let mut interrupted = false;
+    while step < cfg.steps {
+        if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) || opts.stop_at.is_some_and(|s| step >= s) {
+            interrupted = true;
+            break;
+        }
+        let lr = cfg.lr_at(step);
+        if cfg.model.dropout > 0.0 {
+            tch::manual_seed((cfg.seed.wrapping_mul(1_000_003).wrapping_add(step)) as i64);
+        }
+        let rows = data.sample_rows(&mut rng, cfg.batch_size);
+        let (x, y) = data.batch(&rows, cfg.noise, &mut rng);
+        let loss = model.loss(&x, &y, true);
+        let mut grad = model.flat_grad(&loss);
+        let loss_v = loss.double_value(&[]);
+        let gnorm = optim::clip_grad(&mut grad, cfg.optimizer.clip);
+        if !loss_v.is_finite() || !gnorm.is_finite() {
+            bar.abandon();
+            write_metrics(&run_dir.join("metrics.h5"), &metrics)?;
+            return Err(TrainError::NonFinite { step, loss: loss_v, lr, grad_norm: gnorm, last_checkpoint: last_ckpt });
+        }
+        opt.update(&model, &grad, lr);
+        step += 1;
+        train_loss = loss_v;
+        metrics.step.push(step);
+        metrics.loss.push(loss_v as f32);
+        metrics.lr.push(lr as f32);
+        metrics.grad_norm.push(gnorm as f32);
+        let is_ckpt = ckpt_steps.binary_search(&step).is_ok();
+        if is_ckpt || step % cfg.eval_interval == 0 {
+            val_loss = data.mse(&model, &val_rows).0;
+            metrics.val_step.push(step);
+            metrics.val_loss.push(val_loss as f32);
+        }
+        if is_ckpt {
+            let p = save(&model, &opt, &rng, step, &metrics, train_loss, val_loss)?;
+            last_ckpt = p.display().to_string();
+            written.push(p);
+        }
+        bar.set_position(step);
+        if step % 10 == 0 || step == cfg.steps {
+            let rate = (step - start_step) as f64 / start.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("loss {train_loss:.4}  val {val_loss:.4} ({:.1}x below no-change)  {rate:.1} steps/s", baseline / val_loss));
+        }
+    }
+    // Always leave a checkpoint at the step we stop at.
+    if written.last().map(|p| p != &checkpoint_path(run_dir, step)).unwrap_or(true) {
+        if metrics.val_step.last() != Some(&step) {
+            val_loss = data.mse(&model, &val_rows).0;
+            metrics.val_step.push(step);
+            metrics.val_loss.push(val_loss as f32);
+        }
+        written.push(save(&model, &opt, &rng, step, &metrics, train_loss, val_loss)?);
+    } else {
+        write_metrics(&run_dir.join("metrics.h5"), &metrics)?;
+    }
+    bar.finish();
+    let steps_per_sec = (step - start_step) as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    Ok(TrainSummary {
+        run_dir: run_dir.to_path_buf(),
+        step,
+        interrupted,
+        train_loss,
+        val_loss,
+        baseline_val_loss: baseline,
+        steps_per_sec,
+        checkpoints: written,
+        device: format!("{device:?}"),
+        threads,
+    })
+}
+
+/// Device chosen by a config string, for messages.
+pub fn device_of(cfg: &TrainConfig) -> Result<Device> {
+    Ok(headlab_model::parse_device(&cfg.device)?)
+}

@@ -1,0 +1,247 @@
+//! The training configuration: one serde struct with defaults, written as
+//! `config.toml` into the run folder. Every key is optional.
+
+use headlab_model::ModelConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, TrainError};
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// SGD with (heavy-ball) momentum.
+    Sgd,
+    #[default]
+    Adam,
+    /// Adam with decoupled weight decay.
+    Adamw,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerConfig {
+    pub kind: OptimizerKind,
+    /// Peak learning rate.
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// L2 penalty (sgd, adam) or decoupled decay (adamw).
+    pub weight_decay: f64,
+    /// Momentum for sgd.
+    pub momentum: f64,
+    /// Clip the global gradient norm to this value; 0 disables clipping.
+    pub clip: f64,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        Self { kind: OptimizerKind::Adam, lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, momentum: 0.9, clip: 1.0 }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleKind {
+    #[default]
+    Cosine,
+    Constant,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    pub kind: ScheduleKind,
+    /// Linear warm-up from 0 to `lr` over this many steps.
+    pub warmup: u64,
+    /// Cosine decays to `lr * min_lr_ratio` at the last step.
+    pub min_lr_ratio: f64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self { kind: ScheduleKind::Cosine, warmup: 50, min_lr_ratio: 0.1 }
+    }
+}
+
+/// Which steps get a checkpoint: step 0, the last step, `count - dense`
+/// log-spaced steps over the whole run, and a dense linear band
+/// [dense_start, dense_end] (clipped to the run) where heads emerge.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    pub count: usize,
+    pub dense_start: u64,
+    pub dense_end: u64,
+    /// Share of `count` spent in the dense band.
+    pub dense_fraction: f64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self { count: 80, dense_start: 100, dense_end: 1500, dense_fraction: 0.5 }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Dataset written by `headlab simulate` (the CLI's --data overrides).
+    pub data: String,
+    pub seed: u64,
+    /// Number of optimizer updates.
+    pub steps: u64,
+    pub batch_size: usize,
+    /// Share of trajectories held out for validation (split by trajectory).
+    pub val_fraction: f64,
+    /// Validation loss every this many steps (and at every checkpoint).
+    pub eval_interval: u64,
+    /// Up to this many validation frames are used for the validation loss.
+    pub val_samples: usize,
+    /// auto, cpu, cuda or cuda:N.
+    pub device: String,
+    /// libtorch intra-op threads on CPU; 0 picks the default (see `default_threads`).
+    pub threads: usize,
+    /// Random-walk-style input noise (GNS): Gaussian noise with this many
+    /// one-frame-change standard deviations is added to input positions and
+    /// velocities, and the targets are corrected so the model learns to undo it.
+    pub noise: f64,
+    pub model: ModelConfig,
+    pub optimizer: OptimizerConfig,
+    pub schedule: ScheduleConfig,
+    pub checkpoints: CheckpointConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            data: String::new(),
+            seed: 0,
+            steps: 1500,
+            batch_size: 32,
+            val_fraction: 0.1,
+            eval_interval: 100,
+            val_samples: 512,
+            device: "auto".into(),
+            threads: 0,
+            noise: 0.0,
+            model: ModelConfig::default(),
+            optimizer: OptimizerConfig::default(),
+            schedule: ScheduleConfig::default(),
+            checkpoints: CheckpointConfig::default(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Parse TOML text (unknown keys are errors); `origin` names the file in messages.
+    pub fn from_toml(text: &str, origin: &str) -> Result<TrainConfig> {
+        let cfg: TrainConfig = toml::from_str(text).map_err(|e| TrainError::Config { origin: origin.into(), msg: e.to_string() })?;
+        cfg.validate().map_err(|e| match e {
+            TrainError::Config { msg, .. } => TrainError::Config { origin: origin.into(), msg },
+            e => e,
+        })?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<TrainConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::Io { path: path.display().to_string(), msg: e.to_string() })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config serializes")
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, value: String, hint: &str| Err(TrainError::Config { origin: "config".into(), msg: format!("`{key}` = {value}: {hint}") });
+        self.model.validate().map_err(|e| TrainError::Config { origin: "config".into(), msg: e.to_string() })?;
+        if self.steps == 0 {
+            return bad("steps", "0".into(), "train for at least one step");
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "0".into(), "use a positive batch size (e.g. 32)");
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return bad("val_fraction", self.val_fraction.to_string(), "use a fraction in [0, 1), e.g. 0.1");
+        }
+        if self.eval_interval == 0 {
+            return bad("eval_interval", "0".into(), "use a positive number of steps");
+        }
+        if !(self.noise >= 0.0 && self.noise.is_finite()) {
+            return bad("noise", self.noise.to_string(), "use a non-negative number (0 disables noise)");
+        }
+        headlab_model::parse_device(&self.device).map_err(|e| TrainError::Config { origin: "config".into(), msg: e.to_string() })?;
+        let o = &self.optimizer;
+        if !(o.lr > 0.0 && o.lr.is_finite()) {
+            return bad("optimizer.lr", o.lr.to_string(), "use a positive learning rate such as 1e-3");
+        }
+        if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
+            return bad("optimizer.beta1/beta2", format!("{}/{}", o.beta1, o.beta2), "betas must lie in [0, 1)");
+        }
+        if !(o.eps > 0.0) {
+            return bad("optimizer.eps", o.eps.to_string(), "use a small positive number such as 1e-8");
+        }
+        if !(o.weight_decay >= 0.0) || !(0.0..1.0).contains(&o.momentum) || !(o.clip >= 0.0) {
+            return bad("optimizer", format!("weight_decay {}, momentum {}, clip {}", o.weight_decay, o.momentum, o.clip), "weight_decay and clip must be >= 0, momentum in [0, 1)");
+        }
+        if !(0.0..=1.0).contains(&self.schedule.min_lr_ratio) {
+            return bad("schedule.min_lr_ratio", self.schedule.min_lr_ratio.to_string(), "use a ratio in [0, 1]");
+        }
+        let c = &self.checkpoints;
+        if c.count < 2 || !(0.0..=1.0).contains(&c.dense_fraction) || c.dense_start > c.dense_end {
+            return bad("checkpoints", format!("count {}, dense {}..{} ({})", c.count, c.dense_start, c.dense_end, c.dense_fraction), "count >= 2, dense_start <= dense_end, dense_fraction in [0, 1]");
+        }
+        Ok(())
+    }
+
+    /// Learning rate for the update that takes the model from `step` to `step + 1`.
+    pub fn lr_at(&self, step: u64) -> f64 {
+        let lr = self.optimizer.lr;
+        let w = self.schedule.warmup;
+        if step < w {
+            return lr * (step + 1) as f64 / w as f64;
+        }
+        match self.schedule.kind {
+            ScheduleKind::Constant => lr,
+            ScheduleKind::Cosine => {
+                let span = self.steps.saturating_sub(w).max(1) as f64;
+                let t = ((step - w) as f64 / span).min(1.0);
+                let min = lr * self.schedule.min_lr_ratio;
+                min + 0.5 * (lr - min) * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+
+    /// The steps at which checkpoints are written (sorted, unique, 0 and `steps` included).
+    pub fn checkpoint_steps(&self) -> Vec<u64> {
+        let total = self.steps;
+        let c = &self.checkpoints;
+        let n_dense = ((c.count as f64) * c.dense_fraction).round() as u64;
+        let n_log = (c.count as u64).saturating_sub(n_dense).max(2);
+        let mut s = std::collections::BTreeSet::new();
+        s.insert(0);
+        s.insert(total);
+        for i in 0..n_log {
+            let x = (i as f64 / (n_log - 1) as f64) * (total as f64).ln();
+            s.insert((x.exp().round() as u64).min(total));
+        }
+        let (a, b) = (c.dense_start.min(total), c.dense_end.min(total));
+        if n_dense > 0 && b > a {
+            for i in 0..n_dense {
+                let x = a as f64 + (b - a) as f64 * i as f64 / (n_dense.max(2) - 1) as f64;
+                s.insert(x.round() as u64);
+            }
+        }
+        s.into_iter().collect()
+    }
+}
+
+/// libtorch intra-op threads when `threads = 0`: one thread on machines with
+/// two or fewer cores (small models spend their time in many tiny kernels,
+/// and a second thread that competes with the data pipeline or another
+/// process costs more than it gains), otherwise half the cores, at most 8.
+pub fn default_threads() -> usize {
+    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if n <= 2 { 1 } else { (n / 2).min(8) }
+}

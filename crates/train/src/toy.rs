@@ -1,0 +1,88 @@
+//! A tiny self-contained particle dataset for tests and benchmarks that must
+//! not depend on the simulator: disks in a 2D box under gravity with
+//! undamped linear-spring contacts (pairs and walls), semi-implicit Euler,
+//! O(N²) contacts. Not a substitute for `headlab simulate`.
+
+use headlab_sim::{Dataset, DatasetMeta};
+use rand::{Rng, SeedableRng};
+
+pub fn toy_dataset(n_traj: usize, n_frames: usize, n: usize, seed: u64) -> Dataset {
+    let (d, l, r, g, k, dt, stride) = (2usize, 1.0f64, 0.06f64, 1.0f64, 2000.0f64, 1e-3f64, 10u64);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut positions = Vec::with_capacity(n_traj * n_frames * n * d);
+    let mut velocities = Vec::with_capacity(positions.capacity());
+    for _ in 0..n_traj {
+        // Place on a jittered grid so nothing overlaps.
+        let side = (n as f64).sqrt().ceil() as usize;
+        let cell = l / side as f64;
+        let mut x: Vec<f64> = Vec::with_capacity(n * d);
+        for p in 0..n {
+            let (i, j) = (p % side, p / side);
+            x.push((i as f64 + 0.5) * cell + rng.gen_range(-0.1..0.1) * cell);
+            x.push((j as f64 + 0.5) * cell + rng.gen_range(-0.1..0.1) * cell);
+        }
+        let mut v: Vec<f64> = (0..n * d).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        for f in 0..n_frames {
+            if f > 0 {
+                for _ in 0..stride {
+                    let mut a = vec![0.0; n * d];
+                    for p in 0..n {
+                        a[p * d + 1] -= g;
+                        for ax in 0..d {
+                            let lo = r - x[p * d + ax];
+                            if lo > 0.0 {
+                                a[p * d + ax] += k * lo;
+                            }
+                            let hi = x[p * d + ax] + r - l;
+                            if hi > 0.0 {
+                                a[p * d + ax] -= k * hi;
+                            }
+                        }
+                        for q in p + 1..n {
+                            let dx = x[p * d] - x[q * d];
+                            let dy = x[p * d + 1] - x[q * d + 1];
+                            let dist = (dx * dx + dy * dy).sqrt();
+                            let ov = 2.0 * r - dist;
+                            if ov > 0.0 && dist > 1e-12 {
+                                let (fx, fy) = (k * ov * dx / dist, k * ov * dy / dist);
+                                a[p * d] += fx;
+                                a[p * d + 1] += fy;
+                                a[q * d] -= fx;
+                                a[q * d + 1] -= fy;
+                            }
+                        }
+                    }
+                    for i in 0..n * d {
+                        v[i] += dt * a[i];
+                        x[i] += dt * v[i];
+                    }
+                }
+            }
+            positions.extend(x.iter().map(|&z| z as f32));
+            velocities.extend(v.iter().map(|&z| z as f32));
+        }
+    }
+    Dataset {
+        n_traj,
+        n_frames,
+        n_particles: n,
+        meta: DatasetMeta {
+            dt,
+            stride,
+            dimension: d,
+            box_size: vec![l; d],
+            gravity: g,
+            spring_k: k,
+            damping: 0.0,
+            restitution: f64::NAN,
+            contact_time: std::f64::consts::PI * (0.5f64 / k).sqrt(),
+            seed,
+            scene_toml: "# headlab_train::toy::toy_dataset\n".into(),
+        },
+        positions,
+        velocities,
+        radii: vec![r as f32; n_traj * n],
+        masses: vec![1.0; n_traj * n],
+        events: vec![],
+    }
+}
