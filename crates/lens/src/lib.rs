@@ -3,3 +3,9 @@
 //! in-context linear regression with linear attention (Ahn et al. 2023),
 //! attention score scaling (Bernhard 2023), scan-and-snap (Tian et al. 2023)
 //! and max-margin token selection (Tarzanagh et al. 2023).
+
+pub mod icl;
+pub mod max_margin;
+pub mod noise;
+pub mod scaling;
+pub mod scan_snap;

@@ -1,0 +1,1007 @@
+//! In-context linear regression with linear attention (Ahn et al. 2023,
+//! "Linear attention is (maybe) all you need (to understand transformer
+//! optimization)", arXiv 2310.01082).
+//!
+//! # The task
+//! Each prompt holds `n` pairs (x_i, y_i = wᵀx_i + σ·ε_i) and a query x_q,
+//! with w ~ N(0, I_d) drawn per prompt. The covariates are
+//! - `gaussian`: x ~ N(0, I_d);
+//! - `student-t:ν`: every coordinate an independent Student-t with ν degrees
+//!   of freedom;
+//! - `mv-t:ν`: multivariate t, x = g / sqrt(χ²_ν/ν) with g ~ N(0, I_d), one
+//!   χ² per vector (heavy-tailed norms, an elliptical distribution).
+//!
+//! With `standardize = true` (default) t covariates are rescaled to unit
+//! variance (needs ν > 2), so only the tails differ from the Gaussian case.
+//! The prompt is the matrix Z₀ ∈ R^{(d+1)×(n+1)} whose columns are
+//! (x_i; y_i) and (x_q; 0).
+//!
+//! # The model
+//! Z_{l+1} = Z_l + (1/n) Σ_h W^{PV}_{l,h} Z_l M (Z_lᵀ W^{KQ}_{l,h} Z_l),
+//! M = diag(1,…,1,0) masks the query column out of the keys/values; the
+//! prediction is ŷ = −[Z_L]_{d+1,n+1} (the query's label slot). Parameters
+//! W^{PV}, W^{KQ} ∈ R^{(d+1)×(d+1)} per layer and head, initialized i.i.d.
+//! N(0, init_std²). Loss: mean squared error (ŷ − y_q)².
+//!
+//! # The experiments
+//! - [`run_sweep`]: for each data setting × depth × optimizer (SGD, Adam), a
+//!   learning-rate sweep at a matched step budget over several seeds. For each
+//!   optimizer the best LR is the one with the lowest geometric-mean final
+//!   loss over seeds (a seed that diverged counts as +∞); the Adam-vs-SGD gap
+//!   is then computed per seed at those LRs, as `log10(L_SGD / L_Adam)`
+//!   (positive: Adam better) and as `L_SGD − L_Adam`, with mean and standard
+//!   deviation over seeds.
+//! - Gradient noise: along the trajectory of a chosen optimizer at its best
+//!   LR, at chosen steps, the noise ξ = g_batch − g_full (minibatch gradient
+//!   minus the full training-set gradient) over many minibatches; its norm
+//!   against a Gaussian reference with the same per-coordinate variances, its
+//!   per-coordinate values (standardized per coordinate, pooled) against
+//!   N(0,1), excess kurtosis and Hill tail index (see [`crate::noise`]).
+//! - Curvature (optional): the top Hessian eigenvalue of the full-batch loss by
+//!   power iteration on Hessian-vector products (double backward), and the
+//!   directional smoothness uᵀHu/‖u‖² of the optimizer's actual update u.
+//!
+//! Training uses a fixed training set of `n_train` prompts (so that the
+//! full-batch gradient is well defined), minibatches drawn with replacement,
+//! and reports the loss on `n_eval` fresh prompts.
+
+mod output;
+pub mod plot;
+
+pub use output::{write_h5, write_html};
+
+use std::fmt;
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{ChiSquared, Distribution, StandardNormal, StudentT};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::noise::{self, NoiseStats};
+
+/// Errors of the in-context regression lens.
+#[derive(Debug, thiserror::Error)]
+pub enum IclError {
+    #[error("icl config: `{key}` = {value} is invalid: {hint}")]
+    Config { key: String, value: String, hint: String },
+    #[error("icl: data setting `{0}` is not understood; use `gaussian`, `student-t:NU` or `mv-t:NU` (NU > 0 degrees of freedom, e.g. student-t:3)")]
+    Data(String),
+    #[error("icl: cannot read config {path}: {msg}")]
+    ReadConfig { path: String, msg: String },
+    #[error(transparent)]
+    Store(#[from] headlab_store::StoreError),
+    #[error(transparent)]
+    Noise(#[from] noise::NoiseError),
+    #[error("icl: writing {path}: {msg}")]
+    Output { path: String, msg: String },
+    #[error("icl: torch error: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+fn bad(key: &str, value: impl fmt::Display, hint: &str) -> IclError {
+    IclError::Config { key: key.into(), value: value.to_string(), hint: hint.into() }
+}
+
+// ---------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------
+
+/// Distribution of the covariates x. Written `gaussian`, `student-t:3`, `mv-t:3`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum DataDist {
+    Gaussian,
+    /// Independent Student-t coordinates with this many degrees of freedom.
+    StudentT(f64),
+    /// Multivariate t: one χ² scale per vector.
+    MultiT(f64),
+}
+
+impl DataDist {
+    pub fn label(&self) -> String {
+        String::from(*self)
+    }
+    /// Degrees of freedom (∞ for the Gaussian).
+    pub fn dof(&self) -> f64 {
+        match self {
+            DataDist::Gaussian => f64::INFINITY,
+            DataDist::StudentT(v) | DataDist::MultiT(v) => *v,
+        }
+    }
+}
+
+impl From<DataDist> for String {
+    fn from(d: DataDist) -> String {
+        match d {
+            DataDist::Gaussian => "gaussian".into(),
+            DataDist::StudentT(v) => format!("student-t:{v}"),
+            DataDist::MultiT(v) => format!("mv-t:{v}"),
+        }
+    }
+}
+
+impl TryFrom<String> for DataDist {
+    type Error = IclError;
+    fn try_from(s: String) -> Result<Self, IclError> {
+        s.parse()
+    }
+}
+
+impl std::str::FromStr for DataDist {
+    type Err = IclError;
+    fn from_str(s: &str) -> Result<Self, IclError> {
+        let t = s.trim().to_ascii_lowercase();
+        if t == "gaussian" || t == "normal" {
+            return Ok(DataDist::Gaussian);
+        }
+        let (kind, nu) = t.split_once(':').ok_or_else(|| IclError::Data(s.into()))?;
+        let nu: f64 = nu.trim().parse().map_err(|_| IclError::Data(s.into()))?;
+        if !(nu > 0.0 && nu.is_finite()) {
+            return Err(IclError::Data(s.into()));
+        }
+        match kind.trim() {
+            "student-t" | "t" => Ok(DataDist::StudentT(nu)),
+            "mv-t" | "multivariate-t" => Ok(DataDist::MultiT(nu)),
+            _ => Err(IclError::Data(s.into())),
+        }
+    }
+}
+
+/// Optimizers compared by the sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Optim {
+    Sgd,
+    Adam,
+}
+
+impl Optim {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Optim::Sgd => "sgd",
+            Optim::Adam => "adam",
+        }
+    }
+}
+
+/// The whole experiment. Every field has a default (`IclConfig::default()`
+/// is a small CPU-friendly run); `validate` checks ranges.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IclConfig {
+    /// Dimension of x.
+    pub d: usize,
+    /// Number of in-context pairs per prompt.
+    pub n: usize,
+    /// Data settings compared (e.g. ["gaussian", "student-t:3"]).
+    pub data: Vec<DataDist>,
+    /// Rescale t covariates to unit variance (needs ν > 2).
+    pub standardize: bool,
+    /// Standard deviation σ of the label noise.
+    pub label_noise: f64,
+    /// Depths (number of layers) compared.
+    pub depths: Vec<usize>,
+    /// Heads per layer.
+    pub heads: usize,
+    /// Standard deviation of the initial weights.
+    pub init_std: f64,
+    /// Training-set size (prompts); minibatches are drawn from it.
+    pub n_train: usize,
+    /// Evaluation-set size (fresh prompts).
+    pub n_eval: usize,
+    /// Minibatch size.
+    pub batch: usize,
+    /// Step budget, the same for every optimizer and LR.
+    pub steps: usize,
+    /// Evaluate every this many steps (and at the end).
+    pub eval_every: usize,
+    /// Learning rates tried for SGD.
+    pub sgd_lrs: Vec<f64>,
+    /// SGD momentum (0 = plain SGD).
+    pub sgd_momentum: f64,
+    /// Learning rates tried for Adam.
+    pub adam_lrs: Vec<f64>,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_eps: f64,
+    /// Clip the global gradient norm to this value (0 = no clipping).
+    pub clip_norm: f64,
+    /// Seeds: each gives its own data, initialization and minibatch order
+    /// (shared between optimizers, so that they are compared on equal terms).
+    pub seeds: Vec<u64>,
+    /// A final loss above `diverge_factor` × the trivial loss E[y²] counts as diverged.
+    pub diverge_factor: f64,
+    /// Gradient-noise measurement (set `noise.steps = []` to skip).
+    pub noise: NoiseConfig,
+}
+
+/// Where and how gradient noise (and optionally curvature) is measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NoiseConfig {
+    /// Training steps at which to measure (0 = at initialization). Empty: no measurement.
+    pub steps: Vec<usize>,
+    /// Trajectory followed: that optimizer at its best LR from the sweep.
+    pub optimizer: Optim,
+    /// Number of minibatch gradients per measurement.
+    pub minibatches: usize,
+    /// Hill estimator k (0 = √(number of values)).
+    pub hill_k: usize,
+    /// Histogram bins.
+    pub bins: usize,
+    /// Also measure the top Hessian eigenvalue and the directional smoothness of the update.
+    pub curvature: bool,
+    /// Power-iteration steps for the top eigenvalue.
+    pub power_iters: usize,
+}
+
+impl Default for NoiseConfig {
+    fn default() -> Self {
+        NoiseConfig {
+            steps: vec![0, 100, 400],
+            optimizer: Optim::Adam,
+            minibatches: 256,
+            hill_k: 0,
+            bins: 40,
+            curvature: false,
+            power_iters: 20,
+        }
+    }
+}
+
+impl Default for IclConfig {
+    fn default() -> Self {
+        IclConfig {
+            d: 5,
+            n: 20,
+            data: vec![DataDist::Gaussian, DataDist::StudentT(3.0)],
+            standardize: true,
+            label_noise: 0.0,
+            depths: vec![1, 2, 3],
+            heads: 1,
+            init_std: 0.1,
+            n_train: 4096,
+            n_eval: 2048,
+            batch: 32,
+            steps: 400,
+            eval_every: 50,
+            sgd_lrs: vec![0.001, 0.003, 0.01, 0.03, 0.1],
+            sgd_momentum: 0.0,
+            adam_lrs: vec![0.0003, 0.001, 0.003, 0.01, 0.03],
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_eps: 1e-8,
+            clip_norm: 0.0,
+            seeds: vec![0, 1, 2],
+            diverge_factor: 100.0,
+            noise: NoiseConfig::default(),
+        }
+    }
+}
+
+impl IclConfig {
+    /// Parse a TOML config (all keys optional) and validate it.
+    pub fn from_toml(text: &str, path: &str) -> Result<Self, IclError> {
+        let c: IclConfig = toml::from_str(text).map_err(|e| IclError::ReadConfig { path: path.into(), msg: e.to_string() })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Check every range in one place.
+    pub fn validate(&self) -> Result<(), IclError> {
+        if !(1..=256).contains(&self.d) {
+            return Err(bad("d", self.d, "use 1..=256 (the paper uses 5)"));
+        }
+        if !(1..=4096).contains(&self.n) {
+            return Err(bad("n", self.n, "use 1..=4096 in-context pairs (the paper uses 20)"));
+        }
+        if self.data.is_empty() {
+            return Err(bad("data", "[]", "list at least one data setting, e.g. [\"gaussian\"]"));
+        }
+        for d in &self.data {
+            if self.standardize && d.dof() <= 2.0 {
+                return Err(bad("data", d.label(), "t covariates with ν <= 2 have infinite variance; use ν > 2 or set standardize = false"));
+            }
+        }
+        if !(self.label_noise >= 0.0 && self.label_noise.is_finite()) {
+            return Err(bad("label_noise", self.label_noise, "use a standard deviation >= 0"));
+        }
+        if self.depths.is_empty() || self.depths.iter().any(|&l| !(1..=8).contains(&l)) {
+            return Err(bad("depths", format!("{:?}", self.depths), "list depths in 1..=8 (the paper uses 1 to 4)"));
+        }
+        if !(1..=16).contains(&self.heads) {
+            return Err(bad("heads", self.heads, "use 1..=16 heads per layer"));
+        }
+        if !(self.init_std > 0.0 && self.init_std.is_finite()) {
+            return Err(bad("init_std", self.init_std, "use a positive standard deviation, e.g. 0.1"));
+        }
+        if self.batch == 0 || self.batch > self.n_train {
+            return Err(bad("batch", self.batch, "use 1..=n_train"));
+        }
+        if self.n_eval == 0 {
+            return Err(bad("n_eval", 0, "use at least 1 evaluation prompt"));
+        }
+        if self.steps == 0 {
+            return Err(bad("steps", 0, "use at least 1 training step"));
+        }
+        if self.eval_every == 0 {
+            return Err(bad("eval_every", 0, "use at least 1"));
+        }
+        for (key, lrs) in [("sgd_lrs", &self.sgd_lrs), ("adam_lrs", &self.adam_lrs)] {
+            if lrs.is_empty() || lrs.iter().any(|&x| !(x > 0.0 && x.is_finite())) {
+                return Err(bad(key, format!("{lrs:?}"), "list at least one positive learning rate"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.sgd_momentum) {
+            return Err(bad("sgd_momentum", self.sgd_momentum, "use 0 <= momentum < 1"));
+        }
+        if !(0.0..1.0).contains(&self.adam_beta1) || !(0.0..1.0).contains(&self.adam_beta2) {
+            return Err(bad("adam_beta1/adam_beta2", format!("{}/{}", self.adam_beta1, self.adam_beta2), "use betas in [0, 1)"));
+        }
+        if !(self.adam_eps > 0.0) {
+            return Err(bad("adam_eps", self.adam_eps, "use a small positive number, e.g. 1e-8"));
+        }
+        if !(self.clip_norm >= 0.0 && self.clip_norm.is_finite()) {
+            return Err(bad("clip_norm", self.clip_norm, "use 0 (off) or a positive norm"));
+        }
+        if self.seeds.is_empty() {
+            return Err(bad("seeds", "[]", "list at least one seed"));
+        }
+        if !(self.diverge_factor > 1.0) {
+            return Err(bad("diverge_factor", self.diverge_factor, "use a factor > 1, e.g. 100"));
+        }
+        let nz = &self.noise;
+        if let Some(&s) = nz.steps.iter().find(|&&s| s > self.steps) {
+            return Err(bad("noise.steps", s, "measurement steps must be <= steps"));
+        }
+        if !nz.steps.is_empty() && nz.minibatches < 8 {
+            return Err(bad("noise.minibatches", nz.minibatches, "use at least 8 minibatches (256 or more for tail estimates)"));
+        }
+        if nz.bins == 0 {
+            return Err(bad("noise.bins", 0, "use at least 1 bin"));
+        }
+        if nz.curvature && nz.power_iters == 0 {
+            return Err(bad("noise.power_iters", 0, "use at least 1 power-iteration step"));
+        }
+        Ok(())
+    }
+
+    /// E[y_q²]: the loss of always predicting 0 (x has unit variance per coordinate).
+    pub fn trivial_loss(&self, dist: DataDist) -> f64 {
+        let var_x = match dist {
+            DataDist::Gaussian => 1.0,
+            _ if self.standardize => 1.0,
+            // Unit-scale t: variance ν/(ν−2), infinite for ν <= 2.
+            d if d.dof() > 2.0 => d.dof() / (d.dof() - 2.0),
+            _ => f64::INFINITY,
+        };
+        self.d as f64 * var_x + self.label_noise * self.label_noise
+    }
+
+    fn lrs(&self, o: Optim) -> &[f64] {
+        match o {
+            Optim::Sgd => &self.sgd_lrs,
+            Optim::Adam => &self.adam_lrs,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Data
+// ---------------------------------------------------------------------------
+
+/// A set of prompts: `z` [P, d+1, n+1] (query label slot 0) and targets `y` [P].
+pub struct Prompts {
+    pub z: Tensor,
+    pub y: Tensor,
+}
+
+impl Prompts {
+    pub fn len(&self) -> usize {
+        self.y.size()[0] as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn select(&self, idx: &Tensor) -> Prompts {
+        Prompts { z: self.z.index_select(0, idx), y: self.y.index_select(0, idx) }
+    }
+}
+
+/// Draw `count` prompts (host RNG, so results do not depend on the device).
+pub fn sample_prompts(cfg: &IclConfig, dist: DataDist, count: usize, seed: u64, device: Device) -> Prompts {
+    let (d, n) = (cfg.d, cfg.n);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let scale = match dist {
+        DataDist::Gaussian => 1.0,
+        _ if cfg.standardize => ((dist.dof() - 2.0) / dist.dof()).sqrt(),
+        _ => 1.0,
+    };
+    let t = match dist {
+        DataDist::StudentT(nu) => Some(StudentT::new(nu).expect("validated dof")),
+        _ => None,
+    };
+    let chi = match dist {
+        DataDist::MultiT(nu) => Some(ChiSquared::new(nu).expect("validated dof")),
+        _ => None,
+    };
+    let cols = n + 1;
+    let mut z = vec![0f32; count * (d + 1) * cols];
+    let mut y = vec![0f32; count];
+    let mut x = vec![0f64; d];
+    let mut w = vec![0f64; d];
+    for p in 0..count {
+        for wi in w.iter_mut() {
+            *wi = rng.sample(StandardNormal);
+        }
+        let base = p * (d + 1) * cols;
+        for i in 0..cols {
+            let r = match (&chi, dist) {
+                (Some(c), DataDist::MultiT(nu)) => 1.0 / (c.sample(&mut rng) / nu).sqrt(),
+                _ => 1.0,
+            };
+            for xk in x.iter_mut() {
+                let v: f64 = match &t {
+                    Some(t) => t.sample(&mut rng),
+                    None => rng.sample(StandardNormal),
+                };
+                *xk = v * r * scale;
+            }
+            let eps: f64 = if cfg.label_noise > 0.0 { cfg.label_noise * rng.sample::<f64, _>(StandardNormal) } else { 0.0 };
+            let yi: f64 = x.iter().zip(&w).map(|(a, b)| a * b).sum::<f64>() + eps;
+            for k in 0..d {
+                z[base + k * cols + i] = x[k] as f32;
+            }
+            if i < n {
+                z[base + d * cols + i] = yi as f32;
+            } else {
+                y[p] = yi as f32;
+            }
+        }
+    }
+    let z = Tensor::from_slice(&z).view([count as i64, (d + 1) as i64, cols as i64]).to_device(device);
+    let y = Tensor::from_slice(&y).to_device(device);
+    Prompts { z, y }
+}
+
+// ---------------------------------------------------------------------------
+// Model
+// ---------------------------------------------------------------------------
+
+/// The linear transformer of the paper: per layer, `w_pv` and `w_kq` of shape
+/// [heads, d+1, d+1].
+pub struct LinearTransformer {
+    pub d: usize,
+    pub depth: usize,
+    pub heads: usize,
+    pub w_pv: Vec<Tensor>,
+    pub w_kq: Vec<Tensor>,
+}
+
+impl LinearTransformer {
+    /// I.i.d. N(0, init_std²) weights from a host RNG.
+    pub fn new(d: usize, depth: usize, heads: usize, init_std: f64, seed: u64, device: Device) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_1c1);
+        let m = (d + 1) as i64;
+        let mut mk = || {
+            let v: Vec<f32> = (0..heads * (d + 1) * (d + 1)).map(|_| (init_std * rng.sample::<f64, _>(StandardNormal)) as f32).collect();
+            Tensor::from_slice(&v).view([heads as i64, m, m]).to_device(device).set_requires_grad(true)
+        };
+        let mut w_pv = Vec::new();
+        let mut w_kq = Vec::new();
+        for _ in 0..depth {
+            w_pv.push(mk());
+            w_kq.push(mk());
+        }
+        LinearTransformer { d, depth, heads, w_pv, w_kq }
+    }
+
+    /// Build from given weights (each [heads, d+1, d+1]); used by tests.
+    pub fn from_weights(w_pv: Vec<Tensor>, w_kq: Vec<Tensor>) -> Self {
+        let s = w_pv[0].size();
+        LinearTransformer { d: s[1] as usize - 1, depth: w_pv.len(), heads: s[0] as usize, w_pv, w_kq }
+    }
+
+    /// Parameters in a fixed order: layer 0 PV, layer 0 KQ, layer 1 PV, …
+    pub fn params(&self) -> Vec<Tensor> {
+        self.w_pv.iter().zip(&self.w_kq).flat_map(|(a, b)| [a.shallow_clone(), b.shallow_clone()]).collect()
+    }
+
+    pub fn n_params(&self) -> usize {
+        2 * self.depth * self.heads * (self.d + 1) * (self.d + 1)
+    }
+
+    /// Final Z_L for prompts `z` [B, d+1, n+1].
+    pub fn forward_z(&self, z0: &Tensor) -> Tensor {
+        let cols = z0.size()[2];
+        let n = (cols - 1) as f64;
+        let mut mask = vec![1f32; cols as usize];
+        mask[cols as usize - 1] = 0.0;
+        let mask = Tensor::from_slice(&mask).to_device(z0.device()).view([1, 1, 1, cols]);
+        let mut z = z0.shallow_clone();
+        for l in 0..self.depth {
+            let zu = z.unsqueeze(1); // [B,1,d+1,n+1]
+            let zm = &zu * &mask; // Z M
+            // A_h = Zᵀ W^{KQ}_h Z : [B,H,n+1,n+1]
+            let a = zu.transpose(-1, -2).matmul(&self.w_kq[l].matmul(&zu));
+            // Σ_h W^{PV}_h (Z M) A_h : [B,d+1,n+1]
+            let upd = self.w_pv[l].matmul(&zm.matmul(&a)).sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+            z = z + upd / n;
+        }
+        z
+    }
+
+    /// Prediction ŷ = −[Z_L]_{d+1,n+1}, shape [B].
+    pub fn predict(&self, z0: &Tensor) -> Tensor {
+        let z = self.forward_z(z0);
+        let (rows, cols) = (z.size()[1], z.size()[2]);
+        -z.select(1, rows - 1).select(1, cols - 1)
+    }
+
+    /// Mean squared error on a set of prompts.
+    pub fn loss(&self, p: &Prompts) -> Tensor {
+        (self.predict(&p.z) - &p.y).square().mean(Kind::Float)
+    }
+}
+
+fn flat(ts: &[Tensor]) -> Tensor {
+    Tensor::cat(&ts.iter().map(|t| t.flatten(0, -1)).collect::<Vec<_>>(), 0)
+}
+
+fn to_vec(t: &Tensor) -> Vec<f64> {
+    let t = t.to_kind(Kind::Double).to_device(Device::Cpu).flatten(0, -1);
+    Vec::<f64>::try_from(&t).unwrap_or_default()
+}
+
+fn scalar(t: &Tensor) -> f64 {
+    t.to_kind(Kind::Double).double_value(&[])
+}
+
+/// Gradients of the mean loss on `p`.
+fn grads(model: &LinearTransformer, p: &Prompts) -> (f64, Vec<Tensor>) {
+    let params = model.params();
+    let loss = model.loss(p);
+    let g = Tensor::run_backward(&[&loss], &params, false, false);
+    (scalar(&loss), g)
+}
+
+/// Full-batch gradient over a large set, in chunks (memory-bounded), weighted
+/// by chunk size so that it equals the gradient of the mean loss.
+fn full_grad(model: &LinearTransformer, p: &Prompts, chunk: usize) -> Vec<Tensor> {
+    let n = p.len();
+    let mut acc: Option<Vec<Tensor>> = None;
+    let mut start = 0;
+    while start < n {
+        let len = chunk.min(n - start);
+        let part = Prompts { z: p.z.narrow(0, start as i64, len as i64), y: p.y.narrow(0, start as i64, len as i64) };
+        let (_, g) = grads(model, &part);
+        let w = len as f64 / n as f64;
+        acc = Some(match acc {
+            None => g.iter().map(|t| t * w).collect(),
+            Some(a) => a.iter().zip(&g).map(|(s, t)| s + t * w).collect(),
+        });
+        start += len;
+    }
+    acc.unwrap_or_default()
+}
+
+/// Hessian-vector product of the mean loss on `p` at the current parameters.
+pub fn hvp(model: &LinearTransformer, p: &Prompts, v: &[Tensor]) -> Vec<Tensor> {
+    let params = model.params();
+    let loss = model.loss(p);
+    let g = Tensor::run_backward(&[&loss], &params, true, true);
+    let dot = g.iter().zip(v).map(|(a, b)| (a * b).sum(Kind::Float)).fold(Tensor::zeros([], (Kind::Float, p.z.device())), |s, x| s + x);
+    Tensor::run_backward(&[&dot], &params, false, false)
+}
+
+fn dot(a: &[Tensor], b: &[Tensor]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| scalar(&(x * y).sum(Kind::Double))).sum()
+}
+
+/// Top Hessian eigenvalue (largest in magnitude, with its sign) by power iteration.
+pub fn top_eigenvalue(model: &LinearTransformer, p: &Prompts, iters: usize, seed: u64) -> f64 {
+    tch::manual_seed(seed as i64);
+    let mut v: Vec<Tensor> = model.params().iter().map(|t| Tensor::randn(t.size(), (Kind::Float, t.device()))).collect();
+    let mut lambda = 0.0;
+    for _ in 0..iters {
+        let nv = dot(&v, &v).sqrt().max(1e-30);
+        v = v.iter().map(|t| t / nv).collect();
+        let hv = hvp(model, p, &v);
+        lambda = dot(&v, &hv);
+        v = hv;
+    }
+    lambda
+}
+
+// ---------------------------------------------------------------------------
+// Training
+// ---------------------------------------------------------------------------
+
+/// One training run of the sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunResult {
+    pub data: DataDist,
+    pub depth: usize,
+    pub optim: Optim,
+    pub lr: f64,
+    pub seed: u64,
+    /// Steps at which the eval loss was recorded.
+    pub eval_steps: Vec<usize>,
+    pub eval_loss: Vec<f64>,
+    /// Eval loss at the end (+∞ if diverged).
+    pub final_loss: f64,
+    pub diverged: bool,
+}
+
+/// One gradient-noise measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoiseMeasurement {
+    pub data: DataDist,
+    pub depth: usize,
+    pub optim: Optim,
+    pub lr: f64,
+    pub step: usize,
+    /// ‖ξ_b‖ for each minibatch b.
+    pub norms: Vec<f64>,
+    /// Norms of Gaussian vectors with the same per-coordinate variances.
+    pub gaussian_norms: Vec<f64>,
+    /// ξ_b,j standardized per coordinate j, pooled over b and j.
+    pub coords: Vec<f64>,
+    pub norm_stats: NoiseStats,
+    pub gaussian_norm_stats: NoiseStats,
+    pub coord_stats: NoiseStats,
+    /// ‖g_full‖ at this step, for scale.
+    pub full_grad_norm: f64,
+    /// Top Hessian eigenvalue (if curvature was requested).
+    pub top_eigenvalue: Option<f64>,
+    /// uᵀHu/‖u‖² along the optimizer's update at this step (if requested).
+    pub directional_smoothness: Option<f64>,
+}
+
+/// Result of [`run_sweep`].
+#[derive(Debug, Clone)]
+pub struct IclReport {
+    pub config: IclConfig,
+    pub runs: Vec<RunResult>,
+    pub gaps: Vec<GapRow>,
+    pub noise: Vec<NoiseMeasurement>,
+}
+
+/// The Adam-vs-SGD comparison for one data setting and depth.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GapRow {
+    pub data: DataDist,
+    pub depth: usize,
+    /// Loss of predicting 0 (E[y²]).
+    pub trivial_loss: f64,
+    pub sgd: BestLr,
+    pub adam: BestLr,
+    /// log10(L_SGD / L_Adam) per seed at the best LRs: mean and std over seeds.
+    pub log_gap_mean: f64,
+    pub log_gap_std: f64,
+    /// L_SGD − L_Adam per seed: mean and std.
+    pub gap_mean: f64,
+    pub gap_std: f64,
+    /// Per-seed log gaps.
+    pub log_gaps: Vec<f64>,
+}
+
+/// The best learning rate of one optimizer and its losses over seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BestLr {
+    pub lr: f64,
+    /// Final losses per seed at that LR.
+    pub losses: Vec<f64>,
+    pub mean: f64,
+    pub std: f64,
+    /// Geometric mean over seeds (the selection criterion).
+    pub geo_mean: f64,
+}
+
+struct OptState {
+    optim: Optim,
+    lr: f64,
+    t: i32,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+}
+
+impl OptState {
+    fn new(optim: Optim, lr: f64, params: &[Tensor]) -> Self {
+        let z = || params.iter().map(|p| p.zeros_like()).collect();
+        OptState { optim, lr, t: 0, m: z(), v: z() }
+    }
+
+    /// Apply one update in place.
+    fn step(&mut self, cfg: &IclConfig, params: &[Tensor], grads: &[Tensor]) {
+        let mut g: Vec<Tensor> = grads.iter().map(|g| g.shallow_clone()).collect();
+        if cfg.clip_norm > 0.0 {
+            let norm = dot(&g, &g).sqrt();
+            if norm > cfg.clip_norm {
+                g = g.iter().map(|t| t * (cfg.clip_norm / norm)).collect();
+            }
+        }
+        self.t += 1;
+        tch::no_grad(|| match self.optim {
+            Optim::Sgd => {
+                for ((p, g), m) in params.iter().zip(&g).zip(self.m.iter_mut()) {
+                    let dir = if cfg.sgd_momentum > 0.0 {
+                        *m = &*m * cfg.sgd_momentum + g;
+                        m.shallow_clone()
+                    } else {
+                        g.shallow_clone()
+                    };
+                    let mut p = p.shallow_clone();
+                    let _ = p.f_sub_(&(dir * self.lr));
+                }
+            }
+            Optim::Adam => {
+                let (b1, b2) = (cfg.adam_beta1, cfg.adam_beta2);
+                let c1 = 1.0 - b1.powi(self.t);
+                let c2 = 1.0 - b2.powi(self.t);
+                for (((p, g), m), v) in params.iter().zip(&g).zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
+                    *m = &*m * b1 + g * (1.0 - b1);
+                    *v = &*v * b2 + g.square() * (1.0 - b2);
+                    let upd = (&*m / c1) / ((&*v / c2).sqrt() + cfg.adam_eps);
+                    let mut p = p.shallow_clone();
+                    let _ = p.f_sub_(&(upd * self.lr));
+                }
+            }
+        });
+    }
+}
+
+/// Training data for one (data setting, seed).
+pub struct TaskData {
+    pub train: Prompts,
+    pub eval: Prompts,
+}
+
+impl TaskData {
+    pub fn new(cfg: &IclConfig, dist: DataDist, seed: u64, device: Device) -> Self {
+        TaskData {
+            train: sample_prompts(cfg, dist, cfg.n_train, seed.wrapping_mul(0x9e37_79b9).wrapping_add(1), device),
+            eval: sample_prompts(cfg, dist, cfg.n_eval, seed.wrapping_mul(0x9e37_79b9).wrapping_add(2), device),
+        }
+    }
+}
+
+/// What [`train_run`] should measure along the way.
+#[derive(Default)]
+struct Probe<'a> {
+    noise_steps: &'a [usize],
+    out: Vec<NoiseMeasurement>,
+}
+
+/// Train one model; returns the run and any noise measurements requested.
+fn train_run(
+    cfg: &IclConfig,
+    data: &TaskData,
+    dist: DataDist,
+    depth: usize,
+    optim: Optim,
+    lr: f64,
+    seed: u64,
+    device: Device,
+    probe: &mut Probe,
+) -> Result<RunResult, IclError> {
+    let model = LinearTransformer::new(cfg.d, depth, cfg.heads, cfg.init_std, seed, device);
+    let params = model.params();
+    let mut opt = OptState::new(optim, lr, &params);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(0xba7c4));
+    let limit = cfg.diverge_factor * cfg.trivial_loss(dist);
+    let mut eval_steps = Vec::new();
+    let mut eval_loss = Vec::new();
+    let mut diverged = false;
+    let eval = |m: &LinearTransformer| tch::no_grad(|| scalar(&m.loss(&data.eval)));
+    for step in 0..=cfg.steps {
+        if step % cfg.eval_every == 0 || step == cfg.steps {
+            let l = eval(&model);
+            eval_steps.push(step);
+            eval_loss.push(l);
+            if !l.is_finite() || l > limit {
+                diverged = true;
+                break;
+            }
+        }
+        let measure = probe.noise_steps.contains(&step);
+        if measure {
+            let m = measure_noise(cfg, &model, data, dist, depth, optim, lr, step, seed)?;
+            probe.out.push(m);
+        }
+        if step == cfg.steps {
+            break;
+        }
+        let idx: Vec<i64> = (0..cfg.batch).map(|_| rng.gen_range(0..cfg.n_train as i64)).collect();
+        let batch = data.train.select(&Tensor::from_slice(&idx).to_device(device));
+        let (_, g) = grads(&model, &batch);
+        if measure && cfg.noise.curvature {
+            // Directional smoothness of the actual update u = θ_{t+1} − θ_t, at θ_t.
+            let before: Vec<Tensor> = params.iter().map(|p| p.detach().copy()).collect();
+            opt.step(cfg, &params, &g);
+            let after: Vec<Tensor> = params.iter().map(|p| p.detach().copy()).collect();
+            let u: Vec<Tensor> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+            set_params(&params, &before);
+            let hu = hvp(&model, &data.train, &u);
+            let uu = dot(&u, &u);
+            set_params(&params, &after);
+            if let Some(last) = probe.out.last_mut() {
+                last.directional_smoothness = Some(if uu > 0.0 { dot(&u, &hu) / uu } else { 0.0 });
+            }
+        } else {
+            opt.step(cfg, &params, &g);
+        }
+    }
+    let final_loss = if diverged { f64::INFINITY } else { *eval_loss.last().unwrap_or(&f64::INFINITY) };
+    Ok(RunResult { data: dist, depth, optim, lr, seed, eval_steps, eval_loss, final_loss, diverged })
+}
+
+fn set_params(params: &[Tensor], values: &[Tensor]) {
+    tch::no_grad(|| {
+        for (p, v) in params.iter().zip(values) {
+            let mut p = p.shallow_clone();
+            p.copy_(v);
+        }
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn measure_noise(
+    cfg: &IclConfig,
+    model: &LinearTransformer,
+    data: &TaskData,
+    dist: DataDist,
+    depth: usize,
+    optim: Optim,
+    lr: f64,
+    step: usize,
+    seed: u64,
+) -> Result<NoiseMeasurement, IclError> {
+    let nc = &cfg.noise;
+    let device = data.train.z.device();
+    let gfull = flat(&full_grad(model, &data.train, 4096));
+    let full_grad_norm = scalar(&gfull.norm());
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (step as u64).wrapping_mul(0x2545_f491));
+    let mut rows = Vec::with_capacity(nc.minibatches);
+    for _ in 0..nc.minibatches {
+        let idx: Vec<i64> = (0..cfg.batch).map(|_| rng.gen_range(0..cfg.n_train as i64)).collect();
+        let batch = data.train.select(&Tensor::from_slice(&idx).to_device(device));
+        let (_, g) = grads(model, &batch);
+        rows.push(flat(&g) - &gfull);
+    }
+    let xi = Tensor::stack(&rows, 0).to_kind(Kind::Double); // [K, P]
+    let norms = to_vec(&xi.norm_scalaropt_dim(2, [1i64].as_slice(), false));
+    let std = xi.std_dim([0i64].as_slice(), true, false); // per coordinate
+    let mean = xi.mean_dim([0i64].as_slice(), false, Kind::Double);
+    let std_v = to_vec(&std);
+    // Standardize the coordinates that actually fluctuate.
+    let keep: Vec<i64> = std_v.iter().enumerate().filter(|(_, s)| **s > 1e-12).map(|(i, _)| i as i64).collect();
+    let keep_t = Tensor::from_slice(&keep).to_device(xi.device());
+    let zs = ((&xi - mean.unsqueeze(0)) / std.unsqueeze(0)).index_select(1, &keep_t);
+    let coords = to_vec(&zs);
+    // Gaussian reference: same per-coordinate variances.
+    let mut grng = ChaCha8Rng::seed_from_u64(seed ^ 0x6a55 ^ step as u64);
+    let gaussian_norms: Vec<f64> = (0..nc.minibatches)
+        .map(|_| std_v.iter().map(|s| s * s * rng_sq(&mut grng)).sum::<f64>().sqrt())
+        .collect();
+    let k_norm = nc.hill_k.min(nc.minibatches.saturating_sub(1));
+    let norm_stats = noise::summarize(&norms, k_norm, seed + 1)?;
+    let gaussian_norm_stats = noise::summarize(&gaussian_norms, k_norm, seed + 2)?;
+    let coord_stats = noise::summarize(&coords, nc.hill_k, seed + 3)?;
+    let top_eigenvalue = if nc.curvature { Some(top_eigenvalue(model, &data.train, nc.power_iters, seed)) } else { None };
+    Ok(NoiseMeasurement {
+        data: dist,
+        depth,
+        optim,
+        lr,
+        step,
+        norms,
+        gaussian_norms,
+        coords,
+        norm_stats,
+        gaussian_norm_stats,
+        coord_stats,
+        full_grad_norm,
+        top_eigenvalue,
+        directional_smoothness: None,
+    })
+}
+
+fn rng_sq(rng: &mut ChaCha8Rng) -> f64 {
+    let g: f64 = rng.sample(StandardNormal);
+    g * g
+}
+
+/// Progress callback: (runs done, runs total).
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
+
+/// The full experiment: LR sweeps, gaps, and gradient-noise measurements.
+pub fn run_sweep(cfg: &IclConfig, device: Device, mut progress: Option<Progress>) -> Result<IclReport, IclError> {
+    cfg.validate()?;
+    let optims = [Optim::Sgd, Optim::Adam];
+    let per_combo: usize = optims.iter().map(|o| cfg.lrs(*o).len()).sum::<usize>() * cfg.seeds.len();
+    let noise_runs = if cfg.noise.steps.is_empty() { 0 } else { 1 };
+    let total = cfg.data.len() * cfg.depths.len() * (per_combo + noise_runs);
+    let mut done = 0;
+    let mut runs = Vec::new();
+    let mut gaps = Vec::new();
+    let mut noise_out = Vec::new();
+    for &dist in &cfg.data {
+        let datas: Vec<TaskData> = cfg.seeds.iter().map(|&s| TaskData::new(cfg, dist, s, device)).collect();
+        for &depth in &cfg.depths {
+            let mut best = Vec::new();
+            for &optim in &optims {
+                let mut by_lr = Vec::new();
+                for &lr in cfg.lrs(optim) {
+                    let mut losses = Vec::new();
+                    for (si, &seed) in cfg.seeds.iter().enumerate() {
+                        let r = train_run(cfg, &datas[si], dist, depth, optim, lr, seed, device, &mut Probe::default())?;
+                        tracing::debug!(data = %dist.label(), depth, optim = optim.name(), lr, seed, loss = r.final_loss, "icl run");
+                        losses.push(r.final_loss);
+                        runs.push(r);
+                        done += 1;
+                        if let Some(p) = progress.as_mut() {
+                            p(done, total);
+                        }
+                    }
+                    by_lr.push((lr, losses));
+                }
+                best.push(pick_best(&by_lr));
+            }
+            let (sgd, adam) = (best[0].clone(), best[1].clone());
+            let log_gaps: Vec<f64> = sgd.losses.iter().zip(&adam.losses).map(|(s, a)| (s / a).log10()).collect();
+            let abs: Vec<f64> = sgd.losses.iter().zip(&adam.losses).map(|(s, a)| s - a).collect();
+            let (log_gap_mean, log_gap_std) = noise::mean_std(&log_gaps);
+            let (gap_mean, gap_std) = noise::mean_std(&abs);
+            tracing::info!(data = %dist.label(), depth, sgd_lr = sgd.lr, sgd = sgd.mean, adam_lr = adam.lr, adam = adam.mean, log_gap_mean, "icl gap");
+            let row = GapRow { data: dist, depth, trivial_loss: cfg.trivial_loss(dist), sgd, adam, log_gap_mean, log_gap_std, gap_mean, gap_std, log_gaps };
+            if !cfg.noise.steps.is_empty() {
+                let o = cfg.noise.optimizer;
+                let lr = if o == Optim::Sgd { row.sgd.lr } else { row.adam.lr };
+                let mut probe = Probe { noise_steps: &cfg.noise.steps, out: Vec::new() };
+                train_run(cfg, &datas[0], dist, depth, o, lr, cfg.seeds[0], device, &mut probe)?;
+                noise_out.extend(probe.out);
+                done += 1;
+                if let Some(p) = progress.as_mut() {
+                    p(done, total);
+                }
+            }
+            gaps.push(row);
+        }
+    }
+    Ok(IclReport { config: cfg.clone(), runs, gaps, noise: noise_out })
+}
+
+/// Best LR by geometric-mean final loss over seeds (a diverged seed is +∞;
+/// if every LR diverged, the smallest LR is reported with infinite losses).
+fn pick_best(by_lr: &[(f64, Vec<f64>)]) -> BestLr {
+    let geo = |l: &[f64]| (l.iter().map(|x| x.max(1e-300).ln()).sum::<f64>() / l.len() as f64).exp();
+    let mut best: Option<BestLr> = None;
+    for (lr, losses) in by_lr {
+        let g = geo(losses);
+        let better = match &best {
+            None => true,
+            Some(b) => g < b.geo_mean || (!b.geo_mean.is_finite() && *lr < b.lr),
+        };
+        if better {
+            let (mean, std) = noise::mean_std(losses);
+            best = Some(BestLr { lr: *lr, losses: losses.clone(), mean, std, geo_mean: g });
+        }
+    }
+    best.expect("at least one learning rate")
+}
+
+/// Run the lens end to end: sweep, `icl.h5`, PNG plots and `index.html` in `out_dir`.
+pub fn run_lens(cfg: &IclConfig, out_dir: &Path, device: Device, progress: Option<Progress>) -> Result<IclReport, IclError> {
+    let report = run_sweep(cfg, device, progress)?;
+    std::fs::create_dir_all(out_dir).map_err(|e| IclError::Output { path: out_dir.display().to_string(), msg: e.to_string() })?;
+    write_h5(&out_dir.join("icl.h5"), &report)?;
+    write_html(out_dir, &report)?;
+    Ok(report)
+}
