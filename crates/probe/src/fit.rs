@@ -128,6 +128,7 @@ impl FitModel {
     }
 
     /// Natural → internal parameters (inverse of `natural`).
+    #[cfg_attr(not(test), allow(dead_code))]
     fn internal(self, p: &[f64], tsc: f64) -> Vec<f64> {
         match self {
             FitModel::Power => vec![p[0], p[1] / tsc.powf(p[3]), (p[2] / tsc).ln(), p[3].ln()],

@@ -1,0 +1,433 @@
+//! The probe driver: for every checkpoint of a run not yet probed, run the
+//! model on a fixed evaluation set with attention hooks, compute the
+//! per-head metrics and append them to `RUN/analysis.h5` (atomically).
+//!
+//! The evaluation set is drawn once per run from the run's validation
+//! trajectories (seeded) and stored in analysis.h5; later calls reuse it.
+//! Attention patterns of every head on a few whole evaluation trajectories
+//! are cached at every checkpoint for the viewer.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use headlab_sim::Dataset;
+use headlab_store::analysis::{read_analysis, write_analysis, Analysis, StepRecord};
+use headlab_store::checkpoint::list_checkpoints;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::contacts::interval_contacts;
+use crate::metrics::{default_g_edges, FrameGeom, HeadMetrics, ProbeAccum};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("probe option `{key}` = {value} is invalid: {hint}")]
+    Config { key: String, value: String, hint: String },
+    #[error("{path}: {msg}")]
+    Run { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Store(#[from] headlab_store::StoreError),
+    #[error(transparent)]
+    Model(#[from] headlab_model::ModelError),
+    #[error(transparent)]
+    Train(#[from] headlab_train::TrainError),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+pub type Result<T, E = ProbeError> = std::result::Result<T, E>;
+
+/// What is measured, and on what (saved as the `config` of analysis.h5; a
+/// later probe of the same run must use the same options).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeOptions {
+    /// Number of evaluation frames (drawn from the run's validation trajectories).
+    pub eval_frames: usize,
+    /// Seed of the evaluation-frame draw.
+    pub seed: u64,
+    /// Contact radius factor: partners at the input frame are pairs closer
+    /// than `contact_factor · (r_i + r_j)`.
+    pub contact_factor: f32,
+    /// g(r) bin edges in units of r_i + r_j (increasing; the last may be huge).
+    pub g_edges: Vec<f32>,
+    /// Validation trajectories whose attention is cached for the viewer.
+    pub cache_trajectories: usize,
+    /// Frames of each cached trajectory (from frame 0).
+    pub cache_frames: usize,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self { eval_frames: 128, seed: 0, contact_factor: 1.0, g_edges: default_g_edges(), cache_trajectories: 2, cache_frames: 32 }
+    }
+}
+
+impl ProbeOptions {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, value: String, hint: &str| Err(ProbeError::Config { key: key.into(), value, hint: hint.into() });
+        if self.eval_frames == 0 {
+            return bad("eval_frames", "0".into(), "need at least one evaluation frame");
+        }
+        if !(self.contact_factor > 0.0 && self.contact_factor.is_finite()) {
+            return bad("contact_factor", self.contact_factor.to_string(), "must be a positive number (1 = touching)");
+        }
+        if self.g_edges.len() < 2 || self.g_edges.windows(2).any(|w| !(w[1] > w[0])) || !(self.g_edges[0] >= 0.0) {
+            return bad("g_edges", format!("{:?}", self.g_edges), "need at least two strictly increasing, non-negative edges");
+        }
+        Ok(())
+    }
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// How a probe call behaves (not saved).
+#[derive(Debug, Clone)]
+pub struct ProbeControl {
+    /// auto, cpu, cuda, cuda:N.
+    pub device: String,
+    /// Frames per forward pass.
+    pub batch: usize,
+    pub progress: bool,
+    /// Discard an existing analysis.h5 and start over.
+    pub fresh: bool,
+    /// Rewrite analysis.h5 after at most this many newly probed checkpoints.
+    pub save_every: usize,
+}
+
+impl Default for ProbeControl {
+    fn default() -> Self {
+        Self { device: "auto".into(), batch: 64, progress: true, fresh: false, save_every: 10 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeSummary {
+    pub analysis_path: PathBuf,
+    /// Steps probed by this call.
+    pub probed: Vec<u64>,
+    /// Checkpoints already in analysis.h5.
+    pub skipped: usize,
+    pub n_eval_frames: usize,
+}
+
+/// Something that yields the attention patterns of a checkpoint:
+/// for a batch of (trajectory, frame), one `[B, H, N, N]` buffer per layer.
+pub trait AttentionSource {
+    fn n_layers(&self) -> usize;
+    fn n_heads(&self) -> usize;
+    fn patterns(&self, ds: &Dataset, frames: &[(usize, usize)]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// The tch model as an attention source.
+pub struct ModelSource(pub headlab_model::Model);
+
+impl AttentionSource for ModelSource {
+    fn n_layers(&self) -> usize {
+        self.0.config.n_layers
+    }
+    fn n_heads(&self) -> usize {
+        self.0.config.n_heads
+    }
+    fn patterns(&self, ds: &Dataset, frames: &[(usize, usize)]) -> Result<Vec<Vec<f32>>> {
+        let m = &self.0;
+        tch::no_grad(|| {
+            let st = headlab_model::State::from_dataset(ds, frames, m.device());
+            let x = m.norm.features(&st);
+            let (_, cache) = m.forward_with_cache(&x, true, false);
+            (0..m.config.n_layers)
+                .map(|l| {
+                    let p = cache.pattern(l).ok_or_else(|| ProbeError::Run { path: PathBuf::new(), msg: format!("model recorded no pattern for layer {l}") })?;
+                    let p = p.to_kind(tch::Kind::Float).to_device(tch::Device::Cpu).contiguous().view([-1]);
+                    Ok(Vec::<f32>::try_from(&p)?)
+                })
+                .collect()
+        })
+    }
+}
+
+/// The evaluation frames: `n` distinct (trajectory, frame) pairs from `trajs`,
+/// frames with a successor, drawn with `seed`, sorted.
+pub fn choose_eval_frames(ds: &Dataset, trajs: &[usize], n: usize, seed: u64) -> Vec<(usize, usize)> {
+    let mut all: Vec<(usize, usize)> = trajs.iter().flat_map(|&t| (0..ds.n_frames.saturating_sub(1)).map(move |f| (t, f))).collect();
+    all.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xE7A1));
+    all.truncate(n);
+    all.sort();
+    all
+}
+
+/// Geometry and contact partners of each evaluation frame.
+pub fn frame_geoms(ds: &Dataset, frames: &[(usize, usize)], factor: f32) -> Vec<FrameGeom> {
+    let n = ds.n_particles;
+    let d = ds.dim();
+    let mut by_traj: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (k, &(t, _)) in frames.iter().enumerate() {
+        by_traj.entry(t).or_default().push(k);
+    }
+    let mut out: Vec<Option<FrameGeom>> = vec![None; frames.len()];
+    for (t, ks) in by_traj {
+        let fs: Vec<usize> = ks.iter().map(|&k| frames[k].1).collect();
+        let cs = interval_contacts(ds, t, &fs);
+        for (&k, c) in ks.iter().zip(cs) {
+            let f = frames[k].1;
+            let i = ds.idx(t, f, 0);
+            out[k] = Some(FrameGeom::new(&ds.positions[i..i + n * d], &ds.radii[t * n..(t + 1) * n], d, factor, c));
+        }
+    }
+    out.into_iter().map(|g| g.expect("every frame has a geometry")).collect()
+}
+
+/// Probe one attention source on the evaluation frames: per-head metrics.
+pub fn probe_source(src: &dyn AttentionSource, ds: &Dataset, frames: &[(usize, usize)], geoms: &[FrameGeom], edges: &[f32], batch: usize) -> Result<Vec<HeadMetrics>> {
+    let (l, h, n) = (src.n_layers(), src.n_heads(), ds.n_particles);
+    let mut acc = ProbeAccum::new(l, h, edges);
+    let per = h * n * n;
+    for (chunk, gchunk) in frames.chunks(batch.max(1)).zip(geoms.chunks(batch.max(1))) {
+        let pats = src.patterns(ds, chunk)?;
+        for (layer, p) in pats.iter().enumerate() {
+            for (b, g) in gchunk.iter().enumerate() {
+                acc.add_layer_frame(layer, &p[b * per..(b + 1) * per], g);
+            }
+        }
+    }
+    Ok(acc.finish())
+}
+
+/// Attention of every head on whole trajectories: [L, H, P, F, N, N].
+fn cached_patterns(src: &dyn AttentionSource, ds: &Dataset, trajs: &[u32], frames: &[u32], batch: usize) -> Result<Vec<f32>> {
+    let (l, h, n) = (src.n_layers(), src.n_heads(), ds.n_particles);
+    let (p, f) = (trajs.len(), frames.len());
+    let nn = n * n;
+    let mut out = vec![0f32; l * h * p * f * nn];
+    let all: Vec<(usize, usize)> = trajs.iter().flat_map(|&t| frames.iter().map(move |&fr| (t as usize, fr as usize))).collect();
+    for (ci, chunk) in all.chunks(batch.max(1)).enumerate() {
+        let pats = src.patterns(ds, chunk)?;
+        for (layer, pat) in pats.iter().enumerate() {
+            for b in 0..chunk.len() {
+                let k = ci * batch.max(1) + b; // = traj_idx * F + frame_idx
+                for head in 0..h {
+                    let dst = ((layer * h + head) * p * f + k) * nn;
+                    let src_off = (b * h + head) * nn;
+                    out[dst..dst + nn].copy_from_slice(&pat[src_off..src_off + nn]);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Build the record of one checkpoint.
+pub fn step_record(step: u64, metrics: &[HeadMetrics], patterns: Vec<f32>) -> StepRecord {
+    let names = HeadMetrics::scalar_names();
+    let mut series: BTreeMap<String, Vec<f64>> = names.iter().map(|n| (n.clone(), Vec::with_capacity(metrics.len()))).collect();
+    for m in metrics {
+        for (name, v) in names.iter().zip(m.scalars()) {
+            series.get_mut(name).unwrap().push(v);
+        }
+    }
+    StepRecord {
+        step,
+        series,
+        g: metrics.iter().flat_map(|m| m.g.iter().copied()).collect(),
+        g_excl: metrics.iter().flat_map(|m| m.g_excl.iter().copied()).collect(),
+        g_count: metrics.iter().flat_map(|m| m.g_count.iter().copied()).collect(),
+        patterns,
+    }
+}
+
+/// Path of a run's analysis file.
+pub fn analysis_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("analysis.h5")
+}
+
+/// Probe every checkpoint of `run_dir` not yet in its analysis.h5.
+/// `ds` is the run's dataset and `dataset_path` its path (recorded).
+pub fn probe_run(run_dir: &Path, ds: &Dataset, dataset_path: &Path, opts: &ProbeOptions, ctl: &ProbeControl) -> Result<ProbeSummary> {
+    let device = headlab_model::parse_device(&ctl.device)?;
+    probe_run_with(run_dir, ds, dataset_path, opts, ctl, &|p: &Path| {
+        let m = headlab_model::Model::load(p, device)?;
+        if m.config.attention.kind != headlab_model::AttentionKind::Softmax {
+            tracing::warn!("{}: attention is not softmax; rows do not sum to 1 and the scores are computed on row-normalized weights", p.display());
+        }
+        Ok(Box::new(ModelSource(m)) as Box<dyn AttentionSource>)
+    })
+}
+
+/// [`probe_run`] with any way of turning a checkpoint file into an attention source.
+pub fn probe_run_with(
+    run_dir: &Path,
+    ds: &Dataset,
+    dataset_path: &Path,
+    opts: &ProbeOptions,
+    ctl: &ProbeControl,
+    load: &dyn Fn(&Path) -> Result<Box<dyn AttentionSource>>,
+) -> Result<ProbeSummary> {
+    opts.validate()?;
+    let out = analysis_path(run_dir);
+    let ckpts = list_checkpoints(run_dir)?;
+    if ckpts.is_empty() {
+        return Err(ProbeError::Run { path: run_dir.to_path_buf(), msg: "no checkpoints in ckpt/; train the run first (headlab train)".into() });
+    }
+    let cfg_toml = opts.to_toml();
+    let mut an: Option<Analysis> = None;
+    if out.exists() && !ctl.fresh {
+        let a = read_analysis(&out, true)?;
+        if a.config_toml != cfg_toml {
+            return Err(ProbeError::Run {
+                path: out.clone(),
+                msg: format!(
+                    "was probed with other options:\n{}\nnow:\n{}\npass --fresh to probe again from scratch, or use the same options",
+                    a.config_toml, cfg_toml
+                ),
+            });
+        }
+        if a.n_particles != ds.n_particles {
+            return Err(ProbeError::Run { path: out.clone(), msg: format!("was probed on {} particles, the dataset has {}; pass --fresh", a.n_particles, ds.n_particles) });
+        }
+        an = Some(a);
+    }
+    let todo: Vec<(u64, PathBuf)> = ckpts.iter().filter(|(s, _)| an.as_ref().is_none_or(|a| !a.has_step(*s))).cloned().collect();
+    let skipped = ckpts.len() - todo.len();
+    if todo.is_empty() {
+        let n_eval = an.as_ref().map(|a| a.eval_frame.len()).unwrap_or(0);
+        tracing::info!("{}: all {} checkpoints already probed", out.display(), ckpts.len());
+        return Ok(ProbeSummary { analysis_path: out, probed: vec![], skipped, n_eval_frames: n_eval });
+    }
+
+    // Evaluation set: stored, or drawn now from the validation trajectories.
+    let frames: Vec<(usize, usize)> = match &an {
+        Some(a) => a.eval_traj.iter().zip(&a.eval_frame).map(|(&t, &f)| (t as usize, f as usize)).collect(),
+        None => {
+            let val = eval_trajectories(run_dir, ds)?;
+            choose_eval_frames(ds, &val, opts.eval_frames, opts.seed)
+        }
+    };
+    for &(t, f) in &frames {
+        if t >= ds.n_traj || f + 1 >= ds.n_frames {
+            return Err(ProbeError::Run { path: out.clone(), msg: format!("evaluation frame (traj {t}, frame {f}) is not in the dataset; was it probed on another dataset? pass --fresh") });
+        }
+    }
+    let geoms = frame_geoms(ds, &frames, opts.contact_factor);
+    let n_contacts: usize = geoms.iter().map(|g| g.overlap.n_pairs()).sum();
+    let n_interval: usize = geoms.iter().map(|g| g.interval.n_pairs()).sum();
+    tracing::info!("{} evaluation frames: {} overlapping pairs, {} pairs in contact within the interval", frames.len(), n_contacts, n_interval);
+    if n_interval == 0 {
+        tracing::warn!("no contacts in the evaluation frames: collision scores will be undefined (NaN); use a denser scene or more frames");
+    }
+
+    let t0 = Instant::now();
+    let first = load(&todo[0].1)?;
+    let (nl, nh) = (first.n_layers(), first.n_heads());
+    let mut an = match an {
+        Some(a) => {
+            if (a.n_layers, a.n_heads) != (nl, nh) {
+                return Err(ProbeError::Run { path: out.clone(), msg: format!("holds {}×{} heads but the checkpoints have {nl}×{nh}; pass --fresh", a.n_layers, a.n_heads) });
+            }
+            a
+        }
+        None => {
+            let val = eval_trajectories(run_dir, ds)?;
+            let pt: Vec<u32> = val.iter().take(opts.cache_trajectories).map(|&t| t as u32).collect();
+            let pf: Vec<u32> = (0..opts.cache_frames.min(ds.n_frames) as u32).collect();
+            Analysis {
+                config_toml: cfg_toml.clone(),
+                dataset: dataset_path.display().to_string(),
+                n_layers: nl,
+                n_heads: nh,
+                n_particles: ds.n_particles,
+                eval_traj: frames.iter().map(|f| f.0 as u32).collect(),
+                eval_frame: frames.iter().map(|f| f.1 as u32).collect(),
+                g_edges: opts.g_edges.clone(),
+                pattern_traj: if pf.is_empty() { vec![] } else { pt },
+                pattern_frames: pf,
+                ..Default::default()
+            }
+        }
+    };
+    let bar = if ctl.progress {
+        let b = indicatif::ProgressBar::new(todo.len() as u64);
+        b.set_style(indicatif::ProgressStyle::with_template("probe {bar:30} {pos}/{len} checkpoints  {elapsed} (eta {eta})  {msg}").unwrap());
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut probed = Vec::new();
+    let mut since_save = 0;
+    let mut src = Some(first);
+    for (step, path) in &todo {
+        let s = match src.take() {
+            Some(s) => s,
+            None => load(path)?,
+        };
+        let metrics = probe_source(s.as_ref(), ds, &frames, &geoms, &opts.g_edges, ctl.batch)?;
+        let pats = if an.pattern_traj.is_empty() { vec![] } else { cached_patterns(s.as_ref(), ds, &an.pattern_traj, &an.pattern_frames, ctl.batch)? };
+        let best = metrics.iter().map(|m| m.overlap.excl_norm).filter(|v| v.is_finite()).fold(f64::NAN, f64::max);
+        an.add_step(step_record(*step, &metrics, pats)).map_err(|msg| ProbeError::Run { path: out.clone(), msg })?;
+        probed.push(*step);
+        bar.set_message(format!("step {step}: best self-excluded score {best:.2}"));
+        bar.inc(1);
+        since_save += 1;
+        if since_save >= ctl.save_every.max(1) {
+            write_analysis(&out, &an)?;
+            since_save = 0;
+        }
+    }
+    if since_save > 0 {
+        write_analysis(&out, &an)?;
+    }
+    bar.finish_and_clear();
+    tracing::info!("probed {} checkpoints in {:.1}s into {}", probed.len(), t0.elapsed().as_secs_f64(), out.display());
+    Ok(ProbeSummary { analysis_path: out, probed, skipped, n_eval_frames: frames.len() })
+}
+
+/// The run's validation trajectories (from its config.toml), or all
+/// trajectories when it has none.
+pub fn eval_trajectories(run_dir: &Path, ds: &Dataset) -> Result<Vec<usize>> {
+    let cfg_path = run_dir.join("config.toml");
+    let val = if cfg_path.exists() {
+        let cfg = headlab_train::TrainConfig::load(&cfg_path)?;
+        if cfg.val_fraction > 0.0 && ds.n_traj >= 2 {
+            headlab_train::split_trajectories(ds.n_traj, cfg.val_fraction, cfg.seed)?.1
+        } else {
+            vec![]
+        }
+    } else {
+        vec![]
+    };
+    Ok(if val.is_empty() { (0..ds.n_traj).collect() } else { val })
+}
+
+/// The head that best detects collisions at the last probed step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BestHead {
+    pub layer: usize,
+    pub head: usize,
+    pub step: u64,
+    /// Self-excluded normalized score (overlap partners).
+    pub score: f64,
+    /// AUROC of a_ij for contact within the interval.
+    pub auroc: f64,
+    /// Lower and upper edge of the g(r) bin where the head's g peaks.
+    pub g_peak: (f32, f32),
+    /// score ≥ 0.5, AUROC ≥ 0.95, g peaks at or inside contact.
+    pub meets_bar: bool,
+}
+
+/// Pick the head with the highest final self-excluded normalized score
+/// (series `score_excl_norm_overlap`) and check the collision-head bar.
+pub fn best_head(a: &Analysis) -> Option<BestHead> {
+    let s = a.steps.len().checked_sub(1)?;
+    let score = a.series.get("score_excl_norm_overlap")?;
+    let auroc = a.series.get("auroc_interval")?;
+    let lh = a.n_layers * a.n_heads;
+    let k = (0..lh).filter(|&k| score[s * lh + k].is_finite()).max_by(|&x, &y| score[s * lh + x].total_cmp(&score[s * lh + y]))?;
+    let (layer, head) = (k / a.n_heads, k % a.n_heads);
+    let g = a.head_g(false, s, layer, head);
+    let kb = (0..g.len()).filter(|&b| g[b].is_finite()).max_by(|&x, &y| g[x].total_cmp(&g[y]))?;
+    let g_peak = (a.g_edges[kb], a.g_edges[kb + 1]);
+    let (sc, au) = (score[s * lh + k], auroc[s * lh + k]);
+    Some(BestHead { layer, head, step: a.steps[s], score: sc, auroc: au, g_peak, meets_bar: sc >= 0.5 && au >= 0.95 && g_peak.0 < 1.0 })
+}
