@@ -8,3 +8,4 @@ pub mod contacts;
 pub mod fit;
 pub mod metrics;
 pub mod run;
+pub mod llc;

@@ -1,0 +1,680 @@
+//! Local learning coefficient (LLC) by SGLD, localized at a checkpoint w*.
+//!
+//! The tempered, localized posterior around w* is
+//!
+//! ```text
+//!     p(w) ∝ exp( −nβ·L_n(w) − (γ/2)·|w − w*|² ),
+//! ```
+//!
+//! where `L_n` is the average per-sample loss (a negative log-likelihood per
+//! sample: for the MSE models of headlab and the toy problems here, half the
+//! mean squared error), `n` the number of training samples and β the inverse
+//! temperature, `1/ln n` by default. The LLC estimate is
+//!
+//! ```text
+//!     λ̂ = nβ · E_w[ L_n(w) − L_n(w*) ].
+//! ```
+//!
+//! It is sampled with stochastic-gradient Langevin dynamics (SGLD):
+//!
+//! ```text
+//!     w ← w − (ε/2)·( γ·(w − w*) + nβ·∇L_B(w) ) + N(0, ε)
+//! ```
+//!
+//! with a minibatch `B` drawn uniformly at every step. The estimate pairs the
+//! losses batch by batch: `λ̂ = nβ · mean_t [ L_Bt(w_t) − L_Bt(w*) ]` over the
+//! post-burn-in steps, with the *same* batch `B_t` on both sides (the values
+//! `L_B(w*)` are cached per batch). Since `w_t` does not depend on `B_t`, each
+//! term is an unbiased estimate of `L_n(w_t) − L_n(w*)`, and the batch-to-batch
+//! noise of the loss cancels. The unpaired value that devinterp reports (one
+//! reference loss on a single batch, shared by every chain) is computed too,
+//! as a diagnostic only: its offset is common to every chain, so the spread
+//! across chains never shows it.
+//!
+//! What is here:
+//! - [`LlcProblem`]: the loss to sample (any differentiable tch computation),
+//!   with `n` and a set of batches; optionally with several chains stacked
+//!   along a leading dimension (fast for small problems).
+//! - [`estimate`]: chains in parallel threads, seeded per chain (the same seed
+//!   gives the same estimate whatever the thread count, for unstacked problems
+//!   bit for bit), a [`Movable`] mask per parameter (for the weight-refined,
+//!   per-head LLC), and diagnostics: failed chains (non-finite or diverging)
+//!   are excluded and reported with a suggested smaller ε, drifting traces are
+//!   warned about, the spread across chains comes with every estimate.
+//! - [`calibrate`]: sweep ε (and γ) and recommend a stable step size.
+//! - [`toy`]: linear regression and the degenerate product model, with their
+//!   exact finite-sample targets, used by the validation tests.
+//! - [`model`]: the adapter for headlab checkpoints (whole model and per
+//!   head).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+#[path = "llc_sampler.rs"]
+mod sampler;
+#[path = "llc_toy.rs"]
+pub mod toy;
+
+/// Errors of the LLC estimator. Messages say what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum LlcError {
+    #[error("llc config: `{key}` = {value} is invalid: {expected}")]
+    Config { key: String, value: String, expected: String },
+    #[error(
+        "llc: all {chains} chains failed ({details}). The SGLD step size ε = {epsilon:e} is too large \
+         for this checkpoint: try --epsilon {suggest:e} (or run with --calibrate to pick one)"
+    )]
+    AllChainsFailed { chains: usize, details: String, epsilon: f64, suggest: f64 },
+    #[error("llc: problem: {0}")]
+    Problem(String),
+    #[error("llc: libtorch error: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+pub type Result<T, E = LlcError> = std::result::Result<T, E>;
+
+/// SGLD and estimator settings. Every field has a default; a TOML table
+/// `[llc]` with any subset of them is accepted (unknown keys are an error).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlcConfig {
+    /// SGLD step size ε (the variance of the injected noise per step).
+    pub epsilon: f64,
+    /// Localization strength γ: the pull back towards w*.
+    pub gamma: f64,
+    /// Inverse temperature β; absent means 1/ln n.
+    pub beta: Option<f64>,
+    /// Independent chains (run in parallel threads).
+    pub chains: usize,
+    /// SGLD steps per chain; every step is a draw.
+    pub draws: usize,
+    /// Fraction of each chain's draws discarded as burn-in.
+    pub burn_in: f64,
+    /// Minibatch size, for problems built from a data set (checkpoints).
+    pub batch_size: usize,
+    /// Seed of the chains' noise and batch choices.
+    pub seed: u64,
+    /// CPU threads to use in all (0: all available). Chains are spread over
+    /// them; libtorch's own threads get the rest.
+    pub threads: usize,
+    /// A chain whose nβ·(L_B(w) − L_B(w*)) exceeds this has diverged; absent
+    /// means 1000 + 100 × (number of moving parameters).
+    pub divergence_threshold: Option<f64>,
+}
+
+impl Default for LlcConfig {
+    fn default() -> Self {
+        LlcConfig {
+            epsilon: 1e-4,
+            gamma: 100.0,
+            beta: None,
+            chains: 4,
+            draws: 400,
+            burn_in: 0.25,
+            batch_size: 64,
+            seed: 0,
+            threads: 0,
+            divergence_threshold: None,
+        }
+    }
+}
+
+impl LlcConfig {
+    /// Check every field; the error names the key, the value and the range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, value: String, expected: &str| {
+            Err(LlcError::Config { key: key.into(), value, expected: expected.into() })
+        };
+        if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
+            return bad("epsilon", self.epsilon.to_string(), "a positive step size, e.g. 1e-4");
+        }
+        if !(self.gamma.is_finite() && self.gamma >= 0.0) {
+            return bad("gamma", self.gamma.to_string(), "a localization strength ≥ 0, e.g. 100");
+        }
+        if let Some(b) = self.beta {
+            if !(b.is_finite() && b > 0.0) {
+                return bad("beta", b.to_string(), "a positive inverse temperature (leave it out for 1/ln n)");
+            }
+        }
+        if self.chains == 0 {
+            return bad("chains", "0".into(), "at least 1 chain (4 or more to see the spread)");
+        }
+        if self.draws < 8 {
+            return bad("draws", self.draws.to_string(), "at least 8 draws per chain");
+        }
+        if !(0.0..0.9).contains(&self.burn_in) {
+            return bad("burn_in", self.burn_in.to_string(), "a fraction in [0, 0.9)");
+        }
+        if self.draws - self.burn_in_steps() < 4 {
+            return bad("burn_in", self.burn_in.to_string(), "a fraction leaving at least 4 draws after burn-in");
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "0".into(), "at least 1 sample per batch");
+        }
+        if let Some(t) = self.divergence_threshold {
+            if !(t > 0.0) {
+                return bad("divergence_threshold", t.to_string(), "a positive value (leave it out for the default)");
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of draws discarded at the start of each chain.
+    pub fn burn_in_steps(&self) -> usize {
+        ((self.burn_in * self.draws as f64).floor() as usize).min(self.draws)
+    }
+
+    /// nβ for `n` training samples.
+    pub fn n_beta(&self, n: usize) -> f64 {
+        let n = n as f64;
+        n * self.beta.unwrap_or_else(|| 1.0 / n.ln())
+    }
+
+    fn resolved_threads(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+}
+
+/// The loss that SGLD samples around w*.
+///
+/// `Sync` because the sampler threads share it; tensors that it holds for
+/// reading (data) can be wrapped in [`SharedTensor`].
+pub trait LlcProblem: Sync {
+    /// Number of training samples n (sets nβ).
+    fn n_samples(&self) -> usize;
+    /// Number of batches; each SGLD step draws one uniformly. They should
+    /// have equal sizes (then the mean of the batch losses is L_n).
+    fn n_batches(&self) -> usize;
+    /// Whether [`LlcProblem::loss`] takes several chains at once, stacked
+    /// along a new leading dimension.
+    fn stacked(&self) -> bool {
+        false
+    }
+    /// The mean per-sample loss on batch `batches[0]` at `params` (in the
+    /// order and shapes of w*), as a scalar (or one-element) tensor.
+    ///
+    /// For a [`stacked`](LlcProblem::stacked) problem, each parameter has an
+    /// extra leading dimension of size k = `batches.len()`, chain i is
+    /// evaluated on batch `batches[i]`, and the result has shape [k]. Chains
+    /// must not interact (chain i's loss depends on row i only).
+    fn loss(&self, params: &[Tensor], batches: &[usize]) -> Result<Tensor>;
+}
+
+/// A tensor read by several sampler threads at once (training data, say).
+///
+/// libtorch allows concurrent reads of one tensor; this wrapper only hands
+/// out `&Tensor`, and the holder promises never to modify the tensor in
+/// place (nor through a shallow clone) while the sampler runs.
+pub struct SharedTensor(Tensor);
+
+// SAFETY: see the type's documentation: shared read-only use of a libtorch
+// tensor from several threads is safe; no mutable access is offered.
+unsafe impl Sync for SharedTensor {}
+
+impl SharedTensor {
+    pub fn new(t: Tensor) -> Self {
+        SharedTensor(t.detach())
+    }
+}
+
+impl std::ops::Deref for SharedTensor {
+    type Target = Tensor;
+    fn deref(&self) -> &Tensor {
+        &self.0
+    }
+}
+
+/// Which part of a parameter moves during sampling.
+#[derive(Debug)]
+pub enum Movable {
+    /// Stays at w* (and costs no gradient).
+    Frozen,
+    /// Every element moves.
+    All,
+    /// Only elements where this 0/1 tensor (same shape) is 1 move.
+    Mask(Tensor),
+}
+
+impl Movable {
+    /// Every parameter moves.
+    pub fn all(n_params: usize) -> Vec<Movable> {
+        (0..n_params).map(|_| Movable::All).collect()
+    }
+    /// Elements `index` along the first dimension of a parameter of shape
+    /// `shape` move (one head's slice of `W_Q` [n_heads, d_model, d_head],
+    /// say).
+    pub fn first_dim_slice(shape: &[i64], index: i64, kind: Kind, device: Device) -> Movable {
+        let m = Tensor::zeros(shape, (kind, device));
+        let mut slice = m.get(index);
+        let _ = slice.fill_(1.0);
+        Movable::Mask(m)
+    }
+    fn copy_to(&self, device: Device) -> Movable {
+        match self {
+            Movable::Frozen => Movable::Frozen,
+            Movable::All => Movable::All,
+            Movable::Mask(m) => Movable::Mask(m.to_device(device).copy().detach()),
+        }
+    }
+    fn moving_count(&self, numel: usize) -> usize {
+        match self {
+            Movable::Frozen => 0,
+            Movable::All => numel,
+            Movable::Mask(m) => m.sum(Kind::Double).double_value(&[]).round() as usize,
+        }
+    }
+}
+
+/// How a chain ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChainStatus {
+    Ok,
+    /// The loss became NaN or infinite at this step.
+    NonFinite { step: usize },
+    /// nβ·(L_B(w) − L_B(w*)) passed the divergence threshold at this step.
+    Diverged { step: usize, value: f64, threshold: f64 },
+}
+
+impl ChainStatus {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, ChainStatus::Ok)
+    }
+}
+
+impl fmt::Display for ChainStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChainStatus::Ok => write!(f, "ok"),
+            ChainStatus::NonFinite { step } => write!(f, "loss became non-finite at step {step}"),
+            ChainStatus::Diverged { step, value, threshold } => {
+                write!(f, "diverged at step {step} (nβ·ΔL = {value:.3e} > {threshold:.3e})")
+            }
+        }
+    }
+}
+
+/// One chain's result.
+#[derive(Debug, Clone)]
+pub struct ChainReport {
+    pub chain: usize,
+    pub status: ChainStatus,
+    /// Paired estimate from this chain's post-burn-in draws (NaN if failed).
+    pub llc: f64,
+    /// Paired estimate over all draws, burn-in included (diagnostic).
+    pub llc_all_steps: f64,
+    /// Mean nβ·ΔL over the first and second halves of the post-burn-in draws.
+    pub half_means: (f64, f64),
+}
+
+/// The LLC estimate with everything needed to judge it.
+#[derive(Debug, Clone)]
+pub struct LlcEstimate {
+    /// Paired estimate: mean over the good chains.
+    pub llc: f64,
+    /// Standard deviation of the per-chain estimates (NaN for one chain).
+    pub std: f64,
+    /// Standard error of `llc`: std / sqrt(good chains).
+    pub se: f64,
+    /// Paired estimate over all draws, burn-in included (diagnostic only).
+    pub llc_all_steps: f64,
+    /// devinterp-style unpaired estimate: the chains' mean loss minus one
+    /// reference loss L_Bref(w*) on a single batch shared by every chain
+    /// (diagnostic only).
+    pub llc_unpaired: f64,
+    /// The batch of that reference loss.
+    pub reference_batch: usize,
+    pub n_samples: usize,
+    pub n_beta: f64,
+    /// Number of parameter elements that move.
+    pub moving_params: usize,
+    pub config: LlcConfig,
+    pub chains: Vec<ChainReport>,
+    /// Traces are averaged over blocks of this many consecutive draws.
+    pub trace_block: usize,
+    /// Per chain, block means of L_Bt(w_t) (NaN after a failure).
+    pub loss_trace: Vec<Vec<f64>>,
+    /// Per chain, block means of nβ·(L_Bt(w_t) − L_Bt(w*)).
+    pub delta_trace: Vec<Vec<f64>>,
+    /// Human-readable warnings (failed chains, drift, outliers).
+    pub warnings: Vec<String>,
+}
+
+impl LlcEstimate {
+    pub fn n_good(&self) -> usize {
+        self.chains.iter().filter(|c| c.status.is_ok()).count()
+    }
+    pub fn n_failed(&self) -> usize {
+        self.chains.len() - self.n_good()
+    }
+}
+
+/// Progress callback: receives the number of SGLD steps just completed
+/// (summed over chains). Called from the sampler threads.
+pub type Progress<'a> = Option<&'a (dyn Fn(u64) + Sync)>;
+
+/// Longest trace kept per chain (longer chains are block-averaged).
+pub const MAX_TRACE_LEN: usize = 1000;
+
+/// Estimate the LLC of `problem` at `w_star`, moving the parts of the
+/// parameters that `movable` selects (one entry per parameter).
+pub fn estimate<P: LlcProblem + ?Sized>(
+    problem: &P,
+    w_star: &[Tensor],
+    movable: &[Movable],
+    cfg: &LlcConfig,
+    progress: Progress<'_>,
+) -> Result<LlcEstimate> {
+    cfg.validate()?;
+    if w_star.len() != movable.len() {
+        return Err(LlcError::Problem(format!(
+            "{} parameters but {} movable entries; give one per parameter",
+            w_star.len(),
+            movable.len()
+        )));
+    }
+    let n = problem.n_samples();
+    if n < 2 {
+        return Err(LlcError::Problem(format!("n_samples = {n}; need at least 2 training samples")));
+    }
+    if problem.n_batches() == 0 {
+        return Err(LlcError::Problem("the problem has no batches".into()));
+    }
+    let mut moving = 0usize;
+    for (i, (w, m)) in w_star.iter().zip(movable).enumerate() {
+        if let Movable::Mask(mask) = m {
+            if mask.size() != w.size() {
+                return Err(LlcError::Problem(format!(
+                    "mask of parameter {i} has shape {:?}, the parameter {:?}",
+                    mask.size(),
+                    w.size()
+                )));
+            }
+        }
+        if m.moving_count(w.numel()) > 0 && !matches!(w.kind(), Kind::Float | Kind::Double) {
+            return Err(LlcError::Problem(format!(
+                "parameter {i} has dtype {:?}; SGLD needs float or double parameters",
+                w.kind()
+            )));
+        }
+        moving += m.moving_count(w.numel());
+    }
+    if moving == 0 {
+        return Err(LlcError::Problem("no parameter moves: the movable mask selects nothing".into()));
+    }
+    let n_beta = cfg.n_beta(n);
+    let threshold = cfg.divergence_threshold.unwrap_or(1000.0 + 100.0 * moving as f64);
+    let out = sampler::run(problem, w_star, movable, cfg, n_beta, threshold, progress)?;
+    summarize(out, cfg, n, n_beta, moving, threshold)
+}
+
+/// Combine the chains' outcomes into the estimate and its diagnostics.
+fn summarize(
+    out: sampler::Output,
+    cfg: &LlcConfig,
+    n: usize,
+    n_beta: f64,
+    moving: usize,
+    _threshold: f64,
+) -> Result<LlcEstimate> {
+    let mut warnings = Vec::new();
+    let burn = cfg.burn_in_steps();
+    let post = (cfg.draws - burn) as f64;
+    let half = (cfg.draws - burn) / 2;
+    let mut reports = Vec::new();
+    let mut failures = Vec::new();
+    for (c, ch) in out.chains.iter().enumerate() {
+        let ok = ch.status.is_ok();
+        if !ok {
+            failures.push(format!("chain {c} {}", ch.status));
+        }
+        let first = ch.sum_first / half as f64;
+        let second = ch.sum_second / (cfg.draws - burn - half) as f64;
+        reports.push(ChainReport {
+            chain: c,
+            status: ch.status.clone(),
+            llc: if ok { ch.sum_post / post } else { f64::NAN },
+            llc_all_steps: if ok { ch.sum_all / cfg.draws as f64 } else { f64::NAN },
+            half_means: if ok { (first, second) } else { (f64::NAN, f64::NAN) },
+        });
+    }
+    let good: Vec<usize> = (0..reports.len()).filter(|&c| reports[c].status.is_ok()).collect();
+    let suggest = cfg.epsilon / 3.0;
+    if good.is_empty() {
+        return Err(LlcError::AllChainsFailed {
+            chains: reports.len(),
+            details: failures.join("; "),
+            epsilon: cfg.epsilon,
+            suggest,
+        });
+    }
+    if !failures.is_empty() {
+        warnings.push(format!(
+            "{} of {} chains failed and were excluded from the estimate: {}. The step size ε = {:e} is too \
+             large for this checkpoint; try --epsilon {:e} (or run with --calibrate)",
+            failures.len(),
+            reports.len(),
+            failures.join("; "),
+            cfg.epsilon,
+            suggest
+        ));
+    }
+    let vals: Vec<f64> = good.iter().map(|&c| reports[c].llc).collect();
+    let (llc, std) = mean_std(&vals);
+    let se = if vals.len() > 1 { std / (vals.len() as f64).sqrt() } else { f64::NAN };
+    let llc_all_steps = mean_std(&good.iter().map(|&c| reports[c].llc_all_steps).collect::<Vec<_>>()).0;
+    let mean_loss_post = mean_std(&good.iter().map(|&c| out.chains[c].sum_loss_post / post).collect::<Vec<_>>()).0;
+    let llc_unpaired = n_beta * (mean_loss_post - out.reference_loss);
+
+    // Drift along the chains: compare the two halves of the post-burn-in draws.
+    let drifts: Vec<f64> = good.iter().map(|&c| reports[c].half_means.1 - reports[c].half_means.0).collect();
+    let (drift, drift_std) = mean_std(&drifts);
+    let drift_se = if drifts.len() > 1 { drift_std / (drifts.len() as f64).sqrt() } else { 0.0 };
+    let scale = llc.abs().max(1e-3);
+    let significant = drift.abs() > 0.25 * scale && (drifts.len() < 2 || drift.abs() > 3.0 * drift_se);
+    if significant && drift < 0.0 {
+        warnings.push(format!(
+            "the loss drifts down along the chains (nβ·ΔL falls by {:.3} from the first to the second half \
+             after burn-in, estimate {:.3}): the checkpoint is not at a local minimum of the loss, so the \
+             LLC is not well defined there. Train further, raise γ (now {}) to stay closer to w*, or treat \
+             this estimate as unreliable",
+            -drift, llc, cfg.gamma
+        ));
+    } else if significant {
+        warnings.push(format!(
+            "nβ·ΔL still rises along the chains after burn-in (by {:.3} between the halves, estimate {:.3}): \
+             the chains have not settled. Use more draws or a longer burn-in, or check ε with --calibrate",
+            drift, llc
+        ));
+    }
+    if llc < 0.0 && (se.is_nan() || llc < -2.0 * se) {
+        warnings.push(format!(
+            "negative estimate {llc:.3}: the chains found lower loss than at w*, so the checkpoint is not \
+             at a local minimum and the LLC there is not meaningful (train further or raise γ)"
+        ));
+    }
+    // Outlying chains (kept, but pointed out).
+    if vals.len() >= 4 {
+        let mut sorted = vals.clone();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        let med = sorted[sorted.len() / 2];
+        let mut dev: Vec<f64> = sorted.iter().map(|v| (v - med).abs()).collect();
+        dev.sort_by(|a, b| a.total_cmp(b));
+        let mad = dev[dev.len() / 2].max(1e-12 + 1e-6 * med.abs());
+        for &c in &good {
+            let v = reports[c].llc;
+            if (v - med).abs() > 8.0 * mad && (v - med).abs() > 0.25 * med.abs().max(1e-3) {
+                warnings.push(format!(
+                    "chain {c} gives {v:.3}, far from the other chains (median {med:.3}); look at its trace \
+                     (a slowly diverging or stuck chain); a smaller ε or more draws may help"
+                ));
+            }
+        }
+    }
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(LlcEstimate {
+        llc,
+        std,
+        se,
+        llc_all_steps,
+        llc_unpaired,
+        reference_batch: out.reference_batch,
+        n_samples: n,
+        n_beta,
+        moving_params: moving,
+        config: cfg.clone(),
+        chains: reports,
+        trace_block: out.trace_block,
+        loss_trace: out.chains.iter().map(|c| c.loss_trace.clone()).collect(),
+        delta_trace: out.chains.iter().map(|c| c.delta_trace.clone()).collect(),
+        warnings,
+    })
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    if v.len() < 2 {
+        return (m, f64::NAN);
+    }
+    let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1) as f64;
+    (m, var.sqrt())
+}
+
+/// One point of a calibration sweep.
+#[derive(Debug, Clone)]
+pub struct CalibrationPoint {
+    pub epsilon: f64,
+    pub gamma: f64,
+    /// NaN when every chain failed.
+    pub llc: f64,
+    pub se: f64,
+    pub n_failed: usize,
+    pub chains: usize,
+    pub warnings: Vec<String>,
+    /// Per chain, block means of nβ·ΔL (empty when every chain failed).
+    pub delta_trace: Vec<Vec<f64>>,
+}
+
+/// A sweep of the estimate over ε (and γ).
+#[derive(Debug, Clone)]
+pub struct Calibration {
+    pub points: Vec<CalibrationPoint>,
+    /// (ε, γ) recommended: the largest ε of the longest run of consecutive
+    /// step sizes without failed chains whose estimates agree, for the γ
+    /// with the longest such run.
+    pub recommended: Option<(f64, f64)>,
+    /// Why (or why nothing) was recommended.
+    pub note: String,
+}
+
+/// Sweep the estimate over every (ε, γ) pair, with the rest of `base`.
+pub fn calibrate<P: LlcProblem + ?Sized>(
+    problem: &P,
+    w_star: &[Tensor],
+    movable: &[Movable],
+    base: &LlcConfig,
+    epsilons: &[f64],
+    gammas: &[f64],
+    progress: Progress<'_>,
+) -> Result<Calibration> {
+    if epsilons.is_empty() || gammas.is_empty() {
+        return Err(LlcError::Config {
+            key: "calibration".into(),
+            value: format!("{} step sizes × {} γ values", epsilons.len(), gammas.len()),
+            expected: "at least one ε and one γ".into(),
+        });
+    }
+    let mut eps = epsilons.to_vec();
+    eps.sort_by(|a, b| a.total_cmp(b));
+    eps.dedup();
+    let mut points = Vec::new();
+    for &g in gammas {
+        for &e in &eps {
+            let cfg = LlcConfig { epsilon: e, gamma: g, ..base.clone() };
+            match estimate(problem, w_star, movable, &cfg, progress) {
+                Ok(est) => points.push(CalibrationPoint {
+                    epsilon: e,
+                    gamma: g,
+                    llc: est.llc,
+                    se: est.se,
+                    n_failed: est.n_failed(),
+                    chains: est.chains.len(),
+                    warnings: est.warnings.clone(),
+                    delta_trace: est.delta_trace.clone(),
+                }),
+                Err(LlcError::AllChainsFailed { chains, details, .. }) => points.push(CalibrationPoint {
+                    epsilon: e,
+                    gamma: g,
+                    llc: f64::NAN,
+                    se: f64::NAN,
+                    n_failed: chains,
+                    chains,
+                    warnings: vec![format!("all chains failed: {details}")],
+                    delta_trace: Vec::new(),
+                }),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let (recommended, note) = recommend(&points, &eps, gammas);
+    Ok(Calibration { points, recommended, note })
+}
+
+fn recommend(points: &[CalibrationPoint], eps: &[f64], gammas: &[f64]) -> (Option<(f64, f64)>, String) {
+    let mut best: Option<(usize, f64, f64, f64, f64)> = None; // (run length, eps_hi, gamma, eps_lo, llc)
+    for &g in gammas {
+        let row: Vec<&CalibrationPoint> = eps
+            .iter()
+            .map(|&e| points.iter().find(|p| p.epsilon == e && p.gamma == g).expect("swept point"))
+            .collect();
+        let usable = |p: &CalibrationPoint| p.n_failed == 0 && p.llc.is_finite() && p.llc > 0.0;
+        let agree = |a: &CalibrationPoint, b: &CalibrationPoint| {
+            let se = (a.se.powi(2) + b.se.powi(2)).sqrt();
+            let se = if se.is_finite() { se } else { 0.0 };
+            (a.llc - b.llc).abs() <= 2.5 * se + 0.1 * a.llc.abs().max(b.llc.abs())
+        };
+        let mut start = 0;
+        while start < row.len() {
+            if !usable(row[start]) {
+                start += 1;
+                continue;
+            }
+            let mut end = start;
+            while end + 1 < row.len() && usable(row[end + 1]) && agree(row[end], row[end + 1]) {
+                end += 1;
+            }
+            let len = end - start + 1;
+            if best.map_or(true, |b| len > b.0) {
+                best = Some((len, row[end].epsilon, g, row[start].epsilon, row[end].llc));
+            }
+            start = end + 1;
+        }
+    }
+    match best {
+        Some((len, e, g, lo, v)) if len >= 2 => (
+            Some((e, g)),
+            format!(
+                "estimates agree for ε from {lo:e} to {e:e} at γ = {g} (about {v:.3}); the largest stable step, \
+                 ε = {e:e}, is recommended"
+            ),
+        ),
+        Some((_, e, g, _, v)) => (
+            Some((e, g)),
+            format!(
+                "no two neighbouring step sizes agree; ε = {e:e} at γ = {g} (estimate {v:.3}) is the best \
+                 available, but widen the sweep or use more draws before trusting it"
+            ),
+        ),
+        None => (None, "every step size had failed chains or a non-positive estimate: sweep smaller ε".into()),
+    }
+}
