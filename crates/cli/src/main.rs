@@ -24,6 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Inspect(cmd::inspect::Args),
+    Sweep(cmd::sweep::Args),
 }
 
 fn main() {
@@ -38,6 +39,7 @@ fn main() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let result = match cli.command {
         Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Sweep(a) => cmd::sweep::run(a),
     };
     if let Err(e) = result {
         // Print the chain, skipping causes that a message already quotes.

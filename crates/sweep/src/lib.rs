@@ -89,7 +89,34 @@ impl Sweep {
             .unwrap_or_else(|| PathBuf::from("checkpoints/sweeps").join(default_name));
         let headlab = file.run.headlab.clone().unwrap_or(default_headlab);
         let headlab = if headlab.components().count() > 1 { absolute(&headlab) } else { headlab };
-        Ok(Sweep { dir: absolute(&dir), headlab, runs, file })
+        let mut sweep = Sweep { dir: absolute(&dir), headlab, runs, file };
+        // The run's config.toml is its full resolved config: the seed and the
+        // dataset go in too, and, unless the sweep sets it, the CPU thread
+        // count (= slurm.cpus), so that a run gives the same numbers locally
+        // and on the cluster.
+        let data = sweep.data_path().to_string_lossy().to_string();
+        let pin_threads = !sweep.file.base.contains_key("threads") && !sweep.file.grid.contains_key("threads") && sweep.file.list.iter().all(|e| !e.contains_key("threads"));
+        for r in &mut sweep.runs {
+            r.config.insert("seed".into(), toml::Value::Integer(r.seed as i64));
+            r.config.insert("data".into(), toml::Value::String(data.clone()));
+            if pin_threads {
+                r.config.insert("threads".into(), toml::Value::Integer(sweep.file.slurm.cpus as i64));
+            }
+        }
+        Ok(sweep)
+    }
+
+    /// Checks every run's config with `check` (given the TOML text, e.g.
+    /// headlab-train's parser) before anything is written or submitted.
+    pub fn check_configs(&self, origin: &Path, check: impl Fn(&str) -> std::result::Result<(), String>) -> Result<()> {
+        for r in &self.runs {
+            let text = toml::to_string_pretty(&r.config).map_err(|e| SweepError::Invalid { path: origin.to_path_buf(), message: e.to_string() })?;
+            check(&text).map_err(|m| SweepError::Invalid {
+                path: origin.to_path_buf(),
+                message: format!("run {}: its training config is not valid: {m}", r.name),
+            })?;
+        }
+        Ok(())
     }
 
     /// Loads a sweep file; see [`Sweep::new`].

@@ -176,15 +176,14 @@ impl SweepFile {
             message: e.to_string(),
         })?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
         for p in [&mut f.out, &mut f.data, &mut f.scene].into_iter().flatten() {
-            if p.is_relative() {
+            if p.is_relative() && !dir.as_os_str().is_empty() {
                 *p = dir.join(&*p);
             }
         }
         if let Some(h) = &mut f.run.headlab {
             // A bare name ("headlab") is looked up on PATH; a relative path is the file's.
-            if h.components().count() > 1 && h.is_relative() {
+            if h.components().count() > 1 && h.is_relative() && !dir.as_os_str().is_empty() {
                 *h = dir.join(&*h);
             }
         }

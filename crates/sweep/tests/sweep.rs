@@ -82,6 +82,9 @@ fn local_sweep_runs_everything_then_skips_finished_runs() {
         let cfg: toml::Table = toml::from_str(&std::fs::read_to_string(dir.join("config.toml")).unwrap()).unwrap();
         assert_eq!(cfg["lr"].as_integer(), Some(lr as i64));
         assert_eq!(cfg["steps"].as_integer(), Some(4));
+        assert_eq!(cfg["seed"].as_integer(), Some(r.seed as i64));
+        assert_eq!(cfg["threads"].as_integer(), Some(1), "threads pinned to slurm.cpus");
+        assert_eq!(cfg["data"].as_str(), Some(tmp.path().join("data.h5").to_str().unwrap()));
         let st = status::read(&dir).unwrap();
         assert_eq!(st.state, State::Done);
         assert_eq!(st.exit_code, Some(0));
@@ -238,13 +241,19 @@ fn dry_run_prints_runs_and_sbatch_script_and_writes_nothing() {
 
 // ---------------------------------------------------------------- Slurm
 
+/// Whether Slurm answers (asked once per test binary: an absent controller
+/// takes sinfo several seconds to give up on). With HEADLAB_REQUIRE_SLURM=1
+/// (CI, after tools/slurm-up) a missing Slurm fails the test instead.
 fn slurm_or_skip(test: &str) -> bool {
-    if slurm::available() {
-        true
-    } else {
-        eprintln!("SKIPPED {test}: Slurm is not running here (start a local one with tools/slurm-up)");
-        false
+    static UP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *UP.get_or_init(slurm::available) {
+        return true;
     }
+    if std::env::var("HEADLAB_REQUIRE_SLURM").is_ok_and(|v| v == "1") {
+        panic!("{test}: HEADLAB_REQUIRE_SLURM=1 but Slurm is not running (tools/slurm-up starts it)");
+    }
+    eprintln!("SKIPPED {test}: Slurm is not running here (start a local one with tools/slurm-up)");
+    false
 }
 
 fn follow(sweep: &Sweep) -> headlab_sweep::Summary {
