@@ -27,6 +27,13 @@ fn random_state(b: i64, n: i64, d: i64, seed: i64) -> State {
     }
 }
 
+/// A run config text with the model under [model] (nested tables included).
+fn run_toml(cfg: &ModelConfig) -> String {
+    let mut t = toml::Table::new();
+    t.insert("model".into(), toml::Value::try_from(cfg).unwrap());
+    toml::to_string(&t).unwrap()
+}
+
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
@@ -106,12 +113,12 @@ fn hooks_have_the_documented_shapes_and_do_not_change_the_output() {
 
 #[test]
 fn checkpoint_round_trip_reproduces_the_forward_pass() {
-    let cfg = ModelConfig { n_layers: 1, d_model: 32, n_heads: 2, activation: Activation::Silu, ..Default::default() };
+    let cfg = ModelConfig { n_layers: 1, d_model: 32, n_heads: 2, activation: Activation::Silu, attention: AttentionConfig { kind: AttentionKind::Softmax, scale: AttentionScale::InvDHead }, ..Default::default() };
     let norm = unit_norm(2, &cfg);
     let m = Model::new(cfg.clone(), norm.clone(), 9, Device::Cpu).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.h5");
-    let config_toml = format!("seed = 1\n[model]\n{}", toml::to_string(&cfg).unwrap());
+    let config_toml = run_toml(&cfg);
     let ck = Checkpoint { step: 5, config_toml, params: m.to_arrays(), norm: norm.to_arrays(), ..Default::default() };
     write_checkpoint(&path, &ck).unwrap();
     let m2 = Model::load(&path, Device::Cpu).unwrap();

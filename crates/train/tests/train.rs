@@ -1,0 +1,156 @@
+//! Training tests on a small synthetic dataset (CPU, a few seconds each).
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use headlab_store::checkpoint::{list_checkpoints, read_checkpoint};
+use headlab_store::metrics::read_metrics;
+use headlab_train::eval::{evaluate, EvalOptions};
+use headlab_train::toy::toy_dataset;
+use headlab_train::*;
+
+fn small_cfg(steps: u64) -> TrainConfig {
+    let mut c = TrainConfig { steps, batch_size: 16, eval_interval: 50, device: "cpu".into(), threads: 1, val_fraction: 0.25, ..Default::default() };
+    c.model.d_model = 32;
+    c.model.n_heads = 2;
+    c.checkpoints.count = 12;
+    c.checkpoints.dense_start = 20;
+    c.checkpoints.dense_end = 80;
+    c
+}
+
+#[test]
+fn resume_is_bit_identical() {
+    let ds = toy_dataset(6, 25, 6, 1);
+    for (kind, noise) in [(OptimizerKind::Adam, 0.3), (OptimizerKind::Sgd, 0.0)] {
+        let mut cfg = small_cfg(200);
+        cfg.optimizer.kind = kind;
+        cfg.optimizer.weight_decay = 1e-3;
+        cfg.noise = noise;
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("straight"), dir.path().join("resumed"));
+        let sa = train(&cfg, &ds, &a, &RunOptions::default()).unwrap();
+        assert_eq!(sa.step, 200);
+        let sb1 = train(&cfg, &ds, &b, &RunOptions { stop_at: Some(100), ..Default::default() }).unwrap();
+        assert!(sb1.interrupted && sb1.step == 100);
+        assert!(list_checkpoints(&b).unwrap().iter().any(|(s, _)| *s == 100));
+        let sb2 = train(&cfg, &ds, &b, &RunOptions { resume: true, ..Default::default() }).unwrap();
+        assert_eq!(sb2.step, 200);
+        let ca = read_checkpoint(&list_checkpoints(&a).unwrap().last().unwrap().1).unwrap();
+        let cb = read_checkpoint(&list_checkpoints(&b).unwrap().last().unwrap().1).unwrap();
+        assert_eq!(ca.step, 200);
+        assert_eq!(ca.params, cb.params, "{kind:?}: weights differ after resume");
+        assert_eq!(ca.optimizer, cb.optimizer, "{kind:?}: optimizer state differs");
+        assert_eq!(ca.rng, cb.rng);
+        let (ma, mb) = (read_metrics(&a.join("metrics.h5")).unwrap(), read_metrics(&b.join("metrics.h5")).unwrap());
+        assert_eq!(ma.loss, mb.loss);
+        assert_eq!(ma.step, (1..=200).collect::<Vec<u64>>());
+        // And training changed the weights.
+        let c0 = read_checkpoint(&list_checkpoints(&a).unwrap()[0].1).unwrap();
+        assert_eq!(c0.step, 0);
+        assert_ne!(c0.params, ca.params);
+    }
+}
+
+#[test]
+fn training_beats_the_no_change_baseline_and_eval_agrees() {
+    let ds = toy_dataset(8, 40, 6, 2);
+    let mut cfg = small_cfg(400);
+    cfg.batch_size = 32;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let s = train(&cfg, &ds, &run, &RunOptions::default()).unwrap();
+    assert!(s.val_loss < s.baseline_val_loss / 5.0, "val {} vs baseline {}", s.val_loss, s.baseline_val_loss);
+    assert!(run.join("config.toml").exists());
+    let saved = TrainConfig::load(&run.join("config.toml")).unwrap();
+    assert_eq!(saved, cfg);
+    let m = read_metrics(&run.join("metrics.h5")).unwrap();
+    assert_eq!((m.step.len(), m.lr.len(), m.grad_norm.len()), (400, 400, 400));
+    assert!(m.loss[..20].iter().sum::<f32>() > 3.0 * m.loss[380..].iter().sum::<f32>());
+    assert!(m.lr[0] < m.lr[60] && m.lr[399] < m.lr[60], "warm-up then cosine: {:?}", (m.lr[0], m.lr[60], m.lr[399]));
+    let steps: Vec<u64> = list_checkpoints(&run).unwrap().iter().map(|(s, _)| *s).collect();
+    assert_eq!(steps, cfg.checkpoint_steps());
+
+    let rep = evaluate(&run, &ds, &EvalOptions { device: "cpu".into(), rollout_trajs: 2, horizon: 10, ..Default::default() }).unwrap();
+    assert_eq!(rep.step, 400);
+    assert!(rep.improvement() > 5.0, "eval improvement {}", rep.improvement());
+    assert_eq!(rep.rollout.n_traj, 2);
+    assert_eq!(rep.rollout.n_frames, 11);
+    assert_eq!(rep.rollout.positions.len(), 2 * 11 * 6 * 2);
+    assert_eq!(rep.rollout_position_mse[0], 0.0);
+    assert!(rep.rollout_position_mse[10] > 0.0 && rep.rollout_position_mse[10].is_finite());
+    assert_eq!(rep.rollout_energy_drift.len(), 11);
+    // A missing step is a clear error listing what exists.
+    let e = evaluate(&run, &ds, &EvalOptions { step: Some(7), device: "cpu".into(), ..Default::default() }).unwrap_err().to_string();
+    assert!(e.contains("step 7") && e.contains("400"), "{e}");
+}
+
+#[test]
+fn divergence_stops_with_a_clear_message_and_keeps_good_checkpoints() {
+    let ds = toy_dataset(4, 20, 5, 3);
+    let mut cfg = small_cfg(200);
+    cfg.optimizer.kind = OptimizerKind::Sgd;
+    cfg.optimizer.lr = 1e8;
+    cfg.optimizer.clip = 0.0;
+    cfg.schedule.warmup = 0;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let e = train(&cfg, &ds, &run, &RunOptions::default()).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, TrainError::NonFinite { .. }), "{msg}");
+    assert!(msg.contains("non-finite") && msg.contains("last good checkpoint") && msg.contains("step_"), "{msg}");
+    for (_, p) in list_checkpoints(&run).unwrap() {
+        let ck = read_checkpoint(&p).unwrap();
+        assert!(ck.params.iter().all(|a| a.data.iter().all(|x| x.is_finite())), "{} holds non-finite weights", p.display());
+    }
+}
+
+#[test]
+fn stop_flag_writes_a_checkpoint_and_refuses_to_overwrite_without_resume() {
+    let ds = toy_dataset(4, 20, 5, 4);
+    let cfg = small_cfg(50);
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let stop = Arc::new(AtomicBool::new(true));
+    let s = train(&cfg, &ds, &run, &RunOptions { stop: Some(stop), ..Default::default() }).unwrap();
+    assert!(s.interrupted);
+    assert_eq!(s.step, 0);
+    assert!(run.join("ckpt/step_00000000.h5").exists());
+    let e = train(&cfg, &ds, &run, &RunOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("--resume"), "{e}");
+    let s = train(&cfg, &ds, &run, &RunOptions { resume: true, ..Default::default() }).unwrap();
+    assert_eq!(s.step, 50);
+}
+
+#[test]
+fn config_defaults_validation_and_checkpoint_schedule() {
+    let d = TrainConfig::default();
+    assert_eq!(TrainConfig::from_toml(&d.to_toml(), "x").unwrap(), d);
+    let e = TrainConfig::from_toml("stpes = 3", "my.toml").unwrap_err().to_string();
+    assert!(e.contains("my.toml") && e.contains("stpes"), "{e}");
+    let e = TrainConfig::from_toml("[optimizer]\nlr = -1.0", "my.toml").unwrap_err().to_string();
+    assert!(e.contains("optimizer.lr"), "{e}");
+    let e = TrainConfig::from_toml("[optimizer]\nkind = \"lion\"", "my.toml").unwrap_err().to_string();
+    assert!(e.contains("adamw"), "{e}");
+    let steps = d.checkpoint_steps();
+    assert_eq!((steps[0], *steps.last().unwrap()), (0, d.steps));
+    assert!(steps.len() >= 60 && steps.len() <= 82, "{} checkpoints", steps.len());
+    let dense = steps.iter().filter(|&&s| (100..=1000).contains(&s)).count();
+    assert!(dense >= 30, "only {dense} checkpoints in the emergence band");
+    assert!(steps.contains(&1) && steps.contains(&2));
+    // LR: warm-up from lr/warmup to lr, cosine to min_lr_ratio.
+    assert!((d.lr_at(0) - d.optimizer.lr / 50.0).abs() < 1e-12);
+    assert!((d.lr_at(49) - d.optimizer.lr).abs() < 1e-12);
+    assert!((d.lr_at(d.steps) - d.optimizer.lr * 0.1).abs() < 1e-9);
+    let c = TrainConfig { schedule: ScheduleConfig { kind: ScheduleKind::Constant, ..Default::default() }, ..d };
+    assert_eq!(c.lr_at(1000), c.optimizer.lr);
+}
+
+#[test]
+fn split_is_by_trajectory_and_deterministic() {
+    let (tr, va) = split_trajectories(20, 0.2, 5).unwrap();
+    assert_eq!((tr.len(), va.len()), (16, 4));
+    assert!(tr.iter().all(|t| !va.contains(t)));
+    assert_eq!(split_trajectories(20, 0.2, 5).unwrap(), (tr, va));
+    let e = split_trajectories(1, 0.1, 0).unwrap_err().to_string();
+    assert!(e.contains("at least 2"), "{e}");
+}

@@ -1,0 +1,169 @@
+"""headlab_torch: the headlab particle transformer in plain PyTorch.
+
+Loads any checkpoint written by `headlab train` (h5py only, no headlab
+install) and reproduces the Rust forward pass, hooks included:
+
+    import sys; sys.path.insert(0, "tools")
+    import headlab_torch as ht
+    model = ht.load("checkpoints/demo/ckpt/step_00001000.h5")
+    x = model.features(pos, vel, radii, masses)   # pos/vel [B,N,D], radii/masses [B,N]
+    y, cache = model.forward(x, record=True)      # y: normalized (dpos, dvel) [B,N,2D]
+    cache["blocks.1.attn.hook_pattern"]           # [batch, head, query, key]
+    dstate = model.denormalize(y)                 # physical (dpos, dvel)
+
+Checkpoint layout: /params/<TransformerLens name> (e.g. "blocks.0.attn.W_Q",
+[n_heads, d_model, d_head]), /norm/{input_mean,input_std,target_mean,
+target_std,box_size,wall_range}, root attribute `config` (the run's TOML,
+architecture under [model]), `step`.
+
+Command line (used by the Rust parity test):
+    python tools/headlab_torch.py parity CKPT.h5 INPUT.h5 OUTPUT.h5
+reads /pos /vel /radii /masses from INPUT.h5 and writes the features, the
+output and every hook to OUTPUT.h5.
+"""
+
+import math
+import sys
+import tomllib
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MODEL_DEFAULTS = dict(n_layers=2, n_heads=4, d_model=64, d_head=0, d_mlp=0, activation="gelu",
+                      attention=dict(kind="softmax", scale="inv-sqrt-d-head"), dropout=0.0,
+                      ln_eps=1e-5, wall_features=True, init_scale=1.0)
+
+
+def model_config(cfg_toml: str) -> dict:
+    """The [model] table of a run config, with headlab's defaults filled in."""
+    m = {**MODEL_DEFAULTS, **tomllib.loads(cfg_toml).get("model", {})}
+    m["attention"] = {**MODEL_DEFAULTS["attention"], **m.get("attention", {})}
+    m["d_head"] = m["d_head"] or m["d_model"] // m["n_heads"]
+    m["d_mlp"] = m["d_mlp"] or 4 * m["d_model"]
+    return m
+
+
+def param_shapes(c: dict, dim: int):
+    """Names and shapes in model order (same as headlab_model::param_shapes)."""
+    d, h, dh, dm = c["d_model"], c["n_heads"], c["d_head"], c["d_mlp"]
+    f = 2 * dim + 2 + (2 * dim if c["wall_features"] else 0)
+    out = [("embed.W_in", (f, d)), ("embed.b_in", (d,))]
+    for l in range(c["n_layers"]):
+        b = f"blocks.{l}."
+        out += [(b + "ln1.w", (d,)), (b + "ln1.b", (d,))]
+        out += [(b + f"attn.W_{x}", (h, d, dh)) for x in "QKV"]
+        out += [(b + f"attn.b_{x}", (h, dh)) for x in "QKV"]
+        out += [(b + "attn.W_O", (h, dh, d)), (b + "attn.b_O", (d,)), (b + "ln2.w", (d,)), (b + "ln2.b", (d,)),
+                (b + "mlp.W_in", (d, dm)), (b + "mlp.b_in", (dm,)), (b + "mlp.W_out", (dm, d)), (b + "mlp.b_out", (d,))]
+    return out + [("ln_final.w", (d,)), ("ln_final.b", (d,)), ("unembed.W_out", (d, 2 * dim)), ("unembed.b_out", (2 * dim,))]
+
+
+class Model:
+    def __init__(self, cfg: dict, params: dict, norm: dict):
+        self.cfg, self.P, self.norm = cfg, params, norm
+
+    def parameters(self):
+        return list(self.P.values())
+
+    # --- inputs and outputs -------------------------------------------------
+    def features(self, pos, vel, radii, masses):
+        """Normalized features [B,N,F]: pos, vel, radius, mass, clipped wall gaps."""
+        n = self.norm
+        r = radii.unsqueeze(-1)
+        parts = [pos, vel, r, masses.unsqueeze(-1)]
+        if self.cfg["wall_features"]:
+            parts += [((pos - r) / n["wall_range"]).clamp(-1, 1), ((n["box_size"] - pos - r) / n["wall_range"]).clamp(-1, 1)]
+        return (torch.cat(parts, -1) - n["input_mean"]) / n["input_std"]
+
+    def denormalize(self, y):
+        return y * self.norm["target_std"] + self.norm["target_mean"]
+
+    # --- the transformer ----------------------------------------------------
+    def forward(self, x, record=False):
+        c, P = self.cfg, self.P
+        d, dh, eps = c["d_model"], c["d_head"], c["ln_eps"]
+        scale = 1 / math.sqrt(dh) if c["attention"]["scale"] == "inv-sqrt-d-head" else 1 / dh
+        act = {"gelu": F.gelu, "gelu-tanh": lambda t: F.gelu(t, approximate="tanh"), "relu": F.relu, "silu": F.silu}[c["activation"]]
+        cache = {}
+        resid = x @ P["embed.W_in"] + P["embed.b_in"]                      # [B,N,d]
+        for l in range(c["n_layers"]):
+            p = lambda s: P[f"blocks.{l}.{s}"]
+            if record:
+                cache[f"blocks.{l}.hook_resid_pre"] = resid.detach()
+            a = F.layer_norm(resid, (d,), p("ln1.w"), p("ln1.b"), eps)
+            q = torch.einsum("bnd,hde->bhne", a, p("attn.W_Q")) + p("attn.b_Q")[:, None, :]
+            k = torch.einsum("bnd,hde->bhne", a, p("attn.W_K")) + p("attn.b_K")[:, None, :]
+            v = torch.einsum("bnd,hde->bhne", a, p("attn.W_V")) + p("attn.b_V")[:, None, :]
+            scores = q @ k.transpose(-1, -2) * scale                       # [B,H,query,key]
+            pattern = scores.softmax(-1) if c["attention"]["kind"] == "softmax" else scores / x.shape[1]
+            z = pattern @ v                                                # [B,H,N,dh]
+            resid = resid + torch.einsum("bhne,hed->bnd", z, p("attn.W_O")) + p("attn.b_O")
+            if record:
+                cache[f"blocks.{l}.attn.hook_attn_scores"] = scores.detach()
+                cache[f"blocks.{l}.attn.hook_pattern"] = pattern.detach()
+            m = F.layer_norm(resid, (d,), p("ln2.w"), p("ln2.b"), eps)
+            resid = resid + act(m @ p("mlp.W_in") + p("mlp.b_in")) @ p("mlp.W_out") + p("mlp.b_out")
+            if record:
+                cache[f"blocks.{l}.hook_resid_post"] = resid.detach()
+        out = F.layer_norm(resid, (d,), P["ln_final.w"], P["ln_final.b"], eps) @ P["unembed.W_out"] + P["unembed.b_out"]
+        return out, cache
+
+    __call__ = forward
+
+
+def load(path, device="cpu") -> Model:
+    """Rebuild the model of a headlab checkpoint."""
+    with h5py.File(path, "r") as f:
+        cfg = model_config(f.attrs["config"])
+        params = {k: torch.tensor(f["params"][k][...], device=device) for k in f["params"]}
+        norm = {k: torch.tensor(f["norm"][k][...], device=device) for k in f["norm"]}
+    norm["wall_range"] = float(norm["wall_range"][0])
+    dim = len(norm["box_size"])
+    for name, shape in param_shapes(cfg, dim):
+        assert tuple(params[name].shape) == shape, f"{path}: {name} has shape {tuple(params[name].shape)}, expected {shape}"
+        params[name].requires_grad_(True)
+    return Model(cfg, {name: params[name] for name, _ in param_shapes(cfg, dim)}, norm)
+
+
+def init(cfg: dict, norm: dict, dim: int, seed=0, device="cpu") -> Model:
+    """A fresh model (PyTorch RNG; same distributions as headlab, not the same numbers)."""
+    g = torch.Generator().manual_seed(seed)
+    params = {}
+    for name, shape in param_shapes(cfg, dim):
+        leaf = name.rsplit(".", 1)[1]
+        if leaf.startswith("b"):
+            t = torch.zeros(shape)
+        elif leaf == "w":
+            t = torch.ones(shape)
+        else:
+            fan_in = shape[1] if leaf in ("W_Q", "W_K", "W_V") else shape[0] * shape[1] if leaf == "W_O" else shape[0]
+            std = cfg["init_scale"] / math.sqrt(3 * fan_in)
+            if leaf == "W_O" or name.endswith("mlp.W_out"):
+                std /= math.sqrt(2 * cfg["n_layers"])
+            t = torch.randn(shape, generator=g) * std
+        params[name] = t.to(device).requires_grad_(True)
+    return Model(cfg, params, norm)
+
+
+def _parity(ckpt, inp, out):
+    torch.set_num_threads(1)
+    model = load(ckpt)
+    with h5py.File(inp, "r") as f:
+        s = {k: torch.tensor(f[k][...]) for k in ("pos", "vel", "radii", "masses")}
+    with torch.no_grad():
+        x = model.features(s["pos"], s["vel"], s["radii"], s["masses"])
+        y, cache = model.forward(x, record=True)
+    with h5py.File(out, "w") as f:
+        f["features"] = x.numpy()
+        f["output"] = y.numpy()
+        for k, v in cache.items():
+            f[k] = v.numpy()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "parity":
+        _parity(*sys.argv[2:])
+    else:
+        sys.exit(__doc__)
