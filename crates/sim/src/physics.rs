@@ -136,6 +136,18 @@ impl<const D: usize> Cells<D> {
     }
 }
 
+/// One active contact: key (i, j) with i < j for pairs, (i, -(1+wall)) for
+/// walls; overlap δ, spring part k·δ and dashpot part −c·v_n of the force
+/// magnitude, and the unit normal (the force on i is (fs + fd)·n).
+#[derive(Debug, Clone, Copy)]
+struct Contact<const D: usize> {
+    key: (i32, i32),
+    delta: f64,
+    fs: f64,
+    fd: f64,
+    n: [f64; D],
+}
+
 /// The state of one trajectory.
 #[derive(Debug, Clone)]
 pub struct World<const D: usize> {
@@ -152,8 +164,11 @@ pub struct World<const D: usize> {
     ve: Vec<[f64; D]>,
     cells: Cells<D>,
     /// Contacts at the current step, sorted: (i, j) with i < j, or (i, -(1+wall)).
-    contacts: Vec<(i32, i32)>,
-    new_contacts: Vec<(i32, i32)>,
+    contacts: Vec<Contact<D>>,
+    new_contacts: Vec<Contact<D>>,
+    keys_old: Vec<(i32, i32)>,
+    keys_new: Vec<(i32, i32)>,
+    corrections: Vec<(usize, [f64; D])>,
     /// Sub-steps taken so far.
     pub step: u64,
 }
@@ -179,6 +194,9 @@ impl<const D: usize> World<D> {
             cells,
             contacts: Vec::new(),
             new_contacts: Vec::new(),
+            keys_old: Vec::new(),
+            keys_new: Vec::new(),
+            corrections: Vec::new(),
             step: 0,
         };
         w.compute_forces();
@@ -191,8 +209,8 @@ impl<const D: usize> World<D> {
     }
 
     /// Current contacts, sorted: (i, j) with i < j for pairs, (i, -(1+wall)) for walls.
-    pub fn contacts(&self) -> &[(i32, i32)] {
-        &self.contacts
+    pub fn contacts(&self) -> Vec<(i32, i32)> {
+        self.contacts.iter().map(|c| c.key).collect()
     }
 
     /// Dashpot constant for a pair (or a wall when `j` is None).
@@ -232,14 +250,20 @@ impl<const D: usize> World<D> {
                 let lo = r - self.x[p][a];
                 if lo > 0.0 {
                     let c = self.dashpot(p, None);
-                    self.f[p][a] += k * lo - c * self.ve[p][a];
-                    self.new_contacts.push((p as i32, -(1 + 2 * a as i32)));
+                    let (fs, fd) = (k * lo, -c * self.ve[p][a]);
+                    self.f[p][a] += fs + fd;
+                    let mut n = [0.0; D];
+                    n[a] = 1.0;
+                    self.new_contacts.push(Contact { key: (p as i32, -(1 + 2 * a as i32)), delta: lo, fs, fd, n });
                 }
                 let hi = self.x[p][a] + r - self.params.box_size[a];
                 if hi > 0.0 {
                     let c = self.dashpot(p, None);
-                    self.f[p][a] += -k * hi - c * self.ve[p][a];
-                    self.new_contacts.push((p as i32, -(2 + 2 * a as i32)));
+                    let (fs, fd) = (k * hi, c * self.ve[p][a]);
+                    self.f[p][a] -= fs + fd;
+                    let mut n = [0.0; D];
+                    n[a] = -1.0;
+                    self.new_contacts.push(Contact { key: (p as i32, -(2 + 2 * a as i32)), delta: hi, fs, fd, n });
                 }
             }
         }
@@ -291,8 +315,7 @@ impl<const D: usize> World<D> {
                 }
             }
         }
-        let _ = k;
-        self.new_contacts.sort_unstable();
+        self.new_contacts.sort_unstable_by_key(|c| c.key);
     }
 
     #[inline(always)]
@@ -322,14 +345,23 @@ impl<const D: usize> World<D> {
             vn += (self.ve[i][a] - self.ve[j][a]) * d[a];
         }
         let c = self.dashpot(i, Some(j));
-        let fmag = self.params.spring_k * delta - c * vn;
+        let (fs, fd) = (self.params.spring_k * delta, -c * vn);
+        let fmag = fs + fd;
         for a in 0..D {
             let fa = fmag * d[a];
             self.f[i][a] += fa;
             self.f[j][a] -= fa;
         }
-        let (lo, hi) = if i < j { (i, j) } else { (j, i) };
-        self.new_contacts.push((lo as i32, hi as i32));
+        // Store with i < j and the normal pointing from j to i.
+        if i < j {
+            self.new_contacts.push(Contact { key: (i as i32, j as i32), delta, fs, fd, n: d });
+        } else {
+            let mut nn = d;
+            for a in 0..D {
+                nn[a] = -nn[a];
+            }
+            self.new_contacts.push(Contact { key: (j as i32, i as i32), delta, fs, fd, n: nn });
+        }
     }
 
     /// Advance one sub-step; push contact start/end events (with `traj`) to `events`.
@@ -346,15 +378,99 @@ impl<const D: usize> World<D> {
             }
         }
         self.compute_forces();
+        self.step += 1;
+        self.contact_changes(traj, events);
         for p in 0..self.n() {
             let im = self.inv_m[p];
             for a in 0..D {
                 self.v[p][a] += h * self.f[p][a] * im;
             }
         }
-        self.step += 1;
-        diff_contacts(&self.contacts, &self.new_contacts, traj, self.step, events);
+        for &(p, corr) in &self.corrections {
+            let im = self.inv_m[p];
+            for a in 0..D {
+                self.v[p][a] += h * corr[a] * im;
+            }
+        }
         std::mem::swap(&mut self.contacts, &mut self.new_contacts);
+    }
+
+    /// Overlap of a contact key at the current positions (≤ 0: apart).
+    fn overlap(&self, key: (i32, i32)) -> f64 {
+        self.overlap_shifted(key, 0.0)
+    }
+
+    /// Overlap at positions x + s·v (s = −dt and v = v_half: the previous sub-step).
+    fn overlap_shifted(&self, key: (i32, i32), s: f64) -> f64 {
+        let i = key.0 as usize;
+        let xi = |a: usize| self.x[i][a] + s * self.v[i][a];
+        if key.1 >= 0 {
+            let j = key.1 as usize;
+            let mut d2 = 0.0;
+            for a in 0..D {
+                let d = xi(a) - (self.x[j][a] + s * self.v[j][a]);
+                d2 += d * d;
+            }
+            self.r[i] + self.r[j] - d2.sqrt()
+        } else {
+            let wall = (-key.1 - 1) as usize;
+            let a = wall / 2;
+            if wall % 2 == 0 {
+                self.r[i] - xi(a)
+            } else {
+                xi(a) + self.r[i] - self.params.box_size[a]
+            }
+        }
+    }
+
+    /// Events for contacts that started or ended in this sub-step, and the
+    /// velocity corrections for those contacts. Velocity-Verlet integrates the
+    /// force over a sub-step by the trapezoid rule, which is wrong to first
+    /// order when a contact switches on or off inside the sub-step (the force
+    /// has a kink, and the dashpot a jump, at δ = 0). With the fraction θ of
+    /// the sub-step spent apart (from linear interpolation of δ), the spring
+    /// part (linear in time from 0) integrates to (1−θ)·dt·F/2 and the dashpot
+    /// part (about constant) to (1−θ)·dt·F; the difference to the trapezoid is
+    /// added to the second half-kick. Pairwise equal and opposite, so momentum
+    /// is still conserved exactly.
+    fn contact_changes(&mut self, traj: u32, events: &mut Vec<Event>) {
+        self.corrections.clear();
+        self.keys_old.clear();
+        self.keys_old.extend(self.contacts.iter().map(|c| c.key));
+        self.keys_new.clear();
+        self.keys_new.extend(self.new_contacts.iter().map(|c| c.key));
+        let before = events.len();
+        diff_contacts(&self.keys_old, &self.keys_new, traj, self.step, events);
+        let dt = self.params.dt;
+        for e in before..events.len() {
+            let ev = events[e];
+            let key = (ev.i, ev.j);
+            let started = matches!(ev.kind, EventKind::ContactStart | EventKind::WallStart);
+            // Correction force (to be applied over a half-kick) along the normal.
+            let (mag, n) = if started {
+                let c = &self.new_contacts[self.keys_new.binary_search(&key).expect("new contact")];
+                // Overlap one sub-step earlier: the drift moved x by dt·v_half.
+                let d_prev = self.overlap_shifted(key, -dt);
+                let theta = if d_prev < 0.0 { (d_prev / (d_prev - c.delta)).clamp(0.0, 1.0) } else { 0.0 };
+                (-theta * c.fs + (1.0 - 2.0 * theta) * c.fd, c.n)
+            } else {
+                let c = self.contacts[self.keys_old.binary_search(&key).expect("old contact")];
+                let d_now = self.overlap(key);
+                let theta = if d_now < 0.0 { (c.delta / (c.delta - d_now)).clamp(0.0, 1.0) } else { 1.0 };
+                ((theta - 1.0) * c.fs + (2.0 * theta - 1.0) * c.fd, c.n)
+            };
+            let mut fi = [0.0; D];
+            for a in 0..D {
+                fi[a] = mag * n[a];
+            }
+            self.corrections.push((key.0 as usize, fi));
+            if key.1 >= 0 {
+                for v in fi.iter_mut() {
+                    *v = -*v;
+                }
+                self.corrections.push((key.1 as usize, fi));
+            }
+        }
     }
 
     /// Kinetic energy Σ ½ m v².
