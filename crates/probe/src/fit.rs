@@ -379,7 +379,7 @@ pub fn aicc(rss: f64, n: usize, p: usize) -> f64 {
 }
 
 /// Options of a fit.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FitOptions {
     /// Bootstrap replicates for confidence intervals (0 = none).

@@ -6,6 +6,6 @@
 
 pub mod contacts;
 pub mod fit;
+pub mod fitrun;
 pub mod metrics;
 pub mod run;
-pub mod llc;
