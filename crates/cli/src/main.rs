@@ -23,8 +23,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Train(cmd::train::Args),
+    Eval(cmd::eval::Args),
     Inspect(cmd::inspect::Args),
     Sweep(cmd::sweep::Args),
+    /// Paper lenses: toy tasks reproducing a finding (icl-regression, scaling, ...).
+    Lens(cmd::lens::Args),
 }
 
 fn main() {
@@ -38,8 +42,11 @@ fn main() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let result = match cli.command {
+        Command::Train(a) => cmd::train::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Sweep(a) => cmd::sweep::run(a),
+        Command::Lens(a) => cmd::lens::run(a),
     };
     if let Err(e) = result {
         // Print the chain, skipping causes that a message already quotes.

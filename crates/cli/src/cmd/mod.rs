@@ -1,3 +1,6 @@
 //! One module per subcommand.
 pub mod inspect;
 pub mod sweep;
+pub mod train;
+pub mod eval;
+pub mod lens;
