@@ -204,6 +204,31 @@ pub trait LlcProblem: Sync {
     /// evaluated on batch `batches[i]`, and the result has shape [k]. Chains
     /// must not interact (chain i's loss depends on row i only).
     fn loss(&self, params: &[Tensor], batches: &[usize]) -> Result<Tensor>;
+
+    /// The loss (as [`LlcProblem::loss`]) and its gradient with respect to
+    /// each parameter whose `moving` flag is set (`None` for the others).
+    ///
+    /// The default differentiates [`LlcProblem::loss`] with autograd. A
+    /// problem whose loss runs through its own model object (holding its
+    /// own parameter tensors) overrides this: copy `params` in, evaluate,
+    /// return the gradients.
+    fn loss_and_grad(
+        &self,
+        params: &[Tensor],
+        batches: &[usize],
+        moving: &[bool],
+    ) -> Result<(Tensor, Vec<Option<Tensor>>)> {
+        let leaves: Vec<Tensor> = params
+            .iter()
+            .zip(moving)
+            .map(|(p, &m)| if m { p.detach().set_requires_grad(true) } else { p.shallow_clone() })
+            .collect();
+        let loss = self.loss(&leaves, batches)?;
+        let inputs: Vec<&Tensor> = leaves.iter().zip(moving).filter(|(_, &m)| m).map(|(t, _)| t).collect();
+        let mut grads = Tensor::f_run_backward(&[loss.sum(Kind::Double)], &inputs, false, false)?.into_iter();
+        let grads = moving.iter().map(|&m| if m { grads.next() } else { None }).collect();
+        Ok((loss.detach(), grads))
+    }
 }
 
 /// A tensor read by several sampler threads at once (training data, say).
@@ -476,7 +501,7 @@ fn summarize(
     let (drift, drift_std) = mean_std(&drifts);
     let drift_se = if drifts.len() > 1 { drift_std / (drifts.len() as f64).sqrt() } else { 0.0 };
     let scale = llc.abs().max(1e-3);
-    let significant = drift.abs() > 0.25 * scale && (drifts.len() < 2 || drift.abs() > 3.0 * drift_se);
+    let significant = drift.abs() > 0.1 * scale && (drifts.len() < 2 || drift.abs() > 3.0 * drift_se);
     if significant && drift < 0.0 {
         warnings.push(format!(
             "the loss drifts down along the chains (nβ·ΔL falls by {:.3} from the first to the second half \

@@ -288,19 +288,25 @@ impl<P: LlcProblem + ?Sized> Ctx<'_, P> {
                 Movable::Frozen => params.push(if self.stacked { s.expand(&full, false) } else { s.shallow_clone() }),
                 _ => {
                     let w = if self.stacked { s.expand(&full, false).contiguous() } else { s.copy() };
-                    params.push(w.detach().set_requires_grad(true));
+                    params.push(w.detach());
                     moving.push(j);
                 }
             }
         }
-        let mask_t: Vec<Option<Tensor>> = masks
+        let moving_flags: Vec<bool> = (0..params.len()).map(|j| moving.contains(&j)).collect();
+        // Masks: the 0/1 tensor, and the flat indices of the moving elements
+        // (noise is drawn for those only).
+        let mask_t: Vec<Option<(Tensor, Tensor)>> = masks
             .iter()
             .map(|m| match m {
-                Movable::Mask(t) => Some(lead(t)),
+                Movable::Mask(t) => Some((lead(t), t.reshape([-1]).nonzero().reshape([-1]))),
                 _ => None,
             })
             .collect();
         let kinds: Vec<Kind> = params.iter().map(|p| p.kind()).collect();
+        // (εγ/2)·w*, the constant part of the localization pull.
+        let star_scaled: Vec<Option<Tensor>> =
+            star.iter().map(|s| (c_loc != 0.0).then(|| s * (-c_loc))).collect();
         let device = star.first().map(|t| t.device()).unwrap_or(Device::Cpu);
         let mut alive = k;
         let mut reported = 0u64;
@@ -313,7 +319,7 @@ impl<P: LlcProblem + ?Sized> Ctx<'_, P> {
             for &b in &batches {
                 refs.push(self.loss_at_star(w_star, b)?);
             }
-            let loss = self.problem.loss(&params, &batches)?;
+            let (loss, grads) = self.problem.loss_and_grad(&params, &batches, &moving_flags)?;
             if loss.numel() != k {
                 return Err(LlcError::Problem(format!(
                     "loss has shape {:?}; expected {} value(s), one per chain",
@@ -321,8 +327,6 @@ impl<P: LlcProblem + ?Sized> Ctx<'_, P> {
                     k
                 )));
             }
-            let moving_params: Vec<&Tensor> = moving.iter().map(|&j| &params[j]).collect();
-            let grads = Tensor::f_run_backward(&[loss.sum(Kind::Double)], &moving_params, false, false)?;
             let lv: Vec<f64> = Vec::<f64>::try_from(
                 &loss.detach().to_kind(Kind::Double).to_device(Device::Cpu).reshape([-1]),
             )?;
@@ -362,14 +366,34 @@ impl<P: LlcProblem + ?Sized> Ctx<'_, P> {
             // The update, without building a graph:
             // w ← w + mask·( −(εγ/2)(w − w*) − (εnβ/2)·g + √ε·ξ ).
             tch::no_grad(|| -> Result<()> {
-                for (g, &j) in grads.iter().zip(&moving) {
-                    let numel_one = w_star[j].numel();
-                    let noise = self.noise(&mut rngs, numel_one, kinds[j], &params[j].size(), device)?;
-                    let mut step = (&params[j] - &star[j]) * c_loc + g * c_grad + noise * c_noise;
-                    if let Some(m) = &mask_t[j] {
-                        step = step * m;
+                for &j in &moving {
+                    let g = grads.get(j).and_then(|g| g.as_ref()).ok_or_else(|| {
+                        LlcError::Problem(format!("loss_and_grad returned no gradient for moving parameter {j}"))
+                    })?;
+                    let shape = params[j].size();
+                    match &mask_t[j] {
+                        None => {
+                            // In place: w ← w·(1 − εγ/2) + (εγ/2)·w* − (εnβ/2)·g + √ε·ξ.
+                            let noise = self.noise(&mut rngs, w_star[j].numel(), c_noise, kinds[j], &shape, device)?;
+                            let _ = params[j].f_mul_scalar_(1.0 + c_loc)?;
+                            if let Some(sc) = &star_scaled[j] {
+                                let _ = params[j].f_add_(sc)?;
+                            }
+                            let _ = params[j].f_add_(&(g * c_grad))?;
+                            let _ = params[j].f_add_(&noise)?;
+                        }
+                        Some((m, idx)) => {
+                            // Noise on the moving elements only, scattered into zeros.
+                            let count = idx.numel();
+                            let part =
+                                self.noise(&mut rngs, count, c_noise, kinds[j], &[k as i64, count as i64], device)?;
+                            let per = w_star[j].numel() as i64;
+                            let full = Tensor::f_zeros([k as i64, per], (kinds[j], device))?;
+                            let noise = full.f_index_copy(1, idx, &part)?.f_reshape(&shape)?;
+                            let step = ((&params[j] - &star[j]) * c_loc + g * c_grad + noise) * m;
+                            let _ = params[j].f_add_(&step)?;
+                        }
                     }
-                    let _ = params[j].f_add_(&step)?;
                 }
                 Ok(())
             })?;
@@ -403,12 +427,13 @@ impl<P: LlcProblem + ?Sized> Ctx<'_, P> {
             .collect())
     }
 
-    /// Standard normal noise for one parameter, for every chain of the unit,
+    /// Gaussian noise (standard deviation `scale`) for one parameter, for every chain of the unit,
     /// each from its own stream (so stacking does not change the draws).
     fn noise(
         &self,
         rngs: &mut [(ChaCha8Rng, ChaCha8Rng)],
         numel_one: usize,
+        scale: f64,
         kind: Kind,
         shape: &[i64],
         device: Device,
@@ -416,13 +441,14 @@ impl<P: LlcProblem + ?Sized> Ctx<'_, P> {
         let t = if kind == Kind::Double {
             let mut v = Vec::with_capacity(numel_one * rngs.len());
             for (r, _) in rngs.iter_mut() {
-                v.extend((0..numel_one).map(|_| r.sample::<f64, _>(StandardNormal)));
+                v.extend((0..numel_one).map(|_| scale * r.sample::<f64, _>(StandardNormal)));
             }
             Tensor::f_from_slice(&v)?
         } else {
+            let scale = scale as f32;
             let mut v = Vec::with_capacity(numel_one * rngs.len());
             for (r, _) in rngs.iter_mut() {
-                v.extend((0..numel_one).map(|_| r.sample::<f32, _>(StandardNormal)));
+                v.extend((0..numel_one).map(|_| scale * r.sample::<f32, _>(StandardNormal)));
             }
             Tensor::f_from_slice(&v)?.f_to_kind(kind)?
         };

@@ -79,35 +79,52 @@ fn quadrature_target_of_the_degenerate_model() {
     }
 }
 
-#[test]
-fn degenerate_product_model_matches_quadrature_and_is_below_regular() {
-    let n = 10_000;
+fn check_degenerate(n: usize, batch: usize, epsilon: f64, draws: usize, chains: usize) {
     // Large batches: SGLD's minibatch-gradient noise would otherwise inflate
     // the stiff direction across the arms of the cross-shaped posterior.
-    let pm = ProductModel::new(n, 2500, true, 3).unwrap();
+    let pm = ProductModel::new(n, batch, true, 3).unwrap();
     let gamma = 1.0;
-    let cfg = LlcConfig {
-        epsilon: 5e-5,
-        gamma,
-        chains: 256,
-        draws: 40_000,
-        burn_in: 0.25,
-        seed: 1,
-        ..LlcConfig::default()
-    };
+    let cfg = LlcConfig { epsilon, gamma, chains, draws, burn_in: 0.25, seed: 1, threads: 1, ..LlcConfig::default() };
     let n_beta = cfg.n_beta(n);
     let target = pm.exact_llc(n_beta, gamma);
     let est = estimate(&pm, &[pm.w_star()], &Movable::all(1), &cfg, None).unwrap();
     eprintln!(
-        "degenerate: estimate {:.4} ± {:.4} (all steps {:.4}), target {:.4}",
+        "degenerate n={n}: estimate {:.4} ± {:.4} (all steps {:.4}), target {:.4}",
         est.llc, est.se, est.llc_all_steps, target
     );
-    assert!((0.36..0.40).contains(&target), "target {target}");
+    assert!(target < 0.4, "target {target}");
     assert_eq!(est.n_failed(), 0);
     assert!(est.se < 0.02, "se {}", est.se);
     assert!((est.llc - target).abs() < 3.0 * est.se, "{} ± {} vs {target}", est.llc, est.se);
     // Clearly below the regular value d/2 = 1 for two parameters, and below 1/2.
     assert!(est.llc + 5.0 * est.se < 0.5);
+}
+
+#[test]
+fn degenerate_product_model_matches_quadrature_and_is_below_regular() {
+    // n = 1000 (nβ ≈ 145): the posterior is a narrow cross, stiff across
+    // its arms (curvature ≈ nβ·w²) and slow along them (γ = 1), so the step
+    // and the number of steps scale with nβ. Target ≈ 0.347.
+    check_degenerate(1000, 500, 4e-4, 15_000, 256);
+}
+
+/// The reference setting, n = 1e4 (target ≈ 0.38); slow (≈ 1 min).
+#[test]
+#[ignore]
+fn degenerate_product_model_n1e4() {
+    check_degenerate(10_000, 2500, 4e-5, 150_000, 256);
+}
+
+#[test]
+fn product_model_analytic_gradient_matches_autograd() {
+    let pm = ProductModel::new(100, 50, false, 1).unwrap();
+    let w = Tensor::from_slice(&[0.3f64, -0.7, 1.1, 0.2]).reshape([2, 2]);
+    let (loss, grads) = pm.loss_and_grad(&[w.shallow_clone()], &[0, 1], &[true]).unwrap();
+    let leaf = w.detach().set_requires_grad(true);
+    let l2 = pm.loss(&[leaf.shallow_clone()], &[0, 1]).unwrap();
+    let g2 = Tensor::run_backward(&[l2.sum(tch::Kind::Double)], &[&leaf], false, false).remove(0);
+    assert!(loss.allclose(&l2, 1e-12, 1e-12, false));
+    assert!(grads[0].as_ref().unwrap().allclose(&g2, 1e-12, 1e-12, false));
 }
 
 #[test]
@@ -185,7 +202,7 @@ fn masked_parameters_give_the_refined_target() {
         &lr,
         &[lr.w_star()],
         &[Movable::Mask(mask)],
-        &LlcConfig { epsilon: 3e-5, gamma, chains: 32, draws: 4000, burn_in: 0.2, ..LlcConfig::default() },
+        &LlcConfig { epsilon: 3e-5, gamma, chains: 256, draws: 4000, burn_in: 0.2, threads: 1, ..LlcConfig::default() },
         None,
     )
     .unwrap();
