@@ -7,6 +7,7 @@
 
 pub mod analysis;
 pub mod checkpoint;
+pub mod dataset;
 pub mod h5util;
 pub mod inspect;
 pub mod metrics;
