@@ -308,11 +308,22 @@ fn slurm_failing_task_is_reported_with_exit_code() {
     let st = summary.failed[0].status.clone().unwrap();
     assert_eq!(st.exit_code, Some(7));
     assert!(std::fs::read_to_string(st.log.unwrap()).unwrap().contains("fake failure"));
-    // Slurm agrees on the exit code.
+    // Slurm agrees on the exit code, once the task has ended there too (the
+    // status file is written a moment before the task's shell exits).
     let job = st.slurm_job.unwrap();
-    let info = slurm::job_info(job.split('_').next().unwrap());
-    if let Some(kv) = info.get(&job) {
-        assert_eq!(kv["ExitCode"], "7:0");
+    for _ in 0..100 {
+        let info = slurm::job_info(job.split('_').next().unwrap());
+        match info.get(&job) {
+            Some(kv) if matches!(kv["JobState"].as_str(), "RUNNING" | "COMPLETING" | "PENDING") => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Some(kv) => {
+                assert_eq!(kv["ExitCode"], "7:0");
+                assert_eq!(kv["JobState"], "FAILED");
+                break;
+            }
+            None => break,
+        }
     }
     assert!(summary.render().contains("exit code 7"));
     // Not resubmitted without --retry-failed; resubmitted with it.
