@@ -153,6 +153,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 return Ok(());
             }
             let subs = slurm::submit(&sweep, &opts)?;
+            if subs.is_empty() {
+                eprintln!("nothing to submit: every run is done, queued, running or failed (--retry-failed reruns failed ones)");
+            }
             for s in &subs {
                 eprintln!("submitted {} runs as Slurm job {} ({})", s.runs.len(), s.job_id, s.script.display());
             }
