@@ -56,6 +56,8 @@ use tch::{Device, Kind, Tensor};
 mod sampler;
 #[path = "llc_toy.rs"]
 pub mod toy;
+#[path = "llc_model.rs"]
+pub mod model;
 
 /// Errors of the LLC estimator. Messages say what to change.
 #[derive(Debug, thiserror::Error)]

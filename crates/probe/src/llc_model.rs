@@ -1,0 +1,297 @@
+//! LLC of headlab checkpoints: the whole model, and each attention head
+//! (weight-refined: only that head's slices of W_Q, W_K, W_V, b_Q, b_K, b_V
+//! and W_O move; everything else stays at the checkpoint).
+//!
+//! The loss is the model's own training loss (MSE of the normalized targets,
+//! [`headlab_model::Model::loss`], without input noise) on the run's training
+//! frames, so n is the number of training frames and the estimate follows
+//! devinterp's convention of using the training loss as is. Batches are a
+//! fixed, seeded partition of the training frames.
+//!
+//! The sampler sees the model as one flat parameter vector (the model keeps
+//! its weights in one buffer); a per-head estimate moves a 0/1 mask of it,
+//! and only that layer's attention weights are differentiated.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use headlab_model::{Model, ModelConfig, Normalization};
+use headlab_sim::Dataset;
+use headlab_store::checkpoint::{read_checkpoint, NamedArray};
+use headlab_train::{split_trajectories, TrainConfig, TrainData};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tch::{Device, Kind, Tensor};
+
+use super::{estimate, LlcConfig, LlcError, LlcEstimate, LlcProblem, Movable, Progress, Result, SharedTensor};
+
+/// The parameters a head's weight-refined LLC moves.
+pub const HEAD_PARAMS: [&str; 7] = ["W_Q", "W_K", "W_V", "b_Q", "b_K", "b_V", "W_O"];
+
+fn load_err(path: &Path, e: impl std::fmt::Display) -> LlcError {
+    LlcError::Problem(format!("{}: {e}", path.display()))
+}
+
+/// Training frames of a run, as model inputs and targets on a device.
+pub struct LlcData {
+    norm: Normalization,
+    x: SharedTensor, // [R, N, F]
+    y: SharedTensor, // [R, N, 2D]
+    /// Number of training frames (n).
+    pub n: usize,
+}
+
+impl LlcData {
+    /// The training frames of `ds` under the run's split (`train` is the
+    /// run's training config, `norm` the checkpoint's normalization).
+    pub fn new(ds: &Dataset, train: &TrainConfig, norm: &Normalization, device: Device) -> Result<LlcData> {
+        let (tr, va) = split_trajectories(ds.n_traj, train.val_fraction, train.seed)
+            .map_err(|e| LlcError::Problem(format!("dataset split: {e}")))?;
+        let data = TrainData::new(ds, tr, va, Some(norm.clone()), train.model.wall_features, device)
+            .map_err(|e| LlcError::Problem(format!("dataset: {e}")))?;
+        let rows = data.train_rows.clone();
+        if rows.len() < 2 {
+            return Err(LlcError::Problem(format!(
+                "the run's training split has {} frame(s); the LLC needs at least 2",
+                rows.len()
+            )));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let (x, y) = tch::no_grad(|| data.batch(&rows, 0.0, &mut rng));
+        Ok(LlcData { norm: norm.clone(), x: SharedTensor::new(x), y: SharedTensor::new(y), n: rows.len() })
+    }
+}
+
+/// A checkpoint's loss as an [`LlcProblem`] over its flat parameter vector.
+pub struct CheckpointProblem<'a> {
+    config: ModelConfig,
+    norm: Normalization,
+    arrays: Vec<NamedArray>,
+    device: Device,
+    data: &'a LlcData,
+    /// [n_batches, batch_size] row indices into the data.
+    batches: SharedTensor,
+    n_batches: usize,
+    /// Idle per-thread model copies.
+    pool: Mutex<Vec<Model>>,
+    /// (name, offset, numel) of the parameters to differentiate (all if None).
+    grad_params: Option<Vec<(String, usize, usize)>>,
+    numel: usize,
+}
+
+impl<'a> CheckpointProblem<'a> {
+    /// `batch_size` and `seed` fix the partition of the training frames.
+    pub fn new(model: &Model, data: &'a LlcData, batch_size: usize, seed: u64) -> Result<Self> {
+        if model.norm != data.norm {
+            return Err(LlcError::Problem(
+                "the checkpoint's normalization differs from the data's; build LlcData from this checkpoint".into(),
+            ));
+        }
+        let bs = batch_size.min(data.n).max(1);
+        let n_batches = data.n / bs;
+        let mut order: Vec<i64> = (0..data.n as i64).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x11c_ba7c));
+        order.truncate(n_batches * bs);
+        let batches = Tensor::from_slice(&order).view([n_batches as i64, bs as i64]).to(model.device());
+        Ok(CheckpointProblem {
+            config: model.config.clone(),
+            norm: model.norm.clone(),
+            arrays: model.to_arrays(),
+            device: model.device(),
+            data,
+            batches: SharedTensor::new(batches),
+            n_batches,
+            pool: Mutex::new(Vec::new()),
+            grad_params: None,
+            numel: model.num_params(),
+        })
+    }
+
+    /// Differentiate only these parameters (the others get zero gradient).
+    pub fn with_grad_params(mut self, model: &Model, names: &[String]) -> Result<Self> {
+        let mut v = Vec::new();
+        for n in names {
+            let (off, numel) =
+                model.param_range(n).ok_or_else(|| LlcError::Problem(format!("the model has no parameter {n}")))?;
+            v.push((n.clone(), off, numel));
+        }
+        self.grad_params = Some(v);
+        Ok(self)
+    }
+
+    fn take_model(&self) -> Result<Model> {
+        if let Some(m) = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(m);
+        }
+        Model::from_arrays(self.config.clone(), self.norm.clone(), &self.arrays, self.device, "<llc>")
+            .map_err(|e| LlcError::Problem(e.to_string()))
+    }
+
+    fn put_model(&self, m: Model) {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(m);
+    }
+
+    fn eval(&self, params: &[Tensor], batch: usize, grad: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let model = self.take_model()?;
+        let out = (|| -> Result<(Tensor, Option<Tensor>)> {
+            let mut flat = model.flat_params().shallow_clone();
+            tch::no_grad(|| flat.f_copy_(&params[0]))?;
+            let idx = self.batches.get(batch as i64);
+            let (x, y) = (self.data.x.index_select(0, &idx), self.data.y.index_select(0, &idx));
+            if !grad {
+                let l = tch::no_grad(|| model.loss(&x, &y, false));
+                return Ok((l.reshape([1]), None));
+            }
+            let loss = model.loss(&x, &y, false);
+            let g = match &self.grad_params {
+                None => model.flat_grad(&loss),
+                Some(list) => {
+                    let leaves: Vec<&Tensor> =
+                        list.iter().map(|(n, _, _)| model.param(n).expect("checked name")).collect();
+                    let gs = Tensor::f_run_backward(&[&loss], &leaves, false, false)?;
+                    let flat_g = Tensor::f_zeros([self.numel as i64], (Kind::Float, self.device))?;
+                    for (g, (_, off, numel)) in gs.iter().zip(list) {
+                        flat_g.narrow(0, *off as i64, *numel as i64).f_copy_(&g.reshape([-1]))?;
+                    }
+                    flat_g
+                }
+            };
+            Ok((loss.detach().reshape([1]), Some(g)))
+        })();
+        self.put_model(model);
+        out
+    }
+}
+
+impl LlcProblem for CheckpointProblem<'_> {
+    fn n_samples(&self) -> usize {
+        self.data.n
+    }
+    fn n_batches(&self) -> usize {
+        self.n_batches
+    }
+    fn loss(&self, params: &[Tensor], batches: &[usize]) -> Result<Tensor> {
+        Ok(self.eval(params, batches[0], false)?.0)
+    }
+    fn loss_and_grad(
+        &self,
+        params: &[Tensor],
+        batches: &[usize],
+        _moving: &[bool],
+    ) -> Result<(Tensor, Vec<Option<Tensor>>)> {
+        let (l, g) = self.eval(params, batches[0], true)?;
+        Ok((l, vec![g]))
+    }
+}
+
+/// The flat 0/1 mask of head `head` in layer `layer`, and the names of the
+/// parameters it touches.
+pub fn head_mask(model: &Model, layer: usize, head: usize) -> Result<(Tensor, Vec<String>)> {
+    let c = &model.config;
+    if layer >= c.n_layers || head >= c.n_heads {
+        return Err(LlcError::Problem(format!(
+            "head {layer}.{head} does not exist: the model has {} layers × {} heads",
+            c.n_layers, c.n_heads
+        )));
+    }
+    let mut mask = vec![0f32; model.num_params()];
+    let mut names = Vec::new();
+    for p in HEAD_PARAMS {
+        let name = format!("blocks.{layer}.attn.{p}");
+        let (off, numel) = model.param_range(&name).ok_or_else(|| LlcError::Problem(format!("no parameter {name}")))?;
+        let per_head = numel / c.n_heads; // heads are the first dimension
+        for v in &mut mask[off + head * per_head..off + (head + 1) * per_head] {
+            *v = 1.0;
+        }
+        names.push(name);
+    }
+    Ok((Tensor::from_slice(&mask).to(model.device()), names))
+}
+
+/// LLC estimates of one checkpoint.
+#[derive(Debug, Clone)]
+pub struct CheckpointLlc {
+    pub step: u64,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub whole: LlcEstimate,
+    /// Per head, layer-major ([layer * n_heads + head]); empty unless asked.
+    pub heads: Vec<LlcEstimate>,
+}
+
+/// What to estimate for a checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointLlcOptions {
+    pub llc: LlcConfig,
+    /// Also the weight-refined LLC of every head.
+    pub per_head: bool,
+}
+
+/// Load a checkpoint and the run's training frames from `ds`.
+pub fn load_checkpoint(path: &Path, ds: &Dataset, device: Device) -> Result<(u64, Model, LlcData)> {
+    let ck = read_checkpoint(path).map_err(|e| load_err(path, e))?;
+    let train = TrainConfig::from_toml(&ck.config_toml, &path.display().to_string())
+        .map_err(|e| load_err(path, format!("run config: {e}")))?;
+    let model = Model::from_checkpoint(&ck, device, &path.display().to_string()).map_err(|e| load_err(path, e))?;
+    let data = LlcData::new(ds, &train, &model.norm, device)?;
+    Ok((ck.step, model, data))
+}
+
+/// Whole-model (and optionally per-head) LLC of the checkpoint at `ckpt`,
+/// on the run's training frames of `ds`. Failed or misbehaving chains are
+/// reported in each estimate's `warnings`; an estimate whose chains all
+/// failed is an error.
+pub fn llc_for_checkpoint(
+    ckpt: &Path,
+    ds: &Dataset,
+    opts: &CheckpointLlcOptions,
+    device: Device,
+    progress: Progress<'_>,
+) -> Result<CheckpointLlc> {
+    let (step, model, data) = load_checkpoint(ckpt, ds, device)?;
+    llc_for_model(step, &model, &data, opts, progress)
+}
+
+/// [`llc_for_checkpoint`] for a model already loaded.
+pub fn llc_for_model(
+    step: u64,
+    model: &Model,
+    data: &LlcData,
+    opts: &CheckpointLlcOptions,
+    progress: Progress<'_>,
+) -> Result<CheckpointLlc> {
+    let cfg = &opts.llc;
+    let w_star = [model.flat_params().detach().copy()];
+    let whole_problem = CheckpointProblem::new(model, data, cfg.batch_size, cfg.seed)?;
+    let whole = estimate(&whole_problem, &w_star, &[Movable::All], cfg, progress)?;
+    let (l, h) = (model.config.n_layers, model.config.n_heads);
+    let mut heads = Vec::new();
+    if opts.per_head {
+        for layer in 0..l {
+            for head in 0..h {
+                let (mask, names) = head_mask(model, layer, head)?;
+                let problem =
+                    CheckpointProblem::new(model, data, cfg.batch_size, cfg.seed)?.with_grad_params(model, &names)?;
+                let est = estimate(&problem, &w_star, &[Movable::Mask(mask)], cfg, progress).map_err(|e| match e {
+                    LlcError::AllChainsFailed { chains, details, epsilon, suggest } => LlcError::AllChainsFailed {
+                        chains,
+                        details: format!("head {layer}.{head}: {details}"),
+                        epsilon,
+                        suggest,
+                    },
+                    e => e,
+                })?;
+                heads.push(est);
+            }
+        }
+    }
+    Ok(CheckpointLlc { step, n_layers: l, n_heads: h, whole, heads })
+}
+
+/// The number of SGLD steps (chains × draws, all estimates) of one
+/// checkpoint, for progress bars.
+pub fn steps_per_checkpoint(model_cfg: &ModelConfig, opts: &CheckpointLlcOptions) -> u64 {
+    let per = (opts.llc.chains * opts.llc.draws) as u64;
+    per * (1 + if opts.per_head { (model_cfg.n_layers * model_cfg.n_heads) as u64 } else { 0 })
+}

@@ -1,0 +1,62 @@
+//! LLC of real (tiny) headlab checkpoints: whole model and per head.
+
+use headlab_probe::llc::model::{head_mask, llc_for_checkpoint, load_checkpoint, CheckpointLlcOptions};
+use headlab_probe::llc::LlcConfig;
+use headlab_store::checkpoint::list_checkpoints;
+use headlab_train::toy::toy_dataset;
+use headlab_train::{train, RunOptions, TrainConfig};
+use tch::Device;
+
+fn tiny_run(dir: &std::path::Path) -> headlab_sim::Dataset {
+    let ds = toy_dataset(6, 20, 8, 5);
+    let mut cfg = TrainConfig { steps: 150, batch_size: 16, device: "cpu".into(), threads: 1, ..TrainConfig::default() };
+    cfg.model.n_layers = 1;
+    cfg.model.n_heads = 2;
+    cfg.model.d_model = 16;
+    cfg.checkpoints.count = 3;
+    train(&cfg, &ds, dir, &RunOptions::default()).unwrap();
+    ds
+}
+
+#[test]
+fn checkpoint_llc_whole_and_per_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = tiny_run(dir.path());
+    let ckpts = list_checkpoints(dir.path()).unwrap();
+    let (step, last) = ckpts.last().unwrap().clone();
+    let opts = CheckpointLlcOptions {
+        llc: LlcConfig { epsilon: 1e-5, gamma: 1000.0, chains: 3, draws: 120, batch_size: 32, ..LlcConfig::default() },
+        per_head: true,
+    };
+    let r = llc_for_checkpoint(&last, &ds, &opts, Device::Cpu, None).unwrap();
+    assert_eq!(r.step, step);
+    assert_eq!(r.heads.len(), 2);
+    let (_, model, data) = load_checkpoint(&last, &ds, Device::Cpu).unwrap();
+    assert_eq!(r.whole.n_samples, data.n);
+    assert_eq!(r.whole.moving_params, model.num_params());
+    let (d, dh) = (16, 8);
+    for (h, est) in r.heads.iter().enumerate() {
+        // 3 projection slices [d, dh], 3 bias slices [dh], one output slice [dh, d].
+        assert_eq!(est.moving_params, 4 * d * dh + 3 * dh, "head {h}");
+        assert!(est.llc.is_finite());
+        eprintln!("head {h}: {:.3} ± {:.3}  warnings {:?}", est.llc, est.se, est.warnings);
+    }
+    eprintln!("whole: {:.3} ± {:.3} warnings {:?}", r.whole.llc, r.whole.se, r.whole.warnings);
+    assert!(r.whole.llc.is_finite() && r.whole.llc > 0.0);
+    // A head's directions are a subset of the model's: its LLC is smaller.
+    for est in &r.heads {
+        assert!(est.llc < r.whole.llc, "{} vs whole {}", est.llc, r.whole.llc);
+    }
+    // Reproducible.
+    let again = llc_for_checkpoint(&last, &ds, &CheckpointLlcOptions { per_head: false, ..opts.clone() }, Device::Cpu, None)
+        .unwrap();
+    assert_eq!(again.whole.llc.to_bits(), r.whole.llc.to_bits());
+    // Masks select exactly one head's slices.
+    let (mask, names) = head_mask(&model, 0, 1).unwrap();
+    assert_eq!(names.len(), 7);
+    let wq = model.param_range("blocks.0.attn.W_Q").unwrap();
+    let m: Vec<f32> = Vec::try_from(&mask).unwrap();
+    assert!(m[wq.0..wq.0 + d * dh].iter().all(|&v| v == 0.0));
+    assert!(m[wq.0 + d * dh..wq.0 + 2 * d * dh].iter().all(|&v| v == 1.0));
+    assert!(head_mask(&model, 0, 2).is_err());
+}
