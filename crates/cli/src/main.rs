@@ -23,6 +23,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Simulate(cmd::simulate::Args),
     Train(cmd::train::Args),
     Eval(cmd::eval::Args),
     Inspect(cmd::inspect::Args),
@@ -42,6 +43,7 @@ fn main() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let result = match cli.command {
+        Command::Simulate(a) => cmd::simulate::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),

@@ -4,3 +4,4 @@ pub mod sweep;
 pub mod train;
 pub mod eval;
 pub mod lens;
+pub mod simulate;
