@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod dataset;
 pub mod h5util;
 pub mod inspect;
+pub mod llc;
 pub mod metrics;
 
 pub use h5util::{atomic_write, open_kind, FileKind, StoreError, FORMAT_VERSION};
