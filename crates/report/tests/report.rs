@@ -1,0 +1,98 @@
+//! The report on synthetic probe results with a known collision head.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use headlab_probe::metrics::{default_g_edges, HeadMetrics};
+use headlab_report::{write_report, ReportOptions};
+use headlab_store::analysis::{write_analysis, Analysis, StepRecord};
+use headlab_store::metrics::{write_metrics, Metrics};
+use rand::{Rng, SeedableRng};
+
+/// 2 layers × 4 heads; L1.H2 emerges as a sigmoid in log t around step `t_mid`.
+fn synthetic_run(dir: &Path, seed: u64, t_mid: f64) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let edges = default_g_edges();
+    let nb = edges.len() - 1;
+    let mut a = Analysis { config_toml: String::new(), dataset: "synthetic".into(), n_layers: 2, n_heads: 4, n_particles: 16, g_edges: edges.clone(), ..Default::default() };
+    let mut steps: Vec<u64> = vec![0];
+    for k in 0..60 {
+        steps.push((10f64 * 300f64.powf(k as f64 / 59.0)).round() as u64);
+    }
+    steps.dedup();
+    for &s in &steps {
+        let p = 1.0 / (1.0 + (-((1.0 + s as f64).ln() - t_mid.ln()) / 0.35).exp());
+        let mut series: BTreeMap<String, Vec<f64>> = HeadMetrics::scalar_names().into_iter().map(|n| (n, vec![0.0; 8])).collect();
+        let mut g = vec![0.0; 8 * nb];
+        for k in 0..8 {
+            let strength = if k == 6 { p } else { 0.05 * rng.gen::<f64>() };
+            let noise = 0.01 * (rng.gen::<f64>() - 0.5);
+            series.get_mut("score_excl_norm_overlap").unwrap()[k] = 0.85 * strength + noise;
+            series.get_mut("score_norm_overlap").unwrap()[k] = 0.12 * strength + noise;
+            series.get_mut("auroc_interval").unwrap()[k] = 0.5 + 0.49 * strength;
+            series.get_mut("entropy").unwrap()[k] = 16f64.ln() * (1.0 - 0.6 * strength) - 0.02 * k as f64;
+            series.get_mut("self_attn").unwrap()[k] = 0.85;
+            series.get_mut("gate_contact_overlap").unwrap()[k] = 0.03 + 0.08 * strength;
+            series.get_mut("gate_free_overlap").unwrap()[k] = 0.03;
+            for b in 0..nb {
+                let c = 0.5 * (edges[b] + edges[b + 1].min(12.0)) as f64;
+                g[k * nb + b] = if c < 0.5 { f64::NAN } else { 1.0 + strength * 6.0 * (-(c - 0.95).powi(2) / 0.02).exp() - 0.3 * strength * (c > 1.2) as u8 as f64 };
+            }
+        }
+        a.add_step(StepRecord { step: s, series, g: g.clone(), g_excl: g, g_count: vec![10; 8 * nb], patterns: vec![] }).unwrap();
+    }
+    write_analysis(&dir.join("analysis.h5"), &a).unwrap();
+    let n = 3000u64;
+    let m = Metrics {
+        config_toml: String::new(),
+        baseline_val_loss: 1.0,
+        step: (1..=n).collect(),
+        loss: (1..=n).map(|s| (0.02 + 0.9 / (1.0 + s as f32 / 50.0)) * (1.0 + 0.2 * rng.gen::<f32>())).collect(),
+        lr: vec![1e-3; n as usize],
+        grad_norm: vec![1.0; n as usize],
+        val_step: (0..=30).map(|k| k * 100).collect(),
+        val_loss: (0..=30).map(|k| 0.025 + 0.9 / (1.0 + (k * 100) as f32 / 50.0)).collect(),
+    };
+    write_metrics(&dir.join("metrics.h5"), &m).unwrap();
+}
+
+#[test]
+fn report_of_one_and_several_runs() {
+    let keep = std::env::var("HEADLAB_KEEP_REPORT").ok();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = keep.as_deref().map(Path::new).unwrap_or(tmp.path()).to_path_buf();
+    let runs: Vec<_> = (0..3).map(|k| root.join(format!("seed{k}"))).collect();
+    for (k, r) in runs.iter().enumerate() {
+        std::fs::create_dir_all(r).unwrap();
+        synthetic_run(r, k as u64, 400.0 + 100.0 * k as f64);
+    }
+    let opts = ReportOptions { fit: headlab_probe::fit::FitOptions { bootstrap: 10, ..Default::default() }, ..Default::default() };
+    // `headlab fit` first (stores the fits in each analysis.h5), as the CLI does.
+    let fs = headlab_probe::fitrun::fit_runs(&runs, &opts.series, &opts.fit).unwrap();
+    assert_eq!(fs.collision_heads, vec![Some((1, 2)); 3]);
+    assert!(fs.pooled.is_some());
+    let s = write_report(&runs[..1], None, &opts).unwrap();
+    assert_eq!(s.index, runs[0].join("report/index.html"));
+    let html = std::fs::read_to_string(&s.index).unwrap();
+    let b = s.runs[0].best.as_ref().unwrap();
+    assert_eq!((b.layer, b.head), (1, 2));
+    assert!(b.meets_bar, "{b:?}");
+    assert!(s.headline.starts_with("A collision-detecting head emerged: L1.H2"), "{}", s.headline);
+    assert!(html.contains("L1.H2") && html.contains("<table>") && html.contains("loglogistic"), "table and winning form are shown");
+    for f in ["loss.png", "scores.png", "g_heatmap.png", "g_profiles.png", "entropy.png"] {
+        let p = runs[0].join("report").join(f);
+        assert!(std::fs::metadata(&p).unwrap().len() > 5000, "{f} is too small to be a figure");
+        assert!(html.contains(&format!("src=\"{f}\"")));
+    }
+    // The sigmoid in log t is the form that wins for the collision head.
+    assert!(s.runs[0].summary.contains("the loglogistic form wins"), "{}", s.runs[0].summary);
+
+    let out = root.join("sweep_report");
+    let s = write_report(&runs, Some(&out), &opts).unwrap();
+    let html = std::fs::read_to_string(&s.index).unwrap();
+    assert!(s.headline.starts_with("3 of 3 runs"), "{}", s.headline);
+    assert!(html.contains("Across seeds") && out.join("pooled.png").exists() && out.join("r2_scores.png").exists());
+    // Missing analysis: a clear error.
+    let e = write_report(&[root.join("nope")], None, &opts).unwrap_err().to_string();
+    assert!(e.contains("headlab probe"), "{e}");
+}
