@@ -331,11 +331,12 @@ fn levenberg_marquardt(model: FitModel, start: &[f64], s: &Series, tsc: f64, max
                 let c = rss(model, &cand, s, tsc);
                 if c < cost {
                     let rel = (cost - c) / cost.max(1e-300);
+                    let small_step = delta.iter().zip(&th).all(|(d, t)| d.abs() <= 1e-9 * (t.abs() + 1e-6));
                     th = cand;
                     cost = c;
                     lambda = (lambda / 3.0).max(1e-12);
                     improved = true;
-                    if rel < 1e-12 {
+                    if rel < 1e-10 || small_step {
                         return (th, cost);
                     }
                     break;

@@ -57,14 +57,16 @@ pub fn fit_analysis(a: &Analysis, series: &str, opts: &FitOptions) -> Result<Run
             hint: format!("analysis.h5 has: {}", a.series.keys().cloned().collect::<Vec<_>>().join(", ")),
         });
     }
-    let mut heads = Vec::new();
-    for layer in 0..a.n_layers {
-        for head in 0..a.n_heads {
+    use rayon::prelude::*;
+    let ids: Vec<(usize, usize)> = (0..a.n_layers).flat_map(|l| (0..a.n_heads).map(move |h| (l, h))).collect();
+    let heads: Vec<HeadFit> = ids
+        .par_iter()
+        .map(|&(layer, head)| {
             let s = head_series(a, series, layer, head).unwrap();
             let o = FitOptions { seed: opts.seed ^ ((layer * 1000 + head) as u64), ..opts.clone() };
-            heads.push(HeadFit { layer, head, report: fit_report(&s, &o) });
-        }
-    }
+            HeadFit { layer, head, report: fit_report(&s, &o) }
+        })
+        .collect();
     Ok(RunFits { series: series.into(), options: opts.clone(), heads })
 }
 
