@@ -436,7 +436,10 @@ fn run_name(params: &BTreeMap<String, toml::Value>, seed: u64, all_keys: &BTreeS
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || "._=,+-".contains(c) { c } else { '_' })
         .collect();
-    let clean = if clean.starts_with('.') { format!("_{}", &clean[1..]) } else { clean };
+    let clean = match clean.strip_prefix('.') {
+        Some(rest) => format!("_{rest}"),
+        None => clean,
+    };
     if clean.len() <= MAX_NAME {
         clean
     } else {
