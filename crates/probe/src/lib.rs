@@ -9,3 +9,4 @@ pub mod fit;
 pub mod fitrun;
 pub mod metrics;
 pub mod run;
+pub mod llc;

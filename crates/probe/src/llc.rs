@@ -58,6 +58,8 @@ mod sampler;
 pub mod toy;
 #[path = "llc_model.rs"]
 pub mod model;
+#[path = "llc_run.rs"]
+pub mod run;
 
 /// Errors of the LLC estimator. Messages say what to change.
 #[derive(Debug, thiserror::Error)]
