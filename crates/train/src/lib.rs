@@ -212,18 +212,12 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
         if cfg.model.dropout > 0.0 {
             tch::manual_seed((cfg.seed.wrapping_mul(1_000_003).wrapping_add(step)) as i64);
         }
-        let rows = data.sample_rows(&mut rng, cfg.batch_size);
-        let (x, y) = data.batch(&rows, cfg.noise, &mut rng);
-        let loss = model.loss(&x, &y, true);
-        let mut grad = model.flat_grad(&loss);
-        let loss_v = loss.double_value(&[]);
-        let gnorm = optim::clip_grad(&mut grad, cfg.optimizer.clip);
+        let (loss_v, gnorm) = train_step(cfg, &model, &mut opt, &data, &mut rng, lr);
         if !loss_v.is_finite() || !gnorm.is_finite() {
             bar.abandon();
             write_metrics(&run_dir.join("metrics.h5"), &metrics)?;
             return Err(TrainError::NonFinite { step, loss: loss_v, lr, grad_norm: gnorm, last_checkpoint: last_ckpt });
         }
-        opt.update(&model, &grad, lr);
         step += 1;
         train_loss = loss_v;
         metrics.step.push(step);
@@ -272,6 +266,22 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
         device: format!("{device:?}"),
         threads,
     })
+}
+
+/// One optimizer update: draw a batch, compute the loss and its gradient,
+/// clip, and (only if loss and gradient norm are finite) update the weights.
+/// Returns (loss, gradient norm before clipping).
+pub fn train_step(cfg: &TrainConfig, model: &Model, opt: &mut Optimizer, data: &TrainData, rng: &mut ChaCha8Rng, lr: f64) -> (f64, f64) {
+    let rows = data.sample_rows(rng, cfg.batch_size);
+    let (x, y) = data.batch(&rows, cfg.noise, rng);
+    let loss = model.loss(&x, &y, true);
+    let mut grad = model.flat_grad(&loss);
+    let loss_v = loss.double_value(&[]);
+    let gnorm = optim::clip_grad(&mut grad, cfg.optimizer.clip);
+    if loss_v.is_finite() && gnorm.is_finite() {
+        opt.update(model, &grad, lr);
+    }
+    (loss_v, gnorm)
 }
 
 /// Device chosen by a config string, for messages.

@@ -1,0 +1,48 @@
+//! Training-loop throughput of headlab (the same step as `headlab train`),
+//! for tools/bench-train, which runs the PyTorch eager equivalent beside it.
+//!   bench_train simulate SCENE.toml OUT.h5
+//!   bench_train run DATA.h5 D_MODEL N_LAYERS N_HEADS BATCH THREADS STEPS DEVICE
+//! prints one JSON line: {"impl":"headlab", ..., "steps_per_s": X}
+use std::path::Path;
+
+use headlab_train::*;
+use rand::SeedableRng;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let a: Vec<String> = std::env::args().collect();
+    if a.get(1).map(String::as_str) == Some("simulate") {
+        let scene = headlab_sim::scene::Scene::from_file(Path::new(&a[2]))?;
+        let ds = headlab_sim::simulate(&scene, headlab_sim::SimOptions::from_scene(&scene), None)?;
+        headlab_store::dataset::write_dataset(Path::new(&a[3]), &ds)?;
+        return Ok(());
+    }
+    let ds = headlab_store::dataset::read_dataset(Path::new(&a[2]))?;
+    let p = |i: usize| a[i].parse::<usize>().expect("number");
+    let (d_model, n_layers, n_heads, batch, threads, steps) = (p(3), p(4), p(5), p(6), p(7), p(8) as u64);
+    let mut cfg = TrainConfig { batch_size: batch, threads, steps: steps + 20, device: a[9].clone(), ..Default::default() };
+    cfg.model.d_model = d_model;
+    cfg.model.n_layers = n_layers;
+    cfg.model.n_heads = n_heads;
+    set_threads(threads);
+    let device = headlab_model::parse_device(&cfg.device)?;
+    let (tr, va) = split_trajectories(ds.n_traj, cfg.val_fraction, cfg.seed)?;
+    let data = TrainData::new(&ds, tr, va, None, true, device)?;
+    let model = headlab_model::Model::new(cfg.model.clone(), data.norm.clone(), 0, device)?;
+    let mut opt = Optimizer::new(cfg.optimizer.clone(), &model);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut last = 0.0;
+    for s in 0..20 {
+        last = train_step(&cfg, &model, &mut opt, &data, &mut rng, cfg.lr_at(s)).0;
+    }
+    let t = std::time::Instant::now();
+    for s in 20..20 + steps {
+        last = train_step(&cfg, &model, &mut opt, &data, &mut rng, cfg.lr_at(s)).0;
+    }
+    let dt = t.elapsed().as_secs_f64();
+    println!(
+        "{{\"impl\": \"headlab\", \"d_model\": {d_model}, \"n_layers\": {n_layers}, \"batch\": {batch}, \"threads\": {threads}, \"params\": {}, \"steps\": {steps}, \"steps_per_s\": {:.2}, \"final_loss\": {last:.5}}}",
+        model.num_params(),
+        steps as f64 / dt
+    );
+    Ok(())
+}
