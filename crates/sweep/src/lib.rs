@@ -209,11 +209,19 @@ impl Sweep {
         run_checked(cmd, &self.dir.join("simulate.log"))
     }
 
-    /// Runs `headlab report SWEEP [report_args]`, its output in `SWEEP/report.log`.
-    pub fn report(&self) -> Result<()> {
+    /// Pools the runs into one report: `headlab report RUN... --out
+    /// SWEEP/report [report_args]`, its output in `SWEEP/report.log`.
+    /// Returns the path of `index.html`.
+    pub fn report(&self) -> Result<PathBuf> {
+        let out = self.dir.join("report");
         let mut cmd = std::process::Command::new(&self.headlab);
-        cmd.arg("report").arg(&self.dir).args(&self.file.run.report_args);
-        run_checked(cmd, &self.dir.join("report.log"))
+        cmd.arg("report");
+        for r in &self.runs {
+            cmd.arg(self.run_dir(r));
+        }
+        cmd.arg("--out").arg(&out).args(&self.file.run.report_args);
+        run_checked(cmd, &self.dir.join("report.log"))?;
+        Ok(out.join("index.html"))
     }
 }
 

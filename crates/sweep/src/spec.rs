@@ -77,7 +77,7 @@ pub struct RunConfig {
     pub probe_args: Vec<String>,
     pub llc_args: Vec<String>,
     pub fit_args: Vec<String>,
-    /// After all runs are done, run `headlab report SWEEP` to pool them.
+    /// After all runs are done, run `headlab report RUN... --out SWEEP/report` to pool them.
     pub report: bool,
     pub report_args: Vec<String>,
     /// Environment variables exported in every task.

@@ -1,5 +1,7 @@
-//! A tiny sweep with the real `headlab` binary (simulate -> train -> probe ->
-//! report) through Slurm and locally, comparing the runs' weights.
+//! A tiny sweep (2 seeds) with the real `headlab` binary (simulate -> train
+//! -> probe -> report) through Slurm and locally: the same seeds give the
+//! same weights. (The 4-run, kill/resume and failure cases run with the
+//! stand-in binary in tests/sweep.rs, where they take a few seconds.)
 //! Skipped with a message when the binary (target/debug/headlab, or
 //! $HEADLAB_BIN) or its subcommands are not there yet, or when the scene
 //! (scenes/demo.toml, or $HEADLAB_SWEEP_SCENE) is missing; the Slurm half
@@ -36,7 +38,7 @@ simulate_args = ["--trajectories", "6", "--frames", "12", "--seed", "1"]
 out = "slurm"
 seeds = [1, 2]
 [base]
-steps = 24
+steps = 16
 batch_size = 8
 eval_interval = 12
 val_samples = 16
@@ -50,10 +52,10 @@ d_model = 16
 count = 4
 dense_start = 4
 dense_end = 12
-[grid]
-"optimizer.lr" = [0.001, 0.003]
 [run]
 headlab = "{bin}"
+probe_args = ["--eval-frames", "16", "--cache-frames", "4", "--device", "cpu"]
+report_args = ["--bootstrap", "20"]
 [slurm]
 poll_seconds = 0.5
 "#,
@@ -95,17 +97,16 @@ fn tiny_real_sweep_slurm_and_local_agree() {
 
     // Local, two at a time: the reference.
     let local_sweep = Sweep::load(&file, Some(tmp.path().join("local")), bin.clone()).unwrap();
-    assert_eq!(local_sweep.runs.len(), 4);
+    assert_eq!(local_sweep.runs.len(), 2);
     let summary = local::run(&local_sweep, &quiet(2)).unwrap();
     assert!(summary.all_done(), "{}", summary.render());
     for r in &local_sweep.runs {
         assert!(local_sweep.run_dir(r).join("analysis.h5").exists(), "{} was probed", r.name);
     }
     let reference = final_weights(&local_sweep);
-    assert!(reference.iter().all(|(_, step, w)| *step == 24 && !w.is_empty()));
-    // Different learning rates give different weights; seeds too.
+    assert!(reference.iter().all(|(_, step, w)| *step == 16 && !w.is_empty()));
+    // Different seeds give different weights.
     assert_ne!(reference[0].2, reference[1].2);
-    assert_ne!(reference[0].2, reference[2].2);
 
     let second = if slurm::available() {
         let s = Sweep::load(&file, None, bin.clone()).unwrap();

@@ -19,7 +19,7 @@ pub enum Backend {
 /// `lr=0.001,n_layers=2,seed=3`) holding its full config.toml, a task.sh
 /// that runs `headlab train`, `headlab probe` (and `llc`/`fit` if asked),
 /// and status.json (state, step, exit code, log). When every run is done,
-/// `headlab report SWEEP` pools them into one report.
+/// `headlab report` pools them into one report in SWEEP/report/.
 ///
 /// Running the same command again skips finished runs, resumes interrupted
 /// ones from their last checkpoint, and leaves failed ones alone unless
@@ -190,8 +190,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     if summary.all_done() && sweep.file.run.report && !args.no_report {
-        sweep.report()?;
-        println!("report: {}", sweep.dir.join("report").join("index.html").display());
+        let index = sweep.report()?;
+        println!("report: {}", index.display());
     }
     Ok(())
 }
