@@ -1,0 +1,1 @@
+//! Max-margin alignment of physics-model heads (filled in below).

@@ -1,0 +1,414 @@
+//! Scan and snap (Tian et al. 2023, "Scan and Snap: Understanding Training
+//! Dynamics and Token Composition in 1-layer Transformer", arXiv 2305.16380).
+//!
+//! The paper's testbed: a next-token task where the label is determined by
+//! which *distinctive* context tokens co-occur with the query, diluted by
+//! *common* tokens that occur with every label. A one-layer transformer
+//! trained by SGD first *scans* — attention moves from uniform towards the
+//! distinctive tokens, its entropy falls — and then *snaps*: once the decoder
+//! has fitted the labels the gradient reaching the attention vanishes and the
+//! attention logits freeze. The decoder's learning rate relative to the
+//! attention's decides when: a faster decoder snaps earlier, leaving the
+//! attention less sparse. With little data, attention also latches onto
+//! common tokens that happen to co-occur with one label in the sample.
+//!
+//! [`run_toy`] reproduces all three observations (a main run, a sweep over
+//! the learning-rate ratio, a sweep over dataset size); [`write_h5`],
+//! [`write_plots`] and [`write_page`] store and show them. [`physics`]
+//! measures the same entropy and freeze on every head of a physics run.
+
+pub mod freeze;
+pub(crate) mod model;
+mod output;
+pub mod physics;
+pub(crate) mod plot;
+pub mod task;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use freeze::{detect_freeze, relative_change, snap_from_changes, steepest_drop, FreezeScale};
+pub use output::{write_h5, write_page, write_plots};
+pub use task::{Batch, Task, TaskConfig, TokenKind};
+
+pub(crate) use output::html_escape as output_html_escape;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanSnapError {
+    #[error("scan-snap config: `{key}` = {value} is invalid: {hint}")]
+    Config { key: String, value: String, hint: String },
+    #[error("scan-snap config {path}: {msg}")]
+    Parse { path: PathBuf, msg: String },
+    #[error("scan-snap: training diverged at step {step} (lr_attention {lr_attention}, lr_decoder {lr_decoder}); lower the learning rates")]
+    Diverged { step: u64, lr_attention: f64, lr_decoder: f64 },
+    #[error(transparent)]
+    Store(#[from] headlab_store::StoreError),
+    #[error("scan-snap: torch error: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("{path}: cannot draw plot: {msg}")]
+    Plot { path: PathBuf, msg: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("scan-snap physics: {0}")]
+    Physics(String),
+}
+
+/// How tokens are embedded (fixed, not trained).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Embedding {
+    /// One-hot: d_model = vocabulary size, tokens exactly orthogonal (the paper's assumption).
+    OneHot,
+    /// Gaussian with variance 1/d_model: nearly orthogonal for d_model ≫ 1.
+    Random,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToyModelConfig {
+    pub embedding: Embedding,
+    /// Embedding width for `embedding = "random"` (ignored for one-hot).
+    pub d_model: usize,
+    /// Query/key width of the single head.
+    pub d_head: usize,
+}
+
+impl Default for ToyModelConfig {
+    fn default() -> Self {
+        ToyModelConfig { embedding: Embedding::OneHot, d_model: 32, d_head: 16 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToyTrainConfig {
+    pub steps: u64,
+    pub batch_size: usize,
+    /// Constant SGD rate of W_Q and W_K (the paper's Z).
+    pub lr_attention: f64,
+    /// Constant SGD rate of W_V, W_out, b_out (the paper's Y).
+    pub lr_decoder: f64,
+    /// Measure every this many steps.
+    pub eval_every: u64,
+    /// Seed of the main run (sweeps use seed, seed+1, ...).
+    pub seed: u64,
+}
+
+impl Default for ToyTrainConfig {
+    fn default() -> Self {
+        ToyTrainConfig { steps: 2000, batch_size: 64, lr_attention: 1.0, lr_decoder: 1.0, eval_every: 10, seed: 0 }
+    }
+}
+
+/// Freeze detector: attention has snapped once the relative change of the
+/// (centred) attention logits over `window` steps stays below `threshold`
+/// for the rest of training ([`freeze`] explains the scales).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FreezeConfig {
+    pub window: u64,
+    pub threshold: f32,
+    /// `rms` (default): RMS logit change = relative change of the attention
+    /// weights; `displacement`: share of the total movement; `norm`: ‖Δz‖/‖z‖.
+    pub scale: FreezeScale,
+}
+
+impl Default for FreezeConfig {
+    fn default() -> Self {
+        FreezeConfig { window: 100, threshold: 0.03, scale: FreezeScale::Rms }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SweepConfig {
+    /// Decoder/attention learning-rate ratios (lr_decoder = ratio · lr_attention).
+    pub lr_ratios: Vec<f64>,
+    /// Training-set sizes for the accidental co-occurrence sweep (0 = infinite).
+    pub dataset_sizes: Vec<usize>,
+    /// Seeds per dataset size.
+    pub seeds: usize,
+    /// Steps per sweep run (0 = train.steps).
+    pub steps: u64,
+}
+
+impl Default for SweepConfig {
+    fn default() -> Self {
+        SweepConfig { lr_ratios: vec![0.1, 0.3, 1.0, 3.0, 10.0], dataset_sizes: vec![12, 24, 48, 192, 0], seeds: 3, steps: 0 }
+    }
+}
+
+/// Everything the toy lens needs; every field has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanSnapConfig {
+    pub task: TaskConfig,
+    pub model: ToyModelConfig,
+    pub train: ToyTrainConfig,
+    pub freeze: FreezeConfig,
+    pub sweep: SweepConfig,
+}
+
+impl ScanSnapConfig {
+    pub fn from_toml(text: &str, path: &std::path::Path) -> Result<Self, ScanSnapError> {
+        let cfg: ScanSnapConfig =
+            toml::from_str(text).map_err(|e| ScanSnapError::Parse { path: path.to_path_buf(), msg: e.to_string() })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// All range checks in one place.
+    pub fn validate(&self) -> Result<(), ScanSnapError> {
+        fn bad(key: &str, value: impl std::fmt::Display, hint: &str) -> Result<(), ScanSnapError> {
+            Err(ScanSnapError::Config { key: key.into(), value: value.to_string(), hint: hint.into() })
+        }
+        let t = &self.task;
+        if t.n_classes < 2 {
+            return bad("task.n_classes", t.n_classes, "need at least 2 classes");
+        }
+        if t.distinct_per_class == 0 {
+            return bad("task.distinct_per_class", 0, "each class needs at least one distinctive token");
+        }
+        if t.n_queries == 0 {
+            return bad("task.n_queries", 0, "need at least one query token");
+        }
+        if t.context_len == 0 {
+            return bad("task.context_len", 0, "need at least one context token");
+        }
+        if !(t.distinct_prob > 0.0 && t.distinct_prob <= 1.0) {
+            return bad("task.distinct_prob", t.distinct_prob, "must be in (0, 1]");
+        }
+        if t.eval_size == 0 {
+            return bad("task.eval_size", 0, "need at least one evaluation sequence");
+        }
+        let m = &self.model;
+        if m.d_head == 0 {
+            return bad("model.d_head", 0, "must be positive");
+        }
+        if m.embedding == Embedding::Random && m.d_model == 0 {
+            return bad("model.d_model", 0, "must be positive");
+        }
+        let tr = &self.train;
+        if tr.steps == 0 {
+            return bad("train.steps", 0, "must be positive");
+        }
+        if tr.batch_size == 0 {
+            return bad("train.batch_size", 0, "must be positive");
+        }
+        for (k, v) in [("train.lr_attention", tr.lr_attention), ("train.lr_decoder", tr.lr_decoder)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(k, v, "must be a finite, non-negative learning rate");
+            }
+        }
+        if tr.eval_every == 0 {
+            return bad("train.eval_every", 0, "must be positive");
+        }
+        if self.freeze.window == 0 || self.freeze.window < tr.eval_every {
+            return bad("freeze.window", self.freeze.window, "must be at least train.eval_every");
+        }
+        if !(self.freeze.threshold > 0.0) {
+            return bad("freeze.threshold", self.freeze.threshold, "must be positive");
+        }
+        for &r in &self.sweep.lr_ratios {
+            if !(r.is_finite() && r > 0.0) {
+                return bad("sweep.lr_ratios", r, "ratios must be positive");
+            }
+        }
+        if !self.sweep.dataset_sizes.is_empty() && self.sweep.seeds == 0 {
+            return bad("sweep.seeds", 0, "need at least one seed per dataset size");
+        }
+        Ok(())
+    }
+
+    fn sweep_steps(&self) -> u64 {
+        if self.sweep.steps == 0 {
+            self.train.steps
+        } else {
+            self.sweep.steps
+        }
+    }
+}
+
+/// Measurements of one training run, one entry per evaluation step.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    pub steps: Vec<u64>,
+    /// Loss of the last training batch before the evaluation (NaN at step 0).
+    pub train_loss: Vec<f32>,
+    pub eval_loss: Vec<f32>,
+    pub eval_acc: Vec<f32>,
+    /// Mean entropy (nats) of the query's attention over the sequence.
+    pub entropy: Vec<f32>,
+    /// Mean attention mass on the (true class's) distinctive tokens.
+    pub mass_distinct: Vec<f32>,
+    /// Mean attention mass on common tokens.
+    pub mass_common: Vec<f32>,
+    /// Mean attention mass on the query token itself.
+    pub mass_self: Vec<f32>,
+    /// Centred attention logits, row-major `[steps, n_queries, vocab]`.
+    pub logits: Vec<f32>,
+    /// `n_queries · vocab`.
+    pub dim: usize,
+    /// Relative change of `logits` over the freeze window (NaN where undefined).
+    pub rel_change: Vec<f32>,
+    pub snap_step: Option<u64>,
+    /// Where the entropy falls fastest (middle of the freeze window).
+    pub steepest_drop_step: Option<u64>,
+}
+
+impl Trace {
+    pub fn last(v: &[f32]) -> f32 {
+        v.last().copied().unwrap_or(f32::NAN)
+    }
+    /// Final centred logits `[n_queries · vocab]`.
+    pub fn final_logits(&self) -> &[f32] {
+        &self.logits[self.logits.len() - self.dim..]
+    }
+}
+
+/// One point of the learning-rate-ratio sweep.
+#[derive(Debug, Clone)]
+pub struct LrPoint {
+    pub ratio: f64,
+    pub lr_attention: f64,
+    pub lr_decoder: f64,
+    pub trace: Trace,
+}
+
+/// One run of the dataset-size sweep.
+#[derive(Debug, Clone)]
+pub struct DataPoint {
+    /// Training-set size (0 = infinite).
+    pub size: usize,
+    pub seed: u64,
+    /// Share of the attention's top choices taken by common tokens: of the
+    /// `K·distinct_per_class` context tokens with the highest final logits,
+    /// the fraction that are common (0 when attention selects exactly the
+    /// distinctive tokens; a common token gets there by looking distinctive
+    /// in the training sample — an accidental co-occurrence).
+    pub lock_rate: f32,
+    /// Final mean attention mass on common tokens (true distribution).
+    pub mass_common: f32,
+    pub eval_acc: f32,
+    /// Pearson correlation, over common tokens, between their class purity in
+    /// the training set and their final attention logit (NaN for infinite data).
+    pub purity_logit_corr: f32,
+    /// Mean class purity of common tokens in the training set (1/K expected).
+    pub mean_common_purity: f32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScanSnapResult {
+    pub config: ScanSnapConfig,
+    pub kinds: Vec<TokenKind>,
+    pub main: Trace,
+    pub lr_sweep: Vec<LrPoint>,
+    pub data_sweep: Vec<DataPoint>,
+}
+
+/// Progress callback: (stage, finished runs, total runs).
+pub type Progress<'a> = &'a dyn Fn(&str, usize, usize);
+
+/// Train the main run, then the learning-rate and dataset sweeps.
+pub fn run_toy(cfg: &ScanSnapConfig, progress: Option<Progress>) -> Result<ScanSnapResult, ScanSnapError> {
+    cfg.validate()?;
+    let task = Task::new(cfg.task.clone());
+    let total = 1 + cfg.sweep.lr_ratios.len() + cfg.sweep.dataset_sizes.len() * cfg.sweep.seeds;
+    let report = |stage: &str, done: usize| {
+        if let Some(p) = progress {
+            p(stage, done, total)
+        }
+    };
+    let t = &cfg.train;
+    report("main run", 0);
+    let (main, _) = model::train_run(cfg, t.lr_attention, t.lr_decoder, cfg.task.train_size, t.seed, t.steps)?;
+    tracing::info!(snap = ?main.snap_step, entropy = Trace::last(&main.entropy), "scan-snap main run done");
+    let mut done = 1;
+    let mut lr_sweep = Vec::new();
+    for &ratio in &cfg.sweep.lr_ratios {
+        report("learning-rate ratio sweep", done);
+        let lr_dec = ratio * t.lr_attention;
+        let (trace, _) = model::train_run(cfg, t.lr_attention, lr_dec, cfg.task.train_size, t.seed, cfg.sweep_steps())?;
+        tracing::info!(ratio, snap = ?trace.snap_step, "lr sweep point");
+        lr_sweep.push(LrPoint { ratio, lr_attention: t.lr_attention, lr_decoder: lr_dec, trace });
+        done += 1;
+    }
+    let mut data_sweep = Vec::new();
+    for &size in &cfg.sweep.dataset_sizes {
+        for s in 0..cfg.sweep.seeds as u64 {
+            report("dataset-size sweep", done);
+            let seed = t.seed + 1 + s;
+            let (trace, train_set) = model::train_run(cfg, t.lr_attention, t.lr_decoder, size, seed, cfg.sweep_steps())?;
+            data_sweep.push(lock_measures(&task, size, seed, &trace, train_set.as_ref()));
+            done += 1;
+        }
+    }
+    report("done", total);
+    Ok(ScanSnapResult { config: cfg.clone(), kinds: task.kinds(), main, lr_sweep, data_sweep })
+}
+
+/// Accidental co-occurrence measures of one run (averaged over query tokens).
+pub fn lock_measures(task: &Task, size: usize, seed: u64, trace: &Trace, train_set: Option<&Batch>) -> DataPoint {
+    let v = task.vocab_size();
+    let nq = task.cfg.n_queries;
+    let fl = trace.final_logits();
+    let logit: Vec<f32> = (0..v).map(|t| (0..nq).map(|q| fl[q * v + t]).sum::<f32>() / nq as f32).collect();
+    let n_distinct = (0..v).filter(|&t| matches!(task.kind(t), TokenKind::Distinct(_))).count();
+    let common: Vec<usize> = (0..v).filter(|&t| task.kind(t) == TokenKind::Common).collect();
+    // Context tokens ranked by final logit; the top `n_distinct` are what attention selects.
+    let mut ranked: Vec<usize> = (0..v).filter(|&t| !matches!(task.kind(t), TokenKind::Query(_))).collect();
+    ranked.sort_by(|&a, &b| logit[b].total_cmp(&logit[a]));
+    let lock_rate =
+        ranked[..n_distinct].iter().filter(|&&t| task.kind(t) == TokenKind::Common).count() as f32 / n_distinct as f32;
+    let (corr, mean_purity) = match train_set {
+        Some(ts) => {
+            let pur = task.purity(ts);
+            let pairs: Vec<(f32, f32)> = common.iter().filter(|&&t| pur[t].is_finite()).map(|&t| (pur[t], logit[t])).collect();
+            let mp = pairs.iter().map(|p| p.0).sum::<f32>() / pairs.len().max(1) as f32;
+            (pearson(&pairs), mp)
+        }
+        None => (f32::NAN, 1.0 / task.cfg.n_classes as f32),
+    };
+    DataPoint {
+        size,
+        seed,
+        lock_rate,
+        mass_common: Trace::last(&trace.mass_common),
+        eval_acc: Trace::last(&trace.eval_acc),
+        purity_logit_corr: corr,
+        mean_common_purity: mean_purity,
+    }
+}
+
+fn pearson(p: &[(f32, f32)]) -> f32 {
+    let n = p.len() as f64;
+    if n < 2.0 {
+        return f32::NAN;
+    }
+    let mx = p.iter().map(|q| q.0 as f64).sum::<f64>() / n;
+    let my = p.iter().map(|q| q.1 as f64).sum::<f64>() / n;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for &(x, y) in p {
+        let (dx, dy) = (x as f64 - mx, y as f64 - my);
+        sxy += dx * dy;
+        sxx += dx * dx;
+        syy += dy * dy;
+    }
+    if sxx == 0.0 || syy == 0.0 {
+        f32::NAN
+    } else {
+        (sxy / (sxx * syy).sqrt()) as f32
+    }
+}
+
+/// Train one run with the config's main settings (no sweeps).
+pub fn train_main(cfg: &ScanSnapConfig) -> Result<Trace, ScanSnapError> {
+    cfg.validate()?;
+    let t = &cfg.train;
+    Ok(model::train_run(cfg, t.lr_attention, t.lr_decoder, cfg.task.train_size, t.seed, t.steps)?.0)
+}

@@ -1,0 +1,1 @@
+//! Scan-and-snap measures on the heads of a physics run (filled in below).
