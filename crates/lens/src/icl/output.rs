@@ -315,7 +315,7 @@ fn noise_png(path: &Path, m: &NoiseMeasurement, bins: usize) -> Result<(), IclEr
     };
     let a2 = Axes {
         title: format!("standardized coordinates (kurtosis {}, Hill α {})", num(m.coord_stats.excess_kurtosis), num(m.coord_stats.hill.alpha)),
-        x_label: "ξ_j / std_j".into(),
+        x_label: "noise / its std (per coordinate)".into(),
         y_label: "density".into(),
         log_y: true,
         ..Default::default()

@@ -60,6 +60,13 @@ fn tx(v: f64, log: bool) -> Option<f64> {
 
 fn fmt_tick(v: f64, log: bool) -> String {
     let x = if log { 10f64.powf(v) } else { v };
+    if log && x.abs() >= 1e-2 && x.abs() < 1e4 {
+        // Two significant digits: 3.2, 10, 32, 100, 320, ...
+        let mag = x.abs().log10().floor() as i32;
+        let r = (x / 10f64.powi(mag - 1)).round() * 10f64.powi(mag - 1);
+        let dec = (1 - mag).max(0) as usize;
+        return format!("{r:.dec$}");
+    }
     if x == 0.0 {
         "0".into()
     } else if x.abs() >= 1e4 || x.abs() < 1e-2 {
@@ -151,8 +158,9 @@ pub fn draw_lines<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, axes: &Axes
     if series.len() > 1 || series.first().is_some_and(|s| !s.name.is_empty()) {
         chart
             .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
+            .background_style(WHITE.mix(0.6))
+            .border_style(BLACK.mix(0.5))
+            .label_font(("sans-serif", 12))
             .position(SeriesLabelPosition::UpperRight)
             .draw()
             .map_err(e)?;
@@ -225,8 +233,9 @@ pub fn draw_hists<DB: DrawingBackend>(
     }
     chart
         .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
+        .background_style(WHITE.mix(0.6))
+        .border_style(BLACK.mix(0.5))
+        .label_font(("sans-serif", 12))
         .position(SeriesLabelPosition::UpperRight)
         .draw()
         .map_err(e)?;
