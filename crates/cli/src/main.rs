@@ -27,6 +27,9 @@ enum Command {
     Train(cmd::train::Args),
     Eval(cmd::eval::Args),
     Inspect(cmd::inspect::Args),
+    Probe(cmd::probe::Args),
+    Fit(cmd::fit::Args),
+    Report(cmd::report::Args),
     Sweep(cmd::sweep::Args),
     /// Paper lenses: toy tasks reproducing a finding (icl-regression, scaling, ...).
     Lens(cmd::lens::Args),
@@ -47,6 +50,9 @@ fn main() {
         Command::Train(a) => cmd::train::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Probe(a) => cmd::probe::run(a),
+        Command::Fit(a) => cmd::fit::run(a),
+        Command::Report(a) => cmd::report::run(a),
         Command::Sweep(a) => cmd::sweep::run(a),
         Command::Lens(a) => cmd::lens::run(a),
     };

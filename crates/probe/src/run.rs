@@ -96,11 +96,13 @@ pub struct ProbeControl {
     pub fresh: bool,
     /// Rewrite analysis.h5 after at most this many newly probed checkpoints.
     pub save_every: usize,
+    /// libtorch intra-op threads on CPU (0: headlab's default).
+    pub threads: usize,
 }
 
 impl Default for ProbeControl {
     fn default() -> Self {
-        Self { device: "auto".into(), batch: 64, progress: true, fresh: false, save_every: 10 }
+        Self { device: "auto".into(), batch: 64, progress: true, fresh: false, save_every: 10, threads: 0 }
     }
 }
 
@@ -247,6 +249,7 @@ pub fn analysis_path(run_dir: &Path) -> PathBuf {
 /// `ds` is the run's dataset and `dataset_path` its path (recorded).
 pub fn probe_run(run_dir: &Path, ds: &Dataset, dataset_path: &Path, opts: &ProbeOptions, ctl: &ProbeControl) -> Result<ProbeSummary> {
     let device = headlab_model::parse_device(&ctl.device)?;
+    headlab_train::set_threads(ctl.threads);
     probe_run_with(run_dir, ds, dataset_path, opts, ctl, &|p: &Path| {
         let m = headlab_model::Model::load(p, device)?;
         if m.config.attention.kind != headlab_model::AttentionKind::Softmax {
@@ -358,12 +361,21 @@ pub fn probe_run_with(
     let mut since_save = 0;
     let mut src = Some(first);
     for (step, path) in &todo {
+        let tl = Instant::now();
         let s = match src.take() {
             Some(s) => s,
             None => load(path)?,
         };
+        let tm = Instant::now();
         let metrics = probe_source(s.as_ref(), ds, &frames, &geoms, &opts.g_edges, ctl.batch)?;
+        let tp = Instant::now();
         let pats = if an.pattern_traj.is_empty() { vec![] } else { cached_patterns(s.as_ref(), ds, &an.pattern_traj, &an.pattern_frames, ctl.batch)? };
+        tracing::debug!(
+            "step {step}: load {:.3}s, metrics {:.3}s, cached patterns {:.3}s",
+            (tm - tl).as_secs_f64(),
+            (tp - tm).as_secs_f64(),
+            tp.elapsed().as_secs_f64()
+        );
         let best = metrics.iter().map(|m| m.overlap.excl_norm).filter(|v| v.is_finite()).fold(f64::NAN, f64::max);
         an.add_step(step_record(*step, &metrics, pats)).map_err(|msg| ProbeError::Run { path: out.clone(), msg })?;
         probed.push(*step);

@@ -5,3 +5,6 @@ pub mod train;
 pub mod eval;
 pub mod lens;
 pub mod simulate;
+pub mod probe;
+pub mod fit;
+pub mod report;

@@ -1,0 +1,45 @@
+//! `headlab report`: the HTML report of probed (and fitted) runs.
+use std::path::PathBuf;
+
+use headlab_probe::fit::FitOptions;
+use headlab_probe::fitrun::DEFAULT_SERIES;
+use headlab_report::{write_report, ReportOptions};
+
+/// Write an HTML report with figures, readable offline: loss curves, the
+/// collision score of every head against step (log axis) with every fitted
+/// form and confidence bands, g(r) heatmaps (step × distance) and profiles,
+/// attention entropy, a table of heads sorted by final score with emergence
+/// step, exponent and AICc margin, and a plain-language summary. With several
+/// runs (seeds), one report compares them and pools their collision heads.
+/// Runs without stored fits are fitted on the fly (see `headlab fit`).
+///
+/// Example:
+///   headlab report checkpoints/demo            # -> checkpoints/demo/report/index.html
+///   headlab report checkpoints/sweep/seed* --out checkpoints/sweep/report
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Probed run folders.
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Output folder (default: RUN/report, or <parent>/report for several runs).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Series shown and fitted.
+    #[arg(long, default_value = DEFAULT_SERIES)]
+    pub series: String,
+    /// Fit again even where analysis.h5 holds fits.
+    #[arg(long)]
+    pub refit: bool,
+    /// Bootstrap replicates when fitting here.
+    #[arg(long, default_value_t = 200)]
+    pub bootstrap: usize,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let opts = ReportOptions { series: args.series.clone(), fit: FitOptions { bootstrap: args.bootstrap, ..Default::default() }, refit: args.refit };
+    let s = write_report(&args.runs, args.out.as_deref(), &opts)?;
+    println!("{}", s.headline);
+    println!("report: {}", s.index.display());
+    Ok(())
+}
