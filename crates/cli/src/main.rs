@@ -23,11 +23,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Demo(cmd::demo::Args),
     Simulate(cmd::simulate::Args),
     Train(cmd::train::Args),
     Eval(cmd::eval::Args),
     Inspect(cmd::inspect::Args),
     Probe(cmd::probe::Args),
+    Llc(cmd::llc::Args),
     Fit(cmd::fit::Args),
     Report(cmd::report::Args),
     Sweep(cmd::sweep::Args),
@@ -46,11 +48,13 @@ fn main() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let result = match cli.command {
+        Command::Demo(a) => cmd::demo::run(a),
         Command::Simulate(a) => cmd::simulate::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Probe(a) => cmd::probe::run(a),
+        Command::Llc(a) => cmd::llc::run(a),
         Command::Fit(a) => cmd::fit::run(a),
         Command::Report(a) => cmd::report::run(a),
         Command::Sweep(a) => cmd::sweep::run(a),

@@ -8,3 +8,5 @@ pub mod simulate;
 pub mod probe;
 pub mod fit;
 pub mod report;
+pub mod llc;
+pub mod demo;
