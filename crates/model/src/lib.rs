@@ -74,6 +74,17 @@ pub enum AttentionScale {
     InvSqrtDHead,
     /// 1/d_head (muP-style).
     InvDHead,
+    /// No scaling: q·k.
+    None,
+    /// q·k / N, N = number of keys (particles).
+    InvN,
+    /// q·k / sqrt(N).
+    InvSqrtN,
+    /// q·k / ln N (1 when N = 1).
+    InvLogN,
+    /// q·k / Σ_j ‖k_j‖, the sum of the key lengths over the row's keys
+    /// (Bernhard 2023); differentiable through the key norms.
+    InvKeyNormSum,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -556,6 +567,10 @@ impl Model {
         let scale = match c.attention.scale {
             AttentionScale::InvSqrtDHead => 1.0 / (dh as f64).sqrt(),
             AttentionScale::InvDHead => 1.0 / dh as f64,
+            AttentionScale::None | AttentionScale::InvKeyNormSum => 1.0,
+            AttentionScale::InvN => 1.0 / n as f64,
+            AttentionScale::InvSqrtN => 1.0 / (n as f64).sqrt(),
+            AttentionScale::InvLogN => if n >= 2 { 1.0 / (n as f64).ln() } else { 1.0 },
         };
 
         // Embed; the residual stream is kept as [B*N, d].
@@ -573,7 +588,12 @@ impl Model {
             let b_qkv = Tensor::cat(&[w("attn.b_Q"), w("attn.b_K"), w("attn.b_V")], 0).view([3 * h * dh]);
             let qkv = b_qkv.addmm(&a, &w_qkv).view([b, n, 3, h, dh]).permute([2, 0, 3, 1, 4]); // [3,B,H,N,dh]
             let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-            let scores = q.matmul(&k.transpose(-1, -2)) * scale; // [B,H,Nq,Nk]
+            let mut scores = q.matmul(&k.transpose(-1, -2)) * scale; // [B,H,Nq,Nk]
+            if c.attention.scale == AttentionScale::InvKeyNormSum {
+                let dims = [-1i64];
+                let knorm = k.square().sum_dim_intlist(dims.as_slice(), false, Kind::Float).clamp_min(1e-30).sqrt(); // [B,H,Nk]
+                scores = scores / knorm.sum_dim_intlist(dims.as_slice(), true, Kind::Float).unsqueeze(-1).clamp_min(1e-12);
+            }
             let pattern = match c.attention.kind {
                 AttentionKind::Softmax => scores.softmax(-1, Kind::Float),
                 AttentionKind::Linear => &scores / n as f64,
