@@ -1,0 +1,123 @@
+//! End-to-end tests of the `headlab` binary, as a user runs it.
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn headlab(args: &[&str], cwd: &Path) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_headlab"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("running headlab");
+    out
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn demo_at_tiny_size_runs_every_step_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "demo", "--out", "d", "--trajectories", "12", "--frames", "24", "--steps", "60", "--eval-frames", "24", "--bootstrap", "10", "--threads", "1",
+    ];
+    let o = headlab(&args, dir.path());
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    for step in ["[1/5] simulate", "[2/5] train", "[3/5] probe", "[4/5] fit", "[5/5] report"] {
+        assert!(t.contains(step), "missing {step}: {t}");
+    }
+    let run = dir.path().join("d/run");
+    assert!(run.join("config.toml").exists());
+    assert!(run.join("metrics.h5").exists());
+    assert!(run.join("analysis.h5").exists());
+    let index = run.join("report/index.html");
+    assert!(index.exists(), "{t}");
+    let html = std::fs::read_to_string(&index).unwrap();
+    assert!(html.contains("<img") || html.contains("<svg"), "report has no figures");
+    // The honest last word names a head, either way.
+    assert!(t.contains("collision-detecting head emerged") || t.contains("No head met the collision-head bar"), "{t}");
+    assert!(t.contains("report: "), "{t}");
+
+    // Every checkpoint is a readable headlab file.
+    let ckpts: Vec<_> = std::fs::read_dir(run.join("ckpt")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(ckpts.len() >= 3, "only {} checkpoints", ckpts.len());
+    let o = headlab(&["inspect", ckpts[0].to_str().unwrap()], dir.path());
+    assert!(o.status.success() && text(&o).contains("checkpoint"), "{}", text(&o));
+
+    // Running the demo again resumes: the dataset is reused, nothing new to probe.
+    let before = std::fs::read(run.join("analysis.h5")).unwrap();
+    let o = headlab(&args[..], dir.path());
+    let t2 = text(&o);
+    assert!(o.status.success(), "{t2}");
+    let after = std::fs::read(run.join("analysis.h5")).unwrap();
+    assert_eq!(before.len(), after.len(), "re-probing changed analysis.h5");
+}
+
+#[test]
+fn bad_scene_value_is_named_with_file_key_and_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let scene = dir.path().join("bad.toml");
+    let good = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenes/demo.toml")).unwrap();
+    // Replace the particle count with a negative radius range.
+    let bad: String = good
+        .lines()
+        .map(|l| if l.trim_start().starts_with("radius") { "radius = [-0.04, 0.07]".to_string() } else { l.to_string() })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&scene, bad).unwrap();
+    let o = headlab(&["simulate", "--scene", scene.to_str().unwrap(), "--out", "x.h5"], dir.path());
+    let t = text(&o);
+    assert!(!o.status.success());
+    assert!(t.contains("bad.toml") && t.contains("radius") && t.contains("-0.04"), "{t}");
+    assert!(!t.contains("panicked"), "{t}");
+    assert!(!dir.path().join("x.h5").exists());
+}
+
+#[test]
+fn unknown_scene_key_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let scene = dir.path().join("typo.toml");
+    let good = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenes/demo.toml")).unwrap();
+    std::fs::write(&scene, format!("gravty = 2.0\n{good}")).unwrap();
+    let o = headlab(&["simulate", "--scene", scene.to_str().unwrap(), "--out", "x.h5"], dir.path());
+    let t = text(&o);
+    assert!(!o.status.success());
+    assert!(t.contains("typo.toml") && t.contains("gravty"), "{t}");
+}
+
+#[test]
+fn inspect_rejects_foreign_and_truncated_files_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("junk.h5"), b"this is not HDF5").unwrap();
+    let o = headlab(&["inspect", "junk.h5"], dir.path());
+    let t = text(&o);
+    assert!(!o.status.success());
+    assert!(t.contains("junk.h5") && t.starts_with("error:"), "{t}");
+    assert!(!t.contains("panicked"), "{t}");
+
+    let o = headlab(&["simulate", "--out", "ok.h5", "--trajectories", "2", "--frames", "5", "--scene", concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenes/demo.toml")], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let o = headlab(&["inspect", "ok.h5"], dir.path());
+    let t = text(&o);
+    assert!(o.status.success() && t.contains("dataset") && t.contains("positions") && t.contains("energy"), "{t}");
+    let bytes = std::fs::read(dir.path().join("ok.h5")).unwrap();
+    std::fs::write(dir.path().join("cut.h5"), &bytes[..bytes.len() / 2]).unwrap();
+    let o = headlab(&["inspect", "cut.h5"], dir.path());
+    let t = text(&o);
+    assert!(!o.status.success() && t.contains("cut.h5") && !t.contains("panicked"), "{t}");
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = headlab(&["--help"], dir.path());
+    let top = text(&o);
+    assert!(o.status.success());
+    for sub in ["demo", "simulate", "inspect", "train", "eval", "probe", "fit", "report", "llc", "sweep", "lens"] {
+        assert!(top.contains(sub), "top-level help lacks {sub}");
+        let o = headlab(&[sub, "--help"], dir.path());
+        assert!(o.status.success(), "{sub} --help failed: {}", text(&o));
+        assert!(text(&o).contains("Usage:"), "{sub}");
+    }
+}
