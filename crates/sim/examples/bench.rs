@@ -3,7 +3,7 @@
 //!
 //! For each dimension and N it builds the dense scene scaled to N particles
 //! (2D: the demo box, 16 disks in 0.75², 3D: 64 spheres in 1³, box grown to
-//! keep the packing fraction), times single-threaded sub-steps, and writes a
+//! keep the packing fraction), times single-threaded sub-steps (thread CPU time), and writes a
 //! case file (TOML: parameters, initial state, the state after `--check-steps`
 //! sub-steps, and the measured rate) for the NumPy reference to replay.
 //!
@@ -24,6 +24,16 @@ fn scene_for(dim: usize, n: usize) -> Scene {
          restitution = 0.8\n[speed]\ndistribution = \"normal\"\nmean = 1.5\nsd = 0.25\n"
     );
     Scene::from_toml_str(&text, "bench").expect("bench scene")
+}
+
+/// CPU time of this thread in seconds (Linux schedstat, ns resolution), so
+/// that a busy shared machine does not distort the rate; wall-clock otherwise.
+fn cpu_seconds(t0: Instant) -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse::<f64>().ok()))
+        .map(|ns| ns * 1e-9)
+        .unwrap_or_else(|| t0.elapsed().as_secs_f64())
 }
 
 fn list(v: impl Iterator<Item = f64>) -> String {
@@ -48,14 +58,15 @@ fn run<const D: usize>(n: usize, work: f64, check_steps: u64, out_dir: &str) -> 
         w.step(0, &mut events);
     }
     events.clear();
-    let t0 = Instant::now();
+    let t_wall = Instant::now();
+    let c0 = cpu_seconds(t_wall);
     for _ in 0..steps {
         w.step(0, &mut events);
         if events.len() > 1 << 20 {
             events.clear();
         }
     }
-    let secs = t0.elapsed().as_secs_f64();
+    let secs = cpu_seconds(t_wall) - c0;
     let rate = (steps as f64 * n as f64) / secs;
     let zeta = match res.damping {
         Damping::Ratio(z) => z,

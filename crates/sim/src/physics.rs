@@ -1,6 +1,8 @@
 //! The DEM integrator: disks/spheres in a box, gravity, damped linear-spring
 //! normal contacts (particle–particle and particle–wall), velocity-Verlet,
-//! cell-list neighbour search, and contact events detected on every sub-step.
+//! neighbour search (a Verlet list with a skin, rebuilt from a cell list when
+//! any particle has moved half the skin: cost linear in N), and contact events
+//! detected on every sub-step.
 //!
 //! Contact law for a pair with overlap δ = r_i + r_j − |x_i − x_j| > 0 and
 //! normal n = (x_i − x_j)/|x_i − x_j|: the force on i is (k·δ − c·v_n)·n with
@@ -42,9 +44,11 @@ struct Cells<const D: usize> {
     start: Vec<u32>,
     order: Vec<u32>,
     cell_of: Vec<u32>,
-    /// Half stencil: neighbour offsets (flat index deltas are not used because
-    /// edges are not periodic).
-    stencil: Vec<[isize; D]>,
+    /// For cell c, nbr[nbr_start[c]..nbr_start[c+1]] are the neighbouring
+    /// cells of its half stencil (each neighbouring pair of cells once).
+    nbr_start: Vec<u32>,
+    nbr: Vec<u32>,
+    fill: Vec<u32>,
 }
 
 impl<const D: usize> Cells<D> {
@@ -87,13 +91,37 @@ impl<const D: usize> Cells<D> {
             }
         }
         let n_cells: usize = n.iter().product();
+        let mut nbr_start = vec![0u32];
+        let mut nbr = Vec::new();
+        for c in 0..n_cells {
+            let mut cc = [0usize; D];
+            let mut rem = c;
+            for a in 0..D {
+                cc[a] = rem % n[a];
+                rem /= n[a];
+            }
+            'off: for off in &stencil {
+                let mut flat = 0usize;
+                for a in (0..D).rev() {
+                    let v = cc[a] as isize + off[a];
+                    if v < 0 || v >= n[a] as isize {
+                        continue 'off;
+                    }
+                    flat = flat * n[a] + v as usize;
+                }
+                nbr.push(flat as u32);
+            }
+            nbr_start.push(nbr.len() as u32);
+        }
         Cells {
             n,
             inv_size,
             start: vec![0; n_cells + 1],
             order: vec![0; n_particles],
             cell_of: vec![0; n_particles],
-            stencil,
+            nbr_start,
+            nbr,
+            fill: vec![0; n_cells],
         }
     }
 
@@ -101,8 +129,10 @@ impl<const D: usize> Cells<D> {
     fn coord(&self, x: &[f64; D]) -> [usize; D] {
         let mut c = [0usize; D];
         for a in 0..D {
-            let v = (x[a] * self.inv_size[a]).floor();
-            c[a] = if v < 0.0 || !v.is_finite() { 0 } else { (v as usize).min(self.n[a] - 1) };
+            // Truncation equals floor for v >= 0 (and avoids a libm call);
+            // negative or NaN goes to cell 0, `as` saturates large values.
+            let v = x[a] * self.inv_size[a];
+            c[a] = if v >= 0.0 { (v as usize).min(self.n[a] - 1) } else { 0 };
         }
         c
     }
@@ -127,11 +157,12 @@ impl<const D: usize> Cells<D> {
             self.start[c + 1] += self.start[c];
         }
         // Fill in particle order (stable: ascending index within a cell).
-        let mut fill: Vec<u32> = self.start[..self.start.len() - 1].to_vec();
+        let n_cells = self.fill.len();
+        self.fill.copy_from_slice(&self.start[..n_cells]);
         for p in 0..x.len() {
             let c = self.cell_of[p] as usize;
-            self.order[fill[c] as usize] = p as u32;
-            fill[c] += 1;
+            self.order[self.fill[c] as usize] = p as u32;
+            self.fill[c] += 1;
         }
     }
 }
@@ -160,25 +191,36 @@ pub struct World<const D: usize> {
     pub m: Vec<f64>,
     inv_m: Vec<f64>,
     sqrt_m: Vec<f64>,
+    sqrt_k: f64,
     /// Predicted velocities used by the dashpot.
     ve: Vec<[f64; D]>,
     cells: Cells<D>,
     /// Contacts at the current step, sorted: (i, j) with i < j, or (i, -(1+wall)).
     contacts: Vec<Contact<D>>,
     new_contacts: Vec<Contact<D>>,
-    keys_old: Vec<(i32, i32)>,
-    keys_new: Vec<(i32, i32)>,
+    /// Sorted (packed key, index into contacts / new_contacts).
+    keys_old: Vec<(u64, u32)>,
+    keys_new: Vec<(u64, u32)>,
     corrections: Vec<(usize, [f64; D])>,
+    key_count: Vec<u32>,
+    /// Verlet neighbour list: candidate pairs within r_i + r_j + skin at the
+    /// last rebuild (from the cell list); rebuilt when any particle has moved
+    /// more than skin/2 since, so no contact can be missed.
+    pairs: Vec<(u32, u32)>,
+    x_ref: Vec<[f64; D]>,
+    skin: f64,
     /// Sub-steps taken so far.
     pub step: u64,
 }
 
 impl<const D: usize> World<D> {
     pub fn new(params: Params<D>, x: Vec<[f64; D]>, v: Vec<[f64; D]>, r: Vec<f64>, m: Vec<f64>) -> Self {
+        let sqrt_k = params.spring_k.sqrt();
         let n = x.len();
         assert!(v.len() == n && r.len() == n && m.len() == n, "state arrays must have one entry per particle");
         let r_max = r.iter().cloned().fold(0.0, f64::max);
-        let cells = Cells::new(params.box_size, 2.0 * r_max, n);
+        let skin = 0.5 * r_max;
+        let cells = Cells::new(params.box_size, 2.0 * r_max + skin, n);
         let inv_m = m.iter().map(|m| 1.0 / m).collect();
         let sqrt_m = m.iter().map(|m| m.sqrt()).collect();
         let mut w = World {
@@ -191,16 +233,22 @@ impl<const D: usize> World<D> {
             m,
             inv_m,
             sqrt_m,
+            sqrt_k,
             cells,
             contacts: Vec::new(),
             new_contacts: Vec::new(),
             keys_old: Vec::new(),
             keys_new: Vec::new(),
             corrections: Vec::new(),
+            key_count: Vec::new(),
+            pairs: Vec::new(),
+            x_ref: Vec::new(),
+            skin,
             step: 0,
         };
         w.compute_forces();
         std::mem::swap(&mut w.contacts, &mut w.new_contacts);
+        std::mem::swap(&mut w.keys_old, &mut w.keys_new);
         w
     }
 
@@ -210,7 +258,7 @@ impl<const D: usize> World<D> {
 
     /// Current contacts, sorted: (i, j) with i < j for pairs, (i, -(1+wall)) for walls.
     pub fn contacts(&self) -> Vec<(i32, i32)> {
-        self.contacts.iter().map(|c| c.key).collect()
+        self.keys_old.iter().map(|&(_, k)| self.contacts[k as usize].key).collect()
     }
 
     /// Dashpot constant for a pair (or a wall when `j` is None).
@@ -227,7 +275,7 @@ impl<const D: usize> World<D> {
                     Some(j) => self.sqrt_m[i] * self.sqrt_m[j] / (self.m[i] + self.m[j]).sqrt(),
                     None => self.sqrt_m[i],
                 };
-                2.0 * z * self.params.spring_k.sqrt() * sm
+                2.0 * z * self.sqrt_k * sm
             }
         }
     }
@@ -267,55 +315,80 @@ impl<const D: usize> World<D> {
                 }
             }
         }
-        // Pairs, via the cell list.
-        self.cells.build(&self.x);
-        let n_cells = self.cells.start.len() - 1;
-        let mut cc = [0usize; D];
-        for c in 0..n_cells {
-            // Multi-index of cell c.
-            let mut rem = c;
-            for a in 0..D {
-                cc[a] = rem % self.cells.n[a];
-                rem /= self.cells.n[a];
-            }
-            let (s0, s1) = (self.cells.start[c] as usize, self.cells.start[c + 1] as usize);
-            if s0 == s1 {
-                continue;
-            }
-            for ii in s0..s1 {
-                let i = self.cells.order[ii] as usize;
-                for jj in ii + 1..s1 {
-                    let j = self.cells.order[jj] as usize;
-                    self.pair(i, j);
-                }
-            }
-            for si in 0..self.cells.stencil.len() {
-                let off = self.cells.stencil[si];
-                let mut nc = [0usize; D];
-                let mut inside = true;
-                for a in 0..D {
-                    let v = cc[a] as isize + off[a];
-                    if v < 0 || v >= self.cells.n[a] as isize {
-                        inside = false;
-                        break;
-                    }
-                    nc[a] = v as usize;
-                }
-                if !inside {
-                    continue;
-                }
-                let nf = self.cells.flat(&nc);
-                let (t0, t1) = (self.cells.start[nf] as usize, self.cells.start[nf + 1] as usize);
-                for ii in s0..s1 {
-                    let i = self.cells.order[ii] as usize;
-                    for jj in t0..t1 {
-                        let j = self.cells.order[jj] as usize;
-                        self.pair(i, j);
-                    }
-                }
-            }
+        // Pairs, via the neighbour list.
+        if self.needs_rebuild() {
+            self.rebuild_pairs();
         }
-        self.new_contacts.sort_unstable_by_key(|c| c.key);
+        for k in 0..self.pairs.len() {
+            let (i, j) = self.pairs[k];
+            self.pair(i as usize, j as usize);
+        }
+        // Sort (key, index) records: a counting sort by particle i (linear),
+        // then an insertion sort of each particle's few partners by j.
+        let n = self.n();
+        self.key_count.clear();
+        self.key_count.resize(n + 1, 0);
+        for c in &self.new_contacts {
+            self.key_count[c.key.0 as usize + 1] += 1;
+        }
+        for p in 0..n {
+            self.key_count[p + 1] += self.key_count[p];
+        }
+        self.keys_new.clear();
+        self.keys_new.resize(self.new_contacts.len(), (0, 0));
+        for (k, c) in self.new_contacts.iter().enumerate() {
+            let slot = &mut self.key_count[c.key.0 as usize];
+            self.keys_new[*slot as usize] = (pack(c.key), k as u32);
+            *slot += 1;
+        }
+        // key_count[p] now ends particle p's segment; segments start at key_count[p-1].
+        let mut lo = 0usize;
+        for p in 0..n {
+            let hi = self.key_count[p] as usize;
+            let seg = &mut self.keys_new[lo..hi];
+            for a in 1..seg.len() {
+                let mut b = a;
+                while b > 0 && seg[b - 1].0 > seg[b].0 {
+                    seg.swap(b - 1, b);
+                    b -= 1;
+                }
+            }
+            lo = hi;
+        }
+    }
+
+    fn needs_rebuild(&self) -> bool {
+        if self.x_ref.len() != self.x.len() {
+            return true;
+        }
+        let lim = 0.25 * self.skin * self.skin;
+        self.x.iter().zip(&self.x_ref).any(|(x, r)| {
+            let mut d2 = 0.0;
+            for a in 0..D {
+                d2 += (x[a] - r[a]) * (x[a] - r[a]);
+            }
+            d2 > lim
+        })
+    }
+
+    fn rebuild_pairs(&mut self) {
+        self.cells.build(&self.x);
+        let mut pairs = std::mem::take(&mut self.pairs);
+        pairs.clear();
+        let (x, r, skin) = (&self.x, &self.r, self.skin);
+        self.for_each_candidate_pair(|i, j| {
+            let mut d2 = 0.0;
+            for a in 0..D {
+                d2 += (x[i][a] - x[j][a]) * (x[i][a] - x[j][a]);
+            }
+            let reach = r[i] + r[j] + skin;
+            if d2 < reach * reach {
+                pairs.push((i as u32, j as u32));
+            }
+        });
+        self.pairs = pairs;
+        self.x_ref.clear();
+        self.x_ref.extend_from_slice(&self.x);
     }
 
     #[inline(always)]
@@ -393,6 +466,7 @@ impl<const D: usize> World<D> {
             }
         }
         std::mem::swap(&mut self.contacts, &mut self.new_contacts);
+        std::mem::swap(&mut self.keys_old, &mut self.keys_new);
     }
 
     /// Overlap of a contact key at the current positions (≤ 0: apart).
@@ -435,30 +509,41 @@ impl<const D: usize> World<D> {
     /// is still conserved exactly.
     fn contact_changes(&mut self, traj: u32, events: &mut Vec<Event>) {
         self.corrections.clear();
-        self.keys_old.clear();
-        self.keys_old.extend(self.contacts.iter().map(|c| c.key));
-        self.keys_new.clear();
-        self.keys_new.extend(self.new_contacts.iter().map(|c| c.key));
-        let before = events.len();
-        diff_contacts(&self.keys_old, &self.keys_new, traj, self.step, events);
         let dt = self.params.dt;
-        for e in before..events.len() {
-            let ev = events[e];
-            let key = (ev.i, ev.j);
-            let started = matches!(ev.kind, EventKind::ContactStart | EventKind::WallStart);
-            // Correction force (to be applied over a half-kick) along the normal.
-            let (mag, n) = if started {
-                let c = &self.new_contacts[self.keys_new.binary_search(&key).expect("new contact")];
-                // Overlap one sub-step earlier: the drift moved x by dt·v_half.
-                let d_prev = self.overlap_shifted(key, -dt);
-                let theta = if d_prev < 0.0 { (d_prev / (d_prev - c.delta)).clamp(0.0, 1.0) } else { 0.0 };
-                (-theta * c.fs + (1.0 - 2.0 * theta) * c.fd, c.n)
+        let (mut a, mut b) = (0, 0);
+        let (na, nb) = (self.keys_old.len(), self.keys_new.len());
+        while a < na || b < nb {
+            let started = if b == nb || (a < na && self.keys_old[a].0 < self.keys_new[b].0) {
+                false
+            } else if a == na || self.keys_new[b].0 < self.keys_old[a].0 {
+                true
             } else {
-                let c = self.contacts[self.keys_old.binary_search(&key).expect("old contact")];
-                let d_now = self.overlap(key);
-                let theta = if d_now < 0.0 { (c.delta / (c.delta - d_now)).clamp(0.0, 1.0) } else { 1.0 };
-                ((theta - 1.0) * c.fs + (2.0 * theta - 1.0) * c.fd, c.n)
+                a += 1;
+                b += 1;
+                continue;
             };
+            // Correction force (to be applied over a half-kick) along the normal.
+            let (key, mag, n) = if started {
+                let c = self.new_contacts[self.keys_new[b].1 as usize];
+                b += 1;
+                // Overlap one sub-step earlier: the drift moved x by dt·v_half.
+                let d_prev = self.overlap_shifted(c.key, -dt);
+                let theta = if d_prev < 0.0 { (d_prev / (d_prev - c.delta)).clamp(0.0, 1.0) } else { 0.0 };
+                (c.key, -theta * c.fs + (1.0 - 2.0 * theta) * c.fd, c.n)
+            } else {
+                let c = self.contacts[self.keys_old[a].1 as usize];
+                a += 1;
+                let d_now = self.overlap(c.key);
+                let theta = if d_now < 0.0 { (c.delta / (c.delta - d_now)).clamp(0.0, 1.0) } else { 1.0 };
+                (c.key, (theta - 1.0) * c.fs + (2.0 * theta - 1.0) * c.fd, c.n)
+            };
+            let kind = match (key.1 < 0, started) {
+                (false, true) => EventKind::ContactStart,
+                (false, false) => EventKind::ContactEnd,
+                (true, true) => EventKind::WallStart,
+                (true, false) => EventKind::WallEnd,
+            };
+            events.push(Event { traj, step: self.step, i: key.0, j: key.1, kind });
             let mut fi = [0.0; D];
             for a in 0..D {
                 fi[a] = mag * n[a];
@@ -535,34 +620,13 @@ impl<const D: usize> World<D> {
         let cells = &self.cells;
         let n_cells = cells.start.len() - 1;
         for c in 0..n_cells {
-            let mut cc = [0usize; D];
-            let mut rem = c;
-            for a in 0..D {
-                cc[a] = rem % cells.n[a];
-                rem /= cells.n[a];
-            }
             let (s0, s1) = (cells.start[c] as usize, cells.start[c + 1] as usize);
             for ii in s0..s1 {
                 for jj in ii + 1..s1 {
                     f(cells.order[ii] as usize, cells.order[jj] as usize);
                 }
-            }
-            for off in &cells.stencil {
-                let mut nc = [0usize; D];
-                let mut inside = true;
-                for a in 0..D {
-                    let v = cc[a] as isize + off[a];
-                    if v < 0 || v >= cells.n[a] as isize {
-                        inside = false;
-                        break;
-                    }
-                    nc[a] = v as usize;
-                }
-                if !inside {
-                    continue;
-                }
-                let nf = cells.flat(&nc);
-                for ii in s0..s1 {
+                for k in cells.nbr_start[c] as usize..cells.nbr_start[c + 1] as usize {
+                    let nf = cells.nbr[k] as usize;
                     for jj in cells.start[nf] as usize..cells.start[nf + 1] as usize {
                         f(cells.order[ii] as usize, cells.order[jj] as usize);
                     }
@@ -570,6 +634,12 @@ impl<const D: usize> World<D> {
             }
         }
     }
+}
+
+/// Order-preserving packing of a contact key (i, j) into one integer.
+#[inline]
+fn pack(key: (i32, i32)) -> u64 {
+    ((key.0 as u32 as u64) << 32) | ((key.1 as i64 + (1i64 << 31)) as u64 & 0xffff_ffff)
 }
 
 pub(crate) fn kinetic<const D: usize>(v: &[[f64; D]], m: &[f64]) -> f64 {
