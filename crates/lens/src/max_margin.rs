@@ -17,12 +17,11 @@
 //! [`run_toy`] trains p, W and (p, v) jointly, solves the SVMs with the
 //! Clarabel QP solver ([`svm`]), records the cosine with the SVM solution,
 //! the normalized margin and the softmax mass on the optimal token, and
-//! follows the regularization path. [`physics`] asks the same question of a
-//! physics run's heads with the contact partner as the optimal token.
+//! follows the regularization path. [`min_norm_margin`] solves any such
+//! problem, e.g. a physics head's contact-partner SVM in its key space.
 
 pub mod data;
 mod output;
-pub mod physics;
 pub mod svm;
 pub mod train;
 
@@ -49,8 +48,6 @@ pub enum MaxMarginError {
     Plot { path: PathBuf, msg: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("max-margin physics: {0}")]
-    Physics(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -243,4 +240,16 @@ pub fn run_toy(cfg: &MaxMarginConfig) -> Result<MaxMarginResult, MaxMarginError>
     }
     let path = train::regularization_path(&data, t.loss, &cfg.path.radii, cfg.path.steps_per_radius, cfg.path.lr, &p_svm.x);
     Ok(MaxMarginResult { config: cfg.clone(), data, p_svm, w_svm, v_svm, runs, path })
+}
+
+/// Everything the `headlab lens max-margin` command does: solve, train, and
+/// write `max_margin.h5`, the PNGs and `index.html` into `out`. Returns the
+/// result and the page's path.
+pub fn run_lens(cfg: &MaxMarginConfig, out: &std::path::Path) -> Result<(MaxMarginResult, PathBuf), MaxMarginError> {
+    let res = run_toy(cfg)?;
+    std::fs::create_dir_all(out).map_err(|source| MaxMarginError::Io { path: out.to_path_buf(), source })?;
+    write_h5(&out.join("max_margin.h5"), &res)?;
+    let plots = write_plots(out, &res)?;
+    let page = write_page(out, &res, &plots, "max_margin.h5")?;
+    Ok((res, page))
 }

@@ -14,13 +14,13 @@
 //!
 //! [`run_toy`] reproduces all three observations (a main run, a sweep over
 //! the learning-rate ratio, a sweep over dataset size); [`write_h5`],
-//! [`write_plots`] and [`write_page`] store and show them. [`physics`]
-//! measures the same entropy and freeze on every head of a physics run.
+//! [`write_plots`] and [`write_page`] store and show them. The freeze
+//! detector ([`detect_freeze`]) takes any series of logit vectors, so the
+//! same measure applies to a physics run's heads across checkpoints.
 
 pub mod freeze;
 pub(crate) mod model;
 mod output;
-pub mod physics;
 pub(crate) mod plot;
 pub mod task;
 
@@ -50,8 +50,6 @@ pub enum ScanSnapError {
     Plot { path: PathBuf, msg: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("scan-snap physics: {0}")]
-    Physics(String),
 }
 
 /// How tokens are embedded (fixed, not trained).
@@ -411,4 +409,16 @@ pub fn train_main(cfg: &ScanSnapConfig) -> Result<Trace, ScanSnapError> {
     cfg.validate()?;
     let t = &cfg.train;
     Ok(model::train_run(cfg, t.lr_attention, t.lr_decoder, cfg.task.train_size, t.seed, t.steps)?.0)
+}
+
+/// Everything the `headlab lens scan-snap` command does: train, sweep, and
+/// write `scan_snap.h5`, the PNGs and `index.html` into `out`. Returns the
+/// result and the page's path.
+pub fn run_lens(cfg: &ScanSnapConfig, out: &std::path::Path, progress: Option<Progress>) -> Result<(ScanSnapResult, PathBuf), ScanSnapError> {
+    let res = run_toy(cfg, progress)?;
+    std::fs::create_dir_all(out).map_err(|source| ScanSnapError::Io { path: out.to_path_buf(), source })?;
+    write_h5(&out.join("scan_snap.h5"), &res)?;
+    let plots = write_plots(out, &res)?;
+    let page = write_page(out, &res, &plots, "scan_snap.h5")?;
+    Ok((res, page))
 }

@@ -18,6 +18,8 @@ pub struct Args {
 pub enum LensCommand {
     IclRegression(IclArgs),
     Scaling(ScalingArgs),
+    ScanSnap(ScanSnapArgs),
+    MaxMargin(MaxMarginArgs),
 }
 
 /// In-context linear regression with a linear transformer (Ahn et al. 2023,
@@ -142,6 +144,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         LensCommand::IclRegression(a) => run_icl(a),
         LensCommand::Scaling(a) => run_scaling(a),
+        LensCommand::ScanSnap(a) => run_scan_snap(a),
+        LensCommand::MaxMargin(a) => run_max_margin(a),
     }
 }
 
@@ -266,5 +270,261 @@ fn run_scaling(a: ScalingArgs) -> anyhow::Result<()> {
         }
     }
     println!("wrote {}", a.out.join("index.html").display());
+    Ok(())
+}
+
+/// Scan and snap (Tian et al. 2023, arXiv 2305.16380): a one-layer
+/// transformer on a next-token task with co-occurrence structure first scans
+/// (attention moves to the tokens distinctive for the label, its entropy
+/// falls), then snaps (the attention logits freeze once the decoder fits).
+///
+/// The task: the label is one of K classes; each context token is, with
+/// probability --distinct-prob, one of the label's distinctive tokens,
+/// otherwise a common token shared by all labels; the query is last; no
+/// positional encoding. Plain SGD, separate constant learning rates for the
+/// attention (W_Q, W_K) and the decoder (W_V, W_out). Besides the main run it
+/// sweeps the decoder/attention LR ratio (a faster decoder snaps earlier and
+/// leaves attention less sparse) and the training-set size (small samples
+/// make common tokens look distinctive: accidental co-occurrences).
+/// Writes scan_snap.h5, PNGs and index.html.
+///
+/// Examples:
+///   headlab lens scan-snap --out lens/scan-snap
+///   headlab lens scan-snap --out lens/scan-snap --lr-ratios 0.1,1,10 --dataset-sizes 16,64,0 --seeds 5
+///   headlab lens scan-snap --out lens/scan-snap --config scan_snap.toml
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct ScanSnapArgs {
+    /// Output folder (created): scan_snap.h5, PNG plots, index.html.
+    #[arg(long, default_value = "lens/scan-snap")]
+    pub out: PathBuf,
+    /// Config TOML (sections task, model, train, freeze, sweep; every key
+    /// optional; the full config is stored in scan_snap.h5).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Training steps of the main run (and of sweep runs unless sweep.steps is set).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// SGD learning rate of W_Q and W_K.
+    #[arg(long)]
+    pub lr_attention: Option<f64>,
+    /// SGD learning rate of W_V, W_out, b_out.
+    #[arg(long)]
+    pub lr_decoder: Option<f64>,
+    /// Number of next-token classes.
+    #[arg(long)]
+    pub classes: Option<usize>,
+    /// Common tokens shared by all classes.
+    #[arg(long)]
+    pub common: Option<usize>,
+    /// Probability that a context token is distinctive.
+    #[arg(long)]
+    pub distinct_prob: Option<f64>,
+    /// Decoder/attention LR ratios to sweep, comma-separated (empty to skip: --lr-ratios=).
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
+    pub lr_ratios: Option<Vec<f64>>,
+    /// Training-set sizes to sweep, comma-separated, 0 = infinite (empty to skip).
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
+    pub dataset_sizes: Option<Vec<usize>>,
+    /// Seeds per dataset size.
+    #[arg(long)]
+    pub seeds: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// libtorch CPU threads (0 = libtorch's default).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn run_scan_snap(a: ScanSnapArgs) -> anyhow::Result<()> {
+    use headlab_lens::scan_snap::{ScanSnapConfig, Trace};
+    let mut c = match &a.config {
+        Some(p) => ScanSnapConfig::from_toml(&read(p)?, p)?,
+        None => ScanSnapConfig::default(),
+    };
+    if let Some(v) = a.steps {
+        c.train.steps = v;
+    }
+    if let Some(v) = a.lr_attention {
+        c.train.lr_attention = v;
+    }
+    if let Some(v) = a.lr_decoder {
+        c.train.lr_decoder = v;
+    }
+    if let Some(v) = a.classes {
+        c.task.n_classes = v;
+    }
+    if let Some(v) = a.common {
+        c.task.n_common = v;
+    }
+    if let Some(v) = a.distinct_prob {
+        c.task.distinct_prob = v;
+    }
+    if let Some(v) = a.lr_ratios {
+        c.sweep.lr_ratios = v;
+    }
+    if let Some(v) = a.dataset_sizes {
+        c.sweep.dataset_sizes = v;
+    }
+    if let Some(v) = a.seeds {
+        c.sweep.seeds = v;
+    }
+    if let Some(v) = a.seed {
+        c.train.seed = v;
+    }
+    c.validate()?;
+    headlab_lens::icl::set_torch_threads(a.threads);
+    let bar = if a.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("scan-snap [{bar:30}] {pos}/{len} runs  {msg}  {elapsed_precise}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let progress = |stage: &str, done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(stage.to_string());
+    };
+    let (r, page) = headlab_lens::scan_snap::run_lens(&c, &a.out, Some(&progress))?;
+    bar.finish_and_clear();
+    let m = &r.main;
+    let snap = |s: Option<u64>| s.map(|s| s.to_string()).unwrap_or_else(|| "none".into());
+    println!(
+        "main run: entropy {:.3} -> {:.3} nats, distinctive mass {:.3} -> {:.3}, common mass {:.3} -> {:.3}, snap at step {}",
+        m.entropy[0],
+        Trace::last(&m.entropy),
+        m.mass_distinct[0],
+        Trace::last(&m.mass_distinct),
+        m.mass_common[0],
+        Trace::last(&m.mass_common),
+        snap(m.snap_step)
+    );
+    for q in &r.lr_sweep {
+        println!(
+            "  lr_decoder/lr_attention {:>6}: snap at step {:>5}, final entropy {:.3}",
+            q.ratio,
+            snap(q.trace.snap_step),
+            Trace::last(&q.trace.entropy)
+        );
+    }
+    println!("wrote {}", page.display());
+    Ok(())
+}
+
+/// Max-margin token selection (Tarzanagh et al. 2023, arXiv 2306.13596):
+/// gradient descent on the attention of f(X) = vᵀXᵀ softmax(X p) converges in
+/// direction to the att-SVM, min ‖p‖ s.t. pᵀ(x_opt − x_t) ≥ 1, which
+/// separates each example's optimal token from the others.
+///
+/// Trains p (v fixed), W in softmax(X W z) (v fixed) and p jointly with v on
+/// separable synthetic data; solves the SVMs with the Clarabel QP solver;
+/// records the cosine with the SVM solution, the normalized margin and the
+/// softmax mass on the optimal token; follows the regularization path
+/// argmin_{‖p‖≤R} L(p) for growing R. Writes max_margin.h5, PNGs and index.html.
+///
+/// Examples:
+///   headlab lens max-margin --out lens/max-margin
+///   headlab lens max-margin --out lens/max-margin --dim 16 --examples 4 --tokens 3 --plain-gd --lr 1 --steps 20000
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct MaxMarginArgs {
+    /// Output folder (created): max_margin.h5, PNG plots, index.html.
+    #[arg(long, default_value = "lens/max-margin")]
+    pub out: PathBuf,
+    /// Config TOML (sections data, train, path; every key optional).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Examples.
+    #[arg(long)]
+    pub examples: Option<usize>,
+    /// Tokens per example.
+    #[arg(long)]
+    pub tokens: Option<usize>,
+    /// Token dimension.
+    #[arg(long)]
+    pub dim: Option<usize>,
+    /// Spread of the non-optimal tokens' scores (0 = equal scores, the
+    /// paper's global-convergence setting).
+    #[arg(long)]
+    pub score_spread: Option<f64>,
+    #[arg(long)]
+    pub steps: Option<u64>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Plain gradient descent instead of normalized GD (much slower in direction).
+    #[arg(long)]
+    pub plain_gd: bool,
+    /// Variants to train, comma-separated: p, w, joint.
+    #[arg(long, value_delimiter = ',')]
+    pub variants: Option<Vec<String>>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+fn run_max_margin(a: MaxMarginArgs) -> anyhow::Result<()> {
+    use headlab_lens::max_margin::{MaxMarginConfig, Variant};
+    let mut c = match &a.config {
+        Some(p) => MaxMarginConfig::from_toml(&read(p)?, p)?,
+        None => MaxMarginConfig::default(),
+    };
+    if let Some(v) = a.examples {
+        c.data.n = v;
+    }
+    if let Some(v) = a.tokens {
+        c.data.tokens = v;
+    }
+    if let Some(v) = a.dim {
+        c.data.dim = v;
+    }
+    if let Some(v) = a.score_spread {
+        c.data.score_spread = v;
+    }
+    if let Some(v) = a.steps {
+        c.train.steps = v;
+    }
+    if let Some(v) = a.lr {
+        c.train.lr = v;
+    }
+    if a.plain_gd {
+        c.train.normalized = false;
+    }
+    if let Some(v) = a.seed {
+        c.data.seed = v;
+    }
+    if let Some(v) = a.variants {
+        c.train.variants = v
+            .iter()
+            .map(|s| match s.to_ascii_lowercase().as_str() {
+                "p" => Ok(Variant::P),
+                "w" => Ok(Variant::W),
+                "joint" => Ok(Variant::Joint),
+                other => Err(anyhow::anyhow!("--variants: unknown variant `{other}`; use p, w or joint")),
+            })
+            .collect::<anyhow::Result<_>>()?;
+    }
+    c.validate()?;
+    let (r, page) = headlab_lens::max_margin::run_lens(&c, &a.out)?;
+    println!("att-SVM: ‖p_mm‖ = {:.4}, {} support constraints", r.p_svm.norm(), r.p_svm.support.len());
+    for run in &r.runs {
+        let t = &run.trace;
+        let last = |v: &[f64]| v.last().copied().unwrap_or(f64::NAN);
+        print!(
+            "  {:>5}: cos with SVM {:.5}, margin ratio {:.4}, optimal-token mass {:.4}",
+            run.variant.name(),
+            last(&t.cos),
+            last(&t.margin_ratio),
+            last(&t.opt_mass)
+        );
+        if let Some(cs) = run.cos_selected {
+            print!(" (attention selected other tokens; cos with their SVM {cs:.5})");
+        }
+        println!();
+    }
+    if let (Some(f), Some(l)) = (r.path.first(), r.path.last()) {
+        println!("  regularization path: cos {:.4} at R = {} -> {:.4} at R = {}", f.cos, f.radius, l.cos, l.radius);
+    }
+    println!("wrote {}", page.display());
     Ok(())
 }

@@ -100,7 +100,7 @@ pub fn write_plots(dir: &Path, res: &MaxMarginResult) -> Result<Vec<PathBuf>, Ma
     let label = |v: Variant| match v {
         Variant::P => "p (v fixed)",
         Variant::W => "W (v fixed)",
-        Variant::Joint => "p (joint with v)",
+        Variant::Joint => "p, trained with v",
     };
     let mut cos = Vec::new();
     let mut margin = Vec::new();
@@ -111,7 +111,7 @@ pub fn write_plots(dir: &Path, res: &MaxMarginResult) -> Result<Vec<PathBuf>, Ma
         // One minus cosine on a log axis shows the slow approach to 1.
         cos.push(Series::line(label(r.variant), x(r), r.trace.cos.iter().map(|c| 1.0 - c).collect(), c));
         if !r.trace.cos_v.is_empty() {
-            cos.push(Series::line("v (joint) vs v_mm", x(r), r.trace.cos_v.iter().map(|c| 1.0 - c).collect(), PALETTE[4]));
+            cos.push(Series::line("v, trained with p, vs v_mm", x(r), r.trace.cos_v.iter().map(|c| 1.0 - c).collect(), PALETTE[4]));
         }
         margin.push(Series::line(label(r.variant), x(r), r.trace.margin_ratio.clone(), c));
         mass.push(Series::line(label(r.variant), x(r), r.trace.opt_mass.clone(), c));
@@ -192,7 +192,7 @@ pub fn write_plots(dir: &Path, res: &MaxMarginResult) -> Result<Vec<PathBuf>, Ma
     Ok(out)
 }
 
-/// Write `max_margin.html` into `dir`.
+/// Write `index.html` into `dir`.
 pub fn write_page(dir: &Path, res: &MaxMarginResult, plots: &[PathBuf], h5_name: &str) -> Result<PathBuf, MaxMarginError> {
     let c = &res.config;
     let d = &res.data;
@@ -267,7 +267,7 @@ pub fn write_page(dir: &Path, res: &MaxMarginResult, plots: &[PathBuf], h5_name:
         "<h2>Configuration</h2><pre>{}</pre></body></html>",
         crate::scan_snap::output_html_escape(&c.to_toml())
     );
-    let path = dir.join("max_margin.html");
+    let path = dir.join("index.html");
     std::fs::write(&path, h).map_err(|source| MaxMarginError::Io { path: path.clone(), source })?;
     Ok(path)
 }

@@ -111,7 +111,10 @@ pub fn evaluate(data: &MmData, variant: Variant, loss: Loss, p: &Params) -> Eval
         // d f / d a_t = s_t (h_t − h̄); collect Σ_t (dL/da_t) x_t.
         let mut gx = vec![0.0; d];
         for t in 0..data.t {
-            let w = c * s[t] * (h[t] - hbar);
+            // h_t − h̄ as Σ_τ s_τ (h_t − h_τ): once attention saturates, the
+            // plain difference would be rounding noise and steer normalized GD.
+            let centred: f64 = s.iter().zip(&h).map(|(sk, hk)| sk * (h[t] - hk)).sum();
+            let w = c * s[t] * centred;
             for (g, x) in gx.iter_mut().zip(data.token(i, t)) {
                 *g += w * x;
             }

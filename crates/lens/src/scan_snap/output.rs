@@ -344,7 +344,7 @@ fn fmt_opt(v: Option<u64>) -> String {
     v.map(|s| s.to_string()).unwrap_or_else(|| "—".into())
 }
 
-/// Write `scan_snap.html` into `dir`, showing the plots (file names relative to `dir`).
+/// Write `index.html` into `dir`, showing the plots (file names relative to `dir`).
 pub fn write_page(dir: &Path, res: &ScanSnapResult, plots: &[PathBuf], h5_name: &str) -> Result<PathBuf, ScanSnapError> {
     let m = &res.main;
     let c = &res.config;
@@ -434,7 +434,7 @@ pub fn write_page(dir: &Path, res: &ScanSnapResult, plots: &[PathBuf], h5_name: 
         let _ = write!(h, "<p><img src=\"{name}\" alt=\"{name}\"></p>");
     }
     let _ = write!(h, "<h2>Configuration</h2><pre>{}</pre></body></html>", html_escape(&c.to_toml()));
-    let path = dir.join("scan_snap.html");
+    let path = dir.join("index.html");
     std::fs::write(&path, h).map_err(|source| ScanSnapError::Io { path: path.clone(), source })?;
     Ok(path)
 }

@@ -1,1 +1,0 @@
-//! Max-margin alignment of physics-model heads (filled in below).

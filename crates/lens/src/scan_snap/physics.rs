@@ -1,1 +1,0 @@
-//! Scan-and-snap measures on the heads of a physics run (filled in below).
