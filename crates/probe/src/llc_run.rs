@@ -112,7 +112,10 @@ pub fn llc_run(run_dir: &Path, ds: &Dataset, opts: &LlcRunOptions, progress: Pro
     let mut series: Option<LlcSeries> = None;
     if path.exists() && !opts.fresh {
         let s = read_llc(&path).map_err(|e| run_err(&path, e))?;
-        if s.config_toml != settings {
+        if s.steps.is_empty() {
+            // Only a calibration so far: keep it, take the new settings.
+            series = Some(LlcSeries { calibration: s.calibration, ..Default::default() });
+        } else if s.config_toml != settings {
             return Err(run_err(
                 &path,
                 format!(
@@ -120,8 +123,9 @@ pub fn llc_run(run_dir: &Path, ds: &Dataset, opts: &LlcRunOptions, progress: Pro
                     s.config_toml, settings
                 ),
             ));
+        } else {
+            series = Some(s);
         }
-        series = Some(s);
     }
     let mut summary = LlcRunSummary { path: path.clone(), estimated: Vec::new(), skipped: 0, warnings: Vec::new() };
     for (step, ck) in chosen {
@@ -132,7 +136,7 @@ pub fn llc_run(run_dir: &Path, ds: &Dataset, opts: &LlcRunOptions, progress: Pro
         let (step_read, model, data) = load_checkpoint(&ck, ds, opts.device)?;
         debug_assert_eq!(step_read, step);
         let r = llc_for_model(step, &model, &data, &opts.checkpoint, progress)?;
-        let s = series.get_or_insert_with(|| LlcSeries {
+        let fresh = || LlcSeries {
             config_toml: settings.clone(),
             n_layers: r.n_layers,
             n_heads: r.n_heads,
@@ -141,7 +145,12 @@ pub fn llc_run(run_dir: &Path, ds: &Dataset, opts: &LlcRunOptions, progress: Pro
             trace_block: r.whole.trace_block,
             per_head: opts.checkpoint.per_head,
             ..Default::default()
-        });
+        };
+        let s = series.get_or_insert_with(fresh);
+        if s.steps.is_empty() {
+            let cal = s.calibration.take();
+            *s = LlcSeries { calibration: cal, ..fresh() };
+        }
         let mut warnings: Vec<String> = r.whole.warnings.iter().map(|w| format!("whole model: {w}")).collect();
         let mut rec = LlcStep {
             step,
@@ -251,13 +260,27 @@ pub fn plot_llc(series: &LlcSeries, out: &Path) -> Result<()> {
 }
 
 fn draw(s: &LlcSeries, out: &Path) -> DResult {
-    let panels = if s.calibration.is_some() { 3 } else { 2 };
-    let root = BitMapBackend::new(out, (520 * panels as u32, 420)).into_drawing_area();
+    let series_panels = if s.steps.is_empty() { 0 } else { 2 };
+    let panels = series_panels + s.calibration.is_some() as usize;
+    let root = BitMapBackend::new(out, (520 * panels.max(1) as u32, 420)).into_drawing_area();
     root.fill(&WHITE)?;
-    let areas = root.split_evenly((1, panels));
+    let areas = root.split_evenly((1, panels.max(1)));
+    if series_panels > 0 {
+        draw_series(s, &areas[0], &areas[1])?;
+    }
+    if let Some(cal) = &s.calibration {
+        draw_calibration(cal, &areas[series_panels])?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+fn draw_series(s: &LlcSeries, a0: &Area, a1: &Area) -> DResult {
     // 1. LLC over training steps.
     {
-        let a = &areas[0];
+        let a = a0;
         let llc = s.model_column("llc").unwrap_or(&[]);
         let se = s.model_column("se").unwrap_or(&[]);
         let xs: Vec<f64> = s.steps.iter().map(|&x| (x.max(1)) as f64).collect();
@@ -312,7 +335,7 @@ fn draw(s: &LlcSeries, out: &Path) -> DResult {
     }
     // 2. Traces of the last checkpoint.
     {
-        let a = &areas[1];
+        let a = a1;
         let (c, t) = (s.chains, s.trace_len);
         let last = s.steps.len().saturating_sub(1);
         let tr: Vec<f32> = if s.steps.is_empty() || t == 0 { vec![] } else { s.model.delta_trace[last * c * t..(last + 1) * c * t].to_vec() };
@@ -345,9 +368,11 @@ fn draw(s: &LlcSeries, out: &Path) -> DResult {
         }
         chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::LowerRight).draw()?;
     }
-    // 3. Calibration.
-    if let Some(cal) = &s.calibration {
-        let a = &areas[2];
+    Ok(())
+}
+
+fn draw_calibration(cal: &LlcCalibration, a: &Area) -> DResult {
+    {
         let e = cal.epsilon.len();
         let fin: Vec<f64> = cal.llc.iter().zip(&cal.se).map(|(v, s)| v + 2.0 * s.max(0.0)).filter(|v| v.is_finite()).collect();
         let hi = fin.iter().cloned().fold(1e-6, f64::max);
@@ -376,10 +401,9 @@ fn draw(s: &LlcSeries, out: &Path) -> DResult {
             chart.draw_series(row.iter().filter(|r| r.3 > 0).map(|r| Cross::new((r.0, lo * 1.1 + (hi - lo) * 0.03), 6, RED.stroke_width(2))))?;
         }
         if let Some((re, _)) = cal.recommended {
-            chart.draw_series(LineSeries::new(vec![(re, lo * 1.1), (re, hi * 1.1)], BLACK.mix(0.5).stroke_width(1)))?.label("recommended ε").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLACK.mix(0.5)));
+            chart.draw_series(LineSeries::new(vec![(re, lo * 1.1), (re, hi * 1.1)], BLUE.stroke_width(2)))?.label("recommended ε").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLUE));
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::LowerRight).draw()?;
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::UpperLeft).draw()?;
     }
-    root.present()?;
     Ok(())
 }

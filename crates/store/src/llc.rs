@@ -196,16 +196,18 @@ pub fn write_llc(path: &Path, a: &LlcSeries) -> Result<(), StoreError> {
         write_array(file, path, "n_samples", &a.n_samples, &[s])?;
         write_array(file, path, "n_beta", &a.n_beta, &[s])?;
         let mg = ctx.h5("model", file.create_group("model"))?;
-        for (name, v) in &a.model.columns {
-            write_array(&mg, path, name, v, &[s])?;
+        for name in LLC_COLUMNS {
+            let v = a.model.columns.get(name).cloned().unwrap_or_default();
+            write_array(&mg, path, name, &v, &[s])?;
         }
         write_array(&mg, path, "n_failed", &a.model.n_failed, &[s])?;
         write_array(&mg, path, "delta_trace", &a.model.delta_trace, &[s, c, t])?;
         write_array(&mg, path, "loss_trace", &a.model.loss_trace, &[s, c, t])?;
         if a.per_head {
             let hg = ctx.h5("heads", file.create_group("heads"))?;
-            for (name, v) in &a.heads.columns {
-                write_array(&hg, path, name, v, &[s, l, h])?;
+            for name in LLC_COLUMNS {
+                let v = a.heads.columns.get(name).cloned().unwrap_or_default();
+                write_array(&hg, path, name, &v, &[s, l, h])?;
             }
             write_array(&hg, path, "n_failed", &a.heads.n_failed, &[s, l, h])?;
             write_array(&hg, path, "delta_trace", &a.heads.delta_trace, &[s, l, h, c, t])?;
