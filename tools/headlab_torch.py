@@ -84,7 +84,10 @@ class Model:
     def forward(self, x, record=False):
         c, P = self.cfg, self.P
         d, dh, eps = c["d_model"], c["d_head"], c["ln_eps"]
-        scale = 1 / math.sqrt(dh) if c["attention"]["scale"] == "inv-sqrt-d-head" else 1 / dh
+        n = x.shape[1]
+        kind = c["attention"]["scale"]           # see AttentionScale in crates/model
+        scale = {"inv-sqrt-d-head": 1 / math.sqrt(dh), "inv-d-head": 1 / dh, "none": 1.0, "inv-key-norm-sum": 1.0,
+                 "inv-n": 1 / n, "inv-sqrt-n": 1 / math.sqrt(n), "inv-log-n": 1 / math.log(n) if n >= 2 else 1.0}[kind]
         act = {"gelu": F.gelu, "gelu-tanh": lambda t: F.gelu(t, approximate="tanh"), "relu": F.relu, "silu": F.silu}[c["activation"]]
         cache = {}
         resid = x @ P["embed.W_in"] + P["embed.b_in"]                      # [B,N,d]
@@ -97,6 +100,8 @@ class Model:
             k = torch.einsum("bnd,hde->bhne", a, p("attn.W_K")) + p("attn.b_K")[:, None, :]
             v = torch.einsum("bnd,hde->bhne", a, p("attn.W_V")) + p("attn.b_V")[:, None, :]
             scores = q @ k.transpose(-1, -2) * scale                       # [B,H,query,key]
+            if kind == "inv-key-norm-sum":                                 # Bernhard 2023: divide by sum_j |k_j|
+                scores = scores / k.norm(dim=-1).clamp_min(1e-30).sum(-1, keepdim=True).unsqueeze(-1).clamp_min(1e-12)
             pattern = scores.softmax(-1) if c["attention"]["kind"] == "softmax" else scores / x.shape[1]
             z = pattern @ v                                                # [B,H,N,dh]
             resid = resid + torch.einsum("bhne,hed->bnd", z, p("attn.W_O")) + p("attn.b_O")
