@@ -63,6 +63,13 @@ impl LlcData {
     }
 }
 
+impl LlcData {
+    /// Features [R, N, F] and targets [R, N, 2D] of the training frames.
+    pub fn tensors(&self) -> (&Tensor, &Tensor) {
+        (&self.x, &self.y)
+    }
+}
+
 /// A checkpoint's loss as an [`LlcProblem`] over its flat parameter vector.
 pub struct CheckpointProblem<'a> {
     config: ModelConfig,

@@ -1,0 +1,54 @@
+//! SGLD draws per second of `headlab llc` on a checkpoint: whole model and
+//! one head, at the given thread counts. Also writes the training frames
+//! (features, targets) to an HDF5 file for tools/bench_llc.py.
+//!
+//!   bench_llc CKPT DATA.h5 EXPORT.h5 CHAINS DRAWS BATCH "1 2"
+use std::path::Path;
+use std::time::Instant;
+
+use headlab_probe::llc::model::{head_mask, load_checkpoint, CheckpointProblem};
+use headlab_probe::llc::{estimate, LlcConfig, Movable};
+use tch::{Device, Kind};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let a: Vec<String> = std::env::args().collect();
+    if a.len() < 8 {
+        eprintln!("usage: bench_llc CKPT DATA.h5 EXPORT.h5 CHAINS DRAWS BATCH \"1 2\"");
+        std::process::exit(2);
+    }
+    let (chains, draws, batch): (usize, usize, usize) = (a[4].parse()?, a[5].parse()?, a[6].parse()?);
+    let threads: Vec<usize> = a[7].split_whitespace().map(|t| t.parse()).collect::<Result<_, _>>()?;
+    let ds = headlab_store::dataset::read_dataset(Path::new(&a[2]))?;
+    let (_, model, data) = load_checkpoint(Path::new(&a[1]), &ds, Device::Cpu)?;
+    // Export the frames for the PyTorch loop.
+    let (x, y) = data.tensors();
+    let shape = |t: &tch::Tensor| t.size().iter().map(|&d| d as usize).collect::<Vec<_>>();
+    let xv: Vec<f32> = Vec::try_from(&x.to_kind(Kind::Float).reshape([-1]))?;
+    let yv: Vec<f32> = Vec::try_from(&y.to_kind(Kind::Float).reshape([-1]))?;
+    let out = Path::new(&a[3]);
+    headlab_store::atomic_write(out, headlab_store::FileKind::Lens, |f| {
+        headlab_store::h5util::write_array(f, out, "x", &xv, &shape(x))?;
+        headlab_store::h5util::write_array(f, out, "y", &yv, &shape(y))
+    })?;
+    let w_star = [model.flat_params().detach().copy()];
+    println!("n = {} frames, {} parameters, batch {batch}, {chains} chains x {draws} draws", data.n, model.num_params());
+    for &t in &threads {
+        for mode in ["whole", "head0.0"] {
+            let cfg = LlcConfig { epsilon: 1e-5, gamma: 1000.0, chains, draws, batch_size: batch, threads: t, ..LlcConfig::default() };
+            let problem = CheckpointProblem::new(&model, &data, batch, 0)?;
+            let start;
+            let est = if mode == "whole" {
+                start = Instant::now();
+                estimate(&problem, &w_star, &[Movable::All], &cfg, None)?
+            } else {
+                let (mask, names) = head_mask(&model, 0, 0)?;
+                let problem = problem.with_grad_params(&model, &names)?;
+                start = Instant::now();
+                estimate(&problem, &w_star, &[Movable::Mask(mask)], &cfg, None)?
+            };
+            let dt = start.elapsed().as_secs_f64();
+            println!("rust {mode:8} threads {t}: {:8.1} draws/s  (llc {:.3})", (chains * draws) as f64 / dt, est.llc);
+        }
+    }
+    Ok(())
+}
