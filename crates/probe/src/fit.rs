@@ -560,7 +560,8 @@ pub fn fit_series(s: &Series, opt: &FitOptions) -> Option<SeriesFit> {
 }
 
 /// Whole-curve and tail fits plus the emergence step with a bootstrap CI
-/// (residual bootstrap around the whole-curve winner).
+/// (residual bootstrap around the whole-curve winner, re-centred on the
+/// data's crossing).
 pub fn fit_report(s: &Series, opt: &FitOptions) -> FitReport {
     let whole = fit_series(s, opt);
     let tail = tail_start(s).and_then(|k| fit_series(&s.subset(k), opt));
@@ -578,9 +579,14 @@ pub fn fit_report(s: &Series, opt: &FitOptions) -> FitReport {
                     v.push(e);
                 }
             }
+            // The bootstrap curves scatter around the fitted curve, whose own
+            // crossing can sit a little off the data's. Centre the spread on
+            // the data's estimate (shift by e − e_fit), so the interval
+            // always brackets the reported value.
             let a = (1.0 - opt.level) / 2.0;
-            lo = quantile(&mut v.clone(), a);
-            hi = quantile(&mut v, 1.0 - a);
+            let e_fit = emergence_step(&Series { t: s.t.clone(), y: fitted.clone() }).unwrap_or(e);
+            lo = (quantile(&mut v.clone(), a) + e - e_fit).min(e);
+            hi = (quantile(&mut v, 1.0 - a) + e - e_fit).max(e);
         }
         Estimate { value: e, lo, hi }
     });
