@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 MODEL_DEFAULTS = dict(n_layers=2, n_heads=4, d_model=64, d_head=0, d_mlp=0, activation="gelu",
                       attention=dict(kind="softmax", scale="inv-sqrt-d-head"), dropout=0.0,
-                      ln_eps=1e-5, wall_features=True, init_scale=1.0)
+                      ln_eps=1e-5, wall_features=True, init_scale=1.0, mlp=True, layer_norm=True)
 
 
 def model_config(cfg_toml: str) -> dict:
@@ -49,15 +49,18 @@ def param_shapes(c: dict, dim: int):
     """Names and shapes in model order (same as headlab_model::param_shapes)."""
     d, h, dh, dm = c["d_model"], c["n_heads"], c["d_head"], c["d_mlp"]
     f = 2 * dim + 2 + (2 * dim if c["wall_features"] else 0)
+    ln, mlp = c["layer_norm"], c["mlp"]                      # switched-off parts have no parameters
     out = [("embed.W_in", (f, d)), ("embed.b_in", (d,))]
     for l in range(c["n_layers"]):
         b = f"blocks.{l}."
-        out += [(b + "ln1.w", (d,)), (b + "ln1.b", (d,))]
+        out += [(b + "ln1.w", (d,)), (b + "ln1.b", (d,))] if ln else []
         out += [(b + f"attn.W_{x}", (h, d, dh)) for x in "QKV"]
         out += [(b + f"attn.b_{x}", (h, dh)) for x in "QKV"]
-        out += [(b + "attn.W_O", (h, dh, d)), (b + "attn.b_O", (d,)), (b + "ln2.w", (d,)), (b + "ln2.b", (d,)),
-                (b + "mlp.W_in", (d, dm)), (b + "mlp.b_in", (dm,)), (b + "mlp.W_out", (dm, d)), (b + "mlp.b_out", (d,))]
-    return out + [("ln_final.w", (d,)), ("ln_final.b", (d,)), ("unembed.W_out", (d, 2 * dim)), ("unembed.b_out", (2 * dim,))]
+        out += [(b + "attn.W_O", (h, dh, d)), (b + "attn.b_O", (d,))]
+        out += [(b + "ln2.w", (d,)), (b + "ln2.b", (d,))] if ln and mlp else []
+        out += [(b + "mlp.W_in", (d, dm)), (b + "mlp.b_in", (dm,)), (b + "mlp.W_out", (dm, d)), (b + "mlp.b_out", (d,))] if mlp else []
+    out += [("ln_final.w", (d,)), ("ln_final.b", (d,))] if ln else []
+    return out + [("unembed.W_out", (d, 2 * dim)), ("unembed.b_out", (2 * dim,))]
 
 
 class Model:
@@ -89,13 +92,15 @@ class Model:
         scale = {"inv-sqrt-d-head": 1 / math.sqrt(dh), "inv-d-head": 1 / dh, "none": 1.0, "inv-key-norm-sum": 1.0,
                  "inv-n": 1 / n, "inv-sqrt-n": 1 / math.sqrt(n), "inv-log-n": 1 / math.log(n) if n >= 2 else 1.0}[kind]
         act = {"gelu": F.gelu, "gelu-tanh": lambda t: F.gelu(t, approximate="tanh"), "relu": F.relu, "silu": F.silu}[c["activation"]]
+        def ln(t, w):                                                      # identity when layer_norm = false
+            return F.layer_norm(t, (d,), P[w + ".w"], P[w + ".b"], eps) if c["layer_norm"] else t
         cache = {}
         resid = x @ P["embed.W_in"] + P["embed.b_in"]                      # [B,N,d]
         for l in range(c["n_layers"]):
             p = lambda s: P[f"blocks.{l}.{s}"]
             if record:
                 cache[f"blocks.{l}.hook_resid_pre"] = resid.detach()
-            a = F.layer_norm(resid, (d,), p("ln1.w"), p("ln1.b"), eps)
+            a = ln(resid, f"blocks.{l}.ln1")
             q = torch.einsum("bnd,hde->bhne", a, p("attn.W_Q")) + p("attn.b_Q")[:, None, :]
             k = torch.einsum("bnd,hde->bhne", a, p("attn.W_K")) + p("attn.b_K")[:, None, :]
             v = torch.einsum("bnd,hde->bhne", a, p("attn.W_V")) + p("attn.b_V")[:, None, :]
@@ -108,11 +113,12 @@ class Model:
             if record:
                 cache[f"blocks.{l}.attn.hook_attn_scores"] = scores.detach()
                 cache[f"blocks.{l}.attn.hook_pattern"] = pattern.detach()
-            m = F.layer_norm(resid, (d,), p("ln2.w"), p("ln2.b"), eps)
-            resid = resid + act(m @ p("mlp.W_in") + p("mlp.b_in")) @ p("mlp.W_out") + p("mlp.b_out")
+            if c["mlp"]:
+                m = ln(resid, f"blocks.{l}.ln2")
+                resid = resid + act(m @ p("mlp.W_in") + p("mlp.b_in")) @ p("mlp.W_out") + p("mlp.b_out")
             if record:
                 cache[f"blocks.{l}.hook_resid_post"] = resid.detach()
-        out = F.layer_norm(resid, (d,), P["ln_final.w"], P["ln_final.b"], eps) @ P["unembed.W_out"] + P["unembed.b_out"]
+        out = ln(resid, "ln_final") @ P["unembed.W_out"] + P["unembed.b_out"]
         return out, cache
 
     __call__ = forward

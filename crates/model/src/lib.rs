@@ -12,6 +12,9 @@
 //! LN_final --unembed--> y [B,N,2D] = normalized (Δposition, Δvelocity) over one frame
 //! ```
 //!
+//! `mlp = false` drops the MLP sublayers and `layer_norm = false` makes every
+//! LN the identity; their parameters are then absent.
+//!
 //! Parameters carry TransformerLens names and shapes (`embed.W_in` [F,d],
 //! `blocks.{l}.attn.W_Q` [n_heads, d_model, d_head], `W_O` [n_heads, d_head,
 //! d_model], ...; see [`param_shapes`]). They all live in one flat buffer
@@ -125,6 +128,14 @@ pub struct ModelConfig {
     /// Initial weights are N(0, init_scale / sqrt(3 * fan_in)), the standard
     /// deviation of PyTorch's default Linear initialisation when 1.
     pub init_scale: f64,
+    /// The MLP sublayer of every block. With `false` the blocks are
+    /// attention-only (`h += Attn(LN1(h))`) and the `mlp.*` and `ln2.*`
+    /// parameters do not exist (Ahn et al. 2023 study such models).
+    pub mlp: bool,
+    /// LayerNorm before attention, before the MLP and before the unembedding.
+    /// With `false` each is the identity and the `ln1.*`, `ln2.*` and
+    /// `ln_final.*` parameters do not exist.
+    pub layer_norm: bool,
 }
 
 impl Default for ModelConfig {
@@ -141,6 +152,8 @@ impl Default for ModelConfig {
             ln_eps: 1e-5,
             wall_features: true,
             init_scale: 1.0,
+            mlp: true,
+            layer_norm: true,
         }
     }
 }
@@ -184,13 +197,17 @@ impl ModelConfig {
 }
 
 /// Names and shapes of all parameters, in model (and flat-buffer) order.
+/// Parameters of switched-off parts (`mlp = false`, `layer_norm = false`)
+/// are absent; the names of the others do not change.
 pub fn param_shapes(cfg: &ModelConfig, dimension: usize) -> Vec<(String, Vec<usize>)> {
     let (d, h, dh, dm, f) = (cfg.d_model, cfg.n_heads, cfg.d_head(), cfg.d_mlp(), cfg.d_in(dimension));
     let mut v: Vec<(String, Vec<usize>)> = vec![("embed.W_in".into(), vec![f, d]), ("embed.b_in".into(), vec![d])];
     for l in 0..cfg.n_layers {
         let p = |s: &str| format!("blocks.{l}.{s}");
-        v.push((p("ln1.w"), vec![d]));
-        v.push((p("ln1.b"), vec![d]));
+        if cfg.layer_norm {
+            v.push((p("ln1.w"), vec![d]));
+            v.push((p("ln1.b"), vec![d]));
+        }
         for w in ["W_Q", "W_K", "W_V"] {
             v.push((p(&format!("attn.{w}")), vec![h, d, dh]));
         }
@@ -199,15 +216,21 @@ pub fn param_shapes(cfg: &ModelConfig, dimension: usize) -> Vec<(String, Vec<usi
         }
         v.push((p("attn.W_O"), vec![h, dh, d]));
         v.push((p("attn.b_O"), vec![d]));
-        v.push((p("ln2.w"), vec![d]));
-        v.push((p("ln2.b"), vec![d]));
-        v.push((p("mlp.W_in"), vec![d, dm]));
-        v.push((p("mlp.b_in"), vec![dm]));
-        v.push((p("mlp.W_out"), vec![dm, d]));
-        v.push((p("mlp.b_out"), vec![d]));
+        if cfg.mlp {
+            if cfg.layer_norm {
+                v.push((p("ln2.w"), vec![d]));
+                v.push((p("ln2.b"), vec![d]));
+            }
+            v.push((p("mlp.W_in"), vec![d, dm]));
+            v.push((p("mlp.b_in"), vec![dm]));
+            v.push((p("mlp.W_out"), vec![dm, d]));
+            v.push((p("mlp.b_out"), vec![d]));
+        }
     }
-    v.push(("ln_final.w".into(), vec![d]));
-    v.push(("ln_final.b".into(), vec![d]));
+    if cfg.layer_norm {
+        v.push(("ln_final.w".into(), vec![d]));
+        v.push(("ln_final.b".into(), vec![d]));
+    }
     v.push(("unembed.W_out".into(), vec![d, 2 * dimension]));
     v.push(("unembed.b_out".into(), vec![2 * dimension]));
     v
@@ -581,7 +604,14 @@ impl Model {
                 cache.entries.push((format!("blocks.{l}.hook_resid_pre"), resid.view([b, n, d]).detach()));
             }
             // Attention: one matmul for Q, K and V of all heads.
-            let a = resid.layer_norm([d], Some(w("ln1.w")), Some(w("ln1.b")), c.ln_eps, false);
+            let ln = |t: &Tensor, which: &str| {
+                if c.layer_norm {
+                    t.layer_norm([d], Some(w(&format!("{which}.w"))), Some(w(&format!("{which}.b"))), c.ln_eps, false)
+                } else {
+                    t.shallow_clone()
+                }
+            };
+            let a = ln(&resid, "ln1");
             let w_qkv = Tensor::cat(&[w("attn.W_Q"), w("attn.W_K"), w("attn.W_V")], 0) // [3H, d, dh]
                 .permute([1, 0, 2])
                 .reshape([d, 3 * h * dh]);
@@ -606,20 +636,22 @@ impl Model {
             }
             resid = resid + dropout(attn_out);
             // MLP.
-            let m = resid.layer_norm([d], Some(w("ln2.w")), Some(w("ln2.b")), c.ln_eps, false);
-            let hid = w("mlp.b_in").addmm(&m, w("mlp.W_in"));
-            let hid = match c.activation {
-                Activation::Gelu => hid.gelu("none"),
-                Activation::GeluTanh => hid.gelu("tanh"),
-                Activation::Relu => hid.relu(),
-                Activation::Silu => hid.silu(),
-            };
-            resid = resid + dropout(w("mlp.b_out").addmm(&hid, w("mlp.W_out")));
+            if c.mlp {
+                let m = ln(&resid, "ln2");
+                let hid = w("mlp.b_in").addmm(&m, w("mlp.W_in"));
+                let hid = match c.activation {
+                    Activation::Gelu => hid.gelu("none"),
+                    Activation::GeluTanh => hid.gelu("tanh"),
+                    Activation::Relu => hid.relu(),
+                    Activation::Silu => hid.silu(),
+                };
+                resid = resid + dropout(w("mlp.b_out").addmm(&hid, w("mlp.W_out")));
+            }
             if record {
                 cache.entries.push((format!("blocks.{l}.hook_resid_post"), resid.view([b, n, d]).detach()));
             }
         }
-        let fin = resid.layer_norm([d], Some(p("ln_final.w")), Some(p("ln_final.b")), c.ln_eps, false);
+        let fin = if c.layer_norm { resid.layer_norm([d], Some(p("ln_final.w")), Some(p("ln_final.b")), c.ln_eps, false) } else { resid };
         let out = p("unembed.b_out").addmm(&fin, p("unembed.W_out"));
         (out.view([b, n, -1]), cache)
     }
