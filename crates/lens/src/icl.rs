@@ -564,11 +564,6 @@ fn flat(ts: &[Tensor]) -> Tensor {
     Tensor::cat(&ts.iter().map(|t| t.flatten(0, -1)).collect::<Vec<_>>(), 0)
 }
 
-fn to_vec(t: &Tensor) -> Vec<f64> {
-    let t = t.to_kind(Kind::Double).to_device(Device::Cpu).flatten(0, -1);
-    Vec::<f64>::try_from(&t).unwrap_or_default()
-}
-
 fn scalar(t: &Tensor) -> f64 {
     t.to_kind(Kind::Double).double_value(&[])
 }
@@ -886,25 +881,9 @@ fn measure_noise(
         let (_, g) = grads(model, &batch);
         rows.push(flat(&g) - &gfull);
     }
-    let xi = Tensor::stack(&rows, 0).to_kind(Kind::Double); // [K, P]
-    let norms = to_vec(&xi.norm_scalaropt_dim(2, [1i64].as_slice(), false));
-    let std = xi.std_dim([0i64].as_slice(), true, false); // per coordinate
-    let mean = xi.mean_dim([0i64].as_slice(), false, Kind::Double);
-    let std_v = to_vec(&std);
-    // Standardize the coordinates that actually fluctuate.
-    let keep: Vec<i64> = std_v.iter().enumerate().filter(|(_, s)| **s > 1e-12).map(|(i, _)| i as i64).collect();
-    let keep_t = Tensor::from_slice(&keep).to_device(xi.device());
-    let zs = ((&xi - mean.unsqueeze(0)) / std.unsqueeze(0)).index_select(1, &keep_t);
-    let coords = to_vec(&zs);
-    // Gaussian reference: same per-coordinate variances.
-    let mut grng = ChaCha8Rng::seed_from_u64(seed ^ 0x6a55 ^ step as u64);
-    let gaussian_norms: Vec<f64> = (0..nc.minibatches)
-        .map(|_| std_v.iter().map(|s| s * s * rng_sq(&mut grng)).sum::<f64>().sqrt())
-        .collect();
-    let k_norm = nc.hill_k.min(nc.minibatches.saturating_sub(1));
-    let norm_stats = noise::summarize(&norms, k_norm, seed + 1)?;
-    let gaussian_norm_stats = noise::summarize(&gaussian_norms, k_norm, seed + 2)?;
-    let coord_stats = noise::summarize(&coords, nc.hill_k, seed + 3)?;
+    let xi = Tensor::stack(&rows, 0); // [K, P]
+    let noise::GradientNoise { norms, gaussian_norms, coords, norm_stats, gaussian_norm_stats, coord_stats } =
+        noise::gradient_noise(&xi, nc.hill_k, seed ^ 0x6a55 ^ step as u64, seed)?;
     let top_eigenvalue = if nc.curvature { Some(top_eigenvalue(model, &data.train, nc.power_iters, seed)) } else { None };
     Ok(NoiseMeasurement {
         data: dist,
@@ -922,11 +901,6 @@ fn measure_noise(
         top_eigenvalue,
         directional_smoothness: None,
     })
-}
-
-fn rng_sq(rng: &mut ChaCha8Rng) -> f64 {
-    let g: f64 = rng.sample(StandardNormal);
-    g * g
 }
 
 /// Progress callback: (runs done, runs total).

@@ -52,6 +52,7 @@ fn synthetic_run(dir: &Path, seed: u64, t_mid: f64) {
         grad_norm: vec![1.0; n as usize],
         val_step: (0..=30).map(|k| k * 100).collect(),
         val_loss: (0..=30).map(|k| 0.025 + 0.9 / (1.0 + (k * 100) as f32 / 50.0)).collect(),
+        ..Default::default()
     };
     write_metrics(&dir.join("metrics.h5"), &m).unwrap();
 }

@@ -5,6 +5,21 @@
 //! /train/step  [n] u64     /train/loss [n] f32   /train/lr [n] f32   /train/grad_norm [n] f32
 //! /val/step    [m] u64     /val/loss   [m] f32   (validation loss in normalized target units)
 //! ```
+//! With `[grad_noise] every > 0` in the run config, gradient-noise
+//! measurements (minibatch gradient minus a reference gradient over
+//! `reference_rows` training samples, K minibatches each) are added:
+//! ```text
+//! /noise/step [m] u64   /noise/batches [m] u64  /noise/batch_size [m] u64  /noise/reference_rows [m] u64
+//! /noise/full_grad_norm, norm_mean, norm_std,                                         [m] f64
+//!        norm_hill_alpha, norm_hill_se, norm_hill_k, norm_gaussian_hill_alpha,
+//!        norm_kurtosis, coord_hill_alpha, coord_hill_se, coord_hill_k,
+//!        coord_gaussian_hill_alpha, coord_kurtosis, coord_abs_max
+//! /noise/norms [m, K] f64 (‖ξ_b‖ per minibatch; NaN-padded if K changed)
+//! ```
+//! (norm_* = over the K noise norms, coord_* = over every standardized
+//! coordinate; *_gaussian_hill_alpha = the same estimator on a Gaussian sample
+//! of equal size: compare against it, not against ∞.)
+//!
 //! `baseline_val_loss` is the loss of predicting "no change" on the same
 //! validation samples, so `val/loss / baseline_val_loss` is the improvement.
 
@@ -23,6 +38,57 @@ pub struct Metrics {
     pub grad_norm: Vec<f32>,
     pub val_step: Vec<u64>,
     pub val_loss: Vec<f32>,
+    /// Gradient-noise measurements (empty unless `[grad_noise] every > 0`).
+    pub noise: Vec<NoiseRecord>,
+}
+
+/// One gradient-noise measurement at `step` (see the module docs).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NoiseRecord {
+    pub step: u64,
+    pub batches: u64,
+    pub batch_size: u64,
+    pub reference_rows: u64,
+    pub full_grad_norm: f64,
+    pub norm_mean: f64,
+    pub norm_std: f64,
+    pub norm_hill_alpha: f64,
+    pub norm_hill_se: f64,
+    pub norm_hill_k: f64,
+    pub norm_gaussian_hill_alpha: f64,
+    pub norm_kurtosis: f64,
+    pub coord_hill_alpha: f64,
+    pub coord_hill_se: f64,
+    pub coord_hill_k: f64,
+    pub coord_gaussian_hill_alpha: f64,
+    pub coord_kurtosis: f64,
+    pub coord_abs_max: f64,
+    pub norms: Vec<f64>,
+}
+
+/// The f64 columns of /noise, by name.
+fn noise_columns() -> [(&'static str, fn(&NoiseRecord) -> f64, fn(&mut NoiseRecord, f64)); 14] {
+    macro_rules! col {
+        ($f:ident) => {
+            (stringify!($f), |r: &NoiseRecord| r.$f, |r: &mut NoiseRecord, v: f64| r.$f = v)
+        };
+    }
+    [
+        col!(full_grad_norm),
+        col!(norm_mean),
+        col!(norm_std),
+        col!(norm_hill_alpha),
+        col!(norm_hill_se),
+        col!(norm_hill_k),
+        col!(norm_gaussian_hill_alpha),
+        col!(norm_kurtosis),
+        col!(coord_hill_alpha),
+        col!(coord_hill_se),
+        col!(coord_hill_k),
+        col!(coord_gaussian_hill_alpha),
+        col!(coord_kurtosis),
+        col!(coord_abs_max),
+    ]
 }
 
 impl Metrics {
@@ -38,6 +104,7 @@ impl Metrics {
         let m = self.val_step.iter().take_while(|&&s| s <= step).count();
         self.val_step.truncate(m);
         self.val_loss.truncate(m);
+        self.noise.retain(|r| r.step <= step);
     }
 }
 
@@ -55,8 +122,49 @@ pub fn write_metrics(path: &Path, m: &Metrics) -> Result<(), StoreError> {
         let v = ctx.h5("val", file.create_group("val"))?;
         write_array(&v, path, "step", &m.val_step, &[m.val_step.len()])?;
         write_array(&v, path, "loss", &m.val_loss, &[m.val_loss.len()])?;
+        if !m.noise.is_empty() {
+            let g = ctx.h5("noise", file.create_group("noise"))?;
+            let n = m.noise.len();
+            let u = |f: fn(&NoiseRecord) -> u64| m.noise.iter().map(f).collect::<Vec<u64>>();
+            write_array(&g, path, "step", &u(|r| r.step), &[n])?;
+            write_array(&g, path, "batches", &u(|r| r.batches), &[n])?;
+            write_array(&g, path, "batch_size", &u(|r| r.batch_size), &[n])?;
+            write_array(&g, path, "reference_rows", &u(|r| r.reference_rows), &[n])?;
+            for (name, get, _) in noise_columns() {
+                write_array(&g, path, name, &m.noise.iter().map(get).collect::<Vec<f64>>(), &[n])?;
+            }
+            let k = m.noise.iter().map(|r| r.norms.len()).max().unwrap_or(0);
+            let mut norms = vec![f64::NAN; n * k];
+            for (i, r) in m.noise.iter().enumerate() {
+                norms[i * k..i * k + r.norms.len()].copy_from_slice(&r.norms);
+            }
+            write_array(&g, path, "norms", &norms, &[n, k])?;
+        }
         Ok(())
     })
+}
+
+fn read_noise(file: &hdf5::File, path: &Path) -> Result<Vec<NoiseRecord>, StoreError> {
+    let Ok(g) = file.group("noise") else { return Ok(vec![]) };
+    let step: Vec<u64> = read_array(&g, path, "step", Some(1))?.0;
+    let n = step.len();
+    let mut recs: Vec<NoiseRecord> = step.iter().map(|&s| NoiseRecord { step: s, ..Default::default() }).collect();
+    for (name, setter) in [("batches", (|r: &mut NoiseRecord, v| r.batches = v) as fn(&mut NoiseRecord, u64)), ("batch_size", |r, v| r.batch_size = v), ("reference_rows", |r, v| r.reference_rows = v)] {
+        let v: Vec<u64> = read_array(&g, path, name, Some(1))?.0;
+        recs.iter_mut().zip(v).for_each(|(r, x)| setter(r, x));
+    }
+    for (name, _, set) in noise_columns() {
+        let v: Vec<f64> = read_array(&g, path, name, Some(1))?.0;
+        recs.iter_mut().zip(v).for_each(|(r, x)| set(r, x));
+    }
+    let (norms, shape): (Vec<f64>, Vec<usize>) = read_array(&g, path, "norms", Some(2))?;
+    let k = shape.get(1).copied().unwrap_or(0);
+    if norms.len() == n * k {
+        for (i, r) in recs.iter_mut().enumerate() {
+            r.norms = norms[i * k..(i + 1) * k].iter().copied().filter(|x| !x.is_nan()).collect();
+        }
+    }
+    Ok(recs)
 }
 
 pub fn read_metrics(path: &Path) -> Result<Metrics, StoreError> {
@@ -73,6 +181,7 @@ pub fn read_metrics(path: &Path) -> Result<Metrics, StoreError> {
         grad_norm: read_array(&t, path, "grad_norm", Some(1))?.0,
         val_step: read_array(&v, path, "step", Some(1))?.0,
         val_loss: read_array(&v, path, "loss", Some(1))?.0,
+        noise: read_noise(&file, path)?,
     })
 }
 
@@ -93,10 +202,18 @@ mod tests {
             grad_norm: vec![3.0, 2.0, 1.0],
             val_step: vec![0, 2],
             val_loss: vec![2.0, 0.6],
+            noise: vec![],
         };
         write_metrics(&p, &m).unwrap();
         assert_eq!(read_metrics(&p).unwrap(), m);
+        m.noise = vec![
+            NoiseRecord { step: 0, batches: 3, norm_hill_alpha: 2.5, norms: vec![1.0, 2.0, 3.0], ..Default::default() },
+            NoiseRecord { step: 2, batches: 4, batch_size: 8, coord_kurtosis: 0.5, norms: vec![1.0, 2.0, 3.0, 4.0], ..Default::default() },
+        ];
+        write_metrics(&p, &m).unwrap();
+        assert_eq!(read_metrics(&p).unwrap(), m);
         m.truncate_after(1);
+        assert_eq!(m.noise.len(), 1);
         assert_eq!((m.step.len(), m.val_step.len()), (1, 1));
         assert_eq!(m.loss, vec![1.0]);
     }

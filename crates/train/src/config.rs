@@ -83,6 +83,32 @@ impl Default for CheckpointConfig {
     }
 }
 
+/// Gradient-noise measurement during training (`[grad_noise]`), off by
+/// default. At step 0 and every `every` steps, `batches` minibatch
+/// gradients (batch_size rows each, drawn like training batches but from a
+/// separate generator, so training is unchanged) minus the reference gradient
+/// over `reference_rows` training rows (0 = all) give K noise vectors; their
+/// norms' and coordinates' Hill tail index (with SE), kurtosis and Gaussian
+/// references go to `/noise` in metrics.h5. Dropout is off while measuring.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GradNoiseConfig {
+    /// Measure every this many steps (and at step 0); 0 = off.
+    pub every: u64,
+    /// Number of minibatch gradients per measurement (K, at least 4).
+    pub batches: usize,
+    /// Rows in the reference ("full-batch") gradient; 0 = every training row.
+    pub reference_rows: usize,
+    /// Hill estimator k; 0 = √(number of values).
+    pub hill_k: usize,
+}
+
+impl Default for GradNoiseConfig {
+    fn default() -> Self {
+        Self { every: 0, batches: 16, reference_rows: 4096, hill_k: 0 }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
@@ -110,6 +136,7 @@ pub struct TrainConfig {
     pub optimizer: OptimizerConfig,
     pub schedule: ScheduleConfig,
     pub checkpoints: CheckpointConfig,
+    pub grad_noise: GradNoiseConfig,
 }
 
 impl Default for TrainConfig {
@@ -132,6 +159,7 @@ impl Default for TrainConfig {
             optimizer: OptimizerConfig::default(),
             schedule: ScheduleConfig::default(),
             checkpoints: CheckpointConfig::default(),
+            grad_noise: GradNoiseConfig::default(),
         }
     }
 }
@@ -194,6 +222,10 @@ impl TrainConfig {
         let c = &self.checkpoints;
         if c.count < 2 || !(0.0..=1.0).contains(&c.dense_fraction) || c.dense_start > c.dense_end {
             return bad("checkpoints", format!("count {}, dense {}..{} ({})", c.count, c.dense_start, c.dense_end, c.dense_fraction), "count >= 2, dense_start <= dense_end, dense_fraction in [0, 1]");
+        }
+        let g = &self.grad_noise;
+        if g.every > 0 && g.batches < 4 {
+            return bad("grad_noise.batches", g.batches.to_string(), "use at least 4 minibatches per measurement (16 or more for a usable tail index)");
         }
         Ok(())
     }

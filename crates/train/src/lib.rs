@@ -15,6 +15,7 @@
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod noise;
 pub mod optim;
 pub mod toy;
 
@@ -31,7 +32,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::Device;
 
-pub use config::{default_threads, CheckpointConfig, OptimizerConfig, OptimizerKind, ScheduleConfig, ScheduleKind, TrainConfig};
+pub use config::{default_threads, CheckpointConfig, GradNoiseConfig, OptimizerConfig, OptimizerKind, ScheduleConfig, ScheduleKind, TrainConfig};
 pub use data::{split_trajectories, TrainData};
 pub use optim::Optimizer;
 
@@ -184,7 +185,16 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
         Ok(path)
     };
 
+    let measure_noise = |model: &Model, step: u64, metrics: &mut Metrics| {
+        if cfg.grad_noise.every > 0 && step % cfg.grad_noise.every == 0 {
+            match gradient_noise(cfg, model, &data, step) {
+                Ok(r) => metrics.noise.push(r),
+                Err(e) => tracing::warn!("gradient noise at step {step} not recorded: {e}"),
+            }
+        }
+    };
     if step == 0 {
+        measure_noise(&model, 0, &mut metrics);
         metrics.val_step.push(0);
         metrics.val_loss.push(val_loss as f32);
         let p = save(&model, &opt, &rng, 0, &metrics, f64::NAN, val_loss)?;
@@ -224,6 +234,7 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
         metrics.loss.push(loss_v as f32);
         metrics.lr.push(lr as f32);
         metrics.grad_norm.push(gnorm as f32);
+        measure_noise(&model, step, &mut metrics);
         let is_ckpt = ckpt_steps.binary_search(&step).is_ok();
         if is_ckpt || step % cfg.eval_interval == 0 {
             val_loss = data.mse(&model, &val_rows).0;
@@ -282,6 +293,62 @@ pub fn train_step(cfg: &TrainConfig, model: &Model, opt: &mut Optimizer, data: &
         opt.update(model, &grad, lr);
     }
     (loss_v, gnorm)
+}
+
+/// Mixed into the seed of the measurement generator so it never shares a
+/// stream with the training batches.
+const NOISE_SALT: u64 = 0x6e01_5e5a_17ad;
+
+/// One gradient-noise measurement on the current weights (see
+/// [`GradNoiseConfig`]): touches neither the training generator nor the
+/// optimizer, and computes gradients without dropout.
+pub fn gradient_noise(cfg: &TrainConfig, model: &Model, data: &TrainData, step: u64) -> Result<headlab_store::metrics::NoiseRecord, noise::NoiseError> {
+    let g = &cfg.grad_noise;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ NOISE_SALT ^ step.wrapping_mul(0x2545_f491_4f6c_dd1d));
+    let grad_of = |rows: &[i64], rng: &mut ChaCha8Rng| -> tch::Tensor {
+        let (x, y) = data.batch(rows, cfg.noise, rng);
+        model.flat_grad(&model.loss(&x, &y, false)).to_kind(tch::Kind::Double)
+    };
+    // Reference gradient: the mean over the reference rows, in chunks.
+    let mut reference: Vec<i64> = data.train_rows.clone();
+    if g.reference_rows > 0 && g.reference_rows < reference.len() {
+        rand::seq::SliceRandom::shuffle(reference.as_mut_slice(), &mut rng);
+        reference.truncate(g.reference_rows);
+    }
+    let mut full: Option<tch::Tensor> = None;
+    for chunk in reference.chunks(512) {
+        let gc = grad_of(chunk, &mut rng) * (chunk.len() as f64 / reference.len() as f64);
+        full = Some(match full {
+            Some(f) => f + gc,
+            None => gc,
+        });
+    }
+    let full = full.ok_or(noise::NoiseError::TooFew { need: 1, got: 0 })?;
+    let rows: Vec<tch::Tensor> = (0..g.batches).map(|_| grad_of(&data.sample_rows(&mut rng, cfg.batch_size), &mut rng) - &full).collect();
+    let xi = tch::Tensor::stack(&rows, 0);
+    let gn = noise::gradient_noise(&xi, g.hill_k, cfg.seed ^ NOISE_SALT ^ step ^ 0x6a55, cfg.seed ^ step)?;
+    let (ns, cs) = (&gn.norm_stats, &gn.coord_stats);
+    Ok(headlab_store::metrics::NoiseRecord {
+        step,
+        batches: g.batches as u64,
+        batch_size: cfg.batch_size as u64,
+        reference_rows: reference.len() as u64,
+        full_grad_norm: full.norm().double_value(&[]),
+        norm_mean: ns.mean,
+        norm_std: ns.std,
+        norm_hill_alpha: ns.hill.alpha,
+        norm_hill_se: ns.hill.se,
+        norm_hill_k: ns.hill.k as f64,
+        norm_gaussian_hill_alpha: gn.gaussian_norm_stats.hill.alpha,
+        norm_kurtosis: ns.excess_kurtosis,
+        coord_hill_alpha: cs.hill.alpha,
+        coord_hill_se: cs.hill.se,
+        coord_hill_k: cs.hill.k as f64,
+        coord_gaussian_hill_alpha: cs.hill_gaussian.alpha,
+        coord_kurtosis: cs.excess_kurtosis,
+        coord_abs_max: gn.coords.iter().fold(0.0f64, |m, x| m.max(x.abs())),
+        norms: gn.norms,
+    })
 }
 
 /// Device chosen by a config string, for messages.

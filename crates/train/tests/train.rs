@@ -161,3 +161,52 @@ fn split_is_by_trajectory_and_deterministic() {
     let e = split_trajectories(1, 0.1, 0).unwrap_err().to_string();
     assert!(e.contains("at least 2"), "{e}");
 }
+
+#[test]
+fn gradient_noise_measurement_is_finite_and_leaves_training_unchanged() {
+    let ds = toy_dataset(6, 25, 6, 3);
+    let mut cfg = small_cfg(60);
+    cfg.noise = 0.3; // input noise draws from the batch generator: the measurement must not
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("plain"), dir.path().join("measured"));
+    train(&cfg, &ds, &a, &RunOptions::default()).unwrap();
+    let mut with = cfg.clone();
+    with.grad_noise = GradNoiseConfig { every: 25, batches: 8, reference_rows: 50, hill_k: 0 };
+    // Interrupt and resume: measurements continue where they left off.
+    train(&with, &ds, &b, &RunOptions { stop_at: Some(30), ..Default::default() }).unwrap();
+    train(&with, &ds, &b, &RunOptions { resume: true, ..Default::default() }).unwrap();
+    let last = |r: &std::path::Path| read_checkpoint(&list_checkpoints(r).unwrap().last().unwrap().1).unwrap();
+    let (ca, cb) = (last(&a), last(&b));
+    assert_eq!(ca.step, 60);
+    assert_eq!(ca.params, cb.params, "measuring gradient noise changed the weights");
+    assert_eq!(ca.optimizer, cb.optimizer);
+    assert_eq!(ca.rng, cb.rng);
+    let (ma, mb) = (read_metrics(&a.join("metrics.h5")).unwrap(), read_metrics(&b.join("metrics.h5")).unwrap());
+    assert_eq!(ma.loss, mb.loss);
+    // (The interrupted run also validated at step 30, where it stopped.)
+    let val = |m: &headlab_store::metrics::Metrics| -> Vec<(u64, f32)> { m.val_step.iter().copied().zip(m.val_loss.iter().copied()).filter(|(s, _)| *s != 30).collect() };
+    assert_eq!(val(&ma), val(&mb));
+    assert!(ma.noise.is_empty());
+    let steps: Vec<u64> = mb.noise.iter().map(|r| r.step).collect();
+    assert_eq!(steps, vec![0, 25, 50]);
+    for r in &mb.noise {
+        assert_eq!((r.batches, r.batch_size, r.reference_rows, r.norms.len()), (8, 16, 50, 8));
+        for (name, v) in [
+            ("full_grad_norm", r.full_grad_norm),
+            ("norm_hill_alpha", r.norm_hill_alpha),
+            ("norm_hill_se", r.norm_hill_se),
+            ("norm_kurtosis", r.norm_kurtosis),
+            ("coord_hill_alpha", r.coord_hill_alpha),
+            ("coord_hill_se", r.coord_hill_se),
+            ("coord_kurtosis", r.coord_kurtosis),
+            ("norm_gaussian_hill_alpha", r.norm_gaussian_hill_alpha),
+            ("coord_gaussian_hill_alpha", r.coord_gaussian_hill_alpha),
+        ] {
+            assert!(v.is_finite(), "step {}: {name} = {v}", r.step);
+        }
+        assert!(r.full_grad_norm > 0.0 && r.norm_hill_alpha > 0.0 && r.coord_hill_alpha > 0.0 && r.norm_hill_se > 0.0);
+        assert!(r.norms.iter().all(|n| n.is_finite() && *n > 0.0));
+        // Standardized coordinates over K = 8 samples are bounded by (K-1)/sqrt(K).
+        assert!(r.coord_abs_max <= 7.0 / 8f64.sqrt() + 1e-9, "{}", r.coord_abs_max);
+    }
+}
