@@ -20,6 +20,7 @@ pub enum LensCommand {
     Scaling(ScalingArgs),
     ScanSnap(ScanSnapArgs),
     MaxMargin(MaxMarginArgs),
+    Physics(PhysicsArgs),
 }
 
 /// In-context linear regression with a linear transformer (Ahn et al. 2023,
@@ -140,12 +141,105 @@ pub struct ScalingArgs {
     pub threads: usize,
 }
 
+/// Scan-and-snap and max-margin on a physics run's heads (needs `headlab
+/// probe RUN` first: the fixed evaluation frames of analysis.h5 are reused).
+///
+/// For every checkpoint not yet done, writes into RUN/lens_physics.h5: each
+/// head's row-centred attention logits on the first --freeze-frames
+/// evaluation frames (the freeze detector turns their series into a snap
+/// step per head), and the att-SVM of each layer — min ‖W‖ such that every
+/// sampled query prefers its nearest contact partner p over every other
+/// particle j by a margin, q_iᵀ W (a_p − a_j) ≥ 1, with a = ln1(resid_pre),
+/// q = [a; 1] — with each head's cosine between [W_Q; b_Q]·W_Kᵀ and W_svm,
+/// both restricted to span{q_i} ⊗ span{a_p − a_j} (the only part of W the
+/// constraints see). Incremental: run again after more training. Also draws
+/// one PNG per head into RUN/lens_physics/; `headlab report` shows them
+/// beside the collision score.
+///
+/// Examples:
+///   headlab lens physics runs/demo
+///   headlab lens physics runs/demo --svm-queries 48 --freeze-window 500 --freeze-threshold 0.05
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct PhysicsArgs {
+    /// Run folder (with ckpt/ and analysis.h5).
+    pub run: PathBuf,
+    /// Dataset (default: the one analysis.h5 was probed on).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Evaluation frames whose logits are kept for the freeze detector.
+    #[arg(long, default_value_t = 16)]
+    pub freeze_frames: usize,
+    /// (frame, query) pairs with a contact partner sampled for the att-SVM
+    /// (each gives N−1−partners constraints; the QP grows with this).
+    #[arg(long, default_value_t = 24)]
+    pub svm_queries: usize,
+    /// Seed of the query sample.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Partners: interval (in contact during the predicted interval) or overlap (at the input frame).
+    #[arg(long, default_value = "interval")]
+    pub contact: String,
+    /// Freeze window in training steps (re-applied to all stored steps on every call).
+    #[arg(long, default_value_t = 300)]
+    pub freeze_window: u64,
+    /// Freeze threshold on the RMS change of the centred logits over the window.
+    #[arg(long, default_value_t = 0.1)]
+    pub freeze_threshold: f32,
+    /// Discard RUN/lens_physics.h5 and start over.
+    #[arg(long)]
+    pub fresh: bool,
+    /// auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// libtorch CPU threads (0 = headlab's default).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn run_physics(a: PhysicsArgs) -> anyhow::Result<()> {
+    use headlab_lens::physics::{plot, read_lens_physics, run_physics, Contact, PhysicsControl, PhysicsLensConfig};
+    let contact = match a.contact.as_str() {
+        "interval" => Contact::Interval,
+        "overlap" => Contact::Overlap,
+        o => anyhow::bail!("--contact {o}: use interval or overlap"),
+    };
+    headlab_train::set_threads(a.threads);
+    let apath = a.run.join("analysis.h5");
+    let an = headlab_store::analysis::read_analysis(&apath, false).with_context(|| format!("reading {} (probe the run first: headlab probe {})", apath.display(), a.run.display()))?;
+    let data = a.data.clone().unwrap_or_else(|| PathBuf::from(&an.dataset));
+    let ds = headlab_store::dataset::read_dataset(&data).with_context(|| format!("reading the dataset {} (pass --data)", data.display()))?;
+    let mut cfg = PhysicsLensConfig { freeze_frames: a.freeze_frames, svm_queries: a.svm_queries, seed: a.seed, contact, ..Default::default() };
+    cfg.freeze.window = a.freeze_window;
+    cfg.freeze.threshold = a.freeze_threshold;
+    let ctl = PhysicsControl { device: a.device, progress: !a.quiet, fresh: a.fresh, ..Default::default() };
+    let s = run_physics(&a.run, &ds, &cfg, &ctl)?;
+    let lp = read_lens_physics(&s.path)?;
+    let figs = a.run.join("lens_physics");
+    std::fs::create_dir_all(&figs).with_context(|| format!("creating {}", figs.display()))?;
+    plot::head_figures(&figs, "", &an, &lp, &cfg.freeze)?;
+    println!("{}: {} checkpoints added, {} already there; {} SVM constraints per layer; figures in {}", s.path.display(), s.processed.len(), s.skipped, s.n_constraints, figs.display());
+    println!("head    snap step  final SVM cosine (restricted / full)  final margin ratio");
+    for l in 0..lp.n_layers {
+        for h in 0..lp.n_heads {
+            let last = |n: &str| lp.head_series(n, l, h).and_then(|v| v.last().copied()).unwrap_or(f64::NAN);
+            let snap = lp.snap_step(l, h).map(|x| x.to_string()).unwrap_or_else(|| "none".into());
+            println!("L{l}.H{h}  {snap:>9}  {:>8.3} / {:<8.3}                   {:>8.3}", last("svm_cosine"), last("svm_cosine_full"), last("svm_margin_ratio"));
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         LensCommand::IclRegression(a) => run_icl(a),
         LensCommand::Scaling(a) => run_scaling(a),
         LensCommand::ScanSnap(a) => run_scan_snap(a),
         LensCommand::MaxMargin(a) => run_max_margin(a),
+        LensCommand::Physics(a) => run_physics(a),
     }
 }
 

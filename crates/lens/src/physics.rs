@@ -1,0 +1,555 @@
+//! Scan-and-snap and max-margin measured on a physics run's heads.
+//!
+//! For every checkpoint of a probed run (the fixed evaluation frames come
+//! from its `analysis.h5`), `headlab lens physics RUN` records into
+//! `RUN/lens_physics.h5`:
+//!
+//! - **Scan and snap.** Each head's attention logits (`hook_attn_scores`)
+//!   on the first `freeze_frames` evaluation frames, centred per query row
+//!   (softmax ignores a row's constant), kept for every checkpoint. The
+//!   freeze detector of [`crate::scan_snap::freeze`] on that series gives a
+//!   snap step per head (or none); the attention entropy over checkpoints is
+//!   already in analysis.h5 (`series/entropy`).
+//! - **Max margin.** A fixed sample (seeded) of `svm_queries` (frame, query)
+//!   pairs whose query particle has a contact partner; for each, the nearest
+//!   partner `p` and every other particle `j` (not the query, not another
+//!   partner) give a constraint `q_iᵀ W (a_p − a_j) ≥ 1`, with
+//!   `a = ln1(resid_pre)` the layer's normalized input and `q_i = [a_i; 1]`
+//!   (the trailing 1 carries the query bias b_Q). The att-SVM
+//!   `min ‖W‖_F` under these constraints is one per layer (its rows depend only
+//!   on the layer input); each head's bilinear form
+//!   `M_h = [W_Q; b_Q] W_Kᵀ` — exactly the part of the head's logits that varies
+//!   over keys, up to the scale — is compared with it by the *restricted
+//!   cosine* ([`svm`]): both projected onto span{q_i} ⊗ span{a_p − a_j}, the
+//!   only part of `W` the constraints can see. Also stored: the full-space
+//!   cosine, ‖W_svm‖ and the head's margin ratio (1 = max-margin direction,
+//!   ≤ 0 = some partner not preferred over some other particle).
+//!
+//! The file is rewritten atomically (whole) as checkpoints are added;
+//! already processed steps are skipped, so the command is incremental.
+//!
+//! ```text
+//! RUN/lens_physics.h5  attrs: kind="lens", lens="physics", config (TOML), n_layers, n_heads,
+//!                             n_particles, freeze_frames, snap_config (TOML of the detector used)
+//! /steps                  [S] u64
+//! /series/<name>          [S, L, H] f64   svm_cosine, svm_cosine_full, svm_margin_ratio,
+//!                                           svm_norm, svm_constraints, logit_rms, freeze_change
+//! /logits/step_XXXXXXXX   [L, H, F, N, N] f32  row-centred attention logits
+//! /svm/eval_index, /svm/query, /svm/partner  [Q] u32  the constraint sample
+//! /snap/step              [L, H] i64      snap step (−1: none)
+//! ```
+
+pub mod plot;
+pub mod svm;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use headlab_probe::metrics::ContactSet;
+use headlab_probe::run::{frame_geoms, ProbeOptions};
+use headlab_sim::Dataset;
+use headlab_store::analysis::{read_analysis, Analysis};
+use headlab_store::checkpoint::list_checkpoints;
+use headlab_store::h5util::{atomic_write, get_attr, get_str_attr, open_kind, read_array, set_attr, set_str_attr, write_array, Ctx};
+use headlab_store::FileKind;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::scan_snap::freeze::{relative_change, snap_from_changes};
+use crate::scan_snap::FreezeConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PhysicsLensError {
+    #[error("lens physics option `{key}` = {value} is invalid: {hint}")]
+    Config { key: String, value: String, hint: String },
+    #[error("{path}: {msg}")]
+    Run { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Store(#[from] headlab_store::StoreError),
+    #[error(transparent)]
+    Model(#[from] headlab_model::ModelError),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+pub type Result<T, E = PhysicsLensError> = std::result::Result<T, E>;
+
+/// Which contact set defines a query's partners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Contact {
+    /// In contact at any sub-step of the predicted interval (the dataset's events).
+    #[default]
+    Interval,
+    /// Overlapping at the input frame.
+    Overlap,
+}
+
+/// What is measured (saved as `config`; a later call on the same file must
+/// use the same options, except `freeze`, which is re-applied to all steps).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PhysicsLensConfig {
+    /// Evaluation frames (the first ones of analysis.h5) whose logits are kept.
+    pub freeze_frames: usize,
+    /// (frame, query) pairs with a partner sampled for the att-SVM.
+    pub svm_queries: usize,
+    /// Seed of that sample.
+    pub seed: u64,
+    pub contact: Contact,
+    /// Freeze detector (not part of the stored measurements; re-applied on every call).
+    #[serde(skip)]
+    pub freeze: FreezeConfig,
+}
+
+impl Default for PhysicsLensConfig {
+    fn default() -> Self {
+        PhysicsLensConfig { freeze_frames: 16, svm_queries: 24, seed: 0, contact: Contact::Interval, freeze: default_freeze() }
+    }
+}
+
+/// Checkpoints of physics runs are log-spaced over thousands of steps; the
+/// window is wider than the toy's and the threshold is on the RMS change of
+/// the centred logits (≈ relative change of the attention weights).
+pub fn default_freeze() -> FreezeConfig {
+    FreezeConfig { window: 300, threshold: 0.1, scale: crate::scan_snap::FreezeScale::Rms }
+}
+
+impl PhysicsLensConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, value: String, hint: &str| Err(PhysicsLensError::Config { key: key.into(), value, hint: hint.into() });
+        if self.freeze_frames == 0 {
+            return bad("freeze_frames", "0".into(), "need at least one frame for the logit series");
+        }
+        if self.svm_queries == 0 {
+            return bad("svm_queries", "0".into(), "need at least one query for the att-SVM");
+        }
+        if self.freeze.window == 0 {
+            return bad("freeze.window", "0".into(), "the window is in training steps and must be positive");
+        }
+        if !(self.freeze.threshold > 0.0 && self.freeze.threshold.is_finite()) {
+            return bad("freeze.threshold", self.freeze.threshold.to_string(), "must be a positive number");
+        }
+        Ok(())
+    }
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// How a call behaves (not saved).
+#[derive(Debug, Clone)]
+pub struct PhysicsControl {
+    pub device: String,
+    pub progress: bool,
+    /// Discard an existing lens_physics.h5.
+    pub fresh: bool,
+    /// Rewrite the file after at most this many new checkpoints.
+    pub save_every: usize,
+}
+
+impl Default for PhysicsControl {
+    fn default() -> Self {
+        PhysicsControl { device: "cpu".into(), progress: true, fresh: false, save_every: 10 }
+    }
+}
+
+pub const SERIES: [&str; 7] = ["svm_cosine", "svm_cosine_full", "svm_margin_ratio", "svm_norm", "svm_constraints", "logit_rms", "freeze_change"];
+
+/// Contents of `RUN/lens_physics.h5`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LensPhysics {
+    pub config_toml: String,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_particles: usize,
+    pub freeze_frames: usize,
+    pub steps: Vec<u64>,
+    /// name → [S, L, H]
+    pub series: BTreeMap<String, Vec<f64>>,
+    /// per step: [L, H, F, N, N]
+    pub logits: Vec<Vec<f32>>,
+    pub svm_eval_index: Vec<u32>,
+    pub svm_query: Vec<u32>,
+    pub svm_partner: Vec<u32>,
+    /// [L, H], −1 = none
+    pub snap: Vec<i64>,
+    pub snap_config: String,
+}
+
+impl LensPhysics {
+    fn lh(&self) -> usize {
+        self.n_layers * self.n_heads
+    }
+    pub fn head_series(&self, name: &str, layer: usize, head: usize) -> Option<Vec<f64>> {
+        let v = self.series.get(name)?;
+        let (lh, k) = (self.lh(), layer * self.n_heads + head);
+        Some((0..self.steps.len()).map(|s| v[s * lh + k]).collect())
+    }
+    /// The freeze detector the stored snap steps came from.
+    pub fn freeze_config(&self) -> FreezeConfig {
+        toml::from_str(&self.snap_config).unwrap_or_else(|_| default_freeze())
+    }
+    pub fn snap_step(&self, layer: usize, head: usize) -> Option<u64> {
+        self.snap.get(layer * self.n_heads + head).copied().filter(|&s| s >= 0).map(|s| s as u64)
+    }
+    fn per_head_logits(&self) -> usize {
+        self.freeze_frames * self.n_particles * self.n_particles
+    }
+    /// Insert one step's `[L, H]` series and logits, keeping steps sorted.
+    fn add_step(&mut self, step: u64, series: &BTreeMap<String, Vec<f64>>, logits: Vec<f32>) {
+        let lh = self.lh();
+        let pos = self.steps.partition_point(|&s| s < step);
+        self.steps.insert(pos, step);
+        self.logits.insert(pos, logits);
+        for (name, v) in series {
+            let e = self.series.entry(name.clone()).or_default();
+            let tail = e.split_off(pos * lh);
+            e.extend_from_slice(v);
+            e.extend(tail);
+        }
+    }
+    /// Re-run the freeze detector on the whole logit series: fills
+    /// `freeze_change` and `snap`.
+    pub fn detect_snaps(&mut self, f: &FreezeConfig) {
+        let (lh, r, s) = (self.lh(), self.per_head_logits(), self.steps.len());
+        let mut change = vec![f64::NAN; s * lh];
+        self.snap = vec![-1; lh];
+        for k in 0..lh {
+            let vals: Vec<f32> = self.logits.iter().flat_map(|l| l[k * r..(k + 1) * r].iter().copied()).collect();
+            let ch = relative_change(&self.steps, &vals, r, f.window, f.scale);
+            for (i, c) in ch.iter().enumerate() {
+                change[i * lh + k] = *c as f64;
+            }
+            if let Some(st) = snap_from_changes(&self.steps, &ch, f.window, f.threshold) {
+                self.snap[k] = st as i64;
+            }
+        }
+        self.series.insert("freeze_change".into(), change);
+        self.snap_config = toml::to_string(f).unwrap_or_default();
+    }
+}
+
+fn step_name(step: u64) -> String {
+    format!("step_{step:08}")
+}
+
+pub fn lens_physics_path(run: &Path) -> PathBuf {
+    run.join("lens_physics.h5")
+}
+
+pub fn write_lens_physics(path: &Path, a: &LensPhysics) -> Result<()> {
+    let (s, l, h) = (a.steps.len(), a.n_layers, a.n_heads);
+    let ctx = Ctx(path);
+    atomic_write(path, FileKind::Lens, |file| {
+        set_str_attr(file, path, "lens", "physics")?;
+        set_str_attr(file, path, "config", &a.config_toml)?;
+        set_str_attr(file, path, "snap_config", &a.snap_config)?;
+        set_attr(file, path, "n_layers", l as u64)?;
+        set_attr(file, path, "n_heads", h as u64)?;
+        set_attr(file, path, "n_particles", a.n_particles as u64)?;
+        set_attr(file, path, "freeze_frames", a.freeze_frames as u64)?;
+        write_array(file, path, "steps", &a.steps, &[s])?;
+        let sg = ctx.h5("series", file.create_group("series"))?;
+        for (name, v) in &a.series {
+            write_array(&sg, path, name, v, &[s, l, h])?;
+        }
+        let lg = ctx.h5("logits", file.create_group("logits"))?;
+        let n = a.n_particles;
+        for (st, v) in a.steps.iter().zip(&a.logits) {
+            write_array(&lg, path, &step_name(*st), v, &[l, h, a.freeze_frames, n, n])?;
+        }
+        let vg = ctx.h5("svm", file.create_group("svm"))?;
+        let q = a.svm_query.len();
+        write_array(&vg, path, "eval_index", &a.svm_eval_index, &[q])?;
+        write_array(&vg, path, "query", &a.svm_query, &[q])?;
+        write_array(&vg, path, "partner", &a.svm_partner, &[q])?;
+        let ng = ctx.h5("snap", file.create_group("snap"))?;
+        write_array(&ng, path, "step", &a.snap, &[l, h])?;
+        Ok(())
+    })?;
+    Ok(())
+}
+
+pub fn read_lens_physics(path: &Path) -> Result<LensPhysics> {
+    let (file, _) = open_kind(path, Some(FileKind::Lens))?;
+    let ctx = Ctx(path);
+    if get_str_attr(&file, path, "lens")? != "physics" {
+        return Err(PhysicsLensError::Run { path: path.into(), msg: "is a lens file of another lens, not `physics`".into() });
+    }
+    let l = get_attr::<u64>(&file, path, "n_layers")? as usize;
+    let h = get_attr::<u64>(&file, path, "n_heads")? as usize;
+    let n = get_attr::<u64>(&file, path, "n_particles")? as usize;
+    let ff = get_attr::<u64>(&file, path, "freeze_frames")? as usize;
+    let (steps, _) = read_array::<u64>(&file, path, "steps", Some(1))?;
+    let grp = |name: &str| file.group(name).map_err(|_| ctx.missing(name, FileKind::Lens));
+    let sg = grp("series")?;
+    let mut series = BTreeMap::new();
+    for name in ctx.h5("series", sg.member_names())? {
+        let (v, shape) = read_array::<f64>(&sg, path, &name, Some(3))?;
+        if shape != [steps.len(), l, h] {
+            return Err(ctx.invalid(&format!("series/{name}"), format!("shape {shape:?}"), format!("[{}, {l}, {h}]", steps.len())).into());
+        }
+        series.insert(name, v);
+    }
+    let lg = grp("logits")?;
+    let logits = steps.iter().map(|&s| read_array::<f32>(&lg, path, &step_name(s), Some(5)).map(|x| x.0)).collect::<Result<Vec<_>, _>>()?;
+    let vg = grp("svm")?;
+    let ng = grp("snap")?;
+    Ok(LensPhysics {
+        config_toml: get_str_attr(&file, path, "config")?,
+        snap_config: get_str_attr(&file, path, "snap_config")?,
+        n_layers: l,
+        n_heads: h,
+        n_particles: n,
+        freeze_frames: ff,
+        steps,
+        series,
+        logits,
+        svm_eval_index: read_array(&vg, path, "eval_index", Some(1))?.0,
+        svm_query: read_array(&vg, path, "query", Some(1))?.0,
+        svm_partner: read_array(&vg, path, "partner", Some(1))?.0,
+        snap: read_array(&ng, path, "step", Some(2))?.0,
+    })
+}
+
+/// One sampled query: evaluation-frame index, query particle, its nearest
+/// partner, and the particles it must be preferred over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SvmQuery {
+    pub eval_index: usize,
+    pub query: usize,
+    pub partner: usize,
+    pub others: Vec<usize>,
+}
+
+/// Draw the constraint sample: (frame, query) pairs whose query has at
+/// least one partner and at least one non-partner, shuffled with `seed`.
+pub fn sample_queries(contacts: &[&ContactSet], ratios: &[&[f32]], n: usize, k: usize, seed: u64) -> Vec<SvmQuery> {
+    let mut all: Vec<(usize, usize)> = Vec::new();
+    for (e, cs) in contacts.iter().enumerate() {
+        for i in 0..n {
+            let deg = cs.degree(i);
+            if deg > 0 && deg + 1 < n {
+                all.push((e, i));
+            }
+        }
+    }
+    all.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5F3A));
+    all.truncate(k);
+    all.sort();
+    all.into_iter()
+        .map(|(e, i)| {
+            let cs = contacts[e];
+            let r = ratios[e];
+            let partner = (0..n).filter(|&j| cs.contains(i, j)).min_by(|&a, &b| r[i * n + a].total_cmp(&r[i * n + b])).expect("has a partner");
+            let others = (0..n).filter(|&j| j != i && !cs.contains(i, j)).collect();
+            SvmQuery { eval_index: e, query: i, partner, others }
+        })
+        .collect()
+}
+
+/// Per-layer tensors of one checkpoint on some frames.
+struct Forward {
+    /// per layer: a = ln1(resid_pre) [B, N, d] (f64, row-major)
+    a: Vec<Vec<f64>>,
+    /// per layer: attention scores [B, H, N, N]
+    scores: Vec<Vec<f32>>,
+}
+
+fn forward(m: &headlab_model::Model, ds: &Dataset, frames: &[(usize, usize)]) -> Result<Forward> {
+    tch::no_grad(|| {
+        let st = headlab_model::State::from_dataset(ds, frames, m.device());
+        let x = m.norm.features(&st);
+        let (_, cache) = m.forward_with_cache(&x, true, false);
+        let c = &m.config;
+        let d = c.d_model as i64;
+        let mut out = Forward { a: vec![], scores: vec![] };
+        for l in 0..c.n_layers {
+            let missing = |what: &str| PhysicsLensError::Run { path: PathBuf::new(), msg: format!("model recorded no {what} for layer {l}") };
+            let r = cache.get(&format!("blocks.{l}.hook_resid_pre")).ok_or_else(|| missing("hook_resid_pre"))?;
+            let w = m.param(&format!("blocks.{l}.ln1.w")).ok_or_else(|| missing("ln1.w"))?;
+            let b = m.param(&format!("blocks.{l}.ln1.b")).ok_or_else(|| missing("ln1.b"))?;
+            let a = r.layer_norm([d], Some(w), Some(b), c.ln_eps, false);
+            out.a.push(Vec::<f64>::try_from(&a.to_kind(Kind::Double).to_device(tch::Device::Cpu).contiguous().view([-1]))?);
+            let s = cache.attn_scores(l).ok_or_else(|| missing("hook_attn_scores"))?;
+            out.scores.push(Vec::<f32>::try_from(&s.to_kind(Kind::Float).to_device(tch::Device::Cpu).contiguous().view([-1]))?);
+        }
+        Ok(out)
+    })
+}
+
+/// `[W_Q; b_Q] W_Kᵀ` of every head of layer `l`: per head row-major `(d+1) × d`.
+fn head_forms(m: &headlab_model::Model, l: usize) -> Result<Vec<Vec<f64>>> {
+    let get = |n: &str| -> Result<Tensor> {
+        m.param(&format!("blocks.{l}.attn.{n}")).map(|t| t.to_kind(Kind::Double).to_device(tch::Device::Cpu)).ok_or_else(|| PhysicsLensError::Run { path: PathBuf::new(), msg: format!("checkpoint has no blocks.{l}.attn.{n}") })
+    };
+    let (wq, wk, bq) = (get("W_Q")?, get("W_K")?, get("b_Q")?); // [H,d,dh], [H,d,dh], [H,dh]
+    let qa = Tensor::cat(&[wq, bq.unsqueeze(1)], 1); // [H, d+1, dh]
+    let mm = qa.matmul(&wk.transpose(1, 2)); // [H, d+1, d]
+    let h = mm.size()[0];
+    (0..h).map(|k| Ok(Vec::<f64>::try_from(&mm.get(k).contiguous().view([-1]))?)).collect()
+}
+
+/// Summary of a call.
+#[derive(Debug, Clone)]
+pub struct PhysicsSummary {
+    pub path: PathBuf,
+    pub processed: Vec<u64>,
+    pub skipped: usize,
+    pub n_constraints: usize,
+}
+
+/// Process every checkpoint of `run` not yet in `RUN/lens_physics.h5`.
+/// The run must have been probed (`headlab probe`): its evaluation frames are
+/// reused. `ds` is the run's dataset.
+pub fn run_physics(run: &Path, ds: &Dataset, cfg: &PhysicsLensConfig, ctl: &PhysicsControl) -> Result<PhysicsSummary> {
+    cfg.validate()?;
+    let device = headlab_model::parse_device(&ctl.device)?;
+    let apath = run.join("analysis.h5");
+    if !apath.exists() {
+        return Err(PhysicsLensError::Run { path: apath, msg: "not found; probe the run first (headlab probe RUN)".into() });
+    }
+    let an: Analysis = read_analysis(&apath, false)?;
+    let popts: ProbeOptions = toml::from_str(&an.config_toml).map_err(|e| PhysicsLensError::Run { path: apath.clone(), msg: format!("cannot read the probe options: {e}") })?;
+    if an.n_particles != ds.n_particles {
+        return Err(PhysicsLensError::Run { path: apath.clone(), msg: format!("was probed on {} particles, the dataset has {}; pass the run's dataset", an.n_particles, ds.n_particles) });
+    }
+    let frames: Vec<(usize, usize)> = an.eval_traj.iter().zip(&an.eval_frame).map(|(&t, &f)| (t as usize, f as usize)).collect();
+    if frames.iter().any(|&(t, f)| t >= ds.n_traj || f >= ds.n_frames) {
+        return Err(PhysicsLensError::Run { path: apath.clone(), msg: "evaluation frames are not in this dataset; pass the run's dataset".into() });
+    }
+    let out = lens_physics_path(run);
+    let cfg_toml = cfg.to_toml();
+    let n = ds.n_particles;
+    let ff = cfg.freeze_frames.min(frames.len());
+    let mut lp = if out.exists() && !ctl.fresh {
+        let lp = read_lens_physics(&out)?;
+        if lp.config_toml != cfg_toml {
+            return Err(PhysicsLensError::Run { path: out.clone(), msg: format!("was computed with other options:\n{}\nnow:\n{}\npass --fresh to start over, or use the same options", lp.config_toml, cfg_toml) });
+        }
+        if (lp.n_layers, lp.n_heads, lp.n_particles) != (an.n_layers, an.n_heads, n) {
+            return Err(PhysicsLensError::Run { path: out.clone(), msg: "holds another model shape than analysis.h5; pass --fresh".into() });
+        }
+        lp
+    } else {
+        LensPhysics { config_toml: cfg_toml.clone(), n_layers: an.n_layers, n_heads: an.n_heads, n_particles: n, freeze_frames: ff, ..Default::default() }
+    };
+
+    // The constraint sample (fixed for the run).
+    let geoms = frame_geoms(ds, &frames, popts.contact_factor);
+    let sets: Vec<&ContactSet> = geoms.iter().map(|g| if cfg.contact == Contact::Interval { &g.interval } else { &g.overlap }).collect();
+    let ratios: Vec<&[f32]> = geoms.iter().map(|g| g.ratios.as_slice()).collect();
+    let sample = sample_queries(&sets, &ratios, n, cfg.svm_queries, cfg.seed);
+    if sample.is_empty() {
+        tracing::warn!("no query with a contact partner in the evaluation frames: the SVM series will be NaN");
+    }
+    lp.svm_eval_index = sample.iter().map(|q| q.eval_index as u32).collect();
+    lp.svm_query = sample.iter().map(|q| q.query as u32).collect();
+    lp.svm_partner = sample.iter().map(|q| q.partner as u32).collect();
+    let n_constraints: usize = sample.iter().map(|q| q.others.len()).sum();
+    // Frames to run: the freeze frames, then the sample's other frames.
+    let mut fwd_idx: Vec<usize> = (0..ff).collect();
+    for q in &sample {
+        if !fwd_idx.contains(&q.eval_index) {
+            fwd_idx.push(q.eval_index);
+        }
+    }
+    let fwd_frames: Vec<(usize, usize)> = fwd_idx.iter().map(|&e| frames[e]).collect();
+    let pos_of = |e: usize| fwd_idx.iter().position(|&x| x == e).expect("frame run");
+
+    let ckpts = list_checkpoints(run)?;
+    let todo: Vec<(u64, PathBuf)> = ckpts.iter().filter(|(s, _)| lp.steps.binary_search(s).is_err()).cloned().collect();
+    let skipped = ckpts.len() - todo.len();
+    let bar = if ctl.progress {
+        let b = indicatif::ProgressBar::new(todo.len() as u64);
+        b.set_style(indicatif::ProgressStyle::with_template("lens physics {bar:30} {pos}/{len} checkpoints  {elapsed} (eta {eta})  {msg}").unwrap());
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let (nl, nh) = (an.n_layers, an.n_heads);
+    let mut since = 0;
+    let mut processed = Vec::new();
+    for (step, path) in &todo {
+        let m = headlab_model::Model::load(path, device)?;
+        if (m.config.n_layers, m.config.n_heads) != (nl, nh) {
+            return Err(PhysicsLensError::Run { path: path.clone(), msg: format!("has {}×{} heads, analysis.h5 {nl}×{nh}", m.config.n_layers, m.config.n_heads) });
+        }
+        let d = m.config.d_model;
+        let f = forward(&m, ds, &fwd_frames)?;
+        let mut series: BTreeMap<String, Vec<f64>> = SERIES.iter().map(|s| (s.to_string(), vec![f64::NAN; nl * nh])).collect();
+        let mut logits = Vec::with_capacity(nl * nh * ff * n * n);
+        for l in 0..nl {
+            // Centred logits of the freeze frames, [H, F, N, N].
+            for h in 0..nh {
+                let mut ss = 0.0f64;
+                for b in 0..ff {
+                    for i in 0..n {
+                        let off = ((b * nh + h) * n + i) * n;
+                        let row = &f.scores[l][off..off + n];
+                        let mean = row.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
+                        for &x in row {
+                            let c = x as f64 - mean;
+                            ss += c * c;
+                            logits.push(c as f32);
+                        }
+                    }
+                }
+                series.get_mut("logit_rms").unwrap()[l * nh + h] = (ss / (ff * n * n) as f64).sqrt();
+            }
+            // The layer's att-SVM.
+            let a = &f.a[l];
+            let av = |e: usize, i: usize| -> &[f64] {
+                let off = (pos_of(e) * n + i) * d;
+                &a[off..off + d]
+            };
+            let mut pairs = Vec::with_capacity(n_constraints);
+            for q in &sample {
+                let mut qv = av(q.eval_index, q.query).to_vec();
+                qv.push(1.0);
+                let ap = av(q.eval_index, q.partner);
+                for &j in &q.others {
+                    let aj = av(q.eval_index, j);
+                    pairs.push((qv.clone(), ap.iter().zip(aj).map(|(x, y)| x - y).collect::<Vec<f64>>()));
+                }
+            }
+            match svm::LayerSvm::solve(&pairs, d + 1, d) {
+                Ok(sol) => {
+                    let forms = head_forms(&m, l)?;
+                    for (h, mh) in forms.iter().enumerate() {
+                        let c = sol.compare(mh);
+                        let k = l * nh + h;
+                        series.get_mut("svm_cosine").unwrap()[k] = c.cosine;
+                        series.get_mut("svm_cosine_full").unwrap()[k] = c.cosine_full;
+                        series.get_mut("svm_margin_ratio").unwrap()[k] = c.margin_ratio;
+                        series.get_mut("svm_norm").unwrap()[k] = sol.norm;
+                        series.get_mut("svm_constraints").unwrap()[k] = pairs.len() as f64;
+                    }
+                }
+                Err(e) => tracing::warn!("step {step}, layer {l}: att-SVM not solved ({e}); its series are NaN at this step"),
+            }
+        }
+        lp.add_step(*step, &series, logits);
+        processed.push(*step);
+        let best = series["svm_cosine"].iter().copied().filter(|v| v.is_finite()).fold(f64::NAN, f64::max);
+        bar.set_message(format!("step {step}: best SVM cosine {best:.2}"));
+        bar.inc(1);
+        since += 1;
+        if since >= ctl.save_every.max(1) {
+            lp.detect_snaps(&cfg.freeze);
+            write_lens_physics(&out, &lp)?;
+            since = 0;
+        }
+    }
+    // Snap steps are re-derived with the current detector even when nothing new came in.
+    let old_snap = (lp.snap.clone(), lp.snap_config.clone());
+    lp.detect_snaps(&cfg.freeze);
+    if since > 0 || (lp.snap.clone(), lp.snap_config.clone()) != old_snap {
+        write_lens_physics(&out, &lp)?;
+    }
+    bar.finish_and_clear();
+    Ok(PhysicsSummary { path: out, processed, skipped, n_constraints })
+}
