@@ -111,8 +111,11 @@ pub struct LlcConfig {
 impl Default for LlcConfig {
     fn default() -> Self {
         LlcConfig {
-            epsilon: 1e-4,
-            gamma: 100.0,
+            // Calibrated on the demo model (`headlab llc --calibrate`): with
+            // γ = 1000 estimates are flat for ε in [1e-5, 1e-4]; γ = 100
+            // never levels off and ε = 1e-4 diverged on late checkpoints.
+            epsilon: 3e-5,
+            gamma: 1000.0,
             beta: None,
             chains: 4,
             draws: 400,

@@ -335,3 +335,60 @@ pub fn pooled_figure(path: &Path, series: &[(String, Series)], pooled: Option<&S
     root.present().map_err(err(path))?;
     Ok(())
 }
+
+/// Per head: the collision score (left axis) beside the head's
+/// weight-refined LLC with ±2 SE (right axis), and the whole-model LLC in
+/// the first panel's title row, over training steps (log x).
+pub fn llc_figure(path: &Path, a: &Analysis, series: &str, llc: &headlab_store::llc::LlcSeries, title: &str) -> Result<(), ReportError> {
+    let (rows, cols) = (a.n_layers.max(1), a.n_heads.max(1));
+    let root = BitMapBackend::new(path, (360 * cols as u32 + 40, 300 * rows as u32 + 120)).into_drawing_area();
+    root.fill(&WHITE).map_err(err(path))?;
+    let (top, body) = root.split_vertically(50);
+    top.draw(&Text::new(title.to_string(), (20, 15), ("sans-serif", 22))).map_err(err(path))?;
+    let (body, legend) = body.split_vertically(300 * rows as u32 + 30);
+    let panels = body.split_evenly((rows, cols));
+    let xmax = a.steps.last().copied().unwrap_or(1).max(llc.steps.last().copied().unwrap_or(1)) as f64 * 1.2 + 2.0;
+    const LLC: RGBColor = RGBColor(214, 39, 40);
+    let whole = llc.model_column("llc");
+    let whole_se = llc.model_column("se");
+    for (k, panel) in panels.iter().enumerate() {
+        let (l, h) = (k / cols, k % cols);
+        if l >= a.n_layers {
+            continue;
+        }
+        let sc = a.head_series(series, l, h).unwrap_or_default();
+        let score: Vec<(f64, f64)> = a.steps.iter().zip(&sc).filter(|p| p.1.is_finite()).map(|(&s, &v)| (s as f64 + 1.0, v)).collect();
+        // Per-head LLC when present, else the whole model's.
+        let (lv, ls, which) = match (llc.head_column("llc", l, h), llc.head_column("se", l, h)) {
+            (Some(v), Some(s)) if llc.per_head => (v, s, "head LLC"),
+            _ => (whole.map(|v| v.to_vec()).unwrap_or_default(), whole_se.map(|v| v.to_vec()).unwrap_or_default(), "whole-model LLC"),
+        };
+        let pts: Vec<(f64, f64, f64)> = llc.steps.iter().zip(lv.iter().zip(ls.iter().chain(std::iter::repeat(&0.0)))).filter(|(_, (v, _))| v.is_finite()).map(|(&s, (&v, &e))| (s as f64 + 1.0, v, if e.is_finite() { e } else { 0.0 })).collect();
+        let (mut lo, mut hi) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1 - 2.0 * p.2), hi.max(p.1 + 2.0 * p.2)));
+        if !lo.is_finite() || !hi.is_finite() {
+            (lo, hi) = (0.0, 1.0);
+        }
+        let pad = (hi - lo).abs().max(1e-9) * 0.08;
+        let mut ch = ChartBuilder::on(panel)
+            .caption(format!("L{l}.H{h}"), ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(35)
+            .y_label_area_size(45)
+            .right_y_label_area_size(55)
+            .build_cartesian_2d((1f64..xmax).log_scale(), -0.05f64..1.05)
+            .map_err(err(path))?
+            .set_secondary_coord((1f64..xmax).log_scale(), (lo - pad)..(hi + pad));
+        ch.configure_mesh().x_desc("step + 1").x_label_formatter(&|x| format!("{x:.0}")).y_desc("collision score").max_light_lines(2).draw().map_err(err(path))?;
+        ch.configure_secondary_axes().y_desc(which).draw().map_err(err(path))?;
+        ch.draw_series(score.iter().map(|&p| Circle::new(p, 3, SCORE.filled()))).map_err(err(path))?;
+        ch.draw_secondary_series(pts.iter().map(|&(x, v, e)| PathElement::new(vec![(x, v - 2.0 * e), (x, v + 2.0 * e)], LLC.mix(0.5)))).map_err(err(path))?;
+        ch.draw_secondary_series(LineSeries::new(pts.iter().map(|&(x, v, _)| (x, v)), LLC.stroke_width(2))).map_err(err(path))?;
+    }
+    let lg = legend.margin(5, 5, 30, 5);
+    lg.draw(&Circle::new((10, 10), 4, SCORE.filled())).map_err(err(path))?;
+    lg.draw(&Text::new(format!("collision score ({series}), left axis"), (22, 3), ("sans-serif", 15))).map_err(err(path))?;
+    lg.draw(&PathElement::new(vec![(380, 10), (405, 10)], LLC.stroke_width(2))).map_err(err(path))?;
+    lg.draw(&Text::new("LLC (SGLD, ±2 SE over chains), right axis", (412, 3), ("sans-serif", 15))).map_err(err(path))?;
+    root.present().map_err(err(path))?;
+    Ok(())
+}
