@@ -32,6 +32,9 @@
 //! - mean entropy −Σ p ln p, and the same divided by ln N (1 = uniform);
 //! - mean largest weight.
 //!
+//! [`run`] computes the same diagnostics per head on every checkpoint of a
+//! physics run (`headlab lens scaling --run RUN`).
+//!
 //! The random-vector study ([`simulate`], `headlab lens scaling`) draws
 //! i.i.d. normal queries and keys, multiplies each key by a log-normal
 //! length factor exp(σ g), g ~ N(0,1) (σ = the "spread" of key norms), and
@@ -41,8 +44,10 @@
 //! saturation only by shrinking the gradient that reaches q and k.
 
 mod output;
+pub mod run;
 
 pub use output::{write_h5, write_html};
+pub use run::{run_saturation, write_run_h5, write_run_html, RunSaturation, RunSaturationOptions};
 
 use std::path::Path;
 
@@ -65,6 +70,10 @@ pub enum ScalingError {
     Store(#[from] headlab_store::StoreError),
     #[error("scaling: writing {path}: {msg}")]
     Output { path: String, msg: String },
+    #[error("{path}: {msg}")]
+    Run { path: String, msg: String },
+    #[error(transparent)]
+    Model(#[from] headlab_model::ModelError),
 }
 
 fn bad(key: &str, value: impl std::fmt::Display, hint: &str) -> ScalingError {

@@ -98,9 +98,17 @@ pub struct IclArgs {
 /// inv-n (q·k/N), inv-sqrt-n, inv-log-n, inv-key-norm-sum (q·k/Σ_j‖k_j‖).
 /// Writes scaling.h5, PNGs and index.html.
 ///
+/// With --run RUN, measures instead the same diagnostics per head on every
+/// checkpoint of a physics run (the probe's evaluation frames from
+/// RUN/analysis.h5 when it was probed, else a seeded draw from the validation
+/// trajectories): fraction of query rows with largest weight > 1 − eps, mean
+/// softmax-Jacobian norm and attention entropy. Writes RUN/lens_scaling.h5
+/// and RUN/lens_scaling/{scaling_run.png,index.html}.
+///
 /// Examples:
 ///   headlab lens scaling --out lens/scaling
 ///   headlab lens scaling --out lens/scaling --d 32 --ns 8,64,512,4096 --spreads 0,1,2
+///   headlab lens scaling --run runs/demo
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct ScalingArgs {
@@ -125,6 +133,19 @@ pub struct ScalingArgs {
     /// A row counts as saturated when its largest weight exceeds 1 − eps.
     #[arg(long)]
     pub eps: Option<f64>,
+    /// A physics run folder: measure saturation on its checkpoints instead
+    /// of the random-vector study (--out, --d, --ns, ... are then ignored).
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// With --run: the run's dataset (default: the `data` of RUN/config.toml).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// With --run: evaluation frames drawn when the run was not probed.
+    #[arg(long, default_value_t = 128)]
+    pub eval_frames: usize,
+    /// With --run: at most this many checkpoints, evenly spaced (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub max_checkpoints: usize,
     /// Query rows per key set.
     #[arg(long)]
     pub queries: Option<usize>,
@@ -315,7 +336,47 @@ fn run_icl(a: IclArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn run_scaling_run(a: &ScalingArgs, run: &std::path::Path) -> anyhow::Result<()> {
+    use headlab_lens::scaling::{run_saturation, write_run_h5, write_run_html, RunSaturationOptions};
+    headlab_lens::icl::set_torch_threads(a.threads);
+    let data = match &a.data {
+        Some(p) => p.clone(),
+        None => {
+            let cfg = headlab_train::TrainConfig::load(&run.join("config.toml")).with_context(|| format!("reading {}/config.toml (is {} a run folder?)", run.display(), run.display()))?;
+            anyhow::ensure!(!cfg.data.is_empty(), "{}/config.toml names no dataset; pass --data", run.display());
+            PathBuf::from(cfg.data)
+        }
+    };
+    let ds = headlab_store::dataset::read_dataset(&data).with_context(|| format!("reading the dataset {} (pass --data)", data.display()))?;
+    let mut opts = RunSaturationOptions { eval_frames: a.eval_frames, max_checkpoints: a.max_checkpoints, device: headlab_model::parse_device(&a.device)?, ..Default::default() };
+    if let Some(e) = a.eps {
+        opts.eps = e;
+    }
+    if let Some(s) = a.seed {
+        opts.seed = s;
+    }
+    let r = run_saturation(run, &ds, &opts)?;
+    let h5 = run.join("lens_scaling.h5");
+    write_run_h5(&h5, &r)?;
+    let page = run.join("lens_scaling");
+    write_run_html(&page, &r)?;
+    println!("{} checkpoints, {} evaluation frames ({}), scale {}; at step {}:", r.steps.len(), r.frames.len(), r.frames_source, r.scale, r.steps.last().copied().unwrap_or(0));
+    println!("head    saturated  max weight  ‖J‖_F    entropy/ln N");
+    if let Some(last) = r.sat.last() {
+        for (l, layer) in last.iter().enumerate() {
+            for (h, s) in layer.iter().enumerate() {
+                println!("L{l}.H{h}  {:>9.3}  {:>10.3}  {:>7.4}  {:>12.3}", s.frac_saturated, s.max_weight, s.jacobian_fro, s.entropy_norm);
+            }
+        }
+    }
+    println!("wrote {} and {}", h5.display(), page.join("index.html").display());
+    Ok(())
+}
+
 fn run_scaling(a: ScalingArgs) -> anyhow::Result<()> {
+    if let Some(run) = a.run.clone() {
+        return run_scaling_run(&a, &run);
+    }
     let mut c = match &a.config {
         Some(p) => ScalingConfig::from_toml(&read(p)?, &p.display().to_string())?,
         None => ScalingConfig::default(),
