@@ -276,6 +276,44 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
     let f = format!("{prefix}entropy.png");
     plots::entropy_figure(&out.join(&f), a, &format!("{name}: attention entropy"))?;
     figs.push((f, "Mean attention entropy per query for each head; ln N is uniform attention.".into()));
+    // LLC beside the collision score, when `headlab llc` has run.
+    let llc_file = headlab_store::llc::llc_path(run);
+    if llc_file.exists() {
+        match headlab_store::llc::read_llc(&llc_file) {
+            Ok(llc) if !llc.steps.is_empty() => {
+                let f = format!("{prefix}llc.png");
+                plots::llc_figure(&out.join(&f), a, &opts.series, &llc, &format!("{name}: local learning coefficient beside the collision score"))?;
+                figs.push((f, "Per head: the collision score (dots, left axis) and the local learning coefficient estimated by SGLD at each checkpoint (red, right axis; per head when `headlab llc --per-head` ran, else the whole model's), with ±2 standard errors over chains. See RUN/llc.png for chain traces.".into()));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("{}: skipping the LLC figure: {e}", llc_file.display()),
+        }
+    }
+
+    // Scan-and-snap and max-margin per head, when `headlab lens physics` has run.
+    let lens_file = headlab_lens::physics::lens_physics_path(run);
+    if lens_file.exists() {
+        match headlab_lens::physics::read_lens_physics(&lens_file) {
+            Ok(lp) if !lp.steps.is_empty() && (lp.n_layers, lp.n_heads) == (a.n_layers, a.n_heads) => {
+                let fc = lp.freeze_config();
+                let names = headlab_lens::physics::plot::head_figures(out, prefix, a, &opts.series, &lp, &fc).map_err(|e| ReportError::Plot { path: out.join(format!("{prefix}lens_*.png")), msg: e.to_string() })?;
+                for (k, f) in names.into_iter().enumerate() {
+                    let (l, hh) = (k / a.n_heads, k % a.n_heads);
+                    let snap = lp.snap_step(l, hh).map(|s| format!("snaps at step {s}")).unwrap_or_else(|| "never freezes".into());
+                    let cos = lp.head_series("svm_cosine", l, hh).and_then(|v| v.last().copied()).unwrap_or(f64::NAN);
+                    figs.push((
+                        f.display().to_string(),
+                        format!(
+                            "L{l}.H{hh}: collision score; attention entropy; change of its row-centred attention logits over {} steps ({:?} scale; the head {snap}: the change stays below {} from there on, orange line); cosine of [W_Q; b_Q]·W_Kᵀ with the att-SVM that makes every sampled query prefer its contact partner (restricted to the span the constraints live in: {cos:.2} at the end; grey: full space) and its margin ratio (1 = max-margin direction, < 0 = some partner not preferred). From RUN/lens_physics.h5 (headlab lens physics).",
+                            fc.window, fc.scale, fc.threshold
+                        ),
+                    ));
+                }
+            }
+            Ok(_) => tracing::warn!("{}: empty or of another model shape; skipping the lens figures", lens_file.display()),
+            Err(e) => tracing::warn!("{}: skipping the lens figures: {e}", lens_file.display()),
+        }
+    }
 
     // Table of heads, sorted by final score.
     let lh = a.n_layers * a.n_heads;

@@ -179,7 +179,7 @@ pub struct ScalingArgs {
 ///
 /// Examples:
 ///   headlab lens physics runs/demo
-///   headlab lens physics runs/demo --svm-queries 48 --freeze-window 500 --freeze-threshold 0.05
+///   headlab lens physics runs/demo --svm-queries 48 --freeze-window 200 --freeze-threshold 0.1
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct PhysicsArgs {
@@ -201,12 +201,18 @@ pub struct PhysicsArgs {
     /// Partners: interval (in contact during the predicted interval) or overlap (at the input frame).
     #[arg(long, default_value = "interval")]
     pub contact: String,
-    /// Freeze window in training steps (re-applied to all stored steps on every call).
-    #[arg(long, default_value_t = 300)]
+    /// Freeze window in training steps (the detector is re-applied to all
+    /// stored steps on every call, so these three can change freely).
+    #[arg(long, default_value_t = 100)]
     pub freeze_window: u64,
-    /// Freeze threshold on the RMS change of the centred logits over the window.
-    #[arg(long, default_value_t = 0.1)]
+    /// Freeze threshold: the head has snapped once the change over the
+    /// window stays below this until the end.
+    #[arg(long, default_value_t = 0.15)]
     pub freeze_threshold: f32,
+    /// Scale of the change: norm (‖Δz‖/‖z‖, default: logits of settled heads
+    /// keep growing in size), rms (‖Δz‖/√dim, the toy's) or displacement.
+    #[arg(long, default_value = "norm")]
+    pub freeze_scale: String,
     /// Discard RUN/lens_physics.h5 and start over.
     #[arg(long)]
     pub fresh: bool,
@@ -236,12 +242,18 @@ fn run_physics(a: PhysicsArgs) -> anyhow::Result<()> {
     let mut cfg = PhysicsLensConfig { freeze_frames: a.freeze_frames, svm_queries: a.svm_queries, seed: a.seed, contact, ..Default::default() };
     cfg.freeze.window = a.freeze_window;
     cfg.freeze.threshold = a.freeze_threshold;
+    cfg.freeze.scale = match a.freeze_scale.as_str() {
+        "norm" => headlab_lens::scan_snap::FreezeScale::Norm,
+        "rms" => headlab_lens::scan_snap::FreezeScale::Rms,
+        "displacement" => headlab_lens::scan_snap::FreezeScale::Displacement,
+        o => anyhow::bail!("--freeze-scale {o}: use norm, rms or displacement"),
+    };
     let ctl = PhysicsControl { device: a.device, progress: !a.quiet, fresh: a.fresh, ..Default::default() };
     let s = run_physics(&a.run, &ds, &cfg, &ctl)?;
     let lp = read_lens_physics(&s.path)?;
     let figs = a.run.join("lens_physics");
     std::fs::create_dir_all(&figs).with_context(|| format!("creating {}", figs.display()))?;
-    plot::head_figures(&figs, "", &an, &lp, &cfg.freeze)?;
+    plot::head_figures(&figs, "", &an, plot::SCORE_SERIES, &lp, &cfg.freeze)?;
     println!("{}: {} checkpoints added, {} already there; {} SVM constraints per layer; figures in {}", s.path.display(), s.processed.len(), s.skipped, s.n_constraints, figs.display());
     println!("head    snap step  final SVM cosine (restricted / full)  final margin ratio");
     for l in 0..lp.n_layers {

@@ -9,7 +9,7 @@ use plotters::prelude::*;
 use super::LensPhysics;
 use crate::scan_snap::FreezeConfig;
 
-/// Series of analysis.h5 plotted as "the collision score".
+/// Series of analysis.h5 plotted as "the collision score" by default.
 pub const SCORE_SERIES: &str = "score_excl_norm_overlap";
 
 fn perr(path: &Path) -> impl Fn(String) -> super::PhysicsLensError + '_ {
@@ -21,7 +21,7 @@ fn pts(steps: &[u64], v: &[f64]) -> Vec<(f64, f64)> {
 }
 
 /// Draw the figure of head (layer, head) into `path` (PNG, 900×1100).
-pub fn head_figure(path: &Path, an: &Analysis, lp: &LensPhysics, freeze: &FreezeConfig, layer: usize, head: usize) -> super::Result<()> {
+pub fn head_figure(path: &Path, an: &Analysis, score_series: &str, lp: &LensPhysics, freeze: &FreezeConfig, layer: usize, head: usize) -> super::Result<()> {
     let e = perr(path);
     let root = BitMapBackend::new(path, (900, 1100)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
@@ -37,7 +37,7 @@ pub fn head_figure(path: &Path, an: &Analysis, lp: &LensPhysics, freeze: &Freeze
 
     // (label, y range, curves: (name, points, color), horizontal refs)
     type Curves = Vec<(String, Vec<(f64, f64)>, RGBColor)>;
-    let score = an.head_series(SCORE_SERIES, layer, head).unwrap_or_default();
+    let score = an.head_series(score_series, layer, head).unwrap_or_default();
     let ent = an.head_series("entropy", layer, head).unwrap_or_default();
     let ch = lp.head_series("freeze_change", layer, head).unwrap_or_default();
     let cos = lp.head_series("svm_cosine", layer, head).unwrap_or_default();
@@ -48,10 +48,10 @@ pub fn head_figure(path: &Path, an: &Analysis, lp: &LensPhysics, freeze: &Freeze
     let chmax = ch_pos.iter().copied().filter(|v| v.is_finite()).fold(freeze.threshold as f64 * 2.0, f64::max) * 1.5;
     let chmin = ch_pos.iter().copied().filter(|v| v.is_finite()).fold(freeze.threshold as f64 / 2.0, f64::min) / 1.5;
     let panels_spec: Vec<(String, (f64, f64), Curves, Vec<(String, f64)>, bool)> = vec![
-        ("collision score (self-excl., normalized)".into(), (-0.1, 1.05), vec![("score".into(), pts(&an.steps, &score), red)], vec![], false),
+        (format!("collision score ({score_series})"), (-0.1, 1.05), vec![("score".into(), pts(&an.steps, &score), red)], vec![], false),
         ("attention entropy (nats)".into(), (0.0, lnn * 1.05), vec![("entropy".into(), pts(&an.steps, &ent), blue)], vec![("ln N (uniform)".into(), lnn)], false),
         (
-            format!("RMS logit change over {} steps", freeze.window),
+            format!("logit change over {} steps ({:?})", freeze.window, freeze.scale).to_lowercase(),
             (chmin, chmax),
             vec![("change".into(), pts(&lp.steps, &ch_pos), blue)],
             vec![(format!("threshold {}", freeze.threshold), freeze.threshold as f64)],
@@ -110,12 +110,12 @@ pub fn head_figure(path: &Path, an: &Analysis, lp: &LensPhysics, freeze: &Freeze
 }
 
 /// All heads' figures into `dir` as `{prefix}lens_L{l}H{h}.png`; returns the file names.
-pub fn head_figures(dir: &Path, prefix: &str, an: &Analysis, lp: &LensPhysics, freeze: &FreezeConfig) -> super::Result<Vec<PathBuf>> {
+pub fn head_figures(dir: &Path, prefix: &str, an: &Analysis, score_series: &str, lp: &LensPhysics, freeze: &FreezeConfig) -> super::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for l in 0..lp.n_layers {
         for h in 0..lp.n_heads {
             let name = PathBuf::from(format!("{prefix}lens_L{l}H{h}.png"));
-            head_figure(&dir.join(&name), an, lp, freeze, l, h)?;
+            head_figure(&dir.join(&name), an, score_series, lp, freeze, l, h)?;
             out.push(name);
         }
     }

@@ -1,0 +1,129 @@
+//! `headlab lens physics` on a tiny trained and probed run (CPU).
+
+use std::path::Path;
+
+use headlab_lens::physics::{plot, read_lens_physics, run_physics, PhysicsControl, PhysicsLensConfig, SERIES};
+use headlab_probe::metrics::overlap_contacts;
+use headlab_probe::run::{probe_run, ProbeControl, ProbeOptions};
+use headlab_sim::{Dataset, Event, EventKind};
+use headlab_store::analysis::read_analysis;
+use headlab_train::toy::toy_dataset;
+use headlab_train::{train, RunOptions, TrainConfig};
+
+/// Toy dataset with contact events derived from overlaps at frames.
+fn dataset() -> Dataset {
+    let mut ds = toy_dataset(6, 25, 12, 3);
+    let (n, d, stride) = (ds.n_particles, ds.dim(), ds.meta.stride);
+    let mut events = Vec::new();
+    for t in 0..ds.n_traj {
+        let mut prev = vec![false; n * n];
+        for f in 0..ds.n_frames {
+            let i0 = ds.idx(t, f, 0);
+            let cs = overlap_contacts(&ds.positions[i0..i0 + n * d], &ds.radii[t * n..(t + 1) * n], d, 1.0);
+            for i in 0..n {
+                for j in i + 1..n {
+                    let now = cs.contains(i, j);
+                    if now != prev[i * n + j] {
+                        let kind = if now { EventKind::ContactStart } else { EventKind::ContactEnd };
+                        events.push(Event { traj: t as u32, step: f as u64 * stride, i: i as i32, j: j as i32, kind });
+                    }
+                    prev[i * n + j] = now;
+                }
+            }
+        }
+    }
+    events.sort();
+    ds.events = events;
+    ds
+}
+
+#[test]
+fn physics_lens_series_have_the_right_shapes_and_are_incremental() {
+    tch::set_num_threads(1);
+    let ds = dataset();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut cfg = TrainConfig { steps: 30, batch_size: 8, eval_interval: 50, device: "cpu".into(), threads: 1, val_fraction: 0.34, ..Default::default() };
+    cfg.model.d_model = 16;
+    cfg.model.n_heads = 2;
+    cfg.checkpoints.count = 5;
+    cfg.checkpoints.dense_start = 5;
+    cfg.checkpoints.dense_end = 20;
+    train(&cfg, &ds, &run, &RunOptions::default()).unwrap();
+    let popts = ProbeOptions { eval_frames: 40, cache_trajectories: 0, ..Default::default() };
+    probe_run(&run, &ds, Path::new("toy.h5"), &popts, &ProbeControl { device: "cpu".into(), progress: false, ..Default::default() }).unwrap();
+    let an = read_analysis(&run.join("analysis.h5"), false).unwrap();
+
+    // Hold the last checkpoint back to test the incremental path.
+    let ckpts = headlab_store::checkpoint::list_checkpoints(&run).unwrap();
+    assert!(ckpts.len() >= 3, "{ckpts:?}");
+    let (last_step, last_path) = ckpts.last().unwrap().clone();
+    let held = dir.path().join("held.h5");
+    std::fs::rename(&last_path, &held).unwrap();
+
+    let mut lc = PhysicsLensConfig { freeze_frames: 4, svm_queries: 6, ..Default::default() };
+    lc.freeze.window = 10; // the run is 30 steps long
+    let ctl = PhysicsControl { progress: false, ..Default::default() };
+    let s1 = run_physics(&run, &ds, &lc, &ctl).unwrap();
+    assert_eq!(s1.processed.len(), ckpts.len() - 1);
+    assert!(s1.n_constraints > 0);
+    std::fs::rename(&held, &last_path).unwrap();
+    let s2 = run_physics(&run, &ds, &lc, &ctl).unwrap();
+    assert_eq!((s2.processed.clone(), s2.skipped), (vec![last_step], ckpts.len() - 1));
+    // Nothing new: the file is left exactly as it is.
+    let before = std::fs::read(&s2.path).unwrap();
+    let s3 = run_physics(&run, &ds, &lc, &ctl).unwrap();
+    assert!(s3.processed.is_empty());
+    assert_eq!(std::fs::read(&s2.path).unwrap(), before);
+
+    let lp = read_lens_physics(&s2.path).unwrap();
+    let (s, l, h, n) = (ckpts.len(), cfg.model.n_layers, 2, ds.n_particles);
+    assert_eq!(lp.steps, ckpts.iter().map(|c| c.0).collect::<Vec<_>>());
+    assert_eq!((lp.n_layers, lp.n_heads, lp.n_particles, lp.freeze_frames), (l, h, n, 4));
+    for name in SERIES {
+        assert_eq!(lp.series[name].len(), s * l * h, "{name}");
+    }
+    for name in ["svm_cosine", "svm_cosine_full", "svm_margin_ratio", "svm_norm", "svm_constraints", "logit_rms"] {
+        assert!(lp.series[name].iter().all(|v| v.is_finite()), "{name}: {:?}", lp.series[name]);
+    }
+    assert!(lp.series["svm_cosine"].iter().all(|v| v.abs() <= 1.0 + 1e-9));
+    // The margin ratio cannot exceed 1: nothing beats the max-margin direction.
+    assert!(lp.series["svm_margin_ratio"].iter().all(|&v| v <= 1.0 + 1e-4), "{:?}", lp.series["svm_margin_ratio"]);
+    assert!(lp.series["svm_constraints"].iter().all(|&v| v == s1.n_constraints as f64));
+    assert_eq!(lp.logits.len(), s);
+    assert!(lp.logits.iter().all(|x| x.len() == l * h * 4 * n * n && x.iter().all(|v| v.is_finite())));
+    // Logit rows are centred.
+    for row in lp.logits[s - 1].chunks(n) {
+        assert!(row.iter().map(|&v| v as f64).sum::<f64>().abs() < 1e-3);
+    }
+    // The change series is NaN only within the first window; snap steps are checkpoint steps.
+    let ch = lp.head_series("freeze_change", 0, 0).unwrap();
+    assert!(ch.last().unwrap().is_finite());
+    assert_eq!(lp.snap.len(), l * h);
+    for k in 0..l * h {
+        assert!(lp.snap[k] == -1 || lp.steps.contains(&(lp.snap[k] as u64)), "{:?}", lp.snap);
+    }
+    // The SVM sample is stored and each query has its partner.
+    assert_eq!(lp.svm_query.len(), lp.svm_partner.len());
+    assert!(lp.svm_query.len() <= 6 && !lp.svm_query.is_empty());
+    assert!(lp.svm_query.iter().zip(&lp.svm_partner).all(|(q, p)| q != p));
+
+    // Other options on the same file: an error naming --fresh; --fresh recomputes identically.
+    let other = PhysicsLensConfig { svm_queries: 5, ..lc.clone() };
+    let e = run_physics(&run, &ds, &other, &ctl).unwrap_err().to_string();
+    assert!(e.contains("--fresh") && e.contains("lens_physics.h5"), "{e}");
+    let s4 = run_physics(&run, &ds, &lc, &PhysicsControl { fresh: true, ..ctl.clone() }).unwrap();
+    assert_eq!(s4.processed.len(), s);
+    let lp2 = read_lens_physics(&s4.path).unwrap();
+    assert_eq!(lp2.series["svm_cosine"], lp.series["svm_cosine"]);
+    assert_eq!(lp2.logits, lp.logits);
+
+    // Bad options are rejected before anything runs.
+    let bad = PhysicsLensConfig { svm_queries: 0, ..lc.clone() };
+    assert!(run_physics(&run, &ds, &bad, &ctl).unwrap_err().to_string().contains("svm_queries"));
+
+    // Figures: one PNG per head.
+    let figs = plot::head_figures(dir.path(), "t_", &an, plot::SCORE_SERIES, &lp, &lp.freeze_config()).unwrap();
+    assert_eq!(figs.len(), l * h);
+    assert!(figs.iter().all(|f| std::fs::metadata(dir.path().join(f)).unwrap().len() > 10_000));
+}
