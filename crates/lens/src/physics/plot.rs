@@ -73,7 +73,7 @@ pub fn head_figure(path: &Path, an: &Analysis, score_series: &str, lp: &LensPhys
         macro_rules! draw {
             ($ch:expr) => {{
                 let mut c = $ch;
-                c.configure_mesh().x_desc("step + 1").x_label_formatter(&|x| format!("{x:.0}")).y_desc(label.as_str()).draw().map_err(|x| e(x.to_string()))?;
+                c.configure_mesh().x_desc("step + 1").x_label_formatter(&|x| format!("{x:.0}")).y_labels(8).y_label_formatter(&|y| format!("{y:.2}")).y_desc(label.as_str()).draw().map_err(|x| e(x.to_string()))?;
                 for (name, y) in &refs {
                     c.draw_series(LineSeries::new(vec![(1.0, *y), (xmax, *y)], BLACK.mix(0.35)))
                         .map_err(|x| e(x.to_string()))?
