@@ -44,6 +44,7 @@
 //! saturation only by shrinking the gradient that reaches q and k.
 
 mod output;
+pub mod physics;
 pub mod run;
 
 pub use output::{write_h5, write_html};
