@@ -22,8 +22,9 @@
 //!   over keys, up to the scale — is compared with it by the *restricted
 //!   cosine* ([`svm`]): both projected onto span{q_i} ⊗ span{a_p − a_j}, the
 //!   only part of `W` the constraints can see. Also stored: the full-space
-//!   cosine, ‖W_svm‖ and the head's margin ratio (1 = max-margin direction,
-//!   ≤ 0 = some partner not preferred over some other particle).
+//!   cosine, ‖W_svm‖, the head's margin ratio (1 = max-margin direction,
+//!   ≤ 0 = some partner not preferred over some other particle) and the share
+//!   of constraints it meets (partner's logit above the other particle's).
 //!
 //! The file is rewritten atomically (whole) as checkpoints are added;
 //! already processed steps are skipped, so the command is incremental.
@@ -33,7 +34,8 @@
 //!                             n_particles, freeze_frames, snap_config (TOML of the detector used)
 //! /steps                  [S] u64
 //! /series/<name>          [S, L, H] f64   svm_cosine, svm_cosine_full, svm_margin_ratio,
-//!                                           svm_norm, svm_constraints, logit_rms, freeze_change
+//!                                           svm_satisfied, svm_norm, svm_constraints,
+//!                                           logit_rms, freeze_change
 //! /logits/step_XXXXXXXX   [L, H, F, N, N] f32  row-centred attention logits
 //! /svm/eval_index, /svm/query, /svm/partner  [Q] u32  the constraint sample
 //! /snap/step              [L, H] i64      snap step (−1: none)
@@ -161,7 +163,7 @@ impl Default for PhysicsControl {
     }
 }
 
-pub const SERIES: [&str; 7] = ["svm_cosine", "svm_cosine_full", "svm_margin_ratio", "svm_norm", "svm_constraints", "logit_rms", "freeze_change"];
+pub const SERIES: [&str; 8] = ["svm_cosine", "svm_cosine_full", "svm_margin_ratio", "svm_satisfied", "svm_norm", "svm_constraints", "logit_rms", "freeze_change"];
 
 /// Contents of `RUN/lens_physics.h5`.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -530,6 +532,7 @@ pub fn run_physics(run: &Path, ds: &Dataset, cfg: &PhysicsLensConfig, ctl: &Phys
                         series.get_mut("svm_cosine").unwrap()[k] = c.cosine;
                         series.get_mut("svm_cosine_full").unwrap()[k] = c.cosine_full;
                         series.get_mut("svm_margin_ratio").unwrap()[k] = c.margin_ratio;
+                        series.get_mut("svm_satisfied").unwrap()[k] = c.satisfied;
                         series.get_mut("svm_norm").unwrap()[k] = sol.norm;
                         series.get_mut("svm_constraints").unwrap()[k] = pairs.len() as f64;
                     }

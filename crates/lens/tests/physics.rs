@@ -83,10 +83,15 @@ fn physics_lens_series_have_the_right_shapes_and_are_incremental() {
     for name in SERIES {
         assert_eq!(lp.series[name].len(), s * l * h, "{name}");
     }
-    for name in ["svm_cosine", "svm_cosine_full", "svm_margin_ratio", "svm_norm", "svm_constraints", "logit_rms"] {
+    for name in ["svm_cosine", "svm_cosine_full", "svm_margin_ratio", "svm_satisfied", "svm_norm", "svm_constraints", "logit_rms"] {
         assert!(lp.series[name].iter().all(|v| v.is_finite()), "{name}: {:?}", lp.series[name]);
     }
     assert!(lp.series["svm_cosine"].iter().all(|v| v.abs() <= 1.0 + 1e-9));
+    assert!(lp.series["svm_satisfied"].iter().all(|v| (0.0..=1.0).contains(v)));
+    // A head meeting every constraint has a positive margin ratio, and one with a positive ratio meets all.
+    for (r, sat) in lp.series["svm_margin_ratio"].iter().zip(&lp.series["svm_satisfied"]) {
+        assert_eq!(*r > 0.0, *sat == 1.0, "ratio {r}, satisfied {sat}");
+    }
     // The margin ratio cannot exceed 1: nothing beats the max-margin direction.
     assert!(lp.series["svm_margin_ratio"].iter().all(|&v| v <= 1.0 + 1e-4), "{:?}", lp.series["svm_margin_ratio"]);
     assert!(lp.series["svm_constraints"].iter().all(|&v| v == s1.n_constraints as f64));

@@ -276,12 +276,12 @@ fn run_physics(a: PhysicsArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&figs).with_context(|| format!("creating {}", figs.display()))?;
     plot::head_figures(&figs, "", &an, plot::SCORE_SERIES, &lp, &cfg.freeze)?;
     println!("{}: {} checkpoints added, {} already there; {} SVM constraints per layer; figures in {}", s.path.display(), s.processed.len(), s.skipped, s.n_constraints, figs.display());
-    println!("head    snap step  final SVM cosine (restricted / full)  final margin ratio");
+    println!("head    snap step  final SVM cosine (restricted / full)  margin ratio  constraints met");
     for l in 0..lp.n_layers {
         for h in 0..lp.n_heads {
             let last = |n: &str| lp.head_series(n, l, h).and_then(|v| v.last().copied()).unwrap_or(f64::NAN);
             let snap = lp.snap_step(l, h).map(|x| x.to_string()).unwrap_or_else(|| "none".into());
-            println!("L{l}.H{h}  {snap:>9}  {:>8.3} / {:<8.3}                   {:>8.3}", last("svm_cosine"), last("svm_cosine_full"), last("svm_margin_ratio"));
+            println!("L{l}.H{h}  {snap:>9}  {:>8.3} / {:<8.3}                   {:>8.3}  {:>6.1} %", last("svm_cosine"), last("svm_cosine_full"), last("svm_margin_ratio"), 100.0 * last("svm_satisfied"));
         }
     }
     Ok(())

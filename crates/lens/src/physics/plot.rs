@@ -43,6 +43,7 @@ pub fn head_figure(path: &Path, an: &Analysis, score_series: &str, lp: &LensPhys
     let cos = lp.head_series("svm_cosine", layer, head).unwrap_or_default();
     let cosf = lp.head_series("svm_cosine_full", layer, head).unwrap_or_default();
     let mr = lp.head_series("svm_margin_ratio", layer, head).unwrap_or_default();
+    let sat = lp.head_series("svm_satisfied", layer, head).unwrap_or_default();
     let lnn = (an.n_particles.max(2) as f64).ln();
     let ch_pos: Vec<f64> = ch.iter().map(|&v| if v > 0.0 { v } else { f64::NAN }).collect();
     let chmax = ch_pos.iter().copied().filter(|v| v.is_finite()).fold(freeze.threshold as f64 * 2.0, f64::max) * 1.5;
@@ -64,6 +65,7 @@ pub fn head_figure(path: &Path, an: &Analysis, score_series: &str, lp: &LensPhys
                 ("restricted cosine".into(), pts(&lp.steps, &cos), green),
                 ("full-space cosine".into(), pts(&lp.steps, &cosf), grey),
                 ("margin ratio (clipped at -1)".into(), pts(&lp.steps, &mr.iter().map(|v| v.max(-1.0)).collect::<Vec<_>>()), red),
+                ("share of constraints met".into(), pts(&lp.steps, &sat), RGBColor(148, 103, 189)),
             ],
             vec![("0".into(), 0.0)],
             false,

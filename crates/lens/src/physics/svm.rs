@@ -189,8 +189,10 @@ impl LayerSvm {
     pub fn compare(&self, m: &[f64]) -> HeadVsSvm {
         let red = reduce(m, self.dq, self.dk, &self.ub, &self.vb);
         let rn = red.iter().map(|x| x * x).sum::<f64>().sqrt();
-        let min_m = self.rows.iter().map(|r| r.iter().zip(&red).map(|(x, y)| x * y).sum::<f64>()).fold(f64::INFINITY, f64::min);
+        let margins: Vec<f64> = self.rows.iter().map(|r| r.iter().zip(&red).map(|(x, y)| x * y).sum::<f64>()).collect();
+        let min_m = margins.iter().copied().fold(f64::INFINITY, f64::min);
         HeadVsSvm {
+            satisfied: margins.iter().filter(|&&g| g > 0.0).count() as f64 / margins.len().max(1) as f64,
             cosine: cos(&red, &self.c),
             cosine_full: cos(m, &self.full()),
             margin_ratio: if rn > 0.0 { min_m / rn * self.norm } else { f64::NAN },
@@ -201,6 +203,9 @@ impl LayerSvm {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HeadVsSvm {
     pub cosine: f64,
+    /// Share of the constraints the head meets with a positive margin
+    /// (partner's logit above the other particle's).
+    pub satisfied: f64,
     pub cosine_full: f64,
     pub margin_ratio: f64,
 }
@@ -289,5 +294,6 @@ mod tests {
         let c2 = s.compare(&[1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
         assert!((c2.cosine - 1.0 / 1.25f64.sqrt()).abs() < 1e-6, "{c2:?}");
         assert!(c2.margin_ratio.abs() < 1e-9, "second constraint has margin 0: {c2:?}");
+        assert_eq!((c.satisfied, c2.satisfied), (1.0, 0.5));
     }
 }
