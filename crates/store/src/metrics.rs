@@ -66,8 +66,11 @@ pub struct NoiseRecord {
     pub norms: Vec<f64>,
 }
 
+/// (name, getter, setter) of one f64 column of /noise.
+type NoiseColumn = (&'static str, fn(&NoiseRecord) -> f64, fn(&mut NoiseRecord, f64));
+
 /// The f64 columns of /noise, by name.
-fn noise_columns() -> [(&'static str, fn(&NoiseRecord) -> f64, fn(&mut NoiseRecord, f64)); 14] {
+fn noise_columns() -> [NoiseColumn; 14] {
     macro_rules! col {
         ($f:ident) => {
             (stringify!($f), |r: &NoiseRecord| r.$f, |r: &mut NoiseRecord, v: f64| r.$f = v)
