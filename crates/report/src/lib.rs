@@ -304,7 +304,7 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
                     figs.push((
                         f.display().to_string(),
                         format!(
-                            "L{l}.H{hh}: collision score; attention entropy; change of its row-centred attention logits over {} steps ({:?} scale; the head {snap}: the change stays below {} from there on, orange line); cosine of [W_Q; b_Q]·W_Kᵀ with the att-SVM that makes every sampled query prefer its contact partner (restricted to the span the constraints live in: {cos:.2} at the end; grey: full space), its margin ratio (1 = max-margin direction, < 0 = some partner not preferred) and the share of constraints it meets (purple). From RUN/lens_physics.h5 (headlab lens physics).",
+                            "L{l}.H{hh}: collision score; attention entropy; change of its row-centred attention logits over the {} steps before each checkpoint ({:?} scale; the head {snap}: every window starting there or later changes by less than {}, orange line); cosine of [W_Q; b_Q]·W_Kᵀ with the att-SVM that makes every sampled query prefer its contact partner (restricted to the span the constraints live in: {cos:.2} at the end; grey: full space), its margin ratio (1 = max-margin direction, < 0 = some partner not preferred) and the share of constraints it meets (purple). From RUN/lens_physics.h5 (headlab lens physics).",
                             fc.window, fc.scale, fc.threshold
                         ),
                     ));

@@ -35,8 +35,9 @@ pub fn head_figure(path: &Path, an: &Analysis, score_series: &str, lp: &LensPhys
     let green = RGBColor(44, 160, 44);
     let grey = RGBColor(120, 120, 120);
 
-    // (label, y range, curves: (name, points, color), horizontal refs)
+    // Per panel: label, y range, curves (name, points, colour), horizontal reference lines, log y.
     type Curves = Vec<(String, Vec<(f64, f64)>, RGBColor)>;
+    type PanelSpec = (String, (f64, f64), Curves, Vec<(String, f64)>, bool);
     let score = an.head_series(score_series, layer, head).unwrap_or_default();
     let ent = an.head_series("entropy", layer, head).unwrap_or_default();
     let ch = lp.head_series("freeze_change", layer, head).unwrap_or_default();
@@ -48,11 +49,11 @@ pub fn head_figure(path: &Path, an: &Analysis, score_series: &str, lp: &LensPhys
     let ch_pos: Vec<f64> = ch.iter().map(|&v| if v > 0.0 { v } else { f64::NAN }).collect();
     let chmax = ch_pos.iter().copied().filter(|v| v.is_finite()).fold(freeze.threshold as f64 * 2.0, f64::max) * 1.5;
     let chmin = ch_pos.iter().copied().filter(|v| v.is_finite()).fold(freeze.threshold as f64 / 2.0, f64::min) / 1.5;
-    let panels_spec: Vec<(String, (f64, f64), Curves, Vec<(String, f64)>, bool)> = vec![
+    let panels_spec: Vec<PanelSpec> = vec![
         (format!("collision score ({score_series})"), (-0.1, 1.05), vec![("score".into(), pts(&an.steps, &score), red)], vec![], false),
         ("attention entropy (nats)".into(), (0.0, lnn * 1.05), vec![("entropy".into(), pts(&an.steps, &ent), blue)], vec![("ln N (uniform)".into(), lnn)], false),
         (
-            format!("logit change over {} steps ({:?})", freeze.window, freeze.scale).to_lowercase(),
+            format!("logit change, preceding {} steps ({:?})", freeze.window, freeze.scale).to_lowercase(),
             (chmin, chmax),
             vec![("change".into(), pts(&lp.steps, &ch_pos), blue)],
             vec![(format!("threshold {}", freeze.threshold), freeze.threshold as f64)],
