@@ -18,7 +18,10 @@ const DEMO_SCENE: &str = include_str!("../../../../scenes/demo.toml");
 ///   2. train     a 2-layer, 4-head transformer        → OUT/run/ckpt/*.h5
 ///   3. probe     every checkpoint × layer × head       → OUT/run/analysis.h5
 ///   4. fit       emergence curves (power law vs rivals, by AIC)
-///   5. report    plots and summary                    → OUT/run/report/index.html
+///   5. lens physics  per head: does attention scan then snap (freeze
+///                detector), does W_Q·W_Kᵀ align with the att-SVM that picks
+///                the contact partner                  → OUT/run/lens_physics.h5
+///   6. report    plots and summary                    → OUT/run/report/index.html
 ///
 /// Running it again resumes: an existing dataset is reused, training
 /// continues from its last checkpoint, probing skips probed checkpoints.
@@ -66,7 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let data = args.out.join("data.h5");
     let run_dir = args.out.join("run");
 
-    eprintln!("[1/5] simulate → {}", data.display());
+    eprintln!("[1/6] simulate → {}", data.display());
     if data.exists() && headlab_store::dataset::read_dataset_meta(&data).is_ok() && args.trajectories.is_none() && args.frames.is_none() {
         eprintln!("      reusing the existing dataset");
     } else {
@@ -81,7 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })?;
     }
 
-    eprintln!("[2/5] train → {}", run_dir.display());
+    eprintln!("[2/6] train → {}", run_dir.display());
     let resume = headlab_store::checkpoint::list_checkpoints(&run_dir).map(|c| !c.is_empty()).unwrap_or(false);
     super::train::run(super::train::Args {
         data: Some(data.clone()),
@@ -97,7 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         quiet: false,
     })?;
 
-    eprintln!("[3/5] probe → {}", run_dir.join("analysis.h5").display());
+    eprintln!("[3/6] probe → {}", run_dir.join("analysis.h5").display());
     super::probe::run(super::probe::Args {
         run: run_dir.clone(),
         data: Some(data.clone()),
@@ -110,7 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         fresh: false,
     })?;
 
-    eprintln!("[4/5] fit");
+    eprintln!("[4/6] fit");
     super::fit::run(super::fit::Args {
         runs: vec![run_dir.clone()],
         series: headlab_probe::fitrun::DEFAULT_SERIES.to_string(),
@@ -118,7 +121,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
     })?;
 
-    eprintln!("[5/5] report");
+    eprintln!("[5/6] lens physics → {}", run_dir.join("lens_physics.h5").display());
+    super::lens::run_physics(super::lens::PhysicsArgs {
+        run: run_dir.clone(),
+        data: Some(data.clone()),
+        freeze_frames: 16,
+        svm_queries: 24,
+        seed: args.seed,
+        contact: "interval".into(),
+        freeze_window: 100,
+        freeze_threshold: 0.15,
+        freeze_scale: "norm".into(),
+        fresh: false,
+        device: if args.device == "auto" { "auto".into() } else { args.device.clone() },
+        threads: args.threads.unwrap_or(1),
+        quiet: false,
+    })?;
+
+    eprintln!("[6/6] report");
     super::report::run(super::report::Args {
         runs: vec![run_dir.clone()],
         out: None,

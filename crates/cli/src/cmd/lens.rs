@@ -248,7 +248,7 @@ pub struct PhysicsArgs {
     pub quiet: bool,
 }
 
-fn run_physics(a: PhysicsArgs) -> anyhow::Result<()> {
+pub fn run_physics(a: PhysicsArgs) -> anyhow::Result<()> {
     use headlab_lens::physics::{plot, read_lens_physics, run_physics, Contact, PhysicsControl, PhysicsLensConfig};
     let contact = match a.contact.as_str() {
         "interval" => Contact::Interval,
