@@ -65,8 +65,8 @@ pub enum ScalingError {
     Config { key: String, value: String, hint: String },
     #[error("scaling: cannot read config {path}: {msg}")]
     ReadConfig { path: String, msg: String },
-    #[error("scaling: `{0}` is not a scale option; use one of inv-sqrt-d-head, inv-d-head, none, inv-n, inv-sqrt-n, inv-log-n, inv-key-norm-sum")]
-    Option(String),
+    #[error("scaling: {0}")]
+    Option(#[from] headlab_model::UnknownScale),
     #[error(transparent)]
     Store(#[from] headlab_store::StoreError),
     #[error("scaling: writing {path}: {msg}")]
@@ -81,70 +81,10 @@ fn bad(key: &str, value: impl std::fmt::Display, hint: &str) -> ScalingError {
     ScalingError::Config { key: key.into(), value: value.to_string(), hint: hint.into() }
 }
 
-/// The divisor of the attention scores (see the module docs for formulas).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum ScoreScale {
-    /// c = √d.
-    #[default]
-    InvSqrtDHead,
-    /// c = d.
-    InvDHead,
-    /// c = 1.
-    None,
-    /// c = N (number of keys in the row).
-    InvN,
-    /// c = √N.
-    InvSqrtN,
-    /// c = ln N (1 when N = 1).
-    InvLogN,
-    /// c = Σ_j ‖k_j‖ over the row's keys.
-    InvKeyNormSum,
-}
-
-impl ScoreScale {
-    pub const ALL: [ScoreScale; 7] = [
-        ScoreScale::InvSqrtDHead,
-        ScoreScale::InvDHead,
-        ScoreScale::None,
-        ScoreScale::InvN,
-        ScoreScale::InvSqrtN,
-        ScoreScale::InvLogN,
-        ScoreScale::InvKeyNormSum,
-    ];
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            ScoreScale::InvSqrtDHead => "inv-sqrt-d-head",
-            ScoreScale::InvDHead => "inv-d-head",
-            ScoreScale::None => "none",
-            ScoreScale::InvN => "inv-n",
-            ScoreScale::InvSqrtN => "inv-sqrt-n",
-            ScoreScale::InvLogN => "inv-log-n",
-            ScoreScale::InvKeyNormSum => "inv-key-norm-sum",
-        }
-    }
-
-    /// The formula, for tables and plots.
-    pub fn formula(&self) -> &'static str {
-        match self {
-            ScoreScale::InvSqrtDHead => "q·k/√d",
-            ScoreScale::InvDHead => "q·k/d",
-            ScoreScale::None => "q·k",
-            ScoreScale::InvN => "q·k/N",
-            ScoreScale::InvSqrtN => "q·k/√N",
-            ScoreScale::InvLogN => "q·k/ln N",
-            ScoreScale::InvKeyNormSum => "q·k/Σ‖k‖",
-        }
-    }
-}
-
-impl std::str::FromStr for ScoreScale {
-    type Err = ScalingError;
-    fn from_str(s: &str) -> Result<Self, ScalingError> {
-        ScoreScale::ALL.iter().copied().find(|o| o.name() == s.trim()).ok_or_else(|| ScalingError::Option(s.into()))
-    }
-}
+/// The divisor of the attention scores (see the module docs for formulas):
+/// the physics model's own option enum, so a lens result names exactly what
+/// a training run's `attention.scale` accepts.
+pub use headlab_model::AttentionScale as ScoreScale;
 
 /// Divisors c_i, shape [..., Nq, 1], for `keys` [..., Nk, d] and an optional
 /// boolean `mask` (true = visible) broadcastable to [..., Nq, Nk]. `nq` is the

@@ -90,6 +90,56 @@ pub enum AttentionScale {
     InvKeyNormSum,
 }
 
+impl AttentionScale {
+    pub const ALL: [AttentionScale; 7] = [
+        AttentionScale::InvSqrtDHead,
+        AttentionScale::InvDHead,
+        AttentionScale::None,
+        AttentionScale::InvN,
+        AttentionScale::InvSqrtN,
+        AttentionScale::InvLogN,
+        AttentionScale::InvKeyNormSum,
+    ];
+
+    /// The config name (`attention.scale = "..."`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            AttentionScale::InvSqrtDHead => "inv-sqrt-d-head",
+            AttentionScale::InvDHead => "inv-d-head",
+            AttentionScale::None => "none",
+            AttentionScale::InvN => "inv-n",
+            AttentionScale::InvSqrtN => "inv-sqrt-n",
+            AttentionScale::InvLogN => "inv-log-n",
+            AttentionScale::InvKeyNormSum => "inv-key-norm-sum",
+        }
+    }
+
+    /// The formula, for tables and plots.
+    pub fn formula(&self) -> &'static str {
+        match self {
+            AttentionScale::InvSqrtDHead => "q·k/√d",
+            AttentionScale::InvDHead => "q·k/d",
+            AttentionScale::None => "q·k",
+            AttentionScale::InvN => "q·k/N",
+            AttentionScale::InvSqrtN => "q·k/√N",
+            AttentionScale::InvLogN => "q·k/ln N",
+            AttentionScale::InvKeyNormSum => "q·k/Σ‖k‖",
+        }
+    }
+}
+
+/// An attention scale name that is not one of [`AttentionScale::ALL`].
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not an attention scale option; use one of inv-sqrt-d-head, inv-d-head, none, inv-n, inv-sqrt-n, inv-log-n, inv-key-norm-sum")]
+pub struct UnknownScale(pub String);
+
+impl std::str::FromStr for AttentionScale {
+    type Err = UnknownScale;
+    fn from_str(s: &str) -> Result<Self, UnknownScale> {
+        AttentionScale::ALL.iter().copied().find(|o| o.name() == s.trim()).ok_or_else(|| UnknownScale(s.into()))
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Activation {
