@@ -3,37 +3,16 @@
 use std::path::Path;
 
 use headlab_lens::physics::{plot, read_lens_physics, run_physics, PhysicsControl, PhysicsLensConfig, SERIES};
-use headlab_probe::metrics::overlap_contacts;
+use headlab_probe::contacts::with_frame_overlap_events;
 use headlab_probe::run::{probe_run, ProbeControl, ProbeOptions};
-use headlab_sim::{Dataset, Event, EventKind};
+use headlab_sim::Dataset;
 use headlab_store::analysis::read_analysis;
 use headlab_train::toy::toy_dataset;
 use headlab_train::{train, RunOptions, TrainConfig};
 
 /// Toy dataset with contact events derived from overlaps at frames.
 fn dataset() -> Dataset {
-    let mut ds = toy_dataset(6, 25, 12, 3);
-    let (n, d, stride) = (ds.n_particles, ds.dim(), ds.meta.stride);
-    let mut events = Vec::new();
-    for t in 0..ds.n_traj {
-        let mut prev = vec![false; n * n];
-        for f in 0..ds.n_frames {
-            let i0 = ds.idx(t, f, 0);
-            let cs = overlap_contacts(&ds.positions[i0..i0 + n * d], &ds.radii[t * n..(t + 1) * n], d, 1.0);
-            for i in 0..n {
-                for j in i + 1..n {
-                    let now = cs.contains(i, j);
-                    if now != prev[i * n + j] {
-                        let kind = if now { EventKind::ContactStart } else { EventKind::ContactEnd };
-                        events.push(Event { traj: t as u32, step: f as u64 * stride, i: i as i32, j: j as i32, kind });
-                    }
-                    prev[i * n + j] = now;
-                }
-            }
-        }
-    }
-    events.sort();
-    ds.events = events;
+    let ds = with_frame_overlap_events(toy_dataset(6, 25, 12, 3));
     ds
 }
 

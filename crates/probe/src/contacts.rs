@@ -132,3 +132,32 @@ mod tests {
         assert_eq!(cs1[1].pairs(), vec![(2, 3)], "no end event: still in contact");
     }
 }
+
+/// Replace a dataset's events by contact starts and ends derived from
+/// overlaps at the recorded frames (a pair starts at the first frame where
+/// it overlaps and ends at the first where it no longer does). For data
+/// without sub-step events, such as `headlab_train::toy::toy_dataset`.
+pub fn with_frame_overlap_events(mut ds: Dataset) -> Dataset {
+    let (n, d, stride) = (ds.n_particles, ds.dim(), ds.meta.stride);
+    let mut events = Vec::new();
+    for t in 0..ds.n_traj {
+        let mut prev = vec![false; n * n];
+        for f in 0..ds.n_frames {
+            let i0 = ds.idx(t, f, 0);
+            let cs = crate::metrics::overlap_contacts(&ds.positions[i0..i0 + n * d], &ds.radii[t * n..(t + 1) * n], d, 1.0);
+            for i in 0..n {
+                for j in i + 1..n {
+                    let now = cs.contains(i, j);
+                    if now != prev[i * n + j] {
+                        let kind = if now { EventKind::ContactStart } else { EventKind::ContactEnd };
+                        events.push(headlab_sim::Event { traj: t as u32, step: f as u64 * stride, i: i as i32, j: j as i32, kind });
+                    }
+                    prev[i * n + j] = now;
+                }
+            }
+        }
+    }
+    events.sort();
+    ds.events = events;
+    ds
+}

@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
+use headlab_probe::contacts::with_frame_overlap_events;
 use headlab_probe::metrics::overlap_contacts;
 use headlab_probe::run::{best_head, probe_run, probe_run_with, AttentionSource, ProbeControl, ProbeOptions, Result};
-use headlab_sim::{Dataset, Event, EventKind};
+use headlab_sim::{Dataset, EventKind};
 use headlab_store::analysis::read_analysis;
 use headlab_train::toy::toy_dataset;
 use headlab_train::{train, RunOptions, TrainConfig};
@@ -13,29 +14,8 @@ use headlab_train::{train, RunOptions, TrainConfig};
 /// Toy dataset with contact events derived from overlaps at frames (a pair
 /// starts at the first frame where it overlaps, ends at the first where not).
 fn dataset() -> Dataset {
-    let mut ds = toy_dataset(6, 25, 12, 3);
-    let (n, d, stride) = (ds.n_particles, ds.dim(), ds.meta.stride);
-    let mut events = Vec::new();
-    for t in 0..ds.n_traj {
-        let mut prev = vec![false; n * n];
-        for f in 0..ds.n_frames {
-            let i0 = ds.idx(t, f, 0);
-            let cs = overlap_contacts(&ds.positions[i0..i0 + n * d], &ds.radii[t * n..(t + 1) * n], d, 1.0);
-            for i in 0..n {
-                for j in i + 1..n {
-                    let now = cs.contains(i, j);
-                    if now != prev[i * n + j] {
-                        let kind = if now { EventKind::ContactStart } else { EventKind::ContactEnd };
-                        events.push(Event { traj: t as u32, step: f as u64 * stride, i: i as i32, j: j as i32, kind });
-                    }
-                    prev[i * n + j] = now;
-                }
-            }
-        }
-    }
-    events.sort();
-    assert!(events.iter().any(|e| e.kind == EventKind::ContactStart), "toy data should have contacts");
-    ds.events = events;
+    let ds = with_frame_overlap_events(toy_dataset(6, 25, 12, 3));
+    assert!(ds.events.iter().any(|e| e.kind == EventKind::ContactStart), "toy data should have contacts");
     ds
 }
 
