@@ -259,6 +259,11 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
                 let f = format!("{prefix}loss.png");
                 plots::loss_figure(&out.join(&f), &m, &format!("{name}: loss"))?;
                 figs.push((f, "Training loss (light: per step; dark: running mean) and validation loss against step, log–log. The black line is the loss of predicting no change.".into()));
+                if !m.noise.is_empty() {
+                    let f = format!("{prefix}grad_noise.png");
+                    plots::noise_figure(&out.join(&f), &m, &format!("{name}: gradient noise tail index"))?;
+                    figs.push((f, "Gradient noise measured during training ([grad_noise] every > 0): Hill tail index of the norms of minibatch gradient minus reference gradient, and of single standardized coordinates, ±1 SE, against the index of a Gaussian sample of the same size. An index well below its Gaussian reference means heavy-tailed noise (Ahn et al. 2023).".into()));
+                }
             }
             Err(e) => tracing::warn!("{}: skipping loss curves: {e}", metrics.display()),
         }

@@ -392,3 +392,38 @@ pub fn llc_figure(path: &Path, a: &Analysis, series: &str, llc: &headlab_store::
     root.present().map_err(err(path))?;
     Ok(())
 }
+
+/// Gradient noise measured during training (`[grad_noise] every > 0`): the
+/// Hill tail index of minibatch-gradient-noise norms and of single
+/// coordinates, each with ±1 SE, against the index of an equally sized
+/// Gaussian sample (lower = heavier tail), over training steps.
+pub fn noise_figure(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportError> {
+    let root = BitMapBackend::new(path, (900, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(err(path))?;
+    let rec = &m.noise;
+    let xmax = rec.iter().map(|r| r.step).max().unwrap_or(1) as f64 * 1.2 + 2.0;
+    let vals = rec.iter().flat_map(|r| [r.norm_hill_alpha + r.norm_hill_se, r.coord_hill_alpha + r.coord_hill_se, r.norm_gaussian_hill_alpha, r.coord_gaussian_hill_alpha]);
+    let ymax = vals.filter(|v| v.is_finite()).fold(1.0f64, f64::max) * 1.1;
+    let mut ch = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d((1f64..xmax).log_scale(), 0f64..ymax)
+        .map_err(err(path))?;
+    ch.configure_mesh().x_desc("step + 1").x_label_formatter(&|x| format!("{x:.0}")).y_desc("Hill tail index α (lower = heavier tail)").draw().map_err(err(path))?;
+    let series: [(&str, fn(&headlab_store::metrics::NoiseRecord) -> (f64, f64), RGBColor); 4] = [
+        ("noise norm", |r| (r.norm_hill_alpha, r.norm_hill_se), RGBColor(214, 39, 40)),
+        ("noise norm, Gaussian reference", |r| (r.norm_gaussian_hill_alpha, 0.0), RGBColor(255, 152, 150)),
+        ("single coordinates", |r| (r.coord_hill_alpha, r.coord_hill_se), SCORE),
+        ("single coordinates, Gaussian reference", |r| (r.coord_gaussian_hill_alpha, 0.0), RGBColor(174, 199, 232)),
+    ];
+    for (label, get, c) in series {
+        let pts: Vec<(f64, f64, f64)> = rec.iter().map(|r| (r.step as f64 + 1.0, get(r).0, get(r).1)).filter(|p| p.1.is_finite()).collect();
+        ch.draw_series(pts.iter().filter(|p| p.2 > 0.0).map(|&(x, v, e)| PathElement::new(vec![(x, (v - e).max(0.0)), (x, v + e)], c.mix(0.6)))).map_err(err(path))?;
+        ch.draw_series(LineSeries::new(pts.iter().map(|&(x, v, _)| (x, v)), c.stroke_width(2)).point_size(3)).map_err(err(path))?.label(label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+    }
+    ch.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(err(path))?;
+    root.present().map_err(err(path))?;
+    Ok(())
+}

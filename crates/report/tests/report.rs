@@ -88,6 +88,33 @@ fn report_of_one_and_several_runs() {
     // The sigmoid in log t is the form that wins for the collision head.
     assert!(s.runs[0].summary.contains("the loglogistic form wins"), "{}", s.runs[0].summary);
 
+    // Gradient noise appears only when training measured it.
+    assert!(!html.contains("grad_noise.png"));
+    let mpath = runs[0].join("metrics.h5");
+    let mut m = headlab_store::metrics::read_metrics(&mpath).unwrap();
+    for (k, step) in [0u64, 100, 400].into_iter().enumerate() {
+        m.noise.push(headlab_store::metrics::NoiseRecord {
+            step,
+            batches: 8,
+            batch_size: 16,
+            reference_rows: 256,
+            full_grad_norm: 1.0,
+            norm_hill_alpha: 3.0 + k as f64,
+            norm_hill_se: 0.8,
+            norm_gaussian_hill_alpha: 13.0,
+            coord_hill_alpha: 5.0,
+            coord_hill_se: 1.0,
+            coord_gaussian_hill_alpha: 14.0,
+            norms: vec![1.0; 8],
+            ..Default::default()
+        });
+    }
+    write_metrics(&mpath, &m).unwrap();
+    let s = write_report(&runs[..1], None, &opts).unwrap();
+    let html = std::fs::read_to_string(&s.index).unwrap();
+    assert!(html.contains("src=\"grad_noise.png\""), "noise figure missing");
+    assert!(std::fs::metadata(runs[0].join("report/grad_noise.png")).unwrap().len() > 5000);
+
     let out = root.join("sweep_report");
     let s = write_report(&runs, Some(&out), &opts).unwrap();
     let html = std::fs::read_to_string(&s.index).unwrap();
