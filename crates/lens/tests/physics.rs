@@ -7,13 +7,12 @@ use headlab_probe::contacts::with_frame_overlap_events;
 use headlab_probe::run::{probe_run, ProbeControl, ProbeOptions};
 use headlab_sim::Dataset;
 use headlab_store::analysis::read_analysis;
-use headlab_train::toy::toy_dataset;
-use headlab_train::{train, RunOptions, TrainConfig};
+use headlab_train::toy::{tiny_train_config, toy_dataset};
+use headlab_train::{train, RunOptions};
 
 /// Toy dataset with contact events derived from overlaps at frames.
 fn dataset() -> Dataset {
-    let ds = with_frame_overlap_events(toy_dataset(6, 25, 12, 3));
-    ds
+    with_frame_overlap_events(toy_dataset(6, 25, 12, 3))
 }
 
 #[test]
@@ -22,12 +21,7 @@ fn physics_lens_series_have_the_right_shapes_and_are_incremental() {
     let ds = dataset();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let mut cfg = TrainConfig { steps: 30, batch_size: 8, eval_interval: 50, device: "cpu".into(), threads: 1, val_fraction: 0.34, ..Default::default() };
-    cfg.model.d_model = 16;
-    cfg.model.n_heads = 2;
-    cfg.checkpoints.count = 5;
-    cfg.checkpoints.dense_start = 5;
-    cfg.checkpoints.dense_end = 20;
+    let cfg = tiny_train_config(5);
     train(&cfg, &ds, &run, &RunOptions::default()).unwrap();
     let popts = ProbeOptions { eval_frames: 40, cache_trajectories: 0, ..Default::default() };
     probe_run(&run, &ds, Path::new("toy.h5"), &popts, &ProbeControl { device: "cpu".into(), progress: false, ..Default::default() }).unwrap();

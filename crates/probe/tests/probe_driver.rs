@@ -8,8 +8,8 @@ use headlab_probe::metrics::overlap_contacts;
 use headlab_probe::run::{best_head, probe_run, probe_run_with, AttentionSource, ProbeControl, ProbeOptions, Result};
 use headlab_sim::{Dataset, EventKind};
 use headlab_store::analysis::read_analysis;
-use headlab_train::toy::toy_dataset;
-use headlab_train::{train, RunOptions, TrainConfig};
+use headlab_train::toy::{tiny_train_config, toy_dataset};
+use headlab_train::{train, RunOptions};
 
 /// Toy dataset with contact events derived from overlaps at frames (a pair
 /// starts at the first frame where it overlaps, ends at the first where not).
@@ -114,12 +114,7 @@ fn probes_a_trained_model_twice_identically() {
     let ds = dataset();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let mut cfg = TrainConfig { steps: 30, batch_size: 8, eval_interval: 50, device: "cpu".into(), threads: 1, val_fraction: 0.34, ..Default::default() };
-    cfg.model.d_model = 16;
-    cfg.model.n_heads = 2;
-    cfg.checkpoints.count = 4;
-    cfg.checkpoints.dense_start = 5;
-    cfg.checkpoints.dense_end = 20;
+    let cfg = tiny_train_config(4);
     train(&cfg, &ds, &run, &RunOptions::default()).unwrap();
     let opts = ProbeOptions { eval_frames: 40, cache_frames: 8, ..Default::default() };
     let ctl = ProbeControl { device: "cpu".into(), progress: false, ..Default::default() };
