@@ -139,28 +139,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })?;
 
     eprintln!("[6/6] report");
-    super::report::run(super::report::Args {
-        runs: vec![run_dir.clone()],
-        out: None,
-        series: headlab_probe::fitrun::DEFAULT_SERIES.to_string(),
-        refit: false,
-        bootstrap: args.bootstrap,
-    })?;
-
-    let analysis = headlab_store::analysis::read_analysis(&headlab_probe::run::analysis_path(&run_dir), false)?;
+    // The report judges the best head against the collision-head bar; its
+    // headline is the demo's last word.
+    let opts = headlab_report::ReportOptions {
+        fit: headlab_probe::fit::FitOptions { bootstrap: args.bootstrap, ..Default::default() },
+        ..Default::default()
+    };
+    let report = headlab_report::write_report(std::slice::from_ref(&run_dir), None, &opts)?;
     println!();
     println!("demo finished in {:.0} s", t0.elapsed().as_secs_f64());
-    match headlab_probe::run::best_head(&analysis) {
-        Some(b) if b.meets_bar => println!(
-            "A collision-detecting head emerged: L{}H{} at step {} has self-excluded normalized score {:.2}, AUROC {:.3}, g(r) peaking at r/(ri+rj) in [{:.2}, {:.2}).",
-            b.layer, b.head, b.step, b.score, b.auroc, b.g_peak.0, b.g_peak.1
-        ),
-        Some(b) => println!(
-            "No head met the collision-head bar (score ≥ 0.5, AUROC ≥ 0.95, g(r) peak at or inside contact). Best: L{}H{} at step {}: score {:.2}, AUROC {:.3}, g(r) peak in [{:.2}, {:.2}).",
-            b.layer, b.head, b.step, b.score, b.auroc, b.g_peak.0, b.g_peak.1
-        ),
-        None => println!("No probe results to judge (no checkpoints probed)."),
-    }
-    println!("report: {}", run_dir.join("report").join("index.html").display());
+    println!("{}", report.headline);
+    println!("report: {}", report.index.display());
     Ok(())
 }
