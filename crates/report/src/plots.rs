@@ -30,9 +30,12 @@ pub fn loss_figure(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportEr
     let root = BitMapBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
     let mut pts: Vec<(f64, f64)> = m.step.iter().zip(&m.loss).filter(|(_, l)| l.is_finite() && **l > 0.0).map(|(&s, &l)| (s.max(1) as f64, l as f64)).collect();
-    // Smooth the noisy training loss with a running mean over ~1 % of the run.
+    // Smooth the noisy training loss with a centred running mean over ~1 %
+    // of the run, narrowed near the start (at most ±10 % of the step) so that
+    // on the log axis early points are not averaged with much later ones.
     let w = (pts.len() / 100).max(1);
     let smooth: Vec<(f64, f64)> = (0..pts.len()).map(|i| {
+        let w = w.min(i / 10);
         let lo = i.saturating_sub(w);
         let hi = (i + w + 1).min(pts.len());
         (pts[i].0, pts[lo..hi].iter().map(|p| p.1).sum::<f64>() / (hi - lo) as f64)
