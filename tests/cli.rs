@@ -46,6 +46,15 @@ fn demo_at_tiny_size_runs_every_step_and_resumes() {
     let o = headlab(&["inspect", ckpts[0].to_str().unwrap()], dir.path());
     assert!(o.status.success() && text(&o).contains("checkpoint"), "{}", text(&o));
 
+    // eval writes a rollout that records its ground truth (the viewer shows them side by side).
+    let o = headlab(&["eval", "d/run", "--rollouts", "2", "--horizon", "5", "--device", "cpu"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let ro: Vec<_> = std::fs::read_dir(run.join("eval")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(ro.len(), 1, "{ro:?}");
+    let (src, trajs) = headlab_store::dataset::read_rollout_source(&ro[0]).unwrap().expect("rollout records its source");
+    assert!(src.is_absolute() && src.exists(), "{}", src.display());
+    assert_eq!(trajs.len(), 2);
+
     // Running the demo again resumes: the dataset is reused, nothing new to probe.
     let before = std::fs::read(run.join("analysis.h5")).unwrap();
     let o = headlab(&args[..], dir.path());
@@ -107,6 +116,28 @@ fn inspect_rejects_foreign_and_truncated_files_clearly() {
     let o = headlab(&["inspect", "cut.h5"], dir.path());
     let t = text(&o);
     assert!(!o.status.success() && t.contains("cut.h5") && !t.contains("panicked"), "{t}");
+}
+
+#[test]
+fn view_passes_its_arguments_to_the_viewer_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_headlab"))
+        .args(["view", "some/run", "--head", "1.1", "--help"])
+        .env("HEADLAB_VIEWER", "/bin/echo")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "some/run --head 1.1 --help");
+    // Without a viewer binary: a message saying how to build it.
+    let out = Command::new(env!("CARGO_BIN_EXE_headlab"))
+        .args(["view", "x"])
+        .env("HEADLAB_VIEWER", dir.path().join("missing-viewer"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("missing-viewer"), "{}", text(&out));
 }
 
 #[test]

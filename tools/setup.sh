@@ -15,7 +15,10 @@ set -euo pipefail
 HEADLAB_CACHE="${HEADLAB_CACHE:-$HOME/.cache/headlab}"
 VENV="$HEADLAB_CACHE/venv"
 TORCH_VERSION="2.11.0"
-APT_PKGS="libhdf5-dev pkg-config build-essential python3-venv libfontconfig1-dev libfreetype-dev fonts-dejavu-core"
+# The viewer: Xvfb and Mesa's software Vulkan for headless screenshots, and the X
+# client libraries winit loads at run time.
+APT_PKGS="libhdf5-dev pkg-config build-essential python3-venv libfontconfig1-dev libfreetype-dev fonts-dejavu-core
+  xvfb xauth mesa-vulkan-drivers libvulkan1 libx11-6 libx11-xcb1 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0"
 
 _hl_log() { echo "[setup] $*" >&2; }
 

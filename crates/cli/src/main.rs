@@ -35,6 +35,7 @@ enum Command {
     Sweep(cmd::sweep::Args),
     /// Paper lenses: toy tasks reproducing a finding (icl-regression, scaling, ...).
     Lens(cmd::lens::Args),
+    View(cmd::view::Args),
 }
 
 fn main() {
@@ -59,6 +60,7 @@ fn main() {
         Command::Report(a) => cmd::report::run(a),
         Command::Sweep(a) => cmd::sweep::run(a),
         Command::Lens(a) => cmd::lens::run(a),
+        Command::View(a) => cmd::view::run(a),
     };
     if let Err(e) = result {
         // Print the chain, skipping causes that a message already quotes.

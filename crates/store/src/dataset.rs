@@ -22,6 +22,10 @@
 //! typical pair), `restitution` (NaN when damping was given directly),
 //! `contact_time`, `seed`, `scene` and `config` (the resolved scene TOML).
 //!
+//! A model rollout (`headlab eval`) is a dataset file with two more root
+//! attributes: `source_dataset` (path of the ground truth) and `source_traj`
+//! (u32 [traj], the ground-truth trajectory each rollout starts from).
+//!
 //! In Python: `h5py.File(p)["positions"][...]`, `f["events"]["kind"]`, `f.attrs["dt"]`.
 
 use std::path::Path;
@@ -62,6 +66,37 @@ pub struct DatasetInfo {
 
 /// Write `ds` to `path` atomically (see the module docs for the layout).
 pub fn write_dataset(path: &Path, ds: &Dataset) -> Result<(), StoreError> {
+    write_dataset_with(path, ds, None)
+}
+
+/// Write a model rollout: a dataset file that also records where it came
+/// from, in the root attributes `source_dataset` (path of the ground truth)
+/// and `source_traj` (u32 [traj]: the ground-truth trajectory each rollout
+/// trajectory starts from). The viewer shows the two side by side.
+pub fn write_rollout(path: &Path, ds: &Dataset, source_dataset: &Path, source_traj: &[u32]) -> Result<(), StoreError> {
+    if source_traj.len() != ds.n_traj {
+        return Err(Ctx(path).invalid("source_traj", format!("{} values", source_traj.len()), format!("{} (trajectories)", ds.n_traj)));
+    }
+    write_dataset_with(path, ds, Some((source_dataset, source_traj)))
+}
+
+/// The source of a rollout file (`source_dataset`, `source_traj`), or `None`
+/// for a plain dataset.
+pub fn read_rollout_source(path: &Path) -> Result<Option<(std::path::PathBuf, Vec<u32>)>, StoreError> {
+    let (file, _) = open_kind(path, Some(FileKind::Dataset))?;
+    if file.attr("source_dataset").is_err() {
+        return Ok(None);
+    }
+    let src = get_str_attr(&file, path, "source_dataset")?;
+    let trajs: Vec<u32> = get_vec_attr(&file, path, "source_traj")?;
+    let info = info_from(&file, path)?;
+    if trajs.len() != info.n_traj {
+        return Err(Ctx(path).invalid("source_traj", format!("{} values", trajs.len()), format!("{} (trajectories)", info.n_traj)));
+    }
+    Ok(Some((src.into(), trajs)))
+}
+
+fn write_dataset_with(path: &Path, ds: &Dataset, source: Option<(&Path, &[u32])>) -> Result<(), StoreError> {
     let ctx = Ctx(path);
     let (t, f, n, d) = (ds.n_traj, ds.n_frames, ds.n_particles, ds.meta.dimension);
     if ds.meta.box_size.len() != d {
@@ -94,6 +129,10 @@ pub fn write_dataset(path: &Path, ds: &Dataset) -> Result<(), StoreError> {
         set_attr(file, path, "seed", m.seed)?;
         set_str_attr(file, path, "scene", &m.scene_toml)?;
         set_str_attr(file, path, "config", &m.scene_toml)?;
+        if let Some((src, trajs)) = source {
+            set_str_attr(file, path, "source_dataset", &src.display().to_string())?;
+            set_vec_attr(file, path, "source_traj", trajs)?;
+        }
         Ok(())
     })
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use headlab_sim::{simulate, Scene, SimOptions};
-use headlab_store::dataset::{read_dataset, read_dataset_meta, write_dataset};
+use headlab_store::dataset::{read_dataset, read_dataset_meta, read_rollout_source, write_dataset, write_rollout};
 
 const SCENE: &str = r#"
 dimension = 2
@@ -41,6 +41,23 @@ fn roundtrip_and_meta() {
     // The stored scene reproduces the dataset.
     let sc = Scene::from_toml_str(&info.meta.scene_toml, "stored").unwrap();
     assert_eq!((sc.trajectories, sc.frames, sc.seed), (4, 30, 7));
+}
+
+#[test]
+fn rollout_records_its_ground_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = small(1);
+    let plain = dir.path().join("d.h5");
+    write_dataset(&plain, &ds).unwrap();
+    assert_eq!(read_rollout_source(&plain).unwrap(), None);
+    let ro = dir.path().join("rollout.h5");
+    write_rollout(&ro, &ds, &plain, &[3, 1, 0, 2]).unwrap();
+    assert_eq!(read_dataset(&ro).unwrap(), ds);
+    assert_eq!(read_rollout_source(&ro).unwrap(), Some((plain.clone(), vec![3, 1, 0, 2])));
+    // One source per trajectory, or a clear error naming the key.
+    let e = write_rollout(&dir.path().join("bad.h5"), &ds, &plain, &[0]).unwrap_err().to_string();
+    assert!(e.contains("source_traj") && e.contains("4"), "{e}");
+    assert!(!dir.path().join("bad.h5").exists());
 }
 
 #[test]

@@ -150,5 +150,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("demo finished in {:.0} s", t0.elapsed().as_secs_f64());
     println!("{}", report.headline);
     println!("report: {}", report.index.display());
+    println!("watch it: headlab view {}   (tools/headlab view … from a checkout)", run_dir.display());
     Ok(())
 }

@@ -66,7 +66,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("  frame {f:5}: position MSE {:.3e}   energy drift model {:+.4}  truth {:+.4}", rep.rollout_position_mse[f], rep.rollout_energy_drift[f], rep.true_energy_drift[f]);
     }
     let out = args.out.unwrap_or_else(|| args.run.join("eval").join(format!("rollout_step_{:08}.h5", rep.step)));
-    headlab_store::dataset::write_dataset(&out, &rep.rollout)?;
+    let src: Vec<u32> = rep.rollout_trajs.iter().map(|&t| t as u32).collect();
+    headlab_store::dataset::write_rollout(&out, &rep.rollout, &std::fs::canonicalize(&data).unwrap_or_else(|_| data.clone()), &src)?;
     println!("rollouts written to {}", out.display());
     Ok(())
 }

@@ -2,6 +2,7 @@
 pub mod inspect;
 pub mod sweep;
 pub mod train;
+pub mod view;
 pub mod eval;
 pub mod lens;
 pub mod simulate;
