@@ -17,8 +17,8 @@ use bevy::window::{PrimaryWindow, WindowResolution};
 use bevy_egui::input::EguiWantsInput;
 use bevy_egui::{EguiGlobalSettings, EguiPlugin, EguiPrimaryContextPass, PrimaryEguiContext};
 
-use crate::color::{Colormap, Scale, NO_VALUE};
-use crate::data::{self, Replay};
+use headlab_viewer::color::{Colormap, Scale, NO_VALUE};
+use headlab_viewer::data::{self, Replay};
 
 /// What the particles are colored by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,6 +63,8 @@ pub struct Launch {
     pub size: (u32, u32),
     pub no_ui: bool,
     pub play: bool,
+    /// Frames rendered before the screenshot.
+    pub shot_after: u32,
 }
 
 /// Everything the user can change, in one place (the panel, keys and mouse edit it).
@@ -174,11 +176,20 @@ impl Orbit {
     }
 }
 
+/// What new contact lines are made of, and how many exist.
+#[derive(Resource)]
+struct LinePool {
+    mesh: Handle<Mesh>,
+    material: Handle<StandardMaterial>,
+    len: usize,
+}
+
 /// Screenshot-and-exit plan.
 #[derive(Resource)]
 struct Shot {
     path: PathBuf,
     frames: u32,
+    after: u32,
     requested: bool,
 }
 
@@ -332,7 +343,7 @@ pub fn run(replay: Replay, launch: Launch) -> AppExit {
         .add_systems(Update, (keyboard, advance, camera_control, compute_colors, apply_visuals, frame_time).chain())
         .add_systems(EguiPrimaryContextPass, crate::ui::panel);
     if let Some(path) = launch.screenshot {
-        app.insert_resource(Shot { path, frames: 0, requested: false }).add_systems(Update, take_screenshot.after(apply_visuals));
+        app.insert_resource(Shot { path, frames: 0, after: launch.shot_after, requested: false }).add_systems(Update, take_screenshot.after(apply_visuals));
     }
     app.run()
 }
@@ -352,8 +363,10 @@ fn setup(
     let palette = Palette { viridis, diverging, gray: materials.add(mat(NO_VALUE)), plain: materials.add(mat([0.75, 0.72, 0.62])) };
 
     // Particles: one shared unit sphere, scaled per particle; equal materials batch.
-    let sphere = meshes.add(Sphere::new(1.0).mesh().ico(3).expect("icosphere of 3 subdivisions"));
     let n = r.truth.n_particles;
+    // Fewer triangles when there are many particles (each is small on screen).
+    let subdivisions = if n <= 200 { 3 } else if n <= 2000 { 2 } else { 1 };
+    let sphere = meshes.add(Sphere::new(1.0).mesh().ico(subdivisions).expect("icosphere of at most 3 subdivisions"));
     for idx in 0..n {
         commands.spawn((Particle { idx, model: false }, Mesh3d(sphere.clone()), MeshMaterial3d(palette.plain.clone()), Transform::default()));
     }
@@ -370,10 +383,8 @@ fn setup(
     // Contact lines: a pool of thin cylinders.
     let cyl = meshes.add(Cylinder::new(1.0, 1.0));
     let line_mat = materials.add(StandardMaterial { base_color: Color::srgb(1.0, 0.85, 0.2), unlit: true, ..default() });
-    let pool = (4 * n).clamp(16, 4096);
-    for k in 0..pool {
-        commands.spawn((ContactLine(k), Mesh3d(cyl.clone()), MeshMaterial3d(line_mat.clone()), Transform::default(), Visibility::Hidden));
-    }
+    // (grown on demand in `apply_visuals`: idle entities still cost a little every frame)
+    commands.insert_resource(LinePool { mesh: cyl, material: line_mat, len: 0 });
 
     // The box: its edges as thin bars.
     let b = &r.truth.meta.box_size;
@@ -421,7 +432,7 @@ fn setup(
     let center = to_world([size[0] / 2.0, size[1] / 2.0, size[2] / 2.0], dim);
     let focus = if r.rollout.is_some() { center + model_offset(r) / 2.0 } else { center };
     let span = if r.rollout.is_some() { diag * 2.2 } else { diag };
-    let dist = span * 1.15;
+    let dist = span * if dim == 2 { 1.15 } else { 1.45 };
     let (yaw, pitch) = if dim == 2 { (0.0, 0.0) } else { (0.6, 0.45) };
     let orbit = Orbit { focus, yaw, pitch, dist, home: (focus, yaw, pitch, dist) };
     commands.spawn((
@@ -590,8 +601,8 @@ fn camera_control(
         // A click (press and release without dragging) picks the query particle.
         if mouse.just_released(MouseButton::Left) && *drag < 4.0 {
             if let Some(cursor) = win.cursor_position() {
-                let vp = cursor - Vec2::new(panel, 0.0);
-                if let Ok(ray) = camera.viewport_to_world(gtf, vp) {
+                // (bevy's viewport conversions take window coordinates)
+                if let Ok(ray) = camera.viewport_to_world(gtf, cursor) {
                     let r = &data.0;
                     let dim = r.truth.dim();
                     let n = r.truth.n_particles;
@@ -685,6 +696,8 @@ fn compute_colors(mut st: ResMut<ViewState>, mut pick: ResMut<ViewStateWrite>, m
 
 #[allow(clippy::type_complexity)]
 fn apply_visuals(
+    mut commands: Commands,
+    mut pool: ResMut<LinePool>,
     st: Res<ViewState>,
     data: Res<Data>,
     shown: Res<Shown>,
@@ -711,9 +724,8 @@ fn apply_visuals(
         if p.model {
             match &model_pos {
                 Some(pos) => {
-                    *vis = Visibility::Inherited;
-                    tf.translation = pos[p.idx];
-                    tf.scale = Vec3::splat(radii[p.idx]);
+                    vis.set_if_neq(Visibility::Inherited);
+                    tf.set_if_neq(Transform::from_translation(pos[p.idx]).with_scale(Vec3::splat(radii[p.idx])));
                     let h = match &model_speed {
                         Some(sp) => palette.get(shown.scale, sp[p.idx]),
                         None => palette.plain.clone(),
@@ -722,11 +734,12 @@ fn apply_visuals(
                         mat.0 = h;
                     }
                 }
-                None => *vis = Visibility::Hidden,
+                None => {
+                    vis.set_if_neq(Visibility::Hidden);
+                }
             }
         } else {
-            tf.translation = truth_pos[p.idx];
-            tf.scale = Vec3::splat(radii[p.idx]);
+            tf.set_if_neq(Transform::from_translation(truth_pos[p.idx]).with_scale(Vec3::splat(radii[p.idx])));
             let h = if st.mode == ColorMode::Attention && p.idx == st.query && shown.scale.is_some() {
                 palette.plain.clone()
             } else {
@@ -739,42 +752,57 @@ fn apply_visuals(
     }
     if let Ok((mut tf, mut vis)) = halo.single_mut() {
         let show = matches!(st.mode, ColorMode::Attention);
-        *vis = if show { Visibility::Inherited } else { Visibility::Hidden };
+        vis.set_if_neq(if show { Visibility::Inherited } else { Visibility::Hidden });
         let q = st.query.min(n - 1);
-        tf.translation = truth_pos[q];
-        tf.scale = Vec3::splat(radii[q] * 1.15);
+        tf.set_if_neq(Transform::from_translation(truth_pos[q]).with_scale(Vec3::splat(radii[q] * 1.15)));
     }
     let thin = radii.iter().copied().fold(f32::INFINITY, f32::min) * 0.18;
     for (line, mut tf, mut vis) in &mut lines {
         match shown.contacts.get(line.0) {
             Some(&(i, j)) if st.show_contacts => {
-                let (a, b) = (truth_pos[i], truth_pos[j]);
+                // In 2D the line floats just above the disks (seen from +z), so
+                // touching pairs, whose centers hide inside the spheres, show it too.
+                let lift = if dim == 2 { Vec3::Z * radii[i].max(radii[j]) * 1.05 } else { Vec3::ZERO };
+                let (a, b) = (truth_pos[i] + lift, truth_pos[j] + lift);
                 let len = (b - a).length().max(1e-6);
-                *vis = Visibility::Inherited;
-                *tf = Transform::from_translation((a + b) / 2.0)
-                    .with_rotation(Quat::from_rotation_arc(Vec3::Y, (b - a) / len))
-                    .with_scale(Vec3::new(thin, len, thin));
+                vis.set_if_neq(Visibility::Inherited);
+                tf.set_if_neq(
+                    Transform::from_translation((a + b) / 2.0)
+                        .with_rotation(Quat::from_rotation_arc(Vec3::Y, (b - a) / len))
+                        .with_scale(Vec3::new(thin, len, thin)),
+                );
             }
-            _ => *vis = Visibility::Hidden,
+            _ => {
+                vis.set_if_neq(Visibility::Hidden);
+            }
         }
+    }
+    // More contacts than lines: add lines (they show from the next frame).
+    let want = if st.show_contacts { shown.contacts.len() } else { 0 };
+    while pool.len < want {
+        commands.spawn((ContactLine(pool.len), Mesh3d(pool.mesh.clone()), MeshMaterial3d(pool.material.clone()), Transform::default(), Visibility::Hidden));
+        pool.len += 1;
     }
     for (e, mut vis) in &mut edges {
         let show = st.show_box && (!e.model || model_pos.is_some());
-        *vis = if show { Visibility::Inherited } else { Visibility::Hidden };
+        vis.set_if_neq(if show { Visibility::Inherited } else { Visibility::Hidden });
     }
 }
 
-fn frame_time(time: Res<Time>, mut st: ResMut<ViewState>) {
+fn frame_time(time: Res<Time<Real>>, mut st: ResMut<ViewState>) {
     let ms = time.delta_secs() * 1000.0;
     st.frame_ms = if st.frame_ms == 0.0 { ms } else { 0.95 * st.frame_ms + 0.05 * ms };
 }
 
-fn take_screenshot(mut commands: Commands, mut shot: ResMut<Shot>, mut exit: MessageWriter<AppExit>) {
+fn take_screenshot(mut commands: Commands, mut shot: ResMut<Shot>, st: Res<ViewState>, mut exit: MessageWriter<AppExit>) {
     shot.frames += 1;
     // Earlier frames may be blank while pipelines and the panel settle.
-    if shot.frames == 8 && !shot.requested {
+    if shot.frames == shot.after && !shot.requested {
         shot.requested = true;
         let path = shot.path.clone();
+        if shot.after > 30 {
+            println!("frame time {:.1} ms (smoothed over the last ~20 of {} frames)", st.frame_ms, shot.after);
+        }
         commands.spawn(Screenshot::primary_window()).observe(move |ev: On<ScreenshotCaptured>, mut exit: MessageWriter<AppExit>| {
             match save_png(&ev.image, &path) {
                 Ok(()) => {
@@ -788,8 +816,8 @@ fn take_screenshot(mut commands: Commands, mut shot: ResMut<Shot>, mut exit: Mes
             }
         });
     }
-    if shot.frames > 600 {
-        eprintln!("headlab-viewer: error: the screenshot was not captured after 600 frames");
+    if shot.frames > shot.after + 600 {
+        eprintln!("headlab-viewer: error: the screenshot was not captured 600 frames after it was asked for");
         exit.write(AppExit::error());
     }
 }

@@ -4,9 +4,9 @@
 //! libtorch; `headlab view` launches it.
 
 mod app;
-mod color;
-mod data;
 mod ui;
+
+use headlab_viewer::data;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,6 +73,10 @@ struct Args {
     /// Start playing.
     #[arg(long)]
     play: bool,
+    /// With --screenshot: render this many frames first (the panel's frame
+    /// time then shows the steady state; it is also printed).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(5..))]
+    shot_after: u32,
 }
 
 fn parse_head(s: &str) -> Result<(usize, usize), String> {
@@ -123,6 +127,7 @@ fn main() -> ExitCode {
         size: args.size,
         no_ui: args.no_ui,
         play: args.play,
+        shot_after: args.shot_after,
     };
     if let Err(e) = app::validate(&replay, &launch) {
         eprintln!("headlab-viewer: error: {e}");

@@ -5,8 +5,8 @@
 use bevy::prelude::*;
 use bevy_egui::{egui, EguiContexts};
 
-use crate::app::{AttnScale, ColorMode, Data, Shown, ViewState};
-use crate::color::{Colormap, Scale, NO_VALUE};
+use crate::app::{to_world, AttnScale, ColorMode, Data, Shown, ViewState, WorldCamera};
+use headlab_viewer::color::{Colormap, Scale, NO_VALUE};
 
 /// Width of the panel in logical pixels (the 3D view starts to its right).
 pub const PANEL_WIDTH: f32 = 300.0;
@@ -63,11 +63,42 @@ fn color_bar(ui: &mut egui::Ui, scale: Scale, label: &str) {
     });
 }
 
-pub fn panel(mut contexts: EguiContexts, mut st: ResMut<ViewState>, data: Res<Data>, shown: Res<Shown>) -> Result {
+pub fn panel(
+    mut contexts: EguiContexts,
+    mut st: ResMut<ViewState>,
+    data: Res<Data>,
+    shown: Res<Shown>,
+    camera: Query<(&Camera, &GlobalTransform), With<WorldCamera>>,
+) -> Result {
     if !st.show_ui {
         return Ok(());
     }
     let ctx = contexts.ctx_mut()?;
+    // Which box is which, when the model rollout plays beside the truth.
+    if let (Some(ro), Ok((cam, gtf))) = (data.0.rollout.as_ref(), camera.single()) {
+        let r = &data.0;
+        let b = &r.truth.meta.box_size;
+        let dim = r.truth.dim();
+        let top = if dim == 2 { [b[0] as f32 / 2.0, b[1] as f32, 0.0] } else { [b[0] as f32 / 2.0, 0.0, b[2] as f32] };
+        let model_here = ro.for_truth(st.traj).is_some() && st.show_rollout && st.frame_index() < ro.data.n_frames;
+        let painter = ctx.layer_painter(egui::LayerId::new(egui::Order::Foreground, egui::Id::new("box_labels")));
+        let name = ro.path.file_stem().unwrap_or_default().to_string_lossy().replace("rollout_", "model rollout, ");
+        for (model, label) in [(false, "ground truth".to_string()), (true, name)] {
+            if model && !model_here {
+                continue;
+            }
+            let off = if model { bevy::math::Vec3::X * (b[0] as f32 * 1.2) } else { bevy::math::Vec3::ZERO };
+            if let Ok(p) = cam.world_to_viewport(gtf, to_world(top, dim) + off) {
+                painter.text(
+                    egui::pos2(p.x, p.y - 10.0),
+                    egui::Align2::CENTER_BOTTOM,
+                    label,
+                    egui::FontId::proportional(15.0),
+                    egui::Color32::from_gray(220),
+                );
+            }
+        }
+    }
     let mut root = egui::Ui::new(
         ctx.clone(),
         "viewport".into(),
@@ -146,6 +177,9 @@ pub fn panel(mut contexts: EguiContexts, mut st: ResMut<ViewState>, data: Res<Da
                 None => {
                     ui.label("(no color scale)");
                 }
+            }
+            if r.rollout.is_some() && st.show_rollout && st.mode != ColorMode::Speed {
+                ui.label("(the model rollout is plain: attention is cached for the ground truth only)");
             }
             if let Some(m) = &shown.message {
                 ui.colored_label(egui::Color32::from_rgb(230, 180, 80), m);
