@@ -88,6 +88,10 @@ pub struct ViewState {
     pub show_ui: bool,
     /// Smoothed frame time in ms.
     pub frame_ms: f32,
+    /// Step through the checkpoints automatically (watch a head form).
+    pub play_steps: bool,
+    /// Status line (e.g. where a saved picture went).
+    pub status: String,
 }
 
 impl ViewState {
@@ -245,8 +249,7 @@ pub fn initial_state(r: &Replay, l: &Launch) -> ViewState {
     let mode = l.color.unwrap_or(if cache.is_some() { ColorMode::Attention } else { ColorMode::Speed });
     let query = l.query.unwrap_or_else(|| {
         // default: the particle with the most partners at this frame
-        let factor = cache.map(|c| c.contact_factor).unwrap_or(1.0);
-        let pairs = data::overlaps(&r.truth, traj.min(r.truth.n_traj - 1), frame.min(r.truth.n_frames - 1), factor);
+        let pairs = data::interval_contacts(&r.truth, traj.min(r.truth.n_traj - 1), frame.min(r.truth.n_frames - 1));
         let mut deg = vec![0usize; r.truth.n_particles];
         for (i, j) in pairs {
             deg[i] += 1;
@@ -269,6 +272,8 @@ pub fn initial_state(r: &Replay, l: &Launch) -> ViewState {
         show_box: true,
         show_ui: !l.no_ui,
         frame_ms: 0.0,
+        play_steps: false,
+        status: String::new(),
     }
 }
 
@@ -340,7 +345,7 @@ pub fn run(replay: Replay, launch: Launch) -> AppExit {
         .init_resource::<ContactCache>()
         .init_resource::<ViewStateWrite>()
         .add_systems(Startup, setup)
-        .add_systems(Update, (keyboard, advance, camera_control, compute_colors, apply_visuals, frame_time).chain())
+        .add_systems(Update, (keyboard, advance, camera_control, compute_colors, apply_visuals, frame_time, save_picture).chain())
         .add_systems(EguiPrimaryContextPass, crate::ui::panel);
     if let Some(path) = launch.screenshot {
         app.insert_resource(Shot { path, frames: 0, after: launch.shot_after, requested: false }).add_systems(Update, take_screenshot.after(apply_visuals));
@@ -537,12 +542,48 @@ fn keyboard(keys: Res<ButtonInput<KeyCode>>, mut st: ResMut<ViewState>, data: Re
     if keys.just_pressed(KeyCode::KeyR) {
         orbit.reset();
     }
+    if keys.just_pressed(KeyCode::KeyT) {
+        st.play_steps = !st.play_steps;
+    }
+    if keys.just_pressed(KeyCode::KeyP) {
+        st.status = SAVE_REQUEST.into();
+    }
     if keys.just_pressed(KeyCode::Escape) {
         exit.write(AppExit::Success);
     }
 }
 
-fn advance(time: Res<Time>, mut st: ResMut<ViewState>, data: Res<Data>) {
+/// `status` value that asks `save_picture` for a PNG of the window.
+pub const SAVE_REQUEST: &str = "saving…";
+
+/// Save the window as PNG in the working directory (key P or the panel's button).
+fn save_picture(mut commands: Commands, mut st: ResMut<ViewState>, data: Res<Data>) {
+    if st.status != SAVE_REQUEST {
+        return;
+    }
+    let step = data.0.attention.as_ref().filter(|c| !c.is_empty()).map(|c| format!("_step{}", c.steps[st.step_idx.min(c.steps.len() - 1)])).unwrap_or_default();
+    let name = format!("headlab_view_traj{}_frame{}{}_L{}H{}_{}.png", st.traj, st.frame_index(), step, st.head.0, st.head.1, st.mode.label().split(' ').next().unwrap_or("view"));
+    let path = std::env::current_dir().unwrap_or_default().join(name);
+    st.status = format!("saved {}", path.display());
+    commands.spawn(Screenshot::primary_window()).observe(move |ev: On<ScreenshotCaptured>, mut st: ResMut<ViewState>| {
+        if let Err(e) = save_png(&ev.image, &path) {
+            st.status = e;
+        }
+    });
+}
+
+fn advance(time: Res<Time>, mut st: ResMut<ViewState>, data: Res<Data>, mut since: Local<f32>) {
+    if st.play_steps {
+        // Two checkpoints a second, looping.
+        *since += time.delta_secs();
+        if *since > 0.5 {
+            *since = 0.0;
+            let n = data.0.attention.as_ref().map(|c| c.steps.len()).unwrap_or(0);
+            if n > 0 {
+                st.step_idx = (st.step_idx + 1) % n;
+            }
+        }
+    }
     if !st.playing {
         return;
     }
@@ -686,7 +727,7 @@ fn compute_colors(mut st: ResMut<ViewState>, mut pick: ResMut<ViewStateWrite>, m
                 shown.scale = Some(Scale { map: Colormap::Viridis, lo: 0.0, hi });
                 shown.row = row;
             } else {
-                let partners = data::overlaps(&r.truth, st.traj, frame, cache.contact_factor);
+                let partners = contacts.by_interval.get(frame).cloned().unwrap_or_default();
                 shown.values = data::particle_scores(pat, n, &partners);
                 shown.scale = Some(Scale { map: Colormap::Diverging, lo: -1.0, hi: 1.0 });
             }

@@ -14,8 +14,10 @@ use headlab_store::dataset::{read_dataset, read_rollout_source};
 use headlab_store::{open_kind, FileKind, StoreError};
 
 /// The series the head grid shows: self-excluded, normalized collision score
-/// against partners overlapping at the input frame (the probe's default).
-pub const HEAD_SCORE_SERIES: &str = "score_excl_norm_overlap";
+/// against partners in contact during the predicted interval (the event
+/// table), the same partners the viewer draws lines between and scores
+/// particles against.
+pub const HEAD_SCORE_SERIES: &str = "score_excl_norm_interval";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ViewError {
@@ -59,8 +61,6 @@ pub struct AttentionCache {
     /// Cached trajectories and frames (the same frames for each trajectory).
     pub trajs: Vec<u32>,
     pub frames: Vec<u32>,
-    /// Partners overlap when |x_i − x_j| < factor·(r_i + r_j) (the probe's option).
-    pub contact_factor: f32,
     loaded: HashMap<u64, std::sync::Arc<Vec<f32>>>,
 }
 
@@ -86,12 +86,6 @@ impl AttentionCache {
                 None => vec![f64::NAN; lh],
             });
         }
-        let contact_factor = an
-            .config_toml
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|t| t.get("contact_factor").and_then(|v| v.as_float().or(v.as_integer().map(|i| i as f64))))
-            .unwrap_or(1.0) as f32;
         Ok(Self {
             path: path.to_path_buf(),
             n_layers: an.n_layers,
@@ -101,7 +95,6 @@ impl AttentionCache {
             head_scores,
             trajs: an.pattern_traj,
             frames: an.pattern_frames,
-            contact_factor,
             loaded: HashMap::new(),
         })
     }
@@ -390,25 +383,6 @@ pub fn speeds(ds: &Dataset, traj: usize, frame: usize) -> Vec<f32> {
 /// Largest speed over a whole trajectory (the speed color scale).
 pub fn max_speed(ds: &Dataset, traj: usize) -> f32 {
     (0..ds.n_frames).flat_map(|f| speeds(ds, traj, f)).fold(0.0, f32::max)
-}
-
-/// Pairs overlapping at one frame: |x_i − x_j| < factor·(r_i + r_j).
-pub fn overlaps(ds: &Dataset, traj: usize, frame: usize, factor: f32) -> Vec<(usize, usize)> {
-    let (n, d) = (ds.n_particles, ds.dim());
-    let r = &ds.radii[traj * n..(traj + 1) * n];
-    let mut out = Vec::new();
-    for i in 0..n {
-        let a = ds.idx(traj, frame, i);
-        for j in i + 1..n {
-            let b = ds.idx(traj, frame, j);
-            let d2: f32 = (0..d).map(|k| (ds.positions[a + k] - ds.positions[b + k]).powi(2)).sum();
-            let c = factor * (r[i] + r[j]);
-            if d2 < c * c {
-                out.push((i, j));
-            }
-        }
-    }
-    out
 }
 
 /// Per-particle collision score of one head at one frame, the probe's

@@ -23,9 +23,12 @@ use clap::Parser;
 /// Color modes:
 ///   attention  a_ij from the query particle (click one; it is outlined) to every other
 ///   score      per-particle collision score of the head: of the attention a particle
-///              gives to others, the share on its overlapping partners, against chance
+///              gives to others, the share on its contact partners, against chance
 ///              (0 = chance, 1 = all on partners; gray = no partner)
 ///   speed      |v|
+/// Contact partners are the pairs in contact during the interval after the
+/// shown frame (the simulator's event table), drawn as lines; the head grid
+/// shows the probe's score for the same definition (score_excl_norm_interval).
 ///
 /// Examples:
 ///   headlab view checkpoints/demo/run

@@ -26,6 +26,8 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("drag", "orbit (right or middle: pan)"),
     ("wheel", "zoom"),
     ("R", "reset the camera"),
+    ("T", "play through the checkpoints"),
+    ("P", "save a PNG of the window here"),
     ("Tab", "hide / show this panel"),
     ("Esc", "quit"),
 ];
@@ -243,6 +245,7 @@ pub fn panel(
                 if resp.changed() {
                     st.step_idx = k;
                 }
+                ui.checkbox(&mut st.play_steps, "play through the checkpoints (T)");
                 ui.label(format!("{} checkpoints cached; trajectories {:?}, frames {}–{}", c.steps.len(), c.trajs, c.frames[0], c.frames[c.frames.len() - 1]));
             } else {
                 ui.label("No attention cache (open a run folder probed by `headlab probe`).");
@@ -254,6 +257,12 @@ pub fn panel(
             }
             ui.checkbox(&mut st.show_box, "box");
             ui.label(format!("frame time {:.1} ms ({:.0} fps)", st.frame_ms, 1000.0 / st.frame_ms.max(1e-3)));
+            ui.horizontal(|ui| {
+                if ui.button("save PNG (P)").clicked() {
+                    st.status = crate::app::SAVE_REQUEST.into();
+                }
+                ui.label(egui::RichText::new(&st.status).small());
+            });
             egui::CollapsingHeader::new("Keyboard shortcuts").default_open(false).show(ui, |ui| {
                 egui::Grid::new("keys").show(ui, |ui| {
                     for (k, what) in SHORTCUTS {
