@@ -991,10 +991,3 @@ pub fn run_lens(cfg: &IclConfig, out_dir: &Path, device: Device, progress: Optio
     Ok(report)
 }
 
-/// Set libtorch's CPU thread count (0 leaves the default). For the CLI,
-/// which does not link tch directly.
-pub fn set_torch_threads(n: usize) {
-    if n > 0 {
-        tch::set_num_threads(n as i32);
-    }
-}

@@ -10,19 +10,7 @@ fn scene(text: &str) -> Scene {
     Scene::from_toml_str(text, "test").unwrap()
 }
 
-const DENSE2D: &str = r#"
-dimension = 2
-box_size = 0.75
-n_particles = 16
-radius = [0.04, 0.07]
-gravity = 1.0
-spring_k = 300.0
-restitution = 0.8
-[speed]
-distribution = "normal"
-mean = 1.5
-sd = 0.25
-"#;
+const DENSE2D: &str = headlab_sim::scene::TEST_DENSE2D;
 
 const BOX3D: &str = r#"
 dimension = 3

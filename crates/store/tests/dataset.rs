@@ -6,19 +6,7 @@ use std::path::Path;
 use headlab_sim::{simulate, Scene, SimOptions};
 use headlab_store::dataset::{read_dataset, read_dataset_meta, read_rollout_source, write_dataset, write_rollout};
 
-const SCENE: &str = r#"
-dimension = 2
-box_size = 0.75
-n_particles = 16
-radius = [0.04, 0.07]
-gravity = 1.0
-spring_k = 300.0
-restitution = 0.8
-[speed]
-distribution = "normal"
-mean = 1.5
-sd = 0.25
-"#;
+const SCENE: &str = headlab_sim::scene::TEST_DENSE2D;
 
 fn small(threads: usize) -> headlab_sim::Dataset {
     let sc = Scene::from_toml_str(SCENE, "test.toml").unwrap();

@@ -81,7 +81,7 @@ pub struct IclArgs {
     /// auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// libtorch CPU threads (0 = libtorch's default).
+    /// libtorch CPU threads (0 = headlab's default: 1 on machines with 2 cores or fewer, else half the cores, at most 8).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Hide the progress bar.
@@ -178,7 +178,7 @@ pub struct ScalingArgs {
     /// auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// libtorch CPU threads (0 = libtorch's default).
+    /// libtorch CPU threads (0 = headlab's default: 1 on machines with 2 cores or fewer, else half the cores, at most 8).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
 }
@@ -240,7 +240,7 @@ pub struct PhysicsArgs {
     /// auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// libtorch CPU threads (0 = headlab's default).
+    /// libtorch CPU threads (0 = headlab's default: 1 on machines with 2 cores or fewer, else half the cores, at most 8).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Hide the progress bar.
@@ -337,7 +337,7 @@ fn run_icl(a: IclArgs) -> anyhow::Result<()> {
         c.noise.curvature = true;
     }
     c.validate()?;
-    headlab_lens::icl::set_torch_threads(a.threads);
+    headlab_train::set_threads(a.threads);
     let device = headlab_model::parse_device(&a.device)?;
     let bar = if a.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
     bar.set_style(
@@ -371,7 +371,7 @@ fn run_icl(a: IclArgs) -> anyhow::Result<()> {
 
 fn run_scaling_run(a: &ScalingArgs, run: &std::path::Path) -> anyhow::Result<()> {
     use headlab_lens::scaling::{run_saturation, write_run_h5, write_run_html, RunSaturationOptions};
-    headlab_lens::icl::set_torch_threads(a.threads);
+    headlab_train::set_threads(a.threads);
     let data = match &a.data {
         Some(p) => p.clone(),
         None => {
@@ -408,7 +408,7 @@ fn run_scaling_run(a: &ScalingArgs, run: &std::path::Path) -> anyhow::Result<()>
 
 fn run_scaling_physics(a: &ScalingArgs) -> anyhow::Result<()> {
     use headlab_lens::scaling::physics::{run_physics_scaling, scale_name, write_physics_h5, write_physics_html, PhysicsScalingConfig};
-    headlab_lens::icl::set_torch_threads(a.threads);
+    headlab_train::set_threads(a.threads);
     let mut c = PhysicsScalingConfig { scene: a.scene.display().to_string(), ..Default::default() };
     if let Some(v) = &a.particles {
         c.particles = v.clone();
@@ -476,7 +476,7 @@ fn run_scaling(a: ScalingArgs) -> anyhow::Result<()> {
         c.seed = v;
     }
     c.validate()?;
-    headlab_lens::icl::set_torch_threads(a.threads);
+    headlab_train::set_threads(a.threads);
     let device = headlab_model::parse_device(&a.device)?;
     let r = headlab_lens::scaling::run_lens(&c, &a.out, device)?;
     let nmax = *c.ns.iter().max().unwrap_or(&1);
@@ -556,7 +556,7 @@ pub struct ScanSnapArgs {
     pub seeds: Option<usize>,
     #[arg(long)]
     pub seed: Option<u64>,
-    /// libtorch CPU threads (0 = libtorch's default).
+    /// libtorch CPU threads (0 = headlab's default: 1 on machines with 2 cores or fewer, else half the cores, at most 8).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Hide the progress bar.
@@ -601,7 +601,7 @@ fn run_scan_snap(a: ScanSnapArgs) -> anyhow::Result<()> {
         c.train.seed = v;
     }
     c.validate()?;
-    headlab_lens::icl::set_torch_threads(a.threads);
+    headlab_train::set_threads(a.threads);
     let bar = if a.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
     bar.set_style(
         indicatif::ProgressStyle::with_template("scan-snap [{bar:30}] {pos}/{len} runs  {msg}  {elapsed_precise}")
