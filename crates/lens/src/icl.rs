@@ -53,7 +53,6 @@
 //! and reports the loss on `n_eval` fresh prompts.
 
 mod output;
-pub mod plot;
 
 pub use output::{write_h5, write_html};
 

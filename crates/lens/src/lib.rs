@@ -9,5 +9,6 @@ pub mod icl;
 pub mod max_margin;
 pub mod noise;
 pub mod physics;
+mod plot;
 pub mod scaling;
 pub mod scan_snap;

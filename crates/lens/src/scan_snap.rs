@@ -21,7 +21,6 @@
 pub mod freeze;
 pub(crate) mod model;
 mod output;
-pub(crate) mod plot;
 pub mod task;
 
 use std::path::PathBuf;
@@ -31,8 +30,6 @@ use serde::{Deserialize, Serialize};
 pub use freeze::{detect_freeze, relative_change, snap_from_changes, steepest_drop, FreezeScale};
 pub use output::{write_h5, write_page, write_plots};
 pub use task::{Batch, Task, TaskConfig, TokenKind};
-
-pub(crate) use output::html_escape as output_html_escape;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScanSnapError {

@@ -22,9 +22,9 @@ use headlab_store::h5util::{set_attr, set_str_attr, write_array, Ctx};
 use headlab_store::{atomic_write, FileKind, StoreError};
 use hdf5::types::VarLenUnicode;
 
-use super::plot::{draw_hists, draw_lines, num, png_panels, Axes, Page, Series};
 use super::{IclError, IclReport, NoiseMeasurement, Optim};
 use crate::noise::{gaussian_pdf, Histogram, NoiseStats};
+use crate::plot::{num, write_png, Page, Panel, Series};
 
 const MAX_COORDS: usize = 1_000_000;
 
@@ -173,17 +173,19 @@ pub fn write_html(dir: &Path, r: &IclReport) -> Result<(), IclError> {
         .iter()
         .map(|d| {
             let g: Vec<_> = r.gaps.iter().filter(|g| g.data == *d).collect();
-            Series::new(d.label(), g.iter().map(|g| (g.depth as f64, g.log_gap_mean)).collect())
+            Series::line(d.label(), g.iter().map(|g| (g.depth as f64, g.log_gap_mean)).collect())
+                .marked()
                 .with_err(g.iter().map(|g| g.log_gap_std).collect())
         })
         .collect();
-    let axes = Axes {
+    let panel = Panel {
         title: "Adam-vs-SGD gap (mean ± std over seeds)".into(),
         x_label: "depth (layers)".into(),
         y_label: "log10(L_SGD / L_Adam)".into(),
+        series,
         ..Default::default()
     };
-    png_panels(&dir.join(gap_png), 1, 700, 450, |_, a| draw_lines(a, &axes, &series)).map_err(|e| out_err(&dir.join(gap_png), e))?;
+    write_png(&dir.join(gap_png), &[panel], 1, (700, 450)).map_err(|e| out_err(&dir.join(gap_png), e))?;
     page.img(gap_png, "Gap between the best SGD and the best Adam loss, by depth and data setting.");
 
     // Per (data, depth): LR sweep and curves.
@@ -212,7 +214,7 @@ pub fn write_html(dir: &Path, r: &IclReport) -> Result<(), IclError> {
                     err.push(s);
                 }
             }
-            sweep.push(Series::new(o.name(), pts).with_err(err));
+            sweep.push(Series::line(o.name(), pts).marked().with_err(err));
             // Mean curve at the best LR (runs that did not diverge).
             let sel: Vec<_> = r
                 .runs
@@ -226,25 +228,29 @@ pub fn write_html(dir: &Path, r: &IclReport) -> Result<(), IclError> {
                     .enumerate()
                     .map(|(i, &s)| (s.max(1) as f64, sel.iter().map(|x| x.eval_loss[i]).sum::<f64>() / sel.len() as f64))
                     .collect();
-                curves.push(Series::new(format!("{} lr {}", o.name(), num(best.lr)), pts));
+                curves.push(Series::line(format!("{} lr {}", o.name(), num(best.lr)), pts).marked());
             }
         }
-        let a1 = Axes {
-            title: format!("{} depth {}: final loss vs LR", g.data.label(), g.depth),
-            x_label: "learning rate".into(),
-            y_label: "eval loss".into(),
-            log_x: true,
-            log_y: true,
-        };
-        let a2 = Axes {
-            title: "eval loss at the best LR (mean over seeds)".into(),
-            x_label: "step".into(),
-            y_label: "eval loss".into(),
-            log_x: false,
-            log_y: true,
-        };
-        png_panels(&dir.join(&file), 2, 600, 420, |i, a| if i == 0 { draw_lines(a, &a1, &sweep) } else { draw_lines(a, &a2, &curves) })
-            .map_err(|e| out_err(&dir.join(&file), e))?;
+        let panels = [
+            Panel {
+                title: format!("{} depth {}: final loss vs LR", g.data.label(), g.depth),
+                x_label: "learning rate".into(),
+                y_label: "eval loss".into(),
+                log_x: true,
+                log_y: true,
+                series: sweep,
+                ..Default::default()
+            },
+            Panel {
+                title: "eval loss at the best LR (mean over seeds)".into(),
+                x_label: "step".into(),
+                y_label: "eval loss".into(),
+                log_y: true,
+                series: curves,
+                ..Default::default()
+            },
+        ];
+        write_png(&dir.join(&file), &panels, 2, (1200, 420)).map_err(|e| out_err(&dir.join(&file), e))?;
         page.img(&file, &format!("{} data, depth {}: left, final eval loss against learning rate (mean ± std over seeds, diverged runs left out); right, training curves at each optimizer's best LR.", g.data.label(), g.depth));
     }
 
@@ -307,27 +313,24 @@ fn noise_png(path: &Path, m: &NoiseMeasurement, bins: usize) -> Result<(), IclEr
     let hc = Histogram::new(&m.coords, bins, None);
     let xs = hc.centers();
     let gauss: Vec<(f64, f64)> = xs.iter().map(|&x| (x, gaussian_pdf(x, 0.0, 1.0))).collect();
-    let a1 = Axes {
-        title: format!("‖ξ‖ (kurtosis {}, Hill α {})", num(m.norm_stats.excess_kurtosis), num(m.norm_stats.hill.alpha)),
-        x_label: "noise norm".into(),
-        y_label: "density".into(),
-        ..Default::default()
-    };
-    let a2 = Axes {
-        title: format!("standardized coordinates (kurtosis {}, Hill α {})", num(m.coord_stats.excess_kurtosis), num(m.coord_stats.hill.alpha)),
-        x_label: "noise / its std (per coordinate)".into(),
-        y_label: "density".into(),
-        log_y: true,
-        ..Default::default()
-    };
-    png_panels(path, 2, 600, 420, |i, a| {
-        if i == 0 {
-            draw_hists(a, &a1, &[("noise".into(), hn.edges.clone(), hn.density.clone()), ("Gaussian ref".into(), hg.edges.clone(), hg.density.clone())], &[])
-        } else {
-            draw_hists(a, &a2, &[("noise".into(), hc.edges.clone(), hc.density.clone())], &[("N(0,1)".into(), gauss.clone())])
-        }
-    })
-    .map_err(|e| out_err(path, e))
+    let panels = [
+        Panel {
+            title: format!("‖ξ‖ (kurtosis {}, Hill α {})", num(m.norm_stats.excess_kurtosis), num(m.norm_stats.hill.alpha)),
+            x_label: "noise norm".into(),
+            y_label: "density".into(),
+            series: vec![Series::hist("noise", &hn.edges, &hn.density), Series::hist("Gaussian ref", &hg.edges, &hg.density)],
+            ..Default::default()
+        },
+        Panel {
+            title: format!("standardized coordinates (kurtosis {}, Hill α {})", num(m.coord_stats.excess_kurtosis), num(m.coord_stats.hill.alpha)),
+            x_label: "noise / its std (per coordinate)".into(),
+            y_label: "density".into(),
+            log_y: true,
+            series: vec![Series::hist("noise", &hc.edges, &hc.density), Series::line("N(0,1)", gauss).overlay()],
+            ..Default::default()
+        },
+    ];
+    write_png(path, &panels, 2, (1200, 420)).map_err(|e| out_err(path, e))
 }
 
 fn slug(s: &str) -> String {

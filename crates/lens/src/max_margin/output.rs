@@ -17,7 +17,7 @@ use headlab_store::h5util::{set_attr, set_str_attr, write_array, Ctx};
 use headlab_store::{atomic_write, FileKind};
 
 use super::{MaxMarginError, MaxMarginResult, Variant};
-use crate::scan_snap::plot::{draw, LegendPos, Panel, Series, PALETTE};
+use crate::plot::{esc, write_png, xy, LegendPos, Panel, Series, PALETTE};
 
 pub fn write_h5(path: &Path, res: &MaxMarginResult) -> Result<(), MaxMarginError> {
     let d = &res.data;
@@ -107,15 +107,15 @@ pub fn write_plots(dir: &Path, res: &MaxMarginResult) -> Result<Vec<PathBuf>, Ma
     let mut mass = Vec::new();
     let mut norm = Vec::new();
     for (i, r) in res.runs.iter().enumerate() {
-        let c = PALETTE[i % 8];
+        let c = PALETTE[i % PALETTE.len()];
         // One minus cosine on a log axis shows the slow approach to 1.
-        cos.push(Series::line(label(r.variant), x(r), r.trace.cos.iter().map(|c| 1.0 - c).collect(), c));
+        cos.push(Series::line(label(r.variant), xy(&x(r), r.trace.cos.iter().map(|c| 1.0 - c))).colored(c));
         if !r.trace.cos_v.is_empty() {
-            cos.push(Series::line("v, trained with p, vs v_mm", x(r), r.trace.cos_v.iter().map(|c| 1.0 - c).collect(), PALETTE[4]));
+            cos.push(Series::line("v, trained with p, vs v_mm", xy(&x(r), r.trace.cos_v.iter().map(|c| 1.0 - c))).colored(PALETTE[4]));
         }
-        margin.push(Series::line(label(r.variant), x(r), r.trace.margin_ratio.clone(), c));
-        mass.push(Series::line(label(r.variant), x(r), r.trace.opt_mass.clone(), c));
-        norm.push(Series::line(label(r.variant), x(r), r.trace.norm.clone(), c));
+        margin.push(Series::line(label(r.variant), xy(&x(r), r.trace.margin_ratio.iter().copied())).colored(c));
+        mass.push(Series::line(label(r.variant), xy(&x(r), r.trace.opt_mass.iter().copied())).colored(c));
+        norm.push(Series::line(label(r.variant), xy(&x(r), r.trace.norm.iter().copied())).colored(c));
     }
     let panels = [
         Panel {
@@ -158,7 +158,7 @@ pub fn write_plots(dir: &Path, res: &MaxMarginResult) -> Result<Vec<PathBuf>, Ma
             ..Default::default()
         },
     ];
-    draw(&p, &panels, 2, (1200, 850)).map_err(plot_err(&p))?;
+    write_png(&p, &panels, 2, (1200, 850)).map_err(plot_err(&p))?;
     out.push(p);
     if !res.path.is_empty() {
         let p = dir.join("max_margin_path.png");
@@ -168,7 +168,7 @@ pub fn write_plots(dir: &Path, res: &MaxMarginResult) -> Result<Vec<PathBuf>, Ma
                 title: "Regularization path: cos(p̄(R), p_mm)".into(),
                 x_label: "radius R".into(),
                 y_label: "cosine".into(),
-                series: vec![Series::line("cos", r.clone(), res.path.iter().map(|q| q.cos).collect(), PALETTE[0])],
+                series: vec![Series::line("cos", xy(&r, res.path.iter().map(|q| q.cos)))],
                 log_x: true,
                 legend: LegendPos::None,
                 ..Default::default()
@@ -178,15 +178,15 @@ pub fn write_plots(dir: &Path, res: &MaxMarginResult) -> Result<Vec<PathBuf>, Ma
                 x_label: "radius R".into(),
                 y_label: "value".into(),
                 series: vec![
-                    Series::line("loss", r.clone(), res.path.iter().map(|q| q.loss).collect(), PALETTE[1]),
-                    Series::line("optimal-token mass", r, res.path.iter().map(|q| q.opt_mass).collect(), PALETTE[2]),
+                    Series::line("loss", xy(&r, res.path.iter().map(|q| q.loss))).colored(PALETTE[1]),
+                    Series::line("optimal-token mass", xy(&r, res.path.iter().map(|q| q.opt_mass))).colored(PALETTE[2]),
                 ],
                 log_x: true,
                 legend: LegendPos::UpperLeft,
                 ..Default::default()
             },
         ];
-        draw(&p, &panels, 2, (1200, 450)).map_err(plot_err(&p))?;
+        write_png(&p, &panels, 2, (1200, 450)).map_err(plot_err(&p))?;
         out.push(p);
     }
     Ok(out)
@@ -265,7 +265,7 @@ pub fn write_page(dir: &Path, res: &MaxMarginResult, plots: &[PathBuf], h5_name:
     let _ = write!(
         h,
         "<h2>Configuration</h2><pre>{}</pre></body></html>",
-        crate::scan_snap::output_html_escape(&c.to_toml())
+        esc(&c.to_toml())
     );
     let path = dir.join("index.html");
     std::fs::write(&path, h).map_err(|source| MaxMarginError::Io { path: path.clone(), source })?;

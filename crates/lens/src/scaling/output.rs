@@ -13,7 +13,7 @@ use headlab_store::{atomic_write, FileKind, StoreError};
 use hdf5::types::VarLenUnicode;
 
 use super::{ScalingError, ScalingPoint, ScalingReport};
-use crate::icl::plot::{draw_lines, num, png_panels, Axes, Page, Series};
+use crate::plot::{num, write_png, Page, Panel, Series};
 
 type Metric = (&'static str, &'static str, fn(&ScalingPoint) -> f64, bool);
 
@@ -63,24 +63,25 @@ pub fn write_html(dir: &Path, r: &ScalingReport) -> Result<(), ScalingError> {
         c.query_std, c.key_std, c.d, c.queries, c.trials, 1.0 - c.eps
     ));
     page.table(&["option", "score"], &c.options.iter().map(|o| vec![o.name().to_string(), o.formula().to_string()]).collect::<Vec<_>>());
-    let panels = c.spreads.len();
     for (name, desc, get, log_y) in METRICS {
         if name == "entropy" || name == "max_weight" {
             continue;
         }
         let file = format!("scaling_{name}.png");
         let p = dir.join(&file);
-        png_panels(&p, panels, 420, 380, |i, area| {
-            let spread = c.spreads[i];
-            let series: Vec<Series> = c
-                .options
-                .iter()
-                .map(|&o| Series::new(o.name(), c.ns.iter().filter_map(|&n| r.get(o, spread, n).map(|pt| (n as f64, get(pt)))).collect()))
-                .collect();
-            let axes = Axes { title: format!("σ = {spread}"), x_label: "N (keys)".into(), y_label: desc.into(), log_x: true, log_y };
-            draw_lines(area, &axes, &series)
-        })
-        .map_err(|e| out_err(&p, e))?;
+        let panels: Vec<Panel> = c
+            .spreads
+            .iter()
+            .map(|&spread| {
+                let series = c
+                    .options
+                    .iter()
+                    .map(|&o| Series::line(o.name(), c.ns.iter().filter_map(|&n| r.get(o, spread, n).map(|pt| (n as f64, get(pt)))).collect()).marked())
+                    .collect();
+                Panel { title: format!("σ = {spread}"), x_label: "N (keys)".into(), y_label: desc.into(), log_x: true, log_y, series, ..Default::default() }
+            })
+            .collect();
+        write_png(&p, &panels, panels.len(), (420 * panels.len() as u32, 380)).map_err(|e| out_err(&p, e))?;
         page.img(&file, &format!("{desc} against the number of keys N, one panel per key-length spread σ."));
     }
     page.h(2, "Table");

@@ -36,7 +36,7 @@ use tch::Device;
 
 use super::run::model_saturation;
 use super::{bad, ScalingError};
-use crate::icl::plot::{draw_lines, num, png_panels, Axes, Page, Series};
+use crate::plot::{num, write_png, Page, Panel, Series};
 
 /// Configuration of the physics comparison; every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -274,17 +274,15 @@ pub fn write_physics_html(dir: &Path, r: &PhysicsScalingReport) -> Result<(), Sc
     let shown = [METRICS[0], METRICS[1], METRICS[4], METRICS[5]];
     let file = "scaling_physics.png";
     let p = dir.join(file);
-    png_panels(&p, shown.len(), 400, 360, |i, area| {
-        let (_, desc, get) = shown[i];
-        let series: Vec<Series> = c
+    let panels = shown.map(|(_, desc, get)| {
+        let series = c
             .options
             .iter()
-            .map(|&o| Series::new(scale_name(o), r.points.iter().filter(|p| p.option == o).map(|p| (p.particles as f64, get(p))).collect()))
+            .map(|&o| Series::line(scale_name(o), r.points.iter().filter(|p| p.option == o).map(|p| (p.particles as f64, get(p))).collect()).marked())
             .collect();
-        let axes = Axes { title: desc.into(), x_label: "particles N (= keys)".into(), y_label: desc.into(), log_x: true, log_y: false };
-        draw_lines(area, &axes, &series)
-    })
-    .map_err(|e| out_err(&p, e))?;
+        Panel { title: desc.into(), x_label: "particles N (= keys)".into(), y_label: desc.into(), log_x: true, series, ..Default::default() }
+    });
+    write_png(&p, &panels, panels.len(), (400 * panels.len() as u32, 360)).map_err(|e| out_err(&p, e))?;
     let mut page = Page::default();
     page.p(&format!(
         "Attention scale options on the physics task (Bernhard 2023, arXiv 2311.09406). Base scene {} with N ∈ {:?} particles (box scaled to keep the packing fraction); \

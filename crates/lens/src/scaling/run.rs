@@ -29,7 +29,7 @@ use headlab_store::{atomic_write, FileKind, StoreError};
 use tch::{Device, Tensor};
 
 use super::{saturation_per_head, Saturation, ScalingError};
-use crate::icl::plot::{draw_lines, num, png_panels, Axes, Page, Series};
+use crate::plot::{num, write_png, xy, Page, Panel, Series};
 
 /// Options of the run diagnostics.
 #[derive(Debug, Clone, PartialEq)]
@@ -233,16 +233,17 @@ pub fn write_run_html(dir: &Path, r: &RunSaturation) -> Result<(), ScalingError>
     let p = dir.join(file);
     // Step 0 cannot sit on a log axis: plot step + 1.
     let xs: Vec<f64> = r.steps.iter().map(|&s| s as f64 + 1.0).collect();
-    png_panels(&p, shown.len(), 420, 380, |i, area| {
-        let (_, desc, get) = shown[i];
-        let series: Vec<Series> = (0..r.n_layers)
-            .flat_map(|l| (0..r.n_heads).map(move |h| (l, h)))
-            .map(|(l, h)| Series::new(format!("L{l}.H{h}"), xs.iter().copied().zip(r.series(get, l, h)).collect()))
-            .collect();
-        let axes = Axes { title: desc.into(), x_label: "training step + 1".into(), y_label: desc.into(), log_x: true, log_y: false };
-        draw_lines(area, &axes, &series)
-    })
-    .map_err(|e| out_err(&p, e))?;
+    let panels: Vec<Panel> = shown
+        .iter()
+        .map(|&(_, desc, get)| {
+            let series = (0..r.n_layers)
+                .flat_map(|l| (0..r.n_heads).map(move |h| (l, h)))
+                .map(|(l, h)| Series::line(format!("L{l}.H{h}"), xy(&xs, r.series(get, l, h))).marked())
+                .collect();
+            Panel { title: desc.into(), x_label: "training step + 1".into(), y_label: desc.into(), log_x: true, series, ..Default::default() }
+        })
+        .collect();
+    write_png(&p, &panels, panels.len(), (420 * panels.len() as u32, 380)).map_err(|e| out_err(&p, e))?;
     let mut page = Page::default();
     page.p(&format!(
         "Softmax saturation of the run {} (attention scale {}, {} particles) on {} evaluation frames ({}). \

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use headlab_store::h5util::{set_attr, set_str_attr, write_array};
 use headlab_store::{atomic_write, FileKind, StoreError};
 
-use super::plot::{draw, LegendPos, Panel, Series, BLACK_ISH, PALETTE};
 use super::{ScanSnapError, ScanSnapResult, TokenKind, Trace};
+use crate::plot::{esc, write_png, xy, LegendPos, Panel, Series, BLACK_ISH, PALETTE};
 
 fn opt(v: Option<u64>) -> i64 {
     v.map(|s| s as i64).unwrap_or(-1)
@@ -128,9 +128,9 @@ pub fn write_plots(dir: &Path, res: &ScanSnapResult) -> Result<Vec<PathBuf>, Sca
             x_label: "training step".into(),
             y_label: "mean attention mass".into(),
             series: vec![
-                Series::line("distinctive", x.clone(), f64s(&m.mass_distinct), PALETTE[0]),
-                Series::line("common", x.clone(), f64s(&m.mass_common), PALETTE[1]),
-                Series::line("query (self)", x.clone(), f64s(&m.mass_self), PALETTE[7]),
+                Series::line("distinctive", xy(&x, f64s(&m.mass_distinct))),
+                Series::line("common", xy(&x, f64s(&m.mass_common))),
+                Series::line("query (self)", xy(&x, f64s(&m.mass_self))).colored(PALETTE[7]),
             ],
             vlines: snap.clone(),
             y_range: Some((0.0, 1.0)),
@@ -140,7 +140,7 @@ pub fn write_plots(dir: &Path, res: &ScanSnapResult) -> Result<Vec<PathBuf>, Sca
             title: format!("Attention entropy (uniform = ln {seq} = {:.2})", seq.ln()),
             x_label: "training step".into(),
             y_label: "entropy (nats)".into(),
-            series: vec![Series::line("entropy", x.clone(), f64s(&m.entropy), PALETTE[4])],
+            series: vec![Series::line("entropy", xy(&x, f64s(&m.entropy))).colored(PALETTE[4])],
             vlines: snap.clone(),
             ..Default::default()
         },
@@ -148,7 +148,7 @@ pub fn write_plots(dir: &Path, res: &ScanSnapResult) -> Result<Vec<PathBuf>, Sca
             title: "Eval loss".into(),
             x_label: "training step".into(),
             y_label: "cross-entropy".into(),
-            series: vec![Series::line("eval loss", x.clone(), f64s(&m.eval_loss), PALETTE[2])],
+            series: vec![Series::line("eval loss", xy(&x, f64s(&m.eval_loss))).colored(PALETTE[2])],
             log_y: true,
             vlines: snap.clone(),
             ..Default::default()
@@ -158,15 +158,15 @@ pub fn write_plots(dir: &Path, res: &ScanSnapResult) -> Result<Vec<PathBuf>, Sca
             x_label: "training step".into(),
             y_label: scale_label(res.config.freeze.scale).into(),
             series: vec![
-                Series::line("relative change", x.clone(), f64s(&m.rel_change), PALETTE[3]),
-                Series::line("threshold", x.clone(), vec![res.config.freeze.threshold as f64; x.len()], PALETTE[7]),
+                Series::line("relative change", xy(&x, f64s(&m.rel_change))).colored(PALETTE[3]),
+                Series::line("threshold", xy(&x, vec![res.config.freeze.threshold as f64; x.len()])).colored(PALETTE[7]),
             ],
             log_y: true,
             vlines: snap.clone(),
             ..Default::default()
         },
     ];
-    draw(&p, &panels, 2, (1200, 800)).map_err(plot_err(&p))?;
+    write_png(&p, &panels, 2, (1200, 800)).map_err(plot_err(&p))?;
     out.push(p);
 
     // 2. Per-token logits of the first query.
@@ -184,7 +184,7 @@ pub fn write_plots(dir: &Path, res: &ScanSnapResult) -> Result<Vec<PathBuf>, Sca
         let y: Vec<f64> = (0..m.steps.len()).map(|e| m.logits[e * m.dim + tok] as f64).collect();
         let label = if named[c] { String::new() } else { name.to_string() };
         named[c] = true;
-        series.push(Series::line(label, x.clone(), y, [PALETTE[0], PALETTE[1], PALETTE[7]][c]).thin());
+        series.push(Series::line(label, xy(&x, y)).colored([PALETTE[0], PALETTE[1], PALETTE[7]][c]).thin());
     }
     let panels = [Panel {
         title: format!("Attention logits of query 0 against each of the {v} tokens (centred)"),
@@ -194,7 +194,7 @@ pub fn write_plots(dir: &Path, res: &ScanSnapResult) -> Result<Vec<PathBuf>, Sca
         vlines: snap.clone(),
         ..Default::default()
     }];
-    draw(&p, &panels, 1, (1000, 600)).map_err(plot_err(&p))?;
+    write_png(&p, &panels, 1, (1000, 600)).map_err(plot_err(&p))?;
     out.push(p);
 
     // 3. Learning-rate ratio sweep.
@@ -207,23 +207,21 @@ pub fn write_plots(dir: &Path, res: &ScanSnapResult) -> Result<Vec<PathBuf>, Sca
         let curves: Vec<Series> = res
             .lr_sweep
             .iter()
-            .enumerate()
-            .map(|(i, q)| Series::line(format!("ratio {}", q.ratio), steps(&q.trace), f64s(&q.trace.entropy), PALETTE[i % 8]))
+            .map(|q| Series::line(format!("ratio {}", q.ratio), xy(&steps(&q.trace), f64s(&q.trace.entropy))))
             .collect();
         let mut rc: Vec<Series> = res
             .lr_sweep
             .iter()
-            .enumerate()
-            .map(|(i, q)| Series::line(format!("ratio {}", q.ratio), steps(&q.trace), f64s(&q.trace.rel_change), PALETTE[i % 8]))
+            .map(|q| Series::line(format!("ratio {}", q.ratio), xy(&steps(&q.trace), f64s(&q.trace.rel_change))))
             .collect();
         let xs0 = steps(&res.lr_sweep[0].trace);
-        rc.push(Series::line("threshold", xs0.clone(), vec![res.config.freeze.threshold as f64; xs0.len()], BLACK_ISH).thin());
+        rc.push(Series::line("threshold", xy(&xs0, vec![res.config.freeze.threshold as f64; xs0.len()])).colored(BLACK_ISH).thin());
         let panels = [
             Panel {
                 title: "Snap step vs decoder/attention LR ratio".into(),
                 x_label: "lr_decoder / lr_attention".into(),
                 y_label: "snap step".into(),
-                series: vec![Series::points("snap step", ratios.clone(), snaps, PALETTE[0])],
+                series: vec![Series::dots("snap step", xy(&ratios, snaps))],
                 log_x: true,
                 legend: LegendPos::None,
                 ..Default::default()
@@ -233,8 +231,8 @@ pub fn write_plots(dir: &Path, res: &ScanSnapResult) -> Result<Vec<PathBuf>, Sca
                 x_label: "lr_decoder / lr_attention".into(),
                 y_label: "value".into(),
                 series: vec![
-                    Series::points("final entropy (nats)", ratios.clone(), ent, PALETTE[4]),
-                    Series::points("final distinctive mass", ratios, md, PALETTE[0]),
+                    Series::dots("final entropy (nats)", xy(&ratios, ent)).colored(PALETTE[4]),
+                    Series::dots("final distinctive mass", xy(&ratios, md)).colored(PALETTE[0]),
                 ],
                 log_x: true,
                 legend: LegendPos::LowerLeft,
@@ -256,7 +254,7 @@ pub fn write_plots(dir: &Path, res: &ScanSnapResult) -> Result<Vec<PathBuf>, Sca
                 ..Default::default()
             },
         ];
-        draw(&p, &panels, 2, (1300, 900)).map_err(plot_err(&p))?;
+        write_png(&p, &panels, 2, (1300, 900)).map_err(plot_err(&p))?;
         out.push(p);
     }
 
@@ -295,7 +293,7 @@ pub fn write_plots(dir: &Path, res: &ScanSnapResult) -> Result<Vec<PathBuf>, Sca
                 title: "Attention locked onto accidental co-occurrences".into(),
                 x_label: title_inf.clone(),
                 y_label: "share of top logits held by common tokens".into(),
-                series: vec![Series::points("per seed", lx, ly, PALETTE[1]), Series::line("mean", mx, my, PALETTE[0])],
+                series: vec![Series::dots("per seed", xy(&lx, ly)).colored(PALETTE[1]), Series::line("mean", xy(&mx, my)).colored(PALETTE[0])],
                 x_ticks: Some(ticks.clone()),
                 y_range: Some((-0.05, 1.05)),
                 ..Default::default()
@@ -304,7 +302,7 @@ pub fn write_plots(dir: &Path, res: &ScanSnapResult) -> Result<Vec<PathBuf>, Sca
                 title: "Final attention mass on common tokens".into(),
                 x_label: title_inf.clone(),
                 y_label: "mass".into(),
-                series: vec![Series::points("per seed", cx, cy, PALETTE[1]), Series::line("mean", mcx, mcy, PALETTE[0])],
+                series: vec![Series::dots("per seed", xy(&cx, cy)).colored(PALETTE[1]), Series::line("mean", xy(&mcx, mcy)).colored(PALETTE[0])],
                 x_ticks: Some(ticks.clone()),
                 ..Default::default()
             },
@@ -312,13 +310,13 @@ pub fn write_plots(dir: &Path, res: &ScanSnapResult) -> Result<Vec<PathBuf>, Sca
                 title: "corr(train-set class purity, logit) over common tokens".into(),
                 x_label: title_inf,
                 y_label: "Pearson r".into(),
-                series: vec![Series::points("per seed", qx, qy, PALETTE[2]), Series::line("mean", mqx, mqy, PALETTE[0])],
+                series: vec![Series::dots("per seed", xy(&qx, qy)).colored(PALETTE[2]), Series::line("mean", xy(&mqx, mqy)).colored(PALETTE[0])],
                 x_ticks: Some(ticks),
                 y_range: Some((-1.05, 1.05)),
                 ..Default::default()
             },
         ];
-        draw(&p, &panels, 3, (1500, 450)).map_err(plot_err(&p))?;
+        write_png(&p, &panels, 3, (1500, 450)).map_err(plot_err(&p))?;
         out.push(p);
     }
     Ok(out)
@@ -433,12 +431,8 @@ pub fn write_page(dir: &Path, res: &ScanSnapResult, plots: &[PathBuf], h5_name: 
         let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let _ = write!(h, "<p><img src=\"{name}\" alt=\"{name}\"></p>");
     }
-    let _ = write!(h, "<h2>Configuration</h2><pre>{}</pre></body></html>", html_escape(&c.to_toml()));
+    let _ = write!(h, "<h2>Configuration</h2><pre>{}</pre></body></html>", esc(&c.to_toml()));
     let path = dir.join("index.html");
     std::fs::write(&path, h).map_err(|source| ScanSnapError::Io { path: path.clone(), source })?;
     Ok(path)
-}
-
-pub(crate) fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
