@@ -146,11 +146,30 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let runtime_dir = quiet_runtime_dir();
     install_panic_hook();
-    match app::run(replay, launch) {
+    let code = match app::run(replay, launch) {
         bevy::app::AppExit::Success => ExitCode::SUCCESS,
         bevy::app::AppExit::Error(c) => ExitCode::from(c.get()),
+    };
+    if let Some(d) = runtime_dir {
+        let _ = std::fs::remove_dir_all(d);
     }
+    code
+}
+
+/// Headless sessions (xvfb-run, ssh, containers) often lack XDG_RUNTIME_DIR,
+/// and the windowing libraries then print an alarming but harmless error.
+/// Give them a private one (before any thread starts).
+fn quiet_runtime_dir() -> Option<PathBuf> {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("headlab-viewer-runtime-{}", std::process::id()));
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().mode(0o700).create(&dir).ok()?;
+    std::env::set_var("XDG_RUNTIME_DIR", &dir);
+    Some(dir)
 }
 
 /// Headless screenshot: run ourselves again under `xvfb-run -a`.
