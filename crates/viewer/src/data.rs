@@ -172,6 +172,18 @@ pub struct Replay {
 /// Open a dataset, a rollout or a run folder. `dataset` overrides where the
 /// ground truth is read from.
 pub fn open(path: &Path, dataset: Option<&Path>) -> Result<Replay> {
+    let r = open_any(path, dataset)?;
+    let t = &r.truth;
+    if t.n_traj == 0 || t.n_frames == 0 || t.n_particles == 0 {
+        return Err(ViewError::Invalid {
+            path: r.truth_path.clone(),
+            msg: format!("holds {} trajectories × {} frames × {} particles: nothing to show", t.n_traj, t.n_frames, t.n_particles),
+        });
+    }
+    Ok(r)
+}
+
+fn open_any(path: &Path, dataset: Option<&Path>) -> Result<Replay> {
     if !path.exists() {
         return Err(ViewError::NotFound { path: path.to_path_buf() });
     }

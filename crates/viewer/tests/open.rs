@@ -109,3 +109,19 @@ fn files_the_viewer_cannot_show_are_named() {
     let e = open(&run, Some(&small)).err().unwrap().to_string();
     assert!(e.contains("n_particles is 5") && e.contains("small.h5") && e.contains("3 particles"), "{e}");
 }
+
+#[test]
+fn an_empty_dataset_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _) = write_scene(dir.path());
+    let mut ds = headlab_store::dataset::read_dataset(&data).unwrap();
+    ds.n_traj = 0;
+    ds.positions.clear();
+    ds.velocities.clear();
+    ds.radii.clear();
+    ds.masses.clear();
+    let empty = dir.path().join("empty.h5");
+    headlab_store::dataset::write_dataset(&empty, &ds).unwrap();
+    let e = open(&empty, None).err().unwrap().to_string();
+    assert!(e.contains("empty.h5") && e.contains("0 trajectories") && e.contains("nothing to show"), "{e}");
+}
