@@ -197,11 +197,13 @@ struct Shot {
     requested: bool,
 }
 
-/// Contacts by interval for the current trajectory (from the event table).
+/// What is computed once per trajectory: contacts by interval (from the
+/// event table) and the speed color scale's top.
 #[derive(Resource, Default)]
-struct ContactCache {
+struct TrajCache {
     traj: Option<usize>,
     by_interval: Vec<Vec<(usize, usize)>>,
+    max_speed: f32,
 }
 
 /// Map simulator coordinates (2D: x, y; 3D: x, y, z with gravity along −z)
@@ -249,7 +251,8 @@ pub fn initial_state(r: &Replay, l: &Launch) -> ViewState {
     let mode = l.color.unwrap_or(if cache.is_some() { ColorMode::Attention } else { ColorMode::Speed });
     let query = l.query.unwrap_or_else(|| {
         // default: the particle with the most partners at this frame
-        let pairs = data::interval_contacts(&r.truth, traj.min(r.truth.n_traj - 1), frame.min(r.truth.n_frames - 1));
+        let all = data::contacts_by_interval(&r.truth, traj.min(r.truth.n_traj - 1));
+        let pairs = all.get(frame).cloned().unwrap_or_default();
         let mut deg = vec![0usize; r.truth.n_particles];
         for (i, j) in pairs {
             deg[i] += 1;
@@ -342,8 +345,7 @@ pub fn run(replay: Replay, launch: Launch) -> AppExit {
         .insert_resource(state)
         .insert_resource(Data(replay))
         .init_resource::<Shown>()
-        .init_resource::<ContactCache>()
-        .init_resource::<ViewStateWrite>()
+        .init_resource::<TrajCache>()
         .add_systems(Startup, setup)
         .add_systems(Update, (keyboard, advance, camera_control, compute_colors, apply_visuals, frame_time, save_picture).chain())
         .add_systems(EguiPrimaryContextPass, crate::ui::panel);
@@ -603,9 +605,8 @@ fn camera_control(
     mut orbit: ResMut<Orbit>,
     mut cam: Query<(&mut Transform, &mut Camera, &GlobalTransform), With<WorldCamera>>,
     window: Query<&Window, With<PrimaryWindow>>,
-    st: Res<ViewState>,
+    mut st: ResMut<ViewState>,
     data: Res<Data>,
-    mut st_mut: ResMut<ViewStateWrite>,
     mut drag: Local<f32>,
 ) {
     let Ok((mut tf, mut camera, gtf)) = cam.single_mut() else { return };
@@ -651,7 +652,7 @@ fn camera_control(
                         data::positions_at(&r.truth, st.traj, st.frame).into_iter().map(|p| to_world(p, dim).to_array()).collect();
                     let radii = &r.truth.radii[st.traj * n..(st.traj + 1) * n];
                     if let Some(k) = data::pick_sphere(ray.origin.to_array(), ray.direction.as_vec3().to_array(), &centers, radii) {
-                        st_mut.query = Some(k);
+                        st.query = k;
                     }
                 }
             }
@@ -660,24 +661,15 @@ fn camera_control(
     *tf = orbit.transform();
 }
 
-/// A pick made by the camera system, applied by `compute_colors` (so one
-/// system at a time writes `ViewState`).
-#[derive(Resource, Default)]
-pub struct ViewStateWrite {
-    query: Option<usize>,
-}
-
-fn compute_colors(mut st: ResMut<ViewState>, mut pick: ResMut<ViewStateWrite>, mut data: ResMut<Data>, mut shown: ResMut<Shown>, mut contacts: ResMut<ContactCache>) {
-    if let Some(q) = pick.query.take() {
-        st.query = q;
-    }
+fn compute_colors(mut st: ResMut<ViewState>, mut data: ResMut<Data>, mut shown: ResMut<Shown>, mut contacts: ResMut<TrajCache>) {
     let r = &mut data.0;
     let n = r.truth.n_particles;
     st.traj = st.traj.min(r.truth.n_traj - 1);
     st.query = st.query.min(n - 1);
     let frame = st.frame_index().min(r.truth.n_frames - 1);
     if contacts.traj != Some(st.traj) {
-        contacts.by_interval = (0..r.truth.n_frames).map(|f| data::interval_contacts(&r.truth, st.traj, f)).collect();
+        contacts.by_interval = data::contacts_by_interval(&r.truth, st.traj);
+        contacts.max_speed = data::max_speed(&r.truth, st.traj);
         contacts.traj = Some(st.traj);
     }
     shown.contacts = if st.show_contacts { contacts.by_interval.get(frame).cloned().unwrap_or_default() } else { Vec::new() };
@@ -686,7 +678,7 @@ fn compute_colors(mut st: ResMut<ViewState>, mut pick: ResMut<ViewStateWrite>, m
     match st.mode {
         ColorMode::Speed => {
             shown.values = data::speeds(&r.truth, st.traj, frame);
-            let hi = data::max_speed(&r.truth, st.traj).max(1e-6);
+            let hi = contacts.max_speed.max(1e-6);
             shown.scale = Some(Scale { map: Colormap::Viridis, lo: 0.0, hi });
         }
         ColorMode::Attention | ColorMode::Score => {

@@ -51,6 +51,8 @@ impl Rollout {
 /// The probe's attention cache (`analysis.h5`), loaded one checkpoint at a time.
 pub struct AttentionCache {
     pub path: PathBuf,
+    /// The dataset the probe ran on, as recorded in the file.
+    pub dataset: String,
     pub n_layers: usize,
     pub n_heads: usize,
     pub n_particles: usize,
@@ -88,6 +90,7 @@ impl AttentionCache {
         }
         Ok(Self {
             path: path.to_path_buf(),
+            dataset: an.dataset,
             n_layers: an.n_layers,
             n_heads: an.n_heads,
             n_particles: an.n_particles,
@@ -250,12 +253,11 @@ fn open_run_with(run: &Path, an_path: &Path, dataset: Option<&Path>, mut notes: 
     let data = match dataset {
         Some(d) => d.to_path_buf(),
         None => {
-            let an = read_analysis(an_path, false)?;
-            let p = resolve_recorded(Path::new(&an.dataset), run);
+            let p = resolve_recorded(Path::new(&cache.dataset), run);
             if !p.exists() {
                 return Err(ViewError::Invalid {
                     path: an_path.into(),
-                    msg: format!("the dataset it was probed on, `{}`, is not there; pass --dataset FILE.h5", an.dataset),
+                    msg: format!("the dataset it was probed on, `{}`, is not there; pass --dataset FILE.h5", cache.dataset),
                 });
             }
             p
@@ -429,10 +431,13 @@ pub fn particle_scores(pattern: &[f32], n: usize, partners: &[(usize, usize)]) -
         .collect()
 }
 
-/// Contacts during the interval after `frame`, from the event table.
-pub fn interval_contacts(ds: &Dataset, traj: usize, frame: usize) -> Vec<(usize, usize)> {
-    let all = ds.interval_contacts(traj);
-    all.get(frame).map(|v| v.iter().filter(|&&(_, j)| j >= 0).map(|&(i, j)| (i as usize, j as usize)).collect()).unwrap_or_default()
+/// Particle pairs in contact during each interval of trajectory `traj` (the
+/// interval after frame f at index f), from the event table; walls left out.
+pub fn contacts_by_interval(ds: &Dataset, traj: usize) -> Vec<Vec<(usize, usize)>> {
+    ds.interval_contacts(traj)
+        .into_iter()
+        .map(|v| v.into_iter().filter(|&(_, j)| j >= 0).map(|(i, j)| (i as usize, j as usize)).collect())
+        .collect()
 }
 
 /// The first intersection of a ray with a set of spheres: index of the sphere.
