@@ -15,14 +15,13 @@
 //! `argmin_{‖p‖≤R} L(p)` has the same limit as `R → ∞`.
 //!
 //! [`run_toy`] trains p, W and (p, v) jointly, solves the SVMs with the
-//! Clarabel QP solver ([`svm`]), records the cosine with the SVM solution,
+//! Clarabel QP solver ([`headlab_analysis::svm`]), records the cosine with the SVM solution,
 //! the normalized margin and the softmax mass on the optimal token, and
 //! follows the regularization path. [`min_norm_margin`] solves any such
 //! problem, e.g. a physics head's contact-partner SVM in its key space.
 
 pub mod data;
 mod output;
-pub mod svm;
 pub mod train;
 
 use std::path::PathBuf;
@@ -31,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub use data::{MmData, MmDataConfig};
 pub use output::{write_h5, write_page, write_plots};
-pub use svm::{cosine, min_norm_margin, SvmError, SvmSolution};
+pub use headlab_analysis::svm::{cosine, min_norm_margin, SvmError, SvmSolution};
 pub use train::{Loss, MmTrace, PathPoint, Variant};
 
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,6 @@
 //! detector ([`detect_freeze`]) takes any series of logit vectors, so the
 //! same measure applies to a physics run's heads across checkpoints.
 
-pub mod freeze;
 pub(crate) mod model;
 mod output;
 pub mod task;
@@ -27,7 +26,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use freeze::{detect_freeze, relative_change, snap_from_changes, steepest_drop, FreezeScale};
+pub use headlab_analysis::freeze::{detect_freeze, relative_change, snap_from_changes, steepest_drop, FreezeConfig, FreezeScale};
 pub use output::{write_h5, write_page, write_plots};
 pub use task::{Batch, Task, TaskConfig, TokenKind};
 
@@ -93,25 +92,6 @@ pub struct ToyTrainConfig {
 impl Default for ToyTrainConfig {
     fn default() -> Self {
         ToyTrainConfig { steps: 2000, batch_size: 64, lr_attention: 1.0, lr_decoder: 1.0, eval_every: 10, seed: 0 }
-    }
-}
-
-/// Freeze detector: attention has snapped once the relative change of the
-/// (centred) attention logits over `window` steps stays below `threshold`
-/// for the rest of training ([`freeze`] explains the scales).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FreezeConfig {
-    pub window: u64,
-    pub threshold: f32,
-    /// `rms` (default): RMS logit change = relative change of the attention
-    /// weights; `displacement`: share of the total movement; `norm`: ‖Δz‖/‖z‖.
-    pub scale: FreezeScale,
-}
-
-impl Default for FreezeConfig {
-    fn default() -> Self {
-        FreezeConfig { window: 100, threshold: 0.03, scale: FreezeScale::Rms }
     }
 }
 

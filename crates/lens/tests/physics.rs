@@ -2,8 +2,9 @@
 
 use std::path::Path;
 
-use headlab_lens::physics::{plot, read_lens_physics, run_physics, PhysicsControl, PhysicsLensConfig, SERIES};
-use headlab_probe::contacts::with_frame_overlap_events;
+use headlab_analysis::contacts::with_frame_overlap_events;
+use headlab_analysis::lens_physics::{plot, read_lens_physics, SERIES};
+use headlab_lens::physics::{run_physics, PhysicsControl, PhysicsLensConfig};
 use headlab_probe::run::{probe_run, ProbeControl, ProbeOptions};
 use headlab_sim::Dataset;
 use headlab_store::analysis::read_analysis;

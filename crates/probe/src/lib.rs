@@ -1,12 +1,11 @@
-//! headlab-probe: what the attention heads of a trained checkpoint do —
-//! collision scores, AUROC, attention–distance correlation g_h(r), entropy —
-//! measured on a fixed evaluation set at every checkpoint, and fits of the
-//! resulting score series against training step (power law and the
-//! alternatives it must beat).
+//! headlab-probe: what the attention heads of a trained checkpoint do, run
+//! on the model (libtorch): the probe driver ([`run`]) feeds every
+//! checkpoint's attention patterns on a fixed evaluation set to the metrics
+//! of [`headlab_analysis::metrics`] and appends them to `RUN/analysis.h5`;
+//! [`llc`] estimates the local learning coefficient by SGLD.
+//!
+//! The tch-free arithmetic (metrics, contacts, fits, the collision head) lives
+//! in headlab-analysis; the report and the viewer use it without libtorch.
 
-pub mod contacts;
-pub mod fit;
-pub mod fitrun;
-pub mod metrics;
 pub mod run;
 pub mod llc;

@@ -7,19 +7,16 @@
 //! Attention patterns of every head on a few whole evaluation trajectories
 //! are cached at every checkpoint for the viewer.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use headlab_analysis::evalset::{choose_eval_frames, frame_geoms};
+use headlab_analysis::heads::analysis_path;
+use headlab_analysis::metrics::{default_g_edges, step_record, FrameGeom, HeadMetrics, ProbeAccum};
 use headlab_sim::Dataset;
-use headlab_store::analysis::{read_analysis, write_analysis, Analysis, StepRecord};
+use headlab_store::analysis::{read_analysis, write_analysis, Analysis};
 use headlab_store::checkpoint::list_checkpoints;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-
-use crate::contacts::interval_contacts;
-use crate::metrics::{default_g_edges, FrameGeom, HeadMetrics, ProbeAccum};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -29,6 +26,8 @@ pub enum ProbeError {
     Run { path: PathBuf, msg: String },
     #[error(transparent)]
     Store(#[from] headlab_store::StoreError),
+    #[error(transparent)]
+    Analysis(#[from] headlab_analysis::AnalysisError),
     #[error(transparent)]
     Model(#[from] headlab_model::ModelError),
     #[error(transparent)]
@@ -151,37 +150,6 @@ impl AttentionSource for ModelSource {
     }
 }
 
-/// The evaluation frames: `n` distinct (trajectory, frame) pairs from `trajs`,
-/// frames with a successor, drawn with `seed`, sorted.
-pub fn choose_eval_frames(ds: &Dataset, trajs: &[usize], n: usize, seed: u64) -> Vec<(usize, usize)> {
-    let mut all: Vec<(usize, usize)> = trajs.iter().flat_map(|&t| (0..ds.n_frames.saturating_sub(1)).map(move |f| (t, f))).collect();
-    all.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xE7A1));
-    all.truncate(n);
-    all.sort();
-    all
-}
-
-/// Geometry and contact partners of each evaluation frame.
-pub fn frame_geoms(ds: &Dataset, frames: &[(usize, usize)], factor: f32) -> Vec<FrameGeom> {
-    let n = ds.n_particles;
-    let d = ds.dim();
-    let mut by_traj: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for (k, &(t, _)) in frames.iter().enumerate() {
-        by_traj.entry(t).or_default().push(k);
-    }
-    let mut out: Vec<Option<FrameGeom>> = vec![None; frames.len()];
-    for (t, ks) in by_traj {
-        let fs: Vec<usize> = ks.iter().map(|&k| frames[k].1).collect();
-        let cs = interval_contacts(ds, t, &fs);
-        for (&k, c) in ks.iter().zip(cs) {
-            let f = frames[k].1;
-            let i = ds.idx(t, f, 0);
-            out[k] = Some(FrameGeom::new(&ds.positions[i..i + n * d], &ds.radii[t * n..(t + 1) * n], d, factor, c));
-        }
-    }
-    out.into_iter().map(|g| g.expect("every frame has a geometry")).collect()
-}
-
 /// Probe one attention source on the evaluation frames: per-head metrics.
 pub fn probe_source(src: &dyn AttentionSource, ds: &Dataset, frames: &[(usize, usize)], geoms: &[FrameGeom], edges: &[f32], batch: usize) -> Result<Vec<HeadMetrics>> {
     let (l, h, n) = (src.n_layers(), src.n_heads(), ds.n_particles);
@@ -219,30 +187,6 @@ fn cached_patterns(src: &dyn AttentionSource, ds: &Dataset, trajs: &[u32], frame
         }
     }
     Ok(out)
-}
-
-/// Build the record of one checkpoint.
-pub fn step_record(step: u64, metrics: &[HeadMetrics], patterns: Vec<f32>) -> StepRecord {
-    let names = HeadMetrics::scalar_names();
-    let mut series: BTreeMap<String, Vec<f64>> = names.iter().map(|n| (n.clone(), Vec::with_capacity(metrics.len()))).collect();
-    for m in metrics {
-        for (name, v) in names.iter().zip(m.scalars()) {
-            series.get_mut(name).unwrap().push(v);
-        }
-    }
-    StepRecord {
-        step,
-        series,
-        g: metrics.iter().flat_map(|m| m.g.iter().copied()).collect(),
-        g_excl: metrics.iter().flat_map(|m| m.g_excl.iter().copied()).collect(),
-        g_count: metrics.iter().flat_map(|m| m.g_count.iter().copied()).collect(),
-        patterns,
-    }
-}
-
-/// Path of a run's analysis file.
-pub fn analysis_path(run_dir: &Path) -> PathBuf {
-    run_dir.join("analysis.h5")
 }
 
 /// Probe every checkpoint of `run_dir` not yet in its analysis.h5.
@@ -412,34 +356,3 @@ pub fn eval_trajectories(run_dir: &Path, ds: &Dataset) -> Result<Vec<usize>> {
     Ok(if val.is_empty() { (0..ds.n_traj).collect() } else { val })
 }
 
-/// The head that best detects collisions at the last probed step.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BestHead {
-    pub layer: usize,
-    pub head: usize,
-    pub step: u64,
-    /// Self-excluded normalized score (overlap partners).
-    pub score: f64,
-    /// AUROC of a_ij for contact within the interval.
-    pub auroc: f64,
-    /// Lower and upper edge of the g(r) bin where the head's g peaks.
-    pub g_peak: (f32, f32),
-    /// score ≥ 0.5, AUROC ≥ 0.95, g peaks at or inside contact.
-    pub meets_bar: bool,
-}
-
-/// Pick the head with the highest final self-excluded normalized score
-/// (series `score_excl_norm_overlap`) and check the collision-head bar.
-pub fn best_head(a: &Analysis) -> Option<BestHead> {
-    let s = a.steps.len().checked_sub(1)?;
-    let score = a.series.get("score_excl_norm_overlap")?;
-    let auroc = a.series.get("auroc_interval")?;
-    let lh = a.n_layers * a.n_heads;
-    let k = (0..lh).filter(|&k| score[s * lh + k].is_finite()).max_by(|&x, &y| score[s * lh + x].total_cmp(&score[s * lh + y]))?;
-    let (layer, head) = (k / a.n_heads, k % a.n_heads);
-    let g = a.head_g(false, s, layer, head);
-    let kb = (0..g.len()).filter(|&b| g[b].is_finite()).max_by(|&x, &y| g[x].total_cmp(&g[y]))?;
-    let g_peak = (a.g_edges[kb], a.g_edges[kb + 1]);
-    let (sc, au) = (score[s * lh + k], auroc[s * lh + k]);
-    Some(BestHead { layer, head, step: a.steps[s], score: sc, auroc: au, g_peak, meets_bar: sc >= 0.5 && au >= 0.95 && g_peak.0 < 1.0 })
-}

@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
-use headlab_probe::contacts::with_frame_overlap_events;
-use headlab_probe::metrics::overlap_contacts;
-use headlab_probe::run::{best_head, probe_run, probe_run_with, AttentionSource, ProbeControl, ProbeOptions, Result};
+use headlab_analysis::contacts::with_frame_overlap_events;
+use headlab_analysis::heads::best_head;
+use headlab_analysis::metrics::overlap_contacts;
+use headlab_probe::run::{probe_run, probe_run_with, AttentionSource, ProbeControl, ProbeOptions, Result};
 use headlab_sim::{Dataset, EventKind};
 use headlab_store::analysis::read_analysis;
 use headlab_train::toy::{tiny_train_config, toy_dataset};

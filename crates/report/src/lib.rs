@@ -9,9 +9,10 @@ pub mod plots;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use headlab_probe::fit::{FitModel, FitOptions, PooledFit, Series, SeriesFit};
-use headlab_probe::fitrun::{collision_head, fit_analysis, head_series, stored_fits, RunFits, DEFAULT_SERIES};
-use headlab_probe::run::{analysis_path, best_head, BestHead};
+use headlab_analysis::fit::{FitModel, FitOptions, PooledFit, Series, SeriesFit};
+use headlab_analysis::fitrun::{collision_head, fit_analysis, head_series, stored_fits, RunFits, DEFAULT_SERIES};
+use headlab_analysis::heads::{analysis_path, best_head, BestHead};
+use headlab_analysis::lens_physics;
 use headlab_store::analysis::{read_analysis, Analysis};
 use serde::{Deserialize, Serialize};
 
@@ -26,7 +27,7 @@ pub enum ReportError {
     #[error(transparent)]
     Store(#[from] headlab_store::StoreError),
     #[error(transparent)]
-    Probe(#[from] headlab_probe::run::ProbeError),
+    Analysis(#[from] headlab_analysis::AnalysisError),
 }
 
 pub type Result<T, E = ReportError> = std::result::Result<T, E>;
@@ -167,7 +168,7 @@ pub fn write_report(runs: &[PathBuf], out_dir: Option<&Path>, opts: &ReportOptio
     let mut pooled_html = String::new();
     if collision.len() >= 2 {
         let series: Vec<Series> = collision.iter().map(|c| c.1.clone()).collect();
-        let pooled = headlab_probe::fit::fit_pooled(&series, &opts.fit);
+        let pooled = headlab_analysis::fit::fit_pooled(&series, &opts.fit);
         let fig = out.join("pooled.png");
         plots::pooled_figure(&fig, &collision, pooled.whole.as_ref(), "Collision head of each seed, with fits pooled over seeds")?;
         pooled_html = pooled_section(&pooled, collision.len());
@@ -296,12 +297,12 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
     }
 
     // Scan-and-snap and max-margin per head, when `headlab lens physics` has run.
-    let lens_file = headlab_lens::physics::lens_physics_path(run);
+    let lens_file = lens_physics::lens_physics_path(run);
     if lens_file.exists() {
-        match headlab_lens::physics::read_lens_physics(&lens_file) {
+        match lens_physics::read_lens_physics(&lens_file) {
             Ok(lp) if !lp.steps.is_empty() && (lp.n_layers, lp.n_heads) == (a.n_layers, a.n_heads) => {
                 let fc = lp.freeze_config();
-                let names = headlab_lens::physics::plot::head_figures(out, prefix, a, &opts.series, &lp, &fc).map_err(|e| ReportError::Plot { path: out.join(format!("{prefix}lens_*.png")), msg: e.to_string() })?;
+                let names = lens_physics::plot::head_figures(out, prefix, a, &opts.series, &lp, &fc).map_err(|e| ReportError::Plot { path: out.join(format!("{prefix}lens_*.png")), msg: e.to_string() })?;
                 for (k, f) in names.into_iter().enumerate() {
                     let (l, hh) = (k / a.n_heads, k % a.n_heads);
                     let snap = lp.snap_step(l, hh).map(|s| format!("snaps at step {s}")).unwrap_or_else(|| "never freezes".into());

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use headlab_probe::fit::{FitModel, Series, SeriesFit};
+use headlab_analysis::fit::{FitModel, Series, SeriesFit};
 use headlab_store::analysis::Analysis;
 use headlab_store::metrics::Metrics;
 use plotters::prelude::*;

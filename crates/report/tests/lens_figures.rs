@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use headlab_lens::physics::{default_freeze, write_lens_physics, LensPhysics, SERIES};
-use headlab_probe::metrics::{default_g_edges, HeadMetrics};
+use headlab_analysis::lens_physics::{default_freeze, write_lens_physics, LensPhysics, SERIES};
+use headlab_analysis::metrics::{default_g_edges, HeadMetrics};
 use headlab_report::{write_report, ReportOptions};
 use headlab_store::analysis::{write_analysis, Analysis, StepRecord};
 
@@ -55,7 +55,7 @@ fn lens(dir: &Path) {
     };
     lp.detect_snaps(&default_freeze());
     assert!(lp.snap_step(0, 1).is_some() && lp.snap_step(0, 0).is_none(), "{:?}", lp.snap);
-    write_lens_physics(&headlab_lens::physics::lens_physics_path(dir), &lp).unwrap();
+    write_lens_physics(&headlab_analysis::lens_physics::lens_physics_path(dir), &lp).unwrap();
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn lens_figures_appear_when_lens_physics_exists() {
     let run = tmp.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
     analysis(&run);
-    let opts = ReportOptions { fit: headlab_probe::fit::FitOptions { bootstrap: 5, ..Default::default() }, ..Default::default() };
+    let opts = ReportOptions { fit: headlab_analysis::fit::FitOptions { bootstrap: 5, ..Default::default() }, ..Default::default() };
     let s = write_report(std::slice::from_ref(&run), None, &opts).unwrap();
     let html = std::fs::read_to_string(&s.index).unwrap();
     assert!(!html.contains("lens_L0H0.png"), "no lens file, no lens figures");

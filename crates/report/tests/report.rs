@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use headlab_probe::metrics::{default_g_edges, HeadMetrics};
+use headlab_analysis::metrics::{default_g_edges, HeadMetrics};
 use headlab_report::{write_report, ReportOptions};
 use headlab_store::analysis::{write_analysis, Analysis, StepRecord};
 use headlab_store::metrics::{write_metrics, Metrics};
@@ -67,9 +67,9 @@ fn report_of_one_and_several_runs() {
         std::fs::create_dir_all(r).unwrap();
         synthetic_run(r, k as u64, 400.0 + 100.0 * k as f64);
     }
-    let opts = ReportOptions { fit: headlab_probe::fit::FitOptions { bootstrap: 10, ..Default::default() }, ..Default::default() };
+    let opts = ReportOptions { fit: headlab_analysis::fit::FitOptions { bootstrap: 10, ..Default::default() }, ..Default::default() };
     // `headlab fit` first (stores the fits in each analysis.h5), as the CLI does.
-    let fs = headlab_probe::fitrun::fit_runs(&runs, &opts.series, &opts.fit).unwrap();
+    let fs = headlab_analysis::fitrun::fit_runs(&runs, &opts.series, &opts.fit).unwrap();
     assert_eq!(fs.collision_heads, vec![Some((1, 2)); 3]);
     assert!(fs.pooled.is_some());
     let s = write_report(&runs[..1], None, &opts).unwrap();

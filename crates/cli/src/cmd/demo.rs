@@ -116,7 +116,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("[4/6] fit");
     super::fit::run(super::fit::Args {
         runs: vec![run_dir.clone()],
-        series: headlab_probe::fitrun::DEFAULT_SERIES.to_string(),
+        series: headlab_analysis::fitrun::DEFAULT_SERIES.to_string(),
         bootstrap: args.bootstrap,
         seed: args.seed,
     })?;
@@ -142,7 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // The report judges the best head against the collision-head bar; its
     // headline is the demo's last word.
     let opts = headlab_report::ReportOptions {
-        fit: headlab_probe::fit::FitOptions { bootstrap: args.bootstrap, ..Default::default() },
+        fit: headlab_analysis::fit::FitOptions { bootstrap: args.bootstrap, ..Default::default() },
         ..Default::default()
     };
     let report = headlab_report::write_report(std::slice::from_ref(&run_dir), None, &opts)?;

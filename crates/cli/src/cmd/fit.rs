@@ -1,8 +1,8 @@
 //! `headlab fit`: fit emergence curves to probed score series.
 use std::path::PathBuf;
 
-use headlab_probe::fit::{FitModel, FitOptions};
-use headlab_probe::fitrun::{fit_runs, DEFAULT_SERIES};
+use headlab_analysis::fit::{FitModel, FitOptions};
+use headlab_analysis::fitrun::{fit_runs, DEFAULT_SERIES};
 
 /// Fit, for every head of every run, the score series against training step
 /// with a saturating power law S∞ − A·(t+t0)^(−α), a power-law onset
@@ -40,7 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}:", run.display());
         for hf in &fits.heads {
             let mark = if Some((hf.layer, hf.head)) == *ch { "*" } else { " " };
-            let w = |f: Option<&headlab_probe::fit::SeriesFit>| f.and_then(|f| f.best().map(|b| format!("{} (+{:.1})", b.model.name(), f.margin()))).unwrap_or_else(|| "-".into());
+            let w = |f: Option<&headlab_analysis::fit::SeriesFit>| f.and_then(|f| f.best().map(|b| format!("{} (+{:.1})", b.model.name(), f.margin()))).unwrap_or_else(|| "-".into());
             let alpha = hf.report.tail.as_ref().and_then(|t| t.get(FitModel::Power)).and_then(|p| p.param("alpha")).map(|a| format!("{:.2} [{:.2}, {:.2}]", a.value, a.lo, a.hi)).unwrap_or_else(|| "-".into());
             let em = hf.report.emergence.map(|e| format!("{:.0} [{:.0}, {:.0}]", e.value, e.lo, e.hi)).unwrap_or_else(|| "-".into());
             println!(
@@ -54,7 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     if let Some(p) = &s.pooled {
-        let b = |f: &Option<headlab_probe::fit::SeriesFit>| f.as_ref().and_then(|f| f.best().map(|b| format!("{} (+{:.1})", b.model.name(), f.margin()))).unwrap_or_else(|| "-".into());
+        let b = |f: &Option<headlab_analysis::fit::SeriesFit>| f.as_ref().and_then(|f| f.best().map(|b| format!("{} (+{:.1})", b.model.name(), f.margin()))).unwrap_or_else(|| "-".into());
         println!("pooled over {} seeds (collision heads): whole {}  tail {}  emergence {:.0} ± {:.0}", p.n_seeds, b(&p.whole), b(&p.tail), p.emergence_mean, p.emergence_std);
     }
     println!("(* = collision head; +x = AICc margin of the winner over the runner-up)");

@@ -249,7 +249,8 @@ pub struct PhysicsArgs {
 }
 
 pub fn run_physics(a: PhysicsArgs) -> anyhow::Result<()> {
-    use headlab_lens::physics::{plot, read_lens_physics, run_physics, Contact, PhysicsControl, PhysicsLensConfig};
+    use headlab_analysis::lens_physics::{plot, read_lens_physics};
+    use headlab_lens::physics::{run_physics, Contact, PhysicsControl, PhysicsLensConfig};
     let contact = match a.contact.as_str() {
         "interval" => Contact::Interval,
         "overlap" => Contact::Overlap,
@@ -264,9 +265,9 @@ pub fn run_physics(a: PhysicsArgs) -> anyhow::Result<()> {
     cfg.freeze.window = a.freeze_window;
     cfg.freeze.threshold = a.freeze_threshold;
     cfg.freeze.scale = match a.freeze_scale.as_str() {
-        "norm" => headlab_lens::scan_snap::FreezeScale::Norm,
-        "rms" => headlab_lens::scan_snap::FreezeScale::Rms,
-        "displacement" => headlab_lens::scan_snap::FreezeScale::Displacement,
+        "norm" => headlab_analysis::freeze::FreezeScale::Norm,
+        "rms" => headlab_analysis::freeze::FreezeScale::Rms,
+        "displacement" => headlab_analysis::freeze::FreezeScale::Displacement,
         o => anyhow::bail!("--freeze-scale {o}: use norm, rms or displacement"),
     };
     let ctl = PhysicsControl { device: a.device, progress: !a.quiet, fresh: a.fresh, ..Default::default() };

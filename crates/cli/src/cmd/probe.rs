@@ -2,7 +2,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use headlab_probe::run::{best_head, probe_run, ProbeControl, ProbeOptions};
+use headlab_analysis::heads::best_head;
+use headlab_probe::run::{probe_run, ProbeControl, ProbeOptions};
 use headlab_train::TrainConfig;
 
 /// Probe every checkpoint of a run that is not probed yet: on a fixed set of

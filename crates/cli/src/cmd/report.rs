@@ -1,8 +1,8 @@
 //! `headlab report`: the HTML report of probed (and fitted) runs.
 use std::path::PathBuf;
 
-use headlab_probe::fit::FitOptions;
-use headlab_probe::fitrun::DEFAULT_SERIES;
+use headlab_analysis::fit::FitOptions;
+use headlab_analysis::fitrun::DEFAULT_SERIES;
 use headlab_report::{write_report, ReportOptions};
 
 /// Write an HTML report with figures, readable offline: loss curves, the

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::data::MmData;
-use super::svm::{cosine, dot, norm};
+use headlab_analysis::svm::{cosine, dot, norm};
 
 /// What is trained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

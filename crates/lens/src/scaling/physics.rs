@@ -202,7 +202,7 @@ pub fn run_physics_scaling(cfg: &PhysicsScalingConfig, out: &Path, device: Devic
             let ctl = headlab_probe::run::ProbeControl { device: tc.device.clone(), progress: false, threads: 1, ..Default::default() };
             let ps = headlab_probe::run::probe_run(&run_dir, &ds, &data_path, &popts, &ctl).map_err(|e| other(&run_dir, e))?;
             let an = headlab_store::analysis::read_analysis(&ps.analysis_path, false)?;
-            let best = headlab_probe::run::best_head(&an);
+            let best = headlab_analysis::heads::best_head(&an);
             let lh = an.n_layers * an.n_heads;
             let emergence_step = an
                 .series

@@ -111,7 +111,7 @@ fn eval_frames(run_dir: &Path, ds: &Dataset, opts: &RunSaturationOptions) -> Res
         }
     }
     let val = headlab_probe::run::eval_trajectories(run_dir, ds).map_err(|e| run_err(run_dir, e.to_string()))?;
-    Ok((headlab_probe::run::choose_eval_frames(ds, &val, opts.eval_frames, opts.seed), "validation draw".into()))
+    Ok((headlab_analysis::evalset::choose_eval_frames(ds, &val, opts.eval_frames, opts.seed), "validation draw".into()))
 }
 
 /// Evenly thinned list (first and last kept).

@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use tch::{Kind, Tensor};
 
-use super::freeze;
+use headlab_analysis::freeze;
 use super::task::{Batch, Task, TokenKind};
 use super::{Embedding, ScanSnapConfig, ScanSnapError, Trace};
 

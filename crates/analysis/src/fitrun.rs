@@ -8,7 +8,8 @@ use headlab_store::analysis::{read_analysis, write_analysis, Analysis};
 use serde::{Deserialize, Serialize};
 
 use crate::fit::{fit_pooled, fit_report, FitOptions, FitReport, PooledFit, Series};
-use crate::run::{analysis_path, ProbeError, Result};
+use crate::heads::analysis_path;
+use crate::{AnalysisError, Result};
 
 /// The score series fitted by default: self-excluded normalized collision
 /// score with partners overlapping at the input frame.
@@ -34,7 +35,7 @@ impl RunFits {
         toml::to_string(self).unwrap_or_else(|e| format!("# could not serialize fits: {e}\n"))
     }
     pub fn from_toml(text: &str, origin: &str) -> Result<RunFits> {
-        toml::from_str(text).map_err(|e| ProbeError::Run { path: PathBuf::from(origin), msg: format!("fits cannot be read ({e}); run `headlab fit` again") })
+        toml::from_str(text).map_err(|e| AnalysisError::Run { path: PathBuf::from(origin), msg: format!("fits cannot be read ({e}); run `headlab fit` again") })
     }
     pub fn head(&self, layer: usize, head: usize) -> Option<&HeadFit> {
         self.heads.iter().find(|h| h.layer == layer && h.head == head)
@@ -51,7 +52,7 @@ pub fn head_series(a: &Analysis, series: &str, layer: usize, head: usize) -> Opt
 /// Fit every head of an analysis.
 pub fn fit_analysis(a: &Analysis, series: &str, opts: &FitOptions) -> Result<RunFits> {
     if !a.series.contains_key(series) {
-        return Err(ProbeError::Config {
+        return Err(AnalysisError::Config {
             key: "series".into(),
             value: series.into(),
             hint: format!("analysis.h5 has: {}", a.series.keys().cloned().collect::<Vec<_>>().join(", ")),
@@ -103,7 +104,7 @@ pub fn fit_runs(runs: &[PathBuf], series: &str, opts: &FitOptions) -> Result<Fit
     for run in runs {
         let p = analysis_path(run);
         if !p.exists() {
-            return Err(ProbeError::Run { path: p, msg: "not found; probe the run first (headlab probe RUN)".into() });
+            return Err(AnalysisError::Run { path: p, msg: "not found; probe the run first (headlab probe RUN)".into() });
         }
         let mut a = read_analysis(&p, true)?;
         let f = fit_analysis(&a, series, opts)?;

@@ -20,7 +20,7 @@
 use clarabel::algebra::CscMatrix;
 use clarabel::solver::{DefaultSettingsBuilder, DefaultSolver, IPSolver, NonnegativeConeT, SolverStatus};
 
-use crate::max_margin::svm::SvmError;
+use crate::svm::SvmError;
 
 /// `min ½‖x‖² s.t. rows[k]ᵀ x ≥ 1` through its dual,
 /// `min ½ αᵀ G α − 1ᵀα, α ≥ 0` with `G = rows·rowsᵀ`, `x = Σ α_k rows[k]`
@@ -118,7 +118,7 @@ pub fn reduce(m: &[f64], dq: usize, dk: usize, ub: &[Vec<f64>], vb: &[Vec<f64>])
 
 /// Cosine of two vectors (0 if either is zero).
 pub fn cos(a: &[f64], b: &[f64]) -> f64 {
-    crate::max_margin::svm::cosine(a, b)
+    crate::svm::cosine(a, b)
 }
 
 /// The restricted cosine of `M` and `W` (both row-major `dq × dk`): the
@@ -228,7 +228,7 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let rows: Vec<Vec<f64>> = (0..30).map(|_| (0..50).map(|_| rng.gen_range(-1.0..1.0)).collect()).collect();
         let x = min_norm_margin_dual(&rows).unwrap();
-        let p = crate::max_margin::svm::min_norm_margin(&rows, 50).unwrap();
+        let p = crate::svm::min_norm_margin(&rows, 50).unwrap();
         let err = x.iter().zip(&p.x).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         assert!(err < 1e-5 * p.norm(), "{err}");
         assert!(rows.iter().all(|r| r.iter().zip(&x).map(|(a, b)| a * b).sum::<f64>() > 1.0 - 1e-6));

@@ -7,6 +7,9 @@
 //! is `[H, N, N]` row-major (query rows sum to 1), positions `[N, D]`,
 //! radii `[N]`. No libtorch needed.
 
+use std::collections::BTreeMap;
+
+use headlab_store::analysis::StepRecord;
 use serde::{Deserialize, Serialize};
 
 /// A symmetric set of contacting pairs among N particles (no self pairs).
@@ -523,6 +526,25 @@ impl ProbeAccum {
     /// Per head metrics, index `layer * n_heads + head`.
     pub fn finish(&self) -> Vec<HeadMetrics> {
         self.heads.iter().map(|h| h.finish()).collect()
+    }
+}
+
+/// Build the record of one checkpoint.
+pub fn step_record(step: u64, metrics: &[HeadMetrics], patterns: Vec<f32>) -> StepRecord {
+    let names = HeadMetrics::scalar_names();
+    let mut series: BTreeMap<String, Vec<f64>> = names.iter().map(|n| (n.clone(), Vec::with_capacity(metrics.len()))).collect();
+    for m in metrics {
+        for (name, v) in names.iter().zip(m.scalars()) {
+            series.get_mut(name).unwrap().push(v);
+        }
+    }
+    StepRecord {
+        step,
+        series,
+        g: metrics.iter().flat_map(|m| m.g.iter().copied()).collect(),
+        g_excl: metrics.iter().flat_map(|m| m.g_excl.iter().copied()).collect(),
+        g_count: metrics.iter().flat_map(|m| m.g_count.iter().copied()).collect(),
+        patterns,
     }
 }
 

@@ -7,13 +7,13 @@ use headlab_store::analysis::Analysis;
 use plotters::prelude::*;
 
 use super::LensPhysics;
-use crate::scan_snap::FreezeConfig;
+use crate::freeze::FreezeConfig;
 
 /// Series of analysis.h5 plotted as "the collision score" by default.
 pub const SCORE_SERIES: &str = "score_excl_norm_overlap";
 
-fn perr(path: &Path) -> impl Fn(String) -> super::PhysicsLensError + '_ {
-    move |msg| super::PhysicsLensError::Run { path: path.to_path_buf(), msg: format!("cannot draw plot: {msg}") }
+fn perr(path: &Path) -> impl Fn(String) -> crate::AnalysisError + '_ {
+    move |msg| crate::AnalysisError::Run { path: path.to_path_buf(), msg: format!("cannot draw plot: {msg}") }
 }
 
 fn pts(steps: &[u64], v: &[f64]) -> Vec<(f64, f64)> {
@@ -21,7 +21,7 @@ fn pts(steps: &[u64], v: &[f64]) -> Vec<(f64, f64)> {
 }
 
 /// Draw the figure of head (layer, head) into `path` (PNG, 900×1100).
-pub fn head_figure(path: &Path, an: &Analysis, score_series: &str, lp: &LensPhysics, freeze: &FreezeConfig, layer: usize, head: usize) -> super::Result<()> {
+pub fn head_figure(path: &Path, an: &Analysis, score_series: &str, lp: &LensPhysics, freeze: &FreezeConfig, layer: usize, head: usize) -> crate::Result<()> {
     let e = perr(path);
     let root = BitMapBackend::new(path, (900, 1100)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
@@ -113,7 +113,7 @@ pub fn head_figure(path: &Path, an: &Analysis, score_series: &str, lp: &LensPhys
 }
 
 /// All heads' figures into `dir` as `{prefix}lens_L{l}H{h}.png`; returns the file names.
-pub fn head_figures(dir: &Path, prefix: &str, an: &Analysis, score_series: &str, lp: &LensPhysics, freeze: &FreezeConfig) -> super::Result<Vec<PathBuf>> {
+pub fn head_figures(dir: &Path, prefix: &str, an: &Analysis, score_series: &str, lp: &LensPhysics, freeze: &FreezeConfig) -> crate::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for l in 0..lp.n_layers {
         for h in 0..lp.n_heads {

@@ -37,6 +37,25 @@ pub enum FreezeScale {
     Norm,
 }
 
+/// Freeze detector: attention has snapped once the relative change of the
+/// (centred) attention logits over `window` steps stays below `threshold`
+/// for the rest of training (the module docs explain the scales).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FreezeConfig {
+    pub window: u64,
+    pub threshold: f32,
+    /// `rms` (default): RMS logit change = relative change of the attention
+    /// weights; `displacement`: share of the total movement; `norm`: ‖Δz‖/‖z‖.
+    pub scale: FreezeScale,
+}
+
+impl Default for FreezeConfig {
+    fn default() -> Self {
+        FreezeConfig { window: 100, threshold: 0.03, scale: FreezeScale::Rms }
+    }
+}
+
 /// Relative change of each record against the record one window earlier.
 /// `values` is row-major `[steps.len(), dim]`. Entries without a full window
 /// before them are NaN; no change at all gives 0.

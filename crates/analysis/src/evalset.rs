@@ -1,0 +1,44 @@
+//! The probe's evaluation set: which (trajectory, frame) pairs are probed,
+//! and the geometry and contact partners of each (tch-free; the probe driver
+//! in headlab-probe runs the model on them, the lenses reuse them).
+
+use std::collections::BTreeMap;
+
+use headlab_sim::Dataset;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::contacts::interval_contacts;
+use crate::metrics::FrameGeom;
+
+/// The evaluation frames: `n` distinct (trajectory, frame) pairs from `trajs`,
+/// frames with a successor, drawn with `seed`, sorted.
+pub fn choose_eval_frames(ds: &Dataset, trajs: &[usize], n: usize, seed: u64) -> Vec<(usize, usize)> {
+    let mut all: Vec<(usize, usize)> = trajs.iter().flat_map(|&t| (0..ds.n_frames.saturating_sub(1)).map(move |f| (t, f))).collect();
+    all.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xE7A1));
+    all.truncate(n);
+    all.sort();
+    all
+}
+
+/// Geometry and contact partners of each evaluation frame.
+pub fn frame_geoms(ds: &Dataset, frames: &[(usize, usize)], factor: f32) -> Vec<FrameGeom> {
+    let n = ds.n_particles;
+    let d = ds.dim();
+    let mut by_traj: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (k, &(t, _)) in frames.iter().enumerate() {
+        by_traj.entry(t).or_default().push(k);
+    }
+    let mut out: Vec<Option<FrameGeom>> = vec![None; frames.len()];
+    for (t, ks) in by_traj {
+        let fs: Vec<usize> = ks.iter().map(|&k| frames[k].1).collect();
+        let cs = interval_contacts(ds, t, &fs);
+        for (&k, c) in ks.iter().zip(cs) {
+            let f = frames[k].1;
+            let i = ds.idx(t, f, 0);
+            out[k] = Some(FrameGeom::new(&ds.positions[i..i + n * d], &ds.radii[t * n..(t + 1) * n], d, factor, c));
+        }
+    }
+    out.into_iter().map(|g| g.expect("every frame has a geometry")).collect()
+}
+

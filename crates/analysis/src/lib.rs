@@ -1,0 +1,42 @@
+//! headlab-analysis: the arithmetic of headlab, without libtorch.
+//!
+//! Everything here computes on plain arrays and HDF5 files: per-head
+//! attention metrics ([`metrics`]: collision scores, AUROC, g(r), entropy),
+//! contact partners from the event table ([`contacts`]), the probe's
+//! evaluation set ([`evalset`]), emergence fits ([`fit`], [`fitrun`]), the
+//! collision head and its bar ([`heads`]), the att-SVM ([`svm`], [`att_svm`]),
+//! the freeze ("snap") detector ([`freeze`]), heavy-tail statistics
+//! ([`noise`]) and the `lens_physics.h5` format with its figures
+//! ([`lens_physics`]).
+//!
+//! It must never depend on `tch`, directly or through model, train, probe or
+//! lens: the report and the viewer are built on it and never link libtorch
+//! (`tools/check-layers`, run by `tools/test`, checks the dependency graph).
+
+pub mod att_svm;
+pub mod contacts;
+pub mod evalset;
+pub mod fit;
+pub mod fitrun;
+pub mod freeze;
+pub mod heads;
+pub mod lens_physics;
+pub mod metrics;
+pub mod noise;
+pub mod svm;
+
+use std::path::PathBuf;
+
+/// Errors of the analysis functions: a bad option, or a file that does not
+/// hold what it should (named by path).
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    #[error("option `{key}` = {value} is invalid: {hint}")]
+    Config { key: String, value: String, hint: String },
+    #[error("{path}: {msg}")]
+    Run { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Store(#[from] headlab_store::StoreError),
+}
+
+pub type Result<T, E = AnalysisError> = std::result::Result<T, E>;
