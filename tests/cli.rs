@@ -57,6 +57,35 @@ fn demo_at_tiny_size_runs_every_step_and_resumes() {
     let info = headlab_store::dataset::read_dataset_meta(&ro[0]).unwrap();
     assert!(!trajs.is_empty() && trajs.len() <= 2 && trajs.len() == info.n_traj, "{trajs:?}, {} trajectories", info.n_traj);
 
+    // A device that is not there is a clear error (exit 1), not a libtorch panic,
+    // in every command that runs the model; `cuda` only where no GPU is present.
+    let no_cuda = headlab_model::DeviceSpec::Cuda(None).resolve().is_err();
+    for dev in ["cuda", "cuda:99"] {
+        if dev == "cuda" && !no_cuda {
+            continue;
+        }
+        let cmds: [&[&str]; 6] = [
+            &["train", "--data", "d/data.h5", "--out", "d/run_dev", "--steps", "5", "--device", dev],
+            &["probe", "d/run", "--fresh", "--device", dev],
+            &["eval", "d/run", "--device", dev],
+            &["llc", "d/run", "--device", dev],
+            &["lens", "physics", "d/run", "--device", dev],
+            &["demo", "--out", "d_dev", "--device", dev],
+        ];
+        for cmd in cmds {
+            let o = headlab(cmd, dir.path());
+            let t = text(&o);
+            assert_eq!(o.status.code(), Some(1), "{cmd:?}: {t}");
+            assert!(t.contains(&format!("--device {dev}: no CUDA device")) && t.contains("tch::Cuda::device_count() = ") && t.contains("cpu or auto"), "{cmd:?}: {t}");
+            assert!(!t.contains("panicked"), "{cmd:?}: {t}");
+        }
+        assert!(!dir.path().join("d_dev/data.h5").exists(), "the demo simulated before checking the device");
+    }
+    // A device name that is not one is a usage error (exit 2) naming the choices.
+    let o = headlab(&["eval", "d/run", "--device", "gpu"], dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("auto, cpu, cuda or cuda:N"), "{}", text(&o));
+
     // Running the demo again resumes: the dataset is reused, nothing new to probe.
     let before = std::fs::read(run.join("analysis.h5")).unwrap();
     let o = headlab(&args[..], dir.path());

@@ -9,6 +9,7 @@ install) and reproduces the Rust forward pass, hooks included:
     x = model.features(pos, vel, radii, masses)   # pos/vel [B,N,D], radii/masses [B,N]
     y, cache = model.forward(x, record=True)      # y: normalized (dpos, dvel) [B,N,2D]
     cache["blocks.1.attn.hook_pattern"]           # [batch, head, query, key]
+    y2, _ = model.forward(x, hooks={"blocks.0.attn.hook_z": ht.zero_head(1)})  # ablate head 0.1
     dstate = model.denormalize(y)                 # physical (dpos, dvel)
 
 Checkpoint layout: /params/<TransformerLens name> (e.g. "blocks.0.attn.W_Q",
@@ -16,10 +17,14 @@ Checkpoint layout: /params/<TransformerLens name> (e.g. "blocks.0.attn.W_Q",
 target_std,box_size,wall_range}, root attribute `config` (the run's TOML,
 architecture under [model]), `step`.
 
+Hooks follow TransformerLens: `hooks` maps a hook name to a function whose
+return value replaces the activation (Model.hook_names() lists them).
+
 Command line (used by the Rust parity test):
-    python tools/headlab_torch.py parity CKPT.h5 INPUT.h5 OUTPUT.h5
+    python tools/headlab_torch.py parity CKPT.h5 INPUT.h5 OUTPUT.h5 [LAYER HEAD]
 reads /pos /vel /radii /masses from INPUT.h5 and writes the features, the
-output and every hook to OUTPUT.h5.
+output and every hook to OUTPUT.h5; with LAYER HEAD also /output_zero_z, the
+output with that head's blocks.LAYER.attn.hook_z zeroed.
 """
 
 import math
@@ -84,7 +89,15 @@ class Model:
         return y * self.norm["target_std"] + self.norm["target_mean"]
 
     # --- the transformer ----------------------------------------------------
-    def forward(self, x, record=False):
+    def forward(self, x, record=False, hooks=None):
+        """Normalized prediction [B,N,2D] and, if `record`, every hook activation.
+
+        `hooks` maps a TransformerLens hook name (self.hook_names(); the table
+        in crates/model/src/hooks.rs) to a function (tensor, name) -> tensor
+        whose return value replaces the activation; recording keeps the
+        replaced value.
+        Per-head tensors are [batch, pos, head, d_head]; scores and patterns
+        [batch, head, query, key]."""
         c, P = self.cfg, self.P
         d, dh, eps = c["d_model"], c["d_head"], c["ln_eps"]
         n = x.shape[1]
@@ -94,32 +107,52 @@ class Model:
         act = {"gelu": F.gelu, "gelu-tanh": lambda t: F.gelu(t, approximate="tanh"), "relu": F.relu, "silu": F.silu}[c["activation"]]
         def ln(t, w):                                                      # identity when layer_norm = false
             return F.layer_norm(t, (d,), P[w + ".w"], P[w + ".b"], eps) if c["layer_norm"] else t
-        cache = {}
-        resid = x @ P["embed.W_in"] + P["embed.b_in"]                      # [B,N,d]
+        hooks, cache = hooks or {}, {}
+        unknown = set(hooks) - set(self.hook_names())
+        if unknown:
+            raise KeyError(f"no such hook point: {sorted(unknown)}")
+        def hook(name, t):
+            if name in hooks:
+                r = hooks[name](t, name)
+                assert r.shape == t.shape, f"hook {name} returned {tuple(r.shape)}, the activation is {tuple(t.shape)}"
+                t = r
+            if record:
+                cache[name] = t.detach()
+            return t
+        resid = hook("hook_embed", x @ P["embed.W_in"] + P["embed.b_in"])  # [B,N,d]
         for l in range(c["n_layers"]):
             p = lambda s: P[f"blocks.{l}.{s}"]
-            if record:
-                cache[f"blocks.{l}.hook_resid_pre"] = resid.detach()
-            a = ln(resid, f"blocks.{l}.ln1")
-            q = torch.einsum("bnd,hde->bhne", a, p("attn.W_Q")) + p("attn.b_Q")[:, None, :]
-            k = torch.einsum("bnd,hde->bhne", a, p("attn.W_K")) + p("attn.b_K")[:, None, :]
-            v = torch.einsum("bnd,hde->bhne", a, p("attn.W_V")) + p("attn.b_V")[:, None, :]
-            scores = q @ k.transpose(-1, -2) * scale                       # [B,H,query,key]
+            b = f"blocks.{l}."
+            resid = hook(b + "hook_resid_pre", resid)
+            a = hook(b + "ln1.hook_normalized", ln(resid, f"blocks.{l}.ln1"))
+            q = hook(b + "attn.hook_q", torch.einsum("bnd,hde->bnhe", a, p("attn.W_Q")) + p("attn.b_Q"))   # [B,N,H,dh]
+            k = hook(b + "attn.hook_k", torch.einsum("bnd,hde->bnhe", a, p("attn.W_K")) + p("attn.b_K"))
+            v = hook(b + "attn.hook_v", torch.einsum("bnd,hde->bnhe", a, p("attn.W_V")) + p("attn.b_V"))
+            scores = torch.einsum("bqhe,bkhe->bhqk", q, k) * scale         # [B,H,query,key]
             if kind == "inv-key-norm-sum":                                 # Bernhard 2023: divide by sum_j |k_j|
-                scores = scores / k.norm(dim=-1).clamp_min(1e-30).sum(-1, keepdim=True).unsqueeze(-1).clamp_min(1e-12)
-            pattern = scores.softmax(-1) if c["attention"]["kind"] == "softmax" else scores / x.shape[1]
-            z = pattern @ v                                                # [B,H,N,dh]
-            resid = resid + torch.einsum("bhne,hed->bnd", z, p("attn.W_O")) + p("attn.b_O")
-            if record:
-                cache[f"blocks.{l}.attn.hook_attn_scores"] = scores.detach()
-                cache[f"blocks.{l}.attn.hook_pattern"] = pattern.detach()
+                scores = scores / k.norm(dim=-1).clamp_min(1e-30).sum(1)[:, :, None, None].clamp_min(1e-12)
+            scores = hook(b + "attn.hook_attn_scores", scores)
+            pattern = hook(b + "attn.hook_pattern", scores.softmax(-1) if c["attention"]["kind"] == "softmax" else scores / n)
+            z = hook(b + "attn.hook_z", torch.einsum("bhqk,bkhe->bqhe", pattern, v))           # [B,N,H,dh]
+            attn_out = hook(b + "hook_attn_out", torch.einsum("bnhe,hed->bnd", z, p("attn.W_O")) + p("attn.b_O"))
+            resid = resid + attn_out
             if c["mlp"]:
-                m = ln(resid, f"blocks.{l}.ln2")
-                resid = resid + act(m @ p("mlp.W_in") + p("mlp.b_in")) @ p("mlp.W_out") + p("mlp.b_out")
-            if record:
-                cache[f"blocks.{l}.hook_resid_post"] = resid.detach()
-        out = ln(resid, "ln_final") @ P["unembed.W_out"] + P["unembed.b_out"]
+                resid = hook(b + "hook_resid_mid", resid)
+                m = hook(b + "ln2.hook_normalized", ln(resid, f"blocks.{l}.ln2"))
+                pre = hook(b + "mlp.hook_pre", m @ p("mlp.W_in") + p("mlp.b_in"))
+                post = hook(b + "mlp.hook_post", act(pre))
+                resid = resid + hook(b + "hook_mlp_out", post @ p("mlp.W_out") + p("mlp.b_out"))
+            resid = hook(b + "hook_resid_post", resid)
+        out = hook("ln_final.hook_normalized", ln(resid, "ln_final")) @ P["unembed.W_out"] + P["unembed.b_out"]
         return out, cache
+
+    def hook_names(self):
+        """Every hook name, in forward order (same as Model::hook_names)."""
+        block = ["hook_resid_pre", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v",
+                 "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z", "hook_attn_out"]
+        block += ["hook_resid_mid", "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out"] if self.cfg["mlp"] else []
+        block += ["hook_resid_post"]
+        return ["hook_embed"] + [f"blocks.{l}.{h}" for l in range(self.cfg["n_layers"]) for h in block] + ["ln_final.hook_normalized"]
 
     __call__ = forward
 
@@ -158,7 +191,16 @@ def init(cfg: dict, norm: dict, dim: int, seed=0, device="cpu") -> Model:
     return Model(cfg, params, norm)
 
 
-def _parity(ckpt, inp, out):
+def zero_head(head):
+    """A hook on hook_z (or hook_q/k/v) that zeroes one head: [batch, pos, head, d_head]."""
+    def f(t, name):
+        t = t.clone()
+        t[:, :, head] = 0
+        return t
+    return f
+
+
+def _parity(ckpt, inp, out, zero_z_layer=None, zero_z_head=None):
     torch.set_num_threads(1)
     model = load(ckpt)
     with h5py.File(inp, "r") as f:
@@ -166,15 +208,20 @@ def _parity(ckpt, inp, out):
     with torch.no_grad():
         x = model.features(s["pos"], s["vel"], s["radii"], s["masses"])
         y, cache = model.forward(x, record=True)
+        if zero_z_layer is not None:
+            hooks = {f"blocks.{int(zero_z_layer)}.attn.hook_z": zero_head(int(zero_z_head))}
+            y_zero, _ = model.forward(x, hooks=hooks)
     with h5py.File(out, "w") as f:
         f["features"] = x.numpy()
         f["output"] = y.numpy()
         for k, v in cache.items():
             f[k] = v.numpy()
+        if zero_z_layer is not None:
+            f["output_zero_z"] = y_zero.numpy()
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "parity":
+    if len(sys.argv) in (5, 7) and sys.argv[1] == "parity":
         _parity(*sys.argv[2:])
     else:
         sys.exit(__doc__)

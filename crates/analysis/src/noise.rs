@@ -31,6 +31,9 @@ pub enum NoiseError {
     BadK { k: usize, n: usize },
     #[error("Hill estimator: the k+1 largest |values| are all equal ({value}); the tail index is undefined for this sample")]
     Degenerate { value: f64 },
+    /// The forward pass that produced the gradients failed (libtorch side).
+    #[error("gradient noise: {0}")]
+    Model(String),
 }
 
 /// One Hill estimate of the tail index.

@@ -136,7 +136,7 @@ impl PhysicsLensConfig {
 /// How a call behaves (not saved).
 #[derive(Debug, Clone)]
 pub struct PhysicsControl {
-    pub device: String,
+    pub device: headlab_model::DeviceSpec,
     pub progress: bool,
     /// Discard an existing lens_physics.h5.
     pub fresh: bool,
@@ -146,7 +146,7 @@ pub struct PhysicsControl {
 
 impl Default for PhysicsControl {
     fn default() -> Self {
-        PhysicsControl { device: "cpu".into(), progress: true, fresh: false, save_every: 10 }
+        PhysicsControl { device: headlab_model::DeviceSpec::Cpu, progress: true, fresh: false, save_every: 10 }
     }
 }
 
@@ -188,7 +188,9 @@ pub fn sample_queries(contacts: &[&ContactSet], ratios: &[&[f32]], n: usize, k: 
 
 /// Per-layer tensors of one checkpoint on some frames.
 struct Forward {
-    /// per layer: a = ln1(resid_pre) [B, N, d] (f64, row-major)
+    /// per layer: a = ln1(resid_pre) [B, N, d] (f64, row-major), the
+    /// model's own `blocks.{l}.ln1.hook_normalized` (the identity of the
+    /// residual stream when the run has `layer_norm = false`)
     a: Vec<Vec<f64>>,
     /// per layer: attention scores [B, H, N, N]
     scores: Vec<Vec<f32>>,
@@ -198,18 +200,12 @@ fn forward(m: &headlab_model::Model, ds: &Dataset, frames: &[(usize, usize)]) ->
     tch::no_grad(|| {
         let st = headlab_model::State::from_dataset(ds, frames, m.device());
         let x = m.norm.features(&st);
-        let (_, cache) = m.forward_with_cache(&x, true, false);
-        let c = &m.config;
-        let d = c.d_model as i64;
+        let (_, cache) = m.run_with_cache(&x, |name| name.ends_with(".ln1.hook_normalized") || name.ends_with(".attn.hook_attn_scores"))?;
         let mut out = Forward { a: vec![], scores: vec![] };
-        for l in 0..c.n_layers {
-            let missing = |what: &str| PhysicsLensError::Run { path: PathBuf::new(), msg: format!("model recorded no {what} for layer {l}") };
-            let r = cache.get(&format!("blocks.{l}.hook_resid_pre")).ok_or_else(|| missing("hook_resid_pre"))?;
-            let w = m.param(&format!("blocks.{l}.ln1.w")).ok_or_else(|| missing("ln1.w"))?;
-            let b = m.param(&format!("blocks.{l}.ln1.b")).ok_or_else(|| missing("ln1.b"))?;
-            let a = r.layer_norm([d], Some(w), Some(b), c.ln_eps, false);
+        for l in 0..m.config.n_layers {
+            let a = cache.require(&format!("blocks.{l}.ln1.hook_normalized"))?;
             out.a.push(Vec::<f64>::try_from(&a.to_kind(Kind::Double).to_device(tch::Device::Cpu).contiguous().view([-1]))?);
-            let s = cache.attn_scores(l).ok_or_else(|| missing("hook_attn_scores"))?;
+            let s = cache.require(&format!("blocks.{l}.attn.hook_attn_scores"))?;
             out.scores.push(Vec::<f32>::try_from(&s.to_kind(Kind::Float).to_device(tch::Device::Cpu).contiguous().view([-1]))?);
         }
         Ok(out)
@@ -242,7 +238,7 @@ pub struct PhysicsSummary {
 /// reused. `ds` is the run's dataset.
 pub fn run_physics(run: &Path, ds: &Dataset, cfg: &PhysicsLensConfig, ctl: &PhysicsControl) -> Result<PhysicsSummary> {
     cfg.validate()?;
-    let device = headlab_model::parse_device(&ctl.device)?;
+    let device = ctl.device.resolve()?;
     let apath = run.join("analysis.h5");
     if !apath.exists() {
         return Err(PhysicsLensError::Run { path: apath, msg: "not found; probe the run first (headlab probe RUN)".into() });

@@ -25,7 +25,7 @@ fn physics_lens_series_have_the_right_shapes_and_are_incremental() {
     let cfg = tiny_train_config(5);
     train(&cfg, &ds, &run, &RunOptions::default()).unwrap();
     let popts = ProbeOptions { eval_frames: 40, cache_trajectories: 0, ..Default::default() };
-    probe_run(&run, &ds, Path::new("toy.h5"), &popts, &ProbeControl { device: "cpu".into(), progress: false, ..Default::default() }).unwrap();
+    probe_run(&run, &ds, Path::new("toy.h5"), &popts, &ProbeControl { device: headlab_model::DeviceSpec::Cpu, progress: false, ..Default::default() }).unwrap();
     let an = read_analysis(&run.join("analysis.h5"), false).unwrap();
 
     // Hold the last checkpoint back to test the incremental path.
@@ -105,4 +105,31 @@ fn physics_lens_series_have_the_right_shapes_and_are_incremental() {
     let figs = plot::head_figures(dir.path(), "t_", &an, plot::SCORE_SERIES, &lp, &lp.freeze_config()).unwrap();
     assert_eq!(figs.len(), l * h);
     assert!(figs.iter().all(|f| std::fs::metadata(dir.path().join(f)).unwrap().len() > 10_000));
+}
+
+/// A run without LayerNorm has no `ln1.w`/`ln1.b`: the lens reads the model's
+/// own `blocks.{l}.ln1.hook_normalized` (here the residual stream itself).
+#[test]
+fn physics_lens_runs_on_a_model_without_layer_norm() {
+    tch::set_num_threads(1);
+    let ds = dataset();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut cfg = tiny_train_config(3);
+    cfg.model.layer_norm = false;
+    train(&cfg, &ds, &run, &RunOptions::default()).unwrap();
+    let ckpts = headlab_store::checkpoint::list_checkpoints(&run).unwrap();
+    let m = headlab_model::Model::load(&ckpts[0].1, tch::Device::Cpu).unwrap();
+    assert!(m.param("blocks.0.ln1.w").is_none(), "the run really has no LayerNorm");
+    let popts = ProbeOptions { eval_frames: 40, cache_trajectories: 0, ..Default::default() };
+    probe_run(&run, &ds, Path::new("toy.h5"), &popts, &ProbeControl { device: headlab_model::DeviceSpec::Cpu, progress: false, ..Default::default() }).unwrap();
+    let mut lc = PhysicsLensConfig { freeze_frames: 4, svm_queries: 6, ..Default::default() };
+    lc.freeze.window = 10;
+    let s = run_physics(&run, &ds, &lc, &PhysicsControl { progress: false, ..Default::default() }).unwrap();
+    assert_eq!(s.processed.len(), ckpts.len());
+    let lp = read_lens_physics(&s.path).unwrap();
+    for name in ["svm_cosine", "svm_cosine_full", "svm_margin_ratio", "svm_norm", "logit_rms"] {
+        assert_eq!(lp.series[name].len(), ckpts.len() * cfg.model.n_layers * 2, "{name}");
+        assert!(lp.series[name].iter().all(|v| v.is_finite()), "{name}: {:?}", lp.series[name]);
+    }
 }

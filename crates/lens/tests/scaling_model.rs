@@ -41,7 +41,7 @@ fn model_scale_options_match_the_reference_formulas() {
         };
         let m = Model::new(cfg.clone(), norm.clone(), 1, Device::Cpu).unwrap();
         let x = norm.features(&s);
-        let (_, cache) = m.forward_with_cache(&x, true, false);
+        let (_, cache) = m.run_with_cache(&x, |_| true).unwrap();
         let got = cache.get("blocks.0.attn.hook_attn_scores").unwrap().shallow_clone(); // [B,H,N,N]
         // Recompute layer-0 queries and keys by hand.
         let p = |k: &str| m.param(k).unwrap().shallow_clone();

@@ -27,7 +27,7 @@ fn run_saturation_reads_uniform_and_saturated_checkpoints() {
     for (step, init_scale, scale) in [(0u64, 1e-4, AttentionScale::InvSqrtDHead), (7, 40.0, AttentionScale::None)] {
         let cfg = ModelConfig { n_layers: 2, n_heads: 2, d_model: 16, init_scale, attention: headlab_model::AttentionConfig { scale, ..Default::default() }, ..Default::default() };
         let m = Model::new(cfg.clone(), norm.clone(), step, Device::Cpu).unwrap();
-        let ck = Checkpoint { step, config_toml: run_toml(&cfg), params: m.to_arrays(), norm: norm.to_arrays(), scalars: vec![("val_loss".into(), 0.5)], ..Default::default() };
+        let ck = Checkpoint { step, config_toml: run_toml(&cfg), params: m.to_arrays().unwrap(), norm: norm.to_arrays(), scalars: vec![("val_loss".into(), 0.5)], ..Default::default() };
         std::fs::create_dir_all(run.join("ckpt")).unwrap();
         write_checkpoint(&checkpoint_path(&run, step), &ck).unwrap();
     }

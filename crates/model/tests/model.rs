@@ -76,39 +76,174 @@ fn permuting_particles_permutes_outputs() {
             radii: s.radii.index_select(1, &perm),
             masses: s.masses.index_select(1, &perm),
         };
-        let y = m.forward(&norm.features(&s));
-        let yp = m.forward(&norm.features(&sp));
+        let y = m.forward(&norm.features(&s)).unwrap();
+        let yp = m.forward(&norm.features(&sp)).unwrap();
         let diff = max_abs_diff(&y.index_select(1, &perm), &yp);
         assert!(diff < 1e-5, "{kind:?}: permutation changed outputs by {diff}");
         // And the output really depends on the other particles (not trivially equivariant).
         let mut s2 = random_state(3, 7, 2, 1);
         s2.pos = s2.pos.shallow_clone();
         let _ = s2.pos.narrow(1, 6, 1).fill_(0.1);
-        let y2 = m.forward(&norm.features(&s2));
+        let y2 = m.forward(&norm.features(&s2)).unwrap();
         assert!(max_abs_diff(&y.narrow(1, 0, 6), &y2.narrow(1, 0, 6)) > 1e-7, "{kind:?}: particles do not interact");
     }
 }
 
 #[test]
 fn hooks_have_the_documented_shapes_and_do_not_change_the_output() {
-    let cfg = ModelConfig::default();
+    let cfg = ModelConfig { d_mlp: 48, ..ModelConfig::default() };
     let norm = unit_norm(3, &cfg);
     let m = Model::new(cfg, norm.clone(), 1, Device::Cpu).unwrap();
     let x = norm.features(&random_state(2, 5, 3, 2));
-    let (y_rec, cache) = m.forward_with_cache(&x, true, false);
-    let (y, empty) = m.forward_with_cache(&x, false, false);
-    assert!(empty.entries.is_empty());
+    let (y_rec, cache) = m.run_with_cache(&x, |_| true).unwrap();
+    let y = m.forward(&x).unwrap();
     assert_eq!(max_abs_diff(&y, &y_rec), 0.0);
     assert_eq!(y.size(), vec![2, 5, 6]);
+    let names: Vec<&str> = cache.entries.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, m.hook_names(), "every hook recorded, in forward order");
+    assert_eq!(names.len(), 2 + 15 * 2);
+    for (name, t) in &cache.entries {
+        let want: Vec<i64> = if name.contains("hook_q") || name.contains("hook_k") || name.contains("hook_v") || name.contains("hook_z") {
+            vec![2, 5, 4, 16]
+        } else if name.contains("hook_attn_scores") || name.contains("hook_pattern") {
+            vec![2, 4, 5, 5]
+        } else if name.contains("mlp.hook_") {
+            vec![2, 5, 48]
+        } else {
+            vec![2, 5, 64]
+        };
+        assert_eq!(t.size(), want, "{name}");
+        assert!(!t.requires_grad(), "{name} is recorded detached");
+    }
     for l in 0..2 {
         let p = cache.pattern(l).unwrap();
-        assert_eq!(p.size(), vec![2, 4, 5, 5]);
         let rows = p.sum_dim_intlist(-1, false, Kind::Float);
         assert!(max_abs_diff(&rows, &Tensor::ones_like(&rows)) < 1e-5);
         let sc = cache.attn_scores(l).unwrap();
         assert!(max_abs_diff(&sc.softmax(-1, Kind::Float), p) < 1e-6);
-        assert_eq!(cache.get(&format!("blocks.{l}.hook_resid_post")).unwrap().size(), vec![2, 5, 64]);
+        // The residual stream adds up: resid_post = resid_mid + mlp_out = resid_pre + attn_out + mlp_out.
+        let g = |s: &str| cache.require(&format!("blocks.{l}.{s}")).unwrap();
+        assert_eq!(max_abs_diff(&(g("hook_resid_pre") + g("hook_attn_out")), g("hook_resid_mid")), 0.0);
+        assert_eq!(max_abs_diff(&(g("hook_resid_mid") + g("hook_mlp_out")), g("hook_resid_post")), 0.0);
     }
+    assert_eq!(max_abs_diff(cache.require("hook_embed").unwrap(), cache.require("blocks.0.hook_resid_pre").unwrap()), 0.0);
+    assert!(cache.require("blocks.9.hook_resid_pre").unwrap_err().to_string().contains("hook_embed"));
+}
+
+#[test]
+fn identity_hooks_leave_the_output_bit_identical() {
+    for (mlp, layer_norm) in [(true, true), (false, false)] {
+        let cfg = ModelConfig { mlp, layer_norm, ..ModelConfig::default() };
+        let norm = unit_norm(2, &cfg);
+        let m = Model::new(cfg, norm.clone(), 2, Device::Cpu).unwrap();
+        let x = norm.features(&random_state(3, 6, 2, 4));
+        let y = m.forward(&x).unwrap();
+        let mut hooks = Hooks::new();
+        for name in m.hook_names() {
+            hooks.add(name, |t, _| Ok(t.shallow_clone()));
+        }
+        let y2 = m.run_with_hooks(&x, &mut hooks).unwrap();
+        assert_eq!(max_abs_diff(&y, &y2), 0.0, "mlp={mlp} layer_norm={layer_norm}");
+        // Each hook runs once, in forward order, and is told its name and layer.
+        let order = std::cell::RefCell::new(vec![]);
+        let mut hooks = Hooks::new();
+        for name in m.hook_names() {
+            let order = &order;
+            hooks.add(name, move |t, ctx| {
+                order.borrow_mut().push((ctx.name.to_string(), ctx.layer));
+                Ok(t.shallow_clone())
+            });
+        }
+        let y3 = m.run_with_hooks(&x, &mut hooks).unwrap();
+        assert_eq!(max_abs_diff(&y, &y3), 0.0);
+        drop(hooks);
+        let order = order.into_inner();
+        assert_eq!(order.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), m.hook_names());
+        assert!(order.iter().all(|(n, l)| n.starts_with("blocks.") == l.is_some()));
+        assert_eq!(order.iter().find(|(n, _)| n.starts_with("blocks.1.")).unwrap().1, Some(1));
+    }
+}
+
+#[test]
+fn zeroing_a_heads_z_equals_zeroing_its_rows_of_w_o() {
+    let cfg = ModelConfig::default();
+    let norm = unit_norm(2, &cfg);
+    let m = Model::new(cfg, norm.clone(), 5, Device::Cpu).unwrap();
+    let x = norm.features(&random_state(3, 6, 2, 6));
+    let (layer, head) = (1usize, 2i64);
+    let mut hooks = Hooks::new();
+    hooks.add(format!("blocks.{layer}.attn.hook_z"), |z, _| {
+        let z = z.copy(); // [batch, pos, head, d_head]
+        let _ = z.narrow(2, head, 1).fill_(0.0);
+        Ok(z)
+    });
+    let y_hook = m.run_with_hooks(&x, &mut hooks).unwrap();
+    let m2 = m.deep_clone(Device::Cpu).unwrap();
+    tch::no_grad(|| {
+        let _ = m2.param(&format!("blocks.{layer}.attn.W_O")).unwrap().get(head).fill_(0.0);
+    });
+    let y_w = m2.forward(&x).unwrap();
+    let d = max_abs_diff(&y_hook, &y_w);
+    assert!(d <= 1e-6, "zeroed z vs zeroed W_O rows: {d}");
+    // And the intervention does something.
+    assert!(max_abs_diff(&y_hook, &m.forward(&x).unwrap()) > 1e-4);
+}
+
+#[test]
+fn an_identity_pattern_makes_z_equal_v() {
+    let cfg = ModelConfig { n_layers: 1, ..ModelConfig::default() };
+    let norm = unit_norm(2, &cfg);
+    let m = Model::new(cfg, norm.clone(), 6, Device::Cpu).unwrap();
+    let x = norm.features(&random_state(2, 5, 2, 7));
+    let mut hooks = Hooks::new();
+    hooks.add("blocks.0.attn.hook_pattern", |p, _| {
+        let (b, h, n, _) = p.size4()?;
+        Ok(Tensor::eye(n, (Kind::Float, Device::Cpu)).expand([b, h, n, n], false).contiguous())
+    });
+    hooks.record(|n| n.ends_with("hook_v") || n.ends_with("hook_z") || n.ends_with("hook_attn_out"));
+    let _ = m.run_with_hooks(&x, &mut hooks).unwrap();
+    let cache = hooks.take_cache();
+    let v = cache.require("blocks.0.attn.hook_v").unwrap(); // [B,N,H,dh]
+    assert_eq!(max_abs_diff(cache.require("blocks.0.attn.hook_z").unwrap(), v), 0.0);
+    // attn_out = v · W_O + b_O, token by token.
+    let w_o = m.param("blocks.0.attn.W_O").unwrap().detach(); // [H,dh,d]
+    let b_o = m.param("blocks.0.attn.b_O").unwrap().detach();
+    let hand = Tensor::einsum("bnhe,hed->bnd", &[v, &w_o], None::<i64>) + b_o;
+    let got = cache.require("blocks.0.hook_attn_out").unwrap();
+    let d = max_abs_diff(got, &hand);
+    assert!(d <= 1e-5, "attn_out differs from v·W_O + b_O by {d}");
+}
+
+#[test]
+fn bad_hooks_are_errors_that_name_the_hook() {
+    let cfg = ModelConfig { mlp: false, ..ModelConfig::default() };
+    let norm = unit_norm(2, &cfg);
+    let m = Model::new(cfg, norm.clone(), 7, Device::Cpu).unwrap();
+    let x = norm.features(&random_state(2, 4, 2, 8));
+    let run = |name: &str| {
+        let mut hooks = Hooks::new();
+        hooks.add(name, |t, _| Ok(t.shallow_clone()));
+        m.run_with_hooks(&x, &mut hooks).map(|_| ()).unwrap_err().to_string()
+    };
+    let e = run("blocks.0.attn.hook_result");
+    assert!(e.contains("blocks.0.attn.hook_result") && e.contains("no such hook point") && e.contains("attn.hook_z"), "{e}");
+    let e = run("blocks.2.hook_resid_pre");
+    assert!(e.contains("blocks.2.hook_resid_pre") && e.contains("2 layers"), "{e}");
+    let e = run("blocks.0.mlp.hook_post");
+    assert!(e.contains("mlp = false"), "{e}");
+    // A replacement of the wrong shape.
+    let mut hooks = Hooks::new();
+    hooks.add("blocks.1.attn.hook_pattern", |p, _| Ok(p.narrow(-1, 0, 2)));
+    let e = m.run_with_hooks(&x, &mut hooks).unwrap_err().to_string();
+    assert!(e.contains("blocks.1.attn.hook_pattern") && e.contains("[2, 4, 4, 2]") && e.contains("[2, 4, 4, 4]"), "{e}");
+    // An error inside a hook is passed on with the hook's name.
+    let mut hooks = Hooks::new();
+    hooks.add("hook_embed", |t, _| Ok(t.f_matmul(t)?));
+    let e = m.run_with_hooks(&x, &mut hooks).unwrap_err().to_string();
+    assert!(e.starts_with("hook `hook_embed`"), "{e}");
+    // A wrong input is an error too, not a panic.
+    let e = m.forward(&x.narrow(2, 0, 3)).unwrap_err().to_string();
+    assert!(e.contains("3 features"), "{e}");
 }
 
 #[test]
@@ -119,13 +254,13 @@ fn checkpoint_round_trip_reproduces_the_forward_pass() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.h5");
     let config_toml = run_toml(&cfg);
-    let ck = Checkpoint { step: 5, config_toml, params: m.to_arrays(), norm: norm.to_arrays(), ..Default::default() };
+    let ck = Checkpoint { step: 5, config_toml, params: m.to_arrays().unwrap(), norm: norm.to_arrays(), ..Default::default() };
     write_checkpoint(&path, &ck).unwrap();
     let m2 = Model::load(&path, Device::Cpu).unwrap();
     assert_eq!(m2.config, cfg);
     assert_eq!(m2.norm.input_std, norm.input_std);
     let x = norm.features(&random_state(2, 4, 2, 3));
-    assert_eq!(max_abs_diff(&m.forward(&x), &m2.forward(&x)), 0.0);
+    assert_eq!(max_abs_diff(&m.forward(&x).unwrap(), &m2.forward(&x).unwrap()), 0.0);
     // A config that does not match the stored weights is a clear error.
     let mut ck2 = read_checkpoint(&path).unwrap();
     ck2.config_toml = "[model]\nn_layers = 1\nd_model = 64\nn_heads = 2\n".into();
@@ -140,7 +275,7 @@ fn gradients_flow_to_every_parameter() {
     let m = Model::new(cfg, norm.clone(), 4, Device::Cpu).unwrap();
     let x = norm.features(&random_state(4, 6, 2, 5));
     let y = Tensor::randn([4, 6, 4], (Kind::Float, Device::Cpu));
-    let g = m.flat_grad(&m.loss(&x, &y, true));
+    let g = m.flat_grad(&m.loss(&x, &y, true).unwrap());
     assert_eq!(g.size(), vec![m.num_params() as i64]);
     for (name, _) in m.named_parameters() {
         let (off, n) = m.param_range(name).unwrap();
@@ -160,5 +295,40 @@ fn bad_configs_name_the_key() {
     let e = toml::from_str::<ModelConfig>("[attention]\nscale = \"sqrt\"").unwrap_err().to_string();
     assert!(e.contains("inv-sqrt-d-head"), "{e}");
     assert!(parse_device("gpu").is_err());
-    assert_eq!(parse_device("cuda:1").unwrap(), Device::Cuda(1));
+    assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
+}
+
+#[test]
+fn device_specs_parse_print_and_check_availability() {
+    for s in ["auto", "cpu", "cuda", "cuda:0", "cuda:3"] {
+        let d: DeviceSpec = s.parse().unwrap();
+        assert_eq!(d.to_string(), s);
+        // As a config value (TOML string).
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct C {
+            device: DeviceSpec,
+        }
+        let text = toml::to_string(&C { device: d }).unwrap();
+        assert_eq!(text.trim(), format!("device = \"{s}\""));
+        assert_eq!(toml::from_str::<C>(&text).unwrap().device, d);
+    }
+    assert_eq!(" cuda:2 ".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(Some(2)));
+    for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", "CPU"] {
+        let e = bad.parse::<DeviceSpec>().unwrap_err().to_string();
+        assert!(e.contains(bad.trim()) && e.contains("auto, cpu, cuda or cuda:N"), "{e}");
+    }
+    assert_eq!(DeviceSpec::Cpu.resolve().unwrap(), Device::Cpu);
+    // No machine has 100 GPUs: a clear error naming the flag and the count.
+    let e = DeviceSpec::Cuda(Some(99)).resolve().unwrap_err().to_string();
+    assert!(e.starts_with("--device cuda:99: no CUDA device") && e.contains("tch::Cuda::device_count() = "), "{e}");
+    let count = tch::Cuda::device_count();
+    match DeviceSpec::Cuda(None).resolve() {
+        Ok(d) => assert!(count > 0 && d == Device::Cuda(0)),
+        Err(e) => {
+            assert_eq!(count, 0);
+            assert_eq!(e.to_string(), "--device cuda: no CUDA device found (tch::Cuda::device_count() = 0); use --device cpu or auto");
+        }
+    }
+    let auto = DeviceSpec::Auto.resolve().unwrap();
+    assert_eq!(auto, if count > 0 { Device::Cuda(0) } else { Device::Cpu });
 }

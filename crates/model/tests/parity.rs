@@ -1,7 +1,8 @@
 //! The PyTorch re-implementation (tools/headlab_torch.py) loads a checkpoint
-//! and reproduces the Rust forward pass, features and attention hooks within
-//! 1e-5. Runs the script in $HEADLAB_PYTHON (set by tools/setup.sh); skipped
-//! with a message when it is unset.
+//! and reproduces the Rust forward pass, features, every hook activation and
+//! one intervention (a head's `hook_z` zeroed) within 1e-5. Runs the script in
+//! $HEADLAB_PYTHON (set by tools/setup.sh); skipped with a message when it is
+//! unset, except under CI=true, where that is a failure.
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -25,6 +26,7 @@ fn host(t: &Tensor) -> Vec<f32> {
 #[test]
 fn pytorch_reimplementation_matches_rust_forward() {
     let Ok(python) = std::env::var("HEADLAB_PYTHON") else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but HEADLAB_PYTHON is not set: the PyTorch parity test cannot be skipped in CI (source tools/setup.sh)");
         eprintln!("SKIPPED: HEADLAB_PYTHON is not set (source tools/setup.sh to run the PyTorch parity test)");
         return;
     };
@@ -75,7 +77,7 @@ fn pytorch_reimplementation_matches_rust_forward() {
         });
         let ck_path = dir.path().join(format!("ck{case}.h5"));
         let config_toml = run_toml(&cfg);
-        write_checkpoint(&ck_path, &Checkpoint { step: 1, config_toml, params: m.to_arrays(), norm: norm.to_arrays(), ..Default::default() }).unwrap();
+        write_checkpoint(&ck_path, &Checkpoint { step: 1, config_toml, params: m.to_arrays().unwrap(), norm: norm.to_arrays(), ..Default::default() }).unwrap();
 
         let (b, n) = (3i64, 9i64);
         let s = State {
@@ -94,11 +96,28 @@ fn pytorch_reimplementation_matches_rust_forward() {
         })
         .unwrap();
         let out = dir.path().join(format!("out{case}.h5"));
-        let st = Command::new(&python).arg(&script).arg("parity").arg(&ck_path).arg(&inp).arg(&out).status().unwrap();
-        assert!(st.success(), "{} failed", script.display());
+        // The intervention: zero the last head's z in the last layer.
+        let (zl, zh) = (cfg.n_layers - 1, cfg.n_heads - 1);
+        let st = Command::new(&python)
+            .arg(&script)
+            .arg("parity")
+            .arg(&ck_path)
+            .arg(&inp)
+            .arg(&out)
+            .args([zl.to_string(), zh.to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run HEADLAB_PYTHON={python}: {e}"));
+        assert!(st.success(), "{} failed (is torch installed in {python}?)", script.display());
 
         let x = m.norm.features(&s);
-        let (y, cache) = m.forward_with_cache(&x, true, false);
+        let (y, cache) = m.run_with_cache(&x, |_| true).unwrap();
+        let mut hooks = Hooks::new();
+        hooks.add(format!("blocks.{zl}.attn.hook_z"), |z, _| {
+            let z = z.copy();
+            let _ = z.narrow(2, zh as i64, 1).fill_(0.0);
+            Ok(z)
+        });
+        let y_zero = m.run_with_hooks(&x, &mut hooks).unwrap();
         let file = hdf5::File::open(&out).unwrap();
         let mut compared = 0;
         let mut check = |name: &str, t: &Tensor| {
@@ -115,7 +134,9 @@ fn pytorch_reimplementation_matches_rust_forward() {
             check(name, t);
         }
         check("output", &y);
-        assert_eq!(compared, 2 + 4 * m.config.n_layers);
+        check("output_zero_z", &y_zero);
+        assert_eq!(compared, 3 + m.hook_names().len());
+        assert!((&y_zero - &y).abs().max().double_value(&[]) > 1e-4, "case {case}: zeroing a head changed nothing");
         // The patterns are genuinely non-uniform (so the comparison means something).
         let p = cache.pattern(0).unwrap();
         // (Dividing by the sum of key lengths makes rows nearly uniform by

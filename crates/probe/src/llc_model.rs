@@ -104,7 +104,7 @@ impl<'a> CheckpointProblem<'a> {
         Ok(CheckpointProblem {
             config: model.config.clone(),
             norm: model.norm.clone(),
-            arrays: model.to_arrays(),
+            arrays: model.to_arrays().map_err(|e| LlcError::Problem(e.to_string()))?,
             device: model.device(),
             data,
             batches: SharedTensor::new(batches),
@@ -147,10 +147,10 @@ impl<'a> CheckpointProblem<'a> {
             let idx = self.batches.get(batch as i64);
             let (x, y) = (self.data.x.index_select(0, &idx), self.data.y.index_select(0, &idx));
             if !grad {
-                let l = tch::no_grad(|| model.loss(&x, &y, false));
+                let l = tch::no_grad(|| model.loss(&x, &y, false)).map_err(|e| LlcError::Problem(e.to_string()))?;
                 return Ok((l.reshape([1]), None));
             }
-            let loss = model.loss(&x, &y, false);
+            let loss = model.loss(&x, &y, false).map_err(|e| LlcError::Problem(e.to_string()))?;
             let g = match &self.grad_params {
                 None => model.flat_grad(&loss),
                 Some(list) => {

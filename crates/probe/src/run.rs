@@ -87,7 +87,7 @@ impl ProbeOptions {
 #[derive(Debug, Clone)]
 pub struct ProbeControl {
     /// auto, cpu, cuda, cuda:N.
-    pub device: String,
+    pub device: headlab_model::DeviceSpec,
     /// Frames per forward pass.
     pub batch: usize,
     pub progress: bool,
@@ -101,7 +101,7 @@ pub struct ProbeControl {
 
 impl Default for ProbeControl {
     fn default() -> Self {
-        Self { device: "auto".into(), batch: 64, progress: true, fresh: false, save_every: 10, threads: 0 }
+        Self { device: headlab_model::DeviceSpec::Auto, batch: 64, progress: true, fresh: false, save_every: 10, threads: 0 }
     }
 }
 
@@ -138,7 +138,7 @@ impl AttentionSource for ModelSource {
         tch::no_grad(|| {
             let st = headlab_model::State::from_dataset(ds, frames, m.device());
             let x = m.norm.features(&st);
-            let (_, cache) = m.forward_with_cache(&x, true, false);
+            let (_, cache) = m.run_with_cache(&x, |name| name.ends_with(".attn.hook_pattern"))?;
             (0..m.config.n_layers)
                 .map(|l| {
                     let p = cache.pattern(l).ok_or_else(|| ProbeError::Run { path: PathBuf::new(), msg: format!("model recorded no pattern for layer {l}") })?;
@@ -192,7 +192,7 @@ fn cached_patterns(src: &dyn AttentionSource, ds: &Dataset, trajs: &[u32], frame
 /// Probe every checkpoint of `run_dir` not yet in its analysis.h5.
 /// `ds` is the run's dataset and `dataset_path` its path (recorded).
 pub fn probe_run(run_dir: &Path, ds: &Dataset, dataset_path: &Path, opts: &ProbeOptions, ctl: &ProbeControl) -> Result<ProbeSummary> {
-    let device = headlab_model::parse_device(&ctl.device)?;
+    let device = ctl.device.resolve()?;
     headlab_train::set_threads(ctl.threads);
     probe_run_with(run_dir, ds, dataset_path, opts, ctl, &|p: &Path| {
         let m = headlab_model::Model::load(p, device)?;

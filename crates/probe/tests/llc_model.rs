@@ -9,7 +9,7 @@ use tch::Device;
 
 fn tiny_run(dir: &std::path::Path) -> headlab_sim::Dataset {
     let ds = toy_dataset(6, 20, 8, 5);
-    let mut cfg = TrainConfig { steps: 150, batch_size: 16, device: "cpu".into(), threads: 1, ..TrainConfig::default() };
+    let mut cfg = TrainConfig { steps: 150, batch_size: 16, device: headlab_model::DeviceSpec::Cpu, threads: 1, ..TrainConfig::default() };
     cfg.model.n_layers = 1;
     cfg.model.n_heads = 2;
     cfg.model.d_model = 16;

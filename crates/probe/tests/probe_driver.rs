@@ -118,7 +118,7 @@ fn probes_a_trained_model_twice_identically() {
     let cfg = tiny_train_config(4);
     train(&cfg, &ds, &run, &RunOptions::default()).unwrap();
     let opts = ProbeOptions { eval_frames: 40, cache_frames: 8, ..Default::default() };
-    let ctl = ProbeControl { device: "cpu".into(), progress: false, ..Default::default() };
+    let ctl = ProbeControl { device: headlab_model::DeviceSpec::Cpu, progress: false, ..Default::default() };
     let s = probe_run(&run, &ds, Path::new("toy.h5"), &opts, &ctl).unwrap();
     let n_ck = headlab_store::checkpoint::list_checkpoints(&run).unwrap().len();
     assert_eq!(s.probed.len(), n_ck);

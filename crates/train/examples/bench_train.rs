@@ -19,12 +19,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ds = headlab_store::dataset::read_dataset(Path::new(&a[2]))?;
     let p = |i: usize| a[i].parse::<usize>().expect("number");
     let (d_model, n_layers, n_heads, batch, threads, steps) = (p(3), p(4), p(5), p(6), p(7), p(8) as u64);
-    let mut cfg = TrainConfig { batch_size: batch, threads, steps: steps + 20, device: a[9].clone(), ..Default::default() };
+    let mut cfg = TrainConfig { batch_size: batch, threads, steps: steps + 20, device: a[9].parse()?, ..Default::default() };
     cfg.model.d_model = d_model;
     cfg.model.n_layers = n_layers;
     cfg.model.n_heads = n_heads;
     set_threads(threads);
-    let device = headlab_model::parse_device(&cfg.device)?;
+    let device = cfg.device.resolve()?;
     let (tr, va) = split_trajectories(ds.n_traj, cfg.val_fraction, cfg.seed)?;
     let data = TrainData::new(&ds, tr, va, None, true, device)?;
     let model = headlab_model::Model::new(cfg.model.clone(), data.norm.clone(), 0, device)?;
@@ -32,11 +32,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut last = 0.0;
     for s in 0..20 {
-        last = train_step(&cfg, &model, &mut opt, &data, &mut rng, cfg.lr_at(s)).0;
+        last = train_step(&cfg, &model, &mut opt, &data, &mut rng, cfg.lr_at(s))?.0;
     }
     let t = std::time::Instant::now();
     for s in 20..20 + steps {
-        last = train_step(&cfg, &model, &mut opt, &data, &mut rng, cfg.lr_at(s)).0;
+        last = train_step(&cfg, &model, &mut opt, &data, &mut rng, cfg.lr_at(s))?.0;
     }
     let dt = t.elapsed().as_secs_f64();
     println!(

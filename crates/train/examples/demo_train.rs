@@ -20,7 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = std::time::Instant::now();
     let s = headlab_train::train(&cfg, &ds, &run, &headlab_train::RunOptions { progress: true, ..Default::default() })?;
     eprintln!("trained {} steps in {:.1}s ({:.1} steps/s, {} threads)", s.step, t.elapsed().as_secs_f64(), s.steps_per_sec, s.threads);
-    let rep = headlab_train::eval::evaluate(&run, &ds, &headlab_train::eval::EvalOptions { device: "cpu".into(), horizon: 20, ..Default::default() })?;
+    let rep = headlab_train::eval::evaluate(&run, &ds, &headlab_train::eval::EvalOptions { device: headlab_model::DeviceSpec::Cpu, horizon: 20, ..Default::default() })?;
     println!("one-step val MSE {:.5}  no-change {:.5}  ratio {:.1}x", rep.one_step_mse, rep.baseline_mse, rep.improvement());
     println!("per component model    {:?}", rep.component_mse.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>());
     println!("per component baseline {:?}", rep.component_baseline_mse.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>());

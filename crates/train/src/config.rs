@@ -1,7 +1,7 @@
 //! The training configuration: one serde struct with defaults, written as
 //! `config.toml` into the run folder. Every key is optional.
 
-use headlab_model::ModelConfig;
+use headlab_model::{DeviceSpec, ModelConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, TrainError};
@@ -124,8 +124,8 @@ pub struct TrainConfig {
     pub eval_interval: u64,
     /// Up to this many validation frames are used for the validation loss.
     pub val_samples: usize,
-    /// auto, cpu, cuda or cuda:N.
-    pub device: String,
+    /// auto, cpu, cuda or cuda:N (resolved, and checked, when training starts).
+    pub device: DeviceSpec,
     /// libtorch intra-op threads on CPU; 0 picks the default (see `default_threads`).
     pub threads: usize,
     /// Random-walk-style input noise (GNS): Gaussian noise with this many
@@ -152,7 +152,7 @@ impl Default for TrainConfig {
             val_fraction: 0.1,
             eval_interval: 100,
             val_samples: 512,
-            device: "auto".into(),
+            device: DeviceSpec::Auto,
             threads: 0,
             noise: 0.0,
             model: ModelConfig::default(),
@@ -202,7 +202,6 @@ impl TrainConfig {
         if !(self.noise >= 0.0 && self.noise.is_finite()) {
             return bad("noise", self.noise.to_string(), "use a non-negative number (0 disables noise)");
         }
-        headlab_model::parse_device(&self.device).map_err(|e| TrainError::Config { origin: "config".into(), msg: e.to_string() })?;
         let o = &self.optimizer;
         if !(o.lr > 0.0 && o.lr.is_finite()) {
             return bad("optimizer.lr", o.lr.to_string(), "use a positive learning rate such as 1e-3");

@@ -152,9 +152,9 @@ impl TrainData {
 
     /// Mean squared error (normalized units) of the model and of the
     /// "no change" prediction on `rows`, evaluated in chunks without grad.
-    pub fn mse(&self, model: &headlab_model::Model, rows: &[i64]) -> (f64, f64) {
+    pub fn mse(&self, model: &headlab_model::Model, rows: &[i64]) -> Result<(f64, f64)> {
         if rows.is_empty() {
-            return (f64::NAN, f64::NAN);
+            return Ok((f64::NAN, f64::NAN));
         }
         tch::no_grad(|| {
             let zero = self.norm.targets(&Tensor::zeros([1, 1, self.dim], (Kind::Float, self.device)), &Tensor::zeros([1, 1, self.dim], (Kind::Float, self.device)));
@@ -162,12 +162,12 @@ impl TrainData {
             for chunk in rows.chunks(256) {
                 let idx = Tensor::from_slice(chunk).to(self.device);
                 let (x, y) = (self.x_all.index_select(0, &idx), self.y_all.index_select(0, &idx));
-                let pred = model.forward(&x);
+                let pred = model.forward(&x)?;
                 se += (&pred - &y).square().sum(Kind::Double).double_value(&[]);
                 se0 += (&zero - &y).square().sum(Kind::Double).double_value(&[]);
                 count += y.numel() as f64;
             }
-            (se / count, se0 / count)
+            Ok((se / count, se0 / count))
         })
     }
 }

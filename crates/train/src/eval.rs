@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use headlab_model::{Model, State};
+use headlab_model::{DeviceSpec, Model, State};
 use headlab_sim::Dataset;
 use headlab_store::checkpoint::{list_checkpoints, read_checkpoint};
 use tch::{Kind, Tensor};
@@ -23,12 +23,12 @@ pub struct EvalOptions {
     /// Rollout length in frames; 0 = the whole trajectory.
     pub horizon: usize,
     /// auto, cpu, cuda or cuda:N.
-    pub device: String,
+    pub device: DeviceSpec,
 }
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        Self { step: None, rollout_trajs: 4, horizon: 0, device: "auto".into() }
+        Self { step: None, rollout_trajs: 4, horizon: 0, device: DeviceSpec::Auto }
     }
 }
 
@@ -65,7 +65,7 @@ impl EvalReport {
 /// Evaluate a run on `ds` (the dataset it was trained on; the validation
 /// trajectories are recomputed from the run's seed and val_fraction).
 pub fn evaluate(run_dir: &Path, ds: &Dataset, opts: &EvalOptions) -> Result<EvalReport> {
-    let device = headlab_model::parse_device(&opts.device)?;
+    let device = opts.device.resolve()?;
     let list = list_checkpoints(run_dir)?;
     let path = match opts.step {
         None => list.last().map(|(_, p)| p.clone()),
@@ -97,17 +97,18 @@ pub fn evaluate(run_dir: &Path, ds: &Dataset, opts: &EvalOptions) -> Result<Eval
     // One-step errors, overall and per component.
     let d2 = 2 * ds.dim() as i64;
     let (mut se, mut se0, mut count) = (Tensor::zeros([d2], (Kind::Double, device)), Tensor::zeros([d2], (Kind::Double, device)), 0i64);
-    tch::no_grad(|| {
+    tch::no_grad(|| -> Result<()> {
         let zero = model.norm.targets(&Tensor::zeros([1, 1, d2 / 2], (Kind::Float, device)), &Tensor::zeros([1, 1, d2 / 2], (Kind::Float, device)));
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
         for chunk in data.val_rows.chunks(256) {
             let (x, y) = data.batch(chunk, 0.0, &mut rng);
-            let pred = model.forward(&x);
+            let pred = model.forward(&x)?;
             se += (&pred - &y).square().to_kind(Kind::Double).view([-1, d2]).sum_dim_intlist(0, false, Kind::Double);
             se0 += (&zero - &y).square().to_kind(Kind::Double).view([-1, d2]).sum_dim_intlist(0, false, Kind::Double);
             count += y.numel() as i64 / d2;
         }
-    });
+        Ok(())
+    })?;
     let per = |t: &Tensor| -> Vec<f64> { Vec::<f64>::try_from(t / count.max(1) as f64).unwrap_or_default() };
     let component_mse = per(&se);
     let component_baseline_mse = per(&se0);
@@ -124,7 +125,7 @@ pub fn evaluate(run_dir: &Path, ds: &Dataset, opts: &EvalOptions) -> Result<Eval
     let mut rollout_position_mse = Vec::with_capacity(horizon + 1);
     for f in 0..=horizon {
         if f > 0 {
-            state = model.step_state(&state);
+            state = model.step_state(&state)?;
         }
         let truth = State::from_dataset(ds, &rollout_trajs.iter().map(|&t| (t, f)).collect::<Vec<_>>(), device);
         rollout_position_mse.push((&state.pos - &truth.pos).square().mean(Kind::Double).double_value(&[]));

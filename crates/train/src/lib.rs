@@ -111,7 +111,7 @@ fn rng_from_state(s: &RngState) -> ChaCha8Rng {
 /// Train (or resume) a run in `run_dir` on `dataset`.
 pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOptions) -> Result<TrainSummary> {
     cfg.validate()?;
-    let device = headlab_model::parse_device(&cfg.device)?;
+    let device = cfg.device.resolve()?;
     let threads = set_threads(cfg.threads);
     let io = |p: &Path, e: std::io::Error| TrainError::Io { path: p.display().to_string(), msg: e.to_string() };
     std::fs::create_dir_all(run_dir).map_err(|e| io(run_dir, e))?;
@@ -163,7 +163,7 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
     };
     metrics.config_toml = config_toml.clone();
     let val_rows = data.val_subset(cfg.val_samples);
-    let (mut val_loss, baseline) = data.mse(&model, &val_rows);
+    let (mut val_loss, baseline) = data.mse(&model, &val_rows)?;
     metrics.baseline_val_loss = baseline;
     let ckpt_steps = cfg.checkpoint_steps();
     let mut written: Vec<PathBuf> = existing.iter().filter(|(s, _)| *s <= step).map(|(_, p)| p.clone()).collect();
@@ -174,9 +174,9 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
         let ck = Checkpoint {
             step,
             config_toml: config_toml.clone(),
-            params: model.to_arrays(),
+            params: model.to_arrays()?,
             norm: model.norm.to_arrays(),
-            optimizer: Some(opt.state(model)),
+            optimizer: Some(opt.state(model)?),
             rng: Some(rng_state(rng)),
             scalars: vec![("train_loss".into(), train_loss), ("val_loss".into(), val_loss), ("baseline_val_loss".into(), baseline)],
         };
@@ -222,7 +222,7 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
         if cfg.model.dropout > 0.0 {
             tch::manual_seed((cfg.seed.wrapping_mul(1_000_003).wrapping_add(step)) as i64);
         }
-        let (loss_v, gnorm) = train_step(cfg, &model, &mut opt, &data, &mut rng, lr);
+        let (loss_v, gnorm) = train_step(cfg, &model, &mut opt, &data, &mut rng, lr)?;
         if !loss_v.is_finite() || !gnorm.is_finite() {
             bar.abandon();
             write_metrics(&run_dir.join("metrics.h5"), &metrics)?;
@@ -237,7 +237,7 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
         measure_noise(&model, step, &mut metrics);
         let is_ckpt = ckpt_steps.binary_search(&step).is_ok();
         if is_ckpt || step % cfg.eval_interval == 0 {
-            val_loss = data.mse(&model, &val_rows).0;
+            val_loss = data.mse(&model, &val_rows)?.0;
             metrics.val_step.push(step);
             metrics.val_loss.push(val_loss as f32);
         }
@@ -255,7 +255,7 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
     // Always leave a checkpoint at the step we stop at.
     if written.last().map(|p| p != &checkpoint_path(run_dir, step)).unwrap_or(true) {
         if metrics.val_step.last() != Some(&step) {
-            val_loss = data.mse(&model, &val_rows).0;
+            val_loss = data.mse(&model, &val_rows)?.0;
             metrics.val_step.push(step);
             metrics.val_loss.push(val_loss as f32);
         }
@@ -282,17 +282,17 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
 /// One optimizer update: draw a batch, compute the loss and its gradient,
 /// clip, and (only if loss and gradient norm are finite) update the weights.
 /// Returns (loss, gradient norm before clipping).
-pub fn train_step(cfg: &TrainConfig, model: &Model, opt: &mut Optimizer, data: &TrainData, rng: &mut ChaCha8Rng, lr: f64) -> (f64, f64) {
+pub fn train_step(cfg: &TrainConfig, model: &Model, opt: &mut Optimizer, data: &TrainData, rng: &mut ChaCha8Rng, lr: f64) -> Result<(f64, f64)> {
     let rows = data.sample_rows(rng, cfg.batch_size);
     let (x, y) = data.batch(&rows, cfg.noise, rng);
-    let loss = model.loss(&x, &y, true);
+    let loss = model.loss(&x, &y, true)?;
     let mut grad = model.flat_grad(&loss);
     let loss_v = loss.double_value(&[]);
     let gnorm = optim::clip_grad(&mut grad, cfg.optimizer.clip);
     if loss_v.is_finite() && gnorm.is_finite() {
         opt.update(model, &grad, lr);
     }
-    (loss_v, gnorm)
+    Ok((loss_v, gnorm))
 }
 
 /// Mixed into the seed of the measurement generator so it never shares a
@@ -305,9 +305,10 @@ const NOISE_SALT: u64 = 0x6e01_5e5a_17ad;
 pub fn gradient_noise(cfg: &TrainConfig, model: &Model, data: &TrainData, step: u64) -> Result<headlab_store::metrics::NoiseRecord, noise::NoiseError> {
     let g = &cfg.grad_noise;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ NOISE_SALT ^ step.wrapping_mul(0x2545_f491_4f6c_dd1d));
-    let grad_of = |rows: &[i64], rng: &mut ChaCha8Rng| -> tch::Tensor {
+    let grad_of = |rows: &[i64], rng: &mut ChaCha8Rng| -> Result<tch::Tensor, noise::NoiseError> {
         let (x, y) = data.batch(rows, cfg.noise, rng);
-        model.flat_grad(&model.loss(&x, &y, false)).to_kind(tch::Kind::Double)
+        let loss = model.loss(&x, &y, false).map_err(|e| noise::NoiseError::Model(e.to_string()))?;
+        Ok(model.flat_grad(&loss).to_kind(tch::Kind::Double))
     };
     // Reference gradient: the mean over the reference rows, in chunks.
     let mut reference: Vec<i64> = data.train_rows.clone();
@@ -317,14 +318,14 @@ pub fn gradient_noise(cfg: &TrainConfig, model: &Model, data: &TrainData, step: 
     }
     let mut full: Option<tch::Tensor> = None;
     for chunk in reference.chunks(512) {
-        let gc = grad_of(chunk, &mut rng) * (chunk.len() as f64 / reference.len() as f64);
+        let gc = grad_of(chunk, &mut rng)? * (chunk.len() as f64 / reference.len() as f64);
         full = Some(match full {
             Some(f) => f + gc,
             None => gc,
         });
     }
     let full = full.ok_or(noise::NoiseError::TooFew { need: 1, got: 0 })?;
-    let rows: Vec<tch::Tensor> = (0..g.batches).map(|_| grad_of(&data.sample_rows(&mut rng, cfg.batch_size), &mut rng) - &full).collect();
+    let rows: Vec<tch::Tensor> = (0..g.batches).map(|_| Ok(grad_of(&data.sample_rows(&mut rng, cfg.batch_size), &mut rng)? - &full)).collect::<Result<_, noise::NoiseError>>()?;
     let xi = tch::Tensor::stack(&rows, 0);
     let gn = noise::gradient_noise(&xi, g.hill_k, cfg.seed ^ NOISE_SALT ^ step ^ 0x6a55, cfg.seed ^ step)?;
     let (ns, cs) = (&gn.norm_stats, &gn.coord_stats);
@@ -353,5 +354,5 @@ pub fn gradient_noise(cfg: &TrainConfig, model: &Model, data: &TrainData, step: 
 
 /// Device chosen by a config string, for messages.
 pub fn device_of(cfg: &TrainConfig) -> Result<Device> {
-    Ok(headlab_model::parse_device(&cfg.device)?)
+    Ok(cfg.device.resolve()?)
 }

@@ -64,24 +64,27 @@ impl Optimizer {
         }
     }
 
-    pub fn state(&self, model: &Model) -> OptimizerState {
+    pub fn state(&self, model: &Model) -> Result<OptimizerState> {
         let bufs = [&self.m, &self.v];
         let slots = self
             .slot_names()
             .iter()
             .zip(bufs)
-            .map(|(name, buf)| (name.to_string(), split_flat(model, buf)))
-            .collect();
-        let kind = match self.cfg.kind {
+            .map(|(name, buf)| Ok((name.to_string(), split_flat(model, buf)?)))
+            .collect::<Result<_>>()?;
+        Ok(OptimizerState { kind: self.kind_name().into(), step: self.step, slots })
+    }
+
+    fn kind_name(&self) -> &'static str {
+        match self.cfg.kind {
             OptimizerKind::Sgd => "sgd",
             OptimizerKind::Adam => "adam",
             OptimizerKind::Adamw => "adamw",
-        };
-        OptimizerState { kind: kind.into(), step: self.step, slots }
+        }
     }
 
-    pub fn load_state(&mut self, model: &Model, st: &OptimizerState, path: &str) -> Result<()> {
-        let me = self.state(model).kind;
+    pub fn load_state(&mut self, _model: &Model, st: &OptimizerState, path: &str) -> Result<()> {
+        let me = self.kind_name();
         if st.kind != me {
             return Err(TrainError::Resume(format!("{path}: optimizer state is `{}` but the config asks for `{me}`; resume with the same optimizer or start a new run", st.kind)));
         }
@@ -101,13 +104,13 @@ impl Optimizer {
 }
 
 /// Split a flat tensor shaped like `model.flat_params()` into named arrays.
-fn split_flat(model: &Model, flat: &Tensor) -> Vec<NamedArray> {
+fn split_flat(model: &Model, flat: &Tensor) -> Result<Vec<NamedArray>> {
     model
         .named_parameters()
         .iter()
         .map(|(name, t)| {
             let (off, n) = model.param_range(name).expect("own parameter");
-            tensor_to_array(name, &flat.narrow(0, off as i64, n as i64).view(t.size().as_slice()))
+            Ok(tensor_to_array(name, &flat.narrow(0, off as i64, n as i64).view(t.size().as_slice()))?)
         })
         .collect()
 }

@@ -91,7 +91,7 @@ pub fn toy_dataset(n_traj: usize, n_frames: usize, n: usize, seed: u64) -> Datas
 /// batch 8 on the CPU, one thread, a 2-head d_model 16 model, `checkpoints`
 /// checkpoints with the dense band at steps 5–20.
 pub fn tiny_train_config(checkpoints: usize) -> crate::TrainConfig {
-    let mut cfg = crate::TrainConfig { steps: 30, batch_size: 8, eval_interval: 50, device: "cpu".into(), threads: 1, val_fraction: 0.34, ..Default::default() };
+    let mut cfg = crate::TrainConfig { steps: 30, batch_size: 8, eval_interval: 50, device: headlab_model::DeviceSpec::Cpu, threads: 1, val_fraction: 0.34, ..Default::default() };
     cfg.model.d_model = 16;
     cfg.model.n_heads = 2;
     cfg.checkpoints.count = checkpoints;

@@ -9,7 +9,7 @@ use headlab_train::toy::toy_dataset;
 use headlab_train::*;
 
 fn small_cfg(steps: u64) -> TrainConfig {
-    let mut c = TrainConfig { steps, batch_size: 16, eval_interval: 50, device: "cpu".into(), threads: 1, val_fraction: 0.25, ..Default::default() };
+    let mut c = TrainConfig { steps, batch_size: 16, eval_interval: 50, device: headlab_model::DeviceSpec::Cpu, threads: 1, val_fraction: 0.25, ..Default::default() };
     c.model.d_model = 32;
     c.model.n_heads = 2;
     c.checkpoints.count = 12;
@@ -73,7 +73,7 @@ fn training_beats_the_no_change_baseline_and_eval_agrees() {
     let steps: Vec<u64> = list_checkpoints(&run).unwrap().iter().map(|(s, _)| *s).collect();
     assert_eq!(steps, cfg.checkpoint_steps());
 
-    let rep = evaluate(&run, &ds, &EvalOptions { device: "cpu".into(), rollout_trajs: 2, horizon: 10, ..Default::default() }).unwrap();
+    let rep = evaluate(&run, &ds, &EvalOptions { device: headlab_model::DeviceSpec::Cpu, rollout_trajs: 2, horizon: 10, ..Default::default() }).unwrap();
     assert_eq!(rep.step, 400);
     assert!((rep.one_step_mse - s.val_loss).abs() < 0.3 * s.val_loss, "eval {} vs training's val loss {}", rep.one_step_mse, s.val_loss);
     for c in 0..2 {
@@ -86,7 +86,7 @@ fn training_beats_the_no_change_baseline_and_eval_agrees() {
     assert!(rep.rollout_position_mse[10] > 0.0 && rep.rollout_position_mse[10].is_finite());
     assert_eq!(rep.rollout_energy_drift.len(), 11);
     // A missing step is a clear error listing what exists.
-    let e = evaluate(&run, &ds, &EvalOptions { step: Some(7), device: "cpu".into(), ..Default::default() }).unwrap_err().to_string();
+    let e = evaluate(&run, &ds, &EvalOptions { step: Some(7), device: headlab_model::DeviceSpec::Cpu, ..Default::default() }).unwrap_err().to_string();
     assert!(e.contains("step 7") && e.contains("400"), "{e}");
 }
 

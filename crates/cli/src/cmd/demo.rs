@@ -58,11 +58,13 @@ pub struct Args {
     pub threads: Option<usize>,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    pub device: String,
+    pub device: headlab_model::DeviceSpec,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
+    // Check the device before minutes of simulation.
+    args.device.resolve()?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let scene_path = args.out.join("scene.toml");
     std::fs::write(&scene_path, DEMO_SCENE).with_context(|| format!("writing {}", scene_path.display()))?;
@@ -91,7 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         out: run_dir.clone(),
         config: None,
         resume,
-        device: Some(args.device.clone()),
+        device: Some(args.device),
         seed: Some(args.seed),
         steps: args.steps,
         lr: None,
@@ -108,7 +110,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eval_frames: args.eval_frames,
         contact_factor: None,
         cache_frames: None,
-        device: args.device.clone(),
+        device: args.device,
         batch: 64,
         fresh: false,
     })?;
@@ -133,7 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         freeze_threshold: 0.15,
         freeze_scale: "norm".into(),
         fresh: false,
-        device: if args.device == "auto" { "auto".into() } else { args.device.clone() },
+        device: args.device,
         threads: args.threads.unwrap_or(1),
         quiet: false,
     })?;

@@ -34,7 +34,7 @@ pub struct Args {
     pub horizon: usize,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    pub device: String,
+    pub device: headlab_model::DeviceSpec,
     /// Where to write the rollouts (default RUN/eval/rollout_step_XXXXXXXX.h5).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -50,7 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let ds = headlab_store::dataset::read_dataset(&data).with_context(|| format!("reading the dataset {}", data.display()))?;
-    let rep = evaluate(&args.run, &ds, &EvalOptions { step: args.step, rollout_trajs: args.rollouts, horizon: args.horizon, device: args.device.clone() })?;
+    let rep = evaluate(&args.run, &ds, &EvalOptions { step: args.step, rollout_trajs: args.rollouts, horizon: args.horizon, device: args.device })?;
     println!("{} (step {})", rep.checkpoint.display(), rep.step);
     println!("one-step validation MSE {:.6}  no-change baseline {:.6}  ratio {:.1}x  ({} validation trajectories)", rep.one_step_mse, rep.baseline_mse, rep.improvement(), rep.val_trajs.len());
     let d = ds.dim();

@@ -80,7 +80,7 @@ pub struct IclArgs {
     pub curvature: bool,
     /// auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: headlab_model::DeviceSpec,
     /// libtorch CPU threads (0 = headlab's default: 1 on machines with 2 cores or fewer, else half the cores, at most 8).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -177,7 +177,7 @@ pub struct ScalingArgs {
     pub seed: Option<u64>,
     /// auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: headlab_model::DeviceSpec,
     /// libtorch CPU threads (0 = headlab's default: 1 on machines with 2 cores or fewer, else half the cores, at most 8).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -239,7 +239,7 @@ pub struct PhysicsArgs {
     pub fresh: bool,
     /// auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: headlab_model::DeviceSpec,
     /// libtorch CPU threads (0 = headlab's default: 1 on machines with 2 cores or fewer, else half the cores, at most 8).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -339,7 +339,7 @@ fn run_icl(a: IclArgs) -> anyhow::Result<()> {
     }
     c.validate()?;
     headlab_train::set_threads(a.threads);
-    let device = headlab_model::parse_device(&a.device)?;
+    let device = a.device.resolve()?;
     let bar = if a.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
     bar.set_style(
         indicatif::ProgressStyle::with_template("icl-regression [{bar:30}] {pos}/{len} runs  {elapsed_precise} (eta {eta})")
@@ -382,7 +382,7 @@ fn run_scaling_run(a: &ScalingArgs, run: &std::path::Path) -> anyhow::Result<()>
         }
     };
     let ds = headlab_store::dataset::read_dataset(&data).with_context(|| format!("reading the dataset {} (pass --data)", data.display()))?;
-    let mut opts = RunSaturationOptions { eval_frames: a.eval_frames, max_checkpoints: a.max_checkpoints, device: headlab_model::parse_device(&a.device)?, ..Default::default() };
+    let mut opts = RunSaturationOptions { eval_frames: a.eval_frames, max_checkpoints: a.max_checkpoints, device: a.device.resolve()?, ..Default::default() };
     if let Some(e) = a.eps {
         opts.eps = e;
     }
@@ -429,7 +429,7 @@ fn run_scaling_physics(a: &ScalingArgs) -> anyhow::Result<()> {
     if let Some(v) = a.seed {
         c.seed = v;
     }
-    let device = headlab_model::parse_device(&a.device)?;
+    let device = a.device.resolve()?;
     println!("N     option             val/baseline  best score  AUROC   score>=0.5 at  saturated  entropy/lnN  seconds");
     let r = run_physics_scaling(&c, &a.out, device, &mut |_, _, p| {
         let em = if p.emergence_step < 0 { "none".to_string() } else { p.emergence_step.to_string() };
@@ -478,7 +478,7 @@ fn run_scaling(a: ScalingArgs) -> anyhow::Result<()> {
     }
     c.validate()?;
     headlab_train::set_threads(a.threads);
-    let device = headlab_model::parse_device(&a.device)?;
+    let device = a.device.resolve()?;
     let r = headlab_lens::scaling::run_lens(&c, &a.out, device)?;
     let nmax = *c.ns.iter().max().unwrap_or(&1);
     let smax = c.spreads.iter().cloned().fold(0.0, f64::max);

@@ -99,7 +99,7 @@ pub struct Args {
     pub fresh: bool,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    pub device: String,
+    pub device: headlab_model::DeviceSpec,
 }
 
 fn bar(len: u64) -> indicatif::ProgressBar {
@@ -137,7 +137,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         llc.beta = args.beta;
     }
     llc.validate()?;
-    let device = headlab_model::parse_device(&args.device)?;
+    let device = args.device.resolve()?;
     let ds = headlab_store::dataset::read_dataset(&data)?;
     let opts = LlcRunOptions {
         checkpoint: CheckpointLlcOptions { llc: llc.clone(), per_head: args.per_head },

@@ -44,7 +44,7 @@ pub struct Args {
     pub cache_frames: Option<usize>,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    pub device: String,
+    pub device: headlab_model::DeviceSpec,
     /// Frames per forward pass.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
@@ -80,7 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         opts.cache_frames = v;
     }
     let ds = headlab_store::dataset::read_dataset(&data).with_context(|| format!("reading the dataset {}", data.display()))?;
-    let ctl = ProbeControl { device: args.device.clone(), batch: args.batch, progress: true, fresh: args.fresh, save_every: 10, threads: 0 };
+    let ctl = ProbeControl { device: args.device, batch: args.batch, progress: true, fresh: args.fresh, save_every: 10, threads: 0 };
     let s = probe_run(&args.run, &ds, &data, &opts, &ctl)?;
     println!("{}: probed {} checkpoint(s), {} already done, {} evaluation frames", s.analysis_path.display(), s.probed.len(), s.skipped, s.n_eval_frames);
     let a = headlab_store::analysis::read_analysis(&s.analysis_path, false)?;

@@ -36,7 +36,7 @@ pub struct Args {
     pub resume: bool,
     /// auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long)]
-    pub device: Option<String>,
+    pub device: Option<headlab_model::DeviceSpec>,
     /// Seed for initialization, batches and the train/validation split.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -67,7 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cfg.data = d.display().to_string();
     }
     if let Some(v) = &args.device {
-        cfg.device = v.clone();
+        cfg.device = *v;
     }
     if let Some(v) = args.seed {
         cfg.seed = v;

@@ -26,7 +26,7 @@
 
 use std::path::{Path, PathBuf};
 
-use headlab_model::{AttentionConfig, AttentionKind, AttentionScale, Model};
+use headlab_model::{AttentionConfig, AttentionKind, AttentionScale, DeviceSpec, Model};
 use headlab_sim::{Scene, SimOptions};
 use headlab_store::h5util::{set_str_attr, write_array, Ctx};
 use headlab_store::{atomic_write, FileKind, StoreError};
@@ -182,9 +182,9 @@ pub fn run_physics_scaling(cfg: &PhysicsScalingConfig, out: &Path, device: Devic
                 eval_interval: cfg.steps.max(1),
                 val_samples: 256,
                 device: match device {
-                    Device::Cpu => "cpu".into(),
-                    Device::Cuda(i) => format!("cuda:{i}"),
-                    _ => "auto".into(),
+                    Device::Cpu => DeviceSpec::Cpu,
+                    Device::Cuda(i) => DeviceSpec::Cuda(Some(i)),
+                    _ => DeviceSpec::Auto,
                 },
                 threads: 1,
                 ..Default::default()
@@ -199,7 +199,7 @@ pub fn run_physics_scaling(cfg: &PhysicsScalingConfig, out: &Path, device: Devic
             tc.checkpoints.dense_fraction = 0.0;
             let summary = headlab_train::train(&tc, &ds, &run_dir, &Default::default()).map_err(|e| other(&run_dir, e))?;
             let popts = headlab_probe::run::ProbeOptions { eval_frames: cfg.eval_frames, seed: cfg.seed, cache_trajectories: 0, ..Default::default() };
-            let ctl = headlab_probe::run::ProbeControl { device: tc.device.clone(), progress: false, threads: 1, ..Default::default() };
+            let ctl = headlab_probe::run::ProbeControl { device: tc.device, progress: false, threads: 1, ..Default::default() };
             let ps = headlab_probe::run::probe_run(&run_dir, &ds, &data_path, &popts, &ctl).map_err(|e| other(&run_dir, e))?;
             let an = headlab_store::analysis::read_analysis(&ps.analysis_path, false)?;
             let best = headlab_analysis::heads::best_head(&an);
@@ -212,7 +212,7 @@ pub fn run_physics_scaling(cfg: &PhysicsScalingConfig, out: &Path, device: Devic
             let last = summary.checkpoints.last().ok_or_else(|| other(&run_dir, "no checkpoint written"))?;
             let model = Model::load(last, device)?;
             let frames: Vec<(usize, usize)> = an.eval_traj.iter().zip(&an.eval_frame).map(|(&t, &f)| (t as usize, f as usize)).collect();
-            let sat: Vec<_> = model_saturation(&model, &ds, &frames, cfg.eps, 32).into_iter().flatten().collect();
+            let sat: Vec<_> = model_saturation(&model, &ds, &frames, cfg.eps, 32)?.into_iter().flatten().collect();
             let mean = |f: fn(&super::Saturation) -> f64| sat.iter().map(f).sum::<f64>() / sat.len().max(1) as f64;
             let p = PhysicsPoint {
                 particles: n,

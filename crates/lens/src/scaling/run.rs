@@ -126,21 +126,22 @@ fn thin<T: Clone>(v: &[T], max: usize) -> Vec<T> {
 }
 
 /// Per-head saturation diagnostics of one model on the given frames.
-pub fn model_saturation(model: &Model, ds: &Dataset, frames: &[(usize, usize)], eps: f64, batch: usize) -> Vec<Vec<Saturation>> {
+pub fn model_saturation(model: &Model, ds: &Dataset, frames: &[(usize, usize)], eps: f64, batch: usize) -> Result<Vec<Vec<Saturation>>, ScalingError> {
     let nl = model.config.n_layers;
     let mut pats: Vec<Vec<Tensor>> = (0..nl).map(|_| Vec::new()).collect();
-    tch::no_grad(|| {
+    tch::no_grad(|| -> Result<(), ScalingError> {
         for chunk in frames.chunks(batch.max(1)) {
             let s = State::from_dataset(ds, chunk, model.device());
-            let (_, cache) = model.forward_with_cache(&model.norm.features(&s), true, false);
+            let (_, cache) = model.run_with_cache(&model.norm.features(&s), |name| name.ends_with(".attn.hook_pattern"))?;
             for (l, p) in pats.iter_mut().enumerate() {
                 if let Some(t) = cache.pattern(l) {
                     p.push(t.shallow_clone());
                 }
             }
         }
-    });
-    pats.iter().map(|p| saturation_per_head(&Tensor::cat(p, 0), eps)).collect()
+        Ok(())
+    })?;
+    Ok(pats.iter().map(|p| saturation_per_head(&Tensor::cat(p, 0), eps)).collect())
 }
 
 /// Diagnostics on every checkpoint of the run in `run_dir` (trained on `ds`).
@@ -188,7 +189,7 @@ pub fn run_saturation(run_dir: &Path, ds: &Dataset, opts: &RunSaturationOptions)
         } else if (c.n_layers, c.n_heads) != (out.n_layers, out.n_heads) {
             return Err(run_err(path, format!("has {}×{} heads, earlier checkpoints {}×{}", c.n_layers, c.n_heads, out.n_layers, out.n_heads)));
         }
-        out.sat.push(model_saturation(&model, ds, &frames, opts.eps, opts.batch));
+        out.sat.push(model_saturation(&model, ds, &frames, opts.eps, opts.batch)?);
         out.steps.push(*step);
         out.val_loss.push(ck.scalars.iter().find(|(n, _)| n == "val_loss").map(|(_, v)| *v).unwrap_or(f64::NAN));
     }

@@ -1,0 +1,173 @@
+//! Model inputs and outputs in physical units: a batch of particle states
+//! ([`State`]) and the dataset statistics ([`Normalization`]) that turn it into
+//! normalized features and turn the model's output back into state changes.
+
+use tch::{Device, Kind, Tensor};
+
+use headlab_store::checkpoint::NamedArray;
+
+use crate::{ModelError, Result};
+
+/// Dataset statistics that turn raw particle states into model inputs and
+/// model outputs into physical state changes. Saved under `/norm` in every
+/// checkpoint (`input_mean`, `input_std`, `target_mean`, `target_std`,
+/// `box_size`, `wall_range`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Normalization {
+    pub dimension: usize,
+    pub box_size: Vec<f64>,
+    /// Wall gaps are divided by this and clipped to [-1, 1].
+    pub wall_range: f64,
+    pub wall_features: bool,
+    pub input_mean: Vec<f32>,
+    pub input_std: Vec<f32>,
+    pub target_mean: Vec<f32>,
+    pub target_std: Vec<f32>,
+}
+
+/// A batch of particle states on a device: pos/vel [B,N,D], radii/masses [B,N].
+pub struct State {
+    pub pos: Tensor,
+    pub vel: Tensor,
+    pub radii: Tensor,
+    pub masses: Tensor,
+}
+
+impl State {
+    /// Gather frames `(traj, frame)` of a dataset into one batch.
+    pub fn from_dataset(ds: &headlab_sim::Dataset, frames: &[(usize, usize)], device: Device) -> State {
+        let (n, d) = (ds.n_particles, ds.dim());
+        let mut pos = Vec::with_capacity(frames.len() * n * d);
+        let mut vel = Vec::with_capacity(frames.len() * n * d);
+        let mut rad = Vec::with_capacity(frames.len() * n);
+        let mut mass = Vec::with_capacity(frames.len() * n);
+        for &(t, f) in frames {
+            let i = ds.idx(t, f, 0);
+            pos.extend_from_slice(&ds.positions[i..i + n * d]);
+            vel.extend_from_slice(&ds.velocities[i..i + n * d]);
+            rad.extend_from_slice(&ds.radii[t * n..(t + 1) * n]);
+            mass.extend_from_slice(&ds.masses[t * n..(t + 1) * n]);
+        }
+        let b = frames.len() as i64;
+        let (n, d) = (n as i64, d as i64);
+        State {
+            pos: Tensor::from_slice(&pos).view([b, n, d]).to(device),
+            vel: Tensor::from_slice(&vel).view([b, n, d]).to(device),
+            radii: Tensor::from_slice(&rad).view([b, n]).to(device),
+            masses: Tensor::from_slice(&mass).view([b, n]).to(device),
+        }
+    }
+}
+
+impl Normalization {
+    /// Raw (unnormalized) features [B,N,F]: pos, vel, radius, mass, then per
+    /// axis clamp((x - r)/wall_range) and clamp((L - x - r)/wall_range).
+    pub fn raw_features(&self, s: &State) -> Tensor {
+        let r = s.radii.unsqueeze(-1);
+        let mut parts = vec![s.pos.shallow_clone(), s.vel.shallow_clone(), r.shallow_clone(), s.masses.unsqueeze(-1)];
+        if self.wall_features {
+            let lo = ((&s.pos - &r) / self.wall_range).clamp(-1.0, 1.0);
+            let bx = Tensor::from_slice(&self.box_size.iter().map(|&x| x as f32).collect::<Vec<_>>()).to(s.pos.device());
+            let hi = ((bx - &s.pos - &r) / self.wall_range).clamp(-1.0, 1.0);
+            parts.push(lo);
+            parts.push(hi);
+        }
+        Tensor::cat(&parts, -1)
+    }
+
+    fn vec_t(v: &[f32], device: Device) -> Tensor {
+        Tensor::from_slice(v).to(device)
+    }
+
+    /// Normalized model inputs [B,N,F].
+    pub fn features(&self, s: &State) -> Tensor {
+        let dev = s.pos.device();
+        (self.raw_features(s) - Self::vec_t(&self.input_mean, dev)) / Self::vec_t(&self.input_std, dev)
+    }
+
+    /// Normalized targets from the state change (Δpos, Δvel) [B,N,2D].
+    pub fn targets(&self, dpos: &Tensor, dvel: &Tensor) -> Tensor {
+        let dev = dpos.device();
+        (Tensor::cat(&[dpos, dvel], -1) - Self::vec_t(&self.target_mean, dev)) / Self::vec_t(&self.target_std, dev)
+    }
+
+    /// Physical (Δpos, Δvel) [B,N,2D] from normalized model output.
+    pub fn denormalize(&self, y: &Tensor) -> Tensor {
+        let dev = y.device();
+        y * Self::vec_t(&self.target_std, dev) + Self::vec_t(&self.target_mean, dev)
+    }
+
+    /// Statistics over the given trajectories of a dataset (all frame pairs).
+    /// Constant features (e.g. equal masses) get std 1 so they normalize to 0.
+    pub fn from_dataset(ds: &headlab_sim::Dataset, trajs: &[usize], wall_features: bool) -> Normalization {
+        let d = ds.dim();
+        let max_r = ds.radii.iter().cloned().fold(0.0f32, f32::max) as f64;
+        let mut norm = Normalization {
+            dimension: d,
+            box_size: ds.meta.box_size.clone(),
+            wall_range: if max_r > 0.0 { 3.0 * max_r } else { 1.0 },
+            wall_features,
+            input_mean: vec![],
+            input_std: vec![],
+            target_mean: vec![],
+            target_std: vec![],
+        };
+        let frames: Vec<(usize, usize)> = trajs.iter().flat_map(|&t| (0..ds.n_frames).map(move |f| (t, f))).collect();
+        let s = State::from_dataset(ds, &frames, Device::Cpu);
+        let feats = norm.raw_features(&s).to_kind(Kind::Double);
+        let fdim = feats.size()[2];
+        let feats = feats.view([-1, fdim]);
+        let (m, sd) = mean_std(&feats);
+        norm.input_mean = m;
+        norm.input_std = sd;
+        let pairs: Vec<(usize, usize)> = trajs.iter().flat_map(|&t| (0..ds.n_frames.saturating_sub(1)).map(move |f| (t, f))).collect();
+        let nxt: Vec<(usize, usize)> = pairs.iter().map(|&(t, f)| (t, f + 1)).collect();
+        let (a, b) = (State::from_dataset(ds, &pairs, Device::Cpu), State::from_dataset(ds, &nxt, Device::Cpu));
+        let tg = Tensor::cat(&[&b.pos - &a.pos, &b.vel - &a.vel], -1).to_kind(Kind::Double).view([-1, 2 * d as i64]);
+        let (m, sd) = mean_std(&tg);
+        norm.target_mean = m;
+        norm.target_std = sd;
+        norm
+    }
+
+    pub fn to_arrays(&self) -> Vec<NamedArray> {
+        let f = |n: &str, v: &[f32]| NamedArray::new(n, vec![v.len()], v.to_vec());
+        vec![
+            f("input_mean", &self.input_mean),
+            f("input_std", &self.input_std),
+            f("target_mean", &self.target_mean),
+            f("target_std", &self.target_std),
+            f("box_size", &self.box_size.iter().map(|&x| x as f32).collect::<Vec<_>>()),
+            f("wall_range", &[self.wall_range as f32]),
+        ]
+    }
+
+    pub fn from_arrays(arrays: &[NamedArray], wall_features: bool, path: &str) -> Result<Normalization> {
+        let get = |n: &str| -> Result<Vec<f32>> {
+            arrays.iter().find(|a| a.name == n).map(|a| a.data.clone()).ok_or_else(|| ModelError::Checkpoint {
+                path: path.into(),
+                msg: format!("missing normalization array /norm/{n}; the checkpoint was not written by headlab train"),
+            })
+        };
+        let box_size: Vec<f64> = get("box_size")?.iter().map(|&x| x as f64).collect();
+        Ok(Normalization {
+            dimension: box_size.len(),
+            box_size,
+            wall_range: get("wall_range")?.first().copied().unwrap_or(1.0) as f64,
+            wall_features,
+            input_mean: get("input_mean")?,
+            input_std: get("input_std")?,
+            target_mean: get("target_mean")?,
+            target_std: get("target_std")?,
+        })
+    }
+}
+
+fn mean_std(x: &Tensor) -> (Vec<f32>, Vec<f32>) {
+    let m = x.mean_dim(0, false, Kind::Double);
+    let sd = (x - &m).square().mean_dim(0, false, Kind::Double).sqrt();
+    let m: Vec<f64> = Vec::try_from(m).unwrap_or_default();
+    let sd: Vec<f64> = Vec::try_from(sd).unwrap_or_default();
+    let sd = sd.iter().zip(&m).map(|(&s, &mu)| if s > 1e-6 * mu.abs().max(1e-12) { s as f32 } else { 1.0 }).collect();
+    (m.iter().map(|&x| x as f32).collect(), sd)
+}
