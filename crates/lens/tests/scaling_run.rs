@@ -5,7 +5,7 @@ use headlab_lens::scaling::{run_saturation, write_run_h5, write_run_html, RunSat
 use headlab_model::{AttentionScale, Model, ModelConfig, Normalization};
 use headlab_store::checkpoint::{checkpoint_path, write_checkpoint, Checkpoint};
 use headlab_store::h5util::{open_kind, read_array};
-use headlab_train::toy::toy_dataset;
+use headlab_testkit::toy_dataset;
 use tch::Device;
 
 fn run_toml(cfg: &ModelConfig) -> String {

@@ -17,7 +17,6 @@ pub mod data;
 pub mod eval;
 pub mod noise;
 pub mod optim;
-pub mod toy;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use headlab_store::checkpoint::{list_checkpoints, read_checkpoint};
 use headlab_store::metrics::read_metrics;
 use headlab_train::eval::{evaluate, EvalOptions};
-use headlab_train::toy::toy_dataset;
+use headlab_testkit::toy_dataset;
 use headlab_train::*;
 
 fn small_cfg(steps: u64) -> TrainConfig {
