@@ -65,17 +65,18 @@ use rand_distr::{ChiSquared, Distribution, StandardNormal, StudentT};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use headlab_train::{Optimizer, OptimizerConfig, OptimizerKind};
+
+use crate::config::{parse_toml, ConfigError};
 use crate::noise::{self, NoiseStats};
 
 /// Errors of the in-context regression lens.
 #[derive(Debug, thiserror::Error)]
 pub enum IclError {
-    #[error("icl config: `{key}` = {value} is invalid: {hint}")]
-    Config { key: String, value: String, hint: String },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("icl: data setting `{0}` is not understood; use `gaussian`, `student-t:NU` or `mv-t:NU` (NU > 0 degrees of freedom, e.g. student-t:3)")]
     Data(String),
-    #[error("icl: cannot read config {path}: {msg}")]
-    ReadConfig { path: String, msg: String },
     #[error(transparent)]
     Store(#[from] headlab_store::StoreError),
     #[error(transparent)]
@@ -87,7 +88,7 @@ pub enum IclError {
 }
 
 fn bad(key: &str, value: impl fmt::Display, hint: &str) -> IclError {
-    IclError::Config { key: key.into(), value: value.to_string(), hint: hint.into() }
+    ConfigError::invalid("icl", key, value, hint).into()
 }
 
 // ---------------------------------------------------------------------------
@@ -293,7 +294,7 @@ impl Default for IclConfig {
 impl IclConfig {
     /// Parse a TOML config (all keys optional) and validate it.
     pub fn from_toml(text: &str, path: &str) -> Result<Self, IclError> {
-        let c: IclConfig = toml::from_str(text).map_err(|e| IclError::ReadConfig { path: path.into(), msg: e.to_string() })?;
+        let c: IclConfig = parse_toml("icl", text, path)?;
         c.validate()?;
         Ok(c)
     }
@@ -709,18 +710,30 @@ pub struct BestLr {
     pub geo_mean: f64,
 }
 
+/// One optimizer run: train's [`Optimizer`] (one per parameter tensor, the
+/// workspace's single SGD/Adam implementation) after the global gradient
+/// norm clipping of `clip_norm`.
 struct OptState {
-    optim: Optim,
     lr: f64,
-    t: i32,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
+    per_param: Vec<Optimizer>,
 }
 
 impl OptState {
-    fn new(optim: Optim, lr: f64, params: &[Tensor]) -> Self {
-        let z = || params.iter().map(|p| p.zeros_like()).collect();
-        OptState { optim, lr, t: 0, m: z(), v: z() }
+    fn new(cfg: &IclConfig, optim: Optim, lr: f64, params: &[Tensor]) -> Self {
+        let oc = OptimizerConfig {
+            kind: match optim {
+                Optim::Sgd => OptimizerKind::Sgd,
+                Optim::Adam => OptimizerKind::Adam,
+            },
+            lr,
+            beta1: cfg.adam_beta1,
+            beta2: cfg.adam_beta2,
+            eps: cfg.adam_eps,
+            weight_decay: 0.0,
+            momentum: cfg.sgd_momentum,
+            clip: cfg.clip_norm,
+        };
+        OptState { lr, per_param: params.iter().map(|p| Optimizer::for_tensor(oc.clone(), p)).collect() }
     }
 
     /// Apply one update in place.
@@ -732,33 +745,9 @@ impl OptState {
                 g = g.iter().map(|t| t * (cfg.clip_norm / norm)).collect();
             }
         }
-        self.t += 1;
-        tch::no_grad(|| match self.optim {
-            Optim::Sgd => {
-                for ((p, g), m) in params.iter().zip(&g).zip(self.m.iter_mut()) {
-                    let dir = if cfg.sgd_momentum > 0.0 {
-                        *m = &*m * cfg.sgd_momentum + g;
-                        m.shallow_clone()
-                    } else {
-                        g.shallow_clone()
-                    };
-                    let mut p = p.shallow_clone();
-                    let _ = p.f_sub_(&(dir * self.lr));
-                }
-            }
-            Optim::Adam => {
-                let (b1, b2) = (cfg.adam_beta1, cfg.adam_beta2);
-                let c1 = 1.0 - b1.powi(self.t);
-                let c2 = 1.0 - b2.powi(self.t);
-                for (((p, g), m), v) in params.iter().zip(&g).zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
-                    *m = &*m * b1 + g * (1.0 - b1);
-                    *v = &*v * b2 + g.square() * (1.0 - b2);
-                    let upd = (&*m / c1) / ((&*v / c2).sqrt() + cfg.adam_eps);
-                    let mut p = p.shallow_clone();
-                    let _ = p.f_sub_(&(upd * self.lr));
-                }
-            }
-        });
+        for ((opt, p), g) in self.per_param.iter_mut().zip(params).zip(&g) {
+            opt.update_tensor(p, g, self.lr);
+        }
     }
 }
 
@@ -798,7 +787,7 @@ fn train_run(
 ) -> Result<RunResult, IclError> {
     let model = LinearTransformer::new(cfg.d, depth, cfg.heads, cfg.init_std, seed, device);
     let params = model.params();
-    let mut opt = OptState::new(optim, lr, &params);
+    let mut opt = OptState::new(cfg, optim, lr, &params);
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(0xba7c4));
     let limit = cfg.diverge_factor * cfg.trivial_loss(dist);
     let mut eval_steps = Vec::new();

@@ -57,12 +57,13 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::config::ConfigError;
 use crate::scan_snap::FreezeConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PhysicsLensError {
-    #[error("lens physics option `{key}` = {value} is invalid: {hint}")]
-    Config { key: String, value: String, hint: String },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("{path}: {msg}")]
     Run { path: PathBuf, msg: String },
     #[error(transparent)]
@@ -113,7 +114,7 @@ impl Default for PhysicsLensConfig {
 
 impl PhysicsLensConfig {
     pub fn validate(&self) -> Result<()> {
-        let bad = |key: &str, value: String, hint: &str| Err(PhysicsLensError::Config { key: key.into(), value, hint: hint.into() });
+        let bad = |key: &str, value: String, hint: &str| Err(ConfigError::invalid("lens physics", key, value, hint).into());
         if self.freeze_frames == 0 {
             return bad("freeze_frames", "0".into(), "need at least one frame for the logit series");
         }
