@@ -184,3 +184,32 @@ fn every_subcommand_has_help() {
         assert!(text(&o).contains("Usage:"), "{sub}");
     }
 }
+
+#[test]
+fn lens_scaling_modes_are_refused_together() {
+    let dir = tempfile::tempdir().unwrap();
+    // (arguments, the two options the message must name)
+    let cases: [(&[&str], &str, &str); 4] = [
+        (&["lens", "scaling", "--run", "r", "--physics"], "--run", "--physics"),
+        (&["lens", "scaling", "--physics", "--ns", "8,64"], "--ns", "--physics"),
+        (&["lens", "scaling", "--run", "r", "--d", "8"], "--d", "--run"),
+        (&["lens", "scaling", "--run", "r", "--out", "o"], "--out", "--run"),
+    ];
+    for (args, a, b) in cases {
+        let o = headlab(args, dir.path());
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {t}");
+        assert!(t.contains("cannot be used with") && t.contains(a) && t.contains(b), "{args:?}: {t}");
+    }
+    // An option of one mode without that mode is refused too, naming the mode.
+    let o = headlab(&["lens", "scaling", "--particles", "16"], dir.path());
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("required") && t.contains("--physics"), "{t}");
+    let o = headlab(&["lens", "scaling", "--max-checkpoints", "3"], dir.path());
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("required") && t.contains("--run"), "{t}");
+    // Nothing was written.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
