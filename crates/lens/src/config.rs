@@ -16,6 +16,11 @@ pub enum ConfigError {
     /// The TOML text does not parse (syntax, types, unknown keys).
     #[error("{lens} config {path}: {msg}")]
     Parse { lens: &'static str, path: String, msg: String },
+    /// The config cannot be written as TOML (a value TOML cannot hold, such
+    /// as a non-finite float in a position TOML rejects). Stored configs are
+    /// compared on resume, so an empty stand-in is never written instead.
+    #[error("{lens} config cannot be written as TOML: {msg}; report this as a bug with the config you used")]
+    Serialize { lens: &'static str, msg: String },
 }
 
 impl ConfigError {
@@ -23,6 +28,12 @@ impl ConfigError {
     pub fn invalid(lens: &'static str, key: &str, value: impl Display, hint: &str) -> ConfigError {
         ConfigError::Invalid { lens, key: key.into(), value: value.to_string(), hint: hint.into() }
     }
+}
+
+/// The TOML text of config `value` of lens `lens`, as stored in its output
+/// files and compared on resume.
+pub fn to_toml<T: serde::Serialize>(lens: &'static str, value: &T) -> Result<String, ConfigError> {
+    toml::to_string(value).map_err(|e| ConfigError::Serialize { lens, msg: e.to_string() })
 }
 
 /// Parse the TOML `text` read from `path` (a path or a label such as
@@ -49,6 +60,21 @@ mod tests {
         assert!(msg.starts_with("icl config my.toml:"), "{msg}");
         assert!(msg.contains("stepz"), "{msg}");
         assert!(matches!(e, ConfigError::Parse { lens: "icl", .. }));
+    }
+
+    #[test]
+    fn a_config_toml_cannot_hold_is_an_error_not_an_empty_string() {
+        // A map with non-string keys has no TOML form.
+        let mut m = std::collections::BTreeMap::new();
+        m.insert(1u32, 2u32);
+        let e = to_toml("icl", &m).unwrap_err();
+        assert!(matches!(e, ConfigError::Serialize { lens: "icl", .. }), "{e}");
+        assert!(e.to_string().starts_with("icl config cannot be written as TOML"), "{e}");
+        #[derive(serde::Serialize)]
+        struct Ok1 {
+            steps: usize,
+        }
+        assert_eq!(to_toml("icl", &Ok1 { steps: 3 }).unwrap(), "steps = 3\n");
     }
 
     #[test]

@@ -305,8 +305,9 @@ impl IclConfig {
         Ok(c)
     }
 
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_default()
+    /// The config as TOML (stored in the output file).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        crate::config::to_toml("icl", self)
     }
 
     /// Check every range in one place.

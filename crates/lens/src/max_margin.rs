@@ -108,8 +108,9 @@ impl MaxMarginConfig {
         Ok(cfg)
     }
 
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_default()
+    /// The config as TOML (stored in the output file).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        crate::config::to_toml("max-margin", self)
     }
 
     pub fn validate(&self) -> Result<(), MaxMarginError> {

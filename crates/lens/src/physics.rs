@@ -129,8 +129,9 @@ impl PhysicsLensConfig {
         }
         Ok(())
     }
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_default()
+    /// The options as TOML (stored in lens_physics.h5 and compared on resume).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        crate::config::to_toml("lens physics", self)
     }
 }
 
@@ -254,7 +255,7 @@ pub fn run_physics(run: &Path, ds: &Dataset, cfg: &PhysicsLensConfig, ctl: &Phys
         return Err(PhysicsLensError::Run { path: apath.clone(), msg: "evaluation frames are not in this dataset; pass the run's dataset".into() });
     }
     let out = lens_physics_path(run);
-    let cfg_toml = cfg.to_toml();
+    let cfg_toml = cfg.to_toml()?;
     let n = ds.n_particles;
     let ff = cfg.freeze_frames.min(frames.len());
     let mut lp = if out.exists() && !ctl.fresh {

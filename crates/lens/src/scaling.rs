@@ -254,8 +254,9 @@ impl ScalingConfig {
         Ok(c)
     }
 
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_default()
+    /// The config as TOML (stored in the output file).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        crate::config::to_toml("scaling", self)
     }
 
     pub fn validate(&self) -> Result<(), ScalingError> {

@@ -132,8 +132,9 @@ impl ScanSnapConfig {
         Ok(cfg)
     }
 
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_default()
+    /// The config as TOML (stored in the output file).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        crate::config::to_toml("scan-snap", self)
     }
 
     /// All range checks in one place.

@@ -128,6 +128,28 @@ fn stop_flag_writes_a_checkpoint_and_refuses_to_overwrite_without_resume() {
 }
 
 #[test]
+fn resume_refuses_an_unreadable_metrics_file_instead_of_replacing_it() {
+    let ds = toy_dataset(4, 20, 5, 4);
+    let cfg = small_cfg(20);
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let stop = Arc::new(AtomicBool::new(true));
+    train(&cfg, &ds, &run, &RunOptions { stop: Some(stop), ..Default::default() }).unwrap();
+    let metrics = run.join("metrics.h5");
+    std::fs::write(&metrics, b"not an HDF5 file").unwrap();
+    let e = train(&cfg, &ds, &run, &RunOptions { resume: true, ..Default::default() }).unwrap_err().to_string();
+    assert!(e.contains("metrics.h5") && e.contains("cannot read") && e.contains("Restore the file"), "{e}");
+    // The file was left as it was, and no training happened.
+    assert_eq!(std::fs::read(&metrics).unwrap(), b"not an HDF5 file");
+    assert_eq!(list_checkpoints(&run).unwrap().len(), 1);
+    // Moved away, the run resumes (without the history before the checkpoint).
+    std::fs::rename(&metrics, run.join("metrics.h5.bad")).unwrap();
+    let s = train(&cfg, &ds, &run, &RunOptions { resume: true, ..Default::default() }).unwrap();
+    assert_eq!(s.step, 20);
+    assert!(read_metrics(&metrics).is_ok());
+}
+
+#[test]
 fn config_defaults_validation_and_checkpoint_schedule() {
     let d = TrainConfig::default();
     assert_eq!(TrainConfig::from_toml(&d.to_toml(), "x").unwrap(), d);

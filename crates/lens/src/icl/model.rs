@@ -8,6 +8,8 @@ use rand_distr::StandardNormal;
 use tch::{Device, Kind, Tensor};
 
 use super::data::Prompts;
+use super::IclError;
+use crate::config::ConfigError;
 
 /// The linear transformer of the paper: per layer, `w_pv` and `w_kq` of shape
 /// [heads, d+1, d+1].
@@ -102,9 +104,14 @@ pub(super) fn grads(model: &LinearTransformer, p: &Prompts) -> (f64, Vec<Tensor>
 }
 
 /// Full-batch gradient over a large set, in chunks (memory-bounded), weighted
-/// by chunk size so that it equals the gradient of the mean loss.
-pub(super) fn full_grad(model: &LinearTransformer, p: &Prompts, chunk: usize) -> Vec<Tensor> {
+/// by chunk size so that it equals the gradient of the mean loss. An empty
+/// set (or a chunk size of 0) has no mean loss: an error, not an empty list.
+pub(super) fn full_grad(model: &LinearTransformer, p: &Prompts, chunk: usize) -> Result<Vec<Tensor>, IclError> {
     let n = p.len();
+    let empty = || -> IclError { ConfigError::invalid("icl", "n_train", n, "the full-batch gradient needs at least one training prompt").into() };
+    if chunk == 0 {
+        return Err(empty());
+    }
     let mut acc: Option<Vec<Tensor>> = None;
     let mut start = 0;
     while start < n {
@@ -118,7 +125,7 @@ pub(super) fn full_grad(model: &LinearTransformer, p: &Prompts, chunk: usize) ->
         });
         start += len;
     }
-    acc.unwrap_or_default()
+    acc.ok_or_else(empty)
 }
 
 /// Hessian-vector product of the mean loss on `p` at the current parameters.

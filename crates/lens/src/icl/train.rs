@@ -146,7 +146,7 @@ fn measure_noise(
 ) -> Result<NoiseMeasurement, IclError> {
     let nc = &cfg.noise;
     let device = data.train.z.device();
-    let gfull = flat(&full_grad(model, &data.train, 4096));
+    let gfull = flat(&full_grad(model, &data.train, 4096)?);
     let full_grad_norm = scalar(&gfull.norm());
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (step as u64).wrapping_mul(0x2545_f491));
     let mut rows = Vec::with_capacity(nc.minibatches);

@@ -81,13 +81,13 @@ impl ToyModel {
 
     /// Attention logits of every query token against every vocabulary token,
     /// centred per query (softmax ignores a shift): `[n_queries, vocab]`.
-    pub(crate) fn logit_table(&self, n_queries: usize) -> Vec<f32> {
+    pub(crate) fn logit_table(&self, n_queries: usize) -> Result<Vec<f32>, tch::TchError> {
         tch::no_grad(|| {
             let q = self.embed.narrow(0, 0, n_queries as i64).matmul(&self.wq);
             let k = self.embed.matmul(&self.wk);
             let z = q.matmul(&k.transpose(0, 1)) * self.scale;
             let z = &z - z.mean_dim(-1, true, Kind::Float);
-            Vec::<f32>::try_from(z.flatten(0, -1)).unwrap_or_default()
+            Vec::<f32>::try_from(z.flatten(0, -1))
         })
     }
 
@@ -184,7 +184,7 @@ pub(crate) fn train_run(
             tr.mass_distinct.push(st.mass_distinct);
             tr.mass_common.push(st.mass_common);
             tr.mass_self.push(st.mass_self);
-            tr.logits.extend(model.logit_table(nq));
+            tr.logits.extend(model.logit_table(nq)?);
             if !loss.is_finite() {
                 return Err(ScanSnapError::Diverged { step, lr_attention, lr_decoder });
             }

@@ -35,6 +35,12 @@ fn draw(s: &LlcSeries, out: &Path) -> DResult {
     Ok(())
 }
 
+/// Head (l, h)'s LLC over steps; a per-head series without that column is
+/// an error (never an empty line).
+fn head_llc(s: &LlcSeries, l: usize, h: usize) -> std::result::Result<Vec<f64>, String> {
+    s.head_column("llc", l, h).ok_or_else(|| format!("the series is per head but has no `llc` column for head {l}.{h}; run `headlab llc` again"))
+}
+
 type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 
 fn draw_series(s: &LlcSeries, a0: &Area, a1: &Area) -> DResult {
@@ -49,7 +55,7 @@ fn draw_series(s: &LlcSeries, a0: &Area, a1: &Area) -> DResult {
         if s.per_head {
             for l in 0..s.n_layers {
                 for h in 0..s.n_heads {
-                    for v in s.head_column("llc", l, h).unwrap_or_default() {
+                    for v in head_llc(s, l, h)? {
                         if v.is_finite() {
                             ymax = ymax.max(v);
                             ymin = ymin.min(v);
@@ -70,7 +76,7 @@ fn draw_series(s: &LlcSeries, a0: &Area, a1: &Area) -> DResult {
             for l in 0..s.n_layers {
                 for h in 0..s.n_heads {
                     let c = Palette99::pick(1 + l * s.n_heads + h).to_rgba();
-                    let v = s.head_column("llc", l, h).unwrap_or_default();
+                    let v = head_llc(s, l, h)?;
                     chart
                         .draw_series(LineSeries::new(xs.iter().cloned().zip(v).filter(|p| p.1.is_finite()), c.stroke_width(1)))?
                         .label(format!("head {l}.{h}"))

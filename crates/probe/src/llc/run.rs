@@ -41,11 +41,16 @@ impl Default for LlcRunOptions {
 }
 
 impl LlcRunOptions {
-    /// The settings that must match for results to share one file.
-    pub fn settings_toml(&self) -> String {
-        let mut t = toml::to_string(&self.checkpoint.llc).unwrap_or_default();
+    /// The settings that must match for results to share one file (an
+    /// error, never an empty stand-in that would match other settings).
+    pub fn settings_toml(&self) -> Result<String> {
+        let mut t = toml::to_string(&self.checkpoint.llc).map_err(|e| LlcError::Config {
+            key: "(all)".into(),
+            value: format!("{:?}", self.checkpoint.llc),
+            expected: format!("settings that can be written as TOML ({e}); report this as a bug"),
+        })?;
         t.push_str(&format!("per_head = {}\n", self.checkpoint.per_head));
-        t
+        Ok(t)
     }
 }
 
@@ -107,7 +112,7 @@ pub fn llc_run(run_dir: &Path, ds: &Dataset, opts: &LlcRunOptions, progress: Pro
         return Err(run_err(run_dir, "no checkpoints in ckpt/; train the run first (headlab train)"));
     }
     let chosen = select_checkpoints(&all, &opts.steps, opts.max_checkpoints)?;
-    let settings = opts.settings_toml();
+    let settings = opts.settings_toml()?;
     let mut series: Option<LlcSeries> = None;
     if path.exists() && !opts.fresh {
         let s = read_llc(&path).map_err(|e| run_err(&path, e))?;
@@ -219,7 +224,7 @@ pub fn calibrate_run(
         read_llc(&path).map_err(|e| run_err(&path, e))?
     } else {
         LlcSeries {
-            config_toml: opts.settings_toml(),
+            config_toml: opts.settings_toml()?,
             n_layers: model.config.n_layers,
             n_heads: model.config.n_heads,
             chains: cfg.chains,
