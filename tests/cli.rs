@@ -86,13 +86,20 @@ fn demo_at_tiny_size_runs_every_step_and_resumes() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("auto, cpu, cuda or cuda:N"), "{}", text(&o));
 
-    // Running the demo again resumes: the dataset is reused, nothing new to probe.
-    let before = std::fs::read(run.join("analysis.h5")).unwrap();
+    // Running the demo again resumes: the dataset is reused, nothing new to
+    // probe. The stored steps are each checkpoint once, and the series are
+    // the same values as before (a re-probe would duplicate or recompute).
+    let read = || headlab_store::analysis::read_analysis(&run.join("analysis.h5"), false).unwrap();
+    let before = read();
+    let ckpt_steps: Vec<u64> = headlab_store::checkpoint::list_checkpoints(&run).unwrap().iter().map(|(s, _)| *s).collect();
+    assert_eq!(before.steps, ckpt_steps, "analysis.h5 steps are not the run's checkpoints");
     let o = headlab(&args[..], dir.path());
     let t2 = text(&o);
     assert!(o.status.success(), "{t2}");
-    let after = std::fs::read(run.join("analysis.h5")).unwrap();
-    assert_eq!(before.len(), after.len(), "re-probing changed analysis.h5");
+    assert!(t2.contains(&format!("probed 0 checkpoint(s), {} already done", ckpt_steps.len())), "{t2}");
+    let after = read();
+    assert_eq!(after.steps, before.steps, "re-running the demo changed the probed steps");
+    assert_eq!(after.series, before.series, "re-running the demo changed the probe's series");
 }
 
 #[test]
@@ -167,8 +174,10 @@ fn view_passes_its_arguments_to_the_viewer_binary() {
         .current_dir(dir.path())
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(text(&out).contains("missing-viewer"), "{}", text(&out));
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("missing-viewer") && t.contains("cargo build -p headlab-viewer") && t.contains("tools/headlab view"), "{t}");
+    assert!(!t.contains("panicked"), "{t}");
 }
 
 #[test]
@@ -183,4 +192,33 @@ fn every_subcommand_has_help() {
         assert!(o.status.success(), "{sub} --help failed: {}", text(&o));
         assert!(text(&o).contains("Usage:"), "{sub}");
     }
+}
+
+#[test]
+fn lens_scaling_modes_are_refused_together() {
+    let dir = tempfile::tempdir().unwrap();
+    // (arguments, the two options the message must name)
+    let cases: [(&[&str], &str, &str); 4] = [
+        (&["lens", "scaling", "--run", "r", "--physics"], "--run", "--physics"),
+        (&["lens", "scaling", "--physics", "--ns", "8,64"], "--ns", "--physics"),
+        (&["lens", "scaling", "--run", "r", "--d", "8"], "--d", "--run"),
+        (&["lens", "scaling", "--run", "r", "--out", "o"], "--out", "--run"),
+    ];
+    for (args, a, b) in cases {
+        let o = headlab(args, dir.path());
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {t}");
+        assert!(t.contains("cannot be used with") && t.contains(a) && t.contains(b), "{args:?}: {t}");
+    }
+    // An option of one mode without that mode is refused too, naming the mode.
+    let o = headlab(&["lens", "scaling", "--particles", "16"], dir.path());
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("required") && t.contains("--physics"), "{t}");
+    let o = headlab(&["lens", "scaling", "--max-checkpoints", "3"], dir.path());
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("required") && t.contains("--run"), "{t}");
+    // Nothing was written.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

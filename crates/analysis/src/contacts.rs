@@ -136,7 +136,7 @@ mod tests {
 /// Replace a dataset's events by contact starts and ends derived from
 /// overlaps at the recorded frames (a pair starts at the first frame where
 /// it overlaps and ends at the first where it no longer does). For data
-/// without sub-step events, such as `headlab_train::toy::toy_dataset`.
+/// without sub-step events, such as `headlab_testkit::toy_dataset`.
 pub fn with_frame_overlap_events(mut ds: Dataset) -> Dataset {
     let (n, d, stride) = (ds.n_particles, ds.dim(), ds.meta.stride);
     let mut events = Vec::new();

@@ -51,31 +51,38 @@
 //! Training uses a fixed training set of `n_train` prompts (so that the
 //! full-batch gradient is well defined), minibatches drawn with replacement,
 //! and reports the loss on `n_eval` fresh prompts.
+//!
+//! Layout (as `max_margin/`): this file holds the configuration, the result
+//! types and the sweep; [`data`] the prompts, [`model`] the linear
+//! transformer and its derivatives, `train` one training run and the noise
+//! measurements along it, `output` `icl.h5` and the HTML page.
 
+pub mod data;
+pub mod model;
 mod output;
+mod train;
 
+pub use data::{sample_prompts, Prompts, TaskData};
+pub use model::{hvp, top_eigenvalue, LinearTransformer};
 pub use output::{write_h5, write_html};
 
 use std::fmt;
 use std::path::Path;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{ChiSquared, Distribution, StandardNormal, StudentT};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::Device;
 
+use crate::config::{parse_toml, ConfigError};
 use crate::noise::{self, NoiseStats};
+use train::{train_run, Probe};
 
 /// Errors of the in-context regression lens.
 #[derive(Debug, thiserror::Error)]
 pub enum IclError {
-    #[error("icl config: `{key}` = {value} is invalid: {hint}")]
-    Config { key: String, value: String, hint: String },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("icl: data setting `{0}` is not understood; use `gaussian`, `student-t:NU` or `mv-t:NU` (NU > 0 degrees of freedom, e.g. student-t:3)")]
     Data(String),
-    #[error("icl: cannot read config {path}: {msg}")]
-    ReadConfig { path: String, msg: String },
     #[error(transparent)]
     Store(#[from] headlab_store::StoreError),
     #[error(transparent)]
@@ -87,7 +94,7 @@ pub enum IclError {
 }
 
 fn bad(key: &str, value: impl fmt::Display, hint: &str) -> IclError {
-    IclError::Config { key: key.into(), value: value.to_string(), hint: hint.into() }
+    ConfigError::invalid("icl", key, value, hint).into()
 }
 
 // ---------------------------------------------------------------------------
@@ -293,13 +300,14 @@ impl Default for IclConfig {
 impl IclConfig {
     /// Parse a TOML config (all keys optional) and validate it.
     pub fn from_toml(text: &str, path: &str) -> Result<Self, IclError> {
-        let c: IclConfig = toml::from_str(text).map_err(|e| IclError::ReadConfig { path: path.into(), msg: e.to_string() })?;
+        let c: IclConfig = parse_toml("icl", text, path)?;
         c.validate()?;
         Ok(c)
     }
 
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_default()
+    /// The config as TOML (stored in the output file).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        crate::config::to_toml("icl", self)
     }
 
     /// Check every range in one place.
@@ -402,229 +410,7 @@ impl IclConfig {
 }
 
 // ---------------------------------------------------------------------------
-// Data
-// ---------------------------------------------------------------------------
-
-/// A set of prompts: `z` [P, d+1, n+1] (query label slot 0) and targets `y` [P].
-pub struct Prompts {
-    pub z: Tensor,
-    pub y: Tensor,
-}
-
-impl Prompts {
-    pub fn len(&self) -> usize {
-        self.y.size()[0] as usize
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    pub fn select(&self, idx: &Tensor) -> Prompts {
-        Prompts { z: self.z.index_select(0, idx), y: self.y.index_select(0, idx) }
-    }
-}
-
-/// Draw `count` prompts (host RNG, so results do not depend on the device).
-pub fn sample_prompts(cfg: &IclConfig, dist: DataDist, count: usize, seed: u64, device: Device) -> Prompts {
-    let (d, n) = (cfg.d, cfg.n);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let scale = match dist {
-        DataDist::Gaussian => 1.0,
-        _ if cfg.standardize => ((dist.dof() - 2.0) / dist.dof()).sqrt(),
-        _ => 1.0,
-    };
-    let t = match dist {
-        DataDist::StudentT(nu) => Some(StudentT::new(nu).expect("validated dof")),
-        _ => None,
-    };
-    let chi = match dist {
-        DataDist::MultiT(nu) => Some(ChiSquared::new(nu).expect("validated dof")),
-        _ => None,
-    };
-    let cols = n + 1;
-    let mut z = vec![0f32; count * (d + 1) * cols];
-    let mut y = vec![0f32; count];
-    let mut x = vec![0f64; d];
-    let mut w = vec![0f64; d];
-    for p in 0..count {
-        for wi in w.iter_mut() {
-            *wi = rng.sample(StandardNormal);
-        }
-        let base = p * (d + 1) * cols;
-        for i in 0..cols {
-            let r = match (&chi, dist) {
-                (Some(c), DataDist::MultiT(nu)) => 1.0 / (c.sample(&mut rng) / nu).sqrt(),
-                _ => 1.0,
-            };
-            for xk in x.iter_mut() {
-                let v: f64 = match &t {
-                    Some(t) => t.sample(&mut rng),
-                    None => rng.sample(StandardNormal),
-                };
-                *xk = v * r * scale;
-            }
-            let eps: f64 = if cfg.label_noise > 0.0 { cfg.label_noise * rng.sample::<f64, _>(StandardNormal) } else { 0.0 };
-            let yi: f64 = x.iter().zip(&w).map(|(a, b)| a * b).sum::<f64>() + eps;
-            for k in 0..d {
-                z[base + k * cols + i] = x[k] as f32;
-            }
-            if i < n {
-                z[base + d * cols + i] = yi as f32;
-            } else {
-                y[p] = yi as f32;
-            }
-        }
-    }
-    let z = Tensor::from_slice(&z).view([count as i64, (d + 1) as i64, cols as i64]).to_device(device);
-    let y = Tensor::from_slice(&y).to_device(device);
-    Prompts { z, y }
-}
-
-// ---------------------------------------------------------------------------
-// Model
-// ---------------------------------------------------------------------------
-
-/// The linear transformer of the paper: per layer, `w_pv` and `w_kq` of shape
-/// [heads, d+1, d+1].
-pub struct LinearTransformer {
-    pub d: usize,
-    pub depth: usize,
-    pub heads: usize,
-    pub w_pv: Vec<Tensor>,
-    pub w_kq: Vec<Tensor>,
-}
-
-impl LinearTransformer {
-    /// I.i.d. N(0, init_std²) weights from a host RNG.
-    pub fn new(d: usize, depth: usize, heads: usize, init_std: f64, seed: u64, device: Device) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_1c1);
-        let m = (d + 1) as i64;
-        let mut mk = || {
-            let v: Vec<f32> = (0..heads * (d + 1) * (d + 1)).map(|_| (init_std * rng.sample::<f64, _>(StandardNormal)) as f32).collect();
-            Tensor::from_slice(&v).view([heads as i64, m, m]).to_device(device).set_requires_grad(true)
-        };
-        let mut w_pv = Vec::new();
-        let mut w_kq = Vec::new();
-        for _ in 0..depth {
-            w_pv.push(mk());
-            w_kq.push(mk());
-        }
-        LinearTransformer { d, depth, heads, w_pv, w_kq }
-    }
-
-    /// Build from given weights (each [heads, d+1, d+1]); used by tests.
-    pub fn from_weights(w_pv: Vec<Tensor>, w_kq: Vec<Tensor>) -> Self {
-        let s = w_pv[0].size();
-        LinearTransformer { d: s[1] as usize - 1, depth: w_pv.len(), heads: s[0] as usize, w_pv, w_kq }
-    }
-
-    /// Parameters in a fixed order: layer 0 PV, layer 0 KQ, layer 1 PV, …
-    pub fn params(&self) -> Vec<Tensor> {
-        self.w_pv.iter().zip(&self.w_kq).flat_map(|(a, b)| [a.shallow_clone(), b.shallow_clone()]).collect()
-    }
-
-    pub fn n_params(&self) -> usize {
-        2 * self.depth * self.heads * (self.d + 1) * (self.d + 1)
-    }
-
-    /// Final Z_L for prompts `z` [B, d+1, n+1].
-    pub fn forward_z(&self, z0: &Tensor) -> Tensor {
-        let cols = z0.size()[2];
-        let n = (cols - 1) as f64;
-        let mut mask = vec![1f32; cols as usize];
-        mask[cols as usize - 1] = 0.0;
-        let mask = Tensor::from_slice(&mask).to_device(z0.device()).view([1, 1, 1, cols]);
-        let mut z = z0.shallow_clone();
-        for l in 0..self.depth {
-            let zu = z.unsqueeze(1); // [B,1,d+1,n+1]
-            let zm = &zu * &mask; // Z M
-            // A_h = Zᵀ W^{KQ}_h Z : [B,H,n+1,n+1]
-            let a = zu.transpose(-1, -2).matmul(&self.w_kq[l].matmul(&zu));
-            // Σ_h W^{PV}_h (Z M) A_h : [B,d+1,n+1]
-            let upd = self.w_pv[l].matmul(&zm.matmul(&a)).sum_dim_intlist([1i64].as_slice(), false, None::<Kind>);
-            z = z + upd / n;
-        }
-        z
-    }
-
-    /// Prediction ŷ = −[Z_L]_{d+1,n+1}, shape [B].
-    pub fn predict(&self, z0: &Tensor) -> Tensor {
-        let z = self.forward_z(z0);
-        let (rows, cols) = (z.size()[1], z.size()[2]);
-        -z.select(1, rows - 1).select(1, cols - 1)
-    }
-
-    /// Mean squared error on a set of prompts.
-    pub fn loss(&self, p: &Prompts) -> Tensor {
-        (self.predict(&p.z) - &p.y).square().mean(None::<Kind>)
-    }
-}
-
-fn flat(ts: &[Tensor]) -> Tensor {
-    Tensor::cat(&ts.iter().map(|t| t.flatten(0, -1)).collect::<Vec<_>>(), 0)
-}
-
-fn scalar(t: &Tensor) -> f64 {
-    t.to_kind(Kind::Double).double_value(&[])
-}
-
-/// Gradients of the mean loss on `p`.
-fn grads(model: &LinearTransformer, p: &Prompts) -> (f64, Vec<Tensor>) {
-    let params = model.params();
-    let loss = model.loss(p);
-    let g = Tensor::run_backward(&[&loss], &params, false, false);
-    (scalar(&loss), g)
-}
-
-/// Full-batch gradient over a large set, in chunks (memory-bounded), weighted
-/// by chunk size so that it equals the gradient of the mean loss.
-fn full_grad(model: &LinearTransformer, p: &Prompts, chunk: usize) -> Vec<Tensor> {
-    let n = p.len();
-    let mut acc: Option<Vec<Tensor>> = None;
-    let mut start = 0;
-    while start < n {
-        let len = chunk.min(n - start);
-        let part = Prompts { z: p.z.narrow(0, start as i64, len as i64), y: p.y.narrow(0, start as i64, len as i64) };
-        let (_, g) = grads(model, &part);
-        let w = len as f64 / n as f64;
-        acc = Some(match acc {
-            None => g.iter().map(|t| t * w).collect(),
-            Some(a) => a.iter().zip(&g).map(|(s, t)| s + t * w).collect(),
-        });
-        start += len;
-    }
-    acc.unwrap_or_default()
-}
-
-/// Hessian-vector product of the mean loss on `p` at the current parameters.
-pub fn hvp(model: &LinearTransformer, p: &Prompts, v: &[Tensor]) -> Vec<Tensor> {
-    let params = model.params();
-    let loss = model.loss(p);
-    let g = Tensor::run_backward(&[&loss], &params, true, true);
-    let dot = g.iter().zip(v).map(|(a, b)| (a * b).sum(None::<Kind>)).fold(Tensor::zeros([], (p.z.kind(), p.z.device())), |s, x| s + x);
-    Tensor::run_backward(&[&dot], &params, false, false)
-}
-
-fn dot(a: &[Tensor], b: &[Tensor]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| scalar(&(x * y).sum(Kind::Double))).sum()
-}
-
-/// Top Hessian eigenvalue (largest in magnitude, with its sign) by power iteration.
-pub fn top_eigenvalue(model: &LinearTransformer, p: &Prompts, iters: usize, seed: u64) -> f64 {
-    tch::manual_seed(seed as i64);
-    let mut v: Vec<Tensor> = model.params().iter().map(|t| Tensor::randn(t.size(), (t.kind(), t.device()))).collect();
-    let mut lambda = 0.0;
-    for _ in 0..iters {
-        let nv = dot(&v, &v).sqrt().max(1e-30);
-        v = v.iter().map(|t| t / nv).collect();
-        let hv = hvp(model, p, &v);
-        lambda = dot(&v, &hv);
-        v = hv;
-    }
-    lambda
-}
-
-// ---------------------------------------------------------------------------
-// Training
+// Results
 // ---------------------------------------------------------------------------
 
 /// One training run of the sweep.
@@ -707,199 +493,6 @@ pub struct BestLr {
     pub std: f64,
     /// Geometric mean over seeds (the selection criterion).
     pub geo_mean: f64,
-}
-
-struct OptState {
-    optim: Optim,
-    lr: f64,
-    t: i32,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
-}
-
-impl OptState {
-    fn new(optim: Optim, lr: f64, params: &[Tensor]) -> Self {
-        let z = || params.iter().map(|p| p.zeros_like()).collect();
-        OptState { optim, lr, t: 0, m: z(), v: z() }
-    }
-
-    /// Apply one update in place.
-    fn step(&mut self, cfg: &IclConfig, params: &[Tensor], grads: &[Tensor]) {
-        let mut g: Vec<Tensor> = grads.iter().map(|g| g.shallow_clone()).collect();
-        if cfg.clip_norm > 0.0 {
-            let norm = dot(&g, &g).sqrt();
-            if norm > cfg.clip_norm {
-                g = g.iter().map(|t| t * (cfg.clip_norm / norm)).collect();
-            }
-        }
-        self.t += 1;
-        tch::no_grad(|| match self.optim {
-            Optim::Sgd => {
-                for ((p, g), m) in params.iter().zip(&g).zip(self.m.iter_mut()) {
-                    let dir = if cfg.sgd_momentum > 0.0 {
-                        *m = &*m * cfg.sgd_momentum + g;
-                        m.shallow_clone()
-                    } else {
-                        g.shallow_clone()
-                    };
-                    let mut p = p.shallow_clone();
-                    let _ = p.f_sub_(&(dir * self.lr));
-                }
-            }
-            Optim::Adam => {
-                let (b1, b2) = (cfg.adam_beta1, cfg.adam_beta2);
-                let c1 = 1.0 - b1.powi(self.t);
-                let c2 = 1.0 - b2.powi(self.t);
-                for (((p, g), m), v) in params.iter().zip(&g).zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
-                    *m = &*m * b1 + g * (1.0 - b1);
-                    *v = &*v * b2 + g.square() * (1.0 - b2);
-                    let upd = (&*m / c1) / ((&*v / c2).sqrt() + cfg.adam_eps);
-                    let mut p = p.shallow_clone();
-                    let _ = p.f_sub_(&(upd * self.lr));
-                }
-            }
-        });
-    }
-}
-
-/// Training data for one (data setting, seed).
-pub struct TaskData {
-    pub train: Prompts,
-    pub eval: Prompts,
-}
-
-impl TaskData {
-    pub fn new(cfg: &IclConfig, dist: DataDist, seed: u64, device: Device) -> Self {
-        TaskData {
-            train: sample_prompts(cfg, dist, cfg.n_train, seed.wrapping_mul(0x9e37_79b9).wrapping_add(1), device),
-            eval: sample_prompts(cfg, dist, cfg.n_eval, seed.wrapping_mul(0x9e37_79b9).wrapping_add(2), device),
-        }
-    }
-}
-
-/// What [`train_run`] should measure along the way.
-#[derive(Default)]
-struct Probe<'a> {
-    noise_steps: &'a [usize],
-    out: Vec<NoiseMeasurement>,
-}
-
-/// Train one model; returns the run and any noise measurements requested.
-fn train_run(
-    cfg: &IclConfig,
-    data: &TaskData,
-    dist: DataDist,
-    depth: usize,
-    optim: Optim,
-    lr: f64,
-    seed: u64,
-    device: Device,
-    probe: &mut Probe,
-) -> Result<RunResult, IclError> {
-    let model = LinearTransformer::new(cfg.d, depth, cfg.heads, cfg.init_std, seed, device);
-    let params = model.params();
-    let mut opt = OptState::new(optim, lr, &params);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(0xba7c4));
-    let limit = cfg.diverge_factor * cfg.trivial_loss(dist);
-    let mut eval_steps = Vec::new();
-    let mut eval_loss = Vec::new();
-    let mut diverged = false;
-    let eval = |m: &LinearTransformer| tch::no_grad(|| scalar(&m.loss(&data.eval)));
-    for step in 0..=cfg.steps {
-        if step % cfg.eval_every == 0 || step == cfg.steps {
-            let l = eval(&model);
-            eval_steps.push(step);
-            eval_loss.push(l);
-            if !l.is_finite() || l > limit {
-                diverged = true;
-                break;
-            }
-        }
-        let measure = probe.noise_steps.contains(&step);
-        if measure {
-            let m = measure_noise(cfg, &model, data, dist, depth, optim, lr, step, seed)?;
-            probe.out.push(m);
-        }
-        if step == cfg.steps {
-            break;
-        }
-        let idx: Vec<i64> = (0..cfg.batch).map(|_| rng.gen_range(0..cfg.n_train as i64)).collect();
-        let batch = data.train.select(&Tensor::from_slice(&idx).to_device(device));
-        let (_, g) = grads(&model, &batch);
-        if measure && cfg.noise.curvature {
-            // Directional smoothness of the actual update u = θ_{t+1} − θ_t, at θ_t.
-            let before: Vec<Tensor> = params.iter().map(|p| p.detach().copy()).collect();
-            opt.step(cfg, &params, &g);
-            let after: Vec<Tensor> = params.iter().map(|p| p.detach().copy()).collect();
-            let u: Vec<Tensor> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
-            set_params(&params, &before);
-            let hu = hvp(&model, &data.train, &u);
-            let uu = dot(&u, &u);
-            set_params(&params, &after);
-            if let Some(last) = probe.out.last_mut() {
-                last.directional_smoothness = Some(if uu > 0.0 { dot(&u, &hu) / uu } else { 0.0 });
-            }
-        } else {
-            opt.step(cfg, &params, &g);
-        }
-    }
-    let final_loss = if diverged { f64::INFINITY } else { *eval_loss.last().unwrap_or(&f64::INFINITY) };
-    Ok(RunResult { data: dist, depth, optim, lr, seed, eval_steps, eval_loss, final_loss, diverged })
-}
-
-fn set_params(params: &[Tensor], values: &[Tensor]) {
-    tch::no_grad(|| {
-        for (p, v) in params.iter().zip(values) {
-            let mut p = p.shallow_clone();
-            p.copy_(v);
-        }
-    });
-}
-
-#[allow(clippy::too_many_arguments)]
-fn measure_noise(
-    cfg: &IclConfig,
-    model: &LinearTransformer,
-    data: &TaskData,
-    dist: DataDist,
-    depth: usize,
-    optim: Optim,
-    lr: f64,
-    step: usize,
-    seed: u64,
-) -> Result<NoiseMeasurement, IclError> {
-    let nc = &cfg.noise;
-    let device = data.train.z.device();
-    let gfull = flat(&full_grad(model, &data.train, 4096));
-    let full_grad_norm = scalar(&gfull.norm());
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (step as u64).wrapping_mul(0x2545_f491));
-    let mut rows = Vec::with_capacity(nc.minibatches);
-    for _ in 0..nc.minibatches {
-        let idx: Vec<i64> = (0..cfg.batch).map(|_| rng.gen_range(0..cfg.n_train as i64)).collect();
-        let batch = data.train.select(&Tensor::from_slice(&idx).to_device(device));
-        let (_, g) = grads(model, &batch);
-        rows.push(flat(&g) - &gfull);
-    }
-    let xi = Tensor::stack(&rows, 0); // [K, P]
-    let noise::GradientNoise { norms, gaussian_norms, coords, norm_stats, gaussian_norm_stats, coord_stats } =
-        noise::gradient_noise(&xi, nc.hill_k, seed ^ 0x6a55 ^ step as u64, seed)?;
-    let top_eigenvalue = if nc.curvature { Some(top_eigenvalue(model, &data.train, nc.power_iters, seed)) } else { None };
-    Ok(NoiseMeasurement {
-        data: dist,
-        depth,
-        optim,
-        lr,
-        step,
-        norms,
-        gaussian_norms,
-        coords,
-        norm_stats,
-        gaussian_norm_stats,
-        coord_stats,
-        full_grad_norm,
-        top_eigenvalue,
-        directional_smoothness: None,
-    })
 }
 
 /// Progress callback: (runs done, runs total).
@@ -989,4 +582,3 @@ pub fn run_lens(cfg: &IclConfig, out_dir: &Path, device: Device, progress: Optio
     write_html(out_dir, &report)?;
     Ok(report)
 }
-

@@ -5,6 +5,7 @@
 //! and max-margin token selection (Tarzanagh et al. 2023);
 //! [`physics`] measures the last two on a physics run's heads.
 
+pub mod config;
 pub mod icl;
 pub mod max_margin;
 pub mod noise;

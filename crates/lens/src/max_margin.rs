@@ -28,6 +28,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::{parse_toml, ConfigError};
+
 pub use data::{MmData, MmDataConfig};
 pub use output::{write_h5, write_page, write_plots};
 pub use headlab_analysis::svm::{cosine, min_norm_margin, SvmError, SvmSolution};
@@ -35,10 +37,8 @@ pub use train::{Loss, MmTrace, PathPoint, Variant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaxMarginError {
-    #[error("max-margin config: `{key}` = {value} is invalid: {hint}")]
-    Config { key: String, value: String, hint: String },
-    #[error("max-margin config {path}: {msg}")]
-    Parse { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error(transparent)]
     Svm(#[from] SvmError),
     #[error(transparent)]
@@ -103,19 +103,19 @@ pub struct MaxMarginConfig {
 
 impl MaxMarginConfig {
     pub fn from_toml(text: &str, path: &std::path::Path) -> Result<Self, MaxMarginError> {
-        let cfg: MaxMarginConfig =
-            toml::from_str(text).map_err(|e| MaxMarginError::Parse { path: path.to_path_buf(), msg: e.to_string() })?;
+        let cfg: MaxMarginConfig = parse_toml("max-margin", text, &path.display().to_string())?;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_default()
+    /// The config as TOML (stored in the output file).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        crate::config::to_toml("max-margin", self)
     }
 
     pub fn validate(&self) -> Result<(), MaxMarginError> {
         fn bad(key: &str, value: impl std::fmt::Display, hint: &str) -> Result<(), MaxMarginError> {
-            Err(MaxMarginError::Config { key: key.into(), value: value.to_string(), hint: hint.into() })
+            Err(ConfigError::invalid("max-margin", key, value, hint).into())
         }
         let d = &self.data;
         if d.n == 0 {

@@ -57,12 +57,13 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::config::ConfigError;
 use crate::scan_snap::FreezeConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PhysicsLensError {
-    #[error("lens physics option `{key}` = {value} is invalid: {hint}")]
-    Config { key: String, value: String, hint: String },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("{path}: {msg}")]
     Run { path: PathBuf, msg: String },
     #[error(transparent)]
@@ -113,7 +114,7 @@ impl Default for PhysicsLensConfig {
 
 impl PhysicsLensConfig {
     pub fn validate(&self) -> Result<()> {
-        let bad = |key: &str, value: String, hint: &str| Err(PhysicsLensError::Config { key: key.into(), value, hint: hint.into() });
+        let bad = |key: &str, value: String, hint: &str| Err(ConfigError::invalid("lens physics", key, value, hint).into());
         if self.freeze_frames == 0 {
             return bad("freeze_frames", "0".into(), "need at least one frame for the logit series");
         }
@@ -128,8 +129,9 @@ impl PhysicsLensConfig {
         }
         Ok(())
     }
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_default()
+    /// The options as TOML (stored in lens_physics.h5 and compared on resume).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        crate::config::to_toml("lens physics", self)
     }
 }
 
@@ -253,7 +255,7 @@ pub fn run_physics(run: &Path, ds: &Dataset, cfg: &PhysicsLensConfig, ctl: &Phys
         return Err(PhysicsLensError::Run { path: apath.clone(), msg: "evaluation frames are not in this dataset; pass the run's dataset".into() });
     }
     let out = lens_physics_path(run);
-    let cfg_toml = cfg.to_toml();
+    let cfg_toml = cfg.to_toml()?;
     let n = ds.n_particles;
     let ff = cfg.freeze_frames.min(frames.len());
     let mut lp = if out.exists() && !ctl.fresh {

@@ -56,15 +56,15 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
+
+use crate::config::{parse_toml, ConfigError};
 use tch::{Device, Kind, Tensor};
 
 /// Errors of the scaling lens.
 #[derive(Debug, thiserror::Error)]
 pub enum ScalingError {
-    #[error("scaling config: `{key}` = {value} is invalid: {hint}")]
-    Config { key: String, value: String, hint: String },
-    #[error("scaling: cannot read config {path}: {msg}")]
-    ReadConfig { path: String, msg: String },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("scaling: {0}")]
     Option(#[from] headlab_model::UnknownScale),
     #[error(transparent)]
@@ -78,7 +78,7 @@ pub enum ScalingError {
 }
 
 fn bad(key: &str, value: impl std::fmt::Display, hint: &str) -> ScalingError {
-    ScalingError::Config { key: key.into(), value: value.to_string(), hint: hint.into() }
+    ConfigError::invalid("scaling", key, value, hint).into()
 }
 
 /// The divisor of the attention scores (see the module docs for formulas):
@@ -249,13 +249,14 @@ impl Default for ScalingConfig {
 
 impl ScalingConfig {
     pub fn from_toml(text: &str, path: &str) -> Result<Self, ScalingError> {
-        let c: ScalingConfig = toml::from_str(text).map_err(|e| ScalingError::ReadConfig { path: path.into(), msg: e.to_string() })?;
+        let c: ScalingConfig = parse_toml("scaling", text, path)?;
         c.validate()?;
         Ok(c)
     }
 
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_default()
+    /// The config as TOML (stored in the output file).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        crate::config::to_toml("scaling", self)
     }
 
     pub fn validate(&self) -> Result<(), ScalingError> {

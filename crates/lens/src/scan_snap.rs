@@ -26,16 +26,16 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::{parse_toml, ConfigError};
+
 pub use headlab_analysis::freeze::{detect_freeze, relative_change, snap_from_changes, steepest_drop, FreezeConfig, FreezeScale};
 pub use output::{write_h5, write_page, write_plots};
 pub use task::{Batch, Task, TaskConfig, TokenKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScanSnapError {
-    #[error("scan-snap config: `{key}` = {value} is invalid: {hint}")]
-    Config { key: String, value: String, hint: String },
-    #[error("scan-snap config {path}: {msg}")]
-    Parse { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("scan-snap: training diverged at step {step} (lr_attention {lr_attention}, lr_decoder {lr_decoder}); lower the learning rates")]
     Diverged { step: u64, lr_attention: f64, lr_decoder: f64 },
     #[error(transparent)]
@@ -127,20 +127,20 @@ pub struct ScanSnapConfig {
 
 impl ScanSnapConfig {
     pub fn from_toml(text: &str, path: &std::path::Path) -> Result<Self, ScanSnapError> {
-        let cfg: ScanSnapConfig =
-            toml::from_str(text).map_err(|e| ScanSnapError::Parse { path: path.to_path_buf(), msg: e.to_string() })?;
+        let cfg: ScanSnapConfig = parse_toml("scan-snap", text, &path.display().to_string())?;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_default()
+    /// The config as TOML (stored in the output file).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        crate::config::to_toml("scan-snap", self)
     }
 
     /// All range checks in one place.
     pub fn validate(&self) -> Result<(), ScanSnapError> {
         fn bad(key: &str, value: impl std::fmt::Display, hint: &str) -> Result<(), ScanSnapError> {
-            Err(ScanSnapError::Config { key: key.into(), value: value.to_string(), hint: hint.into() })
+            Err(ConfigError::invalid("scan-snap", key, value, hint).into())
         }
         let t = &self.task;
         if t.n_classes < 2 {

@@ -8,7 +8,7 @@ use headlab_lens::physics::{run_physics, PhysicsControl, PhysicsLensConfig};
 use headlab_probe::run::{probe_run, ProbeControl, ProbeOptions};
 use headlab_sim::Dataset;
 use headlab_store::analysis::read_analysis;
-use headlab_train::toy::{tiny_train_config, toy_dataset};
+use headlab_testkit::{tiny_train_config, toy_dataset};
 use headlab_train::{train, RunOptions};
 
 /// Toy dataset with contact events derived from overlaps at frames.

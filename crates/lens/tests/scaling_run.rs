@@ -5,7 +5,7 @@ use headlab_lens::scaling::{run_saturation, write_run_h5, write_run_html, RunSat
 use headlab_model::{AttentionScale, Model, ModelConfig, Normalization};
 use headlab_store::checkpoint::{checkpoint_path, write_checkpoint, Checkpoint};
 use headlab_store::h5util::{open_kind, read_array};
-use headlab_train::toy::toy_dataset;
+use headlab_testkit::toy_dataset;
 use tch::Device;
 
 fn run_toml(cfg: &ModelConfig) -> String {
@@ -21,7 +21,7 @@ fn run_saturation_reads_uniform_and_saturated_checkpoints() {
     let ds = toy_dataset(4, 10, n, 5);
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let norm = Normalization::from_dataset(&ds, &[0, 1, 2, 3], true);
+    let norm = Normalization::from_dataset(&ds, &[0, 1, 2, 3], true).unwrap();
     // Step 0: tiny weights, so every pattern row is nearly uniform.
     // Step 7: large weights and no score scaling, so rows are nearly one-hot.
     for (step, init_scale, scale) in [(0u64, 1e-4, AttentionScale::InvSqrtDHead), (7, 40.0, AttentionScale::None)] {

@@ -103,7 +103,7 @@ fn config_errors_name_the_key_and_value() {
     let cfg = ScanSnapConfig::from_toml("[task]\nn_classes = 3\n", p).unwrap();
     assert_eq!(cfg.task.n_classes, 3);
     // The TOML written into the HDF5 file parses back to the same config.
-    assert_eq!(ScanSnapConfig::from_toml(&cfg.to_toml(), p).unwrap(), cfg);
+    assert_eq!(ScanSnapConfig::from_toml(&cfg.to_toml().unwrap(), p).unwrap(), cfg);
 }
 
 #[test]

@@ -99,7 +99,7 @@ impl Normalization {
 
     /// Statistics over the given trajectories of a dataset (all frame pairs).
     /// Constant features (e.g. equal masses) get std 1 so they normalize to 0.
-    pub fn from_dataset(ds: &headlab_sim::Dataset, trajs: &[usize], wall_features: bool) -> Normalization {
+    pub fn from_dataset(ds: &headlab_sim::Dataset, trajs: &[usize], wall_features: bool) -> Result<Normalization> {
         let d = ds.dim();
         let max_r = ds.radii.iter().cloned().fold(0.0f32, f32::max) as f64;
         let mut norm = Normalization {
@@ -117,17 +117,17 @@ impl Normalization {
         let feats = norm.raw_features(&s).to_kind(Kind::Double);
         let fdim = feats.size()[2];
         let feats = feats.view([-1, fdim]);
-        let (m, sd) = mean_std(&feats);
+        let (m, sd) = mean_std(&feats)?;
         norm.input_mean = m;
         norm.input_std = sd;
         let pairs: Vec<(usize, usize)> = trajs.iter().flat_map(|&t| (0..ds.n_frames.saturating_sub(1)).map(move |f| (t, f))).collect();
         let nxt: Vec<(usize, usize)> = pairs.iter().map(|&(t, f)| (t, f + 1)).collect();
         let (a, b) = (State::from_dataset(ds, &pairs, Device::Cpu), State::from_dataset(ds, &nxt, Device::Cpu));
         let tg = Tensor::cat(&[&b.pos - &a.pos, &b.vel - &a.vel], -1).to_kind(Kind::Double).view([-1, 2 * d as i64]);
-        let (m, sd) = mean_std(&tg);
+        let (m, sd) = mean_std(&tg)?;
         norm.target_mean = m;
         norm.target_std = sd;
-        norm
+        Ok(norm)
     }
 
     pub fn to_arrays(&self) -> Vec<NamedArray> {
@@ -150,10 +150,22 @@ impl Normalization {
             })
         };
         let box_size: Vec<f64> = get("box_size")?.iter().map(|&x| x as f64).collect();
+        let wall_range = match get("wall_range")?.as_slice() {
+            &[w] if w.is_finite() && w > 0.0 => w as f64,
+            other => {
+                return Err(ModelError::Checkpoint {
+                    path: path.into(),
+                    msg: format!(
+                        "/norm/wall_range holds {other:?}, expected one positive number (the wall-feature range); \
+                         the checkpoint is damaged or was not written by headlab train: restore it or train again"
+                    ),
+                })
+            }
+        };
         Ok(Normalization {
             dimension: box_size.len(),
             box_size,
-            wall_range: get("wall_range")?.first().copied().unwrap_or(1.0) as f64,
+            wall_range,
             wall_features,
             input_mean: get("input_mean")?,
             input_std: get("input_std")?,
@@ -163,11 +175,11 @@ impl Normalization {
     }
 }
 
-fn mean_std(x: &Tensor) -> (Vec<f32>, Vec<f32>) {
+fn mean_std(x: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
     let m = x.mean_dim(0, false, Kind::Double);
     let sd = (x - &m).square().mean_dim(0, false, Kind::Double).sqrt();
-    let m: Vec<f64> = Vec::try_from(m).unwrap_or_default();
-    let sd: Vec<f64> = Vec::try_from(sd).unwrap_or_default();
+    let m: Vec<f64> = Vec::try_from(m)?;
+    let sd: Vec<f64> = Vec::try_from(sd)?;
     let sd = sd.iter().zip(&m).map(|(&s, &mu)| if s > 1e-6 * mu.abs().max(1e-12) { s as f32 } else { 1.0 }).collect();
-    (m.iter().map(|&x| x as f32).collect(), sd)
+    Ok((m.iter().map(|&x| x as f32).collect(), sd))
 }

@@ -332,3 +332,24 @@ fn device_specs_parse_print_and_check_availability() {
     let auto = DeviceSpec::Auto.resolve().unwrap();
     assert_eq!(auto, if count > 0 { Device::Cuda(0) } else { Device::Cpu });
 }
+
+#[test]
+fn a_missing_or_empty_wall_range_is_an_error_not_1() {
+    let cfg = ModelConfig::default();
+    let norm = unit_norm(2, &cfg);
+    let arrays = norm.to_arrays();
+    let back = Normalization::from_arrays(&arrays, cfg.wall_features, "ok.h5").unwrap();
+    assert_eq!(back.wall_range, 0.3f32 as f64);
+    for bad in [vec![], vec![0.0f32], vec![f32::NAN], vec![0.2, 0.3]] {
+        let mut arrays = norm.to_arrays();
+        let w = arrays.iter_mut().find(|a| a.name == "wall_range").unwrap();
+        w.shape = vec![bad.len()];
+        w.data = bad.clone();
+        let e = Normalization::from_arrays(&arrays, cfg.wall_features, "ckpt/step_00000010.h5").unwrap_err().to_string();
+        assert!(e.contains("ckpt/step_00000010.h5") && e.contains("/norm/wall_range") && e.contains("train again"), "{bad:?}: {e}");
+    }
+    let mut arrays = norm.to_arrays();
+    arrays.retain(|a| a.name != "wall_range");
+    let e = Normalization::from_arrays(&arrays, cfg.wall_features, "x.h5").unwrap_err().to_string();
+    assert!(e.contains("wall_range"), "{e}");
+}

@@ -78,8 +78,15 @@ impl ProbeOptions {
         }
         Ok(())
     }
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_default()
+    /// The options as TOML, as stored in analysis.h5 and compared when the
+    /// run is probed again (an error, never an empty stand-in that would
+    /// match any other unwritable options).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| ProbeError::Config {
+            key: "(all)".into(),
+            value: format!("{self:?}"),
+            hint: format!("the options cannot be written as TOML ({e}); report this as a bug"),
+        })
     }
 }
 
@@ -218,7 +225,7 @@ pub fn probe_run_with(
     if ckpts.is_empty() {
         return Err(ProbeError::Run { path: run_dir.to_path_buf(), msg: "no checkpoints in ckpt/; train the run first (headlab train)".into() });
     }
-    let cfg_toml = opts.to_toml();
+    let cfg_toml = opts.to_toml()?;
     let mut an: Option<Analysis> = None;
     if out.exists() && !ctl.fresh {
         let a = read_analysis(&out, true)?;

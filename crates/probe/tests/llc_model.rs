@@ -3,7 +3,7 @@
 use headlab_probe::llc::model::{head_mask, llc_for_checkpoint, load_checkpoint, CheckpointLlcOptions};
 use headlab_probe::llc::LlcConfig;
 use headlab_store::checkpoint::list_checkpoints;
-use headlab_train::toy::toy_dataset;
+use headlab_testkit::toy_dataset;
 use headlab_train::{train, RunOptions, TrainConfig};
 use tch::Device;
 

@@ -9,7 +9,7 @@ use headlab_analysis::metrics::overlap_contacts;
 use headlab_probe::run::{probe_run, probe_run_with, AttentionSource, ProbeControl, ProbeOptions, Result};
 use headlab_sim::{Dataset, EventKind};
 use headlab_store::analysis::read_analysis;
-use headlab_train::toy::{tiny_train_config, toy_dataset};
+use headlab_testkit::{tiny_train_config, toy_dataset};
 use headlab_train::{train, RunOptions};
 
 /// Toy dataset with contact events derived from overlaps at frames (a pair

@@ -66,7 +66,10 @@ impl TrainData {
         if ds.n_frames < 2 {
             return Err(TrainError::Data(format!("the dataset has {} frame(s) per trajectory; training needs at least 2", ds.n_frames)));
         }
-        let norm = norm.unwrap_or_else(|| Normalization::from_dataset(ds, &train_trajs, wall_features));
+        let norm = match norm {
+            Some(n) => n,
+            None => Normalization::from_dataset(ds, &train_trajs, wall_features)?,
+        };
         if norm.dimension != ds.dim() || norm.box_size.len() != ds.dim() {
             return Err(TrainError::Data(format!("the dataset is {}-D but the checkpoint's normalization is {}-D", ds.dim(), norm.dimension)));
         }

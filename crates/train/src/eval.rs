@@ -109,9 +109,9 @@ pub fn evaluate(run_dir: &Path, ds: &Dataset, opts: &EvalOptions) -> Result<Eval
         }
         Ok(())
     })?;
-    let per = |t: &Tensor| -> Vec<f64> { Vec::<f64>::try_from(t / count.max(1) as f64).unwrap_or_default() };
-    let component_mse = per(&se);
-    let component_baseline_mse = per(&se0);
+    let per = |t: &Tensor| -> Result<Vec<f64>> { Ok(Vec::<f64>::try_from(t / count.max(1) as f64)?) };
+    let component_mse = per(&se)?;
+    let component_baseline_mse = per(&se0)?;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
 
     // Rollouts from frame 0 of the first validation trajectories.
@@ -121,7 +121,7 @@ pub fn evaluate(run_dir: &Path, ds: &Dataset, opts: &EvalOptions) -> Result<Eval
     let (b, n, d) = (rollout_trajs.len(), ds.n_particles, ds.dim());
     let mut pos_frames: Vec<Vec<f32>> = Vec::with_capacity(horizon + 1);
     let mut vel_frames: Vec<Vec<f32>> = Vec::with_capacity(horizon + 1);
-    let host = |t: &Tensor| -> Vec<f32> { Vec::<f32>::try_from(t.to_device(tch::Device::Cpu).contiguous().view([-1])).unwrap_or_default() };
+    let host = |t: &Tensor| -> Result<Vec<f32>> { Ok(Vec::<f32>::try_from(t.to_device(tch::Device::Cpu).contiguous().view([-1]))?) };
     let mut rollout_position_mse = Vec::with_capacity(horizon + 1);
     for f in 0..=horizon {
         if f > 0 {
@@ -129,8 +129,8 @@ pub fn evaluate(run_dir: &Path, ds: &Dataset, opts: &EvalOptions) -> Result<Eval
         }
         let truth = State::from_dataset(ds, &rollout_trajs.iter().map(|&t| (t, f)).collect::<Vec<_>>(), device);
         rollout_position_mse.push((&state.pos - &truth.pos).square().mean(Kind::Double).double_value(&[]));
-        pos_frames.push(host(&state.pos));
-        vel_frames.push(host(&state.vel));
+        pos_frames.push(host(&state.pos)?);
+        vel_frames.push(host(&state.vel)?);
     }
     // Assemble [traj, frame, n, d].
     let frames = horizon + 1;

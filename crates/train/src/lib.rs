@@ -17,7 +17,6 @@ pub mod data;
 pub mod eval;
 pub mod noise;
 pub mod optim;
-pub mod toy;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -145,10 +144,7 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
             let st = ck.optimizer.as_ref().ok_or_else(|| TrainError::Resume(format!("{p} holds no optimizer state")))?;
             opt.load_state(&model, st, p)?;
             let rng = rng_from_state(ck.rng.as_ref().ok_or_else(|| TrainError::Resume(format!("{p} holds no RNG state")))?);
-            let mut m = match read_metrics(&run_dir.join("metrics.h5")) {
-                Ok(m) => m,
-                Err(_) => Metrics::default(),
-            };
+            let mut m = resume_metrics(&run_dir.join("metrics.h5"), ck.step)?;
             m.truncate_after(ck.step);
             if ck.step >= cfg.steps {
                 tracing::warn!("{p} is already at step {} >= steps {}; nothing to do (raise --steps to train further)", ck.step, cfg.steps);
@@ -282,6 +278,25 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
 /// One optimizer update: draw a batch, compute the loss and its gradient,
 /// clip, and (only if loss and gradient norm are finite) update the weights.
 /// Returns (loss, gradient norm before clipping).
+/// The metrics of a run being resumed from a checkpoint at `step`. A file
+/// that is there but cannot be read is an error (resuming would overwrite the
+/// loss history with a new, partial one); a missing file (training stopped
+/// between the first checkpoint and its metrics) starts an empty history,
+/// with a warning.
+fn resume_metrics(path: &Path, step: u64) -> Result<Metrics> {
+    if !path.exists() {
+        tracing::warn!("{} is missing; resuming from step {step} without the loss history before it", path.display());
+        return Ok(Metrics::default());
+    }
+    read_metrics(path).map_err(|e| {
+        TrainError::Resume(format!(
+            "{}: cannot read the run's metrics ({e}); resuming would replace the loss history up to step {step}. \
+             Restore the file, or move it away to resume without that history",
+            path.display()
+        ))
+    })
+}
+
 pub fn train_step(cfg: &TrainConfig, model: &Model, opt: &mut Optimizer, data: &TrainData, rng: &mut ChaCha8Rng, lr: f64) -> Result<(f64, f64)> {
     let rows = data.sample_rows(rng, cfg.batch_size);
     let (x, y) = data.batch(&rows, cfg.noise, rng);

@@ -33,18 +33,21 @@ pub struct GradientNoise {
 /// `gaussian_seed` drives the Gaussian reference norms, `stats_seed + 1..3`
 /// the Gaussian Hill references of norms, reference norms and coordinates.
 pub fn gradient_noise(xi: &Tensor, hill_k: usize, gaussian_seed: u64, stats_seed: u64) -> Result<GradientNoise, NoiseError> {
-    let to_vec = |t: &Tensor| -> Vec<f64> { Vec::<f64>::try_from(t.to_kind(Kind::Double).to_device(tch::Device::Cpu).flatten(0, -1)).unwrap_or_default() };
+    let to_vec = |t: &Tensor| -> Result<Vec<f64>, NoiseError> {
+        Vec::<f64>::try_from(t.to_kind(Kind::Double).to_device(tch::Device::Cpu).flatten(0, -1))
+            .map_err(|e| NoiseError::Model(format!("reading the gradient noise back from libtorch: {e}")))
+    };
     let xi = xi.to_kind(Kind::Double);
     let k_rows = xi.size().first().copied().unwrap_or(0) as usize;
-    let norms = to_vec(&xi.norm_scalaropt_dim(2, [1i64].as_slice(), false));
+    let norms = to_vec(&xi.norm_scalaropt_dim(2, [1i64].as_slice(), false))?;
     let std = xi.std_dim([0i64].as_slice(), true, false); // per coordinate
     let mean = xi.mean_dim([0i64].as_slice(), false, Kind::Double);
-    let std_v = to_vec(&std);
+    let std_v = to_vec(&std)?;
     // Standardize the coordinates that actually fluctuate.
     let keep: Vec<i64> = std_v.iter().enumerate().filter(|(_, s)| **s > 1e-12).map(|(i, _)| i as i64).collect();
     let keep_t = Tensor::from_slice(&keep).to_device(xi.device());
     let zs = ((&xi - mean.unsqueeze(0)) / std.unsqueeze(0)).index_select(1, &keep_t);
-    let coords = to_vec(&zs);
+    let coords = to_vec(&zs)?;
     let mut grng = ChaCha8Rng::seed_from_u64(gaussian_seed);
     let gaussian_norms: Vec<f64> = (0..k_rows)
         .map(|_| {

@@ -2,6 +2,10 @@
 //! handful of tensor operations per step for the whole model, and a state
 //! (two flat tensors and a step count) that is trivial to save, so resuming
 //! is bit-identical. The arithmetic follows torch.optim's single-tensor code.
+//!
+//! This is the one optimizer of the workspace: the lens toys, whose
+//! parameters are separate tensors, hold one [`Optimizer`] per tensor
+//! ([`Optimizer::for_tensor`], [`Optimizer::update_tensor`]).
 
 use headlab_model::{tensor_to_array, Model};
 use headlab_store::checkpoint::{NamedArray, OptimizerState};
@@ -21,8 +25,16 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
+    /// An optimizer of the model's flat parameter buffer.
     pub fn new(cfg: OptimizerConfig, model: &Model) -> Optimizer {
-        let z = model.flat_params().zeros_like();
+        Optimizer::for_tensor(cfg, model.flat_params())
+    }
+
+    /// An optimizer of one parameter tensor shaped like `like` (its state is
+    /// two zero tensors of that shape). `cfg.lr`, `cfg.clip` are not used
+    /// here: the caller passes the learning rate to every update and clips.
+    pub fn for_tensor(cfg: OptimizerConfig, like: &Tensor) -> Optimizer {
+        let z = like.zeros_like();
         Optimizer { cfg, step: 0, v: z.zeros_like(), m: z }
     }
 
@@ -35,9 +47,15 @@ impl Optimizer {
 
     /// Apply one update with learning rate `lr`, given the flat gradient.
     pub fn update(&mut self, model: &Model, grad: &Tensor, lr: f64) {
+        self.update_tensor(model.flat_params(), grad, lr);
+    }
+
+    /// Apply one update in place to `param` (the tensor this optimizer was
+    /// made for) with learning rate `lr`, given its gradient.
+    pub fn update_tensor(&mut self, param: &Tensor, grad: &Tensor, lr: f64) {
         let _guard = tch::no_grad_guard();
         let c = &self.cfg;
-        let mut p = model.flat_params().shallow_clone();
+        let mut p = param.shallow_clone();
         self.step += 1;
         let mut g = grad.shallow_clone();
         if c.weight_decay > 0.0 && c.kind != OptimizerKind::Adamw {

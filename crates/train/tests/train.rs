@@ -5,7 +5,7 @@ use std::sync::Arc;
 use headlab_store::checkpoint::{list_checkpoints, read_checkpoint};
 use headlab_store::metrics::read_metrics;
 use headlab_train::eval::{evaluate, EvalOptions};
-use headlab_train::toy::toy_dataset;
+use headlab_testkit::toy_dataset;
 use headlab_train::*;
 
 fn small_cfg(steps: u64) -> TrainConfig {
@@ -125,6 +125,28 @@ fn stop_flag_writes_a_checkpoint_and_refuses_to_overwrite_without_resume() {
     assert!(e.contains("--resume"), "{e}");
     let s = train(&cfg, &ds, &run, &RunOptions { resume: true, ..Default::default() }).unwrap();
     assert_eq!(s.step, 50);
+}
+
+#[test]
+fn resume_refuses_an_unreadable_metrics_file_instead_of_replacing_it() {
+    let ds = toy_dataset(4, 20, 5, 4);
+    let cfg = small_cfg(20);
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let stop = Arc::new(AtomicBool::new(true));
+    train(&cfg, &ds, &run, &RunOptions { stop: Some(stop), ..Default::default() }).unwrap();
+    let metrics = run.join("metrics.h5");
+    std::fs::write(&metrics, b"not an HDF5 file").unwrap();
+    let e = train(&cfg, &ds, &run, &RunOptions { resume: true, ..Default::default() }).unwrap_err().to_string();
+    assert!(e.contains("metrics.h5") && e.contains("cannot read") && e.contains("Restore the file"), "{e}");
+    // The file was left as it was, and no training happened.
+    assert_eq!(std::fs::read(&metrics).unwrap(), b"not an HDF5 file");
+    assert_eq!(list_checkpoints(&run).unwrap().len(), 1);
+    // Moved away, the run resumes (without the history before the checkpoint).
+    std::fs::rename(&metrics, run.join("metrics.h5.bad")).unwrap();
+    let s = train(&cfg, &ds, &run, &RunOptions { resume: true, ..Default::default() }).unwrap();
+    assert_eq!(s.step, 20);
+    assert!(read_metrics(&metrics).is_ok());
 }
 
 #[test]

@@ -118,60 +118,69 @@ pub struct IclArgs {
 /// vs no-change, best collision score, first checkpoint with a score >= 0.5,
 /// saturation. Writes OUT/scaling_physics.h5, a PNG and index.html (runs in
 /// OUT/N<n>_<option>/). Default budget: a few minutes on two cores.
+///
+/// The three modes exclude each other: --run and --physics cannot be given
+/// together, and an option of one mode given in another is refused (--d,
+/// --ns, --spreads, --config, --queries and --trials belong to the
+/// random-vector study; --scene, --particles and --steps to --physics;
+/// --data, --eval-frames and --max-checkpoints to --run).
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct ScalingArgs {
-    /// Output folder (created): scaling.h5, PNG plots, index.html.
-    #[arg(long, default_value = "lens/scaling")]
+    /// Output folder (created): scaling.h5, PNG plots, index.html (with
+    /// --physics: scaling_physics.h5 and the runs). Not with --run, which
+    /// writes into the run folder.
+    #[arg(long, default_value = "lens/scaling", conflicts_with = "run")]
     pub out: PathBuf,
-    /// Config TOML (every key optional).
-    #[arg(long)]
+    /// Config TOML (every key optional) of the random-vector study.
+    #[arg(long, conflicts_with_all = ["run", "physics"])]
     pub config: Option<PathBuf>,
     /// Query/key width.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["run", "physics"])]
     pub d: Option<usize>,
     /// Numbers of keys, comma-separated.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["run", "physics"])]
     pub ns: Option<Vec<usize>>,
     /// Log-normal key-length spreads σ, comma-separated.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["run", "physics"])]
     pub spreads: Option<Vec<f64>>,
-    /// Scale options compared, comma-separated (default: all).
-    #[arg(long, value_delimiter = ',')]
+    /// Scale options compared, comma-separated (default: all). Not with
+    /// --run, which measures the run's own scale option.
+    #[arg(long, value_delimiter = ',', conflicts_with = "run")]
     pub options: Option<Vec<String>>,
     /// A row counts as saturated when its largest weight exceeds 1 − eps.
     #[arg(long)]
     pub eps: Option<f64>,
     /// Compare the scale options on the physics task (see above).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "run")]
     pub physics: bool,
     /// With --physics: the base scene.
-    #[arg(long, default_value = "scenes/demo.toml")]
+    #[arg(long, default_value = "scenes/demo.toml", requires = "physics")]
     pub scene: PathBuf,
     /// With --physics: particle counts, comma-separated.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', requires = "physics")]
     pub particles: Option<Vec<usize>>,
     /// With --physics: training steps per run.
-    #[arg(long)]
+    #[arg(long, requires = "physics")]
     pub steps: Option<u64>,
     /// A physics run folder: measure saturation on its checkpoints instead
-    /// of the random-vector study (--out, --d, --ns, ... are then ignored).
+    /// of the random-vector study.
     #[arg(long)]
     pub run: Option<PathBuf>,
     /// With --run: the run's dataset (default: the `data` of RUN/config.toml).
-    #[arg(long)]
+    #[arg(long, requires = "run")]
     pub data: Option<PathBuf>,
     /// With --run: evaluation frames drawn when the run was not probed.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, requires = "run")]
     pub eval_frames: usize,
     /// With --run: at most this many checkpoints, evenly spaced (0 = all).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, requires = "run")]
     pub max_checkpoints: usize,
-    /// Query rows per key set.
-    #[arg(long)]
+    /// Query rows per key set (random-vector study).
+    #[arg(long, conflicts_with_all = ["run", "physics"])]
     pub queries: Option<usize>,
-    /// Independent key sets per point.
-    #[arg(long)]
+    /// Independent key sets per point (random-vector study).
+    #[arg(long, conflicts_with_all = ["run", "physics"])]
     pub trials: Option<usize>,
     #[arg(long)]
     pub seed: Option<u64>,

@@ -3,7 +3,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use headlab_probe::llc::model::{steps_per_checkpoint, CheckpointLlcOptions};
-use headlab_probe::llc::run::{calibrate_run, llc_run, plot_llc, select_checkpoints, LlcRunOptions};
+use headlab_probe::llc::plot::plot_llc;
+use headlab_probe::llc::run::{calibrate_run, llc_run, select_checkpoints, LlcRunOptions};
 use headlab_probe::llc::LlcConfig;
 use headlab_store::checkpoint::list_checkpoints;
 use headlab_store::llc::{llc_path, read_llc};

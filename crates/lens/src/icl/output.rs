@@ -33,10 +33,11 @@ pub fn write_h5(path: &Path, r: &IclReport) -> Result<(), IclError> {
     let cfg = &r.config;
     let labels: Vec<String> = cfg.data.iter().map(|d| d.label()).collect();
     let di = |d: &super::DataDist| cfg.data.iter().position(|x| x == d).unwrap_or(0) as u32;
+    let config_toml = cfg.to_toml()?;
     atomic_write(path, FileKind::Lens, |f| {
         let ctx = Ctx(path);
         set_str_attr(f, path, "lens", "icl-regression")?;
-        set_str_attr(f, path, "config", &cfg.to_toml())?;
+        set_str_attr(f, path, "config", &config_toml)?;
         let lab: Vec<VarLenUnicode> = labels.iter().map(|s| s.parse().unwrap_or_default()).collect();
         let a = ctx.h5("data_labels", f.new_attr::<VarLenUnicode>().shape(lab.len()).create("data_labels"))?;
         ctx.h5("data_labels", a.write_raw(&lab))?;

@@ -21,11 +21,12 @@ use crate::plot::{esc, write_png, xy, LegendPos, Panel, Series, PALETTE};
 
 pub fn write_h5(path: &Path, res: &MaxMarginResult) -> Result<(), MaxMarginError> {
     let d = &res.data;
+    let config_toml = res.config.to_toml()?;
     atomic_write(path, FileKind::Lens, |f| {
         let ctx = Ctx(path);
         set_str_attr(f, path, "lens", "max_margin")?;
         set_str_attr(f, path, "paper", "Tarzanagh et al. 2023, Max-Margin Token Selection in Attention Mechanism, arXiv 2306.13596")?;
-        set_str_attr(f, path, "config", &res.config.to_toml())?;
+        set_str_attr(f, path, "config", &config_toml)?;
         let g = ctx.h5("data", f.create_group("data"))?;
         write_array(&g, path, "x", &d.x, &[d.n, d.t, d.d])?;
         write_array(&g, path, "y", &d.y, &[d.n])?;
@@ -265,7 +266,7 @@ pub fn write_page(dir: &Path, res: &MaxMarginResult, plots: &[PathBuf], h5_name:
     let _ = write!(
         h,
         "<h2>Configuration</h2><pre>{}</pre></body></html>",
-        esc(&c.to_toml())
+        esc(&c.to_toml()?)
     );
     let path = dir.join("index.html");
     std::fs::write(&path, h).map_err(|source| MaxMarginError::Io { path: path.clone(), source })?;

@@ -29,10 +29,11 @@ const METRICS: [Metric; 7] = [
 
 pub fn write_h5(path: &Path, r: &ScalingReport) -> Result<(), ScalingError> {
     let c = &r.config;
+    let config_toml = c.to_toml()?;
     atomic_write(path, FileKind::Lens, |f| {
         let ctx = Ctx(path);
         set_str_attr(f, path, "lens", "scaling")?;
-        set_str_attr(f, path, "config", &c.to_toml())?;
+        set_str_attr(f, path, "config", &config_toml)?;
         let names: Vec<VarLenUnicode> = c.options.iter().map(|o| o.name().parse().unwrap_or_default()).collect();
         let a = ctx.h5("options", f.new_attr::<VarLenUnicode>().shape(names.len()).create("options"))?;
         ctx.h5("options", a.write_raw(&names))?;

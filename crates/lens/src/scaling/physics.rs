@@ -89,8 +89,9 @@ impl Default for PhysicsScalingConfig {
 }
 
 impl PhysicsScalingConfig {
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("config serializes")
+    /// The config as TOML (stored in scaling_physics.h5).
+    pub fn to_toml(&self) -> Result<String, crate::config::ConfigError> {
+        crate::config::to_toml("scaling physics", self)
     }
 
     pub fn validate(&self) -> Result<(), ScalingError> {
@@ -250,10 +251,11 @@ const METRICS: [Metric; 7] = [
 /// `OUT/scaling_physics.h5` (layout in the module docs).
 pub fn write_physics_h5(path: &Path, r: &PhysicsScalingReport) -> Result<(), ScalingError> {
     let c = &r.config;
+    let config_toml = c.to_toml()?;
     atomic_write(path, FileKind::Lens, |f| {
         let ctx = Ctx(path);
         set_str_attr(f, path, "lens", "scaling-physics")?;
-        set_str_attr(f, path, "config", &c.to_toml())?;
+        set_str_attr(f, path, "config", &config_toml)?;
         let names: Vec<VarLenUnicode> = c.options.iter().map(|o| scale_name(*o).parse().unwrap_or_default()).collect();
         let a = ctx.h5("options", f.new_attr::<VarLenUnicode>().shape(names.len()).create("options"))?;
         ctx.h5("options", a.write_raw(&names))?;

@@ -10,7 +10,8 @@
 //! Attention parameters: `W_Q`, `W_K` (learning rate `lr_attention`).
 //! Decoder parameters: `W_V`, `W_out`, `b_out` (learning rate `lr_decoder`).
 //! Plain SGD with constant rates, as in Tian et al.'s analysis, where the
-//! decoder (Y) and attention (Z) rates set when attention snaps.
+//! decoder (Y) and attention (Z) rates set when attention snaps: train's
+//! [`Optimizer`] with momentum 0, one per parameter tensor.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -18,6 +19,7 @@ use rand_distr::StandardNormal;
 use tch::{Kind, Tensor};
 
 use headlab_analysis::freeze;
+use headlab_train::{Optimizer, OptimizerConfig, OptimizerKind};
 use super::task::{Batch, Task, TokenKind};
 use super::{Embedding, ScanSnapConfig, ScanSnapError, Trace};
 
@@ -79,26 +81,35 @@ impl ToyModel {
 
     /// Attention logits of every query token against every vocabulary token,
     /// centred per query (softmax ignores a shift): `[n_queries, vocab]`.
-    pub(crate) fn logit_table(&self, n_queries: usize) -> Vec<f32> {
+    pub(crate) fn logit_table(&self, n_queries: usize) -> Result<Vec<f32>, tch::TchError> {
         tch::no_grad(|| {
             let q = self.embed.narrow(0, 0, n_queries as i64).matmul(&self.wq);
             let k = self.embed.matmul(&self.wk);
             let z = q.matmul(&k.transpose(0, 1)) * self.scale;
             let z = &z - z.mean_dim(-1, true, Kind::Float);
-            Vec::<f32>::try_from(z.flatten(0, -1)).unwrap_or_default()
+            Vec::<f32>::try_from(z.flatten(0, -1))
         })
     }
 
-    fn sgd_step(&self, loss: &Tensor, lr_attention: f64, lr_decoder: f64) {
-        let params = [&self.wq, &self.wk, &self.wv, &self.wout, &self.bout];
+    /// The trained tensors: attention (`W_Q`, `W_K`) first, then the decoder.
+    fn trained(&self) -> [&Tensor; 5] {
+        [&self.wq, &self.wk, &self.wv, &self.wout, &self.bout]
+    }
+
+    /// Plain SGD (no momentum, no weight decay), one optimizer per trained
+    /// tensor, in the order of [`ToyModel::trained`].
+    fn sgd(&self) -> Vec<Optimizer> {
+        let cfg = OptimizerConfig { kind: OptimizerKind::Sgd, momentum: 0.0, weight_decay: 0.0, ..Default::default() };
+        self.trained().iter().map(|p| Optimizer::for_tensor(cfg.clone(), p)).collect()
+    }
+
+    fn sgd_step(&self, opts: &mut [Optimizer], loss: &Tensor, lr_attention: f64, lr_decoder: f64) {
+        let params = self.trained();
         let grads = Tensor::run_backward(&[loss], &params, false, false);
-        tch::no_grad(|| {
-            for (i, (p, g)) in params.iter().zip(grads.iter()).enumerate() {
-                let lr = if i < 2 { lr_attention } else { lr_decoder };
-                let mut p = (*p).shallow_clone();
-                let _ = p.f_sub_(&(g * lr));
-            }
-        });
+        for (i, ((p, g), opt)) in params.iter().zip(grads.iter()).zip(opts.iter_mut()).enumerate() {
+            let lr = if i < 2 { lr_attention } else { lr_decoder };
+            opt.update_tensor(p, g, lr);
+        }
     }
 }
 
@@ -150,6 +161,7 @@ pub(crate) fn train_run(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut eval_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_e7a1);
     let model = ToyModel::new(cfg, task.vocab_size(), &mut rng);
+    let mut opts = model.sgd();
     let eval = task.sample(cfg.task.eval_size, &mut eval_rng);
     let train_set = (train_size > 0).then(|| task.sample(train_size, &mut rng));
     let nq = cfg.task.n_queries;
@@ -172,7 +184,7 @@ pub(crate) fn train_run(
             tr.mass_distinct.push(st.mass_distinct);
             tr.mass_common.push(st.mass_common);
             tr.mass_self.push(st.mass_self);
-            tr.logits.extend(model.logit_table(nq));
+            tr.logits.extend(model.logit_table(nq)?);
             if !loss.is_finite() {
                 return Err(ScanSnapError::Diverged { step, lr_attention, lr_decoder });
             }
@@ -191,7 +203,7 @@ pub(crate) fn train_run(
         let (logits, _) = model.forward(&batch);
         let loss = logits.cross_entropy_for_logits(&Tensor::from_slice(&batch.labels));
         last_train_loss = loss.double_value(&[]) as f32;
-        model.sgd_step(&loss, lr_attention, lr_decoder);
+        model.sgd_step(&mut opts, &loss, lr_attention, lr_decoder);
     }
     tr.dim = dim;
     tr.rel_change = freeze::relative_change(&tr.steps, &tr.logits, dim, cfg.freeze.window, cfg.freeze.scale);

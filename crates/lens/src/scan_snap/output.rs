@@ -26,10 +26,11 @@ fn opt(v: Option<u64>) -> i64 {
 }
 
 pub fn write_h5(path: &Path, res: &ScanSnapResult) -> Result<(), ScanSnapError> {
+    let config_toml = res.config.to_toml()?;
     atomic_write(path, FileKind::Lens, |f| {
         set_str_attr(f, path, "lens", "scan_snap")?;
         set_str_attr(f, path, "paper", "Tian et al. 2023, Scan and Snap, arXiv 2305.16380")?;
-        set_str_attr(f, path, "config", &res.config.to_toml())?;
+        set_str_attr(f, path, "config", &config_toml)?;
         let ctx = headlab_store::h5util::Ctx(path);
         let g = ctx.h5("vocab", f.create_group("vocab"))?;
         let kinds: Vec<i32> = res.kinds.iter().map(|k| k.code()).collect();
@@ -431,7 +432,7 @@ pub fn write_page(dir: &Path, res: &ScanSnapResult, plots: &[PathBuf], h5_name: 
         let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let _ = write!(h, "<p><img src=\"{name}\" alt=\"{name}\"></p>");
     }
-    let _ = write!(h, "<h2>Configuration</h2><pre>{}</pre></body></html>", esc(&c.to_toml()));
+    let _ = write!(h, "<h2>Configuration</h2><pre>{}</pre></body></html>", esc(&c.to_toml()?));
     let path = dir.join("index.html");
     std::fs::write(&path, h).map_err(|source| ScanSnapError::Io { path: path.clone(), source })?;
     Ok(path)

@@ -59,12 +59,19 @@ impl LlcData {
         }
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let (x, y) = tch::no_grad(|| data.batch(&rows, 0.0, &mut rng));
-        Ok(LlcData { norm: norm.clone(), x: SharedTensor::new(x), y: SharedTensor::new(y), n: rows.len() })
+        // SAFETY: `x` and `y` are fresh batches (`data` is dropped here); the
+        // wrappers are private fields read out of place (`index_select` in
+        // `CheckpointProblem`), and `tensors` hands them out for reading only.
+        let (x, y) = unsafe { (SharedTensor::new(x), SharedTensor::new(y)) };
+        Ok(LlcData { norm: norm.clone(), x, y, n: rows.len() })
     }
 }
 
 impl LlcData {
     /// Features [R, N, F] and targets [R, N, 2D] of the training frames.
+    ///
+    /// They are shared with the sampler threads: read them, never modify
+    /// them in place (see [`SharedTensor::new`]).
     pub fn tensors(&self) -> (&Tensor, &Tensor) {
         (&self.x, &self.y)
     }
@@ -101,13 +108,16 @@ impl<'a> CheckpointProblem<'a> {
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x11c_ba7c));
         order.truncate(n_batches * bs);
         let batches = Tensor::from_slice(&order).view([n_batches as i64, bs as i64]).to(model.device());
+        // SAFETY: a fresh index tensor owned only by the private field
+        // `batches`, which `loss_and_grad` only reads (`get`).
+        let batches = unsafe { SharedTensor::new(batches) };
         Ok(CheckpointProblem {
             config: model.config.clone(),
             norm: model.norm.clone(),
             arrays: model.to_arrays().map_err(|e| LlcError::Problem(e.to_string()))?,
             device: model.device(),
             data,
-            batches: SharedTensor::new(batches),
+            batches,
             n_batches,
             pool: Mutex::new(Vec::new()),
             grad_params: None,

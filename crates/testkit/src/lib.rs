@@ -1,11 +1,17 @@
-//! A tiny self-contained particle dataset for tests and benchmarks that must
-//! not depend on the simulator: disks in a 2D box under gravity with
+//! headlab-testkit: fixtures for the tests and benchmarks of the other
+//! crates, used only as a dev-dependency (never part of a library's API).
+//!
+//! [`toy_dataset`] is a tiny self-contained particle dataset for tests that
+//! must not depend on the simulator: disks in a 2D box under gravity with
 //! undamped linear-spring contacts (pairs and walls), semi-implicit Euler,
-//! O(N²) contacts. Not a substitute for `headlab simulate`.
+//! O(N²) contacts. Not a substitute for `headlab simulate`. With the `train`
+//! feature, [`tiny_train_config`] is a training config small enough to run
+//! on it in a test.
 
 use headlab_sim::{Dataset, DatasetMeta};
 use rand::{Rng, SeedableRng};
 
+/// `n_traj` trajectories of `n_frames` frames of `n` disks, from `seed`.
 pub fn toy_dataset(n_traj: usize, n_frames: usize, n: usize, seed: u64) -> Dataset {
     let (d, l, r, g, k, dt, stride) = (2usize, 1.0f64, 0.06f64, 1.0f64, 2000.0f64, 1e-3f64, 10u64);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -77,7 +83,7 @@ pub fn toy_dataset(n_traj: usize, n_frames: usize, n: usize, seed: u64) -> Datas
             restitution: f64::NAN,
             contact_time: std::f64::consts::PI * (0.5f64 / k).sqrt(),
             seed,
-            scene_toml: "# headlab_train::toy::toy_dataset\n".into(),
+            scene_toml: "# headlab_testkit::toy_dataset\n".into(),
         },
         positions,
         velocities,
@@ -90,8 +96,9 @@ pub fn toy_dataset(n_traj: usize, n_frames: usize, n: usize, seed: u64) -> Datas
 /// A training config small enough for tests on `toy_dataset`: 30 steps of
 /// batch 8 on the CPU, one thread, a 2-head d_model 16 model, `checkpoints`
 /// checkpoints with the dense band at steps 5–20.
-pub fn tiny_train_config(checkpoints: usize) -> crate::TrainConfig {
-    let mut cfg = crate::TrainConfig { steps: 30, batch_size: 8, eval_interval: 50, device: headlab_model::DeviceSpec::Cpu, threads: 1, val_fraction: 0.34, ..Default::default() };
+#[cfg(feature = "train")]
+pub fn tiny_train_config(checkpoints: usize) -> headlab_train::TrainConfig {
+    let mut cfg = headlab_train::TrainConfig { steps: 30, batch_size: 8, eval_interval: 50, device: headlab_model::DeviceSpec::Cpu, threads: 1, val_fraction: 0.34, ..Default::default() };
     cfg.model.d_model = 16;
     cfg.model.n_heads = 2;
     cfg.checkpoints.count = checkpoints;

@@ -46,20 +46,20 @@
 //!   exact finite-sample targets, used by the validation tests.
 //! - [`model`]: the adapter for headlab checkpoints (whole model and per
 //!   head).
+//! - [`run`]: the driver over a run's checkpoints (`RUN/llc.h5`) and
+//!   calibration sweeps; [`plot`]: the PNG of `RUN/llc.h5`.
+//! - `sampler` (private): the SGLD chains behind [`estimate`].
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-#[path = "llc_sampler.rs"]
 mod sampler;
-#[path = "llc_toy.rs"]
 pub mod toy;
-#[path = "llc_model.rs"]
 pub mod model;
-#[path = "llc_run.rs"]
 pub mod run;
+pub mod plot;
 
 /// Errors of the LLC estimator. Messages say what to change.
 #[derive(Debug, thiserror::Error)]
@@ -240,17 +240,33 @@ pub trait LlcProblem: Sync {
 
 /// A tensor read by several sampler threads at once (training data, say).
 ///
-/// libtorch allows concurrent reads of one tensor; this wrapper only hands
-/// out `&Tensor`, and the holder promises never to modify the tensor in
-/// place (nor through a shallow clone) while the sampler runs.
+/// `tch::Tensor` is `Send` but not `Sync`: libtorch allows concurrent reads of
+/// one tensor, but nothing stops a holder of `&Tensor` from writing to it
+/// (`shallow_clone()` then an in-place op, or `set_requires_grad`), which
+/// would race with the readers. This wrapper is `Sync` on a promise made
+/// when it is built, hence the `unsafe` constructor; see [`SharedTensor::new`].
 pub struct SharedTensor(Tensor);
 
-// SAFETY: see the type's documentation: shared read-only use of a libtorch
-// tensor from several threads is safe; no mutable access is offered.
+// SAFETY: every `SharedTensor` is built by `SharedTensor::new`, whose caller
+// promises that the tensor's storage and metadata are only read for as long
+// as the wrapper lives; concurrent reads of a libtorch tensor are safe.
 unsafe impl Sync for SharedTensor {}
 
 impl SharedTensor {
-    pub fn new(t: Tensor) -> Self {
+    /// Wrap `t` (detached from autograd) for reading from several threads.
+    ///
+    /// # Safety
+    ///
+    /// For as long as the returned value lives, neither the caller nor any
+    /// code that reaches the tensor through it (by `Deref`) may modify the
+    /// tensor or any tensor sharing its storage (`t` itself, its views and
+    /// shallow clones): no in-place operation (`fill_`, `copy_`, `add_`, ...),
+    /// no `set_requires_grad`, no `backward` into it, from any thread. Only
+    /// out-of-place reads (indexing, `matmul`, `to_device`, ...) are allowed.
+    /// The simplest way to keep this promise is to build the tensor just for
+    /// the wrapper, keep the wrapper in a private field and use it only in
+    /// out-of-place expressions.
+    pub unsafe fn new(t: Tensor) -> Self {
         SharedTensor(t.detach())
     }
 }

@@ -80,13 +80,19 @@ impl LinearRegression {
         let h = xtx / n as f64;
         let eig = h.linalg_eigvalsh("L");
         let nb = (n / batch_size) as i64;
+        // SAFETY: `xt` and `yt` are built here and dropped at the end of this
+        // function; the wrappers live in private fields that `loss` only reads
+        // out of place (`get`, `index_select`, `mv`, subtraction).
+        let (x, y) = unsafe {
+            (SharedTensor::new(xt.reshape([nb, batch_size as i64, d as i64])), SharedTensor::new(yt.reshape([nb, batch_size as i64])))
+        };
         Ok(LinearRegression {
             n,
             d,
             batch_size,
             stacked: true,
-            x: SharedTensor::new(xt.reshape([nb, batch_size as i64, d as i64])),
-            y: SharedTensor::new(yt.reshape([nb, batch_size as i64])),
+            x,
+            y,
             w_star: Vec::<f64>::try_from(&w_star)?,
             hessian: Vec::<f64>::try_from(&h.reshape([-1]))?,
             eigenvalues: Vec::<f64>::try_from(&eig)?,
@@ -194,14 +200,20 @@ impl ProductModel {
         let sxx = s[0].iter().sum::<f64>() / nb as f64;
         let sxy = s[1].iter().sum::<f64>() / nb as f64;
         let [a, b, c] = s;
-        Ok(ProductModel {
-            n,
-            batch_size,
-            stats: [
+        // SAFETY: fresh tensors copied from `a`, `b`, `c`, owned only by the
+        // private field `stats`, which `loss` and `loss_and_grad` only read
+        // out of place (`index_select`, products).
+        let stats = unsafe {
+            [
                 SharedTensor::new(Tensor::from_slice(&a)),
                 SharedTensor::new(Tensor::from_slice(&b)),
                 SharedTensor::new(Tensor::from_slice(&c)),
-            ],
+            ]
+        };
+        Ok(ProductModel {
+            n,
+            batch_size,
+            stats,
             sxx,
             sxy,
         })
