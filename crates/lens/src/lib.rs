@@ -1,5 +1,6 @@
-//! headlab-lens: the four "seed lenses" of DESIGN.md, each a small toy task
-//! reproducing a paper's finding plus the same measurement on physics runs:
+//! headlab-lens: four lenses on how attention learns, each a small toy task
+//! that reproduces one paper's finding, plus the same measurement on physics
+//! runs:
 //! in-context linear regression with linear attention (Ahn et al. 2023),
 //! attention score scaling (Bernhard 2023), scan-and-snap (Tian et al. 2023)
 //! and max-margin token selection (Tarzanagh et al. 2023);
