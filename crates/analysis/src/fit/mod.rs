@@ -595,7 +595,7 @@ pub fn fit_series(s: &Series, t_anchor: f64, opt: &FitOptions) -> Option<SeriesF
     let block = block_length(n, rho);
     let q: Vec<f64> = raw.iter().map(|r| qaicc(r.rss, n, n_eff, r.model.n_params())).collect();
     let best_q = raw.iter().zip(&q).filter(|(r, _)| r.degenerate.is_empty()).map(|(_, &v)| v).fold(f64::INFINITY, f64::min);
-    let wsum: f64 = raw.iter().zip(&q).filter(|(r, _)| r.degenerate.is_empty()).map(|(_, &v)| (-(v - best_q) / 2.0).exp()).sum();
+    let wsum: f64 = raw.iter().zip(&q).filter(|(r, _)| r.degenerate.is_empty() && best_q.is_finite()).map(|(_, &v)| (-(v - best_q) / 2.0).exp()).sum();
 
     let grid = band_grid(s);
     let a2 = (1.0 - opt.level) / 2.0;
@@ -677,8 +677,8 @@ pub fn fit_series(s: &Series, t_anchor: f64, opt: &FitOptions) -> Option<SeriesF
             n,
             aicc: plain(r),
             qaicc: qv,
-            delta: if deg { f64::NAN } else { qv - best_q },
-            weight: if deg || !(wsum > 0.0) { 0.0 } else { (-(qv - best_q) / 2.0).exp() / wsum },
+            delta: if deg || !best_q.is_finite() { f64::NAN } else { qv - best_q },
+            weight: if deg || !best_q.is_finite() || !(wsum > 0.0) { 0.0 } else { (-(qv - best_q) / 2.0).exp() / wsum },
             degenerate: r.degenerate.clone(),
             notes,
             rho: own_rho,

@@ -25,8 +25,9 @@ use super::sweep::Backend;
 /// --keep-schedule is given, so that a decaying schedule cannot shape the
 /// tail; fits against Σ lr are reported beside fits against steps either way.
 ///
-/// Output: OUT/runs/seed=K/ (one run per seed), OUT/report/index.html,
-/// OUT/study.txt (the verdict and figures in words).
+/// Output: OUT/runs/NAME/ (one run per seed), OUT/report/index.html,
+/// OUT/study.txt (the verdict and figures in words), OUT/study_sweep.toml
+/// (the study as a sweep file).
 ///
 /// Example:
 ///   headlab simulate --scene scenes/demo.toml --out data/demo.h5
@@ -68,6 +69,9 @@ pub struct Args {
     /// Confidence level of every interval.
     #[arg(long, default_value_t = 0.95)]
     pub level: f64,
+    /// Evaluation frames of each seed's probe [default: the probe's].
+    #[arg(long)]
+    pub eval_frames: Option<usize>,
     /// The headlab binary the runs call (default: this one).
     #[arg(long)]
     pub headlab: Option<PathBuf>,
@@ -111,16 +115,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("--level {} must lie strictly between 0 and 1 (e.g. 0.95)", args.level);
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let cfg_path = args.out.join("study_config.toml");
-    let cfg = study_config(&args)?;
-    let text = format!("# Training config of every seed of this study (written by headlab study).\n{}", toml::to_string_pretty(&cfg).context("the study config cannot be written as TOML")?);
-    if std::fs::read_to_string(&cfg_path).ok().as_deref() != Some(text.as_str()) {
-        let tmp = cfg_path.with_extension("toml.tmp~");
+    // The study is a sweep over seeds: its sweep file records everything.
+    let abs = |p: &PathBuf| std::path::absolute(p).with_context(|| format!("{}: cannot resolve the path", p.display()));
+    let mut run = headlab_sweep::spec::RunConfig { report: false, ..Default::default() };
+    if let Some(n) = args.eval_frames {
+        run.probe_args = vec!["--eval-frames".into(), n.to_string()];
+    }
+    let file = headlab_sweep::spec::SweepFile {
+        data: args.data.as_ref().map(abs).transpose()?,
+        scene: args.scene.as_ref().map(abs).transpose()?,
+        base: study_config(&args)?,
+        n_seeds: Some(args.seeds),
+        run,
+        ..Default::default()
+    };
+    let sweep_path = args.out.join("study_sweep.toml");
+    let text = format!("# The study as a seed sweep (written by headlab study; `headlab sweep` runs it too).\n{}", toml::to_string_pretty(&file).context("the study's sweep file cannot be written as TOML")?);
+    if std::fs::read_to_string(&sweep_path).ok().as_deref() != Some(text.as_str()) {
+        let tmp = sweep_path.with_extension("toml.tmp~");
         std::fs::write(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &cfg_path).with_context(|| format!("writing {}", cfg_path.display()))?;
+        std::fs::rename(&tmp, &sweep_path).with_context(|| format!("writing {}", sweep_path.display()))?;
     }
     let sweep_args = || super::sweep::Args {
-        file: None,
+        file: Some(sweep_path.clone()),
         backend: args.backend,
         jobs: args.jobs,
         out: Some(args.out.clone()),
@@ -129,10 +146,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         status: false,
         no_wait: false,
         no_report: true,
-        seeds: Some(args.seeds),
-        config: Some(cfg_path.clone()),
-        data: args.data.clone(),
-        scene: args.scene.clone(),
+        seeds: None,
+        config: None,
+        data: None,
+        scene: None,
         steps: args.steps,
         headlab: args.headlab.clone(),
     };
