@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use headlab_analysis::fit::text::{fmt_est as fmt_estimate, seeds_text, table_rows, verdict_sentence};
 use headlab_analysis::fit::{fit_seeds, FitModel, FitOptions, FitReport, Series, SeriesFit};
-use headlab_analysis::fitrun::{axis_times, collision_head, fit_analysis, head_series, head_series_on, stored_fits, RunFits, TimeAxis, DEFAULT_SERIES};
+use headlab_analysis::fitrun::{axis_times, collision_head, fit_analysis, head_series_on, stored_fits, RunFits, TimeAxis, DEFAULT_SERIES};
 use headlab_analysis::heads::{analysis_path, best_head, BestHead};
 use headlab_analysis::lens_physics;
 use headlab_store::analysis::{read_analysis, Analysis};

@@ -35,7 +35,7 @@ pub use seeds::{fit_seeds, SeedStat, SeedSummary, SeedTest, StudyVerdict};
 use lm::{levenberg_marquardt, Problem};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use stats::{block_length, block_resample, chi2_1_quantile, quantile, rho_corrected};
+use stats::{block_length, block_resample, chi2_1_quantile, quantile, rho_corrected, t_quantile};
 
 /// AICc margin (in units of the autocorrelation-adjusted AICc) by which the
 /// best form of one family must beat the best of the other for a verdict: a
@@ -415,10 +415,13 @@ fn bound_flags(model: FitModel, th: &[f64], ctx: &FitContext, s: &Series, yscale
     let span = (1.0 - x1).max(1e-9);
     match model {
         FitModel::Power => {
+            // (1 + u/d)^(−α) → exp(−u·α/d) as d, α → ∞: a steep power law
+            // whose origin lies more than the fitted span before the data
+            // is the exponential limit, not a power law.
             let d = th[2].exp();
             let a = th[3].exp();
-            if d > 10.0 * span && a > 5.0 {
-                out.push(format!("t_on = {:.0} and α = {:.1} diverge together: the curve has collapsed onto an exponential", nat[2], a));
+            if d > span && a > 8.0 {
+                out.push(format!("t_on = {:.0} and α = {:.1} run away together: the curve is the exponential limit of the power law (τ = {:.0})", nat[2], a, d / a * ctx.t_scale));
             }
         }
         FitModel::Exp => {
@@ -443,14 +446,21 @@ fn bound_flags(model: FitModel, th: &[f64], ctx: &FitContext, s: &Series, yscale
 
 /// Profile-likelihood interval of the exponent of `model` (internal index
 /// `idx`, on a ln scale): the exponents whose profile deviance
-/// n·ln(RSS(α)/RSS_min)/ĉ stays below the χ²₁ quantile of `level`. A side
+/// n·ln(RSS(α)/RSS_min)/ĉ stays below the threshold of `level` (χ²₁,
+/// calibrated for the effective degrees of freedom). A side
 /// the deviance never crosses before the bound is open (NaN). Returns
 /// (lo, hi) in natural units.
 #[allow(clippy::too_many_arguments)]
 fn profile_exponent(model: FitModel, idx: usize, s: &Series, ctx: &FitContext, yscale: f64, th_hat: &[f64], rss_hat: f64, c_hat: f64, level: f64) -> (f64, f64) {
     let (lo, hi) = model.bounds(ctx, yscale);
-    let thr = chi2_1_quantile(level);
     let n = s.len() as f64;
+    // Small-sample calibration: with ν = n_eff − p residual degrees of
+    // freedom the deviance threshold is n_eff·ln(1 + t²_ν/ν) (the F-based
+    // interval of nonlinear least squares), which tends to χ²₁ for large ν.
+    let n_eff = n / c_hat;
+    let nu = (n_eff - model.n_params() as f64).max(1.0);
+    let tq = t_quantile(0.5 + level / 2.0, nu);
+    let thr = if tq.is_finite() { n_eff * (1.0 + tq * tq / nu).ln() } else { chi2_1_quantile(level) };
     let rlo: Vec<f64> = lo.iter().enumerate().filter(|(k, _)| *k != idx).map(|(_, v)| *v).collect();
     let rhi: Vec<f64> = hi.iter().enumerate().filter(|(k, _)| *k != idx).map(|(_, v)| *v).collect();
     let reduce = |th: &[f64]| -> Vec<f64> { th.iter().enumerate().filter(|(k, _)| *k != idx).map(|(_, v)| *v).collect() };
