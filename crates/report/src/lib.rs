@@ -462,11 +462,21 @@ fn seeds_section(sum: &headlab_analysis::fit::SeedSummary, sel: &[&(TimeAxis, St
         sum.tail.verdict.words(),
         sum.tail.evidence,
         sum.whole.verdict.words(),
-        esc(&seed_stat(&sum.alpha_onset, 2)),
-        esc(&seed_stat(&sum.alpha_free, 2))
+        esc(&seed_stat_log(&sum.alpha_onset)),
+        esc(&seed_stat_log(&sum.alpha_free))
     );
     let _ = writeln!(h, "<figure><img src=\"{f}\" alt=\"{f}\"><figcaption>The collision head's score in every seed (dots) against {} with that seed's best non-degenerate tail fit.</figcaption></figure>", esc(axis.label()), f = esc(fig));
     h
+}
+
+fn seed_stat_log(s: &headlab_analysis::fit::SeedStat) -> String {
+    if s.n == 0 {
+        "–".into()
+    } else if s.lo.is_finite() {
+        format!("{:.2} [{:.2}, {:.2}] over {} seeds (geometric mean; s.d. factor {:.2})", s.mean, s.lo, s.hi, s.n, s.sd)
+    } else {
+        format!("{:.2} (one seed)", s.mean)
+    }
 }
 
 fn seed_stat(s: &headlab_analysis::fit::SeedStat, digits: usize) -> String {

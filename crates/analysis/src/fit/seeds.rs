@@ -26,6 +26,14 @@ pub struct SeedStat {
 }
 
 impl SeedStat {
+    /// Summary of positive values on a log scale: geometric mean, the
+    /// between-seed s.d. of ln v (as a factor e^sd stored in `sd`), and the
+    /// Student-t interval of the mean of ln v mapped back (always positive).
+    pub fn of_log(v: &[f64], level: f64) -> SeedStat {
+        let logs: Vec<f64> = v.iter().filter(|x| x.is_finite() && **x > 0.0).map(|x| x.ln()).collect();
+        let s = SeedStat::of(&logs, level);
+        SeedStat { n: s.n, mean: s.mean.exp(), sd: s.sd.exp(), lo: s.lo.exp(), hi: s.hi.exp() }
+    }
     /// Summary of `v` (non-finite values skipped) at confidence `level`.
     pub fn of(v: &[f64], level: f64) -> SeedStat {
         let vals: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
@@ -111,10 +119,17 @@ pub struct SeedSummary {
     pub per_seed: Vec<FitReport>,
     /// Emergence step over seeds.
     pub emergence: SeedStat,
-    /// Tail exponent measured from the onset (power_onset α), over the seeds where it is not degenerate.
+    /// Tail exponent measured from the onset (power_onset α), over the
+    /// seeds where the fit is not degenerate and its profile interval is
+    /// closed: geometric mean, s.d. factor and t-interval on ln α.
     pub alpha_onset: SeedStat,
-    /// Tail exponent with a free time origin (power α), over the seeds where it is not degenerate.
+    /// Mean Akaike weight of power_onset on the tails (0 where degenerate):
+    /// how much the data back the form whose exponent is summarized.
+    pub alpha_onset_weight: f64,
+    /// Tail exponent with a free time origin (power α), as `alpha_onset`.
     pub alpha_free: SeedStat,
+    /// Mean Akaike weight of power on the tails.
+    pub alpha_free_weight: f64,
     /// The family test on the tails.
     pub tail: SeedTest,
     /// The family test on the whole curves.
@@ -132,7 +147,11 @@ impl SeedSummary {
 /// Summarize per-seed fits over seeds at confidence `level`.
 pub fn fit_seeds(per_seed: Vec<FitReport>, level: f64) -> SeedSummary {
     let exponent = |m: FitModel| -> Vec<f64> {
-        per_seed.iter().map(|r| r.tail.as_ref().and_then(|t| t.get(m)).and_then(|f| f.exponent()).map(|e| e.value).unwrap_or(f64::NAN)).collect()
+        per_seed.iter().map(|r| r.tail.as_ref().and_then(|t| t.get(m)).and_then(|f| f.exponent()).filter(|e| e.has_interval()).map(|e| e.value).unwrap_or(f64::NAN)).collect()
+    };
+    let weight = |m: FitModel| -> f64 {
+        let w: Vec<f64> = per_seed.iter().map(|r| r.tail.as_ref().map(|t| t.get(m).map(|f| f.weight).unwrap_or(0.0)).unwrap_or(f64::NAN)).filter(|w| w.is_finite()).collect();
+        if w.is_empty() { f64::NAN } else { w.iter().sum::<f64>() / w.len() as f64 }
     };
     let em: Vec<f64> = per_seed.iter().map(|r| r.emergence.map(|e| e.value).unwrap_or(f64::NAN)).collect();
     let tails: Vec<Option<&SeriesFit>> = per_seed.iter().map(|r| r.tail.as_ref()).collect();
@@ -141,8 +160,10 @@ pub fn fit_seeds(per_seed: Vec<FitReport>, level: f64) -> SeedSummary {
         n_seeds: per_seed.len(),
         level,
         emergence: SeedStat::of(&em, level),
-        alpha_onset: SeedStat::of(&exponent(FitModel::PowerOnset), level),
-        alpha_free: SeedStat::of(&exponent(FitModel::Power), level),
+        alpha_onset: SeedStat::of_log(&exponent(FitModel::PowerOnset), level),
+        alpha_onset_weight: weight(FitModel::PowerOnset),
+        alpha_free: SeedStat::of_log(&exponent(FitModel::Power), level),
+        alpha_free_weight: weight(FitModel::Power),
         tail: seed_test(&tails),
         whole: seed_test(&wholes),
         per_seed,

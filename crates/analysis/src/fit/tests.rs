@@ -218,11 +218,13 @@ fn seeds_are_the_unit_of_replication() {
     let sum = fit_seeds(reports, 0.95);
     let a = sum.alpha_onset;
     assert_eq!(a.n, 5);
-    let mean = alphas.iter().sum::<f64>() / 5.0;
-    assert!(a.lo <= mean && mean <= a.hi, "{a:?}");
-    assert!((a.sd - 0.119).abs() < 0.04, "{a:?}");
-    // t(0.975, 4) · sd / √5
-    assert!(((a.hi - a.lo) / 2.0 - 2.776 * a.sd / 5f64.sqrt()).abs() < 1e-3);
+    // Geometric mean of the seeds' exponents, interval on ln α.
+    let gmean = (alphas.iter().map(|a: &f64| a.ln()).sum::<f64>() / 5.0).exp();
+    assert!(a.lo <= gmean && gmean <= a.hi && (a.mean / gmean - 1.0).abs() < 0.05, "{a:?} vs {gmean}");
+    let sd_ln = a.sd.ln();
+    assert!((sd_ln - 0.17).abs() < 0.06, "{a:?}");
+    // t(0.975, 4) · sd / √5 on the log scale.
+    assert!(((a.hi / a.lo).ln() / 2.0 - 2.776 * sd_ln / 5f64.sqrt()).abs() < 1e-3, "{a:?}");
     let mean_within = within.iter().sum::<f64>() / 5.0;
     assert!(a.hi - a.lo > mean_within, "seed interval {} vs within-run {mean_within}", a.hi - a.lo);
     assert_eq!(sum.verdict(), StudyVerdict::Supported, "{}", sum.tail.reason);
