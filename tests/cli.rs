@@ -186,7 +186,7 @@ fn every_subcommand_has_help() {
     let o = headlab(&["--help"], dir.path());
     let top = text(&o);
     assert!(o.status.success());
-    for sub in ["demo", "simulate", "inspect", "train", "eval", "probe", "fit", "report", "llc", "sweep", "lens"] {
+    for sub in ["demo", "simulate", "inspect", "train", "eval", "probe", "fit", "report", "llc", "sweep", "study", "lens"] {
         assert!(top.contains(sub), "top-level help lacks {sub}");
         let o = headlab(&[sub, "--help"], dir.path());
         assert!(o.status.success(), "{sub} --help failed: {}", text(&o));
@@ -221,4 +221,38 @@ fn lens_scaling_modes_are_refused_together() {
     assert!(t.contains("required") && t.contains("--run"), "{t}");
     // Nothing was written.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// `headlab study` at tiny size: two seeds through the sweep machinery,
+/// probed, fitted one by one (both time axes) and summarized over seeds,
+/// with a constant learning rate after warm-up.
+#[test]
+fn study_at_tiny_size_fits_seeds_and_gives_a_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let scene = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenes/demo.toml");
+    let o = headlab(&["simulate", "--scene", scene, "--trajectories", "8", "--frames", "16", "--out", "d.h5"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let cfg = "batch_size = 8\neval_interval = 20\nval_samples = 16\nval_fraction = 0.25\ndevice = \"cpu\"\nthreads = 1\n[schedule]\nwarmup = 5\n[model]\nn_layers = 1\nn_heads = 2\nd_model = 16\n[checkpoints]\ncount = 12\ndense_start = 5\ndense_end = 30\n";
+    std::fs::write(dir.path().join("tiny.toml"), cfg).unwrap();
+    let args = ["study", "--data", "d.h5", "--seeds", "2", "--config", "tiny.toml", "--steps", "40", "--jobs", "2", "--eval-frames", "12", "--bootstrap", "5", "--out", "st"];
+    let o = headlab(&args, dir.path());
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let st = dir.path().join("st");
+    // Constant learning rate after warm-up in every seed's config.
+    let runs: Vec<_> = std::fs::read_dir(st.join("runs")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    for r in &runs {
+        let c = std::fs::read_to_string(r.join("config.toml")).unwrap();
+        assert!(c.contains("kind = \"constant\""), "{c}");
+        assert!(r.join("analysis.h5").exists());
+    }
+    let words = std::fs::read_to_string(st.join("study.txt")).unwrap();
+    assert!(words.contains("Verdict over 2 seeds") && words.contains("cumulative learning rate"), "{words}");
+    assert!(t.contains("against training step: ") && t.contains("report: "), "{t}");
+    let html = std::fs::read_to_string(st.join("report/index.html")).unwrap();
+    assert!(html.contains("Across seeds") && html.contains("over seeds"));
+    // One seed is refused with the reason.
+    let o = headlab(&["study", "--data", "d.h5", "--seeds", "1"], dir.path());
+    assert!(!o.status.success() && text(&o).contains("at least 2 seeds"), "{}", text(&o));
 }

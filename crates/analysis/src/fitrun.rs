@@ -1,13 +1,16 @@
-//! Fitting the probe series of whole runs: every head of every run, stored
-//! in the run's analysis.h5 (`/fits` attribute named after the series, TOML),
-//! and the collision heads of several seeds pooled.
+//! Fitting the probe series of whole runs: every head of every run, on the
+//! training-step axis and on the cumulative-learning-rate axis (so that a
+//! learning-rate schedule cannot masquerade as a law), stored in the run's
+//! analysis.h5 (`/fits` attribute named after the series and axis, TOML);
+//! and, over several runs (seeds), the collision heads summarized with seeds
+//! as the unit of replication.
 
 use std::path::{Path, PathBuf};
 
 use headlab_store::analysis::{read_analysis, write_analysis, Analysis};
 use serde::{Deserialize, Serialize};
 
-use crate::fit::{fit_pooled, fit_report, FitOptions, FitReport, PooledFit, Series};
+use crate::fit::{fit_report, fit_seeds, FitOptions, FitReport, SeedSummary, Series};
 use crate::heads::analysis_path;
 use crate::{AnalysisError, Result};
 
@@ -15,42 +18,146 @@ use crate::{AnalysisError, Result};
 /// score with partners overlapping at the input frame.
 pub const DEFAULT_SERIES: &str = "score_excl_norm_overlap";
 
+/// The time axis of a fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeAxis {
+    /// Training step (number of optimizer updates).
+    #[default]
+    Step,
+    /// Cumulative learning rate Σ lr over the updates before the checkpoint,
+    /// divided by the peak learning rate: "steps at full learning rate". A
+    /// constant schedule makes it equal to the step (after warm-up).
+    Lr,
+}
+
+impl TimeAxis {
+    /// Both axes.
+    pub const ALL: [TimeAxis; 2] = [TimeAxis::Step, TimeAxis::Lr];
+    /// Short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeAxis::Step => "step",
+            TimeAxis::Lr => "lr",
+        }
+    }
+    /// Axis label for plots and tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            TimeAxis::Step => "training step",
+            TimeAxis::Lr => "cumulative learning rate (Σ lr / peak lr)",
+        }
+    }
+    /// Parse `step` or `lr`.
+    pub fn parse(s: &str) -> Option<TimeAxis> {
+        TimeAxis::ALL.into_iter().find(|a| a.name() == s)
+    }
+    /// The key of the fits of `series` on this axis in analysis.h5.
+    pub fn fits_key(self, series: &str) -> String {
+        match self {
+            TimeAxis::Step => series.to_string(),
+            TimeAxis::Lr => format!("{series}@lr"),
+        }
+    }
+}
+
+/// One head's fits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeadFit {
+    /// Layer index.
     pub layer: usize,
+    /// Head index.
     pub head: usize,
+    /// Whole curve, tail and emergence.
     pub report: FitReport,
 }
 
-/// All heads of one run, fitted on one series.
+/// All heads of one run, fitted on one series and one time axis.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunFits {
+    /// Series name.
     pub series: String,
+    /// Time axis.
+    #[serde(default)]
+    pub axis: TimeAxis,
+    /// Options used.
     pub options: FitOptions,
+    /// Every head.
     pub heads: Vec<HeadFit>,
 }
 
 impl RunFits {
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("# could not serialize fits: {e}\n"))
+    /// TOML text as stored in analysis.h5.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| AnalysisError::Config { key: "fits".into(), value: self.series.clone(), hint: format!("cannot be written as TOML: {e}") })
     }
+    /// Parse stored fits; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<RunFits> {
         toml::from_str(text).map_err(|e| AnalysisError::Run { path: PathBuf::from(origin), msg: format!("fits cannot be read ({e}); run `headlab fit` again") })
     }
+    /// One head's fits.
     pub fn head(&self, layer: usize, head: usize) -> Option<&HeadFit> {
         self.heads.iter().find(|h| h.layer == layer && h.head == head)
     }
 }
 
-/// One head's series as a fit input (steps as f64).
-pub fn head_series(a: &Analysis, series: &str, layer: usize, head: usize) -> Option<Series> {
-    let y = a.head_series(series, layer, head)?;
-    let t: Vec<f64> = a.steps.iter().map(|&s| s as f64).collect();
-    Some(Series::new(&t, &y))
+/// The time of every probed checkpoint of a run on `axis`. For `lr`, reads
+/// the learning rate of every update from RUN/metrics.h5.
+pub fn axis_times(run: &Path, a: &Analysis, axis: TimeAxis) -> Result<Vec<f64>> {
+    let steps: Vec<f64> = a.steps.iter().map(|&s| s as f64).collect();
+    match axis {
+        TimeAxis::Step => Ok(steps),
+        TimeAxis::Lr => {
+            let p = run.join("metrics.h5");
+            if !p.exists() {
+                return Err(AnalysisError::Run { path: p, msg: "not found; the cumulative-learning-rate axis needs the training metrics (use --axis step)".into() });
+            }
+            let m = headlab_store::metrics::read_metrics(&p)?;
+            cumulative_lr(&m.step, &m.lr, &a.steps).map_err(|msg| AnalysisError::Run { path: p, msg })
+        }
+    }
 }
 
-/// Fit every head of an analysis.
-pub fn fit_analysis(a: &Analysis, series: &str, opts: &FitOptions) -> Result<RunFits> {
+/// Σ lr over the updates that led to each checkpoint step, divided by the
+/// peak learning rate. `steps`/`lr`: as in metrics.h5, the step each update
+/// led to (1, 2, …) and its learning rate. Errors when an update a
+/// checkpoint needs is missing.
+pub fn cumulative_lr(steps: &[u64], lr: &[f32], checkpoints: &[u64]) -> std::result::Result<Vec<f64>, String> {
+    if steps.len() != lr.len() {
+        return Err(format!("/train/step has {} entries but /train/lr {}", steps.len(), lr.len()));
+    }
+    let peak = lr.iter().map(|&v| v as f64).fold(0.0, f64::max);
+    if !(peak > 0.0) {
+        return Err("no positive learning rate in /train/lr".into());
+    }
+    let mut pairs: Vec<(u64, f64)> = steps.iter().zip(lr).map(|(&s, &l)| (s, l as f64)).collect();
+    pairs.sort_by_key(|p| p.0);
+    pairs.dedup_by_key(|p| p.0);
+    let mut out = Vec::with_capacity(checkpoints.len());
+    for &c in checkpoints {
+        let used: Vec<&(u64, f64)> = pairs.iter().filter(|p| p.0 >= 1 && p.0 <= c).collect();
+        if used.len() as u64 != c {
+            return Err(format!("the learning rate of {} of the {c} updates before checkpoint {c} is not recorded", c - used.len() as u64));
+        }
+        out.push(used.iter().map(|p| p.1).sum::<f64>() / peak);
+    }
+    Ok(out)
+}
+
+/// One head's series on the given times.
+pub fn head_series(a: &Analysis, series: &str, layer: usize, head: usize) -> Option<Series> {
+    let t: Vec<f64> = a.steps.iter().map(|&s| s as f64).collect();
+    head_series_on(a, series, layer, head, &t)
+}
+
+/// One head's series with `times[k]` for the k-th probed checkpoint.
+pub fn head_series_on(a: &Analysis, series: &str, layer: usize, head: usize, times: &[f64]) -> Option<Series> {
+    let y = a.head_series(series, layer, head)?;
+    Some(Series::new(times, &y))
+}
+
+/// Fit every head of an analysis on the given times.
+pub fn fit_analysis(a: &Analysis, series: &str, axis: TimeAxis, times: &[f64], opts: &FitOptions) -> Result<RunFits> {
     if !a.series.contains_key(series) {
         return Err(AnalysisError::Config {
             key: "series".into(),
@@ -58,22 +165,25 @@ pub fn fit_analysis(a: &Analysis, series: &str, opts: &FitOptions) -> Result<Run
             hint: format!("analysis.h5 has: {}", a.series.keys().cloned().collect::<Vec<_>>().join(", ")),
         });
     }
+    if times.len() != a.steps.len() {
+        return Err(AnalysisError::Config { key: "axis".into(), value: axis.name().into(), hint: format!("{} times for {} checkpoints", times.len(), a.steps.len()) });
+    }
     use rayon::prelude::*;
     let ids: Vec<(usize, usize)> = (0..a.n_layers).flat_map(|l| (0..a.n_heads).map(move |h| (l, h))).collect();
     let heads: Vec<HeadFit> = ids
         .par_iter()
-        .map(|&(layer, head)| {
-            let s = head_series(a, series, layer, head).unwrap();
+        .filter_map(|&(layer, head)| {
+            let s = head_series_on(a, series, layer, head, times)?;
             let o = FitOptions { seed: opts.seed ^ ((layer * 1000 + head) as u64), ..opts.clone() };
-            HeadFit { layer, head, report: fit_report(&s, &o) }
+            Some(HeadFit { layer, head, report: fit_report(&s, &o) })
         })
         .collect();
-    Ok(RunFits { series: series.into(), options: opts.clone(), heads })
+    Ok(RunFits { series: series.into(), axis, options: opts.clone(), heads })
 }
 
-/// The fits stored in a run's analysis, if any.
-pub fn stored_fits(a: &Analysis, series: &str, origin: &Path) -> Option<Result<RunFits>> {
-    a.fits.get(series).map(|t| RunFits::from_toml(t, &origin.display().to_string()))
+/// The fits stored in a run's analysis for `series` on `axis`, if any.
+pub fn stored_fits(a: &Analysis, series: &str, axis: TimeAxis, origin: &Path) -> Option<Result<RunFits>> {
+    a.fits.get(&axis.fits_key(series)).map(|t| RunFits::from_toml(t, &origin.display().to_string()))
 }
 
 /// The collision head of a run: highest final value of `series`.
@@ -81,46 +191,54 @@ pub fn collision_head(a: &Analysis, series: &str) -> Option<(usize, usize)> {
     let s = a.steps.len().checked_sub(1)?;
     let v = a.series.get(series)?;
     let lh = a.n_layers * a.n_heads;
-    let k = (0..lh).filter(|&k| v[s * lh + k].is_finite()).max_by(|&x, &y| v[s * lh + x].total_cmp(&v[s * lh + y]))?;
+    let k = (0..lh).filter(|&k| v.get(s * lh + k).is_some_and(|x| x.is_finite())).max_by(|&x, &y| v[s * lh + x].total_cmp(&v[s * lh + y]))?;
     Some((k / a.n_heads, k % a.n_heads))
 }
 
+/// What [`fit_runs`] computed.
 #[derive(Debug, Clone)]
 pub struct FitSummary {
+    /// The runs, in order.
     pub runs: Vec<PathBuf>,
-    pub per_run: Vec<RunFits>,
+    /// Per run: its fits on every axis asked for.
+    pub per_run: Vec<Vec<RunFits>>,
     /// Collision head (layer, head) of each run.
     pub collision_heads: Vec<Option<(usize, usize)>>,
-    /// The collision heads of all runs pooled (when there are ≥ 2 runs).
-    pub pooled: Option<PooledFit>,
+    /// Per axis: the collision heads summarized over the runs (seeds), when
+    /// there are at least two runs.
+    pub seeds: Vec<(TimeAxis, SeedSummary)>,
 }
 
-/// Fit every head of each run (storing the fits in its analysis.h5) and pool
-/// the runs' collision heads. Runs must have been probed.
-pub fn fit_runs(runs: &[PathBuf], series: &str, opts: &FitOptions) -> Result<FitSummary> {
+/// Fit every head of each run on each axis (storing the fits in its
+/// analysis.h5) and summarize the runs' collision heads over seeds. Runs
+/// must have been probed.
+pub fn fit_runs(runs: &[PathBuf], series: &str, axes: &[TimeAxis], opts: &FitOptions) -> Result<FitSummary> {
     let mut per_run = Vec::new();
     let mut heads = Vec::new();
-    let mut pooled_series = Vec::new();
+    let mut seed_reports: Vec<Vec<FitReport>> = vec![Vec::new(); axes.len()];
     for run in runs {
         let p = analysis_path(run);
         if !p.exists() {
             return Err(AnalysisError::Run { path: p, msg: "not found; probe the run first (headlab probe RUN)".into() });
         }
         let mut a = read_analysis(&p, true)?;
-        let f = fit_analysis(&a, series, opts)?;
-        a.fits.insert(series.to_string(), f.to_toml());
-        write_analysis(&p, &a)?;
         let ch = collision_head(&a, series);
-        if let Some((l, h)) = ch {
-            if let Some(s) = head_series(&a, series, l, h) {
-                pooled_series.push(s);
+        let mut fits = Vec::new();
+        for (ai, &axis) in axes.iter().enumerate() {
+            let times = axis_times(run, &a, axis)?;
+            let f = fit_analysis(&a, series, axis, &times, opts)?;
+            a.fits.insert(axis.fits_key(series), f.to_toml()?);
+            if let Some(h) = ch.and_then(|(l, h)| f.head(l, h)) {
+                seed_reports[ai].push(h.report.clone());
             }
+            fits.push(f);
         }
+        write_analysis(&p, &a)?;
         heads.push(ch);
-        per_run.push(f);
+        per_run.push(fits);
     }
-    let pooled = if pooled_series.len() >= 2 { Some(fit_pooled(&pooled_series, opts)) } else { None };
-    Ok(FitSummary { runs: runs.to_vec(), per_run, collision_heads: heads, pooled })
+    let seeds = if runs.len() >= 2 { axes.iter().zip(seed_reports).map(|(&ax, r)| (ax, fit_seeds(r, opts.level))).collect() } else { Vec::new() };
+    Ok(FitSummary { runs: runs.to_vec(), per_run, collision_heads: heads, seeds })
 }
 
 #[cfg(test)]
@@ -133,15 +251,30 @@ mod tests {
         let t: Vec<f64> = (0..30).map(|k| (10.0 * 1.3f64.powi(k)).round()).collect();
         let y: Vec<f64> = t.iter().map(|&x| 0.8 - 0.8 * (1.0 + x / 50.0).powf(-0.7) + 0.003 * ((x * 7.1).sin())).collect();
         let r = fit_report(&Series::new(&t, &y), &FitOptions { bootstrap: 10, ..Default::default() });
-        let rf = RunFits { series: "s".into(), options: FitOptions::default(), heads: vec![HeadFit { layer: 1, head: 2, report: r }] };
-        let text = rf.to_toml();
+        let rf = RunFits { series: "s".into(), axis: TimeAxis::Lr, options: FitOptions::default(), heads: vec![HeadFit { layer: 1, head: 2, report: r }] };
+        let text = rf.to_toml().unwrap();
         let back = RunFits::from_toml(&text, "x").unwrap();
+        assert_eq!(back.axis, TimeAxis::Lr);
         let (a, b) = (&rf.heads[0].report, &back.heads[0].report);
-        assert_eq!(a.whole.as_ref().unwrap().best().unwrap().model, b.whole.as_ref().unwrap().best().unwrap().model);
         let pa = a.whole.as_ref().unwrap().get(FitModel::Power).unwrap();
         let pb = b.whole.as_ref().unwrap().get(FitModel::Power).unwrap();
         assert_eq!(pa.internal, pb.internal);
         assert_eq!(pa.predict(123.0), pb.predict(123.0));
+        assert_eq!(pa.degenerate, pb.degenerate);
         assert!(RunFits::from_toml("garbage = ", "here.h5").unwrap_err().to_string().contains("headlab fit"));
+    }
+
+    #[test]
+    fn cumulative_learning_rate_axis() {
+        // Warm-up over 2 updates to 1e-3, then constant.
+        let steps: Vec<u64> = (1..=10).collect();
+        let lr: Vec<f32> = (0..10).map(|s| if s < 2 { 1e-3 * (s + 1) as f32 / 2.0 } else { 1e-3 }).collect();
+        let c = cumulative_lr(&steps, &lr, &[0, 1, 2, 5, 10]).unwrap();
+        let want = [0.0, 0.5, 1.5, 4.5, 9.5];
+        for (a, b) in c.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{c:?}");
+        }
+        assert!(cumulative_lr(&steps, &lr, &[11]).unwrap_err().contains("not recorded"));
+        assert!(cumulative_lr(&steps, &lr[..3], &[1]).is_err());
     }
 }

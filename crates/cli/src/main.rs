@@ -33,6 +33,7 @@ enum Command {
     Fit(cmd::fit::Args),
     Report(cmd::report::Args),
     Sweep(cmd::sweep::Args),
+    Study(cmd::study::Args),
     /// Paper lenses: toy tasks reproducing a finding (icl-regression, scaling, ...).
     Lens(cmd::lens::Args),
     View(cmd::view::Args),
@@ -56,9 +57,10 @@ fn main() {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Probe(a) => cmd::probe::run(a),
         Command::Llc(a) => cmd::llc::run(a),
-        Command::Fit(a) => cmd::fit::run(a),
+        Command::Fit(a) => cmd::fit::run(a).map(|_| ()),
         Command::Report(a) => cmd::report::run(a),
         Command::Sweep(a) => cmd::sweep::run(a),
+        Command::Study(a) => cmd::study::run(a),
         Command::Lens(a) => cmd::lens::run(a),
         Command::View(a) => cmd::view::run(a),
     };

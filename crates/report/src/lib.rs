@@ -9,8 +9,9 @@ pub mod plots;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use headlab_analysis::fit::{FitModel, FitOptions, PooledFit, Series, SeriesFit};
-use headlab_analysis::fitrun::{collision_head, fit_analysis, head_series, stored_fits, RunFits, DEFAULT_SERIES};
+use headlab_analysis::fit::text::{fmt_est as fmt_estimate, seeds_text, table_rows, verdict_sentence};
+use headlab_analysis::fit::{fit_seeds, FitModel, FitOptions, FitReport, Series, SeriesFit};
+use headlab_analysis::fitrun::{axis_times, collision_head, fit_analysis, head_series_on, stored_fits, RunFits, TimeAxis, DEFAULT_SERIES};
 use headlab_analysis::heads::{analysis_path, best_head, BestHead};
 use headlab_analysis::lens_physics;
 use headlab_store::analysis::{read_analysis, Analysis};
@@ -41,11 +42,14 @@ pub struct ReportOptions {
     pub fit: FitOptions,
     /// Fit again even when analysis.h5 holds fits.
     pub refit: bool,
+    /// Also show fits against the cumulative learning rate (when the run
+    /// has metrics.h5).
+    pub lr_axis: bool,
 }
 
 impl Default for ReportOptions {
     fn default() -> Self {
-        Self { series: DEFAULT_SERIES.into(), fit: FitOptions::default(), refit: false }
+        Self { series: DEFAULT_SERIES.into(), fit: FitOptions::default(), refit: false, lr_axis: true }
     }
 }
 
@@ -84,47 +88,54 @@ fn run_name(run: &Path) -> String {
     run.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| run.display().to_string())
 }
 
-/// A sentence on which fitted form wins a fit.
+/// A sentence on the test that matters for one fit (shared with the CLI).
 fn verdict(f: Option<&SeriesFit>, what: &str) -> String {
-    let Some(f) = f else { return format!("The {what} has too few checkpoints to fit.") };
-    let Some(best) = f.best() else { return format!("No form could be fitted to the {what}.") };
-    let margin = f.margin();
-    let strength = if margin >= 10.0 {
-        "decisively"
-    } else if margin >= 4.0 {
-        "clearly"
-    } else if margin >= 2.0 {
-        "weakly"
-    } else {
-        "not distinguishably"
-    };
-    let mut s = format!(
-        "On the {what} ({} checkpoints from step {:.0}), the {} form wins {strength} (ΔAICc to the runner-up {}: {:.1})",
-        f.n,
-        f.t_from,
-        best.model.name(),
-        f.fits.get(1).map(|r| r.model.name()).unwrap_or("–"),
-        margin
-    );
-    if best.model != FitModel::Power {
-        if let Some(p) = f.get(FitModel::Power) {
-            let _ = write!(s, "; the power law is {:.1} AICc units behind", p.delta_aicc);
-        }
-    } else if let Some(a) = best.param("alpha") {
-        let _ = write!(s, "; exponent α = {}", fmt_est(a.value, a.lo, a.hi, 2));
-    }
-    s.push('.');
-    s
+    verdict_sentence(f, what)
 }
 
-fn run_fits(run: &Path, a: &Analysis, opts: &ReportOptions) -> Result<RunFits> {
+/// Every form of one fit as an HTML table: family, ΔAICc, Akaike weight,
+/// parameters with intervals, or why the fit is degenerate.
+fn forms_table(f: &SeriesFit, caption: &str) -> String {
+    let mut h = String::new();
+    let _ = writeln!(h, "<p class=\"small\"><b>{}</b></p>", esc(caption));
+    let _ = writeln!(
+        h,
+        "<table><tr><th>form</th><th>formula</th><th>family</th><th>ΔAICc (autocorr.-adjusted)</th><th>Akaike weight</th><th>parameters [{:.0} % interval over checkpoints of this run] or why degenerate</th><th>notes</th></tr>",
+        f.level * 100.0
+    );
+    for (r, m) in table_rows(f).into_iter().zip(&f.fits) {
+        let cls = if m.is_degenerate() { " class=\"degenerate\"" } else { "" };
+        let _ = writeln!(
+            h,
+            "<tr{cls}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&r[0]),
+            esc(m.model.formula()),
+            esc(&r[1]),
+            esc(&r[2]),
+            esc(&r[3]),
+            esc(&r[4]),
+            esc(&r[5])
+        );
+    }
+    h.push_str("</table>\n");
+    if !f.notes.is_empty() {
+        let _ = writeln!(h, "<p class=\"small\">Nested or equivalent here: {}.</p>", esc(&f.notes.join("; ")));
+    }
+    h
+}
+
+fn run_fits(run: &Path, a: &Analysis, opts: &ReportOptions, axis: TimeAxis) -> Result<Option<RunFits>> {
     if !opts.refit {
-        if let Some(f) = stored_fits(a, &opts.series, &analysis_path(run)) {
-            return Ok(f?);
+        if let Some(f) = stored_fits(a, &opts.series, axis, &analysis_path(run)) {
+            return Ok(Some(f?));
         }
     }
-    tracing::info!("{}: fitting {} (no stored fits)", run.display(), opts.series);
-    Ok(fit_analysis(a, &opts.series, &opts.fit)?)
+    if axis == TimeAxis::Lr && !run.join("metrics.h5").exists() {
+        return Ok(None);
+    }
+    tracing::info!("{}: fitting {} on the {} axis (no stored fits)", run.display(), opts.series, axis.name());
+    let times = axis_times(run, a, axis)?;
+    Ok(Some(fit_analysis(a, &opts.series, axis, &times, &opts.fit)?))
 }
 
 /// Write the report of `runs` into `out_dir` (default: `RUN/report` for one
@@ -141,7 +152,8 @@ pub fn write_report(runs: &[PathBuf], out_dir: Option<&Path>, opts: &ReportOptio
     std::fs::create_dir_all(&out).map_err(|source| ReportError::Io { path: out.clone(), source })?;
     let mut body = String::new();
     let mut run_reports = Vec::new();
-    let mut collision: Vec<(String, Series)> = Vec::new();
+    // Per axis: each run's collision head, its series on that axis and its fits.
+    let mut collision: Vec<(TimeAxis, String, Series, FitReport)> = Vec::new();
     let multi = runs.len() > 1;
     for (ri, run) in runs.iter().enumerate() {
         let ap = analysis_path(run);
@@ -152,28 +164,43 @@ pub fn write_report(runs: &[PathBuf], out_dir: Option<&Path>, opts: &ReportOptio
         if a.steps.is_empty() {
             return Err(ReportError::Input { path: ap, msg: "holds no probed checkpoints".into() });
         }
-        let fits = run_fits(run, &a, opts)?;
+        let fits = run_fits(run, &a, opts, TimeAxis::Step)?.ok_or_else(|| ReportError::Input { path: ap.clone(), msg: "no fits on the step axis".into() })?;
+        let lr_fits = if opts.lr_axis { run_fits(run, &a, opts, TimeAxis::Lr)? } else { None };
         let name = run_name(run);
         let prefix = if multi { format!("r{ri}_") } else { String::new() };
         let best = best_head(&a);
-        let (section, summary) = run_section(run, &name, &prefix, &out, &a, &fits, best.as_ref(), opts)?;
+        let (section, summary) = run_section(run, &name, &prefix, &out, &a, &fits, lr_fits.as_ref(), best.as_ref(), opts)?;
         body.push_str(&section);
         if let Some((l, h)) = collision_head(&a, &opts.series) {
-            if let Some(s) = head_series(&a, &opts.series, l, h) {
-                collision.push((format!("{name} L{l}.H{h}"), s));
+            for f in std::iter::once(&fits).chain(lr_fits.as_ref()) {
+                let times = axis_times(run, &a, f.axis)?;
+                if let (Some(s), Some(hf)) = (head_series_on(&a, &opts.series, l, h, &times), f.head(l, h)) {
+                    collision.push((f.axis, format!("{name} L{l}.H{h}"), s, hf.report.clone()));
+                }
             }
         }
         run_reports.push(RunReport { run: run.clone(), best, summary });
     }
-    let mut pooled_html = String::new();
-    if collision.len() >= 2 {
-        let series: Vec<Series> = collision.iter().map(|c| c.1.clone()).collect();
-        let pooled = headlab_analysis::fit::fit_pooled(&series, &opts.fit);
-        let fig = out.join("pooled.png");
-        plots::pooled_figure(&fig, &collision, pooled.whole.as_ref(), "Collision head of each seed, with fits pooled over seeds")?;
-        pooled_html = pooled_section(&pooled, collision.len());
+    let mut seeds_html = String::new();
+    let mut seed_verdict = None;
+    for axis in TimeAxis::ALL {
+        let sel: Vec<&(TimeAxis, String, Series, FitReport)> = collision.iter().filter(|c| c.0 == axis).collect();
+        if sel.len() < 2 {
+            continue;
+        }
+        let summary = fit_seeds(sel.iter().map(|c| c.3.clone()).collect(), opts.fit.level);
+        let fig = format!("seeds_{}.png", axis.name());
+        let fig_series: Vec<(String, Series, Option<SeriesFit>)> = sel.iter().map(|c| (c.1.clone(), c.2.clone(), c.3.tail.clone())).collect();
+        plots::seeds_figure(&out.join(&fig), &fig_series, axis.name(), &format!("Collision head of each seed against {}, each with its own best tail fit", axis.label()))?;
+        seeds_html.push_str(&seeds_section(&summary, &sel, axis, &fig));
+        if axis == TimeAxis::Step {
+            seed_verdict = Some(summary.tail.clone());
+        }
     }
-    let headline = headline(&run_reports);
+    let mut headline = headline(&run_reports);
+    if let Some(v) = seed_verdict {
+        let _ = write!(headline, " Over seeds: {} ({}).", v.verdict.words(), v.reason);
+    }
     let mut html = String::new();
     let title = if multi { format!("headlab report: {} runs", runs.len()) } else { format!("headlab report: {}", run_name(&runs[0])) };
     let _ = write!(
@@ -184,10 +211,10 @@ pub fn write_report(runs: &[PathBuf], out_dir: Option<&Path>, opts: &ReportOptio
     );
     if multi {
         html.push_str("<h2>Across seeds</h2>\n");
-        html.push_str(&pooled_html);
+        html.push_str(&seeds_html);
     }
     html.push_str(&body);
-    let _ = write!(html, "<hr><p class=\"small\">Series: <code>{}</code>. Fits: least squares (Levenberg–Marquardt, several starts), model choice by AICc, {}-replicate residual bootstrap for {:.0} % intervals. Written by headlab {}.</p></body></html>\n", esc(&opts.series), opts.fit.bootstrap, opts.fit.level * 100.0, env!("CARGO_PKG_VERSION"));
+    let _ = write!(html, "<hr><p class=\"small\">Series: <code>{}</code>. Fits: least squares (Levenberg–Marquardt, several starts) after merging checkpoints closer than {:.0} %; degenerate fits (a parameter on its bound or diverging, a curve collapsed onto a simpler form) are flagged and excluded; forms compared by an AICc adjusted for the residuals' lag-1 autocorrelation (effective sample size n(1−ρ)/(1+ρ)); {:.0} % intervals: profile likelihood for exponents, {}-replicate moving-block bootstrap for the other parameters and the emergence step (all over the checkpoints of one run); over seeds, Student-t intervals of per-seed values. Written by headlab {}.</p></body></html>\n", esc(&opts.series), opts.fit.merge_rel * 100.0, opts.fit.level * 100.0, opts.fit.bootstrap, env!("CARGO_PKG_VERSION"));
     let index = out.join("index.html");
     std::fs::write(&index, html).map_err(|source| ReportError::Io { path: index.clone(), source })?;
     Ok(ReportSummary { index, runs: run_reports, headline })
@@ -206,12 +233,16 @@ fn headline(runs: &[RunReport]) -> String {
             None => "No head could be scored (no contacts in the evaluation frames?).".into(),
         }
     } else {
-        format!("{} of {} runs have a head meeting the collision-head bar (self-excluded score ≥ 0.5, AUROC ≥ 0.95, g(r) peak at or inside contact).", met.len(), runs.len())
+        if met.is_empty() {
+            format!("No head meets the collision-head bar (self-excluded score ≥ 0.5, AUROC ≥ 0.95, g(r) peak at or inside contact) in any of the {} runs.", runs.len())
+        } else {
+            format!("A collision-detecting head emerged in {} of {} runs (self-excluded score ≥ 0.5, AUROC ≥ 0.95, g(r) peak at or inside contact).", met.len(), runs.len())
+        }
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, fits: &RunFits, best: Option<&BestHead>, opts: &ReportOptions) -> Result<(String, String)> {
+fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, fits: &RunFits, lr_fits: Option<&RunFits>, best: Option<&BestHead>, opts: &ReportOptions) -> Result<(String, String)> {
     let mut h = String::new();
     let _ = writeln!(h, "<h2>Run <code>{}</code></h2>", esc(name));
     let last = a.steps.len() - 1;
@@ -242,14 +273,37 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
         );
         if let Some(hf) = hf {
             if let Some(e) = hf.report.emergence {
-                let _ = write!(summary, "Its score first reaches half its final value at step {}. ", fmt_est(e.value, e.lo, e.hi, 0));
+                let _ = write!(summary, "Its score first reaches half its final value at step {} ({:.0} % moving-block bootstrap interval over the checkpoints of this run). ", fmt_est(e.value, e.lo, e.hi, 0), opts.fit.level * 100.0);
             }
-            let _ = write!(summary, "{} {}", verdict(hf.report.whole.as_ref(), "whole curve"), verdict(hf.report.tail.as_ref(), "tail after onset"));
+            let _ = write!(summary, "Against training step: {} {} ", verdict(hf.report.whole.as_ref(), "whole curve"), verdict(hf.report.tail.as_ref(), "tail after onset"));
+            if let Some(lf) = lr_fits.and_then(|f| f.head(b.layer, b.head)) {
+                let _ = write!(summary, "Against cumulative learning rate (Σ lr / peak lr, so that the schedule cannot pass for a law): {} ", verdict(lf.report.tail.as_ref(), "tail after onset"));
+            }
+            summary.push_str("One run's checkpoints are not replicates: whether this reproduces is a question for several seeds (headlab study).");
         }
     } else {
         summary.push_str("No head could be scored: the evaluation frames may hold no contacts.");
     }
     let _ = writeln!(h, "<p>{}</p>", esc(&summary));
+    // Every form for the strongest head, on both axes.
+    let mut forms_html = String::new();
+    if let Some(b) = best {
+        for rf in std::iter::once(fits).chain(lr_fits) {
+            let Some(hf) = rf.head(b.layer, b.head) else { continue };
+            for (what, sf) in [("whole curve", hf.report.whole.as_ref()), ("tail after onset", hf.report.tail.as_ref())] {
+                if let Some(sf) = sf {
+                    forms_html.push_str(&forms_table(sf, &format!("L{}.H{}, {what}, against {}: {}", b.layer, b.head, rf.axis.label(), verdict(Some(sf), what))));
+                }
+            }
+            let times = axis_times(run, a, rf.axis)?;
+            if let Some(s) = head_series_on(a, &opts.series, b.layer, b.head, &times) {
+                let f = format!("{prefix}forms_{}.png", rf.axis.name());
+                plots::forms_figure(&out.join(&f), &s, hf.report.whole.as_ref(), hf.report.tail.as_ref(), rf.axis.name(), &format!("{name} L{}.H{}: every fitted form against {}", b.layer, b.head, rf.axis.label()))?;
+                let _ = writeln!(forms_html, "<figure><img src=\"{}\" alt=\"{}\"><figcaption>L{}.H{}: the score (dots) against {} with every fitted form, whole curve (left) and tail after onset (right). Solid: non-degenerate forms with their autocorrelation-adjusted ΔAICc and Akaike weight (thick: best); dashed grey: degenerate fits, which are not estimates.</figcaption></figure>", esc(&f), esc(&f), b.layer, b.head, esc(rf.axis.label()));
+            }
+        }
+    }
+    h.push_str(&forms_html);
 
     // Figures.
     let metrics = run.join("metrics.h5");
@@ -329,22 +383,27 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
         let (u, v) = (sc[last * lh + x], sc[last * lh + y]);
         v.partial_cmp(&u).unwrap_or_else(|| u.is_nan().cmp(&v.is_nan()))
     });
-    h.push_str("<table><tr><th>head</th><th>final score</th><th>AUROC</th><th>self-incl. score</th><th>off-self mass: contact / free</th><th>emergence step [95 % CI]</th><th>whole curve: winner (ΔAICc)</th><th>tail: winner (ΔAICc)</th><th>power-law α whole</th><th>power-law α tail</th><th>g(r) peak</th></tr>\n");
+    let _ = writeln!(h, "<table><tr><th>head</th><th>final score</th><th>AUROC</th><th>self-incl. score</th><th>off-self mass: contact / free</th><th>emergence step [{lv:.0} % interval over checkpoints]</th><th>whole curve: verdict (best form)</th><th>tail: verdict (best form)</th><th>tail α from onset [{lv:.0} % profile]</th><th>tail α, free origin [{lv:.0} % profile]</th><th>tail verdict against Σ lr</th><th>g(r) peak</th></tr>", lv = opts.fit.level * 100.0);
     for k in order {
         let (l, hh) = (k / a.n_heads, k % a.n_heads);
         let get = |n: &str| a.series.get(n).map(|v| v[last * lh + k]).unwrap_or(f64::NAN);
         let hf = fits.head(l, hh);
-        let win = |f: Option<&SeriesFit>| f.and_then(|f| f.best().map(|b| format!("{} ({:.1})", b.model.name(), f.margin()))).unwrap_or_else(|| "–".into());
-        let alpha = |f: Option<&SeriesFit>| f.and_then(|f| f.get(FitModel::Power)).and_then(|p| p.param("alpha")).map(|e| fmt_est(e.value, e.lo, e.hi, 2)).unwrap_or_else(|| "–".into());
+        let win = |f: Option<&SeriesFit>| f.map(|f| format!("{} ({})", f.verdict.words(), f.best().map(|b| b.model.name()).unwrap_or("no usable fit"))).unwrap_or_else(|| "–".into());
+        let alpha = |f: Option<&SeriesFit>, m: FitModel| match f.and_then(|f| f.get(m)) {
+            Some(p) if p.is_degenerate() => "degenerate".to_string(),
+            Some(p) => p.exponent().map(|e| fmt_estimate(&e, 2)).unwrap_or_else(|| "–".into()),
+            None => "–".into(),
+        };
         let whole = hf.and_then(|f| f.report.whole.as_ref());
         let tail = hf.and_then(|f| f.report.tail.as_ref());
+        let lr_tail = lr_fits.and_then(|f| f.head(l, hh)).and_then(|f| f.report.tail.as_ref());
         let em = hf.and_then(|f| f.report.emergence).map(|e| fmt_est(e.value, e.lo, e.hi, 0)).unwrap_or_else(|| "–".into());
         let g = a.head_g(false, last, l, hh);
         let peak = (0..g.len()).filter(|&b| g[b].is_finite()).max_by(|&x, &y| g[x].total_cmp(&g[y])).map(|b| format!("[{:.2}, {:.2}): {:.1}", a.g_edges[b], a.g_edges[b + 1], g[b])).unwrap_or_else(|| "–".into());
         let cls = if best.is_some_and(|b| b.layer == l && b.head == hh) { " class=\"best\"" } else { "" };
         let _ = writeln!(
             h,
-            "<tr{cls}><td>L{l}.H{hh}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3} / {:.3}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr{cls}><td>L{l}.H{hh}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3} / {:.3}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             sc[last * lh + k],
             get("auroc_interval"),
             get("score_norm_overlap"),
@@ -353,53 +412,86 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
             esc(&em),
             esc(&win(whole)),
             esc(&win(tail)),
-            esc(&alpha(whole)),
-            esc(&alpha(tail)),
+            esc(&alpha(tail, FitModel::PowerOnset)),
+            esc(&alpha(tail, FitModel::Power)),
+            esc(&win(lr_tail)),
             esc(&peak)
         );
     }
-    h.push_str("</table>\n<p class=\"small\">Final values at the last checkpoint. Score: self-excluded normalized collision score with partners overlapping at the input frame. AUROC: a_ij (i ≠ j) as a predictor of contact at any sub-step of the predicted interval. ΔAICc: margin of the winner over the runner-up (≥ 10 decisive, 4–10 clear, 2–4 weak, &lt; 2 indistinguishable).</p>\n");
+    h.push_str("</table>\n<p class=\"small\">Final values at the last checkpoint. Score: self-excluded normalized collision score with partners overlapping at the input frame. AUROC: a_ij (i ≠ j) as a predictor of contact at any sub-step of the predicted interval. Verdict: power-like (power, power_onset, onset, loglogistic) against exponential-like (exp, logistic) relaxation, decided when the best of one family beats the best of the other by at least 4 units of autocorrelation-adjusted AICc, else undecided; degenerate fits take no part. α: exponent of the power law on the tail, measured from the onset (power_onset) or with a free time origin (power), with its profile-likelihood interval (– on a side the data do not bound).</p>\n");
     for (f, cap) in figs {
         let _ = writeln!(h, "<figure><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>", esc(&f), esc(&f), esc(&cap));
     }
     Ok((h, summary))
 }
 
-fn pooled_section(p: &PooledFit, n: usize) -> String {
+fn seeds_section(sum: &headlab_analysis::fit::SeedSummary, sel: &[&(TimeAxis, String, Series, FitReport)], axis: TimeAxis, fig: &str) -> String {
     let mut h = String::new();
-    let wins = |w: &[(FitModel, usize)]| w.iter().filter(|x| x.1 > 0).map(|(m, c)| format!("{} {}", m.name(), c)).collect::<Vec<_>>().join(", ");
+    let _ = writeln!(h, "<h3>Against {}</h3>", esc(axis.label()));
     let _ = writeln!(
         h,
-        "<p>The collision head of each of the {n} runs (the head with the highest final score), pooled. Per-seed AICc winners — whole curve: {}; tail: {}. Emergence step over seeds: {:.0} ± {:.0} (mean ± s.d.).</p>",
-        esc(&wins(&p.wins_whole)),
-        esc(&wins(&p.wins_tail)),
-        p.emergence_mean,
-        p.emergence_std
+        "<p>Each run is one seed; its collision head (the head with the highest final score) is fitted on its own, and seeds are the unit of replication: checkpoints of different seeds are never pooled as independent points. Intervals below marked \"over seeds\" are Student-t intervals of the per-seed values; those in the per-seed rows are over the checkpoints of that seed.</p>"
     );
-    let _ = writeln!(h, "<p>{} {}</p>", esc(&verdict(p.whole.as_ref(), "pooled whole curve")), esc(&verdict(p.tail.as_ref(), "pooled tails")));
-    h.push_str("<table><tr><th>form</th><th>parameters, pooled [95 % CI, resampling seeds]</th><th>between seeds (mean ± s.d.)</th><th>ΔAICc pooled whole</th><th>ΔAICc pooled tail</th></tr>\n");
-    for m in FitModel::ALL {
-        let pw = p.whole.as_ref().and_then(|f| f.get(m));
-        let pt = p.tail.as_ref().and_then(|f| f.get(m));
-        let params = pw.map(|f| m.param_names().iter().zip(&f.params).map(|(n, e)| format!("{n} = {}", fmt_est(e.value, e.lo, e.hi, 3))).collect::<Vec<_>>().join("; ")).unwrap_or_else(|| "–".into());
-        let spread = p.between_seeds.iter().find(|s| s.model == m).map(|s| m.param_names().iter().zip(s.mean.iter().zip(&s.std)).map(|(n, (a, b))| format!("{n} = {a:.3} ± {b:.3}")).collect::<Vec<_>>().join("; ")).unwrap_or_default();
+    let _ = writeln!(h, "<p>{}</p>", seeds_text(sum).lines().map(esc).collect::<Vec<_>>().join("<br>"));
+    let lv = sum.level * 100.0;
+    let _ = writeln!(h, "<table><tr><th>seed (collision head)</th><th>emergence [{lv:.0} % over checkpoints]</th><th>tail verdict</th><th>ΔAICc exp-like − power-like (tail)</th><th>whole-curve verdict</th><th>tail α from onset [{lv:.0} % profile, over checkpoints]</th><th>tail α free origin</th><th>merged checkpoints</th></tr>");
+    for (k, c) in sel.iter().enumerate() {
+        let r = &c.3;
+        let alpha = |m: FitModel| match r.tail.as_ref().and_then(|t| t.get(m)) {
+            Some(p) if p.is_degenerate() => "degenerate".to_string(),
+            Some(p) => p.exponent().map(|e| fmt_estimate(&e, 2)).unwrap_or_else(|| "–".into()),
+            None => "–".into(),
+        };
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(m.name()),
-            esc(&params),
-            esc(&spread),
-            pw.map(|f| format!("{:.1}", f.delta_aicc)).unwrap_or_else(|| "–".into()),
-            pt.map(|f| format!("{:.1}", f.delta_aicc)).unwrap_or_else(|| "–".into())
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&c.1),
+            r.emergence.map(|e| fmt_estimate(&e, 0)).unwrap_or_else(|| "–".into()),
+            sum.tail.verdicts[k].words(),
+            sum.tail.deltas[k],
+            sum.whole.verdicts[k].words(),
+            esc(&alpha(FitModel::PowerOnset)),
+            esc(&alpha(FitModel::Power)),
+            r.merged
         );
     }
-    h.push_str("</table>\n<figure><img src=\"pooled.png\" alt=\"pooled\"><figcaption>The collision head's self-excluded score in every run (dots) and the forms fitted to all runs' points together (thick: AICc winner).</figcaption></figure>\n");
+    let _ = writeln!(
+        h,
+        "<tr><td><b>over seeds</b></td><td>{}</td><td colspan=\"2\">{} (summed ΔAICc {:.1})</td><td>{}</td><td>{}</td><td>{}</td><td></td></tr></table>",
+        esc(&seed_stat(&sum.emergence, 0)),
+        sum.tail.verdict.words(),
+        sum.tail.evidence,
+        sum.whole.verdict.words(),
+        esc(&seed_stat_log(&sum.alpha_onset)),
+        esc(&seed_stat_log(&sum.alpha_free))
+    );
+    let _ = writeln!(h, "<figure><img src=\"{f}\" alt=\"{f}\"><figcaption>The collision head's score in every seed (dots) against {} with that seed's best non-degenerate tail fit.</figcaption></figure>", esc(axis.label()), f = esc(fig));
     h
+}
+
+fn seed_stat_log(s: &headlab_analysis::fit::SeedStat) -> String {
+    if s.n == 0 {
+        "–".into()
+    } else if s.lo.is_finite() {
+        format!("{:.2} [{:.2}, {:.2}] over {} seeds (geometric mean; s.d. factor {:.2})", s.mean, s.lo, s.hi, s.n, s.sd)
+    } else {
+        format!("{:.2} (one seed)", s.mean)
+    }
+}
+
+fn seed_stat(s: &headlab_analysis::fit::SeedStat, digits: usize) -> String {
+    if s.n == 0 {
+        "–".into()
+    } else if s.lo.is_finite() {
+        format!("{:.digits$} [{:.digits$}, {:.digits$}] over {} seeds (s.d. {:.digits$})", s.mean, s.lo, s.hi, s.n, s.sd)
+    } else {
+        format!("{:.digits$} (one seed)", s.mean)
+    }
 }
 
 const STYLE: &str = "body{font-family:sans-serif;max-width:1500px;margin:2em auto;padding:0 1em;color:#222}\
 h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ccc}\
 .headline{font-size:1.15em;background:#f4f4f4;padding:.7em;border-left:4px solid #1f77b4}\
 table{border-collapse:collapse;font-size:.9em;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:left}\
-tr.best{background:#fff3d6}figure{margin:1.5em 0}img{max-width:100%;border:1px solid #eee}\
+tr.best{background:#fff3d6}tr.degenerate{color:#999}figure{margin:1.5em 0}img{max-width:100%;border:1px solid #eee}\
 figcaption{font-size:.9em;color:#444;max-width:1000px}.small{font-size:.85em;color:#555}code{background:#f4f4f4}";

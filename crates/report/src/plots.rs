@@ -13,9 +13,11 @@ fn err<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> ReportError + '_ {
     move |e| ReportError::Plot { path: path.to_path_buf(), msg: format!("{e:?}") }
 }
 
+/// The color of a fitted form in every figure.
 pub fn model_color(m: FitModel) -> RGBColor {
     match m {
         FitModel::Power => RGBColor(214, 39, 40),
+        FitModel::PowerOnset => RGBColor(227, 119, 194),
         FitModel::Onset => RGBColor(148, 103, 189),
         FitModel::Exp => RGBColor(44, 160, 44),
         FitModel::Logistic => RGBColor(255, 127, 14),
@@ -91,8 +93,8 @@ pub fn scores_figure(path: &Path, a: &Analysis, series: &str, fits: &[Option<Ser
             let incl = a.head_series(&incl_name, l, h).unwrap_or_default();
             let au = a.head_series("auroc_interval", l, h).unwrap_or_default();
             let fit = fits.get(l * nh + h).and_then(|f| f.as_ref());
-            let cap = match fit.and_then(|f| f.best()) {
-                Some(b) => format!("L{l}.H{h}  AICc winner: {} (margin {:.1})", b.model.name(), fit.unwrap().margin()),
+            let cap = match fit.and_then(|f| f.best().map(|b| (f, b))) {
+                Some((f, b)) => format!("L{l}.H{h}  best: {} (margin {:.1}), {}", b.model.name(), f.margin(), f.verdict.words()),
                 None => format!("L{l}.H{h}"),
             };
             let ymin = y.iter().chain(&incl).filter(|v| v.is_finite()).cloned().fold(0.0, f64::min).max(-1.0) - 0.05;
@@ -105,16 +107,19 @@ pub fn scores_figure(path: &Path, a: &Analysis, series: &str, fits: &[Option<Ser
                 .map_err(err(path))?;
             ch.configure_mesh().x_desc("step + 1").y_desc("score").x_label_formatter(&|x| format!("{x:.0}")).x_labels(5).y_labels(6).light_line_style(WHITE.mix(0.0)).draw().map_err(err(path))?;
             if let Some(f) = fit {
-                if let (Some(lo), Some(hi)) = (f.band_lo.first(), f.band_hi.first()) {
+                if let (Some(lo), Some(hi), Some(_)) = (f.band_lo.first(), f.band_hi.first(), f.best()) {
                     let mut poly: Vec<(f64, f64)> = f.band_t.iter().zip(lo).filter(|(_, v)| v.is_finite()).map(|(&t, &v)| (t + 1.0, v.max(ymin))).collect();
                     let back: Vec<(f64, f64)> = f.band_t.iter().zip(hi).filter(|(_, v)| v.is_finite()).map(|(&t, &v)| (t + 1.0, v.min(1.05))).rev().collect();
                     poly.extend(back);
                     let c = model_color(f.fits[0].model);
                     ch.draw_series(std::iter::once(Polygon::new(poly, c.mix(0.18)))).map_err(err(path))?;
                 }
-                for mf in f.fits.iter().rev() {
+                for (k, mf) in f.fits.iter().enumerate().rev() {
+                    if mf.is_degenerate() {
+                        continue;
+                    }
                     let c = model_color(mf.model);
-                    let best = mf.delta_aicc == 0.0;
+                    let best = k == 0;
                     let pts: Vec<(f64, f64)> = f.band_t.iter().map(|&t| (t + 1.0, mf.predict(t))).filter(|p| p.1.is_finite() && p.1 > ymin - 1.0 && p.1 < 2.0).collect();
                     ch.draw_series(LineSeries::new(pts, c.stroke_width(if best { 3 } else { 1 }))).map_err(err(path))?;
                 }
@@ -303,12 +308,13 @@ pub fn entropy_figure(path: &Path, a: &Analysis, title: &str) -> Result<(), Repo
     Ok(())
 }
 
-/// Collision-head series of several seeds with the pooled fits.
-pub fn pooled_figure(path: &Path, series: &[(String, Series)], pooled: Option<&SeriesFit>, title: &str) -> Result<(), ReportError> {
+/// Collision-head series of several seeds, each with its own best
+/// non-degenerate tail fit (seeds are fitted separately, never pooled).
+pub fn seeds_figure(path: &Path, series: &[(String, Series, Option<SeriesFit>)], xdesc: &str, title: &str) -> Result<(), ReportError> {
     let root = BitMapBackend::new(path, (1000, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
-    let xmax = series.iter().flat_map(|(_, s)| s.t.iter().copied()).fold(1.0, f64::max) * 1.2 + 2.0;
-    let ymin = series.iter().flat_map(|(_, s)| s.y.iter().copied()).fold(0.0, f64::min).max(-1.0) - 0.05;
+    let xmax = series.iter().flat_map(|(_, s, _)| s.t.iter().copied()).fold(1.0, f64::max) * 1.2 + 2.0;
+    let ymin = series.iter().flat_map(|(_, s, _)| s.y.iter().copied()).fold(0.0, f64::min).max(-1.0) - 0.05;
     let mut ch = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
         .margin(12)
@@ -316,25 +322,83 @@ pub fn pooled_figure(path: &Path, series: &[(String, Series)], pooled: Option<&S
         .y_label_area_size(60)
         .build_cartesian_2d((1f64..xmax).log_scale(), ymin..1.05f64)
         .map_err(err(path))?;
-    ch.configure_mesh().x_desc("step + 1").x_label_formatter(&|x| format!("{x:.0}")).y_desc("self-excluded normalized score").draw().map_err(err(path))?;
-    for (k, (name, s)) in series.iter().enumerate() {
+    ch.configure_mesh().x_desc(format!("{xdesc} + 1")).x_label_formatter(&|x| format!("{x:.0}")).y_desc("self-excluded normalized score").draw().map_err(err(path))?;
+    for (k, (name, s, tail)) in series.iter().enumerate() {
         let c = Palette99::pick(k).to_rgba();
+        let label = match tail.as_ref().and_then(|f| f.best().map(|b| (f, b))) {
+            Some((f, b)) => format!("{name}: tail {} ({}, weight {:.2})", f.verdict.words(), b.model.name(), b.weight),
+            None => format!("{name}: no usable tail fit"),
+        };
         ch.draw_series(s.t.iter().zip(&s.y).map(move |(&t, &y)| Circle::new((t + 1.0, y), 2, c.filled())))
             .map_err(err(path))?
-            .label(name.clone())
+            .label(label)
             .legend(move |(x, y)| Circle::new((x + 9, y), 3, c.filled()));
-    }
-    if let Some(f) = pooled {
-        for mf in &f.fits {
-            let c = model_color(mf.model);
-            let pts: Vec<(f64, f64)> = f.band_t.iter().map(|&t| (t + 1.0, mf.predict(t))).filter(|p| p.1.is_finite() && p.1 > ymin - 1.0 && p.1 < 2.0).collect();
-            ch.draw_series(LineSeries::new(pts, c.stroke_width(if mf.delta_aicc == 0.0 { 3 } else { 1 })))
-                .map_err(err(path))?
-                .label(format!("pooled {} (ΔAICc {:.1})", mf.model.name(), mf.delta_aicc))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+        if let Some(b) = tail.as_ref().and_then(|f| f.best().map(|b| (f, b))) {
+            let (f, b) = b;
+            let pts: Vec<(f64, f64)> = f.band_t.iter().map(|&t| (t + 1.0, b.predict(t))).filter(|p| p.1.is_finite() && p.1 > ymin - 1.0 && p.1 < 2.0).collect();
+            ch.draw_series(LineSeries::new(pts, c.stroke_width(2))).map_err(err(path))?;
         }
     }
     ch.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(err(path))?;
+    root.present().map_err(err(path))?;
+    Ok(())
+}
+
+/// One head's series with every fitted form: whole curve (left) and tail
+/// after onset (right). Non-degenerate forms as solid lines (thick: best)
+/// labelled with ΔAICc and Akaike weight; degenerate forms dashed grey and
+/// labelled "degenerate".
+pub fn forms_figure(path: &Path, s: &Series, whole: Option<&SeriesFit>, tail: Option<&SeriesFit>, xdesc: &str, title: &str) -> Result<(), ReportError> {
+    let root = BitMapBackend::new(path, (1300, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(err(path))?;
+    let (top, rest) = root.split_vertically(40);
+    top.titled(title, ("sans-serif", 22)).map_err(err(path))?;
+    let (left, right) = rest.split_horizontally(650);
+    for (area, fit, what) in [(&left, whole, "whole curve"), (&right, tail, "tail after onset")] {
+        let (x0, x1) = match fit {
+            Some(f) => (f.t_from, f.t_to),
+            None => (s.t.first().copied().unwrap_or(0.0), s.t.last().copied().unwrap_or(1.0)),
+        };
+        let pts: Vec<(f64, f64)> = s.t.iter().zip(&s.y).filter(|(t, _)| **t >= x0 && **t <= x1).map(|(&t, &y)| (t + 1.0, y)).collect();
+        let ylo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+        let yhi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+        let (ylo, yhi) = if ylo.is_finite() && yhi > ylo { (ylo - 0.08 * (yhi - ylo), yhi + 0.08 * (yhi - ylo)) } else { (-0.05, 1.05) };
+        let cap = match fit {
+            Some(f) => format!("{what}: {} (ΔAICc families {:.1}, n_eff {:.0})", f.verdict.words(), f.family_delta, f.n_eff),
+            None => format!("{what}: too few points"),
+        };
+        let mut ch = ChartBuilder::on(area)
+            .caption(cap, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d(((x0 + 1.0).max(1.0)..(x1 + 1.0) * 1.05).log_scale(), ylo..yhi)
+            .map_err(err(path))?;
+        ch.configure_mesh().x_desc(format!("{xdesc} + 1")).x_label_formatter(&|x| format!("{x:.0}")).y_desc("score").draw().map_err(err(path))?;
+        ch.draw_series(pts.iter().map(|&p| Circle::new(p, 3, SCORE.filled())))
+            .map_err(err(path))?
+            .label("data")
+            .legend(|(x, y)| Circle::new((x + 9, y), 3, SCORE.filled()));
+        if let Some(f) = fit {
+            for (k, mf) in f.fits.iter().enumerate() {
+                let curve: Vec<(f64, f64)> = f.band_t.iter().map(|&t| (t + 1.0, mf.predict(t))).filter(|p| p.1.is_finite() && p.1 > ylo - 1.0 && p.1 < yhi + 1.0).collect();
+                if mf.is_degenerate() {
+                    let grey = RGBColor(160, 160, 160);
+                    ch.draw_series(DashedLineSeries::new(curve, 6, 4, grey.stroke_width(1)))
+                        .map_err(err(path))?
+                        .label(format!("{}: degenerate", mf.model.name()))
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], grey.stroke_width(1)));
+                } else {
+                    let c = model_color(mf.model);
+                    ch.draw_series(LineSeries::new(curve, c.stroke_width(if k == 0 { 3 } else { 1 })))
+                        .map_err(err(path))?
+                        .label(format!("{} ({}): ΔAICc {:.1}, weight {:.2}", mf.model.name(), mf.model.family().name(), mf.delta, mf.weight))
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+                }
+            }
+        }
+        ch.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 12)).draw().map_err(err(path))?;
+    }
     root.present().map_err(err(path))?;
     Ok(())
 }

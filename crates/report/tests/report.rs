@@ -69,9 +69,11 @@ fn report_of_one_and_several_runs() {
     }
     let opts = ReportOptions { fit: headlab_analysis::fit::FitOptions { bootstrap: 10, ..Default::default() }, ..Default::default() };
     // `headlab fit` first (stores the fits in each analysis.h5), as the CLI does.
-    let fs = headlab_analysis::fitrun::fit_runs(&runs, &opts.series, &opts.fit).unwrap();
+    let fs = headlab_analysis::fitrun::fit_runs(&runs, &opts.series, &headlab_analysis::fitrun::TimeAxis::ALL, &opts.fit).unwrap();
     assert_eq!(fs.collision_heads, vec![Some((1, 2)); 3]);
-    assert!(fs.pooled.is_some());
+    assert_eq!(fs.seeds.len(), 2, "a summary over seeds per axis");
+    let whole = fs.per_run[0][0].head(1, 2).unwrap().report.whole.as_ref().unwrap();
+    assert_eq!(whole.best().unwrap().model, headlab_analysis::fit::FitModel::LogLogistic);
     let s = write_report(&runs[..1], None, &opts).unwrap();
     assert_eq!(s.index, runs[0].join("report/index.html"));
     let html = std::fs::read_to_string(&s.index).unwrap();
@@ -85,8 +87,14 @@ fn report_of_one_and_several_runs() {
         assert!(std::fs::metadata(&p).unwrap().len() > 5000, "{f} is too small to be a figure");
         assert!(html.contains(&format!("src=\"{f}\"")));
     }
-    // The sigmoid in log t is the form that wins for the collision head.
-    assert!(s.runs[0].summary.contains("the loglogistic form wins"), "{}", s.runs[0].summary);
+    // The sigmoid in log t is power-like on the whole curve, and the summary says so.
+    assert!(s.runs[0].summary.contains("power-like relaxation is supported over exponential/logistic: the best power-like form (loglogistic)"), "{}", s.runs[0].summary);
+    assert!(s.runs[0].summary.contains("cumulative learning rate"), "{}", s.runs[0].summary);
+    // Every form is tabulated for the strongest head, with a figure per axis.
+    for f in ["forms_step.png", "forms_lr.png"] {
+        assert!(html.contains(&format!("src=\"{f}\"")), "{f} missing");
+    }
+    assert!(html.contains("power_onset") && html.contains("Akaike weight"));
 
     // Gradient noise appears only when training measured it.
     assert!(!html.contains("grad_noise.png"));
@@ -118,8 +126,9 @@ fn report_of_one_and_several_runs() {
     let out = root.join("sweep_report");
     let s = write_report(&runs, Some(&out), &opts).unwrap();
     let html = std::fs::read_to_string(&s.index).unwrap();
-    assert!(s.headline.starts_with("3 of 3 runs"), "{}", s.headline);
-    assert!(html.contains("Across seeds") && out.join("pooled.png").exists() && out.join("r2_scores.png").exists());
+    assert!(s.headline.starts_with("A collision-detecting head emerged in 3 of 3 runs"), "{}", s.headline);
+    assert!(html.contains("Across seeds") && out.join("seeds_step.png").exists() && out.join("seeds_lr.png").exists() && out.join("r2_scores.png").exists());
+    assert!(html.contains("over seeds") && s.headline.contains("Over seeds:"), "{}", s.headline);
     // Missing analysis: a clear error.
     let e = write_report(&[root.join("nope")], None, &opts).unwrap_err().to_string();
     assert!(e.contains("headlab probe"), "{e}");

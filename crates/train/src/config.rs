@@ -247,7 +247,8 @@ impl TrainConfig {
         }
     }
 
-    /// The steps at which checkpoints are written (sorted, unique, 0 and `steps` included).
+    /// The steps at which checkpoints are written (sorted, unique, 0 and
+    /// `steps` included, no two closer than [`MIN_CHECKPOINT_GAP`]).
     pub fn checkpoint_steps(&self) -> Vec<u64> {
         let total = self.steps;
         let c = &self.checkpoints;
@@ -267,9 +268,29 @@ impl TrainConfig {
                 s.insert(x.round() as u64);
             }
         }
-        s.into_iter().collect()
+        // Near-duplicates (a log-spaced step a step or two from a dense one,
+        // e.g. 136 and 138) would count twice in the fits: keep a step only
+        // if it lies at least 2 % (and one step) after the last one kept; the
+        // last step always stays, replacing a kept step too close before it.
+        let mut out: Vec<u64> = Vec::with_capacity(s.len());
+        for step in s {
+            let too_close = |last: u64| ((step - last) as f64) < (MIN_CHECKPOINT_GAP * step as f64).max(1.0);
+            match out.last().copied() {
+                Some(last) if too_close(last) => {
+                    if step == total && last != 0 {
+                        out.pop();
+                        out.push(step);
+                    }
+                }
+                _ => out.push(step),
+            }
+        }
+        out
     }
 }
+
+/// Smallest relative gap between two checkpoints (see `checkpoint_steps`).
+pub const MIN_CHECKPOINT_GAP: f64 = 0.02;
 
 /// libtorch intra-op threads when `threads = 0`: one thread on machines with
 /// two or fewer cores (small models spend their time in many tiny kernels,

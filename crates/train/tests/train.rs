@@ -165,6 +165,10 @@ fn config_defaults_validation_and_checkpoint_schedule() {
     let dense = steps.iter().filter(|&&s| (100..=1500).contains(&s)).count();
     assert!(dense >= 40, "only {dense} checkpoints in the emergence band");
     assert!(steps.contains(&1) && steps.contains(&2));
+    // No near-duplicates (such as 136 and 138): every gap is at least 2 % and one step.
+    for w in steps.windows(2) {
+        assert!((w[1] - w[0]) as f64 >= (0.02 * w[1] as f64).max(1.0), "near-duplicate checkpoints {} and {}", w[0], w[1]);
+    }
     // LR: warm-up from lr/warmup to lr, cosine to min_lr_ratio.
     let w = d.schedule.warmup;
     assert!((d.lr_at(0) - d.optimizer.lr / w as f64).abs() < 1e-12);

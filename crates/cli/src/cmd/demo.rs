@@ -17,11 +17,17 @@ const DEMO_SCENE: &str = include_str!("../../../../scenes/demo.toml");
 ///                about a third of particle-intervals)  → OUT/data.h5
 ///   2. train     a 2-layer, 4-head transformer        → OUT/run/ckpt/*.h5
 ///   3. probe     every checkpoint × layer × head       → OUT/run/analysis.h5
-///   4. fit       emergence curves (power law vs rivals, by AIC)
+///   4. fit       emergence curves: power-like vs exponential/logistic
+///                relaxation, per seed and over seeds (see `headlab fit`)
 ///   5. lens physics  per head: does attention scan then snap (freeze
 ///                detector), does W_Q·W_Kᵀ align with the att-SVM that picks
 ///                the contact partner                  → OUT/run/lens_physics.h5
 ///   6. report    plots and summary                    → OUT/run/report/index.html
+///
+/// Steps 2–3 run for every seed (--seeds, default 3: seed 0 in OUT/run,
+/// the others in OUT/seedK), so that the last word is about reproducibility
+/// over seeds, not one run's checkpoints. For the full study with 5 seeds
+/// and a constant learning rate, see `headlab study`.
 ///
 /// Running it again resumes: an existing dataset is reused, training
 /// continues from its last checkpoint, probing skips probed checkpoints.
@@ -44,6 +50,9 @@ pub struct Args {
     /// Frames per trajectory [default: the scene's].
     #[arg(long)]
     pub frames: Option<usize>,
+    /// Seeds trained and probed (the unit of replication of the fits).
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
     /// Training steps [default: the training config's].
     #[arg(long)]
     pub steps: Option<u64>,
@@ -86,41 +95,52 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })?;
     }
 
-    eprintln!("[2/6] train → {}", run_dir.display());
-    let resume = headlab_store::checkpoint::list_checkpoints(&run_dir).map(|c| !c.is_empty()).unwrap_or(false);
-    super::train::run(super::train::Args {
-        data: Some(data.clone()),
-        out: run_dir.clone(),
-        config: None,
-        resume,
-        device: Some(args.device),
-        seed: Some(args.seed),
-        steps: args.steps,
-        lr: None,
-        batch_size: None,
-        threads: args.threads,
-        quiet: false,
-    })?;
+    if args.seeds == 0 {
+        anyhow::bail!("--seeds 0: train at least one seed (3 is the default)");
+    }
+    // Seed 0 in OUT/run (the run the lens and the viewer look at), the others in OUT/seedK.
+    let runs: Vec<PathBuf> = (0..args.seeds).map(|k| if k == 0 { run_dir.clone() } else { args.out.join(format!("seed{k}")) }).collect();
+    for (k, run) in runs.iter().enumerate() {
+        let seed = args.seed + k as u64;
+        eprintln!("[2/6] train seed {seed} ({} of {}) → {}", k + 1, runs.len(), run.display());
+        let resume = headlab_store::checkpoint::list_checkpoints(run).map(|c| !c.is_empty()).unwrap_or(false);
+        super::train::run(super::train::Args {
+            data: Some(data.clone()),
+            out: run.clone(),
+            config: None,
+            resume,
+            device: Some(args.device),
+            seed: Some(seed),
+            steps: args.steps,
+            lr: None,
+            batch_size: None,
+            threads: args.threads,
+            quiet: false,
+        })?;
 
-    eprintln!("[3/6] probe → {}", run_dir.join("analysis.h5").display());
-    super::probe::run(super::probe::Args {
-        run: run_dir.clone(),
-        data: Some(data.clone()),
-        config: None,
-        eval_frames: args.eval_frames,
-        contact_factor: None,
-        cache_frames: None,
-        device: args.device,
-        batch: 64,
-        fresh: false,
-    })?;
+        eprintln!("[3/6] probe seed {seed} → {}", run.join("analysis.h5").display());
+        super::probe::run(super::probe::Args {
+            run: run.clone(),
+            data: Some(data.clone()),
+            config: None,
+            eval_frames: args.eval_frames,
+            contact_factor: None,
+            cache_frames: None,
+            device: args.device,
+            batch: 64,
+            fresh: false,
+        })?;
+    }
 
     eprintln!("[4/6] fit");
-    super::fit::run(super::fit::Args {
-        runs: vec![run_dir.clone()],
+    let fits = super::fit::run(super::fit::Args {
+        runs: runs.clone(),
         series: headlab_analysis::fitrun::DEFAULT_SERIES.to_string(),
+        axis: "both".into(),
         bootstrap: args.bootstrap,
+        level: 0.95,
         seed: args.seed,
+        all_heads: false,
     })?;
 
     eprintln!("[5/6] lens physics → {}", run_dir.join("lens_physics.h5").display());
@@ -147,10 +167,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         fit: headlab_analysis::fit::FitOptions { bootstrap: args.bootstrap, ..Default::default() },
         ..Default::default()
     };
-    let report = headlab_report::write_report(std::slice::from_ref(&run_dir), None, &opts)?;
+    let report = headlab_report::write_report(&runs, Some(&run_dir.join("report")), &opts)?;
     println!();
     println!("demo finished in {:.0} s", t0.elapsed().as_secs_f64());
     println!("{}", report.headline);
+    for (axis, sum) in &fits.seeds {
+        println!("over {} seeds, against {}: {} — {}", sum.n_seeds, axis.label(), sum.tail.verdict.words(), sum.tail.reason);
+    }
+    if args.seeds < 5 {
+        println!("for 5 seeds: headlab demo --seeds 5 --out {}   (or the full study at constant learning rate: headlab study --data {})", args.out.display(), data.display());
+    }
     println!("report: {}", report.index.display());
     println!("watch it: headlab view {}   (tools/headlab view … from a checkout)", run_dir.display());
     Ok(())

@@ -11,3 +11,4 @@ pub mod fit;
 pub mod report;
 pub mod llc;
 pub mod demo;
+pub mod study;

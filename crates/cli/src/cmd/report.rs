@@ -37,7 +37,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let opts = ReportOptions { series: args.series.clone(), fit: FitOptions { bootstrap: args.bootstrap, ..Default::default() }, refit: args.refit };
+    let opts = ReportOptions { series: args.series.clone(), fit: FitOptions { bootstrap: args.bootstrap, ..Default::default() }, refit: args.refit, ..Default::default() };
     let s = write_report(&args.runs, args.out.as_deref(), &opts)?;
     println!("{}", s.headline);
     println!("report: {}", s.index.display());

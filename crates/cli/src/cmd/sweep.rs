@@ -81,7 +81,8 @@ pub struct Args {
     pub headlab: Option<PathBuf>,
 }
 
-fn build(args: &Args) -> anyhow::Result<(Sweep, PathBuf)> {
+/// The sweep `args` describe (also used by `headlab study`).
+pub(crate) fn build(args: &Args) -> anyhow::Result<(Sweep, PathBuf)> {
     let me = std::env::current_exe().context("cannot find the path of the running headlab binary; pass --headlab")?;
     let default_headlab = args.headlab.clone().unwrap_or(me);
     let (mut file, origin, name) = match &args.file {

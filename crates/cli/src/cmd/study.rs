@@ -1,0 +1,188 @@
+//! `headlab study`: the emergence claim tested over seeds — N seeds of one
+//! experiment through the sweep machinery, probed, fitted one by one, and
+//! summarized with seeds as the unit of replication in one report.
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::sweep::Backend;
+
+/// Does emergence follow a power law, reproducibly? Train N seeds of the
+/// same experiment (default 5) through the sweep machinery (local processes
+/// by default, Slurm with --backend slurm), probe every checkpoint of each,
+/// fit every seed's collision head on its own (step and cumulative-learning-
+/// rate axes; see `headlab fit --help`), and write one report:
+///   - per seed: emergence step and tail exponent with intervals over that
+///     seed's checkpoints, and its verdict power-like / exponential-like /
+///     undecided;
+///   - over seeds: mean, between-seed s.d. and Student-t interval of the
+///     emergence step and exponent (seeds are the unit of replication:
+///     checkpoints of different seeds are never pooled as independent);
+///   - the verdict "power law supported / not supported / undecided" with
+///     its evidence (per-seed verdicts and the summed AICc difference).
+///
+/// Training uses a constant learning rate after warm-up unless
+/// --keep-schedule is given, so that a decaying schedule cannot shape the
+/// tail; fits against Σ lr are reported beside fits against steps either way.
+///
+/// Output: OUT/runs/NAME/ (one run per seed), OUT/report/index.html,
+/// OUT/study.txt (the verdict and figures in words), OUT/study_sweep.toml
+/// (the study as a sweep file).
+///
+/// Example:
+///   headlab simulate --scene scenes/demo.toml --out data/demo.h5
+///   headlab study --data data/demo.h5                       # 5 seeds, here
+///   headlab study --data data/demo.h5 --seeds 10 --backend slurm
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Dataset every seed trains on.
+    #[arg(long, required_unless_present = "scene")]
+    pub data: Option<PathBuf>,
+    /// Or: a scene to simulate once for all seeds.
+    #[arg(long, conflicts_with = "data")]
+    pub scene: Option<PathBuf>,
+    /// Number of seeds (0..N).
+    #[arg(long, default_value_t = 5)]
+    pub seeds: u32,
+    /// Training config every seed starts from (TOML, see `headlab train --help`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Keep the config's learning-rate schedule (default: constant after warm-up).
+    #[arg(long)]
+    pub keep_schedule: bool,
+    /// Training steps of every seed.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Study folder.
+    #[arg(long, default_value = "checkpoints/study")]
+    pub out: PathBuf,
+    /// Where the runs execute.
+    #[arg(long, value_enum, default_value = "local")]
+    pub backend: Backend,
+    /// Local backend: runs at the same time (default: CPU cores / threads per run).
+    #[arg(long, short)]
+    pub jobs: Option<usize>,
+    /// Moving-block bootstrap replicates of the fits.
+    #[arg(long, default_value_t = 200)]
+    pub bootstrap: usize,
+    /// Confidence level of every interval.
+    #[arg(long, default_value_t = 0.95)]
+    pub level: f64,
+    /// Evaluation frames of each seed's probe [default: the probe's].
+    #[arg(long)]
+    pub eval_frames: Option<usize>,
+    /// The headlab binary the runs call (default: this one).
+    #[arg(long)]
+    pub headlab: Option<PathBuf>,
+}
+
+/// The study's training config: the user's (or the defaults) with a
+/// constant learning rate after warm-up unless the schedule is kept.
+fn study_config(args: &Args) -> anyhow::Result<toml::Table> {
+    let mut base = match &args.config {
+        Some(c) => {
+            let text = std::fs::read_to_string(c).with_context(|| format!("{}: cannot read the config", c.display()))?;
+            toml::from_str::<toml::Table>(&text).with_context(|| format!("{}: not valid TOML", c.display()))?
+        }
+        None => toml::Table::new(),
+    };
+    if !args.keep_schedule {
+        let sched = base.entry("schedule").or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match sched {
+            toml::Value::Table(t) => {
+                t.insert("kind".into(), toml::Value::String("constant".into()));
+            }
+            other => anyhow::bail!("{}: `schedule` = {other} must be a table such as [schedule]", args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+        }
+    }
+    Ok(base)
+}
+
+fn write_text(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("txt.tmp~");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Run the study.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
+    if args.seeds < 2 {
+        anyhow::bail!("--seeds {}: a study needs at least 2 seeds (seeds are the unit of replication; 5 is the default)", args.seeds);
+    }
+    if !(args.level > 0.0 && args.level < 1.0) {
+        anyhow::bail!("--level {} must lie strictly between 0 and 1 (e.g. 0.95)", args.level);
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    // The study is a sweep over seeds: its sweep file records everything.
+    let abs = |p: &PathBuf| std::path::absolute(p).with_context(|| format!("{}: cannot resolve the path", p.display()));
+    let mut run = headlab_sweep::spec::RunConfig { report: false, ..Default::default() };
+    if let Some(n) = args.eval_frames {
+        run.probe_args = vec!["--eval-frames".into(), n.to_string()];
+    }
+    let file = headlab_sweep::spec::SweepFile {
+        data: args.data.as_ref().map(abs).transpose()?,
+        scene: args.scene.as_ref().map(abs).transpose()?,
+        base: study_config(&args)?,
+        n_seeds: Some(args.seeds),
+        run,
+        ..Default::default()
+    };
+    let sweep_path = args.out.join("study_sweep.toml");
+    let text = format!("# The study as a seed sweep (written by headlab study; `headlab sweep` runs it too).\n{}", toml::to_string_pretty(&file).context("the study's sweep file cannot be written as TOML")?);
+    if std::fs::read_to_string(&sweep_path).ok().as_deref() != Some(text.as_str()) {
+        let tmp = sweep_path.with_extension("toml.tmp~");
+        std::fs::write(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &sweep_path).with_context(|| format!("writing {}", sweep_path.display()))?;
+    }
+    let sweep_args = || super::sweep::Args {
+        file: Some(sweep_path.clone()),
+        backend: args.backend,
+        jobs: args.jobs,
+        out: Some(args.out.clone()),
+        dry_run: false,
+        retry_failed: false,
+        status: false,
+        no_wait: false,
+        no_report: true,
+        seeds: None,
+        config: None,
+        data: None,
+        scene: None,
+        steps: args.steps,
+        headlab: args.headlab.clone(),
+    };
+    eprintln!("[1/3] train and probe {} seeds → {}", args.seeds, args.out.join("runs").display());
+    super::sweep::run(sweep_args())?;
+    let (sweep, _) = super::sweep::build(&sweep_args())?;
+    let runs: Vec<PathBuf> = sweep.runs.iter().map(|r| sweep.run_dir(r)).collect();
+
+    eprintln!("[2/3] fit every seed");
+    let fits = super::fit::run(super::fit::Args {
+        runs: runs.clone(),
+        series: headlab_analysis::fitrun::DEFAULT_SERIES.to_string(),
+        axis: "both".into(),
+        bootstrap: args.bootstrap,
+        level: args.level,
+        seed: 0,
+        all_heads: false,
+    })?;
+
+    eprintln!("[3/3] report");
+    let opts = headlab_report::ReportOptions { fit: headlab_analysis::fit::FitOptions { bootstrap: args.bootstrap, level: args.level, ..Default::default() }, ..Default::default() };
+    let report = headlab_report::write_report(&runs, Some(&args.out.join("report")), &opts)?;
+    let mut words = format!("headlab study: {} seeds in {}\n", args.seeds, args.out.display());
+    for (axis, sum) in &fits.seeds {
+        words.push_str(&format!("\nAgainst {}:\n{}", axis.label(), headlab_analysis::fit::text::seeds_text(sum)));
+    }
+    write_text(&args.out.join("study.txt"), &words)?;
+    println!();
+    println!("study finished in {:.0} s", t0.elapsed().as_secs_f64());
+    println!("{}", report.headline);
+    for (axis, sum) in &fits.seeds {
+        println!("against {}: {} — {}", axis.label(), sum.tail.verdict.words(), sum.tail.reason);
+    }
+    println!("report: {}", report.index.display());
+    Ok(())
+}
