@@ -139,7 +139,8 @@ pub fn cumulative_lr(steps: &[u64], lr: &[f32], checkpoints: &[u64]) -> std::res
         if used.len() as u64 != c {
             return Err(format!("the learning rate of {} of the {c} updates before checkpoint {c} is not recorded", c - used.len() as u64));
         }
-        out.push(used.iter().map(|p| p.1).sum::<f64>() / peak);
+        // (+ 0.0: an empty float sum is −0.0)
+        out.push(used.iter().map(|p| p.1).sum::<f64>() / peak + 0.0);
     }
     Ok(out)
 }

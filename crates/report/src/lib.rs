@@ -458,7 +458,7 @@ fn seeds_section(sum: &headlab_analysis::fit::SeedSummary, sel: &[&(TimeAxis, St
     let _ = writeln!(
         h,
         "<tr><td><b>over seeds</b></td><td>{}</td><td colspan=\"2\">{} (summed ΔAICc {:.1})</td><td>{}</td><td>{}</td><td>{}</td><td></td></tr></table>",
-        esc(&seed_stat(&sum.emergence, 0)),
+        esc(&seed_stat_log(&sum.emergence)),
         sum.tail.verdict.words(),
         sum.tail.evidence,
         sum.whole.verdict.words(),
@@ -473,19 +473,10 @@ fn seed_stat_log(s: &headlab_analysis::fit::SeedStat) -> String {
     if s.n == 0 {
         "–".into()
     } else if s.lo.is_finite() {
-        format!("{:.2} [{:.2}, {:.2}] over {} seeds (geometric mean; s.d. factor {:.2})", s.mean, s.lo, s.hi, s.n, s.sd)
+        let d = if s.mean >= 100.0 { 0 } else { 2 };
+        format!("{:.d$} [{:.d$}, {:.d$}] over {} seeds (geometric mean; s.d. factor {:.2})", s.mean, s.lo, s.hi, s.n, s.sd)
     } else {
         format!("{:.2} (one seed)", s.mean)
-    }
-}
-
-fn seed_stat(s: &headlab_analysis::fit::SeedStat, digits: usize) -> String {
-    if s.n == 0 {
-        "–".into()
-    } else if s.lo.is_finite() {
-        format!("{:.digits$} [{:.digits$}, {:.digits$}] over {} seeds (s.d. {:.digits$})", s.mean, s.lo, s.hi, s.n, s.sd)
-    } else {
-        format!("{:.digits$} (one seed)", s.mean)
     }
 }
 

@@ -755,7 +755,7 @@ pub fn fit_series(s: &Series, t_anchor: f64, opt: &FitOptions) -> Option<SeriesF
 pub fn fit_report(s: &Series, opt: &FitOptions) -> FitReport {
     let (s, merged) = s.merge_near(opt.merge_rel);
     let whole = fit_series(&s, f64::NAN, opt);
-    let e = emergence_step(&s);
+    let e = emergence_step(&s).map(|e| e.clamp(s.t[0], s.t[s.len() - 1]));
     let tail = tail_start(&s).and_then(|k| {
         // The onset anchor must precede the tail's first point.
         let anchor = match e {

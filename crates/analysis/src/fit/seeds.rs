@@ -117,7 +117,7 @@ pub struct SeedSummary {
     pub level: f64,
     /// Each seed's fits.
     pub per_seed: Vec<FitReport>,
-    /// Emergence step over seeds.
+    /// Emergence step over seeds (geometric mean, interval on ln t: always positive).
     pub emergence: SeedStat,
     /// Tail exponent measured from the onset (power_onset α), over the
     /// seeds where the fit is not degenerate and its profile interval is
@@ -159,7 +159,7 @@ pub fn fit_seeds(per_seed: Vec<FitReport>, level: f64) -> SeedSummary {
     SeedSummary {
         n_seeds: per_seed.len(),
         level,
-        emergence: SeedStat::of(&em, level),
+        emergence: SeedStat::of_log(&em, level),
         alpha_onset: SeedStat::of_log(&exponent(FitModel::PowerOnset), level),
         alpha_onset_weight: weight(FitModel::PowerOnset),
         alpha_free: SeedStat::of_log(&exponent(FitModel::Power), level),

@@ -96,25 +96,14 @@ pub fn verdict_sentence(f: Option<&SeriesFit>, what: &str) -> String {
     s
 }
 
-fn stat_text(st: &SeedStat, digits: usize, level: f64) -> String {
-    if st.n == 0 {
-        return "no seed gave a value".into();
-    }
-    if st.lo.is_finite() {
-        format!("{:.digits$} [{:.digits$}, {:.digits$}] ({:.0} % t-interval over {} seeds; s.d. between seeds {:.digits$})", st.mean, st.lo, st.hi, level * 100.0, st.n, st.sd)
-    } else {
-        format!("{:.digits$} (one seed; no interval)", st.mean)
-    }
-}
-
-fn log_stat_text(st: &SeedStat, level: f64) -> String {
+fn log_stat_text(st: &SeedStat, level: f64, on: &str, digits: usize) -> String {
     if st.n == 0 {
         return "no seed gave a usable value (degenerate or not bounded by the data)".into();
     }
     if st.lo.is_finite() {
-        format!("geometric mean {:.2} [{:.2}, {:.2}] ({:.0} % t-interval on ln α over {} seeds; between-seed s.d. a factor {:.2})", st.mean, st.lo, st.hi, level * 100.0, st.n, st.sd)
+        format!("geometric mean {:.digits$} [{:.digits$}, {:.digits$}] ({:.0} % t-interval on {on} over {} seeds; between-seed s.d. a factor {:.2})", st.mean, st.lo, st.hi, level * 100.0, st.n, st.sd)
     } else {
-        format!("{:.2} (one seed; no interval)", st.mean)
+        format!("{:.digits$} (one seed; no interval)", st.mean)
     }
 }
 
@@ -123,9 +112,9 @@ pub fn seeds_text(s: &SeedSummary) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Verdict over {} seeds (tail after onset): {} — {}.", s.n_seeds, s.tail.verdict.words(), s.tail.reason);
     let _ = writeln!(out, "Whole curve over seeds: {} — {}.", s.whole.verdict.words(), s.whole.reason);
-    let _ = writeln!(out, "Emergence step: {}.", stat_text(&s.emergence, 0, s.level));
+    let _ = writeln!(out, "Emergence step: {}.", log_stat_text(&s.emergence, s.level, "ln t", 0));
     for (what, st, w) in [("from the onset (power_onset α)", &s.alpha_onset, s.alpha_onset_weight), ("with a free origin (power α)", &s.alpha_free, s.alpha_free_weight)] {
-        let _ = writeln!(out, "Tail exponent {what}: {}; the form's mean Akaike weight on the tails is {w:.2}{}.", log_stat_text(st, s.level), if w < 0.05 { ", so the data reject this form and its exponent describes nothing they support" } else { "" });
+        let _ = writeln!(out, "Tail exponent {what}: {}; the form's mean Akaike weight on the tails is {w:.2}{}.", log_stat_text(st, s.level, "ln α", 2), if w < 0.05 { ", so the data reject this form and its exponent describes nothing they support" } else { "" });
     }
     out
 }
