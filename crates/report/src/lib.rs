@@ -189,7 +189,7 @@ pub fn write_report(runs: &[PathBuf], out_dir: Option<&Path>, opts: &ReportOptio
     html.push_str(&body);
     let _ = write!(html, "<hr><p class=\"small\">Series: <code>{}</code>. Fits: least squares (Levenberg–Marquardt, several starts), model choice by AICc, {}-replicate residual bootstrap for {:.0} % intervals. Written by headlab {}.</p></body></html>\n", esc(&opts.series), opts.fit.bootstrap, opts.fit.level * 100.0, env!("CARGO_PKG_VERSION"));
     let index = out.join("index.html");
-    std::fs::write(&index, html).map_err(|source| ReportError::Io { path: index.clone(), source })?;
+    headlab_store::write_atomic(&index, html.as_bytes())?;
     Ok(ReportSummary { index, runs: run_reports, headline })
 }
 

@@ -36,7 +36,7 @@ pub fn task_script(file: &SweepFile, run: &RunSpec, run_dir: &Path, headlab: &Pa
         s.push_str(&format!("export {k}={}\n", sh_quote(v)));
     }
     s.push_str(
-        r#"esc() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '%s' "$s"; }
+        r#"esc() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; s=${s//$'\n'/\\n}; s=${s//$'\r'/\\r}; s=${s//$'\t'/\\t}; printf '%s' "$s"; }
 jstr() { if [ -n "$1" ]; then printf '"%s"' "$(esc "$1")"; else printf null; fi; }
 now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
 prev=$(sed -n 's/.*"attempt": *\([0-9][0-9]*\).*/\1/p' status.json 2>/dev/null | head -n1)

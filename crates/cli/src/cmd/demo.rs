@@ -83,6 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             seed: Some(args.seed),
             threads: 0,
             quiet: false,
+            force: false,
         })?;
     }
 
@@ -100,6 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         batch_size: None,
         threads: args.threads,
         quiet: false,
+        allow_other_data: false,
     })?;
 
     eprintln!("[3/6] probe → {}", run_dir.join("analysis.h5").display());
@@ -113,6 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         device: args.device,
         batch: 64,
         fresh: false,
+        allow_other_data: false,
     })?;
 
     eprintln!("[4/6] fit");
@@ -138,6 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         device: args.device,
         threads: args.threads.unwrap_or(1),
         quiet: false,
+        allow_other_data: false,
     })?;
 
     eprintln!("[6/6] report");
@@ -147,7 +151,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         fit: headlab_analysis::fit::FitOptions { bootstrap: args.bootstrap, ..Default::default() },
         ..Default::default()
     };
-    let report = headlab_report::write_report(std::slice::from_ref(&run_dir), None, &opts)?;
+    let report = {
+        let _lock = super::lock_run(&run_dir, "headlab demo (report)")?;
+        headlab_report::write_report(std::slice::from_ref(&run_dir), None, &opts)?
+    };
     println!();
     println!("demo finished in {:.0} s", t0.elapsed().as_secs_f64());
     println!("{}", report.headline);

@@ -34,6 +34,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    // fit stores its fits in each run's analysis.h5: one writer per run.
+    let _locks = args.runs.iter().map(|r| super::lock_run(r, "headlab fit")).collect::<anyhow::Result<Vec<_>>>()?;
     let opts = FitOptions { bootstrap: args.bootstrap, seed: args.seed, ..Default::default() };
     let s = fit_runs(&args.runs, &args.series, &opts)?;
     for ((run, fits), ch) in s.runs.iter().zip(&s.per_run).zip(&s.collision_heads) {
