@@ -51,7 +51,7 @@ impl RunLock {
     pub fn acquire(run_dir: &Path, what: &str) -> Result<RunLock, StoreError> {
         let io = |p: &Path| {
             let p = p.to_path_buf();
-            move |source| StoreError::Io { path: p.clone(), source }
+            move |source: std::io::Error| StoreError::Io { path: p.clone(), source }
         };
         std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
         let path = run_dir.join(LOCK_FILE);

@@ -92,8 +92,15 @@ pub struct TrainSummary {
 }
 
 /// Set libtorch's intra-op threads (0 = `default_threads()`); returns the number used.
+/// More threads than cores never helps: a larger request is capped at the
+/// number of cores, with a warning.
 pub fn set_threads(threads: usize) -> usize {
-    let n = if threads == 0 { default_threads() } else { threads };
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut n = if threads == 0 { default_threads() } else { threads };
+    if n > cores {
+        tracing::warn!("{n} threads asked for, this machine has {cores} cores: using {cores}");
+        n = cores;
+    }
     tch::set_num_threads(n as i32);
     n
 }
@@ -260,7 +267,9 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
         let (loss_v, gnorm) = train_step(cfg, &model, &mut opt, &data, &mut rng, lr)?;
         if !loss_v.is_finite() || !gnorm.is_finite() {
             bar.abandon();
-            // (metrics.h5 is left as of the last checkpoint, which it matches)
+            // The loss history up to the blow-up, for diagnosis (a resume
+            // trims it back to the checkpoint it starts from).
+            write_metrics(&run_dir.join("metrics.h5"), &metrics)?;
             let what = if !loss_v.is_finite() { format!("the loss ({loss_v})") } else { format!("the gradient norm ({gnorm}; loss {loss_v})") };
             return Err(TrainError::NonFinite { step, what, loss: loss_v, lr, grad_norm: gnorm, last_checkpoint: last_ckpt });
         }
