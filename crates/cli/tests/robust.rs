@@ -130,9 +130,12 @@ fn one_writer_per_run_folder() {
 #[test]
 fn a_kill_between_metrics_and_checkpoint_leaves_no_gap_or_duplicate() {
     let dir = setup();
-    // Kill -9 right after the metrics of step 2 (a checkpoint step) are written
-    // and before its checkpoint: the newest checkpoint is step 0 or 1.
-    for (point, step) in [("between-metrics-and-checkpoint", 2u64), ("after-checkpoint", 9), ("between-metrics-and-checkpoint", 40)] {
+    // Kill -9 right after the metrics of a checkpoint step are written and
+    // before its checkpoint (the first after step 0: a resume from step 0
+    // used to duplicate its validation entry; the last), and just after one.
+    let steps = headlab_train::TrainConfig::from_toml(TINY, "tiny").unwrap().checkpoint_steps();
+    assert!(steps.len() > 4 && steps[1] == 1, "{steps:?}");
+    for (point, step) in [("between-metrics-and-checkpoint", steps[1]), ("after-checkpoint", steps[steps.len() / 2]), ("between-metrics-and-checkpoint", steps[steps.len() - 1])] {
         let out = format!("run_{point}_{step}");
         let crash = format!("{point}:{step}");
         let mut a = vec!["train", "--data", "data.h5", "--out", out.as_str(), "--config", "tiny.toml", "--quiet"];
@@ -294,7 +297,8 @@ fn a_non_finite_stop_names_a_finite_checkpoint_and_the_value() {
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(t.contains("became non-finite"), "{t}");
     let last = t.split("The last good checkpoint (all weights finite) is ").nth(1).and_then(|s| s.split(". ").next()).unwrap_or_else(|| panic!("{t}"));
-    let ck = headlab_store::checkpoint::read_checkpoint(Path::new(last)).unwrap();
+    let ck = headlab_store::checkpoint::read_checkpoint(&dir.path().join(last)).unwrap_or_else(|e| panic!("{e}: {t}"));
+    assert!(t.contains("weight ") && t.contains(" became non-finite") && (t.contains("inf ") || t.contains("NaN ")), "the message does not say which value: {t}");
     assert!(ck.params.iter().all(|a| a.data.iter().all(|v| v.is_finite())), "{last} holds non-finite weights");
     // Every checkpoint written is finite (none "good" with inf weights).
     for (_, p) in headlab_store::checkpoint::list_checkpoints(&dir.path().join("run")).unwrap() {
@@ -305,8 +309,13 @@ fn a_non_finite_stop_names_a_finite_checkpoint_and_the_value() {
 
 /// Start a long training and wait for its first checkpoints.
 fn long_training(dir: &Path, out: &str) -> std::process::Child {
+    long_training_with(dir, out, &[])
+}
+
+fn long_training_with(dir: &Path, out: &str, extra: &[&str]) -> std::process::Child {
     let child = Command::new(BIN)
         .args(["train", "--data", "data.h5", "--out", out, "--config", "tiny.toml", "--steps", "1000000", "--quiet"])
+        .args(extra)
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -339,18 +348,37 @@ fn sigterm_and_sighup_checkpoint_and_stop_a_second_signal_exits_130() {
         let step: u64 = t.split("stopped at step ").nth(1).and_then(|s| s.split(':').next()).and_then(|s| s.parse().ok()).unwrap();
         assert_consistent(&dir.path().join(name), step);
     }
-    // Two signals at once: exit 130 promptly; every checkpoint file left is whole.
-    let child = long_training(dir.path(), "twice");
+    // A second signal while the first one is being handled (the step in
+    // progress finishing, the checkpoint being written): exit 130 at once;
+    // every checkpoint file left is whole. Large batches make that window
+    // long (a step takes ~0.1 s or more) so the second signal lands in it.
+    let mut child = long_training_with(dir.path(), "twice", &["--batch-size", "1024"]);
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    signal(child.id(), libc::SIGTERM);
     let t0 = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("no 'interrupted' message after SIGTERM");
+        let done = line.contains("interrupted:");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
     signal(child.id(), libc::SIGTERM);
-    signal(child.id(), libc::SIGTERM);
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(130), "{}", text(&o));
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen:?}");
     assert!(t0.elapsed() < Duration::from_secs(10));
     for (_, p) in headlab_store::checkpoint::list_checkpoints(&dir.path().join("twice")).unwrap() {
         headlab_store::checkpoint::read_checkpoint(&p).unwrap();
     }
-    let o = headlab(&["train", "--out", "twice", "--resume", "--steps", "200", "--quiet"], dir.path());
+    let o = headlab(&["train", "--out", "twice", "--resume", "--steps", "100", "--batch-size", "8", "--quiet"], dir.path());
     assert!(o.status.success(), "{}", text(&o));
 }
 
