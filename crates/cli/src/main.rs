@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod signals;
 
 /// headlab — watch collision-detecting attention heads emerge in a
 /// transformer that learns particle physics.
@@ -40,6 +41,7 @@ enum Command {
 }
 
 fn main() {
+    signals::install();
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",

@@ -239,6 +239,30 @@ pub struct PhysicsSummary {
 /// The run must have been probed (`headlab probe`): its evaluation frames are
 /// reused. `ds` is the run's dataset.
 pub fn run_physics(run: &Path, ds: &Dataset, cfg: &PhysicsLensConfig, ctl: &PhysicsControl) -> Result<PhysicsSummary> {
+    let out = lens_physics_path(run);
+    if !ctl.fresh {
+        return run_physics_into(run, ds, cfg, ctl, &out);
+    }
+    // --fresh builds the new file beside the old one and swaps them only at
+    // the end: a failure half-way keeps the old results.
+    let name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let beside = out.with_file_name(format!(".{name}.fresh"));
+    let r = run_physics_into(run, ds, cfg, ctl, &beside).and_then(|mut s| {
+        if beside.exists() {
+            std::fs::rename(&beside, &out).map_err(|e| PhysicsLensError::Run { path: out.clone(), msg: format!("cannot replace it with {}: {e}", beside.display()) })?;
+        }
+        s.path = out.clone();
+        Ok(s)
+    });
+    if r.is_err() {
+        let _ = std::fs::remove_file(&beside);
+    }
+    r
+}
+
+/// [`run_physics`] writing to `target` (the run's lens_physics.h5, or the
+/// file that --fresh builds beside it).
+fn run_physics_into(run: &Path, ds: &Dataset, cfg: &PhysicsLensConfig, ctl: &PhysicsControl, target: &Path) -> Result<PhysicsSummary> {
     cfg.validate()?;
     let device = ctl.device.resolve()?;
     let apath = run.join("analysis.h5");
@@ -254,7 +278,7 @@ pub fn run_physics(run: &Path, ds: &Dataset, cfg: &PhysicsLensConfig, ctl: &Phys
     if frames.iter().any(|&(t, f)| t >= ds.n_traj || f >= ds.n_frames) {
         return Err(PhysicsLensError::Run { path: apath.clone(), msg: "evaluation frames are not in this dataset; pass the run's dataset".into() });
     }
-    let out = lens_physics_path(run);
+    let out = target.to_path_buf();
     let cfg_toml = cfg.to_toml()?;
     let n = ds.n_particles;
     let ff = cfg.freeze_frames.min(frames.len());

@@ -131,6 +131,16 @@ pub(crate) struct Panel {
 
 /// Draw `panels` in a grid of `cols` columns into a PNG of `size` pixels.
 pub(crate) fn write_png(path: &Path, panels: &[Panel], cols: usize, size: (u32, u32)) -> Result<(), String> {
+    // Drawn beside the target and renamed over it: never a truncated PNG.
+    let tmp = headlab_store::fsutil::partial_path(path);
+    if let Err(e) = draw_png(&tmp, panels, cols, size) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    headlab_store::fsutil::commit_partial(path).map_err(|e| e.to_string())
+}
+
+fn draw_png(path: &Path, panels: &[Panel], cols: usize, size: (u32, u32)) -> Result<(), String> {
     let root = BitMapBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let cols = cols.max(1);

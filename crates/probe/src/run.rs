@@ -219,8 +219,43 @@ pub fn probe_run_with(
     ctl: &ProbeControl,
     load: &dyn Fn(&Path) -> Result<Box<dyn AttentionSource>>,
 ) -> Result<ProbeSummary> {
-    opts.validate()?;
     let out = analysis_path(run_dir);
+    if !ctl.fresh {
+        return probe_into(run_dir, ds, dataset_path, opts, ctl, load, &out);
+    }
+    // --fresh builds the new file beside the old one and swaps them only
+    // when every checkpoint is probed: a failure keeps the old results.
+    let beside = fresh_path(&out);
+    let r = probe_into(run_dir, ds, dataset_path, opts, ctl, load, &beside).and_then(|mut s| {
+        std::fs::rename(&beside, &out).map_err(|e| ProbeError::Run { path: out.clone(), msg: format!("cannot replace it with {}: {e}", beside.display()) })?;
+        s.analysis_path = out.clone();
+        Ok(s)
+    });
+    if r.is_err() {
+        let _ = std::fs::remove_file(&beside);
+    }
+    r
+}
+
+/// Where `--fresh` builds a file before it replaces `path`: `DIR/.NAME.fresh`.
+pub fn fresh_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.fresh"))
+}
+
+/// [`probe_run_with`] writing to `out` (the run's analysis.h5, or the file
+/// that --fresh builds beside it).
+fn probe_into(
+    run_dir: &Path,
+    ds: &Dataset,
+    dataset_path: &Path,
+    opts: &ProbeOptions,
+    ctl: &ProbeControl,
+    load: &dyn Fn(&Path) -> Result<Box<dyn AttentionSource>>,
+    out: &Path,
+) -> Result<ProbeSummary> {
+    opts.validate()?;
+    let out = out.to_path_buf();
     let ckpts = list_checkpoints(run_dir)?;
     if ckpts.is_empty() {
         return Err(ProbeError::Run { path: run_dir.to_path_buf(), msg: "no checkpoints in ckpt/; train the run first (headlab train)".into() });

@@ -29,6 +29,11 @@ const SCORE: RGBColor = RGBColor(31, 119, 180);
 
 /// Training and validation loss against step (log–log).
 pub fn loss_figure(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportError> {
+    // Drawn beside the target and renamed over it: never a truncated PNG.
+    headlab_store::with_atomic_path(path, |tmp| loss_figure_at(tmp, m, title))
+}
+
+fn loss_figure_at(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportError> {
     let root = BitMapBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
     let mut pts: Vec<(f64, f64)> = m.step.iter().zip(&m.loss).filter(|(_, l)| l.is_finite() && **l > 0.0).map(|(&s, &l)| (s.max(1) as f64, l as f64)).collect();
@@ -75,6 +80,11 @@ pub fn loss_figure(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportEr
 /// fitted forms (lines) and the best form's bootstrap band; the
 /// self-inclusive score and the AUROC as thin lines.
 pub fn scores_figure(path: &Path, a: &Analysis, series: &str, fits: &[Option<SeriesFit>], title: &str) -> Result<(), ReportError> {
+    // Drawn beside the target and renamed over it: never a truncated PNG.
+    headlab_store::with_atomic_path(path, |tmp| scores_figure_at(tmp, a, series, fits, title))
+}
+
+fn scores_figure_at(path: &Path, a: &Analysis, series: &str, fits: &[Option<SeriesFit>], title: &str) -> Result<(), ReportError> {
     let (nl, nh) = (a.n_layers, a.n_heads);
     let root = BitMapBackend::new(path, ((360 * nh) as u32 + 20, (300 * nl) as u32 + 90)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
@@ -169,6 +179,11 @@ fn g_color(g: f64) -> RGBColor {
 
 /// One panel per head: g_h(r) as a heatmap over (checkpoint step, distance).
 pub fn g_heatmap(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<(), ReportError> {
+    // Drawn beside the target and renamed over it: never a truncated PNG.
+    headlab_store::with_atomic_path(path, |tmp| g_heatmap_at(tmp, a, excl, title))
+}
+
+fn g_heatmap_at(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<(), ReportError> {
     let (nl, nh) = (a.n_layers, a.n_heads);
     let root = BitMapBackend::new(path, ((340 * nh) as u32 + 20, (280 * nl) as u32 + 110)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
@@ -234,6 +249,11 @@ pub fn g_heatmap(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<(
 
 /// g_h(r) profiles of every head at an early, a middle and the last checkpoint.
 pub fn g_profiles(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<(), ReportError> {
+    // Drawn beside the target and renamed over it: never a truncated PNG.
+    headlab_store::with_atomic_path(path, |tmp| g_profiles_at(tmp, a, excl, title))
+}
+
+fn g_profiles_at(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<(), ReportError> {
     let (nl, nh) = (a.n_layers, a.n_heads);
     let root = BitMapBackend::new(path, ((340 * nh) as u32 + 20, (270 * nl) as u32 + 50)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
@@ -282,6 +302,11 @@ pub fn g_profiles(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<
 
 /// Mean attention entropy per head against step.
 pub fn entropy_figure(path: &Path, a: &Analysis, title: &str) -> Result<(), ReportError> {
+    // Drawn beside the target and renamed over it: never a truncated PNG.
+    headlab_store::with_atomic_path(path, |tmp| entropy_figure_at(tmp, a, title))
+}
+
+fn entropy_figure_at(path: &Path, a: &Analysis, title: &str) -> Result<(), ReportError> {
     let root = BitMapBackend::new(path, (900, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
     let xmax = a.steps.last().copied().unwrap_or(1) as f64 * 1.2 + 2.0;
@@ -311,6 +336,11 @@ pub fn entropy_figure(path: &Path, a: &Analysis, title: &str) -> Result<(), Repo
 /// Collision-head series of several seeds, each with its own best
 /// non-degenerate tail fit (seeds are fitted separately, never pooled).
 pub fn seeds_figure(path: &Path, series: &[(String, Series, Option<SeriesFit>)], xdesc: &str, title: &str) -> Result<(), ReportError> {
+    // Drawn beside the target and renamed over it: never a truncated PNG.
+    headlab_store::with_atomic_path(path, |tmp| seeds_figure_at(tmp, series, xdesc, title))
+}
+
+fn seeds_figure_at(path: &Path, series: &[(String, Series, Option<SeriesFit>)], xdesc: &str, title: &str) -> Result<(), ReportError> {
     let root = BitMapBackend::new(path, (1000, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
     let xmax = series.iter().flat_map(|(_, s, _)| s.t.iter().copied()).fold(1.0, f64::max) * 1.2 + 2.0;
@@ -349,6 +379,11 @@ pub fn seeds_figure(path: &Path, series: &[(String, Series, Option<SeriesFit>)],
 /// labelled with ΔAICc and Akaike weight; degenerate forms dashed grey and
 /// labelled "degenerate".
 pub fn forms_figure(path: &Path, s: &Series, whole: Option<&SeriesFit>, tail: Option<&SeriesFit>, xdesc: &str, title: &str) -> Result<(), ReportError> {
+    // Drawn beside the target and renamed over it: never a truncated PNG.
+    headlab_store::with_atomic_path(path, |tmp| forms_figure_at(tmp, s, whole, tail, xdesc, title))
+}
+
+fn forms_figure_at(path: &Path, s: &Series, whole: Option<&SeriesFit>, tail: Option<&SeriesFit>, xdesc: &str, title: &str) -> Result<(), ReportError> {
     let root = BitMapBackend::new(path, (1300, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
     let (top, rest) = root.split_vertically(40);
@@ -407,6 +442,11 @@ pub fn forms_figure(path: &Path, s: &Series, whole: Option<&SeriesFit>, tail: Op
 /// weight-refined LLC with ±2 SE (right axis), and the whole-model LLC in
 /// the first panel's title row, over training steps (log x).
 pub fn llc_figure(path: &Path, a: &Analysis, series: &str, llc: &headlab_store::llc::LlcSeries, title: &str) -> Result<(), ReportError> {
+    // Drawn beside the target and renamed over it: never a truncated PNG.
+    headlab_store::with_atomic_path(path, |tmp| llc_figure_at(tmp, a, series, llc, title))
+}
+
+fn llc_figure_at(path: &Path, a: &Analysis, series: &str, llc: &headlab_store::llc::LlcSeries, title: &str) -> Result<(), ReportError> {
     let (rows, cols) = (a.n_layers.max(1), a.n_heads.max(1));
     let root = BitMapBackend::new(path, (360 * cols as u32 + 40, 300 * rows as u32 + 120)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
@@ -465,6 +505,11 @@ pub fn llc_figure(path: &Path, a: &Analysis, series: &str, llc: &headlab_store::
 /// coordinates, each with ±1 SE, against the index of an equally sized
 /// Gaussian sample (lower = heavier tail), over training steps.
 pub fn noise_figure(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportError> {
+    // Drawn beside the target and renamed over it: never a truncated PNG.
+    headlab_store::with_atomic_path(path, |tmp| noise_figure_at(tmp, m, title))
+}
+
+fn noise_figure_at(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportError> {
     let root = BitMapBackend::new(path, (900, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
     let rec = &m.noise;

@@ -9,6 +9,7 @@
 //! Writing and reading datasets as HDF5 lives in `headlab_store::dataset`.
 pub mod dataset;
 pub mod energy;
+pub mod limits;
 pub mod physics;
 pub mod scene;
 pub mod simulate;

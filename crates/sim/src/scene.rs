@@ -282,6 +282,19 @@ impl Scene {
         let m_small = self.mass_of(r_min);
         let m_mean = self.mass_of(r_mean);
         // Lightest pair: two smallest particles (a wall has infinite mass, m_eff = m).
+        // Masses are stored as f32: a density that makes them underflow to 0
+        // (or overflow) would give a dataset that nothing can train on.
+        let m_large = self.mass_of(r_max);
+        for (what, m) in [("smallest", m_small), ("largest", m_large)] {
+            let m32 = m as f32;
+            if !(m32.is_finite() && m32 > 0.0 && m32.is_normal()) {
+                return Err(bad(
+                    "density",
+                    fmt_f(self.density),
+                    &format!("a density that gives masses representable as f32 (the {what} particle's mass would be {m:e}); scale density and spring_k together"),
+                ));
+            }
+        }
         let m_eff_min = m_small / 2.0;
         let m_eff_typ = m_mean / 2.0;
         let (damping, restitution) = match (self.restitution, self.damping) {
@@ -379,6 +392,29 @@ impl Scene {
             if !(max.is_finite() && max >= min) {
                 return Err(bad("speed.max", fmt_f(max), &format!("a finite number >= speed.min ({})", fmt_f(min))));
             }
+        }
+        // A frame in which nothing moves measurably (in f32 positions) makes
+        // a useless dataset: typically a spring so stiff that the frame
+        // interval, tied to the contact time, is vanishingly short.
+        let typical_speed = match self.speed {
+            SpeedDist::Normal { mean, sd } => mean.abs().max(sd),
+            SpeedDist::Uniform { max, .. } => max,
+        };
+        let move_per_frame = typical_speed * frame_dt + 0.5 * self.gravity * frame_dt * frame_dt;
+        if move_per_frame < 1e-6 * l_min {
+            let key = if self.frame_dt.is_some() { "frame_dt" } else { "spring_k" };
+            let value = if self.frame_dt.is_some() { fmt_f(frame_dt) } else { fmt_f(self.spring_k) };
+            return Err(bad(
+                key,
+                value,
+                &format!(
+                    "settings under which particles move measurably between frames: at typical speed {} and gravity {} they move {:e} per frame interval ({} time units), under a millionth of the box (positions are stored as f32); lower spring_k, raise the frame interval or give the particles speed",
+                    fmt_f(typical_speed),
+                    fmt_f(self.gravity),
+                    move_per_frame,
+                    fmt_f(frame_dt)
+                ),
+            ));
         }
         if self.trajectories < 1 || self.trajectories > 10_000_000 {
             return Err(bad("trajectories", self.trajectories.to_string(), "1 ..= 10000000"));

@@ -253,6 +253,17 @@ pub fn simulate(scene: &Scene, opts: SimOptions, progress: Option<&(dyn Fn(usize
     if opts.n_traj > u32::MAX as usize {
         return Err(opt_err("trajectories", opts.n_traj, "< 2^32"));
     }
+    if opts.threads > crate::limits::MAX_THREADS {
+        return Err(opt_err("threads", opts.threads, &format!("<= {} (0 = all cores)", crate::limits::MAX_THREADS)));
+    }
+    if opts.seed > i64::MAX as u64 {
+        return Err(SimError::Option { key: "seed".into(), value: opts.seed.to_string(), allowed: "<= 2^63 - 1 (the largest integer a TOML file holds)".into() });
+    }
+    // Positions and velocities (f32) are held twice while the dataset is
+    // assembled: refuse sizes that cannot fit before hours of simulation.
+    let bytes = crate::limits::product(&[opts.n_traj, opts.n_frames, scene.n_particles, res.dimension, 2, 4, 2]);
+    crate::limits::check_fits(&format!("{} trajectories × {} frames × {} particles", opts.n_traj, opts.n_frames, scene.n_particles), bytes)
+        .map_err(|msg| SimError::Option { key: "trajectories × frames".into(), value: format!("{} × {}", opts.n_traj, opts.n_frames), allowed: format!("sizes that fit in memory: {msg}") })?;
     let done = AtomicUsize::new(0);
     let one = |t: usize| -> Result<TrajOut, SimError> {
         let out = if res.dimension == 2 {

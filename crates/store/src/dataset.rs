@@ -209,6 +209,25 @@ fn info_from(file: &hdf5::File, path: &Path) -> Result<DatasetInfo, StoreError> 
     Ok(DatasetInfo { n_traj: t, n_frames: f, n_particles: n, n_events: ev[0], meta })
 }
 
+/// The first value of `data` (shape `shape`, row-major) that fails `ok`, as
+/// an error naming the file, the array, the index and the value.
+fn check_values(path: &Path, name: &str, data: &[f32], shape: &[usize], ok: impl Fn(f32) -> bool, expected: &str) -> Result<(), StoreError> {
+    // A cheap pass first (every value), the index only for the rare bad one.
+    if data.iter().all(|&v| ok(v)) {
+        return Ok(());
+    }
+    let k = data.iter().position(|&v| !ok(v)).unwrap_or(0);
+    let mut rest = k;
+    let mut idx = vec![0usize; shape.len()];
+    for a in (0..shape.len()).rev() {
+        let s = shape[a].max(1);
+        idx[a] = rest % s;
+        rest /= s;
+    }
+    let idx: Vec<String> = idx.iter().map(|i| i.to_string()).collect();
+    Err(Ctx(path).invalid(&format!("{name}[{}]", idx.join(", ")), data[k], expected))
+}
+
 /// Sizes and attributes only (cheap: no array is read).
 pub fn read_dataset_meta(path: &Path) -> Result<DatasetInfo, StoreError> {
     let (file, _) = open_kind(path, Some(FileKind::Dataset))?;
@@ -224,6 +243,13 @@ pub fn read_dataset(path: &Path) -> Result<Dataset, StoreError> {
     let (velocities, _) = read_array::<f32>(&file, path, "velocities", Some(4))?;
     let (radii, _) = read_array::<f32>(&file, path, "radii", Some(2))?;
     let (masses, _) = read_array::<f32>(&file, path, "masses", Some(2))?;
+    // Values, not just shapes: a NaN position or a zero mass would train to
+    // NaN (or be blamed on the model much later).
+    let (t, f, n, d) = (info.n_traj, info.n_frames, info.n_particles, info.meta.dimension);
+    check_values(path, "positions", &positions, &[t, f, n, d], |v| v.is_finite(), "a finite number")?;
+    check_values(path, "velocities", &velocities, &[t, f, n, d], |v| v.is_finite(), "a finite number")?;
+    check_values(path, "radii", &radii, &[t, n], |v| v.is_finite() && v > 0.0, "a finite radius > 0")?;
+    check_values(path, "masses", &masses, &[t, n], |v| v.is_finite() && v > 0.0, "a finite mass > 0")?;
     let ev = ctx.h5("events", file.dataset("events"))?;
     let rows: Vec<EventRow> = if info.n_events == 0 { Vec::new() } else { ctx.h5("events", ev.read_raw())? };
     let n = info.n_particles as i32;

@@ -24,6 +24,9 @@ pub enum StoreError {
     Hdf5 { path: PathBuf, key: String, source: hdf5::Error },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// Another process holds the run folder's lock (see [`crate::lock`]).
+    #[error("{run}: another headlab process is writing this run folder: {holder}. Wait for it to finish or stop it; one writer per run folder (lock file {run}/.lock)")]
+    Locked { run: PathBuf, holder: String },
 }
 
 /// What a headlab HDF5 file holds (the `kind` attribute).

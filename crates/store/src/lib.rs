@@ -8,11 +8,15 @@
 pub mod analysis;
 pub mod checkpoint;
 pub mod dataset;
+pub mod fsutil;
 pub mod h5util;
 pub mod inspect;
 pub mod llc;
+pub mod lock;
 pub mod metrics;
 
+pub use fsutil::{with_atomic_path, write_atomic, write_atomic_if_changed};
 pub use h5util::{atomic_write, open_kind, FileKind, StoreError, FORMAT_VERSION};
+pub use lock::RunLock;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

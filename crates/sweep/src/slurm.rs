@@ -263,6 +263,12 @@ pub fn sbatch_script(sweep: &Sweep, runs: &[&str], submission: usize, chunk: usi
             opt(format!("--{k}={v}"));
         }
     }
+    // Before a time limit, Slurm signals the task script (B:) 90 s early; it
+    // passes SIGTERM on to training, which writes a checkpoint and stops, and
+    // records the run as interrupted (resumed by --retry-failed or a resubmit).
+    if !s.extra.iter().any(|e| e.contains("--signal")) {
+        opt("--signal=B:TERM@90".into());
+    }
     for e in &s.extra {
         let e = e.trim();
         opt(e.strip_prefix("#SBATCH ").unwrap_or(e).trim().to_string());

@@ -21,6 +21,13 @@ fn words(args: &[String]) -> String {
     args.iter().map(|a| format!(" {}", sh_quote(a))).collect()
 }
 
+/// Bash functions of the task script that write JSON strings: `esc`
+/// escapes backslashes, quotes and control characters (a run folder's path
+/// may hold a newline), `jstr` prints a JSON string or null.
+pub const JSON_HELPERS: &str = r#"esc() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; s=${s//$'\n'/\\n}; s=${s//$'\r'/\\r}; s=${s//$'\t'/\\t}; printf '%s' "$s"; }
+jstr() { if [ -n "$1" ]; then printf '"%s"' "$(esc "$1")"; else printf null; fi; }
+"#;
+
 /// The text of `RUN/task.sh` for one run.
 pub fn task_script(file: &SweepFile, run: &RunSpec, run_dir: &Path, headlab: &Path, data: &Path) -> String {
     let q = |p: &Path| sh_quote(&p.to_string_lossy());
@@ -35,10 +42,9 @@ pub fn task_script(file: &SweepFile, run: &RunSpec, run_dir: &Path, headlab: &Pa
     for (k, v) in &file.run.env {
         s.push_str(&format!("export {k}={}\n", sh_quote(v)));
     }
+    s.push_str(JSON_HELPERS);
     s.push_str(
-        r#"esc() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '%s' "$s"; }
-jstr() { if [ -n "$1" ]; then printf '"%s"' "$(esc "$1")"; else printf null; fi; }
-now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
+        r#"now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
 prev=$(sed -n 's/.*"attempt": *\([0-9][0-9]*\).*/\1/p' status.json 2>/dev/null | head -n1)
 ATTEMPT=$(( ${prev:-0} + 1 ))
 STARTED=$(now)
@@ -105,6 +111,17 @@ status running "" "" ""
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_strings_survive_newlines_quotes_and_backslashes() {
+        for v in ["plain", "a\nb", "q\"uote\\back", "tab\there\r", "$HOME 'x'"] {
+            let script = format!("{JSON_HELPERS}printf '{{\"x\": %s}}' \"$(jstr \"$1\")\"");
+            let out = std::process::Command::new("bash").arg("-c").arg(&script).arg("bash").arg(v).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let parsed: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{v:?} gave {text:?}: {e}"));
+            assert_eq!(parsed["x"], v, "{text}");
+        }
+    }
 
     #[test]
     fn quoting() {

@@ -224,6 +224,7 @@ fn dry_run_prints_runs_and_sbatch_script_and_writes_nothing() {
         "#SBATCH --account=lab",
         "#SBATCH --constraint=a100",
         "#SBATCH --exclusive",
+        "#SBATCH --signal=B:TERM@90",
         "after the previous chunk",
         "task.sh",
     ] {

@@ -114,6 +114,10 @@ impl Default for GradNoiseConfig {
 pub struct TrainConfig {
     /// Dataset written by `headlab simulate` (the CLI's --data overrides).
     pub data: String,
+    /// Content fingerprint of that dataset ([`headlab_sim::Dataset::fingerprint`]),
+    /// recorded by `headlab train`; resume, probe, eval and llc refuse a
+    /// dataset with another one. Empty: not recorded (older runs).
+    pub data_fingerprint: String,
     pub seed: u64,
     /// Number of optimizer updates.
     pub steps: u64,
@@ -143,6 +147,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             data: String::new(),
+            data_fingerprint: String::new(),
             seed: 0,
             // Measured on scenes/demo.toml (256 trajectories): 3000 steps of
             // batch 64 at lr 3e-3 bring the validation one-step MSE 11.7x
@@ -180,18 +185,47 @@ impl TrainConfig {
         Self::from_toml(&text, &path.display().to_string())
     }
 
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("config serializes")
+    /// The config as TOML (every key written). Fails only on values TOML
+    /// cannot hold, which [`TrainConfig::validate`] refuses first.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| TrainError::Config { origin: "config".into(), msg: format!("cannot be written as TOML: {e}") })
     }
 
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, value: String, hint: &str| Err(TrainError::Config { origin: "config".into(), msg: format!("`{key}` = {value}: {hint}") });
         self.model.validate().map_err(|e| TrainError::Config { origin: "config".into(), msg: e.to_string() })?;
+        // TOML integers are signed 64-bit: larger values could not be saved.
+        let max = i64::MAX as u64;
+        for (key, v) in [
+            ("seed", self.seed),
+            ("steps", self.steps),
+            ("eval_interval", self.eval_interval),
+            ("schedule.warmup", self.schedule.warmup),
+            ("checkpoints.dense_start", self.checkpoints.dense_start),
+            ("checkpoints.dense_end", self.checkpoints.dense_end),
+            ("grad_noise.every", self.grad_noise.every),
+        ] {
+            if v > max {
+                return bad(key, v.to_string(), &format!("must be at most {max} (2^63 - 1), the largest integer a TOML file holds"));
+            }
+        }
         if self.steps == 0 {
             return bad("steps", "0".into(), "train for at least one step");
         }
         if self.batch_size == 0 {
             return bad("batch_size", "0".into(), "use a positive batch size (e.g. 32)");
+        }
+        if self.batch_size > MAX_BATCH_SIZE {
+            return bad("batch_size", self.batch_size.to_string(), &format!("at most {MAX_BATCH_SIZE} frames per batch (the attention of one batch alone would not fit in memory)"));
+        }
+        if self.val_samples > MAX_BATCH_SIZE {
+            return bad("val_samples", self.val_samples.to_string(), &format!("at most {MAX_BATCH_SIZE} validation frames"));
+        }
+        if self.threads > MAX_THREADS {
+            return bad("threads", self.threads.to_string(), &format!("at most {MAX_THREADS} (this machine has {} cores; 0 picks a good default)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)));
+        }
+        if self.checkpoints.count > MAX_CHECKPOINTS {
+            return bad("checkpoints.count", self.checkpoints.count.to_string(), &format!("at most {MAX_CHECKPOINTS} checkpoints per run"));
         }
         if !(0.0..1.0).contains(&self.val_fraction) {
             return bad("val_fraction", self.val_fraction.to_string(), "use a fraction in [0, 1), e.g. 0.1");
@@ -227,6 +261,19 @@ impl TrainConfig {
             return bad("grad_noise.batches", g.batches.to_string(), "use at least 4 minibatches per measurement (16 or more for a usable tail index)");
         }
         Ok(())
+    }
+
+    /// The dataset named by `data`, for the run in `run_dir`: training stores
+    /// it absolute; a relative path (older runs, hand-written configs) is
+    /// taken relative to the run folder when the file is there, else to the
+    /// current folder.
+    pub fn data_path(&self, run_dir: &std::path::Path) -> std::path::PathBuf {
+        let p = std::path::PathBuf::from(&self.data);
+        if p.is_absolute() {
+            return p;
+        }
+        let beside = run_dir.join(&p);
+        if beside.exists() { beside } else { p }
     }
 
     /// Learning rate for the update that takes the model from `step` to `step + 1`.
@@ -291,6 +338,14 @@ impl TrainConfig {
 
 /// Smallest relative gap between two checkpoints (see `checkpoint_steps`).
 pub const MIN_CHECKPOINT_GAP: f64 = 0.02;
+
+/// Largest batch (and validation set) in frames: far above any useful
+/// setting, far below what would exhaust memory before a step runs.
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
+/// Most libtorch threads a config may ask for.
+pub const MAX_THREADS: usize = 1024;
+/// Most checkpoints a run may be configured to write.
+pub const MAX_CHECKPOINTS: usize = 100_000;
 
 /// libtorch intra-op threads when `threads = 0`: one thread on machines with
 /// two or fewer cores (small models spend their time in many tiny kernels,

@@ -45,11 +45,13 @@ pub enum TrainError {
     Resume(String),
     #[error("{path}: {msg}")]
     Io { path: String, msg: String },
+    /// Training produced a non-finite value; nothing after the last good
+    /// (all-finite) checkpoint was written.
     #[error(
-        "training stopped: the loss became non-finite ({loss}) at step {step} (lr {lr:.3e}, gradient norm {grad_norm:.3e}). \
-         The last good checkpoint is {last_checkpoint}. Lower optimizer.lr, keep optimizer.clip > 0, or check the dataset for NaNs."
+        "training stopped: {what} became non-finite at step {step} (loss {loss:.4e}, lr {lr:.3e}, gradient norm {grad_norm:.3e}). \
+         The last good checkpoint (all weights finite) is {last_checkpoint}. Lower optimizer.lr, keep optimizer.clip > 0, or check the dataset for NaNs."
     )]
-    NonFinite { step: u64, loss: f64, lr: f64, grad_norm: f64, last_checkpoint: String },
+    NonFinite { step: u64, what: String, loss: f64, lr: f64, grad_norm: f64, last_checkpoint: String },
     #[error(transparent)]
     Model(#[from] headlab_model::ModelError),
     #[error(transparent)]
@@ -90,8 +92,15 @@ pub struct TrainSummary {
 }
 
 /// Set libtorch's intra-op threads (0 = `default_threads()`); returns the number used.
+/// More threads than cores never helps: a larger request is capped at the
+/// number of cores, with a warning.
 pub fn set_threads(threads: usize) -> usize {
-    let n = if threads == 0 { default_threads() } else { threads };
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut n = if threads == 0 { default_threads() } else { threads };
+    if n > cores {
+        tracing::warn!("{n} threads asked for, this machine has {cores} cores: using {cores}");
+        n = cores;
+    }
     tch::set_num_threads(n as i32);
     n
 }
@@ -115,6 +124,13 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
     let io = |p: &Path, e: std::io::Error| TrainError::Io { path: p.display().to_string(), msg: e.to_string() };
     std::fs::create_dir_all(run_dir).map_err(|e| io(run_dir, e))?;
     let existing = list_checkpoints(run_dir)?;
+    if opts.resume && existing.is_empty() {
+        return Err(TrainError::Resume(format!(
+            "{} holds no checkpoint (nothing in {}); drop --resume to start a new run there",
+            run_dir.display(),
+            run_dir.join("ckpt").display()
+        )));
+    }
     if !opts.resume && !existing.is_empty() {
         return Err(TrainError::Resume(format!(
             "{} already holds {} checkpoint(s); pass --resume to continue it, or choose a new --out folder",
@@ -122,10 +138,13 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
             existing.len()
         )));
     }
-    let config_toml = cfg.to_toml();
+    let config_toml = cfg.to_toml()?;
     let cfg_path = run_dir.join("config.toml");
-    std::fs::write(&cfg_path, &config_toml).map_err(|e| io(&cfg_path, e))?;
+    // Atomically, and only when it changes (a resume with the same settings
+    // leaves the file alone; a kill never leaves it empty).
+    headlab_store::write_atomic_if_changed(&cfg_path, config_toml.as_bytes())?;
 
+    check_batch_memory(cfg, dataset.n_particles)?;
     let (train_trajs, val_trajs) = split_trajectories(dataset.n_traj, cfg.val_fraction, cfg.seed)?;
     // Resume state, if any.
     let resume_ck: Option<(Checkpoint, String)> = match (opts.resume, existing.last()) {
@@ -145,7 +164,17 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
             opt.load_state(&model, st, p)?;
             let rng = rng_from_state(ck.rng.as_ref().ok_or_else(|| TrainError::Resume(format!("{p} holds no RNG state")))?);
             let mut m = resume_metrics(&run_dir.join("metrics.h5"), ck.step)?;
+            // Metrics are written before each checkpoint, so they reach at
+            // least its step; whatever was recorded after it is dropped.
             m.truncate_after(ck.step);
+            if ck.step > 0 && m.step.last().copied().unwrap_or(0) < ck.step {
+                tracing::warn!(
+                    "{}: the loss history ends at step {} but the checkpoint is at step {}; the steps in between are missing from metrics.h5",
+                    run_dir.join("metrics.h5").display(),
+                    m.step.last().copied().unwrap_or(0),
+                    ck.step
+                );
+            }
             if ck.step >= cfg.steps {
                 tracing::warn!("{p} is already at step {} >= steps {}; nothing to do (raise --steps to train further)", ck.step, cfg.steps);
             }
@@ -165,19 +194,35 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
     let mut written: Vec<PathBuf> = existing.iter().filter(|(s, _)| *s <= step).map(|(_, p)| p.clone()).collect();
     let mut last_ckpt = written.last().map(|p| p.display().to_string()).unwrap_or_else(|| "(none)".into());
 
+    // The metrics go first, then the checkpoint: a kill between the two
+    // leaves metrics ahead of the newest checkpoint, which a resume trims to
+    // exactly that checkpoint's step (never a gap in the loss history).
     let save = |model: &Model, opt: &Optimizer, rng: &ChaCha8Rng, step: u64, metrics: &Metrics, train_loss: f64, val_loss: f64| -> Result<PathBuf> {
         let path = checkpoint_path(run_dir, step);
+        let params = model.to_arrays()?;
+        if let Some((name, v)) = first_non_finite(&params) {
+            return Err(TrainError::NonFinite {
+                step,
+                what: format!("weight {name} = {v}"),
+                lr: cfg.lr_at(step.saturating_sub(1)),
+                loss: train_loss,
+                grad_norm: metrics.grad_norm.last().map(|&g| g as f64).unwrap_or(f64::NAN),
+                last_checkpoint: String::new(),
+            });
+        }
+        write_metrics(&run_dir.join("metrics.h5"), metrics)?;
+        crash_point("between-metrics-and-checkpoint", step);
         let ck = Checkpoint {
             step,
             config_toml: config_toml.clone(),
-            params: model.to_arrays()?,
+            params,
             norm: model.norm.to_arrays(),
             optimizer: Some(opt.state(model)?),
             rng: Some(rng_state(rng)),
             scalars: vec![("train_loss".into(), train_loss), ("val_loss".into(), val_loss), ("baseline_val_loss".into(), baseline)],
         };
         write_checkpoint(&path, &ck)?;
-        write_metrics(&run_dir.join("metrics.h5"), metrics)?;
+        crash_point("after-checkpoint", step);
         Ok(path)
     };
 
@@ -189,7 +234,8 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
             }
         }
     };
-    if step == 0 {
+    // A fresh run records step 0; a resume from the step-0 checkpoint already has it.
+    if step == 0 && resume_ck.is_none() {
         measure_noise(&model, 0, &mut metrics);
         metrics.val_step.push(0);
         metrics.val_loss.push(val_loss as f32);
@@ -221,8 +267,11 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
         let (loss_v, gnorm) = train_step(cfg, &model, &mut opt, &data, &mut rng, lr)?;
         if !loss_v.is_finite() || !gnorm.is_finite() {
             bar.abandon();
+            // The loss history up to the blow-up, for diagnosis (a resume
+            // trims it back to the checkpoint it starts from).
             write_metrics(&run_dir.join("metrics.h5"), &metrics)?;
-            return Err(TrainError::NonFinite { step, loss: loss_v, lr, grad_norm: gnorm, last_checkpoint: last_ckpt });
+            let what = if !loss_v.is_finite() { format!("the loss ({loss_v})") } else { format!("the gradient norm ({gnorm}; loss {loss_v})") };
+            return Err(TrainError::NonFinite { step, what, loss: loss_v, lr, grad_norm: gnorm, last_checkpoint: last_ckpt });
         }
         step += 1;
         train_loss = loss_v;
@@ -238,7 +287,7 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
             metrics.val_loss.push(val_loss as f32);
         }
         if is_ckpt {
-            let p = save(&model, &opt, &rng, step, &metrics, train_loss, val_loss)?;
+            let p = save(&model, &opt, &rng, step, &metrics, train_loss, val_loss).map_err(|e| with_last(e, &last_ckpt))?;
             last_ckpt = p.display().to_string();
             written.push(p);
         }
@@ -255,9 +304,7 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
             metrics.val_step.push(step);
             metrics.val_loss.push(val_loss as f32);
         }
-        written.push(save(&model, &opt, &rng, step, &metrics, train_loss, val_loss)?);
-    } else {
-        write_metrics(&run_dir.join("metrics.h5"), &metrics)?;
+        written.push(save(&model, &opt, &rng, step, &metrics, train_loss, val_loss).map_err(|e| with_last(e, &last_ckpt))?);
     }
     bar.finish();
     let steps_per_sec = (step - start_step) as f64 / start.elapsed().as_secs_f64().max(1e-9);
@@ -273,6 +320,45 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
         device: format!("{device:?}"),
         threads,
     })
+}
+
+/// Refuse a batch whose activations (kept for the backward pass) cannot fit
+/// in memory, with the estimate: per frame and layer, the residual stream,
+/// queries/keys/values, the MLP and the attention pattern, in f32, about
+/// three times over (forward, backward, optimizer temporaries).
+fn check_batch_memory(cfg: &TrainConfig, n_particles: usize) -> Result<()> {
+    let m = &cfg.model;
+    let per_token = 6 * m.d_model + 4 * m.n_heads * m.d_head + 2 * m.d_mlp + 3 * m.n_heads * n_particles;
+    let rows = cfg.batch_size.max(cfg.val_samples.min(4096));
+    let bytes = headlab_sim::limits::product(&[rows, n_particles, m.n_layers.max(1), per_token, 4, 3]);
+    headlab_sim::limits::check_fits(&format!("a batch of {rows} frames × {n_particles} particles"), bytes)
+        .map_err(|msg| TrainError::Config { origin: "config".into(), msg: format!("`batch_size` = {}: {msg}; use a smaller batch", cfg.batch_size) })
+}
+
+/// The first parameter value that is not finite: (parameter name, value).
+fn first_non_finite(params: &[headlab_store::checkpoint::NamedArray]) -> Option<(String, f32)> {
+    params.iter().find_map(|a| a.data.iter().find(|v| !v.is_finite()).map(|&v| (a.name.clone(), v)))
+}
+
+/// Fill in the last good checkpoint of a non-finite stop found while saving.
+fn with_last(e: TrainError, last: &str) -> TrainError {
+    match e {
+        TrainError::NonFinite { step, what, loss, lr, grad_norm, .. } => TrainError::NonFinite { step, what, loss, lr, grad_norm, last_checkpoint: last.to_string() },
+        e => e,
+    }
+}
+
+/// Test hook for the kill drills: with `HEADLAB_CRASH_AT=NAME:STEP` in the
+/// environment, the process kills itself (SIGKILL, no cleanup, like `kill -9`)
+/// when it reaches the point NAME (`between-metrics-and-checkpoint`,
+/// `after-checkpoint`) at STEP.
+fn crash_point(name: &str, step: u64) {
+    if let Ok(v) = std::env::var("HEADLAB_CRASH_AT") {
+        if v.split_once(':').is_some_and(|(n, s)| n == name && s.parse() == Ok(step)) {
+            let _ = std::process::Command::new("kill").args(["-KILL", &std::process::id().to_string()]).status();
+            std::process::abort();
+        }
+    }
 }
 
 /// One optimizer update: draw a batch, compute the loss and its gradient,

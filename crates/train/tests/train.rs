@@ -152,7 +152,7 @@ fn resume_refuses_an_unreadable_metrics_file_instead_of_replacing_it() {
 #[test]
 fn config_defaults_validation_and_checkpoint_schedule() {
     let d = TrainConfig::default();
-    assert_eq!(TrainConfig::from_toml(&d.to_toml(), "x").unwrap(), d);
+    assert_eq!(TrainConfig::from_toml(&d.to_toml().unwrap(), "x").unwrap(), d);
     let e = TrainConfig::from_toml("stpes = 3", "my.toml").unwrap_err().to_string();
     assert!(e.contains("my.toml") && e.contains("stpes"), "{e}");
     let e = TrainConfig::from_toml("[optimizer]\nlr = -1.0", "my.toml").unwrap_err().to_string();

@@ -22,6 +22,11 @@ fn pts(steps: &[u64], v: &[f64]) -> Vec<(f64, f64)> {
 
 /// Draw the figure of head (layer, head) into `path` (PNG, 900×1100).
 pub fn head_figure(path: &Path, an: &Analysis, score_series: &str, lp: &LensPhysics, freeze: &FreezeConfig, layer: usize, head: usize) -> crate::Result<()> {
+    // Drawn beside the target and renamed over it: never a truncated PNG.
+    headlab_store::with_atomic_path(path, |tmp| head_figure_at(tmp, an, score_series, lp, freeze, layer, head))
+}
+
+fn head_figure_at(path: &Path, an: &Analysis, score_series: &str, lp: &LensPhysics, freeze: &FreezeConfig, layer: usize, head: usize) -> crate::Result<()> {
     let e = perr(path);
     let root = BitMapBackend::new(path, (900, 1100)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;

@@ -92,6 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             seed: Some(args.seed),
             threads: 0,
             quiet: false,
+            force: false,
         })?;
     }
 
@@ -116,6 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             batch_size: None,
             threads: args.threads,
             quiet: false,
+            allow_other_data: false,
         })?;
 
         eprintln!("[3/6] probe seed {seed} → {}", run.join("analysis.h5").display());
@@ -129,6 +131,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             device: args.device,
             batch: 64,
             fresh: false,
+            allow_other_data: false,
         })?;
     }
 
@@ -158,6 +161,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         device: args.device,
         threads: args.threads.unwrap_or(1),
         quiet: false,
+        allow_other_data: false,
     })?;
 
     eprintln!("[6/6] report");
@@ -167,7 +171,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         fit: headlab_analysis::fit::FitOptions { bootstrap: args.bootstrap, ..Default::default() },
         ..Default::default()
     };
-    let report = headlab_report::write_report(&runs, Some(&run_dir.join("report")), &opts)?;
+    let report = {
+        let _locks = runs.iter().map(|r| super::lock_run(r, "headlab demo (report)")).collect::<anyhow::Result<Vec<_>>>()?;
+        headlab_report::write_report(&runs, Some(&run_dir.join("report")), &opts)?
+    };
     println!();
     println!("demo finished in {:.0} s", t0.elapsed().as_secs_f64());
     println!("{}", report.headline);

@@ -38,18 +38,30 @@ pub struct Args {
     /// Where to write the rollouts (default RUN/eval/rollout_step_XXXXXXXX.h5).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace --out even when it is not a rollout (never inside a run's ckpt/).
+    #[arg(long)]
+    pub force: bool,
+    /// Go on even when the dataset's content is not the one the run was
+    /// trained on (its fingerprint in RUN/config.toml differs).
+    #[arg(long)]
+    pub allow_other_data: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let _lock = super::lock_run(&args.run, "headlab eval")?;
+    if let Some(out) = &args.out {
+        super::guard_out(out, super::OutKind::Rollout, args.force)?;
+    }
     let data = match &args.data {
         Some(d) => d.clone(),
         None => {
             let cfg = TrainConfig::load(&args.run.join("config.toml"))?;
             anyhow::ensure!(!cfg.data.is_empty(), "{}: no `data` recorded; pass --data FILE.h5", args.run.join("config.toml").display());
-            PathBuf::from(cfg.data)
+            cfg.data_path(&args.run)
         }
     };
     let ds = headlab_store::dataset::read_dataset(&data).with_context(|| format!("reading the dataset {}", data.display()))?;
+    super::check_run_dataset(&args.run, &ds, &data, args.allow_other_data)?;
     let rep = evaluate(&args.run, &ds, &EvalOptions { step: args.step, rollout_trajs: args.rollouts, horizon: args.horizon, device: args.device })?;
     println!("{} (step {})", rep.checkpoint.display(), rep.step);
     println!("one-step validation MSE {:.6}  no-change baseline {:.6}  ratio {:.1}x  ({} validation trajectories)", rep.one_step_mse, rep.baseline_mse, rep.improvement(), rep.val_trajs.len());

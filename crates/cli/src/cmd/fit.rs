@@ -81,6 +81,8 @@ pub fn run(args: Args) -> anyhow::Result<FitSummary> {
     if !(args.level > 0.0 && args.level < 1.0) {
         anyhow::bail!("--level {} must lie strictly between 0 and 1 (e.g. 0.95)", args.level);
     }
+    // fit stores its fits in each run's analysis.h5: one writer per run.
+    let _locks = args.runs.iter().map(|r| super::lock_run(r, "headlab fit")).collect::<anyhow::Result<Vec<_>>>()?;
     let opts = FitOptions { bootstrap: args.bootstrap, seed: args.seed, level: args.level, ..Default::default() };
     let axes = axes(&args.axis);
     let bar = indicatif::ProgressBar::new_spinner();

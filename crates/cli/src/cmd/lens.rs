@@ -255,6 +255,10 @@ pub struct PhysicsArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Go on even when the dataset's content is not the one the run was
+    /// trained on (its fingerprint in RUN/config.toml differs).
+    #[arg(long)]
+    pub allow_other_data: bool,
 }
 
 pub fn run_physics(a: PhysicsArgs) -> anyhow::Result<()> {
@@ -265,11 +269,13 @@ pub fn run_physics(a: PhysicsArgs) -> anyhow::Result<()> {
         "overlap" => Contact::Overlap,
         o => anyhow::bail!("--contact {o}: use interval or overlap"),
     };
+    let _lock = super::lock_run(&a.run, "headlab lens physics")?;
     headlab_train::set_threads(a.threads);
     let apath = a.run.join("analysis.h5");
     let an = headlab_store::analysis::read_analysis(&apath, false).with_context(|| format!("reading {} (probe the run first: headlab probe {})", apath.display(), a.run.display()))?;
     let data = a.data.clone().unwrap_or_else(|| PathBuf::from(&an.dataset));
     let ds = headlab_store::dataset::read_dataset(&data).with_context(|| format!("reading the dataset {} (pass --data)", data.display()))?;
+    super::check_run_dataset(&a.run, &ds, &data, a.allow_other_data)?;
     let mut cfg = PhysicsLensConfig { freeze_frames: a.freeze_frames, svm_queries: a.svm_queries, seed: a.seed, contact, ..Default::default() };
     cfg.freeze.window = a.freeze_window;
     cfg.freeze.threshold = a.freeze_threshold;
@@ -381,13 +387,14 @@ fn run_icl(a: IclArgs) -> anyhow::Result<()> {
 
 fn run_scaling_run(a: &ScalingArgs, run: &std::path::Path) -> anyhow::Result<()> {
     use headlab_lens::scaling::{run_saturation, write_run_h5, write_run_html, RunSaturationOptions};
+    let _lock = super::lock_run(run, "headlab lens scaling")?;
     headlab_train::set_threads(a.threads);
     let data = match &a.data {
         Some(p) => p.clone(),
         None => {
             let cfg = headlab_train::TrainConfig::load(&run.join("config.toml")).with_context(|| format!("reading {}/config.toml (is {} a run folder?)", run.display(), run.display()))?;
             anyhow::ensure!(!cfg.data.is_empty(), "{}/config.toml names no dataset; pass --data", run.display());
-            PathBuf::from(cfg.data)
+            cfg.data_path(run)
         }
     };
     let ds = headlab_store::dataset::read_dataset(&data).with_context(|| format!("reading the dataset {} (pass --data)", data.display()))?;

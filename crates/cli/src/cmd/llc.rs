@@ -101,6 +101,10 @@ pub struct Args {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: headlab_model::DeviceSpec,
+    /// Go on even when the dataset's content is not the one the run was
+    /// trained on (its fingerprint in RUN/config.toml differs).
+    #[arg(long)]
+    pub allow_other_data: bool,
 }
 
 fn bar(len: u64) -> indicatif::ProgressBar {
@@ -114,13 +118,14 @@ fn bar(len: u64) -> indicatif::ProgressBar {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let _lock = super::lock_run(&args.run, "headlab llc")?;
     let run_cfg_path = args.run.join("config.toml");
     let data = match &args.data {
         Some(d) => d.clone(),
         None => {
             let cfg = TrainConfig::load(&run_cfg_path)?;
             anyhow::ensure!(!cfg.data.is_empty(), "{}: no `data` recorded; pass --data FILE.h5", run_cfg_path.display());
-            PathBuf::from(cfg.data)
+            cfg.data_path(&args.run)
         }
     };
     let mut llc = match &args.config {
@@ -140,6 +145,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     llc.validate()?;
     let device = args.device.resolve()?;
     let ds = headlab_store::dataset::read_dataset(&data)?;
+    super::check_run_dataset(&args.run, &ds, &data, args.allow_other_data)?;
     let opts = LlcRunOptions {
         checkpoint: CheckpointLlcOptions { llc: llc.clone(), per_head: args.per_head },
         steps: args.steps.clone(),

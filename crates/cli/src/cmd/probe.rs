@@ -51,16 +51,21 @@ pub struct Args {
     /// Start over: discard RUN/analysis.h5 (needed after changing options).
     #[arg(long)]
     pub fresh: bool,
+    /// Go on even when the dataset's content is not the one the run was
+    /// trained on (its fingerprint in RUN/config.toml differs).
+    #[arg(long)]
+    pub allow_other_data: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let _lock = super::lock_run(&args.run, "headlab probe")?;
     let data = match &args.data {
         Some(d) => d.clone(),
         None => {
             let p = args.run.join("config.toml");
             let cfg = TrainConfig::load(&p)?;
             anyhow::ensure!(!cfg.data.is_empty(), "{}: no `data` recorded; pass --data FILE.h5", p.display());
-            PathBuf::from(cfg.data)
+            cfg.data_path(&args.run)
         }
     };
     let mut opts = match &args.config {
@@ -80,6 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         opts.cache_frames = v;
     }
     let ds = headlab_store::dataset::read_dataset(&data).with_context(|| format!("reading the dataset {}", data.display()))?;
+    super::check_run_dataset(&args.run, &ds, &data, args.allow_other_data)?;
     let ctl = ProbeControl { device: args.device, batch: args.batch, progress: true, fresh: args.fresh, save_every: 10, threads: 0 };
     let s = probe_run(&args.run, &ds, &data, &opts, &ctl)?;
     println!("{}: probed {} checkpoint(s), {} already done, {} evaluation frames", s.analysis_path.display(), s.probed.len(), s.skipped, s.n_eval_frames);

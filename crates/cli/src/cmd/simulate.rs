@@ -39,9 +39,13 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Replace --out even when it is not a simulated dataset (never inside a run's ckpt/).
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    super::guard_out(&args.out, super::OutKind::Dataset, args.force)?;
     let scene = Scene::from_file(&args.scene)?;
     let res = scene.resolve(&args.scene.display().to_string())?;
     let mut opts = SimOptions::from_scene(&scene);

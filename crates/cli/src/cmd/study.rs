@@ -100,9 +100,7 @@ fn study_config(args: &Args) -> anyhow::Result<toml::Table> {
 }
 
 fn write_text(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("txt.tmp~");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    headlab_store::fsutil::write_atomic(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Run the study.
@@ -131,11 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let sweep_path = args.out.join("study_sweep.toml");
     let text = format!("# The study as a seed sweep (written by headlab study; `headlab sweep` runs it too).\n{}", toml::to_string_pretty(&file).context("the study's sweep file cannot be written as TOML")?);
-    if std::fs::read_to_string(&sweep_path).ok().as_deref() != Some(text.as_str()) {
-        let tmp = sweep_path.with_extension("toml.tmp~");
-        std::fs::write(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &sweep_path).with_context(|| format!("writing {}", sweep_path.display()))?;
-    }
+    headlab_store::fsutil::write_atomic_if_changed(&sweep_path, text.as_bytes()).with_context(|| format!("writing {}", sweep_path.display()))?;
     let sweep_args = || super::sweep::Args {
         file: Some(sweep_path.clone()),
         backend: args.backend,
@@ -171,7 +165,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     eprintln!("[3/3] report");
     let opts = headlab_report::ReportOptions { fit: headlab_analysis::fit::FitOptions { bootstrap: args.bootstrap, level: args.level, ..Default::default() }, ..Default::default() };
-    let report = headlab_report::write_report(&runs, Some(&args.out.join("report")), &opts)?;
+    let report = {
+        // The report may store fits in each run's analysis.h5: one writer per run.
+        let _locks = runs.iter().map(|r| super::lock_run(r, "headlab study (report)")).collect::<anyhow::Result<Vec<_>>>()?;
+        headlab_report::write_report(&runs, Some(&args.out.join("report")), &opts)?
+    };
     let mut words = format!("headlab study: {} seeds in {}\n", args.seeds, args.out.display());
     for (axis, sum) in &fits.seeds {
         words.push_str(&format!("\nAgainst {}:\n{}", axis.label(), headlab_analysis::fit::text::seeds_text(sum)));

@@ -1,7 +1,5 @@
 //! `headlab train`: train the particle transformer on a simulated dataset.
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use anyhow::Context;
 use headlab_train::{RunOptions, TrainConfig};
@@ -13,7 +11,10 @@ use headlab_train::{RunOptions, TrainConfig};
 /// (weights under /params/<name>, optimizer and RNG state) at log-spaced
 /// steps, dense early where collision heads emerge.
 ///
-/// Ctrl-C writes a checkpoint and stops; --resume continues bit-identically.
+/// Ctrl-C, SIGTERM (scancel, a Slurm time limit) and SIGHUP write a
+/// checkpoint and stop (a second signal quits at once, exit code 130);
+/// --resume continues bit-identically. One writer per run folder: a second
+/// command writing into --out is refused with the PID of the first.
 ///
 /// Example:
 ///   headlab train --data data/demo.h5 --out checkpoints/demo
@@ -55,6 +56,10 @@ pub struct Args {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Go on even when the dataset's content is not the one the run was
+    /// trained on (its fingerprint in RUN/config.toml differs).
+    #[arg(long)]
+    pub allow_other_data: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -86,18 +91,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     cfg.validate()?;
     anyhow::ensure!(!cfg.data.is_empty(), "no dataset: pass --data FILE.h5 (written by `headlab simulate`) or set `data` in the config");
-    let data_path = PathBuf::from(&cfg.data);
+    // The run folder's writer lock, before anything is read or written.
+    let _lock = super::lock_run(&args.out, "headlab train")?;
+    let data_path = if args.data.is_some() { PathBuf::from(&cfg.data) } else { cfg.data_path(&args.out) };
     let ds = headlab_store::dataset::read_dataset(&data_path).with_context(|| format!("reading the dataset {}", data_path.display()))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let _ = ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!("\ninterrupted: writing a checkpoint and stopping (Ctrl-C again to quit at once)");
-        });
+    // A resumed run goes on with the data it was trained on (or is told to).
+    if args.resume {
+        super::check_run_dataset(&args.out, &ds, &data_path, args.allow_other_data)?;
     }
+    cfg.data_fingerprint = ds.fingerprint();
+    // Store the dataset's path absolute, so commands run from another folder find it.
+    if let Ok(abs) = std::fs::canonicalize(&data_path) {
+        cfg.data = abs.display().to_string();
+    }
+    // Ctrl-C, SIGTERM (scancel, Slurm time limit) and SIGHUP: checkpoint, then stop.
+    let (stop, _catching) = crate::signals::catch();
     eprintln!(
         "training on {} ({} trajectories x {} frames x {} particles) -> {}",
         data_path.display(),

@@ -302,7 +302,7 @@ pub fn write_html(dir: &Path, r: &IclReport) -> Result<(), IclError> {
     }
     let html = page.render("headlab lens: in-context linear regression");
     let p = dir.join("index.html");
-    std::fs::write(&p, html).map_err(|e| out_err(&p, e.to_string()))?;
+    headlab_store::write_atomic(&p, html.as_bytes()).map_err(|e| out_err(&p, e.to_string()))?;
     Ok(())
 }
 

@@ -269,6 +269,6 @@ pub fn write_page(dir: &Path, res: &MaxMarginResult, plots: &[PathBuf], h5_name:
         esc(&c.to_toml()?)
     );
     let path = dir.join("index.html");
-    std::fs::write(&path, h).map_err(|source| MaxMarginError::Io { path: path.clone(), source })?;
+    headlab_store::write_atomic(&path, h.as_bytes()).map_err(|e| MaxMarginError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
     Ok(path)
 }

@@ -106,5 +106,5 @@ pub fn write_html(dir: &Path, r: &ScalingReport) -> Result<(), ScalingError> {
     page.table(&["option", "σ", "N", "saturated", "max weight", "‖J‖_F", "‖J‖_F / c", "entropy / ln N", "score std"], &rows);
     let html = page.render("headlab lens: attention score scaling");
     let p = dir.join("index.html");
-    std::fs::write(&p, html).map_err(|e| out_err(&p, e.to_string()))
+    headlab_store::write_atomic(&p, html.as_bytes()).map_err(|e| out_err(&p, e.to_string()))
 }

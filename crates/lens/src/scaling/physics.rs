@@ -314,5 +314,5 @@ pub fn write_physics_html(dir: &Path, r: &PhysicsScalingReport) -> Result<(), Sc
     page.table(&["N", "option", "val / baseline", "best score (head)", "AUROC", "score ≥ 0.5 at", "saturated", "entropy / ln N", "‖J‖_F", "seconds"], &rows);
     let html = page.render("headlab lens: attention scale options on the physics task");
     let p = dir.join("index.html");
-    std::fs::write(&p, html).map_err(|e| out_err(&p, e.to_string()))
+    headlab_store::write_atomic(&p, html.as_bytes()).map_err(|e| out_err(&p, e.to_string()))
 }

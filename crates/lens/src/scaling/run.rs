@@ -271,5 +271,5 @@ pub fn write_run_html(dir: &Path, r: &RunSaturation) -> Result<(), ScalingError>
     }
     let html = page.render("headlab lens: attention saturation of a run");
     let p = dir.join("index.html");
-    std::fs::write(&p, html).map_err(|e| out_err(&p, e.to_string()))
+    headlab_store::write_atomic(&p, html.as_bytes()).map_err(|e| out_err(&p, e.to_string()))
 }

@@ -434,6 +434,6 @@ pub fn write_page(dir: &Path, res: &ScanSnapResult, plots: &[PathBuf], h5_name: 
     }
     let _ = write!(h, "<h2>Configuration</h2><pre>{}</pre></body></html>", esc(&c.to_toml()?));
     let path = dir.join("index.html");
-    std::fs::write(&path, h).map_err(|source| ScanSnapError::Io { path: path.clone(), source })?;
+    headlab_store::write_atomic(&path, h.as_bytes()).map_err(|e| ScanSnapError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
     Ok(path)
 }

@@ -179,11 +179,14 @@ impl LlcConfig {
         n * self.beta.unwrap_or_else(|| 1.0 / n.ln())
     }
 
+    /// Threads in use: `threads`, or all cores for 0; never more than the
+    /// cores (a larger request would only start idle threads).
     fn resolved_threads(&self) -> usize {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         if self.threads > 0 {
-            self.threads
+            self.threads.min(cores)
         } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            cores
         }
     }
 }

@@ -16,7 +16,13 @@ type DResult = std::result::Result<(), Box<dyn std::error::Error>>;
 /// ±2 se, and each head), the chains' traces at the last checkpoint, and the
 /// calibration sweep when there is one.
 pub fn plot_llc(series: &LlcSeries, out: &Path) -> Result<()> {
-    draw(series, out).map_err(|e| LlcError::Problem(format!("{}: cannot draw the plot: {e}", out.display())))
+    // Drawn beside the target and renamed over it: never a truncated PNG.
+    let tmp = headlab_store::fsutil::partial_path(out);
+    if let Err(e) = draw(series, &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(LlcError::Problem(format!("{}: cannot draw the plot: {e}", out.display())));
+    }
+    headlab_store::fsutil::commit_partial(out).map_err(|e| LlcError::Problem(format!("cannot write the plot: {e}")))
 }
 
 fn draw(s: &LlcSeries, out: &Path) -> DResult {

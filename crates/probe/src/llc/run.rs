@@ -105,8 +105,32 @@ fn columns(e: &LlcEstimate) -> [f64; 5] {
 /// Estimate the LLC at the run's checkpoints and merge into `RUN/llc.h5`.
 /// `progress` receives SGLD steps (see [`super::model::steps_per_checkpoint`]).
 pub fn llc_run(run_dir: &Path, ds: &Dataset, opts: &LlcRunOptions, progress: Progress<'_>) -> Result<LlcRunSummary> {
-    opts.checkpoint.llc.validate()?;
     let path = llc_path(run_dir);
+    if !opts.fresh {
+        return llc_into(run_dir, ds, opts, progress, &path);
+    }
+    // --fresh builds the new file beside the old one and swaps them only at
+    // the end: a failure half-way keeps the old estimates.
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let beside = path.with_file_name(format!(".{name}.fresh"));
+    let r = llc_into(run_dir, ds, opts, progress, &beside).and_then(|mut s| {
+        if beside.exists() {
+            std::fs::rename(&beside, &path).map_err(|e| run_err(&path, format!("cannot replace it with {}: {e}", beside.display())))?;
+        }
+        s.path = path.clone();
+        Ok(s)
+    });
+    if r.is_err() {
+        let _ = std::fs::remove_file(&beside);
+    }
+    r
+}
+
+/// [`llc_run`] writing to `target` (the run's llc.h5, or the file that
+/// --fresh builds beside it).
+fn llc_into(run_dir: &Path, ds: &Dataset, opts: &LlcRunOptions, progress: Progress<'_>, target: &Path) -> Result<LlcRunSummary> {
+    opts.checkpoint.llc.validate()?;
+    let path = target.to_path_buf();
     let all = list_checkpoints(run_dir).map_err(|e| run_err(run_dir, e))?;
     if all.is_empty() {
         return Err(run_err(run_dir, "no checkpoints in ckpt/; train the run first (headlab train)"));
