@@ -1220,7 +1220,7 @@ mod tests {
         let targets = default_targets(1, 2, &[]);
         let mut a = Ablation { config_toml: "x = 1".into(), n_layers: 1, n_heads: 2, n_eval_frames: 8, n_clusters: 4, cluster_unit: "evaluation trajectory".into(), targets, kinds: vec![Kind::Zero, Kind::OffSelf], ..Default::default() };
         let n = a.targets.len() * 2 * 3;
-        let st = |s: u64, v: f64| AblationStep { step: s, onestep: ONESTEP_METRICS.iter().map(|m| (*m, vec![v; n])).map(|(m, v)| (m.to_string(), v)).collect(), intact: BTreeMap::new() };
+        let st = |s: u64, v: f64| AblationStep { step: s, onestep: ONESTEP_METRICS.iter().map(|m| (*m, vec![v; n])).map(|(m, v)| (m.to_string(), v)).collect(), intact: ["contact_mse", "free_mse", "dv_mse"].iter().map(|m| (m.to_string(), vec![v; 3])).collect() };
         a.add_step(st(20, 2.0)).unwrap();
         a.add_step(st(10, 1.0)).unwrap();
         a.add_step(st(20, 3.0)).unwrap();

@@ -280,7 +280,7 @@ fn training_stats(m: &Model, ds: &Dataset, frames: &[(usize, usize)], edges: &[f
     let (nl, nh) = (m.config.n_layers, m.config.n_heads);
     let (n, dim) = (ds.n_particles, ds.dim());
     let dt = ds.frame_dt() as f32;
-    let mut zsum: Vec<Option<Tensor>> = vec![None; nl];
+    let mut zsum: Vec<Option<Tensor>> = (0..nl).map(|_| None).collect();
     let mut count = 0i64;
     let mut profiles = vec![GeoProfile::new(edges); nl * nh];
     for chunk in frames.chunks(256) {

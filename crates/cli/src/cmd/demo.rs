@@ -21,7 +21,10 @@ const DEMO_SCENE: &str = include_str!("../../../../scenes/demo.toml");
 ///   5. lens physics  per head: does attention scan then snap (freeze
 ///                detector), does W_Q·W_Kᵀ align with the att-SVM that picks
 ///                the contact partner                  → OUT/run/lens_physics.h5
-///   6. report    plots and summary                    → OUT/run/report/index.html
+///   6. ablate    causal tests: each head, layer and the collision heads
+///                ablated (zero, mean, resample, off-self, geometry-only and
+///                oracle patterns), activation patching → OUT/run/ablation.h5
+///   7. report    plots and summary                    → OUT/run/report/index.html
 ///
 /// Running it again resumes: an existing dataset is reused, training
 /// continues from its last checkpoint, probing skips probed checkpoints.
@@ -71,7 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let data = args.out.join("data.h5");
     let run_dir = args.out.join("run");
 
-    eprintln!("[1/6] simulate → {}", data.display());
+    eprintln!("[1/7] simulate → {}", data.display());
     if data.exists() && headlab_store::dataset::read_dataset_meta(&data).is_ok() && args.trajectories.is_none() && args.frames.is_none() {
         eprintln!("      reusing the existing dataset");
     } else {
@@ -86,7 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })?;
     }
 
-    eprintln!("[2/6] train → {}", run_dir.display());
+    eprintln!("[2/7] train → {}", run_dir.display());
     let resume = headlab_store::checkpoint::list_checkpoints(&run_dir).map(|c| !c.is_empty()).unwrap_or(false);
     super::train::run(super::train::Args {
         data: Some(data.clone()),
@@ -102,7 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         quiet: false,
     })?;
 
-    eprintln!("[3/6] probe → {}", run_dir.join("analysis.h5").display());
+    eprintln!("[3/7] probe → {}", run_dir.join("analysis.h5").display());
     super::probe::run(super::probe::Args {
         run: run_dir.clone(),
         data: Some(data.clone()),
@@ -115,7 +118,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         fresh: false,
     })?;
 
-    eprintln!("[4/6] fit");
+    eprintln!("[4/7] fit");
     super::fit::run(super::fit::Args {
         runs: vec![run_dir.clone()],
         series: headlab_analysis::fitrun::DEFAULT_SERIES.to_string(),
@@ -123,7 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
     })?;
 
-    eprintln!("[5/6] lens physics → {}", run_dir.join("lens_physics.h5").display());
+    eprintln!("[5/7] lens physics → {}", run_dir.join("lens_physics.h5").display());
     super::lens::run_physics(super::lens::PhysicsArgs {
         run: run_dir.clone(),
         data: Some(data.clone()),
@@ -140,7 +143,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         quiet: false,
     })?;
 
-    eprintln!("[6/6] report");
+    eprintln!("[6/7] ablate → {}", run_dir.join("ablation.h5").display());
+    super::ablate::run(super::ablate::Args {
+        run: run_dir.clone(),
+        data: Some(data.clone()),
+        kinds: None,
+        group: None,
+        steps: None,
+        n_steps: 12,
+        train_frames: None,
+        bootstrap: None,
+        rollouts: None,
+        patch_pairs: None,
+        seed: Some(args.seed),
+        device: args.device,
+        fresh: false,
+    })?;
+
+    eprintln!("[7/7] report");
     // The report judges the best head against the collision-head bar; its
     // headline is the demo's last word.
     let opts = headlab_report::ReportOptions {
@@ -151,6 +171,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!();
     println!("demo finished in {:.0} s", t0.elapsed().as_secs_f64());
     println!("{}", report.headline);
+    // The causal test of the collision heads (headlab ablate), as the report words it.
+    if let Some(i) = report.runs.first().and_then(|r| r.summary.find("Causal test")) {
+        println!("{}", &report.runs[0].summary[i..]);
+    }
     println!("report: {}", report.index.display());
     println!("watch it: headlab view {}   (tools/headlab view … from a checkout)", run_dir.display());
     Ok(())
