@@ -35,7 +35,7 @@ use crate::{AnalysisError, Result};
 // ---------------------------------------------------------------------------
 
 /// How a head is ablated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     /// The head's output `hook_z` set to 0.
     Zero,

@@ -418,8 +418,6 @@ pub fn ablate_run(run_dir: &Path, ds: &Dataset, opts: &AblateOptions, ctl: &Abla
     train_frames.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed ^ 0x7A1));
     train_frames.truncate(opts.train_frames.max(1));
     let edges = if an.g_edges.len() >= 2 { an.g_edges.clone() } else { headlab_analysis::metrics::default_g_edges() };
-    let dim = ds.dim();
-    let n = ds.n_particles;
     let dt = ds.frame_dt() as f32;
 
     let units = todo.len() + need_rollout as usize + need_patch as usize;
