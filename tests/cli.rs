@@ -24,7 +24,7 @@ fn demo_at_tiny_size_runs_every_step_and_resumes() {
     let o = headlab(&args, dir.path());
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    for step in ["[1/6] simulate", "[2/6] train", "[3/6] probe", "[4/6] fit", "[5/6] lens physics", "[6/6] report"] {
+    for step in ["[1/7] simulate", "[2/7] train", "[3/7] probe", "[4/7] fit", "[5/7] lens physics", "[6/7] ablate", "[7/7] report"] {
         assert!(t.contains(step), "missing {step}: {t}");
     }
     let run = dir.path().join("d/run");
@@ -32,6 +32,7 @@ fn demo_at_tiny_size_runs_every_step_and_resumes() {
     assert!(run.join("metrics.h5").exists());
     assert!(run.join("analysis.h5").exists());
     assert!(run.join("lens_physics.h5").exists());
+    assert!(run.join("ablation.h5").exists());
     let index = run.join("report/index.html");
     assert!(index.exists(), "{t}");
     let html = std::fs::read_to_string(&index).unwrap();

@@ -42,3 +42,23 @@ pub fn best_head(a: &Analysis) -> Option<BestHead> {
     let (sc, au) = (score[s * lh + k], auroc[s * lh + k]);
     Some(BestHead { layer, head, step: a.steps[s], score: sc, auroc: au, g_peak, meets_bar: sc >= 0.5 && au >= 0.95 && g_peak.0 < 1.0 })
 }
+
+/// Every head that meets the collision-head bar (self-excluded score ≥ 0.5,
+/// AUROC ≥ 0.95, g(r) peak at or inside contact) at the last probed step,
+/// as (layer, head), in order.
+pub fn collision_heads(a: &Analysis) -> Vec<(usize, usize)> {
+    let Some(s) = a.steps.len().checked_sub(1) else { return vec![] };
+    let (Some(score), Some(auroc)) = (a.series.get("score_excl_norm_overlap"), a.series.get("auroc_interval")) else { return vec![] };
+    let lh = a.n_layers * a.n_heads;
+    let mut out = Vec::new();
+    for k in 0..lh {
+        let (layer, head) = (k / a.n_heads, k % a.n_heads);
+        let g = a.head_g(false, s, layer, head);
+        let peak = (0..g.len()).filter(|&b| g[b].is_finite()).max_by(|&x, &y| g[x].total_cmp(&g[y]));
+        let (sc, au) = (score[s * lh + k], auroc[s * lh + k]);
+        if sc >= 0.5 && au >= 0.95 && peak.is_some_and(|b| a.g_edges[b] < 1.0) {
+            out.push((layer, head));
+        }
+    }
+    out
+}

@@ -22,6 +22,7 @@ pub mod freeze;
 pub mod heads;
 pub mod lens_physics;
 pub mod metrics;
+pub mod ablation;
 pub mod noise;
 pub mod svm;
 

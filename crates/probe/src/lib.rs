@@ -9,3 +9,4 @@
 
 pub mod run;
 pub mod llc;
+pub mod ablate;

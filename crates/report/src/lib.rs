@@ -5,6 +5,7 @@
 //! form the data supports. Self-contained folder: `index.html` plus PNGs.
 
 pub mod plots;
+mod causal;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -421,6 +422,22 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
     h.push_str("</table>\n<p class=\"small\">Final values at the last checkpoint. Score: self-excluded normalized collision score with partners overlapping at the input frame. AUROC: a_ij (i ≠ j) as a predictor of contact at any sub-step of the predicted interval. Verdict: power-like (power, power_onset, onset, loglogistic) against exponential-like (exp, logistic) relaxation, decided when the best of one family beats the best of the other by at least 4 units of autocorrelation-adjusted AICc, else undecided; degenerate fits take no part. α: exponent of the power law on the tail, measured from the onset (power_onset) or with a free time origin (power), with its profile-likelihood interval (– on a side the data do not bound).</p>\n");
     for (f, cap) in figs {
         let _ = writeln!(h, "<figure><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>", esc(&f), esc(&f), esc(&cap));
+    }
+    // Causal evidence, when `headlab ablate` has run.
+    let abl_file = headlab_analysis::ablation::ablation_path(run);
+    if abl_file.exists() {
+        match headlab_analysis::ablation::read_ablation(&abl_file) {
+            Ok(ab) if !ab.steps.is_empty() && (ab.n_layers, ab.n_heads) == (a.n_layers, a.n_heads) => {
+                let (html, line) = causal::section(out, prefix, a, &opts.series, &ab)?;
+                h.push_str(&html);
+                if !line.is_empty() {
+                    summary.push(' ');
+                    summary.push_str(&line);
+                }
+            }
+            Ok(_) => tracing::warn!("{}: empty or of another model shape; skipping the causal evidence", abl_file.display()),
+            Err(e) => tracing::warn!("{}: skipping the causal evidence: {e}", abl_file.display()),
+        }
     }
     Ok((h, summary))
 }

@@ -22,7 +22,10 @@ const DEMO_SCENE: &str = include_str!("../../../../scenes/demo.toml");
 ///   5. lens physics  per head: does attention scan then snap (freeze
 ///                detector), does W_Q·W_Kᵀ align with the att-SVM that picks
 ///                the contact partner                  → OUT/run/lens_physics.h5
-///   6. report    plots and summary                    → OUT/run/report/index.html
+///   6. ablate    causal tests: each head, layer and the collision heads
+///                ablated (zero, mean, resample, off-self, geometry-only and
+///                oracle patterns), activation patching → OUT/run/ablation.h5
+///   7. report    plots and summary                    → OUT/run/report/index.html
 ///
 /// Steps 2–3 run for every seed (--seeds, default 3: seed 0 in OUT/run,
 /// the others in OUT/seedK), so that the last word is about reproducibility
@@ -80,7 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let data = args.out.join("data.h5");
     let run_dir = args.out.join("run");
 
-    eprintln!("[1/6] simulate → {}", data.display());
+    eprintln!("[1/7] simulate → {}", data.display());
     if data.exists() && headlab_store::dataset::read_dataset_meta(&data).is_ok() && args.trajectories.is_none() && args.frames.is_none() {
         eprintln!("      reusing the existing dataset");
     } else {
@@ -103,7 +106,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let runs: Vec<PathBuf> = (0..args.seeds).map(|k| if k == 0 { run_dir.clone() } else { args.out.join(format!("seed{k}")) }).collect();
     for (k, run) in runs.iter().enumerate() {
         let seed = args.seed + k as u64;
-        eprintln!("[2/6] train seed {seed} ({} of {}) → {}", k + 1, runs.len(), run.display());
+        eprintln!("[2/7] train seed {seed} ({} of {}) → {}", k + 1, runs.len(), run.display());
         let resume = headlab_store::checkpoint::list_checkpoints(run).map(|c| !c.is_empty()).unwrap_or(false);
         super::train::run(super::train::Args {
             data: Some(data.clone()),
@@ -120,7 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             allow_other_data: false,
         })?;
 
-        eprintln!("[3/6] probe seed {seed} → {}", run.join("analysis.h5").display());
+        eprintln!("[3/7] probe seed {seed} → {}", run.join("analysis.h5").display());
         super::probe::run(super::probe::Args {
             run: run.clone(),
             data: Some(data.clone()),
@@ -135,7 +138,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })?;
     }
 
-    eprintln!("[4/6] fit");
+    eprintln!("[4/7] fit");
     let fits = super::fit::run(super::fit::Args {
         runs: runs.clone(),
         series: headlab_analysis::fitrun::DEFAULT_SERIES.to_string(),
@@ -146,7 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         all_heads: false,
     })?;
 
-    eprintln!("[5/6] lens physics → {}", run_dir.join("lens_physics.h5").display());
+    eprintln!("[5/7] lens physics → {}", run_dir.join("lens_physics.h5").display());
     super::lens::run_physics(super::lens::PhysicsArgs {
         run: run_dir.clone(),
         data: Some(data.clone()),
@@ -164,7 +167,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         allow_other_data: false,
     })?;
 
-    eprintln!("[6/6] report");
+    eprintln!("[6/7] ablate → {}", run_dir.join("ablation.h5").display());
+    super::ablate::run(super::ablate::Args {
+        run: run_dir.clone(),
+        data: Some(data.clone()),
+        kinds: None,
+        group: None,
+        steps: None,
+        n_steps: 12,
+        train_frames: None,
+        bootstrap: None,
+        rollouts: None,
+        patch_pairs: None,
+        seed: Some(args.seed),
+        device: args.device,
+        fresh: false,
+    })?;
+
+    eprintln!("[7/7] report");
     // The report judges the best head against the collision-head bar; its
     // headline is the demo's last word.
     let opts = headlab_report::ReportOptions {
@@ -178,6 +198,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!();
     println!("demo finished in {:.0} s", t0.elapsed().as_secs_f64());
     println!("{}", report.headline);
+    // The causal test of the collision heads (headlab ablate), as the report words it.
+    if let Some(i) = report.runs.first().and_then(|r| r.summary.find("Causal test")) {
+        println!("{}", &report.runs[0].summary[i..]);
+    }
     for (axis, sum) in &fits.seeds {
         println!("over {} seeds, against {}: {} — {}", sum.n_seeds, axis.label(), sum.tail.verdict.words(), sum.tail.reason);
     }

@@ -7,6 +7,7 @@ pub mod eval;
 pub mod lens;
 pub mod simulate;
 pub mod probe;
+pub mod ablate;
 pub mod fit;
 pub mod report;
 pub mod llc;
