@@ -16,6 +16,8 @@
 
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
+use headlab_sim::seed::{derive_seed, Stream};
+use headlab_sim::stats::{mean_std, Spread};
 
 /// One score series: steps and values (same length; NaN values are dropped).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -513,7 +515,7 @@ pub fn fit_series(s: &Series, opt: &FitOptions) -> Option<SeriesFit> {
         resid.iter_mut().for_each(|r| *r -= rm);
         // Inflate residuals to undo the shrinkage of least squares.
         let infl = (n as f64 / (n - model.n_params()) as f64).sqrt();
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opt.seed ^ (0x9E37_79B9 * (mi as u64 + 1)));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(derive_seed(opt.seed, Stream::FitBootstrap { model: mi }));
         let mut boots: Vec<Vec<f64>> = vec![Vec::new(); model.n_params()];
         let mut bpred: Vec<Vec<f64>> = vec![Vec::new(); grid.len()];
         for _ in 0..opt.bootstrap {
@@ -571,7 +573,7 @@ pub fn fit_report(s: &Series, opt: &FitOptions) -> FitReport {
         if let Some(best) = whole.as_ref().and_then(|w| w.best()) {
             let fitted: Vec<f64> = s.t.iter().map(|&t| best.predict(t)).collect();
             let resid: Vec<f64> = s.y.iter().zip(&fitted).map(|(y, f)| y - f).collect();
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opt.seed ^ 0xE3E);
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(derive_seed(opt.seed, Stream::EmergenceBootstrap));
             let mut v = Vec::new();
             for _ in 0..opt.bootstrap {
                 let ys: Vec<f64> = fitted.iter().map(|f| f + resid[rng.gen_range(0..resid.len())]).collect();
@@ -625,14 +627,10 @@ fn concat(series: &[Series]) -> Series {
     Series::new(&t, &y)
 }
 
-fn mean_std(v: &[f64]) -> (f64, f64) {
+/// Mean and sample standard deviation (n − 1) of the finite values.
+fn finite_mean_std(v: &[f64]) -> (f64, f64) {
     let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let m = v.iter().sum::<f64>() / v.len() as f64;
-    let s = if v.len() > 1 { (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1) as f64).sqrt() } else { f64::NAN };
-    (m, s)
+    mean_std(&v, Spread::Sample)
 }
 
 /// Pooled fit across seeds: point estimates on all points together,
@@ -645,7 +643,7 @@ pub fn fit_pooled(series: &[Series], opt: &FitOptions) -> PooledFit {
     let pooled = |sel: &[Series]| {
         let mut f = fit_series(&concat(sel), &no_boot)?;
         if sel.len() >= 2 && opt.bootstrap > 0 {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opt.seed ^ 0x5EED);
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(derive_seed(opt.seed, Stream::PooledBootstrap));
             let mut boots: Vec<Vec<Vec<f64>>> = f.fits.iter().map(|m| vec![Vec::new(); m.params.len()]).collect();
             for _ in 0..opt.bootstrap {
                 let pick: Vec<Series> = (0..sel.len()).map(|_| sel[rng.gen_range(0..sel.len())].clone()).collect();
@@ -682,7 +680,7 @@ pub fn fit_pooled(series: &[Series], opt: &FitOptions) -> PooledFit {
             let mut std = Vec::new();
             for k in 0..np {
                 let v: Vec<f64> = per_seed.iter().filter_map(|r| r.whole.as_ref()?.get(model).map(|f| f.params[k].value)).collect();
-                let (m, s) = mean_std(&v);
+                let (m, s) = finite_mean_std(&v);
                 mean.push(m);
                 std.push(s);
             }
@@ -705,7 +703,7 @@ pub fn fit_pooled(series: &[Series], opt: &FitOptions) -> PooledFit {
             .collect()
     };
     let em: Vec<f64> = per_seed.iter().filter_map(|r| r.emergence.map(|e| e.value)).collect();
-    let (emergence_mean, emergence_std) = mean_std(&em);
+    let (emergence_mean, emergence_std) = finite_mean_std(&em);
     PooledFit {
         n_seeds: series.len(),
         whole,

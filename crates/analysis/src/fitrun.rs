@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::fit::{fit_pooled, fit_report, FitOptions, FitReport, PooledFit, Series};
 use crate::heads::analysis_path;
 use crate::{AnalysisError, Result};
+use headlab_sim::seed::{derive_seed, Stream};
 
 /// The score series fitted by default: self-excluded normalized collision
 /// score with partners overlapping at the input frame.
@@ -64,7 +65,7 @@ pub fn fit_analysis(a: &Analysis, series: &str, opts: &FitOptions) -> Result<Run
         .par_iter()
         .map(|&(layer, head)| {
             let s = head_series(a, series, layer, head).unwrap();
-            let o = FitOptions { seed: opts.seed ^ ((layer * 1000 + head) as u64), ..opts.clone() };
+            let o = FitOptions { seed: derive_seed(opts.seed, Stream::FitHead { layer, head }), ..opts.clone() };
             HeadFit { layer, head, report: fit_report(&s, &o) }
         })
         .collect();

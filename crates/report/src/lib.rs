@@ -14,6 +14,7 @@ use headlab_analysis::fitrun::{collision_head, fit_analysis, head_series, stored
 use headlab_analysis::heads::{analysis_path, best_head, BestHead};
 use headlab_analysis::lens_physics;
 use headlab_store::analysis::{read_analysis, Analysis};
+use headlab_store::html::{escape as esc, Page};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,10 +64,6 @@ pub struct ReportSummary {
     pub runs: Vec<RunReport>,
     /// One honest line: did a collision-detecting head emerge?
     pub headline: String,
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 fn fmt_est(v: f64, lo: f64, hi: f64, digits: usize) -> String {
@@ -174,22 +171,17 @@ pub fn write_report(runs: &[PathBuf], out_dir: Option<&Path>, opts: &ReportOptio
         pooled_html = pooled_section(&pooled, collision.len());
     }
     let headline = headline(&run_reports);
-    let mut html = String::new();
     let title = if multi { format!("headlab report: {} runs", runs.len()) } else { format!("headlab report: {}", run_name(&runs[0])) };
-    let _ = write!(
-        html,
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{t}</title><style>{STYLE}</style></head><body><h1>{t}</h1>\n<p class=\"headline\">{h}</p>\n",
-        t = esc(&title),
-        h = esc(&headline)
-    );
+    let mut page = Page::new(&title).style(STYLE);
+    page.raw(&format!("<p class=\"headline\">{}</p>\n", esc(&headline)));
     if multi {
-        html.push_str("<h2>Across seeds</h2>\n");
-        html.push_str(&pooled_html);
+        page.raw("<h2>Across seeds</h2>\n");
+        page.raw(&pooled_html);
     }
-    html.push_str(&body);
-    let _ = write!(html, "<hr><p class=\"small\">Series: <code>{}</code>. Fits: least squares (Levenberg–Marquardt, several starts), model choice by AICc, {}-replicate residual bootstrap for {:.0} % intervals. Written by headlab {}.</p></body></html>\n", esc(&opts.series), opts.fit.bootstrap, opts.fit.level * 100.0, env!("CARGO_PKG_VERSION"));
+    page.raw(&body);
+    page.raw(&format!("<hr><p class=\"small\">Series: <code>{}</code>. Fits: least squares (Levenberg–Marquardt, several starts), model choice by AICc, {}-replicate residual bootstrap for {:.0} % intervals. Written by headlab {}.</p>\n", esc(&opts.series), opts.fit.bootstrap, opts.fit.level * 100.0, env!("CARGO_PKG_VERSION")));
     let index = out.join("index.html");
-    std::fs::write(&index, html).map_err(|source| ReportError::Io { path: index.clone(), source })?;
+    page.write(&index)?;
     Ok(ReportSummary { index, runs: run_reports, headline })
 }
 
