@@ -15,7 +15,7 @@ use crate::metrics::FrameGeom;
 /// frames with a successor, drawn with `seed`, sorted.
 pub fn choose_eval_frames(ds: &Dataset, trajs: &[usize], n: usize, seed: u64) -> Vec<(usize, usize)> {
     let mut all: Vec<(usize, usize)> = trajs.iter().flat_map(|&t| (0..ds.n_frames.saturating_sub(1)).map(move |f| (t, f))).collect();
-    all.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xE7A1));
+    all.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(headlab_sim::seed::derive_seed(seed, headlab_sim::seed::Stream::EvalSet)));
     all.truncate(n);
     all.sort();
     all

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::fit::{fit_report, fit_seeds, FitOptions, FitReport, SeedSummary, Series};
 use crate::heads::analysis_path;
 use crate::{AnalysisError, Result};
+use headlab_sim::seed::{derive_seed, Stream};
 
 /// The score series fitted by default: self-excluded normalized collision
 /// score with partners overlapping at the input frame.
@@ -175,7 +176,7 @@ pub fn fit_analysis(a: &Analysis, series: &str, axis: TimeAxis, times: &[f64], o
         .par_iter()
         .filter_map(|&(layer, head)| {
             let s = head_series_on(a, series, layer, head, times)?;
-            let o = FitOptions { seed: opts.seed ^ ((layer * 1000 + head) as u64), ..opts.clone() };
+            let o = FitOptions { seed: derive_seed(opts.seed, Stream::FitHead { layer, head }), ..opts.clone() };
             Some(HeadFit { layer, head, report: fit_report(&s, &o) })
         })
         .collect();

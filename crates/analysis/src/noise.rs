@@ -21,6 +21,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
+use headlab_sim::stats::{mean_std, Spread};
 
 /// Errors from the tail statistics: what was wrong with the input.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -107,17 +108,9 @@ pub fn hill_bootstrap(values: &[f64], k: usize, reps: usize, seed: u64) -> Resul
     if est.len() < 2 {
         return Err(NoiseError::TooFew { need: 2, got: est.len() });
     }
-    let (mean, std) = mean_std(&est);
+    let (mean, std) = mean_std(&est, Spread::Population);
     est.sort_by(|a, b| a.total_cmp(b));
     Ok(HillBootstrap { mean, std, lo: quantile_sorted(&est, 0.025), hi: quantile_sorted(&est, 0.975), reps: est.len() })
-}
-
-/// Mean and (population) standard deviation.
-pub fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n;
-    (m, var.sqrt())
 }
 
 /// Linear-interpolated quantile of a sorted slice.
@@ -177,7 +170,7 @@ impl Histogram {
     pub fn new(values: &[f64], bins: usize, range: Option<(f64, f64)>) -> Histogram {
         let v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
         let bins = bins.max(1);
-        let (mean, std) = mean_std(&v);
+        let (mean, std) = mean_std(&v, Spread::Population);
         let (mut lo, mut hi) = range.unwrap_or_else(|| {
             v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)))
         });
@@ -244,7 +237,7 @@ pub struct NoiseStats {
 
 /// Mean, std, excess kurtosis and Hill index (k = 0: default √n) of `values`.
 pub fn summarize(values: &[f64], k: usize, seed: u64) -> Result<NoiseStats, NoiseError> {
-    let (mean, std) = mean_std(values);
+    let (mean, std) = mean_std(values, Spread::Population);
     let excess_kurtosis = excess_kurtosis(values)?;
     let h = hill(values, k)?;
     let hg = gaussian_reference_hill(h.n, h.k, seed)?;

@@ -75,6 +75,7 @@ use tch::Device;
 use crate::config::{parse_toml, ConfigError};
 use crate::noise::{self, NoiseStats};
 use train::{train_run, Probe};
+use headlab_sim::stats::{mean_std, Spread};
 
 /// Errors of the in-context regression lens.
 #[derive(Debug, thiserror::Error)]
@@ -534,8 +535,8 @@ pub fn run_sweep(cfg: &IclConfig, device: Device, mut progress: Option<Progress>
             let (sgd, adam) = (best[0].clone(), best[1].clone());
             let log_gaps: Vec<f64> = sgd.losses.iter().zip(&adam.losses).map(|(s, a)| (s / a).log10()).collect();
             let abs: Vec<f64> = sgd.losses.iter().zip(&adam.losses).map(|(s, a)| s - a).collect();
-            let (log_gap_mean, log_gap_std) = noise::mean_std(&log_gaps);
-            let (gap_mean, gap_std) = noise::mean_std(&abs);
+            let (log_gap_mean, log_gap_std) = mean_std(&log_gaps, Spread::Population);
+            let (gap_mean, gap_std) = mean_std(&abs, Spread::Population);
             tracing::info!(data = %dist.label(), depth, sgd_lr = sgd.lr, sgd = sgd.mean, adam_lr = adam.lr, adam = adam.mean, log_gap_mean, "icl gap");
             let row = GapRow { data: dist, depth, trivial_loss: cfg.trivial_loss(dist), sgd, adam, log_gap_mean, log_gap_std, gap_mean, gap_std, log_gaps };
             if !cfg.noise.steps.is_empty() {
@@ -567,7 +568,7 @@ fn pick_best(by_lr: &[(f64, Vec<f64>)]) -> BestLr {
             Some(b) => g < b.geo_mean || (!b.geo_mean.is_finite() && *lr < b.lr),
         };
         if better {
-            let (mean, std) = noise::mean_std(losses);
+            let (mean, std) = mean_std(losses, Spread::Population);
             best = Some(BestLr { lr: *lr, losses: losses.clone(), mean, std, geo_mean: g });
         }
     }

@@ -174,7 +174,7 @@ pub fn sample_queries(contacts: &[&ContactSet], ratios: &[&[f32]], n: usize, k: 
             }
         }
     }
-    all.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5F3A));
+    all.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(headlab_sim::seed::derive_seed(seed, headlab_sim::seed::Stream::PhysicsLensQueries)));
     all.truncate(k);
     all.sort();
     all.into_iter()

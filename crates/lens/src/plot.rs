@@ -354,55 +354,6 @@ fn draw_panel(p: &Panel, area: &DrawingArea<BitMapBackend, Shift>) -> Result<(),
     Ok(())
 }
 
-/// Minimal HTML escaping.
-pub(crate) fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
-/// An HTML page under construction.
-#[derive(Default)]
-pub(crate) struct Page {
-    body: String,
-}
-
-impl Page {
-    pub fn h(&mut self, level: u8, text: &str) {
-        self.body += &format!("<h{level}>{}</h{level}>\n", esc(text));
-    }
-    pub fn p(&mut self, text: &str) {
-        self.body += &format!("<p>{}</p>\n", esc(text));
-    }
-    pub fn img(&mut self, file: &str, alt: &str) {
-        self.body += &format!("<figure><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>\n", esc(file), esc(alt), esc(alt));
-    }
-    pub fn table(&mut self, header: &[&str], rows: &[Vec<String>]) {
-        self.body += "<table><tr>";
-        for h in header {
-            self.body += &format!("<th>{}</th>", esc(h));
-        }
-        self.body += "</tr>\n";
-        for r in rows {
-            self.body += "<tr>";
-            for c in r {
-                self.body += &format!("<td>{}</td>", esc(c));
-            }
-            self.body += "</tr>\n";
-        }
-        self.body += "</table>\n";
-    }
-    pub fn render(&self, title: &str) -> String {
-        format!(
-            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title>\n<style>\
-body{{font-family:sans-serif;max-width:1300px;margin:2em auto;color:#222}}\
-table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
-th{{background:#f0f0f0}}img{{max-width:100%;border:1px solid #ddd}}figure{{margin:1em 0}}\
-figcaption{{font-size:90%;color:#555}}code{{background:#f4f4f4;padding:0 3px}}</style></head>\n<body>\n<h1>{t}</h1>\n{b}</body></html>\n",
-            t = esc(title),
-            b = self.body
-        )
-    }
-}
-
 /// Format a number compactly for tables.
 pub(crate) fn num(x: f64) -> String {
     if !x.is_finite() {

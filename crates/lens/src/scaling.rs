@@ -59,6 +59,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{parse_toml, ConfigError};
 use tch::{Device, Kind, Tensor};
+use headlab_sim::seed::{derive_seed, Stream};
 
 /// Errors of the scaling lens.
 #[derive(Debug, thiserror::Error)]
@@ -326,7 +327,7 @@ pub fn simulate(cfg: &ScalingConfig, device: Device) -> Result<ScalingReport, Sc
     let mut acc: Vec<(ScoreScale, f64, usize, Vec<(Saturation, f64, f64)>)> = Vec::new();
     for (si, &spread) in cfg.spreads.iter().enumerate() {
         for (ni, &n) in cfg.ns.iter().enumerate() {
-            let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ ((si as u64) << 32) ^ ((ni as u64) << 16));
+            let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, Stream::ScalingCell { spread: si, n: ni }));
             let mut per_opt: Vec<Vec<(Saturation, f64, f64)>> = vec![Vec::new(); cfg.options.len()];
             for _ in 0..cfg.trials {
                 let q = Tensor::from_slice(&normals(&mut rng, cfg.queries * d, cfg.query_std)).view([cfg.queries as i64, d as i64]).to_device(device);

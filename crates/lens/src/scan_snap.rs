@@ -317,7 +317,7 @@ pub fn run_toy(cfg: &ScanSnapConfig, progress: Option<Progress>) -> Result<ScanS
     for &size in &cfg.sweep.dataset_sizes {
         for s in 0..cfg.sweep.seeds as u64 {
             report("dataset-size sweep", done);
-            let seed = t.seed + 1 + s;
+            let seed = headlab_sim::seed::derive_seed(t.seed, headlab_sim::seed::Stream::Replicate { index: s });
             let (trace, train_set) = model::train_run(cfg, t.lr_attention, t.lr_decoder, size, seed, cfg.sweep_steps())?;
             data_sweep.push(lock_measures(&task, size, seed, &trace, train_set.as_ref()));
             done += 1;

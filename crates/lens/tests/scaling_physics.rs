@@ -38,7 +38,7 @@ fn physics_comparison_runs_and_writes_results() {
         ..Default::default()
     };
     let mut calls = 0;
-    let r = run_physics_scaling(&cfg, dir.path(), tch::Device::Cpu, &mut |done, total, _| {
+    let r = run_physics_scaling(&cfg, dir.path(), headlab_model::DeviceSpec::Cpu, &mut |done, total, _| {
         calls += 1;
         assert_eq!((done, total), (calls, 4));
     })

@@ -82,6 +82,13 @@ impl AttentionScale {
 #[error("`{0}` is not an attention scale option; use one of inv-sqrt-d-head, inv-d-head, none, inv-n, inv-sqrt-n, inv-log-n, inv-key-norm-sum")]
 pub struct UnknownScale(pub String);
 
+impl std::fmt::Display for AttentionScale {
+    /// The config name, as [`AttentionScale::name`].
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::str::FromStr for AttentionScale {
     type Err = UnknownScale;
     fn from_str(s: &str) -> Result<Self, UnknownScale> {

@@ -92,6 +92,15 @@ impl<'de> Deserialize<'de> for DeviceSpec {
     }
 }
 
+/// A resolved device as `--device` writes it (`cpu`, `cuda:N`), for messages.
+pub fn device_name(d: Device) -> String {
+    match d {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
 /// Parse and resolve in one go: `s.parse::<DeviceSpec>()?.resolve()`.
 pub fn parse_device(s: &str) -> crate::Result<Device> {
     s.parse::<DeviceSpec>()?.resolve()

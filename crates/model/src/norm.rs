@@ -4,6 +4,7 @@
 
 use tch::{Device, Kind, Tensor};
 
+use headlab_sim::stats::{mean_std, Spread};
 use headlab_store::checkpoint::NamedArray;
 
 use crate::{ModelError, Result};
@@ -117,14 +118,14 @@ impl Normalization {
         let feats = norm.raw_features(&s).to_kind(Kind::Double);
         let fdim = feats.size()[2];
         let feats = feats.view([-1, fdim]);
-        let (m, sd) = mean_std(&feats)?;
+        let (m, sd) = column_mean_std(&feats)?;
         norm.input_mean = m;
         norm.input_std = sd;
         let pairs: Vec<(usize, usize)> = trajs.iter().flat_map(|&t| (0..ds.n_frames.saturating_sub(1)).map(move |f| (t, f))).collect();
         let nxt: Vec<(usize, usize)> = pairs.iter().map(|&(t, f)| (t, f + 1)).collect();
         let (a, b) = (State::from_dataset(ds, &pairs, Device::Cpu), State::from_dataset(ds, &nxt, Device::Cpu));
         let tg = Tensor::cat(&[&b.pos - &a.pos, &b.vel - &a.vel], -1).to_kind(Kind::Double).view([-1, 2 * d as i64]);
-        let (m, sd) = mean_std(&tg)?;
+        let (m, sd) = column_mean_std(&tg)?;
         norm.target_mean = m;
         norm.target_std = sd;
         Ok(norm)
@@ -175,11 +176,22 @@ impl Normalization {
     }
 }
 
-fn mean_std(x: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
-    let m = x.mean_dim(0, false, Kind::Double);
-    let sd = (x - &m).square().mean_dim(0, false, Kind::Double).sqrt();
-    let m: Vec<f64> = Vec::try_from(m)?;
-    let sd: Vec<f64> = Vec::try_from(sd)?;
-    let sd = sd.iter().zip(&m).map(|(&s, &mu)| if s > 1e-6 * mu.abs().max(1e-12) { s as f32 } else { 1.0 }).collect();
-    Ok((m.iter().map(|&x| x as f32).collect(), sd))
+/// Per-column mean and population standard deviation (divisor n: these are
+/// statistics of the training rows themselves) of a [rows, F] tensor, by
+/// [`headlab_sim::stats::mean_std`]; a column whose std is below 1e-6 of its
+/// mean's size (a constant feature) gets std 1.
+fn column_mean_std(x: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
+    let cols = x.size().get(1).copied().unwrap_or(0).max(0) as usize;
+    let all: Vec<f64> = Vec::try_from(x.to_kind(Kind::Double).contiguous().view([-1]))?;
+    let rows = if cols == 0 { 0 } else { all.len() / cols };
+    let (mut m, mut sd) = (Vec::with_capacity(cols), Vec::with_capacity(cols));
+    let mut col = Vec::with_capacity(rows);
+    for c in 0..cols {
+        col.clear();
+        col.extend((0..rows).map(|r| all[r * cols + c]));
+        let (mu, s) = mean_std(&col, Spread::Population);
+        m.push(mu as f32);
+        sd.push(if s > 1e-6 * mu.abs().max(1e-12) { s as f32 } else { 1.0 });
+    }
+    Ok((m, sd))
 }

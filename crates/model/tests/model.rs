@@ -353,3 +353,22 @@ fn a_missing_or_empty_wall_range_is_an_error_not_1() {
     let e = Normalization::from_arrays(&arrays, cfg.wall_features, "x.h5").unwrap_err().to_string();
     assert!(e.contains("wall_range"), "{e}");
 }
+
+/// The scale's name, `Display`, `FromStr` and its serde (TOML) spelling are
+/// one and the same for every option, so no caller needs a TOML round trip.
+#[test]
+fn attention_scale_names_agree_with_serde() {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct C {
+        scale: AttentionScale,
+    }
+    for s in AttentionScale::ALL {
+        let text = toml::to_string(&C { scale: s }).unwrap();
+        assert_eq!(text.trim(), format!("scale = \"{}\"", s.name()));
+        assert_eq!(s.to_string(), s.name());
+        assert_eq!(s.name().parse::<AttentionScale>().unwrap(), s);
+        assert_eq!(toml::from_str::<C>(&text).unwrap().scale, s);
+    }
+    let e = "sqrt".parse::<AttentionScale>().unwrap_err().to_string();
+    assert!(e.contains("`sqrt`") && e.contains("inv-key-norm-sum"), "{e}");
+}

@@ -16,6 +16,7 @@ use headlab_analysis::fitrun::{axis_times, collision_head, fit_analysis, head_se
 use headlab_analysis::heads::{analysis_path, best_head, BestHead};
 use headlab_analysis::lens_physics;
 use headlab_store::analysis::{read_analysis, Analysis};
+use headlab_store::html::{escape as esc, Page};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,10 +69,6 @@ pub struct ReportSummary {
     pub runs: Vec<RunReport>,
     /// One honest line: did a collision-detecting head emerge?
     pub headline: String,
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 fn fmt_est(v: f64, lo: f64, hi: f64, digits: usize) -> String {
@@ -202,22 +199,17 @@ pub fn write_report(runs: &[PathBuf], out_dir: Option<&Path>, opts: &ReportOptio
     if let Some(v) = seed_verdict {
         let _ = write!(headline, " Over seeds: {} ({}).", v.verdict.words(), v.reason);
     }
-    let mut html = String::new();
     let title = if multi { format!("headlab report: {} runs", runs.len()) } else { format!("headlab report: {}", run_name(&runs[0])) };
-    let _ = write!(
-        html,
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{t}</title><style>{STYLE}</style></head><body><h1>{t}</h1>\n<p class=\"headline\">{h}</p>\n",
-        t = esc(&title),
-        h = esc(&headline)
-    );
+    let mut page = Page::new(&title).style(STYLE);
+    page.raw(&format!("<p class=\"headline\">{}</p>\n", esc(&headline)));
     if multi {
-        html.push_str("<h2>Across seeds</h2>\n");
-        html.push_str(&seeds_html);
+        page.raw("<h2>Across seeds</h2>\n");
+        page.raw(&seeds_html);
     }
-    html.push_str(&body);
-    let _ = write!(html, "<hr><p class=\"small\">Series: <code>{}</code>. Fits: least squares (Levenberg–Marquardt, several starts) after merging checkpoints closer than {:.0} %; degenerate fits (a parameter on its bound or diverging, a curve collapsed onto a simpler form) are flagged and excluded; forms compared by an AICc adjusted for the residuals' lag-1 autocorrelation (effective sample size n(1−ρ)/(1+ρ)); {:.0} % intervals: profile likelihood for exponents, {}-replicate moving-block bootstrap for the other parameters and the emergence step (all over the checkpoints of one run); over seeds, Student-t intervals of per-seed values. Written by headlab {}.</p></body></html>\n", esc(&opts.series), opts.fit.merge_rel * 100.0, opts.fit.level * 100.0, opts.fit.bootstrap, env!("CARGO_PKG_VERSION"));
+    page.raw(&body);
+    page.raw(&format!("<hr><p class=\"small\">Series: <code>{}</code>. Fits: least squares (Levenberg–Marquardt, several starts) after merging checkpoints closer than {:.0} %; degenerate fits (a parameter on its bound or diverging, a curve collapsed onto a simpler form) are flagged and excluded; forms compared by an AICc adjusted for the residuals' lag-1 autocorrelation (effective sample size n(1−ρ)/(1+ρ)); {:.0} % intervals: profile likelihood for exponents, {}-replicate moving-block bootstrap for the other parameters and the emergence step (all over the checkpoints of one run); over seeds, Student-t intervals of per-seed values. Written by headlab {}.</p>\n", esc(&opts.series), opts.fit.merge_rel * 100.0, opts.fit.level * 100.0, opts.fit.bootstrap, env!("CARGO_PKG_VERSION")));
     let index = out.join("index.html");
-    headlab_store::write_atomic(&index, html.as_bytes())?;
+    page.write(&index)?;
     Ok(ReportSummary { index, runs: run_reports, headline })
 }
 

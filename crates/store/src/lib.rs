@@ -4,12 +4,16 @@
 //! Every file is written to `NAME.tmp`, flushed, fsynced and renamed over
 //! `NAME`, so a crash never leaves a half-written file where a good one was.
 //! Every file carries a `format_version` and a `kind` attribute.
+//!
+//! [`html`] is the one HTML page builder and escaping function (report and
+//! lens pages), with an atomic text write.
 
 pub mod analysis;
 pub mod checkpoint;
 pub mod dataset;
 pub mod fsutil;
 pub mod h5util;
+pub mod html;
 pub mod inspect;
 pub mod llc;
 pub mod lock;

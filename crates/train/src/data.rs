@@ -11,6 +11,7 @@ use rand_distr::{Distribution, StandardNormal};
 use tch::{Device, Kind, Tensor};
 
 use crate::{Result, TrainError};
+use headlab_sim::seed::{derive_seed, Stream};
 
 /// Split trajectory indices into (train, val), deterministically from `seed`.
 /// With `val_fraction > 0` at least one trajectory is held out and at least
@@ -25,7 +26,7 @@ pub fn split_trajectories(n_traj: usize, val_fraction: f64, seed: u64) -> Result
             "the dataset has {n_traj} trajectory; a train/validation split by trajectory needs at least 2 (simulate more trajectories, or set val_fraction = 0)"
         )));
     }
-    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ SPLIT_SALT));
+    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(seed, Stream::TrainValSplit)));
     let n_val = ((n_traj as f64 * val_fraction).round() as usize).clamp(1, n_traj - 1);
     let mut val = idx[..n_val].to_vec();
     let mut train = idx[n_val..].to_vec();
@@ -33,9 +34,6 @@ pub fn split_trajectories(n_traj: usize, val_fraction: f64, seed: u64) -> Result
     train.sort();
     Ok((train, val))
 }
-
-/// Mixed into the seed so the split does not reuse the batch generator's stream.
-const SPLIT_SALT: u64 = 0x5eed_5917;
 
 /// Samples (trajectory, frame) with a next frame, features and targets on the device.
 pub struct TrainData {

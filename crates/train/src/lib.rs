@@ -30,6 +30,7 @@ use headlab_store::metrics::{read_metrics, write_metrics, Metrics};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::Device;
+use headlab_sim::seed::{derive_seed, Stream};
 
 pub use config::{default_threads, CheckpointConfig, GradNoiseConfig, OptimizerConfig, OptimizerKind, ScheduleConfig, ScheduleKind, TrainConfig};
 pub use data::{split_trajectories, TrainData};
@@ -87,7 +88,8 @@ pub struct TrainSummary {
     pub baseline_val_loss: f64,
     pub steps_per_sec: f64,
     pub checkpoints: Vec<PathBuf>,
-    pub device: String,
+    /// The device it trained on (print it with [`headlab_model::device_name`]).
+    pub device: Device,
     pub threads: usize,
 }
 
@@ -262,7 +264,7 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
         }
         let lr = cfg.lr_at(step);
         if cfg.model.dropout > 0.0 {
-            tch::manual_seed((cfg.seed.wrapping_mul(1_000_003).wrapping_add(step)) as i64);
+            tch::manual_seed(derive_seed(cfg.seed, Stream::Dropout { step }) as i64);
         }
         let (loss_v, gnorm) = train_step(cfg, &model, &mut opt, &data, &mut rng, lr)?;
         if !loss_v.is_finite() || !gnorm.is_finite() {
@@ -317,7 +319,7 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
         baseline_val_loss: baseline,
         steps_per_sec,
         checkpoints: written,
-        device: format!("{device:?}"),
+        device,
         threads,
     })
 }
@@ -396,16 +398,12 @@ pub fn train_step(cfg: &TrainConfig, model: &Model, opt: &mut Optimizer, data: &
     Ok((loss_v, gnorm))
 }
 
-/// Mixed into the seed of the measurement generator so it never shares a
-/// stream with the training batches.
-const NOISE_SALT: u64 = 0x6e01_5e5a_17ad;
-
 /// One gradient-noise measurement on the current weights (see
 /// [`GradNoiseConfig`]): touches neither the training generator nor the
 /// optimizer, and computes gradients without dropout.
 pub fn gradient_noise(cfg: &TrainConfig, model: &Model, data: &TrainData, step: u64) -> Result<headlab_store::metrics::NoiseRecord, noise::NoiseError> {
     let g = &cfg.grad_noise;
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ NOISE_SALT ^ step.wrapping_mul(0x2545_f491_4f6c_dd1d));
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, Stream::GradNoiseBatches { step }));
     let grad_of = |rows: &[i64], rng: &mut ChaCha8Rng| -> Result<tch::Tensor, noise::NoiseError> {
         let (x, y) = data.batch(rows, cfg.noise, rng);
         let loss = model.loss(&x, &y, false).map_err(|e| noise::NoiseError::Model(e.to_string()))?;
@@ -428,7 +426,7 @@ pub fn gradient_noise(cfg: &TrainConfig, model: &Model, data: &TrainData, step: 
     let full = full.ok_or(noise::NoiseError::TooFew { need: 1, got: 0 })?;
     let rows: Vec<tch::Tensor> = (0..g.batches).map(|_| Ok(grad_of(&data.sample_rows(&mut rng, cfg.batch_size), &mut rng)? - &full)).collect::<Result<_, noise::NoiseError>>()?;
     let xi = tch::Tensor::stack(&rows, 0);
-    let gn = noise::gradient_noise(&xi, g.hill_k, cfg.seed ^ NOISE_SALT ^ step ^ 0x6a55, cfg.seed ^ step)?;
+    let gn = noise::gradient_noise(&xi, g.hill_k, derive_seed(cfg.seed, Stream::GradNoiseGaussian { step }), derive_seed(cfg.seed, Stream::GradNoiseStats { step }))?;
     let (ns, cs) = (&gn.norm_stats, &gn.coord_stats);
     Ok(headlab_store::metrics::NoiseRecord {
         step,

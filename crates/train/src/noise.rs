@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use tch::{Kind, Tensor};
+use headlab_sim::seed::{derive_seed, Stream};
 
 pub use headlab_analysis::noise::*;
 
@@ -30,7 +31,8 @@ pub struct GradientNoise {
 
 /// Statistics of the rows of `xi` [K, P] (K noise vectors of P parameters).
 /// `hill_k = 0` picks √n order statistics (for the norms at most K − 1);
-/// `gaussian_seed` drives the Gaussian reference norms, `stats_seed + 1..3`
+/// `gaussian_seed` drives the Gaussian reference norms, `stats_seed` (through
+/// [`Stream::TailStatistic`] 1, 2, 3)
 /// the Gaussian Hill references of norms, reference norms and coordinates.
 pub fn gradient_noise(xi: &Tensor, hill_k: usize, gaussian_seed: u64, stats_seed: u64) -> Result<GradientNoise, NoiseError> {
     let to_vec = |t: &Tensor| -> Result<Vec<f64>, NoiseError> {
@@ -62,9 +64,9 @@ pub fn gradient_noise(xi: &Tensor, hill_k: usize, gaussian_seed: u64, stats_seed
         })
         .collect();
     let k_norm = hill_k.min(k_rows.saturating_sub(1));
-    let norm_stats = summarize(&norms, k_norm, stats_seed + 1)?;
-    let gaussian_norm_stats = summarize(&gaussian_norms, k_norm, stats_seed + 2)?;
-    let coord_stats = summarize(&coords, hill_k, stats_seed + 3)?;
+    let norm_stats = summarize(&norms, k_norm, derive_seed(stats_seed, Stream::TailStatistic { which: 1 }))?;
+    let gaussian_norm_stats = summarize(&gaussian_norms, k_norm, derive_seed(stats_seed, Stream::TailStatistic { which: 2 }))?;
+    let coord_stats = summarize(&coords, hill_k, derive_seed(stats_seed, Stream::TailStatistic { which: 3 }))?;
     Ok(GradientNoise { norms, gaussian_norms, coords, norm_stats, gaussian_norm_stats, coord_stats })
 }
 

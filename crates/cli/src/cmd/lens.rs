@@ -424,7 +424,7 @@ fn run_scaling_run(a: &ScalingArgs, run: &std::path::Path) -> anyhow::Result<()>
 }
 
 fn run_scaling_physics(a: &ScalingArgs) -> anyhow::Result<()> {
-    use headlab_lens::scaling::physics::{run_physics_scaling, scale_name, write_physics_h5, write_physics_html, PhysicsScalingConfig};
+    use headlab_lens::scaling::physics::{run_physics_scaling, write_physics_h5, write_physics_html, PhysicsScalingConfig};
     headlab_train::set_threads(a.threads);
     let mut c = PhysicsScalingConfig { scene: a.scene.display().to_string(), ..Default::default() };
     if let Some(v) = &a.particles {
@@ -436,7 +436,7 @@ fn run_scaling_physics(a: &ScalingArgs) -> anyhow::Result<()> {
     if let Some(v) = &a.options {
         c.options = v
             .iter()
-            .map(|s| toml::Value::String(s.clone()).try_into().map_err(|_| anyhow::anyhow!("--options: `{s}` is not a scale option; use inv-sqrt-d-head, inv-d-head, none, inv-n, inv-sqrt-n, inv-log-n or inv-key-norm-sum")))
+            .map(|s| s.parse::<headlab_model::AttentionScale>().map_err(|e| anyhow::anyhow!("--options: {e}")))
             .collect::<anyhow::Result<_>>()?;
     }
     if let Some(v) = a.eps {
@@ -445,11 +445,11 @@ fn run_scaling_physics(a: &ScalingArgs) -> anyhow::Result<()> {
     if let Some(v) = a.seed {
         c.seed = v;
     }
-    let device = a.device.resolve()?;
+    a.device.resolve()?;
     println!("N     option             val/baseline  best score  AUROC   score>=0.5 at  saturated  entropy/lnN  seconds");
-    let r = run_physics_scaling(&c, &a.out, device, &mut |_, _, p| {
+    let r = run_physics_scaling(&c, &a.out, a.device, &mut |_, _, p| {
         let em = if p.emergence_step < 0 { "none".to_string() } else { p.emergence_step.to_string() };
-        println!("{:<5} {:<18} {:>12.3}  {:>10.3}  {:>5.3}  {:>13}  {:>9.3}  {:>11.3}  {:>7.0}", p.particles, scale_name(p.option), p.val_ratio, p.best_score, p.best_auroc, em, p.frac_saturated, p.entropy_norm, p.seconds);
+        println!("{:<5} {:<18} {:>12.3}  {:>10.3}  {:>5.3}  {:>13}  {:>9.3}  {:>11.3}  {:>7.0}", p.particles, p.option.name(), p.val_ratio, p.best_score, p.best_auroc, em, p.frac_saturated, p.entropy_norm, p.seconds);
     })?;
     write_physics_h5(&a.out.join("scaling_physics.h5"), &r)?;
     write_physics_html(&a.out, &r)?;

@@ -124,7 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         s.baseline_val_loss / s.val_loss,
         s.baseline_val_loss,
         s.steps_per_sec,
-        s.device,
+        headlab_model::device_name(s.device),
         s.threads
     );
     println!("checkpoints: {} in {}", s.checkpoints.len(), args.out.join("ckpt").display());

@@ -8,6 +8,7 @@ use rand_distr::{ChiSquared, Distribution, StandardNormal, StudentT};
 use tch::{Device, Tensor};
 
 use super::{DataDist, IclConfig};
+use headlab_sim::seed::{derive_seed, Stream};
 
 /// A set of prompts: `z` [P, d+1, n+1] (query label slot 0) and targets `y` [P].
 pub struct Prompts {
@@ -92,8 +93,8 @@ pub struct TaskData {
 impl TaskData {
     pub fn new(cfg: &IclConfig, dist: DataDist, seed: u64, device: Device) -> Self {
         TaskData {
-            train: sample_prompts(cfg, dist, cfg.n_train, seed.wrapping_mul(0x9e37_79b9).wrapping_add(1), device),
-            eval: sample_prompts(cfg, dist, cfg.n_eval, seed.wrapping_mul(0x9e37_79b9).wrapping_add(2), device),
+            train: sample_prompts(cfg, dist, cfg.n_train, derive_seed(seed, Stream::IclTrainPrompts), device),
+            eval: sample_prompts(cfg, dist, cfg.n_eval, derive_seed(seed, Stream::IclEvalPrompts), device),
         }
     }
 }

@@ -10,6 +10,7 @@ use tch::{Device, Kind, Tensor};
 use super::data::Prompts;
 use super::IclError;
 use crate::config::ConfigError;
+use headlab_sim::seed::{derive_seed, Stream};
 
 /// The linear transformer of the paper: per layer, `w_pv` and `w_kq` of shape
 /// [heads, d+1, d+1].
@@ -24,7 +25,7 @@ pub struct LinearTransformer {
 impl LinearTransformer {
     /// I.i.d. N(0, init_std²) weights from a host RNG.
     pub fn new(d: usize, depth: usize, heads: usize, init_std: f64, seed: u64, device: Device) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_1c1);
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, Stream::IclInit));
         let m = (d + 1) as i64;
         let mut mk = || {
             let v: Vec<f32> = (0..heads * (d + 1) * (d + 1)).map(|_| (init_std * rng.sample::<f64, _>(StandardNormal)) as f32).collect();

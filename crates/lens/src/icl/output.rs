@@ -24,7 +24,8 @@ use hdf5::types::VarLenUnicode;
 
 use super::{IclError, IclReport, NoiseMeasurement, Optim};
 use crate::noise::{gaussian_pdf, Histogram, NoiseStats};
-use crate::plot::{num, write_png, Page, Panel, Series};
+use headlab_store::html::Page;
+use crate::plot::{num, write_png, Panel, Series};
 
 const MAX_COORDS: usize = 1_000_000;
 
@@ -135,7 +136,7 @@ fn out_err(path: &Path, msg: String) -> IclError {
 /// Plots and `index.html` in `dir`.
 pub fn write_html(dir: &Path, r: &IclReport) -> Result<(), IclError> {
     let cfg = &r.config;
-    let mut page = Page::default();
+    let mut page = Page::new("headlab lens: in-context linear regression");
     page.p(&format!(
         "In-context linear regression (Ahn et al. 2023, arXiv 2310.01082): d = {}, n = {} pairs per prompt, w ~ N(0, I), \
          linear transformer Z ← Z + (1/n) Σ_h W_PV Z M (Zᵀ W_KQ Z) with {} head(s), init std {}, {} training prompts, \
@@ -210,7 +211,7 @@ pub fn write_html(dir: &Path, r: &IclReport) -> Result<(), IclError> {
                     .map(|x| x.final_loss)
                     .collect();
                 if !l.is_empty() {
-                    let (m, s) = crate::noise::mean_std(&l);
+                    let (m, s) = headlab_sim::stats::mean_std(&l, headlab_sim::stats::Spread::Population);
                     pts.push((lr, m));
                     err.push(s);
                 }
@@ -300,9 +301,7 @@ pub fn write_html(dir: &Path, r: &IclReport) -> Result<(), IclError> {
             page.img(&file, &format!("{} data, depth {}, step {}: left, histogram of the noise norm against the Gaussian reference; right, standardized coordinates against N(0,1) (log scale).", m.data.label(), m.depth, m.step));
         }
     }
-    let html = page.render("headlab lens: in-context linear regression");
-    let p = dir.join("index.html");
-    headlab_store::write_atomic(&p, html.as_bytes()).map_err(|e| out_err(&p, e.to_string()))?;
+    page.write(&dir.join("index.html"))?;
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use super::data::TaskData;
 use super::model::{dot, flat, full_grad, grads, hvp, scalar, top_eigenvalue, LinearTransformer};
 use super::{DataDist, IclConfig, IclError, NoiseMeasurement, Optim, RunResult};
 use crate::noise;
+use headlab_sim::seed::{derive_seed, Stream};
 
 /// One optimizer run: train's [`Optimizer`] (one per parameter tensor, the
 /// workspace's single SGD/Adam implementation) after the global gradient
@@ -75,7 +76,7 @@ pub(super) fn train_run(
     let model = LinearTransformer::new(cfg.d, depth, cfg.heads, cfg.init_std, seed, device);
     let params = model.params();
     let mut opt = OptState::new(cfg, optim, lr, &params);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(0xba7c4));
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, Stream::IclBatches));
     let limit = cfg.diverge_factor * cfg.trivial_loss(dist);
     let mut eval_steps = Vec::new();
     let mut eval_loss = Vec::new();
@@ -148,7 +149,7 @@ fn measure_noise(
     let device = data.train.z.device();
     let gfull = flat(&full_grad(model, &data.train, 4096)?);
     let full_grad_norm = scalar(&gfull.norm());
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (step as u64).wrapping_mul(0x2545_f491));
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, Stream::IclNoiseBatches { step: step as u64 }));
     let mut rows = Vec::with_capacity(nc.minibatches);
     for _ in 0..nc.minibatches {
         let idx: Vec<i64> = (0..cfg.batch).map(|_| rng.gen_range(0..cfg.n_train as i64)).collect();
@@ -158,7 +159,7 @@ fn measure_noise(
     }
     let xi = Tensor::stack(&rows, 0); // [K, P]
     let noise::GradientNoise { norms, gaussian_norms, coords, norm_stats, gaussian_norm_stats, coord_stats } =
-        noise::gradient_noise(&xi, nc.hill_k, seed ^ 0x6a55 ^ step as u64, seed)?;
+        noise::gradient_noise(&xi, nc.hill_k, derive_seed(seed, Stream::IclNoiseGaussian { step: step as u64 }), seed)?;
     let top_eigenvalue = if nc.curvature { Some(top_eigenvalue(model, &data.train, nc.power_iters, seed)) } else { None };
     Ok(NoiseMeasurement {
         data: dist,

@@ -17,7 +17,8 @@ use headlab_store::h5util::{set_attr, set_str_attr, write_array, Ctx};
 use headlab_store::{atomic_write, FileKind};
 
 use super::{MaxMarginError, MaxMarginResult, Variant};
-use crate::plot::{esc, write_png, xy, LegendPos, Panel, Series, PALETTE};
+use headlab_store::html::{escape, Page};
+use crate::plot::{write_png, xy, LegendPos, Panel, Series, PALETTE};
 
 pub fn write_h5(path: &Path, res: &MaxMarginResult) -> Result<(), MaxMarginError> {
     let d = &res.data;
@@ -200,12 +201,7 @@ pub fn write_page(dir: &Path, res: &MaxMarginResult, plots: &[PathBuf], h5_name:
     let mut h = String::new();
     let _ = write!(
         h,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>headlab lens: max-margin token selection</title>\
-         <style>body{{font-family:sans-serif;max-width:1300px;margin:2em auto;padding:0 1em;line-height:1.45}}\
-         img{{max-width:100%;border:1px solid #ddd;margin:0.5em 0}}table{{border-collapse:collapse}}\
-         td,th{{border:1px solid #ccc;padding:0.25em 0.6em;text-align:right}}code{{background:#f4f4f4}}</style></head><body>\
-         <h1>Max-margin token selection (Tarzanagh et al. 2023)</h1>\
-         <p>Model <code>f(X) = vᵀXᵀ softmax(X p)</code> (or <code>softmax(X W z)</code>) on {n} examples of {t} tokens in \
+        "<p>Model <code>f(X) = vᵀXᵀ softmax(X p)</code> (or <code>softmax(X W z)</code>) on {n} examples of {t} tokens in \
          R<sup>{dd}</sup>, labels ±1; the designated token of each example scores {os} (γ = Y·vᵀx), the others {ot}{sp}. \
          {gd} gradient descent, step {lr}, {st} steps, {loss:?} loss. The SVMs are solved with the Clarabel QP solver. \
          Data: <code>{h5_name}</code>.</p>\
@@ -261,14 +257,12 @@ pub fn write_page(dir: &Path, res: &MaxMarginResult, plots: &[PathBuf], h5_name:
     h.push_str("<h2>Plots</h2>");
     for p in plots {
         let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        let _ = write!(h, "<p><img src=\"{name}\" alt=\"{name}\"></p>");
+        let _ = write!(h, "<p><img src=\"{n}\" alt=\"{n}\"></p>", n = escape(&name));
     }
-    let _ = write!(
-        h,
-        "<h2>Configuration</h2><pre>{}</pre></body></html>",
-        esc(&c.to_toml()?)
-    );
+    let _ = write!(h, "<h2>Configuration</h2><pre>{}</pre>", escape(&c.to_toml()?));
+    let mut page = Page::new("headlab lens: max-margin token selection").heading("Max-margin token selection (Tarzanagh et al. 2023)");
+    page.raw(&h);
     let path = dir.join("index.html");
-    headlab_store::write_atomic(&path, h.as_bytes()).map_err(|e| MaxMarginError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
+    page.write(&path)?;
     Ok(path)
 }

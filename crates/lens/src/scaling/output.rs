@@ -13,7 +13,8 @@ use headlab_store::{atomic_write, FileKind, StoreError};
 use hdf5::types::VarLenUnicode;
 
 use super::{ScalingError, ScalingPoint, ScalingReport};
-use crate::plot::{num, write_png, Page, Panel, Series};
+use headlab_store::html::Page;
+use crate::plot::{num, write_png, Panel, Series};
 
 type Metric = (&'static str, &'static str, fn(&ScalingPoint) -> f64, bool);
 
@@ -55,7 +56,7 @@ fn out_err(path: &Path, msg: String) -> ScalingError {
 
 pub fn write_html(dir: &Path, r: &ScalingReport) -> Result<(), ScalingError> {
     let c = &r.config;
-    let mut page = Page::default();
+    let mut page = Page::new("headlab lens: attention score scaling");
     page.p(&format!(
         "Attention score scaling (Bernhard 2023, arXiv 2311.09406). Random queries q ~ N(0, {}² I_d) and keys k_j = exp(σ g_j) z_j, z_j ~ N(0, {}² I_d), g_j ~ N(0,1), d = {}; \
          {} query rows × {} independent key sets per point. Each option divides q·k by its c (below) before the softmax. \
@@ -104,7 +105,5 @@ pub fn write_html(dir: &Path, r: &ScalingReport) -> Result<(), ScalingError> {
         })
         .collect();
     page.table(&["option", "σ", "N", "saturated", "max weight", "‖J‖_F", "‖J‖_F / c", "entropy / ln N", "score std"], &rows);
-    let html = page.render("headlab lens: attention score scaling");
-    let p = dir.join("index.html");
-    headlab_store::write_atomic(&p, html.as_bytes()).map_err(|e| out_err(&p, e.to_string()))
+    Ok(page.write(&dir.join("index.html"))?)
 }

@@ -32,11 +32,11 @@ use headlab_store::h5util::{set_str_attr, write_array, Ctx};
 use headlab_store::{atomic_write, FileKind, StoreError};
 use hdf5::types::VarLenUnicode;
 use serde::{Deserialize, Serialize};
-use tch::Device;
 
 use super::run::model_saturation;
 use super::{bad, ScalingError};
-use crate::plot::{num, write_png, Page, Panel, Series};
+use headlab_store::html::Page;
+use crate::plot::{num, write_png, Panel, Series};
 
 /// Configuration of the physics comparison; every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,11 +138,6 @@ pub struct PhysicsScalingReport {
     pub points: Vec<PhysicsPoint>,
 }
 
-/// kebab-case name of a scale option.
-pub fn scale_name(s: AttentionScale) -> String {
-    toml::Value::try_from(s).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
-}
-
 fn other(path: &Path, e: impl std::fmt::Display) -> ScalingError {
     ScalingError::Run { path: path.display().to_string(), msg: e.to_string() }
 }
@@ -157,8 +152,9 @@ pub fn scene_with_particles(base: &Scene, n: usize) -> Scene {
 }
 
 /// Run the comparison into `out` (created). `progress(done, total)` after each run.
-pub fn run_physics_scaling(cfg: &PhysicsScalingConfig, out: &Path, device: Device, progress: &mut dyn FnMut(usize, usize, &PhysicsPoint)) -> Result<PhysicsScalingReport, ScalingError> {
+pub fn run_physics_scaling(cfg: &PhysicsScalingConfig, out: &Path, device: DeviceSpec, progress: &mut dyn FnMut(usize, usize, &PhysicsPoint)) -> Result<PhysicsScalingReport, ScalingError> {
     cfg.validate()?;
+    let torch_device = device.resolve()?;
     std::fs::create_dir_all(out).map_err(|e| other(out, e))?;
     let scene_path = Path::new(&cfg.scene);
     let base = Scene::from_file(scene_path).map_err(|e| other(scene_path, e))?;
@@ -171,7 +167,7 @@ pub fn run_physics_scaling(cfg: &PhysicsScalingConfig, out: &Path, device: Devic
         headlab_store::dataset::write_dataset(&data_path, &ds)?;
         for &option in &cfg.options {
             let t0 = std::time::Instant::now();
-            let run_dir = out.join(format!("N{n}_{}", scale_name(option)));
+            let run_dir = out.join(format!("N{n}_{option}"));
             if run_dir.exists() {
                 std::fs::remove_dir_all(&run_dir).map_err(|e| other(&run_dir, e))?;
             }
@@ -182,11 +178,7 @@ pub fn run_physics_scaling(cfg: &PhysicsScalingConfig, out: &Path, device: Devic
                 batch_size: cfg.batch_size,
                 eval_interval: cfg.steps.max(1),
                 val_samples: 256,
-                device: match device {
-                    Device::Cpu => DeviceSpec::Cpu,
-                    Device::Cuda(i) => DeviceSpec::Cuda(Some(i)),
-                    _ => DeviceSpec::Auto,
-                },
+                device,
                 threads: 1,
                 ..Default::default()
             };
@@ -211,7 +203,7 @@ pub fn run_physics_scaling(cfg: &PhysicsScalingConfig, out: &Path, device: Devic
                 .and_then(|sc| an.steps.iter().enumerate().find(|(s, _)| sc[s * lh..(s + 1) * lh].iter().any(|&v| v >= 0.5)).map(|(_, &st)| st as i64))
                 .unwrap_or(-1);
             let last = summary.checkpoints.last().ok_or_else(|| other(&run_dir, "no checkpoint written"))?;
-            let model = Model::load(last, device)?;
+            let model = Model::load(last, torch_device)?;
             let frames: Vec<(usize, usize)> = an.eval_traj.iter().zip(&an.eval_frame).map(|(&t, &f)| (t as usize, f as usize)).collect();
             let sat: Vec<_> = model_saturation(&model, &ds, &frames, cfg.eps, 32)?.into_iter().flatten().collect();
             let mean = |f: fn(&super::Saturation) -> f64| sat.iter().map(f).sum::<f64>() / sat.len().max(1) as f64;
@@ -256,7 +248,7 @@ pub fn write_physics_h5(path: &Path, r: &PhysicsScalingReport) -> Result<(), Sca
         let ctx = Ctx(path);
         set_str_attr(f, path, "lens", "scaling-physics")?;
         set_str_attr(f, path, "config", &config_toml)?;
-        let names: Vec<VarLenUnicode> = c.options.iter().map(|o| scale_name(*o).parse().unwrap_or_default()).collect();
+        let names: Vec<VarLenUnicode> = c.options.iter().map(|o| o.name().parse().map_err(|e| StoreError::Invalid { path: path.to_path_buf(), key: "options".into(), found: format!("`{o}` ({e})"), expected: "an HDF5 string".into() })).collect::<Result<_, _>>()?;
         let a = ctx.h5("options", f.new_attr::<VarLenUnicode>().shape(names.len()).create("options"))?;
         ctx.h5("options", a.write_raw(&names))?;
         write_array(f, path, "particles", &c.particles.iter().map(|&n| n as u64).collect::<Vec<_>>(), &[c.particles.len()])?;
@@ -280,12 +272,12 @@ pub fn write_physics_html(dir: &Path, r: &PhysicsScalingReport) -> Result<(), Sc
         let series = c
             .options
             .iter()
-            .map(|&o| Series::line(scale_name(o), r.points.iter().filter(|p| p.option == o).map(|p| (p.particles as f64, get(p))).collect()).marked())
+            .map(|&o| Series::line(o.name(), r.points.iter().filter(|p| p.option == o).map(|p| (p.particles as f64, get(p))).collect()).marked())
             .collect();
         Panel { title: desc.into(), x_label: "particles N (= keys)".into(), y_label: desc.into(), log_x: true, series, ..Default::default() }
     });
     write_png(&p, &panels, panels.len(), (400 * panels.len() as u32, 360)).map_err(|e| out_err(&p, e))?;
-    let mut page = Page::default();
+    let mut page = Page::new("headlab lens: attention scale options on the physics task");
     page.p(&format!(
         "Attention scale options on the physics task (Bernhard 2023, arXiv 2311.09406). Base scene {} with N ∈ {:?} particles (box scaled to keep the packing fraction); \
          {} trajectories × {} frames each; per option a {}-layer, {}-head, d_model {} model trained for {} steps (batch {}, Adam lr {}), probed on {} frames. \
@@ -299,7 +291,7 @@ pub fn write_physics_html(dir: &Path, r: &PhysicsScalingReport) -> Result<(), Sc
         .map(|p| {
             vec![
                 p.particles.to_string(),
-                scale_name(p.option),
+                p.option.to_string(),
                 num(p.val_ratio),
                 format!("{} {}", num(p.best_score), p.best_head),
                 num(p.best_auroc),
@@ -312,7 +304,5 @@ pub fn write_physics_html(dir: &Path, r: &PhysicsScalingReport) -> Result<(), Sc
         })
         .collect();
     page.table(&["N", "option", "val / baseline", "best score (head)", "AUROC", "score ≥ 0.5 at", "saturated", "entropy / ln N", "‖J‖_F", "seconds"], &rows);
-    let html = page.render("headlab lens: attention scale options on the physics task");
-    let p = dir.join("index.html");
-    headlab_store::write_atomic(&p, html.as_bytes()).map_err(|e| out_err(&p, e.to_string()))
+    Ok(page.write(&dir.join("index.html"))?)
 }

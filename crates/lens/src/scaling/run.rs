@@ -29,7 +29,8 @@ use headlab_store::{atomic_write, FileKind, StoreError};
 use tch::{Device, Tensor};
 
 use super::{saturation_per_head, Saturation, ScalingError};
-use crate::plot::{num, write_png, xy, Page, Panel, Series};
+use headlab_store::html::Page;
+use crate::plot::{num, write_png, xy, Panel, Series};
 
 /// Options of the run diagnostics.
 #[derive(Debug, Clone, PartialEq)]
@@ -183,7 +184,7 @@ pub fn run_saturation(run_dir: &Path, ds: &Dataset, opts: &RunSaturationOptions)
         }
         if out.steps.is_empty() {
             out.config_toml = ck.config_toml.clone();
-            out.scale = toml::Value::try_from(c.attention.scale).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            out.scale = c.attention.scale.name().to_string();
             out.n_layers = c.n_layers;
             out.n_heads = c.n_heads;
         } else if (c.n_layers, c.n_heads) != (out.n_layers, out.n_heads) {
@@ -245,7 +246,7 @@ pub fn write_run_html(dir: &Path, r: &RunSaturation) -> Result<(), ScalingError>
         })
         .collect();
     write_png(&p, &panels, panels.len(), (420 * panels.len() as u32, 380)).map_err(|e| out_err(&p, e))?;
-    let mut page = Page::default();
+    let mut page = Page::new("headlab lens: attention saturation of a run");
     page.p(&format!(
         "Softmax saturation of the run {} (attention scale {}, {} particles) on {} evaluation frames ({}). \
          A query row is saturated when its largest weight exceeds 1 − ε = {}; ‖J‖_F is the Frobenius norm of the softmax Jacobian \
@@ -269,7 +270,5 @@ pub fn write_run_html(dir: &Path, r: &RunSaturation) -> Result<(), ScalingError>
             .collect();
         page.table(&["head", "saturated", "max weight", "‖J‖_F", "entropy", "entropy / ln N"], &rows);
     }
-    let html = page.render("headlab lens: attention saturation of a run");
-    let p = dir.join("index.html");
-    headlab_store::write_atomic(&p, html.as_bytes()).map_err(|e| out_err(&p, e.to_string()))
+    Ok(page.write(&dir.join("index.html"))?)
 }

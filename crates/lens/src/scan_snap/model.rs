@@ -22,6 +22,7 @@ use headlab_analysis::freeze;
 use headlab_train::{Optimizer, OptimizerConfig, OptimizerKind};
 use super::task::{Batch, Task, TokenKind};
 use super::{Embedding, ScanSnapConfig, ScanSnapError, Trace};
+use headlab_sim::seed::{derive_seed, Stream};
 
 pub(crate) struct ToyModel {
     embed: Tensor,
@@ -159,7 +160,7 @@ pub(crate) fn train_run(
 ) -> Result<(Trace, Option<Batch>), ScanSnapError> {
     let task = Task::new(cfg.task.clone());
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut eval_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_e7a1);
+    let mut eval_rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, Stream::ScanSnapEval));
     let model = ToyModel::new(cfg, task.vocab_size(), &mut rng);
     let mut opts = model.sgd();
     let eval = task.sample(cfg.task.eval_size, &mut eval_rng);

@@ -19,7 +19,8 @@ use headlab_store::h5util::{set_attr, set_str_attr, write_array};
 use headlab_store::{atomic_write, FileKind, StoreError};
 
 use super::{ScanSnapError, ScanSnapResult, TokenKind, Trace};
-use crate::plot::{esc, write_png, xy, LegendPos, Panel, Series, BLACK_ISH, PALETTE};
+use headlab_store::html::{escape, Page};
+use crate::plot::{write_png, xy, LegendPos, Panel, Series, BLACK_ISH, PALETTE};
 
 fn opt(v: Option<u64>) -> i64 {
     v.map(|s| s as i64).unwrap_or(-1)
@@ -350,12 +351,7 @@ pub fn write_page(dir: &Path, res: &ScanSnapResult, plots: &[PathBuf], h5_name: 
     let mut h = String::new();
     let _ = write!(
         h,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>headlab lens: scan and snap</title>\
-         <style>body{{font-family:sans-serif;max-width:1500px;margin:2em auto;padding:0 1em;line-height:1.45}}\
-         img{{max-width:100%;border:1px solid #ddd;margin:0.5em 0}}table{{border-collapse:collapse}}\
-         td,th{{border:1px solid #ccc;padding:0.25em 0.6em;text-align:right}}code{{background:#f4f4f4}}</style></head><body>\
-         <h1>Scan and snap (Tian et al. 2023)</h1>\
-         <p>Toy next-token task: {k} classes, {d} distinctive tokens per class, {nc} common tokens, {nq} query token(s), \
+        "<p>Toy next-token task: {k} classes, {d} distinctive tokens per class, {nc} common tokens, {nq} query token(s), \
          context of {l} tokens, each distinctive with probability {p}. One-layer single-head transformer without positional \
          encoding, plain SGD with learning rate {la} for W_Q, W_K (attention) and {ld} for W_V, W_out (decoder), {st} steps. \
          Data: <code>{h5_name}</code>.</p>\
@@ -430,10 +426,12 @@ pub fn write_page(dir: &Path, res: &ScanSnapResult, plots: &[PathBuf], h5_name: 
     h.push_str("<h2>Plots</h2>");
     for p in plots {
         let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        let _ = write!(h, "<p><img src=\"{name}\" alt=\"{name}\"></p>");
+        let _ = write!(h, "<p><img src=\"{n}\" alt=\"{n}\"></p>", n = escape(&name));
     }
-    let _ = write!(h, "<h2>Configuration</h2><pre>{}</pre></body></html>", esc(&c.to_toml()?));
+    let _ = write!(h, "<h2>Configuration</h2><pre>{}</pre>", escape(&c.to_toml()?));
+    let mut page = Page::new("headlab lens: scan and snap").heading("Scan and snap (Tian et al. 2023)");
+    page.raw(&h);
     let path = dir.join("index.html");
-    headlab_store::write_atomic(&path, h.as_bytes()).map_err(|e| ScanSnapError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
+    page.write(&path)?;
     Ok(path)
 }

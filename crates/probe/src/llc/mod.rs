@@ -54,6 +54,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
+use headlab_sim::stats::{mean_std, Spread};
 
 mod sampler;
 pub mod toy;
@@ -516,15 +517,15 @@ fn summarize(
         ));
     }
     let vals: Vec<f64> = good.iter().map(|&c| reports[c].llc).collect();
-    let (llc, std) = mean_std(&vals);
+    let (llc, std) = mean_std(&vals, Spread::Sample);
     let se = if vals.len() > 1 { std / (vals.len() as f64).sqrt() } else { f64::NAN };
-    let llc_all_steps = mean_std(&good.iter().map(|&c| reports[c].llc_all_steps).collect::<Vec<_>>()).0;
-    let mean_loss_post = mean_std(&good.iter().map(|&c| out.chains[c].sum_loss_post / post).collect::<Vec<_>>()).0;
+    let llc_all_steps = mean_std(&good.iter().map(|&c| reports[c].llc_all_steps).collect::<Vec<_>>(), Spread::Sample).0;
+    let mean_loss_post = mean_std(&good.iter().map(|&c| out.chains[c].sum_loss_post / post).collect::<Vec<_>>(), Spread::Sample).0;
     let llc_unpaired = n_beta * (mean_loss_post - out.reference_loss);
 
     // Drift along the chains: compare the two halves of the post-burn-in draws.
     let drifts: Vec<f64> = good.iter().map(|&c| reports[c].half_means.1 - reports[c].half_means.0).collect();
-    let (drift, drift_std) = mean_std(&drifts);
+    let (drift, drift_std) = mean_std(&drifts, Spread::Sample);
     let drift_se = if drifts.len() > 1 { drift_std / (drifts.len() as f64).sqrt() } else { 0.0 };
     let scale = llc.abs().max(1e-3);
     let significant = drift.abs() > 0.1 * scale && (drifts.len() < 2 || drift.abs() > 3.0 * drift_se);
@@ -589,17 +590,6 @@ fn summarize(
     })
 }
 
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let m = v.iter().sum::<f64>() / v.len() as f64;
-    if v.len() < 2 {
-        return (m, f64::NAN);
-    }
-    let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1) as f64;
-    (m, var.sqrt())
-}
 
 /// One point of a calibration sweep.
 #[derive(Debug, Clone)]

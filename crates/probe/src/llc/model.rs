@@ -105,7 +105,7 @@ impl<'a> CheckpointProblem<'a> {
         let bs = batch_size.min(data.n).max(1);
         let n_batches = data.n / bs;
         let mut order: Vec<i64> = (0..data.n as i64).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x11c_ba7c));
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(headlab_sim::seed::derive_seed(seed, headlab_sim::seed::Stream::LlcRowOrder)));
         order.truncate(n_batches * bs);
         let batches = Tensor::from_slice(&order).view([n_batches as i64, bs as i64]).to(model.device());
         // SAFETY: a fresh index tensor owned only by the private field
