@@ -619,6 +619,19 @@ mod tests {
         assert!(msg.contains("test.toml") && msg.contains("too full") && msg.contains("n_particles = 200"), "{msg}");
     }
     #[test]
+    fn useless_physics_is_refused_with_the_reason() {
+        // Masses that underflow f32.
+        let e = with("density = 1e-60\n").unwrap_err().to_string();
+        assert!(e.contains("density") && e.contains("f32") && e.contains("test.toml"), "{e}");
+        // A spring so stiff that the frame interval (one contact time) is too
+        // short for anything to move in f32 positions.
+        let e = replace("spring_k", "spring_k = 1e30").unwrap_err().to_string();
+        assert!(e.contains("spring_k") && e.contains("move") && e.contains("per frame"), "{e}");
+        // The same spring with a long enough frame interval is fine as far as
+        // motion goes (it is refused only if the sub-steps per frame explode).
+        assert!(replace("spring_k", "spring_k = 3000.0").is_ok());
+    }
+    #[test]
     fn wrong_type_names_key() {
         let e = replace("n_particles", "n_particles = \"many\"").unwrap_err().to_string();
         assert!(e.contains("test.toml") && e.contains("n_particles"), "{e}");
