@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use headlab_store::analysis::{read_analysis, write_analysis, Analysis};
 use serde::{Deserialize, Serialize};
 
+use crate::series::SeriesKey;
 use crate::fit::{fit_pooled, fit_report, FitOptions, FitReport, PooledFit, Series};
-use crate::heads::analysis_path;
+use crate::heads::{analysis_path, score_se, tied_top};
 use crate::{AnalysisError, Result};
 
 /// The score series fitted by default: self-excluded normalized collision
 /// score with partners overlapping at the input frame.
-pub const DEFAULT_SERIES: &str = "score_excl_norm_overlap";
+pub const DEFAULT_SERIES: SeriesKey = SeriesKey::ScoreExclNormOverlap;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeadFit {
@@ -76,22 +77,40 @@ pub fn stored_fits(a: &Analysis, series: &str, origin: &Path) -> Option<Result<R
     a.fits.get(series).map(|t| RunFits::from_toml(t, &origin.display().to_string()))
 }
 
-/// The collision head of a run: highest final value of `series`.
-pub fn collision_head(a: &Analysis, series: &str) -> Option<(usize, usize)> {
-    let s = a.steps.len().checked_sub(1)?;
-    let v = a.series.get(series)?;
-    let lh = a.n_layers * a.n_heads;
-    let k = (0..lh).filter(|&k| v[s * lh + k].is_finite()).max_by(|&x, &y| v[s * lh + x].total_cmp(&v[s * lh + y]))?;
-    Some((k / a.n_heads, k % a.n_heads))
+/// The collision heads of a run: the heads whose final value of `series`
+/// lies within one standard error of the highest ([`tied_top`]; the
+/// standard error comes from the stored spread and query count when
+/// `series` is a score that has them, else it is taken as 0 and only exact
+/// ties join). Highest first; empty when nothing is finite.
+pub fn collision_heads(a: &Analysis, series: &str) -> Vec<(usize, usize)> {
+    let Some(s) = a.steps.len().checked_sub(1) else { return Vec::new() };
+    if !a.series.contains_key(series) {
+        return Vec::new();
+    }
+    let key = series.parse::<SeriesKey>().ok();
+    let ids: Vec<(usize, usize)> = (0..a.n_layers).flat_map(|l| (0..a.n_heads).map(move |h| (l, h))).collect();
+    let vals: Vec<(f64, f64)> = ids.iter().map(|&(l, h)| (a.value(series, s, l, h), key.map_or(0.0, |k| score_se(a, k, s, l, h)))).collect();
+    tied_top(&vals).into_iter().map(|k| ids[k]).collect()
+}
+
+/// The series of a run's collision heads pooled into one: the mean over the
+/// tied heads at each step (one series per run, so that runs — seeds —
+/// stay the unit of replication).
+pub fn collision_series(a: &Analysis, series: &str, heads: &[(usize, usize)]) -> Option<Series> {
+    let ys: Vec<Vec<f64>> = heads.iter().filter_map(|&(l, h)| a.head_series(series, l, h)).collect();
+    let first = ys.first()?;
+    let y: Vec<f64> = (0..first.len()).map(|s| ys.iter().map(|v| v[s]).sum::<f64>() / ys.len() as f64).collect();
+    let t: Vec<f64> = a.steps.iter().map(|&s| s as f64).collect();
+    Some(Series::new(&t, &y))
 }
 
 #[derive(Debug, Clone)]
 pub struct FitSummary {
     pub runs: Vec<PathBuf>,
     pub per_run: Vec<RunFits>,
-    /// Collision head (layer, head) of each run.
-    pub collision_heads: Vec<Option<(usize, usize)>>,
-    /// The collision heads of all runs pooled (when there are ≥ 2 runs).
+    /// Collision heads (layer, head) of each run: tied within one standard error, highest first.
+    pub collision_heads: Vec<Vec<(usize, usize)>>,
+    /// The runs' collision-head series (mean over each run's tied heads) pooled (when there are ≥ 2 runs).
     pub pooled: Option<PooledFit>,
 }
 
@@ -110,11 +129,9 @@ pub fn fit_runs(runs: &[PathBuf], series: &str, opts: &FitOptions) -> Result<Fit
         let f = fit_analysis(&a, series, opts)?;
         a.fits.insert(series.to_string(), f.to_toml());
         write_analysis(&p, &a)?;
-        let ch = collision_head(&a, series);
-        if let Some((l, h)) = ch {
-            if let Some(s) = head_series(&a, series, l, h) {
-                pooled_series.push(s);
-            }
+        let ch = collision_heads(&a, series);
+        if let Some(s) = collision_series(&a, series, &ch) {
+            pooled_series.push(s);
         }
         heads.push(ch);
         per_run.push(f);

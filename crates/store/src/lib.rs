@@ -12,6 +12,7 @@ pub mod h5util;
 pub mod inspect;
 pub mod llc;
 pub mod metrics;
+pub mod series;
 
 pub use h5util::{atomic_write, open_kind, FileKind, StoreError, FORMAT_VERSION};
 

@@ -23,7 +23,7 @@ pub struct Args {
     #[arg(required = true)]
     pub runs: Vec<PathBuf>,
     /// Series to fit (a name under /series in analysis.h5).
-    #[arg(long, default_value = DEFAULT_SERIES)]
+    #[arg(long, default_value = DEFAULT_SERIES.name())]
     pub series: String,
     /// Bootstrap replicates for the confidence intervals.
     #[arg(long, default_value_t = 200)]
@@ -39,7 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for ((run, fits), ch) in s.runs.iter().zip(&s.per_run).zip(&s.collision_heads) {
         println!("{}:", run.display());
         for hf in &fits.heads {
-            let mark = if Some((hf.layer, hf.head)) == *ch { "*" } else { " " };
+            let mark = if ch.contains(&(hf.layer, hf.head)) { "*" } else { " " };
             let w = |f: Option<&headlab_analysis::fit::SeriesFit>| f.and_then(|f| f.best().map(|b| format!("{} (+{:.1})", b.model.name(), f.margin()))).unwrap_or_else(|| "-".into());
             let alpha = hf.report.tail.as_ref().and_then(|t| t.get(FitModel::Power)).and_then(|p| p.param("alpha")).map(|a| format!("{:.2} [{:.2}, {:.2}]", a.value, a.lo, a.hi)).unwrap_or_else(|| "-".into());
             let em = hf.report.emergence.map(|e| format!("{:.0} [{:.0}, {:.0}]", e.value, e.lo, e.hi)).unwrap_or_else(|| "-".into());
@@ -55,8 +55,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(p) = &s.pooled {
         let b = |f: &Option<headlab_analysis::fit::SeriesFit>| f.as_ref().and_then(|f| f.best().map(|b| format!("{} (+{:.1})", b.model.name(), f.margin()))).unwrap_or_else(|| "-".into());
-        println!("pooled over {} seeds (collision heads): whole {}  tail {}  emergence {:.0} ± {:.0}", p.n_seeds, b(&p.whole), b(&p.tail), p.emergence_mean, p.emergence_std);
+        println!("pooled over {} seeds (each run's collision heads averaged): whole {}  tail {}  emergence {:.0} ± {:.0}", p.n_seeds, b(&p.whole), b(&p.tail), p.emergence_mean, p.emergence_std);
     }
-    println!("(* = collision head; +x = AICc margin of the winner over the runner-up)");
+    println!("(* = collision head: highest final score, or tied with it within one standard error; +x = AICc margin of the winner over the runner-up)");
     Ok(())
 }
