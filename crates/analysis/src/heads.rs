@@ -122,7 +122,7 @@ impl Encoding {
 /// Where g(r) peaks, on bins holding enough pairs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GPeak {
-    /// Lower edge (contact distances).
+    /// Lower edge (contact distances) of the part of the bin that holds pairs.
     pub lo: f32,
     /// Upper edge.
     pub hi: f32,
@@ -218,6 +218,14 @@ impl RunVerdict {
     pub fn passing(&self) -> Vec<&HeadSummary> {
         self.heads.iter().filter(|h| h.meets_bar).collect()
     }
+    /// Heads that fail the bar only on a matched AUROC within one standard
+    /// error below its threshold (their score passes).
+    pub fn close_to_bar(&self) -> Vec<&HeadSummary> {
+        self.heads
+            .iter()
+            .filter(|h| !h.meets_bar && h.score >= bar::SCORE_MIN && h.matched < bar::MATCHED_AUROC_MIN && h.matched + h.matched_se >= bar::MATCHED_AUROC_MIN)
+            .collect()
+    }
     /// The baseline with the highest all-pairs AUROC among the non-ceiling
     /// ones (distance, time to contact, approach rate).
     pub fn best_baseline(&self) -> Option<&BaselineSummary> {
@@ -249,6 +257,15 @@ impl RunVerdict {
             .collect();
         s.push_str(&parts.join("; "));
         s.push('.');
+        let close = self.close_to_bar();
+        if !close.is_empty() {
+            s.push_str(&format!(
+                " The matched AUROC of {} is within one standard error of the bar's {}: this evaluation set cannot settle the verdict for {}.",
+                close.iter().map(|h| h.name()).collect::<Vec<_>>().join(", "),
+                bar::MATCHED_AUROC_MIN,
+                if close.len() == 1 { "it" } else { "them" }
+            ));
+        }
         if let Some(b) = self.best_baseline() {
             let best_h = top.iter().map(|h| h.auroc).fold(f64::NAN, f64::max);
             let best_m = top.iter().map(|h| h.matched).fold(f64::NAN, f64::max);
@@ -309,7 +326,7 @@ pub fn g_peak(a: &Analysis, s: usize, layer: usize, head: usize) -> Option<GPeak
     let count = a.g_count.get(off..off + b)?;
     let m = merge_sparse_bins(&a.g_edges, a.head_g(true, s, layer, head), count, G_MIN_PAIRS);
     let k = m.peak(G_MIN_PAIRS)?;
-    Some(GPeak { lo: m.edges[k], hi: m.edges[k + 1], g: m.g[k], count: m.count[k] })
+    Some(GPeak { lo: m.lo[k], hi: m.edges[k + 1], g: m.g[k], count: m.count[k] })
 }
 
 /// The verdict at step index `s` (the last when `None`).

@@ -544,6 +544,10 @@ pub const G_MIN_PAIRS: u64 = 200;
 pub struct MergedG {
     /// Bin edges (a subset of the original ones).
     pub edges: Vec<f32>,
+    /// Per merged bin, the lower edge of its first original bin that holds
+    /// pairs (where its data start: a bin merged from empty bins below
+    /// contact and a few pairs just below 1 starts near 1, not at 0).
+    pub lo: Vec<f32>,
     /// Pair-weighted mean of g over the merged bins (NaN: no pairs).
     pub g: Vec<f64>,
     /// Pairs per merged bin.
@@ -564,19 +568,22 @@ impl MergedG {
 /// gets the same merged edges.
 pub fn merge_sparse_bins(edges: &[f32], g: &[f64], count: &[u64], min: u64) -> MergedG {
     let nb = g.len().min(count.len()).min(edges.len().saturating_sub(1));
-    let mut out = MergedG { edges: vec![], g: vec![], count: vec![] };
+    let mut out = MergedG { edges: vec![], lo: vec![], g: vec![], count: vec![] };
     if nb == 0 {
         return out;
     }
     out.edges.push(edges[0]);
     let (mut sum, mut cnt) = (0f64, 0u64);
+    let mut lo: Option<f32> = None;
     for b in 0..nb {
         if count[b] > 0 && g[b].is_finite() {
             sum += g[b] * count[b] as f64;
             cnt += count[b];
+            lo.get_or_insert(edges[b]);
         }
         if cnt >= min.max(1) {
             out.edges.push(edges[b + 1]);
+            out.lo.push(lo.take().unwrap_or(edges[b]));
             out.g.push(sum / cnt as f64);
             out.count.push(cnt);
             sum = 0.0;
@@ -586,6 +593,7 @@ pub fn merge_sparse_bins(edges: &[f32], g: &[f64], count: &[u64], min: u64) -> M
     let last_edge = edges[nb];
     if out.g.is_empty() {
         out.edges.push(last_edge);
+        out.lo.push(lo.unwrap_or(edges[0]));
         out.g.push(if cnt > 0 { sum / cnt as f64 } else { f64::NAN });
         out.count.push(cnt);
     } else if *out.edges.last().unwrap_or(&last_edge) < last_edge {
@@ -795,6 +803,7 @@ mod tests {
         let count = [0u64, 3, 100, 150, 400, 30];
         let m = merge_sparse_bins(&edges, &g, &count, 100);
         assert_eq!(m.edges, vec![0.0, 1.0, 1.1, 5.0]);
+        assert_eq!(m.lo, vec![0.5, 1.0, 1.1], "the first bin's data start at 0.5, not 0");
         assert_eq!(m.count, vec![103, 150, 430]);
         assert!((m.g[0] - (9.0 * 3.0 + 2.0 * 100.0) / 103.0).abs() < 1e-12);
         assert!((m.g[2] - (1.0 * 400.0 + 0.8 * 30.0) / 430.0).abs() < 1e-12);

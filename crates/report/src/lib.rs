@@ -296,6 +296,14 @@ fn verdict_text(v: &RunVerdict, a: &Analysis) -> String {
     let pass = v.passing();
     if pass.is_empty() {
         let _ = write!(s, "No head meets the collision-head bar ({}). ", bar_text());
+        let close = v.close_to_bar();
+        if !close.is_empty() {
+            let _ = write!(
+                s,
+                "For {} the matched AUROC lies within one standard error below the threshold, so the evaluation set cannot settle it (more evaluation frames shrink the error: headlab probe --eval-frames). ",
+                close.iter().map(|h| h.name()).collect::<Vec<_>>().join(", ")
+            );
+        }
     } else {
         let _ = write!(s, "{} meet(s) the collision-head bar ({}). ", pass.iter().map(|h| h.name()).collect::<Vec<_>>().join(", "), bar_text());
     }

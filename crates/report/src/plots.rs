@@ -215,7 +215,12 @@ pub fn g_heatmap(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<(
             for s in 0..ns {
                 let m = merged_g(a, excl, s, l, h);
                 for (b, &v) in m.g.iter().enumerate() {
-                    let (r0, r1) = (m.edges[b] as f64, (m.edges[b + 1] as f64).min(rmax));
+                    // Only the part of a merged bin that holds pairs is
+                    // painted with its value; below it, grey (no pairs).
+                    let (r0, r1) = (m.lo[b] as f64, (m.edges[b + 1] as f64).min(rmax));
+                    if (m.edges[b] as f64) < r0 {
+                        rects.push(Rectangle::new([(xe[s], m.edges[b] as f64), (xe[s + 1], r0.min(rmax))], g_color(f64::NAN).filled()));
+                    }
                     if r0 >= rmax {
                         continue;
                     }
@@ -263,7 +268,8 @@ pub fn g_profiles(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<
     }
     let picks = [ns / 10, ns / 2, ns - 1];
     let colors = [RGBColor(158, 202, 225), RGBColor(66, 146, 198), RGBColor(8, 48, 107)];
-    let centers = |e: &[f32]| -> Vec<f64> { e.windows(2).map(|w| if w[1] > 100.0 { w[0] as f64 * 1.25 } else { 0.5 * (w[0] + w[1]) as f64 }).collect() };
+    // Each merged bin is drawn at the middle of the part that holds pairs.
+    let centers = |m: &MergedG| -> Vec<f64> { m.lo.iter().zip(&m.edges[1..]).map(|(&a, &b)| if b > 100.0 { a as f64 * 1.25 } else { 0.5 * (a + b) as f64 }).collect() };
     // Values below this floor (g → 0: the head avoids those distances) are
     // marked with a hollow triangle on the floor, not drawn as data.
     const G_FLOOR: f64 = 0.02;
@@ -284,7 +290,7 @@ pub fn g_profiles(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<
             ch.draw_series(LineSeries::new(vec![(1.0, gmin), (1.0, gmax)], BLACK.mix(0.4))).map_err(err(path))?;
             for (k, &s) in picks.iter().enumerate() {
                 let m = &ms[k];
-                let cs = centers(&m.edges);
+                let cs = centers(m);
                 let pts: Vec<(f64, f64)> = cs.iter().zip(&m.g).filter(|(c, v)| v.is_finite() && **v >= G_FLOOR && **c <= 3.0).map(|(&c, &v)| (c, v)).collect();
                 let low: Vec<(f64, f64)> = cs.iter().zip(&m.g).filter(|(c, v)| v.is_finite() && **v < G_FLOOR && **c <= 3.0).map(|(&c, _)| (c, gmin)).collect();
                 ch.draw_series(low.iter().map(|&p| TriangleMarker::new(p, 5, colors[k].stroke_width(1)))).map_err(err(path))?;
@@ -522,7 +528,7 @@ pub fn auroc_figure(path: &Path, a: &Analysis, v: &RunVerdict, title: &str) -> R
     let cols = 3;
     let w = legend.dim_in_pixel().0 as i32 / cols;
     for (k, (label, c, kind)) in items.iter().enumerate() {
-        let (x, y) = ((k as i32 % cols) * w + 12, (k as i32 / cols) * 16 + 6);
+        let (x, y) = ((k as i32 % cols) * w + 12, (k as i32 / cols) * 19 + 6);
         match kind {
             1 => legend.draw(&Circle::new((x + 10, y + 6), 3, c.filled())).map_err(err(path))?,
             2 => {
@@ -609,17 +615,23 @@ pub fn baselines_figure(path: &Path, v: &RunVerdict, title: &str) -> Result<(), 
         if b.softmax_score.is_finite() && b.softmax_matched.is_finite() {
             let p = (b.softmax_matched, b.softmax_score);
             ch2.draw_series(std::iter::once(Rectangle::new([(p.0 - 0.008, p.1 - 0.02), (p.0 + 0.008, p.1 + 0.02)], RGBColor(90, 90, 90).filled()))).map_err(err(path))?;
-            ch2.draw_series(std::iter::once(Text::new(format!("softmax({})", b.baseline.label()), (p.0 + 0.012, p.1 - 0.015), ("sans-serif", 12)))).map_err(err(path))?;
+            let label = format!("softmax of {}", b.baseline.name().replace('_', " "));
+            // Labels of points near the right edge go to their left.
+            let x = if p.0 > 0.8 { p.0 - 0.012 - 0.0047 * label.chars().count() as f64 } else { p.0 + 0.012 };
+            ch2.draw_series(std::iter::once(Text::new(label, (x, p.1 - 0.015), ("sans-serif", 12)))).map_err(err(path))?;
         }
     }
-    for hs in &v.heads {
+    for (k, hs) in v.heads.iter().enumerate() {
         if hs.score.is_finite() && hs.matched.is_finite() {
             let c = if hs.meets_bar { MATCHED_C } else { SCORE };
             let (e1, e2) = (if hs.matched_se.is_finite() { hs.matched_se } else { 0.0 }, if hs.score_se.is_finite() { hs.score_se } else { 0.0 });
             ch2.draw_series(std::iter::once(PathElement::new(vec![(hs.matched - e1, hs.score), (hs.matched + e1, hs.score)], c.mix(0.7)))).map_err(err(path))?;
             ch2.draw_series(std::iter::once(PathElement::new(vec![(hs.matched, hs.score - e2), (hs.matched, hs.score + e2)], c.mix(0.7)))).map_err(err(path))?;
             ch2.draw_series(std::iter::once(Circle::new((hs.matched, hs.score), 4, c.filled()))).map_err(err(path))?;
-            ch2.draw_series(std::iter::once(Text::new(hs.name(), (hs.matched + 0.008, hs.score + 0.01), ("sans-serif", 12)))).map_err(err(path))?;
+            // Staggered labels: heads often sit on top of each other.
+            let dy = 0.012 + 0.035 * (k % 3) as f64;
+            ch2.draw_series(std::iter::once(PathElement::new(vec![(hs.matched, hs.score), (hs.matched + 0.015, hs.score + dy)], BLACK.mix(0.3)))).map_err(err(path))?;
+            ch2.draw_series(std::iter::once(Text::new(hs.name(), (hs.matched + 0.017, hs.score + dy + 0.012), ("sans-serif", 12)))).map_err(err(path))?;
         }
     }
     // Legend strip.

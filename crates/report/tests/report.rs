@@ -41,7 +41,7 @@ fn synthetic_run(dir: &Path, seed: u64, t_mid: f64) {
             series.get_mut(SeriesKey::SelfAttn.name()).unwrap()[k] = 0.85;
             series.get_mut(SeriesKey::GateContactOverlap.name()).unwrap()[k] = 0.03 + 0.08 * strength;
             series.get_mut(SeriesKey::GateFreeOverlap.name()).unwrap()[k] = 0.03;
-            series.get_mut(SeriesKey::ScoreExclNormStdOverlap.name()).unwrap()[k] = 0.2;
+            series.get_mut(SeriesKey::ScoreExclNormStdOverlap.name()).unwrap()[k] = 0.4;
             series.get_mut(SeriesKey::NQueriesOverlap.name()).unwrap()[k] = 400.0;
             series.get_mut(SeriesKey::AurocNew.name()).unwrap()[k] = 0.5 + 0.4 * strength;
             series.get_mut(SeriesKey::AurocMatched.name()).unwrap()[k] = 0.5 + 0.35 * strength;
