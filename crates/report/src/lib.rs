@@ -282,7 +282,7 @@ fn verdict_text(v: &RunVerdict, a: &Analysis) -> String {
     let incr: Vec<String> = top
         .iter()
         .filter(|h| h.incr.0.is_finite())
-        .map(|h| format!("{} {} [{}, {}]", h.name(), num(h.incr.0, 3), num(h.incr.1, 3), num(h.incr.2, 3)))
+        .map(|h| format!("{} {} [{}, {}]", h.name(), num(h.incr.0, 4), num(h.incr.1, 4), num(h.incr.2, 4)))
         .collect();
     if !incr.is_empty() {
         let base_auc = a.baselines.get(LOGISTIC).and_then(|r| r.get("auroc_base")).copied().unwrap_or(f64::NAN);
@@ -477,7 +477,7 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
             esc(&pm(get(SeriesKey::AurocMatched), get(SeriesKey::AurocMatchedSe), 3)),
             num(get(SeriesKey::ApproachSelectivity), 3),
             num(get(SeriesKey::GeometryPosition), 2),
-            esc(&fmt_est(get(SeriesKey::IncrGain), get(SeriesKey::IncrGainLo), get(SeriesKey::IncrGainHi), 3)),
+            esc(&fmt_est(get(SeriesKey::IncrGain), get(SeriesKey::IncrGainLo), get(SeriesKey::IncrGainHi), 4)),
             if hs.is_some_and(|x| x.meets_bar) { "yes" } else { "no" },
             esc(hs.map_or("–", |x| x.encodes.text())),
             num(get(SeriesKey::ScoreNormOverlap), 3),
