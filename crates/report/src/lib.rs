@@ -13,7 +13,7 @@ use headlab_analysis::fit::{FitModel, FitOptions, PooledFit, Series, SeriesFit};
 use headlab_analysis::baselines::{Baseline, BINNING, LOGISTIC};
 use headlab_analysis::fitrun::{collision_heads, collision_series, fit_analysis, stored_fits, RunFits, DEFAULT_SERIES};
 use headlab_analysis::heads::{analysis_path, bar, bar_text, encodes, run_verdict, RunVerdict};
-use headlab_analysis::metrics::G_MIN_PAIRS;
+use headlab_analysis::metrics::{merge_sparse_bins, G_MIN_PAIRS};
 use headlab_analysis::lens_physics;
 use headlab_analysis::series::SeriesKey;
 use headlab_store::analysis::{read_analysis, Analysis};
@@ -499,6 +499,18 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
         if !v.baselines.is_empty() {
             h.push_str(&baselines_table(v, a));
         }
+    }
+    // Each g(r) bin's support (the counts depend only on geometry: the same
+    // for every head and checkpoint).
+    let b = a.n_bins();
+    if let Some(count) = a.g_count.get(last * lh * b..last * lh * b + b) {
+        let m = merge_sparse_bins(&a.g_edges, a.head_g(true, last, 0, 0), count, G_MIN_PAIRS);
+        let cells: Vec<String> = (0..m.count.len()).map(|k| format!("[{:.2}, {:.2}): {}", m.lo[k], m.edges[k + 1].min(1e4), m.count[k])).collect();
+        let _ = writeln!(
+            h,
+            "<p class=\"small\">g(r) bins after merging neighbours until each holds ≥ {G_MIN_PAIRS} ordered pairs (range holding pairs: pair count): {}.</p>",
+            esc(&cells.join("; "))
+        );
     }
     for (f, cap) in figs {
         let _ = writeln!(h, "<figure><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>", esc(&f), esc(&f), esc(&cap));
