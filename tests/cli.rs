@@ -38,7 +38,8 @@ fn demo_at_tiny_size_runs_every_step_and_resumes() {
     let html = std::fs::read_to_string(&index).unwrap();
     assert!(html.contains("<img") || html.contains("<svg"), "report has no figures");
     // The honest last word names a head, either way.
-    assert!(t.contains("collision-detecting head emerged") || t.contains("No head meets the collision-head bar"), "{t}");
+    assert!(t.contains("Collision head(s) meeting the bar") || t.contains("No head meets the collision-head bar"), "{t}");
+    assert!(t.contains("distance-matched AUROC ≥"), "the verdict states the bar: {t}");
     assert!(t.contains("report: "), "{t}");
 
     // Every checkpoint is a readable headlab file.

@@ -1,72 +1,32 @@
-//! Contact partners "within the predicted interval", derived from a dataset's
-//! event table.
+//! Contact partners "within the predicted interval" as [`ContactSet`]s, and
+//! frame-overlap events for toy data.
 //!
-//! Frame `f` of a trajectory is the state at sub-step `f·stride`; the model
-//! predicts frame `f+1`, at sub-step `(f+1)·stride`. A pair counts as in
-//! contact within that interval when it is in contact at any sub-step `s`
-//! with `f·stride ≤ s ≤ (f+1)·stride` — pairs already touching at the input
-//! frame included. A `ContactStart` event at sub-step `s` means the pair is in
-//! contact at `s`; a `ContactEnd` at `s` means it no longer is at `s`.
+//! The definition itself (a closed interval of sub-steps from the input
+//! frame to the predicted frame) lives in one place,
+//! [`headlab_sim::Dataset::interval_contacts`], which the viewer calls
+//! directly; this module only converts its pairs (walls left out) into the
+//! masks the metrics use.
 
 use headlab_sim::{Dataset, EventKind};
 
 use crate::metrics::ContactSet;
 
-/// Contact sets of trajectory `traj` for each of `frames` (any order).
+/// Particle–particle contact sets of trajectory `traj` for each of `frames`
+/// (any order), by [`Dataset::interval_contacts`].
 pub fn interval_contacts(ds: &Dataset, traj: usize, frames: &[usize]) -> Vec<ContactSet> {
     let n = ds.n_particles;
-    let stride = ds.meta.stride;
-    // Pair events of this trajectory, sorted by sub-step (stable: the table is
-    // sorted, but do not rely on it).
-    let mut ev: Vec<(u64, usize, usize, bool)> = ds
-        .events
-        .iter()
-        .filter(|e| e.traj as usize == traj && e.i >= 0 && e.j >= 0)
-        .filter_map(|e| match e.kind {
-            EventKind::ContactStart => Some((e.step, e.i as usize, e.j as usize, true)),
-            EventKind::ContactEnd => Some((e.step, e.i as usize, e.j as usize, false)),
-            _ => None,
-        })
-        .filter(|&(_, i, j, _)| i < n && j < n && i != j)
-        .collect();
-    // At equal steps, apply ends before starts so a pair that ends and
-    // restarts on the same sub-step is active afterwards.
-    ev.sort_by_key(|&(s, i, j, start)| (s, start, i.min(j), i.max(j)));
-
-    let mut order: Vec<usize> = (0..frames.len()).collect();
-    order.sort_by_key(|&k| frames[k]);
-    let mut out = vec![ContactSet::empty(n); frames.len()];
-    let mut active = ContactSet::empty(n);
-    let mut cursor = 0; // events with step <= current start already applied
-    for k in order {
-        let s0 = frames[k] as u64 * stride;
-        let s1 = s0 + stride;
-        // Rewind is never needed: frames are visited in increasing order.
-        while cursor < ev.len() && ev[cursor].0 <= s0 {
-            let (_, i, j, start) = ev[cursor];
-            set_pair(&mut active, i, j, start);
-            cursor += 1;
-        }
-        let mut cs = active.clone();
-        let mut c = cursor;
-        while c < ev.len() && ev[c].0 <= s1 {
-            let (_, i, j, start) = ev[c];
-            if start {
-                cs.insert(i, j);
+    ds.interval_contacts(traj, frames, false)
+        .into_iter()
+        .map(|pairs| {
+            let mut cs = ContactSet::empty(n);
+            for (i, j) in pairs {
+                if i >= 0 && j >= 0 {
+                    cs.insert(i as usize, j as usize);
+                }
             }
-            c += 1;
-        }
-        out[k] = cs;
-    }
-    out
-}
-
-fn set_pair(s: &mut ContactSet, i: usize, j: usize, on: bool) {
-    if on {
-        s.insert(i, j);
-    } else {
-        s.remove(i, j);
-    }
+            cs
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -74,11 +34,15 @@ mod tests {
     use super::*;
     use headlab_sim::{DatasetMeta, Event};
 
-    fn ds(events: Vec<Event>) -> Dataset {
-        Dataset {
-            n_traj: 2,
-            n_frames: 10,
-            n_particles: 4,
+    /// The conversion keeps particle pairs and drops walls; a contact that
+    /// ends exactly on a frame boundary is in the interval before it only.
+    #[test]
+    fn contact_sets_follow_the_dataset_definition() {
+        let ev = |step, i, j, kind| Event { traj: 0, step, i, j, kind };
+        let ds = Dataset {
+            n_traj: 1,
+            n_frames: 5,
+            n_particles: 3,
             meta: DatasetMeta {
                 dt: 0.001,
                 stride: 10,
@@ -92,44 +56,20 @@ mod tests {
                 seed: 0,
                 scene_toml: String::new(),
             },
-            positions: vec![0.0; 2 * 10 * 4 * 2],
-            velocities: vec![0.0; 2 * 10 * 4 * 2],
-            radii: vec![0.1; 8],
-            masses: vec![1.0; 8],
-            events,
-        }
-    }
-
-    fn ev(traj: u32, step: u64, i: i32, j: i32, kind: EventKind) -> Event {
-        Event { traj, step, i, j, kind }
-    }
-
-    #[test]
-    fn interval_contacts_follow_events() {
-        use EventKind::*;
-        let d = ds(vec![
-            ev(0, 5, 0, 1, ContactStart),  // frame 0 interval (0,10]
-            ev(0, 25, 0, 1, ContactEnd),   // still in contact at start of frame 2 (s=20)
-            ev(0, 31, 2, 3, ContactStart), // starts and ends inside frame 3's interval
-            ev(0, 35, 2, 3, ContactEnd),
-            ev(0, 40, 1, 2, ContactStart), // exactly at frame 4's start: in contact there
-            ev(0, 50, 1, 2, ContactEnd),   // ends exactly at frame 5's start: not in frame 5
-            ev(0, 60, 0, -1, WallStart),   // walls are ignored
-            ev(1, 5, 2, 3, ContactStart),  // other trajectory
-        ]);
-        let frames: Vec<usize> = (0..9).rev().collect(); // any order
-        let cs = interval_contacts(&d, 0, &frames);
-        let get = |f: usize| cs[frames.iter().position(|&x| x == f).unwrap()].pairs();
-        assert_eq!(get(0), vec![(0, 1)]);
-        assert_eq!(get(1), vec![(0, 1)]);
-        assert_eq!(get(2), vec![(0, 1)]);
-        assert_eq!(get(3), vec![(1, 2), (2, 3)]); // (1,2) starts at s=40 = end of interval 3
-        assert_eq!(get(4), vec![(1, 2)]);
-        assert_eq!(get(5), vec![]);
-        assert_eq!(get(6), vec![]);
-        let cs1 = interval_contacts(&d, 1, &[0, 3]);
-        assert_eq!(cs1[0].pairs(), vec![(2, 3)]);
-        assert_eq!(cs1[1].pairs(), vec![(2, 3)], "no end event: still in contact");
+            positions: vec![0.0; 5 * 3 * 2],
+            velocities: vec![0.0; 5 * 3 * 2],
+            radii: vec![0.1; 3],
+            masses: vec![1.0; 3],
+            events: vec![
+                ev(3, 0, 2, EventKind::ContactStart),
+                ev(4, 1, -1, EventKind::WallStart),
+                ev(20, 0, 2, EventKind::ContactEnd),
+            ],
+        };
+        let cs = interval_contacts(&ds, 0, &[2, 0, 1]);
+        assert_eq!(cs[1].pairs(), vec![(0, 2)]);
+        assert_eq!(cs[2].pairs(), vec![(0, 2)], "in contact at sub-step 19, the end of interval 1");
+        assert_eq!(cs[0].pairs(), vec![], "ended exactly at sub-step 20, the start of interval 2");
     }
 }
 

@@ -8,6 +8,7 @@ use headlab_sim::Dataset;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
+use crate::baselines::{FrameKin, PairTable};
 use crate::contacts::interval_contacts;
 use crate::metrics::FrameGeom;
 
@@ -42,3 +43,23 @@ pub fn frame_geoms(ds: &Dataset, frames: &[(usize, usize)], factor: f32) -> Vec<
     out.into_iter().map(|g| g.expect("every frame has a geometry")).collect()
 }
 
+
+/// The pair table of the evaluation frames ([`PairTable`]): distances,
+/// labels and ballistic features from the dataset's positions and velocities.
+pub fn pair_table(ds: &Dataset, frames: &[(usize, usize)], geoms: &[FrameGeom]) -> PairTable {
+    let (n, d) = (ds.n_particles, ds.dim());
+    let kin: Vec<FrameKin<'_>> = frames
+        .iter()
+        .map(|&(t, f)| {
+            let i = ds.idx(t, f, 0);
+            FrameKin {
+                positions: &ds.positions[i..i + n * d],
+                velocities: &ds.velocities[i..i + n * d],
+                radii: &ds.radii[t * n..(t + 1) * n],
+                dim: d,
+                frame_dt: ds.frame_dt(),
+            }
+        })
+        .collect();
+    PairTable::new(&kin, geoms)
+}

@@ -11,13 +11,14 @@ use headlab_store::analysis::{read_analysis, write_analysis, Analysis};
 use serde::{Deserialize, Serialize};
 
 use crate::fit::{fit_report, fit_seeds, FitOptions, FitReport, SeedSummary, Series};
-use crate::heads::analysis_path;
+use crate::heads::{analysis_path, score_se, tied_top};
+use crate::series::SeriesKey;
 use crate::{AnalysisError, Result};
 use headlab_sim::seed::{derive_seed, Stream};
 
 /// The score series fitted by default: self-excluded normalized collision
 /// score with partners overlapping at the input frame.
-pub const DEFAULT_SERIES: &str = "score_excl_norm_overlap";
+pub const DEFAULT_SERIES: SeriesKey = SeriesKey::ScoreExclNormOverlap;
 
 /// The time axis of a fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -188,13 +189,32 @@ pub fn stored_fits(a: &Analysis, series: &str, axis: TimeAxis, origin: &Path) ->
     a.fits.get(&axis.fits_key(series)).map(|t| RunFits::from_toml(t, &origin.display().to_string()))
 }
 
-/// The collision head of a run: highest final value of `series`.
-pub fn collision_head(a: &Analysis, series: &str) -> Option<(usize, usize)> {
-    let s = a.steps.len().checked_sub(1)?;
-    let v = a.series.get(series)?;
-    let lh = a.n_layers * a.n_heads;
-    let k = (0..lh).filter(|&k| v.get(s * lh + k).is_some_and(|x| x.is_finite())).max_by(|&x, &y| v[s * lh + x].total_cmp(&v[s * lh + y]))?;
-    Some((k / a.n_heads, k % a.n_heads))
+/// The collision heads of a run: the heads whose final value of `series`
+/// lies within one standard error of the highest ([`tied_top`]; the
+/// standard error comes from the stored spread and query count when
+/// `series` is a score that has them, else it is taken as 0 and only exact
+/// ties join). Highest first; empty when nothing is finite.
+pub fn collision_heads(a: &Analysis, series: &str) -> Vec<(usize, usize)> {
+    let Some(s) = a.steps.len().checked_sub(1) else { return Vec::new() };
+    if !a.series.contains_key(series) {
+        return Vec::new();
+    }
+    let key = series.parse::<SeriesKey>().ok();
+    let ids: Vec<(usize, usize)> = (0..a.n_layers).flat_map(|l| (0..a.n_heads).map(move |h| (l, h))).collect();
+    let vals: Vec<(f64, f64)> = ids.iter().map(|&(l, h)| (a.value(series, s, l, h), key.map_or(0.0, |k| score_se(a, k, s, l, h)))).collect();
+    tied_top(&vals).into_iter().map(|k| ids[k]).collect()
+}
+
+/// The series of a run's collision heads pooled into one, on the time axis
+/// `times` (one per checkpoint): the mean over the tied heads at each
+/// checkpoint (one series per run, so that runs — seeds — stay the unit of
+/// replication).
+pub fn collision_series(a: &Analysis, series: &str, heads: &[(usize, usize)], times: &[f64]) -> Option<Series> {
+    let ys: Vec<Vec<f64>> = heads.iter().filter_map(|&(l, h)| a.head_series(series, l, h)).collect();
+    let first = ys.first()?;
+    let y: Vec<f64> = (0..first.len()).map(|s| ys.iter().map(|v| v[s]).sum::<f64>() / ys.len() as f64).collect();
+    Some(Series::new(times, &y))
+}
 }
 
 /// What [`fit_runs`] computed.
@@ -204,10 +224,10 @@ pub struct FitSummary {
     pub runs: Vec<PathBuf>,
     /// Per run: its fits on every axis asked for.
     pub per_run: Vec<Vec<RunFits>>,
-    /// Collision head (layer, head) of each run.
-    pub collision_heads: Vec<Option<(usize, usize)>>,
-    /// Per axis: the collision heads summarized over the runs (seeds), when
-    /// there are at least two runs.
+    /// Collision heads (layer, head) of each run: tied within one standard error, highest first.
+    pub collision_heads: Vec<Vec<(usize, usize)>>,
+    /// Per axis: the runs' collision-head series (mean over each run's tied
+    /// heads) summarized over the runs (seeds), when there are at least two runs.
     pub seeds: Vec<(TimeAxis, SeedSummary)>,
 }
 
@@ -224,14 +244,14 @@ pub fn fit_runs(runs: &[PathBuf], series: &str, axes: &[TimeAxis], opts: &FitOpt
             return Err(AnalysisError::Run { path: p, msg: "not found; probe the run first (headlab probe RUN)".into() });
         }
         let mut a = read_analysis(&p, true)?;
-        let ch = collision_head(&a, series);
+        let ch = collision_heads(&a, series);
         let mut fits = Vec::new();
         for (ai, &axis) in axes.iter().enumerate() {
             let times = axis_times(run, &a, axis)?;
             let f = fit_analysis(&a, series, axis, &times, opts)?;
             a.fits.insert(axis.fits_key(series), f.to_toml()?);
-            if let Some(h) = ch.and_then(|(l, h)| f.head(l, h)) {
-                seed_reports[ai].push(h.report.clone());
+            if let Some(s) = collision_series(&a, series, &ch, &times) {
+                seed_reports[ai].push(fit_report(&s, opts));
             }
             fits.push(f);
         }

@@ -14,6 +14,7 @@
 //! (`tools/check-layers`, run by `tools/test`, checks the dependency graph).
 
 pub mod att_svm;
+pub mod baselines;
 pub mod contacts;
 pub mod evalset;
 pub mod fit;
@@ -21,10 +22,15 @@ pub mod fitrun;
 pub mod freeze;
 pub mod heads;
 pub mod lens_physics;
+pub mod logistic;
 pub mod metrics;
 pub mod ablation;
 pub mod noise;
 pub mod svm;
+
+/// The typed names of the per-head series of analysis.h5 (defined in
+/// headlab-store so that the viewer reaches them without this crate).
+pub use headlab_store::series;
 
 use std::path::PathBuf;
 

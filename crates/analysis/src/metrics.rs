@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use headlab_store::analysis::StepRecord;
+pub use headlab_store::series::SeriesKey;
 use serde::{Deserialize, Serialize};
 
 /// A symmetric set of contacting pairs among N particles (no self pairs).
@@ -329,6 +330,13 @@ impl HeadAccum {
         }
     }
 
+    /// The self-excluded attention a'_ij of every ordered pair i ≠ j added so
+    /// far, frame by frame, query by query (the order of
+    /// [`crate::baselines::PairTable`]).
+    pub fn pair_attention_excl(&self) -> &[f32] {
+        &self.pair_a_excl
+    }
+
     /// Summarize everything accumulated so far.
     pub fn finish(&self) -> HeadMetrics {
         let sc = |acc: &ScoreAcc| DefScores {
@@ -414,20 +422,24 @@ pub struct HeadMetrics {
 }
 
 impl HeadMetrics {
-    /// Names of the scalar series, in the order of [`HeadMetrics::scalars`].
-    pub fn scalar_names() -> Vec<String> {
+    /// Keys of the scalar series, in the order of [`HeadMetrics::scalars`].
+    pub fn scalar_names() -> Vec<SeriesKey> {
         let mut v = Vec::new();
         for def in ContactDef::ALL {
-            let d = def.name();
-            for f in DEF_FIELDS {
-                v.push(format!("{f}_{d}"));
-            }
+            v.extend(SeriesKey::def_fields(def == ContactDef::Interval));
         }
-        for s in ["auroc_interval", "auroc_excl_interval", "auroc_overlap", "auroc_excl_overlap", "entropy", "entropy_std", "self_attn"] {
-            v.push(s.to_string());
-        }
+        v.extend([
+            SeriesKey::AurocInterval,
+            SeriesKey::AurocExclInterval,
+            SeriesKey::AurocOverlap,
+            SeriesKey::AurocExclOverlap,
+            SeriesKey::Entropy,
+            SeriesKey::EntropyStd,
+            SeriesKey::SelfAttn,
+        ]);
         v
     }
+    /// The scalar values, in the order of [`HeadMetrics::scalar_names`].
     pub fn scalars(&self) -> Vec<f64> {
         let mut v = Vec::new();
         for s in [&self.overlap, &self.interval] {
@@ -458,21 +470,6 @@ impl HeadMetrics {
         v
     }
 }
-
-const DEF_FIELDS: [&str; 12] = [
-    "score_raw",
-    "score_raw_std",
-    "score_norm",
-    "score_norm_std",
-    "score_excl_raw",
-    "score_excl_raw_std",
-    "score_excl_norm",
-    "score_excl_norm_std",
-    "n_queries",
-    "gate_contact",
-    "gate_free",
-    "degenerate",
-];
 
 /// Exact rank-based AUROC (Mann–Whitney U / (n_pos · n_neg)); tied scores get
 /// mid-ranks, so a constant predictor scores exactly 0.5. NaN when there are
@@ -527,17 +524,102 @@ impl ProbeAccum {
     pub fn finish(&self) -> Vec<HeadMetrics> {
         self.heads.iter().map(|h| h.finish()).collect()
     }
+    /// The self-excluded attention a'_ij of head `k` (= `layer * n_heads +
+    /// head`) on every ordered pair i ≠ j seen so far, frame by frame, query
+    /// by query (the order of [`crate::baselines::PairTable`]).
+    pub fn pair_attention_excl(&self, k: usize) -> &[f32] {
+        self.heads.get(k).map_or(&[], |h| h.pair_attention_excl())
+    }
+}
+
+/// The least number of pairs a g(r) bin must hold for its value to be
+/// shown as data or to count for the peak; sparser neighbouring bins are
+/// merged ([`merge_sparse_bins`]). With N·a'_ij spread over queries of
+/// order 1, 200 pairs put the bin mean's standard error near 0.1 of the
+/// spread.
+pub const G_MIN_PAIRS: u64 = 200;
+
+/// g(r) on bins that each hold at least a minimum of pairs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergedG {
+    /// Bin edges (a subset of the original ones).
+    pub edges: Vec<f32>,
+    /// Per merged bin, the lower edge of its first original bin that holds
+    /// pairs (where its data start: a bin merged from empty bins below
+    /// contact and a few pairs just below 1 starts near 1, not at 0).
+    pub lo: Vec<f32>,
+    /// Pair-weighted mean of g over the merged bins (NaN: no pairs).
+    pub g: Vec<f64>,
+    /// Pairs per merged bin.
+    pub count: Vec<u64>,
+}
+
+impl MergedG {
+    /// The bin (index) where g peaks, among bins with at least `min` pairs.
+    pub fn peak(&self, min: u64) -> Option<usize> {
+        (0..self.g.len()).filter(|&b| self.count[b] >= min && self.g[b].is_finite()).max_by(|&x, &y| self.g[x].total_cmp(&self.g[y]))
+    }
+}
+
+/// Merge neighbouring g(r) bins from the left until each holds at least
+/// `min` pairs (a remainder too small at the right end joins the last full
+/// bin); g of a merged bin is the pair-weighted mean of its parts. The
+/// counts depend only on geometry, so every head and checkpoint of a run
+/// gets the same merged edges.
+pub fn merge_sparse_bins(edges: &[f32], g: &[f64], count: &[u64], min: u64) -> MergedG {
+    let nb = g.len().min(count.len()).min(edges.len().saturating_sub(1));
+    let mut out = MergedG { edges: vec![], lo: vec![], g: vec![], count: vec![] };
+    if nb == 0 {
+        return out;
+    }
+    out.edges.push(edges[0]);
+    let (mut sum, mut cnt) = (0f64, 0u64);
+    let mut lo: Option<f32> = None;
+    for b in 0..nb {
+        if count[b] > 0 && g[b].is_finite() {
+            sum += g[b] * count[b] as f64;
+            cnt += count[b];
+            lo.get_or_insert(edges[b]);
+        }
+        if cnt >= min.max(1) {
+            out.edges.push(edges[b + 1]);
+            out.lo.push(lo.take().unwrap_or(edges[b]));
+            out.g.push(sum / cnt as f64);
+            out.count.push(cnt);
+            sum = 0.0;
+            cnt = 0;
+        }
+    }
+    let last_edge = edges[nb];
+    if out.g.is_empty() {
+        out.edges.push(last_edge);
+        out.lo.push(lo.unwrap_or(edges[0]));
+        out.g.push(if cnt > 0 { sum / cnt as f64 } else { f64::NAN });
+        out.count.push(cnt);
+    } else if *out.edges.last().unwrap_or(&last_edge) < last_edge {
+        let k = out.g.len() - 1;
+        let c0 = out.count[k];
+        if cnt > 0 {
+            out.g[k] = (out.g[k] * c0 as f64 + sum) / (c0 + cnt) as f64;
+        }
+        out.count[k] = c0 + cnt;
+        if let Some(e) = out.edges.last_mut() {
+            *e = last_edge;
+        }
+    }
+    out
 }
 
 /// Build the record of one checkpoint.
 pub fn step_record(step: u64, metrics: &[HeadMetrics], patterns: Vec<f32>) -> StepRecord {
     let names = HeadMetrics::scalar_names();
-    let mut series: BTreeMap<String, Vec<f64>> = names.iter().map(|n| (n.clone(), Vec::with_capacity(metrics.len()))).collect();
+    let mut columns: Vec<Vec<f64>> = vec![Vec::with_capacity(metrics.len()); names.len()];
     for m in metrics {
-        for (name, v) in names.iter().zip(m.scalars()) {
-            series.get_mut(name).unwrap().push(v);
+        for (col, v) in columns.iter_mut().zip(m.scalars()) {
+            col.push(v);
         }
     }
+    let series: BTreeMap<String, Vec<f64>> = names.iter().map(|k| k.name().to_string()).zip(columns).collect();
     StepRecord {
         step,
         series,
@@ -711,6 +793,30 @@ mod tests {
             }
         }
         assert!((auroc(&s, &l) - u / (np * nn)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn sparse_g_bins_merge_and_the_peak_needs_support() {
+        let edges = [0.0f32, 0.5, 0.9, 1.0, 1.1, 2.0, 5.0];
+        // A spike of 9 in a bin of 3 pairs must not be the peak.
+        let g = [f64::NAN, 9.0, 2.0, 1.5, 1.0, 0.8];
+        let count = [0u64, 3, 100, 150, 400, 30];
+        let m = merge_sparse_bins(&edges, &g, &count, 100);
+        assert_eq!(m.edges, vec![0.0, 1.0, 1.1, 5.0]);
+        assert_eq!(m.lo, vec![0.5, 1.0, 1.1], "the first bin's data start at 0.5, not 0");
+        assert_eq!(m.count, vec![103, 150, 430]);
+        assert!((m.g[0] - (9.0 * 3.0 + 2.0 * 100.0) / 103.0).abs() < 1e-12);
+        assert!((m.g[2] - (1.0 * 400.0 + 0.8 * 30.0) / 430.0).abs() < 1e-12);
+        assert_eq!(m.peak(100), Some(0));
+        assert_eq!(m.peak(200), Some(2));
+        // Counts and values are conserved.
+        assert_eq!(m.count.iter().sum::<u64>(), count.iter().sum::<u64>());
+        let total: f64 = g.iter().zip(&count).filter(|(v, _)| v.is_finite()).map(|(v, &c)| v * c as f64).sum();
+        let merged: f64 = m.g.iter().zip(&m.count).map(|(v, &c)| v * c as f64).sum();
+        assert!((total - merged).abs() < 1e-9);
+        // Too few pairs overall: one bin.
+        let m = merge_sparse_bins(&edges, &g, &count, 10_000);
+        assert_eq!((m.edges.len(), m.count[0]), (2, 683));
     }
 
     #[test]

@@ -102,7 +102,7 @@ fn physics_lens_series_have_the_right_shapes_and_are_incremental() {
     assert!(run_physics(&run, &ds, &bad, &ctl).unwrap_err().to_string().contains("svm_queries"));
 
     // Figures: one PNG per head.
-    let figs = plot::head_figures(dir.path(), "t_", &an, plot::SCORE_SERIES, &lp, &lp.freeze_config()).unwrap();
+    let figs = plot::head_figures(dir.path(), "t_", &an, plot::SCORE_SERIES.name(), &lp, &lp.freeze_config()).unwrap();
     assert_eq!(figs.len(), l * h);
     assert!(figs.iter().all(|f| std::fs::metadata(dir.path().join(f)).unwrap().len() > 10_000));
 }

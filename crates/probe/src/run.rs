@@ -10,9 +10,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use headlab_analysis::evalset::{choose_eval_frames, frame_geoms};
+use headlab_analysis::baselines::{all_head_controls, baseline_table, controls_series, floor_ceiling, PairTable};
+use headlab_analysis::evalset::{choose_eval_frames, frame_geoms, pair_table};
+use headlab_analysis::logistic::BaseModel;
 use headlab_analysis::heads::analysis_path;
-use headlab_analysis::metrics::{default_g_edges, step_record, FrameGeom, HeadMetrics, ProbeAccum};
+use headlab_analysis::metrics::{default_g_edges, step_record, FrameGeom, ProbeAccum};
+use headlab_analysis::series::SeriesKey;
 use headlab_sim::Dataset;
 use headlab_store::analysis::{read_analysis, write_analysis, Analysis};
 use headlab_store::checkpoint::list_checkpoints;
@@ -157,8 +160,9 @@ impl AttentionSource for ModelSource {
     }
 }
 
-/// Probe one attention source on the evaluation frames: per-head metrics.
-pub fn probe_source(src: &dyn AttentionSource, ds: &Dataset, frames: &[(usize, usize)], geoms: &[FrameGeom], edges: &[f32], batch: usize) -> Result<Vec<HeadMetrics>> {
+/// Probe one attention source on the evaluation frames: the accumulated
+/// per-head metrics (`finish()` gives them) and pair attention.
+pub fn probe_source(src: &dyn AttentionSource, ds: &Dataset, frames: &[(usize, usize)], geoms: &[FrameGeom], edges: &[f32], batch: usize) -> Result<ProbeAccum> {
     let (l, h, n) = (src.n_layers(), src.n_heads(), ds.n_particles);
     let mut acc = ProbeAccum::new(l, h, edges);
     let per = h * n * n;
@@ -170,7 +174,18 @@ pub fn probe_source(src: &dyn AttentionSource, ds: &Dataset, frames: &[(usize, u
             }
         }
     }
-    Ok(acc.finish())
+    Ok(acc)
+}
+
+/// The geometric side of the verdict, computed once per evaluation set: the
+/// pair table, the logistic baseline model and the baselines' table.
+pub struct Geometry {
+    /// Pairs of the evaluation frames.
+    pub table: PairTable,
+    /// Logistic regression on geometric features alone (held-out).
+    pub base: BaseModel,
+    /// Distance baseline's matched AUROC (floor) and ballistic's (ceiling).
+    pub floor_ceiling: (f64, f64),
 }
 
 /// Attention of every head on whole trajectories: [L, H, P, F, N, N].
@@ -276,6 +291,12 @@ fn probe_into(
         if a.n_particles != ds.n_particles {
             return Err(ProbeError::Run { path: out.clone(), msg: format!("was probed on {} particles, the dataset has {}; pass --fresh", a.n_particles, ds.n_particles) });
         }
+        if !a.steps.is_empty() && !a.series.contains_key(SeriesKey::AurocMatched.name()) {
+            return Err(ProbeError::Run {
+                path: out.clone(),
+                msg: "was probed by an older headlab without the distance-controlled measures (auroc_matched, …); pass --fresh to probe every checkpoint again".into(),
+            });
+        }
         an = Some(a);
     }
     let todo: Vec<(u64, PathBuf)> = ckpts.iter().filter(|(s, _)| an.as_ref().is_none_or(|a| !a.has_step(*s))).cloned().collect();
@@ -306,6 +327,21 @@ fn probe_into(
     if n_interval == 0 {
         tracing::warn!("no contacts in the evaluation frames: collision scores will be undefined (NaN); use a denser scene or more frames");
     }
+
+    // Baselines and the pair table: geometry only, the same for every checkpoint.
+    let tg = Instant::now();
+    let table = pair_table(ds, &frames, &geoms);
+    let base = BaseModel::fit(&table);
+    let baselines = baseline_table(&table, &geoms, &opts.g_edges, &base);
+    let fc = floor_ceiling(&baselines);
+    tracing::info!(
+        "baselines on {} ordered pairs ({:.2}s): distance-matched AUROC of distance {:.3} (floor), of ballistics {:.3} (ceiling)",
+        table.len(),
+        tg.elapsed().as_secs_f64(),
+        fc.0,
+        fc.1
+    );
+    let geometry = Geometry { table, base, floor_ceiling: fc };
 
     let t0 = Instant::now();
     let first = load(&todo[0].1)?;
@@ -343,6 +379,7 @@ fn probe_into(
     } else {
         indicatif::ProgressBar::hidden()
     };
+    an.baselines = baselines;
     let mut probed = Vec::new();
     let mut since_save = 0;
     let mut src = Some(first);
@@ -353,7 +390,10 @@ fn probe_into(
             None => load(path)?,
         };
         let tm = Instant::now();
-        let metrics = probe_source(s.as_ref(), ds, &frames, &geoms, &opts.g_edges, ctl.batch)?;
+        let acc = probe_source(s.as_ref(), ds, &frames, &geoms, &opts.g_edges, ctl.batch)?;
+        let metrics = acc.finish();
+        let (floor, ceiling) = geometry.floor_ceiling;
+        let controls = all_head_controls(&acc, &geometry.table, &geometry.base, floor, ceiling, opts.seed);
         let tp = Instant::now();
         let pats = if an.pattern_traj.is_empty() { vec![] } else { cached_patterns(s.as_ref(), ds, &an.pattern_traj, &an.pattern_frames, ctl.batch)? };
         tracing::debug!(
@@ -363,9 +403,13 @@ fn probe_into(
             tp.elapsed().as_secs_f64()
         );
         let best = metrics.iter().map(|m| m.overlap.excl_norm).filter(|v| v.is_finite()).fold(f64::NAN, f64::max);
-        an.add_step(step_record(*step, &metrics, pats)).map_err(|msg| ProbeError::Run { path: out.clone(), msg })?;
+        let mut rec = step_record(*step, &metrics, pats);
+        for (k, v) in controls_series(&controls) {
+            rec.series.insert(k.name().to_string(), v);
+        }
+        an.add_step(rec).map_err(|msg| ProbeError::Run { path: out.clone(), msg })?;
         probed.push(*step);
-        bar.set_message(format!("step {step}: best self-excluded score {best:.2}"));
+        bar.set_message(format!("step {step}: highest self-excluded score {best:.2}"));
         bar.inc(1);
         since_save += 1;
         if since_save >= ctl.save_every.max(1) {

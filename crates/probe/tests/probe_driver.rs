@@ -4,11 +4,12 @@
 use std::path::Path;
 
 use headlab_analysis::contacts::with_frame_overlap_events;
-use headlab_analysis::heads::best_head;
+use headlab_analysis::heads::run_verdict;
 use headlab_analysis::metrics::overlap_contacts;
 use headlab_probe::run::{probe_run, probe_run_with, AttentionSource, ProbeControl, ProbeOptions, Result};
 use headlab_sim::{Dataset, EventKind};
 use headlab_store::analysis::read_analysis;
+use headlab_store::series::SeriesKey;
 use headlab_testkit::{tiny_train_config, toy_dataset};
 use headlab_train::{train, RunOptions};
 
@@ -68,19 +69,25 @@ fn oracle_head_scores_one_and_probing_is_incremental() {
     let s1 = probe_run_with(&run, &ds, Path::new("toy.h5"), &opts, &ctl, &load).unwrap();
     assert_eq!(s1.probed, vec![0, 10]);
     let a = read_analysis(&s1.analysis_path, true).unwrap();
-    let sc = a.head_series("score_excl_norm_overlap", 0, 0).unwrap();
+    let sc = a.head_series(SeriesKey::ScoreExclNormOverlap, 0, 0).unwrap();
     assert!(sc.iter().all(|&v| (v - 1.0).abs() < 1e-6), "{sc:?}");
-    let un = a.head_series("score_norm_overlap", 0, 1).unwrap();
+    let un = a.head_series(SeriesKey::ScoreNormOverlap, 0, 1).unwrap();
     assert!(un.iter().all(|&v| v.abs() < 1e-6), "{un:?}");
-    let au = a.head_series("auroc_overlap", 0, 0).unwrap();
+    let au = a.head_series(SeriesKey::AurocOverlap, 0, 0).unwrap();
     assert!(au.iter().all(|&v| (v - 1.0).abs() < 1e-12), "{au:?}");
-    let b = best_head(&a).unwrap();
-    assert_eq!((b.layer, b.head), (0, 0));
-    assert!(b.g_peak.0 < 1.0 && b.score > 0.999, "{b:?}");
+    let v = run_verdict(&a, None).unwrap();
+    assert_eq!(v.top, vec![0], "the oracle alone is the top head: {v:?}");
+    let b = &v.heads[0];
+    assert!(b.score > 0.999, "{b:?}");
     // The oracle sees the input frame only; pairs that first touch later in
     // the interval are missed, so its interval AUROC is high but below 1.
     assert!(b.auroc > 0.7 && b.auroc < 1.0, "{b:?}");
-    assert_eq!(b.meets_bar, b.auroc >= 0.95);
+    assert_eq!(b.meets_bar, b.matched >= headlab_analysis::heads::bar::MATCHED_AUROC_MIN);
+    // The uniform head knows nothing at matched distance (all ties: 0.5).
+    assert!((v.heads[1].matched - 0.5).abs() < 1e-9 || v.heads[1].matched.is_nan(), "{:?}", v.heads[1]);
+    // The baselines were computed on the same frames and stored.
+    assert!(a.baselines.contains_key("distance") && a.baselines.contains_key("ballistic") && a.baselines.contains_key("_binning"), "{:?}", a.baselines.keys());
+    assert!(a.head_series(SeriesKey::IncrGain, 0, 0).unwrap().iter().all(|x| x.is_finite()));
     // Cached patterns: [L, H, P, F, N, N], rows of the uniform head sum to 1.
     let n = ds.n_particles;
     let p = a.pattern(1).unwrap();
@@ -133,9 +140,9 @@ fn probes_a_trained_model_twice_identically() {
         let s: f32 = row.iter().sum();
         assert!((s - 1.0).abs() < 1e-4, "{s}");
     }
-    let ent = a.head_series("entropy", 0, 0).unwrap();
+    let ent = a.head_series(SeriesKey::Entropy, 0, 0).unwrap();
     assert!(ent.iter().all(|&e| e > 0.0 && e <= (n as f64).ln() + 1e-9), "{ent:?}");
-    let au = a.head_series("auroc_interval", 1, 1).unwrap();
+    let au = a.head_series(SeriesKey::AurocInterval, 1, 1).unwrap();
     assert!(au.iter().all(|&v| (0.0..=1.0).contains(&v)), "{au:?}");
     // A fresh probe into another file gives exactly the same numbers.
     let before = std::fs::read(&s.analysis_path).unwrap();

@@ -10,11 +10,14 @@ mod causal;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use headlab_analysis::baselines::{Baseline, BINNING, LOGISTIC};
 use headlab_analysis::fit::text::{fmt_est as fmt_estimate, seeds_text, table_rows, verdict_sentence};
-use headlab_analysis::fit::{fit_seeds, FitModel, FitOptions, FitReport, Series, SeriesFit};
-use headlab_analysis::fitrun::{axis_times, collision_head, fit_analysis, head_series_on, stored_fits, RunFits, TimeAxis, DEFAULT_SERIES};
-use headlab_analysis::heads::{analysis_path, best_head, BestHead};
+use headlab_analysis::fit::{fit_report, fit_seeds, FitModel, FitOptions, FitReport, Series, SeriesFit};
+use headlab_analysis::fitrun::{axis_times, collision_heads, collision_series, fit_analysis, stored_fits, RunFits, TimeAxis, DEFAULT_SERIES};
+use headlab_analysis::heads::{analysis_path, bar, bar_text, encodes, run_verdict, RunVerdict};
+use headlab_analysis::metrics::{merge_sparse_bins, G_MIN_PAIRS};
 use headlab_analysis::lens_physics;
+use headlab_analysis::series::SeriesKey;
 use headlab_store::analysis::{read_analysis, Analysis};
 use headlab_store::html::{escape as esc, Page};
 use serde::{Deserialize, Serialize};
@@ -51,14 +54,15 @@ pub struct ReportOptions {
 
 impl Default for ReportOptions {
     fn default() -> Self {
-        Self { series: DEFAULT_SERIES.into(), fit: FitOptions::default(), refit: false, lr_axis: true }
+        Self { series: DEFAULT_SERIES.name().into(), fit: FitOptions::default(), refit: false, lr_axis: true }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct RunReport {
     pub run: PathBuf,
-    pub best: Option<BestHead>,
+    /// The verdict at the last probed step (collision heads, bar, baselines).
+    pub verdict: Option<RunVerdict>,
     /// One-paragraph plain-language summary.
     pub summary: String,
 }
@@ -166,18 +170,22 @@ pub fn write_report(runs: &[PathBuf], out_dir: Option<&Path>, opts: &ReportOptio
         let lr_fits = if opts.lr_axis { run_fits(run, &a, opts, TimeAxis::Lr)? } else { None };
         let name = run_name(run);
         let prefix = if multi { format!("r{ri}_") } else { String::new() };
-        let best = best_head(&a);
-        let (section, summary) = run_section(run, &name, &prefix, &out, &a, &fits, lr_fits.as_ref(), best.as_ref(), opts)?;
+        let verdict = run_verdict(&a, None);
+        let (section, summary) = run_section(run, &name, &prefix, &out, &a, &fits, lr_fits.as_ref(), verdict.as_ref(), opts)?;
         body.push_str(&section);
-        if let Some((l, h)) = collision_head(&a, &opts.series) {
-            for f in std::iter::once(&fits).chain(lr_fits.as_ref()) {
-                let times = axis_times(run, &a, f.axis)?;
-                if let (Some(s), Some(hf)) = (head_series_on(&a, &opts.series, l, h, &times), f.head(l, h)) {
-                    collision.push((f.axis, format!("{name} L{l}.H{h}"), s, hf.report.clone()));
-                }
+        // Each run's collision heads (the top score and every head tied with
+        // it), averaged into one series per run: seeds stay the unit of
+        // replication.
+        let ch = collision_heads(&a, &opts.series);
+        let names: Vec<String> = ch.iter().map(|(l, h)| format!("L{l}.H{h}")).collect();
+        for f in std::iter::once(&fits).chain(lr_fits.as_ref()) {
+            let times = axis_times(run, &a, f.axis)?;
+            if let Some(s) = collision_series(&a, &opts.series, &ch, &times) {
+                let rep = fit_report(&s, &opts.fit);
+                collision.push((f.axis, format!("{name} {}", names.join("+")), s, rep));
             }
         }
-        run_reports.push(RunReport { run: run.clone(), best, summary });
+        run_reports.push(RunReport { run: run.clone(), verdict, summary });
     }
     let mut seeds_html = String::new();
     let mut seed_verdict = None;
@@ -214,62 +222,165 @@ pub fn write_report(runs: &[PathBuf], out_dir: Option<&Path>, opts: &ReportOptio
 }
 
 fn headline(runs: &[RunReport]) -> String {
-    let met: Vec<&RunReport> = runs.iter().filter(|r| r.best.as_ref().is_some_and(|b| b.meets_bar)).collect();
-    let describe = |b: &BestHead| format!("L{}.H{} (self-excluded score {:.2}, AUROC {:.3}, g(r) peaks at r in [{:.2}, {:.2}))", b.layer, b.head, b.score, b.auroc, b.g_peak.0, b.g_peak.1);
     if runs.len() == 1 {
-        match &runs[0].best {
-            Some(b) if b.meets_bar => format!("A collision-detecting head emerged: {}.", describe(b)),
-            Some(b) => format!(
-                "No head meets the collision-head bar (self-excluded score ≥ 0.5, AUROC ≥ 0.95, g(r) peak at or inside contact); the best is {}.",
-                describe(b)
-            ),
+        match &runs[0].verdict {
+            Some(v) => v.line(),
             None => "No head could be scored (no contacts in the evaluation frames?).".into(),
         }
     } else {
-        if met.is_empty() {
-            format!("No head meets the collision-head bar (self-excluded score ≥ 0.5, AUROC ≥ 0.95, g(r) peak at or inside contact) in any of the {} runs.", runs.len())
-        } else {
-            format!("A collision-detecting head emerged in {} of {} runs (self-excluded score ≥ 0.5, AUROC ≥ 0.95, g(r) peak at or inside contact).", met.len(), runs.len())
-        }
+        let met = runs.iter().filter(|r| r.verdict.as_ref().is_some_and(|v| !v.passing().is_empty())).count();
+        format!("{met} of {} runs have a head meeting the collision-head bar ({}).", runs.len(), bar_text())
     }
 }
 
+fn num(v: f64, digits: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.digits$}")
+    } else {
+        "–".into()
+    }
+}
+
+fn pm(v: f64, e: f64, digits: usize) -> String {
+    if !v.is_finite() {
+        "–".into()
+    } else if e.is_finite() {
+        format!("{v:.digits$} ± {e:.digits$}")
+    } else {
+        format!("{v:.digits$}")
+    }
+}
+
+/// Sentences that say what the verdict supports, and no more.
+fn verdict_text(v: &RunVerdict, a: &Analysis) -> String {
+    let mut s = String::new();
+    let top = v.top_heads();
+    if top.is_empty() {
+        return "No head could be scored: the evaluation frames may hold no contacts.".into();
+    }
+    let names: Vec<String> = top.iter().map(|h| h.name()).collect();
+    if top.len() == 1 {
+        let _ = write!(s, "At step {} the highest self-excluded score is {}'s ({}); no other head lies within one standard error of it. ", v.step, names[0], pm(top[0].score, top[0].score_se, 3));
+    } else {
+        let _ = write!(
+            s,
+            "At step {} heads {} tie: their self-excluded scores ({}) lie within one standard error of each other, so none is called the best. ",
+            v.step,
+            names.join(", "),
+            top.iter().map(|h| pm(h.score, h.score_se, 3)).collect::<Vec<_>>().join("; ")
+        );
+    }
+    if let (Some(d), Some(b)) = (v.baseline(Baseline::Distance), v.baseline(Baseline::Ballistic)) {
+        let best_auc = top.iter().map(|h| h.auroc).fold(f64::NAN, f64::max);
+        if best_auc <= d.auroc.max(b.auroc) {
+            let _ = write!(
+                s,
+                "Their AUROC for contact during the predicted interval (at most {}) is matched or beaten by plain distance ({}) or ballistic extrapolation ({}): over all pairs, contact is mostly a matter of proximity. ",
+                num(best_auc, 3),
+                num(d.auroc, 3),
+                num(b.auroc, 3)
+            );
+        } else {
+            let _ = write!(s, "Their AUROC for contact during the predicted interval (up to {}) exceeds that of distance ({}) and of ballistic extrapolation ({}). ", num(best_auc, 3), num(d.auroc, 3), num(b.auroc, 3));
+        }
+        let _ = write!(
+            s,
+            "At matched distance, where distance alone scores {} (floor) and ballistics {} (ceiling), they reach a matched AUROC of {} and prefer approaching over receding pairs with selectivity {} (0.5 = none); on the floor-to-ceiling scale they sit at {}. ",
+            num(d.matched, 3),
+            num(b.matched, 3),
+            top.iter().map(|h| pm(h.matched, h.matched_se, 3)).collect::<Vec<_>>().join(", "),
+            top.iter().map(|h| num(h.approach, 2)).collect::<Vec<_>>().join(", "),
+            top.iter().map(|h| num(h.position, 2)).collect::<Vec<_>>().join(", ")
+        );
+        if d.softmax_score.is_finite() {
+            let _ = write!(
+                s,
+                "Softmax attention built from distance alone reaches a self-excluded score of {} ({} the old bar of {} without knowing anything beyond distance), which is why the bar also asks for a matched AUROC ≥ {}. ",
+                num(d.softmax_score, 2),
+                if d.softmax_score >= bar::SCORE_MIN { "passing" } else { "below" },
+                bar::SCORE_MIN,
+                bar::MATCHED_AUROC_MIN
+            );
+        }
+    }
+    let incr: Vec<String> = top
+        .iter()
+        .filter(|h| h.incr.0.is_finite())
+        .map(|h| format!("{} {} [{}, {}]", h.name(), num(h.incr.0, 4), num(h.incr.1, 4), num(h.incr.2, 4)))
+        .collect();
+    if !incr.is_empty() {
+        let base_auc = a.baselines.get(LOGISTIC).and_then(|r| r.get("auroc_base")).copied().unwrap_or(f64::NAN);
+        let _ = write!(
+            s,
+            "Added to a logistic regression on the geometric features (distance, closing speed, time to contact, ballistic closest approach; held-out AUROC {}), log a'_ij changes the held-out log-likelihood per contact by {} nats (95 % bootstrap interval over held-out frames). ",
+            num(base_auc, 3),
+            incr.join("; ")
+        );
+    }
+    let pass = v.passing();
+    if pass.is_empty() {
+        let _ = write!(s, "No head meets the collision-head bar ({}). ", bar_text());
+        let close = v.close_to_bar();
+        if !close.is_empty() {
+            let _ = write!(
+                s,
+                "For {} the matched AUROC lies within one standard error below the threshold, so the evaluation set cannot settle it (more evaluation frames shrink the error: headlab probe --eval-frames). ",
+                close.iter().map(|h| h.name()).collect::<Vec<_>>().join(", ")
+            );
+        }
+    } else {
+        let _ = write!(s, "{} meet(s) the collision-head bar ({}). ", pass.iter().map(|h| h.name()).collect::<Vec<_>>().join(", "), bar_text());
+    }
+    let mut enc: Vec<&str> = top.iter().map(|h| h.encodes.text()).collect();
+    enc.dedup();
+    let _ = write!(
+        s,
+        "In baseline terms they encode {} (approach selectivity ≥ {} or matched AUROC ≥ {} counts as approach; ≥ {} of the way to the ballistic ceiling as ballistic-level).",
+        enc.join(" / "),
+        encodes::APPROACH_MIN,
+        encodes::BEYOND_DISTANCE_MIN,
+        encodes::BALLISTIC_MIN
+    );
+    s
+}
+
 #[allow(clippy::too_many_arguments)]
-fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, fits: &RunFits, lr_fits: Option<&RunFits>, best: Option<&BestHead>, opts: &ReportOptions) -> Result<(String, String)> {
+fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, fits: &RunFits, lr_fits: Option<&RunFits>, verdict_: Option<&RunVerdict>, opts: &ReportOptions) -> Result<(String, String)> {
     let mut h = String::new();
     let _ = writeln!(h, "<h2>Run <code>{}</code></h2>", esc(name));
     let last = a.steps.len() - 1;
     // Summary paragraph.
     let mut summary = String::new();
-    if let Some(b) = best {
-        let hf = fits.head(b.layer, b.head);
-        let _ = write!(
-            summary,
-            "The strongest collision head is L{}.H{}: at step {} its self-excluded normalized score is {:.2} and the AUROC of its attention for contact within the next interval is {:.3}; its g(r) peaks at r in [{:.2}, {:.2}) contact distances. ",
-            b.layer, b.head, b.step, b.score, b.auroc, b.g_peak.0, b.g_peak.1
-        );
-        let lh = a.n_layers * a.n_heads;
-        let k = b.layer * a.n_heads + b.head;
-        let get = |n: &str| a.series.get(n).map(|v| v[last * lh + k]).unwrap_or(f64::NAN);
-        let _ = write!(
-            summary,
-            "It keeps {:.0} % of its attention on the query itself on average, moving {:.1} % of its mass to other particles for queries in contact against {:.1} % for queries not in contact; its self-inclusive normalized score is {:.2}. ",
-            100.0 * get("self_attn"),
-            100.0 * get("gate_contact_overlap"),
-            100.0 * get("gate_free_overlap"),
-            get("score_norm_overlap")
-        );
-        let _ = write!(
-            summary,
-            "{} ",
-            if b.meets_bar { "It meets the collision-head bar (score ≥ 0.5, AUROC ≥ 0.95, g(r) peak at or inside contact)." } else { "It does not meet the collision-head bar (score ≥ 0.5, AUROC ≥ 0.95, g(r) peak at or inside contact)." }
-        );
-        if let Some(hf) = hf {
-            if let Some(e) = hf.report.emergence {
-                let _ = write!(summary, "Its score first reaches half its final value at step {} ({:.0} % moving-block bootstrap interval over the checkpoints of this run). ", fmt_est(e.value, e.lo, e.hi, 0), opts.fit.level * 100.0);
+    if let Some(v) = verdict_ {
+        summary.push_str(&verdict_text(v, a));
+        summary.push(' ');
+        let top = v.top_heads();
+        if let Some(t) = top.first() {
+            let get = |n: SeriesKey| a.value(n, last, t.layer, t.head);
+            let _ = write!(
+                summary,
+                "{} keeps {:.0} % of its attention on the query itself on average, moving {:.1} % of its mass to other particles for queries in contact against {:.1} % for queries not in contact; its self-inclusive normalized score is {:.2}. ",
+                t.name(),
+                100.0 * get(SeriesKey::SelfAttn),
+                100.0 * get(SeriesKey::GateContactOverlap),
+                100.0 * get(SeriesKey::GateFreeOverlap),
+                get(SeriesKey::ScoreNormOverlap)
+            );
+            match t.g_peak {
+                Some(g) => {
+                    let _ = write!(summary, "Its self-excluded g(r) peaks at r in [{:.2}, {:.2}) contact distances (g = {:.1}, {} pairs; bins hold ≥ {G_MIN_PAIRS} pairs). ", g.lo, g.hi, g.g, g.count);
+                }
+                None => {
+                    let _ = write!(summary, "No g(r) bin holds {G_MIN_PAIRS} pairs, so no peak is reported. ");
+                }
             }
-            let _ = write!(summary, "Against training step: {} {} ", verdict(hf.report.whole.as_ref(), "whole curve"), verdict(hf.report.tail.as_ref(), "tail after onset"));
-            if let Some(lf) = lr_fits.and_then(|f| f.head(b.layer, b.head)) {
+            if let Some(hf) = fits.head(t.layer, t.head) {
+                if let Some(e) = hf.report.emergence {
+                    let _ = write!(summary, "Its score first reaches half its final value at step {} ({:.0} % moving-block bootstrap interval over the checkpoints of this run). ", fmt_est(e.value, e.lo, e.hi, 0), opts.fit.level * 100.0);
+                }
+                let _ = write!(summary, "Against training step: {} {} ", verdict(hf.report.whole.as_ref(), "whole curve"), verdict(hf.report.tail.as_ref(), "tail after onset"));
+            }
+            if let Some(lf) = lr_fits.and_then(|f| f.head(t.layer, t.head)) {
                 let _ = write!(summary, "Against cumulative learning rate (Σ lr / peak lr, so that the schedule cannot pass for a law): {} ", verdict(lf.report.tail.as_ref(), "tail after onset"));
             }
             summary.push_str("One run's checkpoints are not replicates: whether this reproduces is a question for several seeds (headlab study).");
@@ -319,13 +430,26 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
     let fit_list: Vec<Option<SeriesFit>> = (0..a.n_layers).flat_map(|l| (0..a.n_heads).map(move |hh| (l, hh))).map(|(l, hh)| fits.head(l, hh).and_then(|f| f.report.whole.clone())).collect();
     let f = format!("{prefix}scores.png");
     plots::scores_figure(&out.join(&f), a, &opts.series, &fit_list, &format!("{name}: collision score per head (whole-curve fits; band: 95 % bootstrap of the best form)"))?;
-    figs.push((f, "Per head: the self-excluded normalized collision score (dots) against training step on a log axis, every fitted form (thick: AICc winner, with its bootstrap band), the self-inclusive normalized score (grey) and the AUROC of a_ij for contact within the interval (cyan). 0 = uniform attention, 1 = all off-self attention on contact partners.".into()));
+    figs.push((f, "Per head: the self-excluded normalized collision score (dots, ±1 standard error over queries) against training step on a log axis, every fitted form (thick: AICc winner, with its bootstrap band) and the self-inclusive normalized score (grey). 0 = uniform attention, 1 = all off-self attention on contact partners. The AUROCs have their own figure (chance 0.5).".into()));
+    if let Some(v) = verdict_ {
+        let f = format!("{prefix}auroc.png");
+        plots::auroc_figure(&out.join(&f), a, v, &format!("{name}: AUROC for contact per head, against the baselines"))?;
+        figs.push((f, "Per head, on an AUROC axis (chance 0.5): AUROC of a_ij for contact during the predicted interval over all pairs (cyan), distance-matched AUROC of the self-excluded a'_ij (red dots, ±1 SE) and approach selectivity at matched distance (purple). Dashed: the distance baseline over all pairs and at matched distance (the floor), the ballistic predictor at matched distance (the ceiling) and the bar's matched-AUROC threshold (orange).".into()));
+        if !v.baselines.is_empty() {
+            let f = format!("{prefix}baselines.png");
+            plots::baselines_figure(&out.join(&f), v, &format!("{name}: heads beside non-learned baselines at step {}", v.step))?;
+            figs.push((f, "Left: AUROC for contact during the predicted interval of every non-learned baseline and every head at the last checkpoint — over all pairs, over new contacts only (pairs not touching at the input frame), and at matched distance (±1 SE). Right: self-excluded score against distance-matched AUROC for every head (±1 SE) and for softmax attention built from each baseline (temperature fitted to maximize the score); the shaded region meets the collision-head bar. Distance-built attention scores high but sits at 0.5 on the matched axis: the score alone cannot tell a collision detector from a proximity detector.".into()));
+        }
+    }
     let f = format!("{prefix}g_heatmap.png");
-    plots::g_heatmap(&out.join(&f), a, false, &format!("{name}: attention–distance correlation g(r) over training"))?;
-    figs.push((f, "Per head: g(r) (mean N·a_ij over pairs at distance r, in contact distances) for every checkpoint (x, log) and distance bin (y). Red: the head attends to pairs at that distance more than uniformly; blue: less.".into()));
+    plots::g_heatmap(&out.join(&f), a, true, &format!("{name}: self-excluded attention–distance correlation g(r) over training"))?;
+    figs.push((f, format!("Per head: self-excluded g(r) (mean (N−1)·a'_ij over pairs at distance r, in contact distances; a'_ij = a_ij/(1−a_ii)) for every checkpoint (x, log) and distance bin (y). Bins are merged until each holds ≥ {G_MIN_PAIRS} pairs. Red: the head attends to pairs at that distance more than uniformly; blue: less.")));
     let f = format!("{prefix}g_profiles.png");
-    plots::g_profiles(&out.join(&f), a, false, &format!("{name}: g(r) early, middle, late"))?;
-    figs.push((f, "g(r) of every head at an early, a middle and the last checkpoint (log y). Vertical line: contact distance; horizontal: no preference.".into()));
+    plots::g_profiles(&out.join(&f), a, true, &format!("{name}: self-excluded g(r) early, middle, late"))?;
+    figs.push((f, format!("Self-excluded g(r) of every head at an early, a middle and the last checkpoint (log y; bins merged to ≥ {G_MIN_PAIRS} pairs). Vertical line: contact distance; horizontal: no preference. Hollow triangles on the lower edge mark bins whose g is below 0.02 (not drawn as data).")));
+    let f = format!("{prefix}g_heatmap_incl.png");
+    plots::g_heatmap(&out.join(&f), a, false, &format!("{name}: g(r) with self-attention included"))?;
+    figs.push((f, "The same heatmap with self-attention included (mean N·a_ij): heads that park most of their attention on the query look blue everywhere here although their self-excluded preference for contact can be strong; shown for comparison only.".into()));
     let f = format!("{prefix}entropy.png");
     plots::entropy_figure(&out.join(&f), a, &format!("{name}: attention entropy"))?;
     figs.push((f, "Mean attention entropy per query for each head; ln N is uniform attention.".into()));
@@ -368,7 +492,7 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
         }
     }
 
-    // Table of heads, sorted by final score.
+    // Table of heads, sorted by final score; the tied top heads marked.
     let lh = a.n_layers * a.n_heads;
     let sc = a.series.get(&opts.series).cloned().unwrap_or_else(|| vec![f64::NAN; a.steps.len() * lh]);
     let mut order: Vec<usize> = (0..lh).collect();
@@ -376,10 +500,10 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
         let (u, v) = (sc[last * lh + x], sc[last * lh + y]);
         v.partial_cmp(&u).unwrap_or_else(|| u.is_nan().cmp(&v.is_nan()))
     });
-    let _ = writeln!(h, "<table><tr><th>head</th><th>final score</th><th>AUROC</th><th>self-incl. score</th><th>off-self mass: contact / free</th><th>emergence step [{lv:.0} % interval over checkpoints]</th><th>whole curve: verdict (best form)</th><th>tail: verdict (best form)</th><th>tail α from onset [{lv:.0} % profile]</th><th>tail α, free origin [{lv:.0} % profile]</th><th>tail verdict against Σ lr</th><th>g(r) peak</th></tr>", lv = opts.fit.level * 100.0);
+    let _ = writeln!(h, "<table><tr><th>head</th><th>final score ± SE</th><th>AUROC all / new</th><th>matched AUROC ± SE</th><th>approach selectivity</th><th>floor→ceiling</th><th>info gain (nats/contact) [95 %]</th><th>meets bar</th><th>encodes</th><th>self-incl. score</th><th>off-self mass: contact / free</th><th>emergence step [{lv:.0} % interval over checkpoints]</th><th>whole curve: verdict (best form)</th><th>tail: verdict (best form)</th><th>tail α from onset [{lv:.0} % profile]</th><th>tail α, free origin [{lv:.0} % profile]</th><th>tail verdict against Σ lr</th><th>g(r) peak (self-excl.): g, pairs</th></tr>", lv = opts.fit.level * 100.0);
     for k in order {
         let (l, hh) = (k / a.n_heads, k % a.n_heads);
-        let get = |n: &str| a.series.get(n).map(|v| v[last * lh + k]).unwrap_or(f64::NAN);
+        let get = |n: SeriesKey| a.value(n, last, l, hh);
         let hf = fits.head(l, hh);
         let win = |f: Option<&SeriesFit>| f.map(|f| format!("{} ({})", f.verdict.words(), f.best().map(|b| b.model.name()).unwrap_or("no usable fit"))).unwrap_or_else(|| "–".into());
         let alpha = |f: Option<&SeriesFit>, m: FitModel| match f.and_then(|f| f.get(m)) {
@@ -391,17 +515,26 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
         let tail = hf.and_then(|f| f.report.tail.as_ref());
         let lr_tail = lr_fits.and_then(|f| f.head(l, hh)).and_then(|f| f.report.tail.as_ref());
         let em = hf.and_then(|f| f.report.emergence).map(|e| fmt_est(e.value, e.lo, e.hi, 0)).unwrap_or_else(|| "–".into());
-        let g = a.head_g(false, last, l, hh);
-        let peak = (0..g.len()).filter(|&b| g[b].is_finite()).max_by(|&x, &y| g[x].total_cmp(&g[y])).map(|b| format!("[{:.2}, {:.2}): {:.1}", a.g_edges[b], a.g_edges[b + 1], g[b])).unwrap_or_else(|| "–".into());
-        let cls = if best.is_some_and(|b| b.layer == l && b.head == hh) { " class=\"best\"" } else { "" };
+        let hs = verdict_.and_then(|v| v.heads.iter().find(|x| x.layer == l && x.head == hh));
+        let top = verdict_.is_some_and(|v| v.top_heads().iter().any(|x| x.layer == l && x.head == hh));
+        let peak = hs.and_then(|x| x.g_peak).map(|g| format!("[{:.2}, {:.2}): {:.1}, {}", g.lo, g.hi, g.g, g.count)).unwrap_or_else(|| "–".into());
+        let cls = if top { " class=\"best\"" } else { "" };
+        let mark = if top { " (top)" } else { "" };
         let _ = writeln!(
             h,
-            "<tr{cls}><td>L{l}.H{hh}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3} / {:.3}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            sc[last * lh + k],
-            get("auroc_interval"),
-            get("score_norm_overlap"),
-            get("gate_contact_overlap"),
-            get("gate_free_overlap"),
+            "<tr{cls}><td>L{l}.H{hh}{mark}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3} / {:.3}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&pm(sc[last * lh + k], hs.map_or(f64::NAN, |x| x.score_se), 3)),
+            num(get(SeriesKey::AurocInterval), 3),
+            num(get(SeriesKey::AurocNew), 3),
+            esc(&pm(get(SeriesKey::AurocMatched), get(SeriesKey::AurocMatchedSe), 3)),
+            num(get(SeriesKey::ApproachSelectivity), 3),
+            num(get(SeriesKey::GeometryPosition), 2),
+            esc(&fmt_est(get(SeriesKey::IncrGain), get(SeriesKey::IncrGainLo), get(SeriesKey::IncrGainHi), 4)),
+            if hs.is_some_and(|x| x.meets_bar) { "yes" } else { "no" },
+            esc(hs.map_or("–", |x| x.encodes.text())),
+            num(get(SeriesKey::ScoreNormOverlap), 3),
+            get(SeriesKey::GateContactOverlap),
+            get(SeriesKey::GateFreeOverlap),
             esc(&em),
             esc(&win(whole)),
             esc(&win(tail)),
@@ -411,7 +544,28 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
             esc(&peak)
         );
     }
-    h.push_str("</table>\n<p class=\"small\">Final values at the last checkpoint. Score: self-excluded normalized collision score with partners overlapping at the input frame. AUROC: a_ij (i ≠ j) as a predictor of contact at any sub-step of the predicted interval. Verdict: power-like (power, power_onset, onset, loglogistic) against exponential-like (exp, logistic) relaxation, decided when the best of one family beats the best of the other by at least 4 units of autocorrelation-adjusted AICc, else undecided; degenerate fits take no part. α: exponent of the power law on the tail, measured from the onset (power_onset) or with a free time origin (power), with its profile-likelihood interval (– on a side the data do not bound).</p>\n");
+    let _ = writeln!(
+        h,
+        "</table>\n<p class=\"small\">Final values at the last checkpoint. Score: self-excluded normalized collision score with partners overlapping at the input frame, ± its standard error over queries; (top): the highest score and every head within one standard error of it (a tie, not a ranking). AUROC: a_ij (i ≠ j) as a predictor of contact at any sub-step of the predicted interval, over all pairs / over pairs not touching at the input frame. Matched AUROC: the same within distance bins (0.5 = nothing beyond distance). Floor→ceiling: matched AUROC rescaled so that the distance baseline is 0 and ballistic extrapolation 1. Info gain: held-out log-likelihood gain per contact from adding log a'_ij to a logistic regression on geometric features. Bar: {}. g(r) peak over bins with ≥ {G_MIN_PAIRS} pairs. Verdict: power-like (power, power_onset, onset, loglogistic) against exponential-like (exp, logistic) relaxation, decided when the best of one family beats the best of the other by at least 4 units of autocorrelation-adjusted AICc, else undecided; degenerate fits take no part. α: exponent of the power law on the tail, measured from the onset (power_onset) or with a free time origin (power), with its profile-likelihood interval (– on a side the data do not bound).</p>",
+        esc(&bar_text())
+    );
+    if let Some(v) = verdict_ {
+        if !v.baselines.is_empty() {
+            h.push_str(&baselines_table(v, a));
+        }
+    }
+    // Each g(r) bin's support (the counts depend only on geometry: the same
+    // for every head and checkpoint).
+    let b = a.n_bins();
+    if let Some(count) = a.g_count.get(last * lh * b..last * lh * b + b) {
+        let m = merge_sparse_bins(&a.g_edges, a.head_g(true, last, 0, 0), count, G_MIN_PAIRS);
+        let cells: Vec<String> = (0..m.count.len()).map(|k| format!("[{:.2}, {:.2}): {}", m.lo[k], m.edges[k + 1].min(1e4), m.count[k])).collect();
+        let _ = writeln!(
+            h,
+            "<p class=\"small\">g(r) bins after merging neighbours until each holds ≥ {G_MIN_PAIRS} ordered pairs (range holding pairs: pair count): {}.</p>",
+            esc(&cells.join("; "))
+        );
+    }
     for (f, cap) in figs {
         let _ = writeln!(h, "<figure><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>", esc(&f), esc(&f), esc(&cap));
     }
@@ -434,12 +588,49 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
     Ok((h, summary))
 }
 
+/// The non-learned baselines beside the heads, and how the distance bins were
+/// chosen.
+fn baselines_table(v: &RunVerdict, a: &Analysis) -> String {
+    let mut h = String::new();
+    h.push_str("<h3>Non-learned baselines on the same evaluation frames</h3>\n<table><tr><th>predictor</th><th>AUROC all pairs</th><th>AUROC new contacts</th><th>matched AUROC ± SE</th><th>as softmax attention: score</th><th>as softmax: matched AUROC</th><th>softmax meets bar</th></tr>\n");
+    for b in &v.baselines {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(b.baseline.label()),
+            num(b.auroc, 3),
+            num(b.auroc_new, 3),
+            esc(&pm(b.matched, b.matched_se, 3)),
+            num(b.softmax_score, 3),
+            num(b.softmax_matched, 3),
+            if b.softmax_meets_bar { "yes" } else { "no" }
+        );
+    }
+    h.push_str("</table>\n");
+    let bin = |k: &str| a.baselines.get(BINNING).and_then(|r| r.get(k)).copied().unwrap_or(f64::NAN);
+    let _ = writeln!(
+        h,
+        "<p class=\"small\">Baselines: minus distance in units of r_i + r_j; minus ballistic time to contact (straight lines from positions and velocities; gravity cancels in the relative motion of two particles that fall alike, so the prediction with and without gravity is the same); closing speed; minus the ballistic closest approach within the interval (the ceiling). Softmax attention: a_ij ∝ exp(β·baseline) over j ≠ i with β fitted to maximize the self-excluded score. Matched AUROC: pairs not touching at the input frame, binned by distance in bins of width {} from r = 1 to r = {}; a bin counts when it holds ≥ {} unordered pairs of each class ({} of {} bins, {:.0} unordered pairs per bin on average, {} contacts); bins are weighted by their contacts; SE: Hanley–McNeil per bin. Evaluation set: {} frames, {} contacts in all ({} new).</p>",
+        num(bin("bin_width"), 3),
+        num(bin("r_max"), 3),
+        num(bin("min_per_class"), 0),
+        num(bin("bins_used"), 0),
+        num(bin("bins"), 0),
+        bin("unordered_pairs_per_bin"),
+        num(bin("positives_used"), 0),
+        num(bin("eval_frames"), 0),
+        num(bin("positives"), 0),
+        num(bin("new_positives"), 0)
+    );
+    h
+}
+
 fn seeds_section(sum: &headlab_analysis::fit::SeedSummary, sel: &[&(TimeAxis, String, Series, FitReport)], axis: TimeAxis, fig: &str) -> String {
     let mut h = String::new();
     let _ = writeln!(h, "<h3>Against {}</h3>", esc(axis.label()));
     let _ = writeln!(
         h,
-        "<p>Each run is one seed; its collision head (the head with the highest final score) is fitted on its own, and seeds are the unit of replication: checkpoints of different seeds are never pooled as independent points. Intervals below marked \"over seeds\" are Student-t intervals of the per-seed values; those in the per-seed rows are over the checkpoints of that seed.</p>"
+        "<p>Each run is one seed; its collision heads (the head with the highest final score and every head within one standard error of it, averaged) are fitted on their own, and seeds are the unit of replication: checkpoints of different seeds are never pooled as independent points. Intervals below marked \"over seeds\" are Student-t intervals of the per-seed values; those in the per-seed rows are over the checkpoints of that seed.</p>"
     );
     let _ = writeln!(h, "<p>{}</p>", seeds_text(sum).lines().map(esc).collect::<Vec<_>>().join("<br>"));
     let lv = sum.level * 100.0;

@@ -5,9 +5,22 @@ use std::path::Path;
 use headlab_analysis::fit::{FitModel, Series, SeriesFit};
 use headlab_store::analysis::Analysis;
 use headlab_store::metrics::Metrics;
+use headlab_store::series::SeriesKey;
 use plotters::prelude::*;
 
 use crate::ReportError;
+use headlab_analysis::baselines::Baseline;
+use headlab_analysis::heads::{bar, score_se, RunVerdict};
+use headlab_analysis::metrics::{merge_sparse_bins, MergedG, G_MIN_PAIRS};
+
+/// g of one head at step index `s` on bins merged to hold at least
+/// [`G_MIN_PAIRS`] pairs each.
+fn merged_g(a: &Analysis, excl: bool, s: usize, l: usize, h: usize) -> MergedG {
+    let b = a.n_bins();
+    let off = (s * a.n_layers * a.n_heads + l * a.n_heads + h) * b;
+    let count = a.g_count.get(off..off + b).unwrap_or(&[]);
+    merge_sparse_bins(&a.g_edges, a.head_g(excl, s, l, h), count, G_MIN_PAIRS)
+}
 
 fn err<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> ReportError + '_ {
     move |e| ReportError::Plot { path: path.to_path_buf(), msg: format!("{e:?}") }
@@ -76,9 +89,11 @@ fn loss_figure_at(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportErr
     Ok(())
 }
 
-/// One panel per head: the self-excluded normalized score (points) with all
+/// One panel per head: the self-excluded normalized score (points, ±1
+/// standard error over queries when `series` has a stored spread) with all
 /// fitted forms (lines) and the best form's bootstrap band; the
-/// self-inclusive score and the AUROC as thin lines.
+/// self-inclusive score as a thin line. (The AUROC has its own figure,
+/// [`auroc_figure`]: its chance level is 0.5, the score's 0.)
 pub fn scores_figure(path: &Path, a: &Analysis, series: &str, fits: &[Option<SeriesFit>], title: &str) -> Result<(), ReportError> {
     // Drawn beside the target and renamed over it: never a truncated PNG.
     headlab_store::with_atomic_path(path, |tmp| scores_figure_at(tmp, a, series, fits, title))
@@ -101,7 +116,10 @@ fn scores_figure_at(path: &Path, a: &Analysis, series: &str, fits: &[Option<Seri
             let y = a.head_series(series, l, h).unwrap_or_default();
             let s = Series::new(&t, &y);
             let incl = a.head_series(&incl_name, l, h).unwrap_or_default();
-            let au = a.head_series("auroc_interval", l, h).unwrap_or_default();
+            let se: Vec<f64> = match series.parse::<SeriesKey>() {
+                Ok(k) => (0..a.steps.len()).map(|st| score_se(a, k, st, l, h)).collect(),
+                Err(_) => vec![f64::NAN; a.steps.len()],
+            };
             let fit = fits.get(l * nh + h).and_then(|f| f.as_ref());
             let cap = match fit.and_then(|f| f.best().map(|b| (f, b))) {
                 Some((f, b)) => format!("L{l}.H{h}  best: {} (margin {:.1}), {}", b.model.name(), f.margin(), f.verdict.words()),
@@ -135,15 +153,14 @@ fn scores_figure_at(path: &Path, a: &Analysis, series: &str, fits: &[Option<Seri
                 }
             }
             ch.draw_series(LineSeries::new(t.iter().zip(&incl).filter(|p| p.1.is_finite()).map(|(&t, &v)| (t + 1.0, v)), RGBColor(150, 150, 150).stroke_width(1))).map_err(err(path))?;
-            ch.draw_series(LineSeries::new(t.iter().zip(&au).filter(|p| p.1.is_finite()).map(|(&t, &v)| (t + 1.0, v)), RGBColor(23, 190, 207).stroke_width(1))).map_err(err(path))?;
+            ch.draw_series(t.iter().zip(y.iter().zip(&se)).filter(|(_, (v, e))| v.is_finite() && e.is_finite()).map(|(&t, (&v, &e))| PathElement::new(vec![(t + 1.0, v - e), (t + 1.0, v + e)], SCORE.mix(0.6)))).map_err(err(path))?;
             ch.draw_series(s.t.iter().zip(&s.y).map(|(&t, &v)| Circle::new((t + 1.0, v), 2, SCORE.filled()))).map_err(err(path))?;
         }
     }
     // Shared legend.
     let mut items: Vec<(String, RGBColor, bool)> = vec![
-        ("self-excluded normalized score (data)".into(), SCORE, true),
+        ("self-excluded normalized score (data, ±1 SE over queries)".into(), SCORE, true),
         ("self-inclusive normalized score".into(), RGBColor(150, 150, 150), false),
-        ("AUROC (contact within interval)".into(), RGBColor(23, 190, 207), false),
     ];
     for m in FitModel::ALL {
         items.push((format!("{}: {}", m.name(), m.formula()), model_color(m), false));
@@ -216,9 +233,14 @@ fn g_heatmap_at(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<()
                 .map_err(err(path))?;
             let mut rects = Vec::new();
             for s in 0..ns {
-                let g = a.head_g(excl, s, l, h);
-                for (b, &v) in g.iter().enumerate() {
-                    let (r0, r1) = (a.g_edges[b] as f64, (a.g_edges[b + 1] as f64).min(rmax));
+                let m = merged_g(a, excl, s, l, h);
+                for (b, &v) in m.g.iter().enumerate() {
+                    // Only the part of a merged bin that holds pairs is
+                    // painted with its value; below it, grey (no pairs).
+                    let (r0, r1) = (m.lo[b] as f64, (m.edges[b + 1] as f64).min(rmax));
+                    if (m.edges[b] as f64) < r0 {
+                        rects.push(Rectangle::new([(xe[s], m.edges[b] as f64), (xe[s + 1], r0.min(rmax))], g_color(f64::NAN).filled()));
+                    }
                     if r0 >= rmax {
                         continue;
                     }
@@ -241,8 +263,12 @@ fn g_heatmap_at(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<()
         let x = x0 + ((v + 2.0) / 4.0 * 400.0) as i32;
         legend.draw(&Text::new(lab.to_string(), (x - 4, 27), ("sans-serif", 13))).map_err(err(path))?;
     }
-    let lab = if excl { "g(r): self-excluded attention at distance r relative to uniform; black line: contact (r = 1); grey: no pairs" } else { "g(r): mean of N × attention over pairs at distance r (1 = uniform); black line: contact (r = 1); grey: no pairs" };
-    legend.draw(&Text::new(lab, (x0 - 150, 48), ("sans-serif", 13))).map_err(err(path))?;
+    let lab = if excl {
+        format!("g(r): self-excluded attention at distance r relative to uniform (bins merged to ≥ {G_MIN_PAIRS} pairs); black line: contact (r = 1); grey: no pairs")
+    } else {
+        format!("g(r): mean of N × attention, self included (1 = uniform; bins merged to ≥ {G_MIN_PAIRS} pairs); black line: contact; grey: no pairs")
+    };
+    legend.draw(&Text::new(lab, (x0 - 200, 48), ("sans-serif", 13))).map_err(err(path))?;
     root.present().map_err(err(path))?;
     Ok(())
 }
@@ -267,11 +293,16 @@ fn g_profiles_at(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<(
     }
     let picks = [ns / 10, ns / 2, ns - 1];
     let colors = [RGBColor(158, 202, 225), RGBColor(66, 146, 198), RGBColor(8, 48, 107)];
-    let centers: Vec<f64> = a.g_edges.windows(2).map(|w| if w[1] > 100.0 { w[0] as f64 * 1.25 } else { 0.5 * (w[0] + w[1]) as f64 }).collect();
+    // Each merged bin is drawn at the middle of the part that holds pairs.
+    let centers = |m: &MergedG| -> Vec<f64> { m.lo.iter().zip(&m.edges[1..]).map(|(&a, &b)| if b > 100.0 { a as f64 * 1.25 } else { 0.5 * (a + b) as f64 }).collect() };
+    // Values below this floor (g → 0: the head avoids those distances) are
+    // marked with a hollow triangle on the floor, not drawn as data.
+    const G_FLOOR: f64 = 0.02;
     for l in 0..nl {
         for h in 0..nh {
-            let gmax = picks.iter().flat_map(|&s| a.head_g(excl, s, l, h).iter().copied()).filter(|v| v.is_finite()).fold(2.0, f64::max) * 1.1;
-            let gmin = picks.iter().flat_map(|&s| a.head_g(excl, s, l, h).iter().copied()).filter(|v| v.is_finite() && *v > 0.0).fold(0.5, f64::min).max(0.01) * 0.8;
+            let ms: Vec<MergedG> = picks.iter().map(|&s| merged_g(a, excl, s, l, h)).collect();
+            let gmax = ms.iter().flat_map(|m| m.g.iter().copied()).filter(|v| v.is_finite()).fold(2.0, f64::max) * 1.1;
+            let gmin = ms.iter().flat_map(|m| m.g.iter().copied()).filter(|v| v.is_finite() && *v >= G_FLOOR).fold(0.5, f64::min) * 0.8;
             let mut ch = ChartBuilder::on(&panels[l * nh + h])
                 .caption(format!("L{l}.H{h}"), ("sans-serif", 15))
                 .margin(6)
@@ -283,8 +314,11 @@ fn g_profiles_at(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<(
             ch.draw_series(LineSeries::new(vec![(0.0, 1.0), (3.0, 1.0)], BLACK.mix(0.4))).map_err(err(path))?;
             ch.draw_series(LineSeries::new(vec![(1.0, gmin), (1.0, gmax)], BLACK.mix(0.4))).map_err(err(path))?;
             for (k, &s) in picks.iter().enumerate() {
-                let g = a.head_g(excl, s, l, h);
-                let pts: Vec<(f64, f64)> = centers.iter().zip(g).filter(|(c, v)| v.is_finite() && **v > 0.0 && **c <= 3.0).map(|(&c, &v)| (c, v.max(gmin))).collect();
+                let m = &ms[k];
+                let cs = centers(m);
+                let pts: Vec<(f64, f64)> = cs.iter().zip(&m.g).filter(|(c, v)| v.is_finite() && **v >= G_FLOOR && **c <= 3.0).map(|(&c, &v)| (c, v)).collect();
+                let low: Vec<(f64, f64)> = cs.iter().zip(&m.g).filter(|(c, v)| v.is_finite() && **v < G_FLOOR && **c <= 3.0).map(|(&c, _)| (c, gmin)).collect();
+                ch.draw_series(low.iter().map(|&p| TriangleMarker::new(p, 5, colors[k].stroke_width(1)))).map_err(err(path))?;
                 let series = ch.draw_series(LineSeries::new(pts.clone(), colors[k].stroke_width(2))).map_err(err(path))?;
                 if l == 0 && h == 0 {
                     series.label(format!("step {}", a.steps[s])).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colors[k].stroke_width(2)));
@@ -323,7 +357,7 @@ fn entropy_figure_at(path: &Path, a: &Analysis, title: &str) -> Result<(), Repor
     for l in 0..a.n_layers {
         for h in 0..a.n_heads {
             let c = Palette99::pick(l * a.n_heads + h).to_rgba();
-            let e = a.head_series("entropy", l, h).unwrap_or_default();
+            let e = a.head_series(SeriesKey::Entropy, l, h).unwrap_or_default();
             let pts: Vec<(f64, f64)> = a.steps.iter().zip(&e).filter(|p| p.1.is_finite()).map(|(&s, &v)| (s as f64 + 1.0, v)).collect();
             ch.draw_series(LineSeries::new(pts, c.stroke_width(2))).map_err(err(path))?.label(format!("L{l}.H{h}")).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
         }
@@ -536,6 +570,191 @@ fn noise_figure_at(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportEr
         ch.draw_series(LineSeries::new(pts.iter().map(|&(x, v, _)| (x, v)), c.stroke_width(2)).point_size(3)).map_err(err(path))?.label(label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
     }
     ch.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(err(path))?;
+    root.present().map_err(err(path))?;
+    Ok(())
+}
+
+const AUROC_C: RGBColor = RGBColor(23, 190, 207);
+const MATCHED_C: RGBColor = RGBColor(214, 39, 40);
+const APPROACH_C: RGBColor = RGBColor(148, 103, 189);
+
+/// One panel per head, on an AUROC axis (chance 0.5): the AUROC of a_ij for
+/// contact (all pairs), the distance-matched AUROC (±1 SE) and the approach
+/// selectivity over training, against the distance baseline's AUROC, the
+/// floor (distance, matched) and the ceiling (ballistics, matched), and the
+/// bar's matched-AUROC threshold.
+pub fn auroc_figure(path: &Path, a: &Analysis, v: &RunVerdict, title: &str) -> Result<(), ReportError> {
+    let (nl, nh) = (a.n_layers, a.n_heads);
+    let root = BitMapBackend::new(path, ((360 * nh) as u32 + 20, (300 * nl) as u32 + 110)).into_drawing_area();
+    root.fill(&WHITE).map_err(err(path))?;
+    let (top, rest) = root.split_vertically(40);
+    top.titled(title, ("sans-serif", 22)).map_err(err(path))?;
+    let (grid, legend) = rest.split_vertically((300 * nl) as u32);
+    let panels = grid.split_evenly((nl, nh));
+    let xmax = a.steps.last().copied().unwrap_or(1) as f64 * 1.2 + 2.0;
+    let dist_all = v.baseline(Baseline::Distance).map_or(f64::NAN, |b| b.auroc);
+    let (floor, ceiling) = v.floor_ceiling;
+    let hlines: Vec<(f64, RGBColor, &str)> = vec![
+        (dist_all, RGBColor(120, 120, 120), "distance baseline, all pairs"),
+        (floor, RGBColor(120, 120, 120), "distance baseline, matched (floor)"),
+        (ceiling, RGBColor(44, 160, 44), "ballistic, matched (ceiling)"),
+        (bar::MATCHED_AUROC_MIN, RGBColor(255, 127, 14), "bar: matched AUROC"),
+    ];
+    for l in 0..nl {
+        for h in 0..nh {
+            let get = |k: SeriesKey| a.head_series(k, l, h).unwrap_or_default();
+            let (au, m, mse, ap) = (get(SeriesKey::AurocInterval), get(SeriesKey::AurocMatched), get(SeriesKey::AurocMatchedSe), get(SeriesKey::ApproachSelectivity));
+            let mut ch = ChartBuilder::on(&panels[l * nh + h])
+                .caption(format!("L{l}.H{h}"), ("sans-serif", 15))
+                .margin(6)
+                .x_label_area_size(32)
+                .y_label_area_size(42)
+                .build_cartesian_2d((1f64..xmax).log_scale(), 0.3f64..1.02)
+                .map_err(err(path))?;
+            ch.configure_mesh().x_desc("step + 1").y_desc("AUROC").x_label_formatter(&|x| format!("{x:.0}")).x_labels(5).y_labels(8).light_line_style(WHITE.mix(0.0)).draw().map_err(err(path))?;
+            ch.draw_series(LineSeries::new(vec![(1.0, 0.5), (xmax, 0.5)], BLACK.mix(0.5))).map_err(err(path))?;
+            for (y, c, _) in &hlines {
+                if y.is_finite() {
+                    ch.draw_series(DashedLineSeries::new(vec![(1.0, *y), (xmax, *y)], 6, 4, c.stroke_width(1))).map_err(err(path))?;
+                }
+            }
+            let pts = |y: &[f64]| -> Vec<(f64, f64)> { a.steps.iter().zip(y).filter(|p| p.1.is_finite()).map(|(&s, &v)| (s as f64 + 1.0, v)).collect() };
+            ch.draw_series(LineSeries::new(pts(&au), AUROC_C.stroke_width(2))).map_err(err(path))?;
+            ch.draw_series(LineSeries::new(pts(&ap), APPROACH_C.stroke_width(1))).map_err(err(path))?;
+            ch.draw_series(a.steps.iter().zip(m.iter().zip(&mse)).filter(|(_, (v, e))| v.is_finite() && e.is_finite()).map(|(&s, (&v, &e))| PathElement::new(vec![(s as f64 + 1.0, v - e), (s as f64 + 1.0, v + e)], MATCHED_C.mix(0.6)))).map_err(err(path))?;
+            ch.draw_series(pts(&m).into_iter().map(|p| Circle::new(p, 2, MATCHED_C.filled()))).map_err(err(path))?;
+        }
+    }
+    let items: Vec<(String, RGBColor, u8)> = vec![
+        ("AUROC of a_ij, contact during the interval, all pairs".into(), AUROC_C, 0),
+        ("distance-matched AUROC of a'_ij (±1 SE)".into(), MATCHED_C, 1),
+        ("approach selectivity at matched distance".into(), APPROACH_C, 0),
+        ("chance (0.5)".into(), RGBColor(128, 128, 128), 0),
+    ]
+    .into_iter()
+    .chain(hlines.iter().filter(|x| x.0.is_finite()).map(|(y, c, lab)| (format!("{lab}: {y:.3}"), *c, 2)))
+    .collect();
+    let cols = 3;
+    let w = legend.dim_in_pixel().0 as i32 / cols;
+    for (k, (label, c, kind)) in items.iter().enumerate() {
+        let (x, y) = ((k as i32 % cols) * w + 12, (k as i32 / cols) * 19 + 6);
+        match kind {
+            1 => legend.draw(&Circle::new((x + 10, y + 6), 3, c.filled())).map_err(err(path))?,
+            2 => {
+                legend.draw(&PathElement::new(vec![(x, y + 6), (x + 8, y + 6)], c.stroke_width(1))).map_err(err(path))?;
+                legend.draw(&PathElement::new(vec![(x + 13, y + 6), (x + 22, y + 6)], c.stroke_width(1))).map_err(err(path))?
+            }
+            _ => legend.draw(&PathElement::new(vec![(x, y + 6), (x + 22, y + 6)], c.stroke_width(2))).map_err(err(path))?,
+        }
+        legend.draw(&Text::new(label.clone(), (x + 28, y), ("sans-serif", 13))).map_err(err(path))?;
+    }
+    root.present().map_err(err(path))?;
+    Ok(())
+}
+
+/// Heads beside the non-learned baselines at one step. Left: AUROC for
+/// contact (all pairs, new contacts, at matched distance ±1 SE) of every
+/// baseline and head. Right: self-excluded score against distance-matched
+/// AUROC of every head and of every baseline's softmax "attention", with the
+/// region that meets the collision-head bar shaded.
+pub fn baselines_figure(path: &Path, v: &RunVerdict, title: &str) -> Result<(), ReportError> {
+    let root = BitMapBackend::new(path, (1300, 660)).into_drawing_area();
+    root.fill(&WHITE).map_err(err(path))?;
+    let (top, rest) = root.split_vertically(40);
+    top.titled(title, ("sans-serif", 22)).map_err(err(path))?;
+    let (body, strip) = rest.split_vertically(570);
+    let (left, right) = body.split_horizontally(700);
+    // Left: one row per predictor.
+    let mut rows: Vec<(String, f64, f64, f64, f64, bool)> = v.baselines.iter().map(|b| (b.baseline.label().to_string(), b.auroc, b.auroc_new, b.matched, b.matched_se, false)).collect();
+    for hs in &v.heads {
+        rows.push((format!("head {}", hs.name()), hs.auroc, hs.auroc_new, hs.matched, hs.matched_se, true));
+    }
+    let n = rows.len().max(1);
+    let mut ch = ChartBuilder::on(&left)
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(150)
+        .build_cartesian_2d(0.3f64..1.02, -0.5f64..(n as f64 - 0.5))
+        .map_err(err(path))?;
+    let names: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    ch.configure_mesh()
+        .x_desc("AUROC for contact during the predicted interval (0.5 = chance)")
+        .y_labels(n)
+        .y_label_formatter(&|y| {
+            let k = y.round();
+            if (y - k).abs() < 1e-6 && k >= 0.0 && (k as usize) < names.len() {
+                names[names.len() - 1 - k as usize].clone()
+            } else {
+                String::new()
+            }
+        })
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err(path))?;
+    ch.draw_series(LineSeries::new(vec![(0.5, -0.5), (0.5, n as f64 - 0.5)], BLACK.mix(0.5))).map_err(err(path))?;
+    ch.draw_series(DashedLineSeries::new(vec![(bar::MATCHED_AUROC_MIN, -0.5), (bar::MATCHED_AUROC_MIN, n as f64 - 0.5)], 6, 4, RGBColor(255, 127, 14).stroke_width(1))).map_err(err(path))?;
+    for (k, r) in rows.iter().enumerate() {
+        let y = (n - 1 - k) as f64;
+        if r.1.is_finite() {
+            ch.draw_series(std::iter::once(Circle::new((r.1, y + 0.2), 5, AUROC_C.filled()))).map_err(err(path))?;
+        }
+        if r.2.is_finite() {
+            ch.draw_series(std::iter::once(TriangleMarker::new((r.2, y), 6, SCORE.filled()))).map_err(err(path))?;
+        }
+        if r.3.is_finite() {
+            let e = if r.4.is_finite() { r.4 } else { 0.0 };
+            ch.draw_series(std::iter::once(PathElement::new(vec![(r.3 - e, y - 0.2), (r.3 + e, y - 0.2)], MATCHED_C.stroke_width(2)))).map_err(err(path))?;
+            ch.draw_series(std::iter::once(Cross::new((r.3, y - 0.2), 5, MATCHED_C.stroke_width(2)))).map_err(err(path))?;
+        }
+        if r.5 && k == v.baselines.len() {
+            ch.draw_series(std::iter::once(PathElement::new(vec![(0.3, y + 0.5), (1.02, y + 0.5)], BLACK.mix(0.3)))).map_err(err(path))?;
+        }
+    }
+    // Right: score vs matched AUROC with the bar region.
+    let mut ch2 = ChartBuilder::on(&right)
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.3f64..1.02, -0.2f64..1.05)
+        .map_err(err(path))?;
+    ch2.configure_mesh().x_desc("distance-matched AUROC (0.5: nothing beyond distance)").y_desc("self-excluded normalized score").light_line_style(WHITE.mix(0.0)).draw().map_err(err(path))?;
+    ch2.draw_series(std::iter::once(Rectangle::new([(bar::MATCHED_AUROC_MIN, bar::SCORE_MIN), (1.02, 1.05)], RGBColor(255, 127, 14).mix(0.15).filled()))).map_err(err(path))?;
+    ch2.draw_series(std::iter::once(Text::new("meets the bar", (bar::MATCHED_AUROC_MIN + 0.01, 1.0), ("sans-serif", 14)))).map_err(err(path))?;
+    for b in &v.baselines {
+        if b.softmax_score.is_finite() && b.softmax_matched.is_finite() {
+            let p = (b.softmax_matched, b.softmax_score);
+            ch2.draw_series(std::iter::once(Rectangle::new([(p.0 - 0.008, p.1 - 0.02), (p.0 + 0.008, p.1 + 0.02)], RGBColor(90, 90, 90).filled()))).map_err(err(path))?;
+            let label = format!("softmax of {}", b.baseline.name().replace('_', " "));
+            // Labels of points near the right edge go to their left.
+            let x = if p.0 > 0.8 { p.0 - 0.012 - 0.0047 * label.chars().count() as f64 } else { p.0 + 0.012 };
+            ch2.draw_series(std::iter::once(Text::new(label, (x, p.1 - 0.015), ("sans-serif", 12)))).map_err(err(path))?;
+        }
+    }
+    for (k, hs) in v.heads.iter().enumerate() {
+        if hs.score.is_finite() && hs.matched.is_finite() {
+            let c = if hs.meets_bar { MATCHED_C } else { SCORE };
+            let (e1, e2) = (if hs.matched_se.is_finite() { hs.matched_se } else { 0.0 }, if hs.score_se.is_finite() { hs.score_se } else { 0.0 });
+            ch2.draw_series(std::iter::once(PathElement::new(vec![(hs.matched - e1, hs.score), (hs.matched + e1, hs.score)], c.mix(0.7)))).map_err(err(path))?;
+            ch2.draw_series(std::iter::once(PathElement::new(vec![(hs.matched, hs.score - e2), (hs.matched, hs.score + e2)], c.mix(0.7)))).map_err(err(path))?;
+            ch2.draw_series(std::iter::once(Circle::new((hs.matched, hs.score), 4, c.filled()))).map_err(err(path))?;
+            // Staggered labels: heads often sit on top of each other.
+            let dy = 0.012 + 0.035 * (k % 3) as f64;
+            ch2.draw_series(std::iter::once(PathElement::new(vec![(hs.matched, hs.score), (hs.matched + 0.015, hs.score + dy)], BLACK.mix(0.3)))).map_err(err(path))?;
+            ch2.draw_series(std::iter::once(Text::new(hs.name(), (hs.matched + 0.017, hs.score + dy + 0.012), ("sans-serif", 12)))).map_err(err(path))?;
+        }
+    }
+    // Legend strip.
+    let x0 = 20;
+    strip.draw(&Circle::new((x0, 12), 5, AUROC_C.filled())).map_err(err(path))?;
+    strip.draw(&Text::new("AUROC, all pairs", (x0 + 10, 5), ("sans-serif", 13))).map_err(err(path))?;
+    strip.draw(&TriangleMarker::new((x0 + 150, 12), 6, SCORE.filled())).map_err(err(path))?;
+    strip.draw(&Text::new("AUROC, new contacts only", (x0 + 160, 5), ("sans-serif", 13))).map_err(err(path))?;
+    strip.draw(&Cross::new((x0 + 345, 12), 5, MATCHED_C.stroke_width(2))).map_err(err(path))?;
+    strip.draw(&Text::new("distance-matched AUROC ±1 SE", (x0 + 355, 5), ("sans-serif", 13))).map_err(err(path))?;
+    strip.draw(&PathElement::new(vec![(x0 + 570, 12), (x0 + 592, 12)], RGBColor(255, 127, 14).stroke_width(1))).map_err(err(path))?;
+    strip.draw(&Text::new(format!("bar: matched AUROC ≥ {}, score ≥ {} (right: shaded)", bar::MATCHED_AUROC_MIN, bar::SCORE_MIN), (x0 + 598, 5), ("sans-serif", 13))).map_err(err(path))?;
+    strip.draw(&Rectangle::new([(x0 - 5, 29), (x0 + 5, 39)], RGBColor(90, 90, 90).filled())).map_err(err(path))?;
+    strip.draw(&Text::new("right: softmax of a baseline (fitted temperature) as attention; dots: heads ±1 SE (red: meets the bar)", (x0 + 10, 27), ("sans-serif", 13))).map_err(err(path))?;
     root.present().map_err(err(path))?;
     Ok(())
 }

@@ -8,6 +8,7 @@ use headlab_analysis::lens_physics::{default_freeze, write_lens_physics, LensPhy
 use headlab_analysis::metrics::{default_g_edges, HeadMetrics};
 use headlab_report::{write_report, ReportOptions};
 use headlab_store::analysis::{write_analysis, Analysis, StepRecord};
+use headlab_store::series::SeriesKey;
 
 fn steps() -> Vec<u64> {
     let mut s: Vec<u64> = (0..25).map(|k| (3f64 * 1000f64.powf(k as f64 / 24.0)).round() as u64).collect();
@@ -22,10 +23,10 @@ fn analysis(dir: &Path) {
     let mut a = Analysis { dataset: "synthetic".into(), n_layers: 1, n_heads: 2, n_particles: 8, g_edges: edges, ..Default::default() };
     for s in steps() {
         let p = 1.0 / (1.0 + (-((1.0 + s as f64).ln() - 300f64.ln()) / 0.4).exp());
-        let mut series: BTreeMap<String, Vec<f64>> = HeadMetrics::scalar_names().into_iter().map(|n| (n, vec![0.01, 0.01])).collect();
-        series.get_mut("score_excl_norm_overlap").unwrap()[1] = 0.8 * p;
-        series.get_mut("auroc_interval").unwrap()[1] = 0.5 + 0.49 * p;
-        series.insert("entropy".into(), vec![8f64.ln(), 8f64.ln() * (1.0 - 0.8 * p)]);
+        let mut series: BTreeMap<String, Vec<f64>> = HeadMetrics::scalar_names().into_iter().map(|n| (n.name().to_string(), vec![0.01, 0.01])).collect();
+        series.get_mut(SeriesKey::ScoreExclNormOverlap.name()).unwrap()[1] = 0.8 * p;
+        series.get_mut(SeriesKey::AurocInterval.name()).unwrap()[1] = 0.5 + 0.49 * p;
+        series.insert(SeriesKey::Entropy.name().to_string(), vec![8f64.ln(), 8f64.ln() * (1.0 - 0.8 * p)]);
         a.add_step(StepRecord { step: s, series, g: vec![1.0; 2 * nb], g_excl: vec![1.0; 2 * nb], g_count: vec![5; 2 * nb], patterns: vec![] }).unwrap();
     }
     write_analysis(&dir.join("analysis.h5"), &a).unwrap();

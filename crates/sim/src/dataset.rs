@@ -34,9 +34,9 @@ impl EventKind {
 
 /// One collision event, detected on a sub-step.
 ///
-/// `step` is the sub-step index from the start of the trajectory; the frame
-/// interval that contains it is `step / stride` (frame f covers sub-steps
-/// (f*stride, (f+1)*stride]).  For particle pairs `i < j`.  For walls `j` is
+/// `step` is the sub-step index from the start of the trajectory (see
+/// [`Dataset::interval_contacts`] for which frame intervals a contact
+/// belongs to).  For particle pairs `i < j`.  For walls `j` is
 /// `-(1 + wall)` with wall = 2*axis + (0 for the low wall, 1 for the high wall).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Event {
@@ -131,58 +131,81 @@ impl Dataset {
     }
 }
 
-/// Contacts by frame interval, reconstructed from the events.
+/// Contacts by frame interval, reconstructed from the events: the one
+/// definition of "in contact during the predicted interval" in headlab
+/// (probe, lenses, viewer and report all call [`Dataset::interval_contacts`]).
 ///
-/// Interval `f` (0 ≤ f < n_frames−1) runs from frame f to frame f+1, i.e. over
-/// sub-steps (f·stride, (f+1)·stride]. A pair is "in contact during interval f"
-/// when it overlaps at one or more of those sub-steps: it started in the
-/// interval, or it was already in contact and did not end at the interval's
-/// first sub-step. No contact exists at step 0 (placement has no overlaps);
-/// contacts still open at the last sub-step have no end event.
+/// Frame `f` is the state at sub-step `f·stride`; the model predicts frame
+/// `f+1`, at sub-step `(f+1)·stride`. A pair counts as in contact during
+/// interval `f` when it is in contact at any sub-step `s` with
+/// `f·stride ≤ s ≤ (f+1)·stride` (a closed interval: pairs already touching
+/// at the input frame count, since their contact force acts on the step the
+/// model predicts). A `ContactStart` event at sub-step `s` means the pair is
+/// in contact at `s`; a `ContactEnd` at `s` means it no longer is at `s`. So a
+/// contact whose end event falls exactly on `f·stride` belongs to interval
+/// `f−1` only, and one that ends at `f·stride + 1` still belongs to interval
+/// `f`. No contact exists at step 0 (placement has no overlaps); contacts
+/// still open at the last sub-step have no end event.
 impl Dataset {
-    /// For trajectory `traj`: per interval, the sorted list of (i, j) in
-    /// contact during it — pairs with i < j, walls as (i, −(1+wall)).
-    pub fn interval_contacts(&self, traj: usize) -> Vec<Vec<(i32, i32)>> {
-        let n_int = self.n_frames.saturating_sub(1);
+    /// For trajectory `traj` and each of `frames` (any order; interval `f`
+    /// runs from frame `f` to frame `f+1`): the sorted list of pairs in
+    /// contact during the interval — particle pairs `(i, j)` with `i < j`,
+    /// and, when `walls`, particle–wall contacts as `(i, −(1+wall))`.
+    pub fn interval_contacts(&self, traj: usize, frames: &[usize], walls: bool) -> Vec<Vec<(i32, i32)>> {
         let stride = self.meta.stride;
         let lo = self.events.partition_point(|e| (e.traj as usize) < traj);
         let hi = self.events.partition_point(|e| (e.traj as usize) <= traj);
-        let evs = &self.events[lo..hi];
+        // This trajectory's events, by sub-step; at equal sub-steps ends are
+        // applied before starts, so a pair that ends and restarts on the same
+        // sub-step is in contact afterwards.
+        let mut evs: Vec<(u64, bool, i32, i32)> = self.events[lo..hi]
+            .iter()
+            .filter(|e| walls || e.j >= 0)
+            .map(|e| (e.step, matches!(e.kind, EventKind::ContactStart | EventKind::WallStart), e.i, e.j))
+            .collect();
+        evs.sort_unstable();
+        let mut order: Vec<usize> = (0..frames.len()).collect();
+        order.sort_by_key(|&k| frames[k]);
+        let mut out = vec![Vec::new(); frames.len()];
         let mut active: std::collections::BTreeSet<(i32, i32)> = Default::default();
-        let mut out = Vec::with_capacity(n_int);
-        let mut k = 0;
-        let apply = |e: &Event, active: &mut std::collections::BTreeSet<(i32, i32)>| match e.kind {
-            EventKind::ContactStart | EventKind::WallStart => {
-                active.insert((e.i, e.j));
-            }
-            EventKind::ContactEnd | EventKind::WallEnd => {
-                active.remove(&(e.i, e.j));
-            }
-        };
-        for f in 0..n_int as u64 {
-            let first = f * stride + 1;
-            let last = (f + 1) * stride;
-            while k < evs.len() && evs[k].step <= first {
-                apply(&evs[k], &mut active);
-                k += 1;
-            }
-            let mut set = active.clone();
-            while k < evs.len() && evs[k].step <= last {
-                apply(&evs[k], &mut active);
-                if matches!(evs[k].kind, EventKind::ContactStart | EventKind::WallStart) {
-                    set.insert((evs[k].i, evs[k].j));
+        let mut k = 0; // events with step <= the current interval's first sub-step are applied
+        for q in order {
+            let s0 = frames[q] as u64 * stride;
+            let s1 = s0 + stride;
+            while k < evs.len() && evs[k].0 <= s0 {
+                let (_, start, i, j) = evs[k];
+                if start {
+                    active.insert((i, j));
+                } else {
+                    active.remove(&(i, j));
                 }
                 k += 1;
             }
-            out.push(set.into_iter().collect());
+            let mut set = active.clone();
+            let mut c = k;
+            while c < evs.len() && evs[c].0 <= s1 {
+                let (_, start, i, j) = evs[c];
+                if start {
+                    set.insert((i, j));
+                }
+                c += 1;
+            }
+            out[q] = set.into_iter().collect();
         }
         out
+    }
+
+    /// Every interval of trajectory `traj` (`0..n_frames−1`), walls included:
+    /// [`Dataset::interval_contacts`] on all frames with a successor.
+    pub fn all_interval_contacts(&self, traj: usize) -> Vec<Vec<(i32, i32)>> {
+        let frames: Vec<usize> = (0..self.n_frames.saturating_sub(1)).collect();
+        self.interval_contacts(traj, &frames, true)
     }
 
     /// For trajectory `traj`: `[interval][particle]` = true when the particle
     /// touches another particle (walls excluded) during the interval.
     pub fn particle_in_contact(&self, traj: usize) -> Vec<Vec<bool>> {
-        self.interval_contacts(traj)
+        self.all_interval_contacts(traj)
             .into_iter()
             .map(|pairs| {
                 let mut row = vec![false; self.n_particles];
@@ -213,5 +236,81 @@ impl Dataset {
         } else {
             hit as f64 / total as f64
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ds(events: Vec<Event>) -> Dataset {
+        Dataset {
+            n_traj: 2,
+            n_frames: 10,
+            n_particles: 4,
+            meta: DatasetMeta {
+                dt: 0.001,
+                stride: 10,
+                dimension: 2,
+                box_size: vec![1.0, 1.0],
+                gravity: 0.0,
+                spring_k: 1.0,
+                damping: 0.0,
+                restitution: f64::NAN,
+                contact_time: 0.01,
+                seed: 0,
+                scene_toml: String::new(),
+            },
+            positions: vec![0.0; 2 * 10 * 4 * 2],
+            velocities: vec![0.0; 2 * 10 * 4 * 2],
+            radii: vec![0.1; 8],
+            masses: vec![1.0; 8],
+            events,
+        }
+    }
+
+    fn ev(traj: u32, step: u64, i: i32, j: i32, kind: EventKind) -> Event {
+        Event { traj, step, i, j, kind }
+    }
+
+    /// Interval f is the closed range of sub-steps [10 f, 10 (f+1)].
+    #[test]
+    fn interval_contacts_closed_interval_and_frame_boundaries() {
+        use EventKind::*;
+        let mut events = vec![
+            ev(0, 5, 0, 1, ContactStart),  // frame 0 interval [0, 10]
+            ev(0, 25, 0, 1, ContactEnd),   // still in contact at sub-step 20: frames 0, 1, 2
+            ev(0, 31, 2, 3, ContactStart), // starts and ends inside frame 3's interval
+            ev(0, 35, 2, 3, ContactEnd),
+            ev(0, 40, 1, 2, ContactStart), // starts exactly on the 3|4 boundary: frames 3 and 4
+            ev(0, 50, 1, 2, ContactEnd),   // ends exactly on the 4|5 boundary: not in frame 5
+            ev(0, 60, 0, 3, ContactStart), // in contact at 60 only (ends at 61): frames 5 and 6
+            ev(0, 61, 0, 3, ContactEnd),
+            ev(0, 70, 0, -1, WallStart), // a wall: only with `walls`
+            ev(0, 72, 0, -1, WallEnd),
+            ev(1, 5, 2, 3, ContactStart), // other trajectory, never ends
+        ];
+        events.sort();
+        let d = ds(events);
+        let frames: Vec<usize> = (0..9).rev().collect(); // any order
+        let cs = d.interval_contacts(0, &frames, false);
+        let get = |f: usize| cs[frames.iter().position(|&x| x == f).unwrap()].clone();
+        assert_eq!(get(0), vec![(0, 1)]);
+        assert_eq!(get(1), vec![(0, 1)]);
+        assert_eq!(get(2), vec![(0, 1)]);
+        assert_eq!(get(3), vec![(1, 2), (2, 3)]);
+        assert_eq!(get(4), vec![(1, 2)]);
+        assert_eq!(get(5), vec![(0, 3)], "a contact at sub-step 60 only is in [50, 60] and [60, 70]");
+        assert_eq!(get(6), vec![(0, 3)]);
+        assert_eq!(get(7), vec![]);
+        let w = d.interval_contacts(0, &[6, 7], true);
+        assert_eq!(w[0], vec![(0, -1), (0, 3)]);
+        assert_eq!(w[1], vec![(0, -1)]);
+        assert_eq!(d.all_interval_contacts(0)[4], vec![(1, 2)]);
+        let cs1 = d.interval_contacts(1, &[0, 3], false);
+        assert_eq!(cs1[0], vec![(2, 3)]);
+        assert_eq!(cs1[1], vec![(2, 3)], "no end event: still in contact");
+        // Per particle: frame 5 has 0 and 3 in contact.
+        assert_eq!(d.particle_in_contact(0)[5], vec![true, false, false, true]);
     }
 }

@@ -15,6 +15,9 @@
 //! /patterns/frames  [F] u32   frames cached (of each of those trajectories)
 //! /patterns/step_XXXXXXXX  [L, H, P, F, N, N] f32  attention (query rows) at that checkpoint
 //! /fits             attrs: one TOML text per fitted series name (written by `headlab fit`)
+//! /baselines/<name> attrs: f64 numbers of one non-learned baseline on the evaluation frames
+//!                   (distance, time_to_contact, approach_rate, ballistic: auroc_all, auroc_new,
+//!                   auroc_matched, …; _binning: the distance bins; _logistic: the baseline model)
 //! ```
 //!
 //! The file is rewritten atomically as a whole whenever steps are added.
@@ -51,6 +54,9 @@ pub struct Analysis {
     pub patterns: Vec<Vec<f32>>,
     /// Fit results: series name → TOML text.
     pub fits: BTreeMap<String, String>,
+    /// Non-learned baselines on the evaluation frames: name → (quantity → value)
+    /// (written by the probe; see `headlab_analysis::baselines`).
+    pub baselines: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
 /// What one checkpoint contributes.
@@ -77,12 +83,19 @@ impl Analysis {
     pub fn has_step(&self, step: u64) -> bool {
         self.steps.binary_search(&step).is_ok()
     }
-    /// The series `name` of one head over steps.
-    pub fn head_series(&self, name: &str, layer: usize, head: usize) -> Option<Vec<f64>> {
-        let v = self.series.get(name)?;
+    /// The series `name` (a [`crate::series::SeriesKey`], or any stored
+    /// name) of one head over steps.
+    pub fn head_series(&self, name: impl AsRef<str>, layer: usize, head: usize) -> Option<Vec<f64>> {
+        let v = self.series.get(name.as_ref())?;
         let lh = self.lh();
         let k = layer * self.n_heads + head;
         Some((0..self.steps.len()).map(|s| v[s * lh + k]).collect())
+    }
+    /// The value of series `name` for one head at step index `s` (NaN when
+    /// the series is not stored or `s` is out of range).
+    pub fn value(&self, name: impl AsRef<str>, s: usize, layer: usize, head: usize) -> f64 {
+        let lh = self.lh();
+        self.series.get(name.as_ref()).and_then(|v| v.get(s * lh + layer * self.n_heads + head)).copied().unwrap_or(f64::NAN)
     }
     /// g (or g_excl) of one head at step index `s`: [B].
     pub fn head_g(&self, excl: bool, s: usize, layer: usize, head: usize) -> &[f64] {
@@ -195,6 +208,13 @@ pub fn write_analysis(path: &Path, a: &Analysis) -> Result<(), StoreError> {
         for (name, text) in &a.fits {
             set_str_attr(&fg, path, name, text)?;
         }
+        let bg = ctx.h5("baselines", file.create_group("baselines"))?;
+        for (name, row) in &a.baselines {
+            let g = ctx.h5(&format!("baselines/{name}"), bg.create_group(name))?;
+            for (k, v) in row {
+                set_attr(&g, path, k, *v)?;
+            }
+        }
         Ok(())
     })
 }
@@ -245,6 +265,17 @@ pub fn read_analysis(path: &Path, with_patterns: bool) -> Result<Analysis, Store
             fits.insert(name.clone(), get_str_attr(&fg, path, &name)?);
         }
     }
+    let mut baselines = BTreeMap::new();
+    if let Ok(bg) = file.group("baselines") {
+        for name in ctx.h5("baselines", bg.member_names())? {
+            let g = ctx.h5(&format!("baselines/{name}"), bg.group(&name))?;
+            let mut row = BTreeMap::new();
+            for k in ctx.h5(&format!("baselines/{name}"), g.attr_names())? {
+                row.insert(k.clone(), get_attr::<f64>(&g, path, &k)?);
+            }
+            baselines.insert(name, row);
+        }
+    }
     Ok(Analysis {
         config_toml: get_str_attr(&file, path, "config")?,
         dataset: get_str_attr(&file, path, "dataset")?,
@@ -263,6 +294,7 @@ pub fn read_analysis(path: &Path, with_patterns: bool) -> Result<Analysis, Store
         pattern_frames,
         patterns,
         fits,
+        baselines,
     })
 }
 
@@ -333,12 +365,16 @@ mod tests {
         b.add_step(rec(50, 0.7, true)).unwrap();
         b.add_step(rec(100, 9.0, true)).unwrap();
         b.fits.insert("score".into(), "best = \"power\"".into());
+        b.baselines.entry("distance".into()).or_default().insert("auroc_all".into(), 0.99);
+        b.baselines.entry("_binning".into()).or_default().insert("bins".into(), 12.0);
         write_analysis(&p, &b).unwrap();
         let c = read_analysis(&p, true).unwrap();
         assert_eq!(c.steps, vec![10, 50, 100]);
         assert_eq!(c.head_series("a", 0, 0).unwrap(), vec![0.5, 0.7, 9.0]);
         assert_eq!(c.g_count[6..12], [50; 6]);
         assert_eq!(c.fits["score"], "best = \"power\"");
+        assert_eq!(c.baselines["distance"]["auroc_all"], 0.99);
+        assert_eq!(c.baselines["_binning"]["bins"], 12.0);
         // Shape mismatches are errors, not panics.
         let mut bad = rec(5, 0.0, false);
         bad.g.pop();

@@ -18,6 +18,7 @@ pub mod inspect;
 pub mod llc;
 pub mod lock;
 pub mod metrics;
+pub mod series;
 
 pub use fsutil::{with_atomic_path, write_atomic, write_atomic_if_changed};
 pub use h5util::{atomic_write, open_kind, FileKind, StoreError, FORMAT_VERSION};

@@ -230,7 +230,8 @@ pub fn initial_state(r: &Replay, l: &Launch) -> ViewState {
         _ => 0,
     };
     let head = l.head.unwrap_or_else(|| {
-        // default: the best head at the chosen checkpoint
+        // default: the highest-scoring head at the chosen checkpoint (a UI
+        // starting point, not a verdict: the report names tied heads together)
         cache
             .and_then(|c| {
                 let mut best = None;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use headlab_sim::dataset::Dataset;
 use headlab_store::analysis::{read_analysis, read_pattern};
+use headlab_store::series::SeriesKey;
 use headlab_store::dataset::{read_dataset, read_rollout_source};
 use headlab_store::{open_kind, FileKind, StoreError};
 
@@ -17,7 +18,7 @@ use headlab_store::{open_kind, FileKind, StoreError};
 /// against partners in contact during the predicted interval (the event
 /// table), the same partners the viewer draws lines between and scores
 /// particles against.
-pub const HEAD_SCORE_SERIES: &str = "score_excl_norm_interval";
+pub const HEAD_SCORE_SERIES: SeriesKey = SeriesKey::ScoreExclNormInterval;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ViewError {
@@ -75,7 +76,7 @@ impl AttentionCache {
             an.steps.iter().map(|&s| pg.link_exists(&format!("step_{s:08}"))).collect::<Vec<bool>>()
         };
         let lh = an.n_layers * an.n_heads;
-        let score = an.series.get(HEAD_SCORE_SERIES);
+        let score = an.series.get(HEAD_SCORE_SERIES.name());
         let mut steps = Vec::new();
         let mut head_scores = Vec::new();
         for (s, (&step, &has)) in an.steps.iter().zip(&with_patterns).enumerate() {
@@ -433,8 +434,10 @@ pub fn particle_scores(pattern: &[f32], n: usize, partners: &[(usize, usize)]) -
 
 /// Particle pairs in contact during each interval of trajectory `traj` (the
 /// interval after frame f at index f), from the event table; walls left out.
+/// The definition is the probe's: [`Dataset::interval_contacts`].
 pub fn contacts_by_interval(ds: &Dataset, traj: usize) -> Vec<Vec<(usize, usize)>> {
-    ds.interval_contacts(traj)
+    let frames: Vec<usize> = (0..ds.n_frames.saturating_sub(1)).collect();
+    ds.interval_contacts(traj, &frames, false)
         .into_iter()
         .map(|v| v.into_iter().filter(|&(_, j)| j >= 0).map(|(i, j)| (i as usize, j as usize)).collect())
         .collect()

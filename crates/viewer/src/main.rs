@@ -55,7 +55,7 @@ struct Args {
     /// Checkpoint step of the attention cache (nearest cached; default: the last).
     #[arg(long)]
     step: Option<u64>,
-    /// Head as LAYER.HEAD, e.g. 1.2 (default: the best collision head).
+    /// Head as LAYER.HEAD, e.g. 1.2 (default: the head with the highest interval score; heads tied with it are listed in the report).
     #[arg(long, value_parser = parse_head)]
     head: Option<(usize, usize)>,
     /// What to color particles by (default: attention when cached, else speed).

@@ -4,13 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use headlab_store::analysis::Analysis;
+use headlab_store::series::SeriesKey;
 use plotters::prelude::*;
 
 use super::LensPhysics;
 use crate::freeze::FreezeConfig;
 
 /// Series of analysis.h5 plotted as "the collision score" by default.
-pub const SCORE_SERIES: &str = "score_excl_norm_overlap";
+pub const SCORE_SERIES: SeriesKey = crate::fitrun::DEFAULT_SERIES;
 
 fn perr(path: &Path) -> impl Fn(String) -> crate::AnalysisError + '_ {
     move |msg| crate::AnalysisError::Run { path: path.to_path_buf(), msg: format!("cannot draw plot: {msg}") }
@@ -44,7 +45,7 @@ fn head_figure_at(path: &Path, an: &Analysis, score_series: &str, lp: &LensPhysi
     type Curves = Vec<(String, Vec<(f64, f64)>, RGBColor)>;
     type PanelSpec = (String, (f64, f64), Curves, Vec<(String, f64)>, bool);
     let score = an.head_series(score_series, layer, head).unwrap_or_default();
-    let ent = an.head_series("entropy", layer, head).unwrap_or_default();
+    let ent = an.head_series(SeriesKey::Entropy, layer, head).unwrap_or_default();
     let ch = lp.head_series("freeze_change", layer, head).unwrap_or_default();
     let cos = lp.head_series("svm_cosine", layer, head).unwrap_or_default();
     let cosf = lp.head_series("svm_cosine_full", layer, head).unwrap_or_default();

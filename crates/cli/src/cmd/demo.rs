@@ -9,8 +9,11 @@ use anyhow::Context;
 /// demo works from any folder.
 const DEMO_SCENE: &str = include_str!("../../../../scenes/demo.toml");
 
-/// Run the whole pipeline on built-in defaults and say whether a
-/// collision-detecting head emerged.
+/// Run the whole pipeline on built-in defaults and say whether any head
+/// meets the collision-head bar: self-excluded score >= 0.5 and, at matched
+/// distance, an AUROC for contact >= 0.75 (distance alone scores 0.5 there),
+/// naming heads tied within one standard error together and giving their
+/// margin over the best non-learned baseline (distance, time to contact).
 ///
 /// Steps, each also a subcommand of its own:
 ///   1. simulate  the demo scene (16 disks in a dense 2D box, a contact in
@@ -185,8 +188,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })?;
 
     eprintln!("[7/7] report");
-    // The report judges the best head against the collision-head bar; its
-    // headline is the demo's last word.
+    // The report judges the collision heads (the top score and every head
+    // tied with it within one SE) against the collision-head bar, beside the
+    // non-learned baselines; its headline is the demo's last word.
     let opts = headlab_report::ReportOptions {
         fit: headlab_analysis::fit::FitOptions { bootstrap: args.bootstrap, ..Default::default() },
         ..Default::default()

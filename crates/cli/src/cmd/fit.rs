@@ -48,7 +48,7 @@ pub struct Args {
     #[arg(required = true)]
     pub runs: Vec<PathBuf>,
     /// Series to fit (a name under /series in analysis.h5).
-    #[arg(long, default_value = DEFAULT_SERIES)]
+    #[arg(long, default_value = DEFAULT_SERIES.name())]
     pub series: String,
     /// Time axis: step, lr (cumulative learning rate) or both.
     #[arg(long, default_value = "both", value_parser = ["step", "lr", "both"])]
@@ -106,7 +106,7 @@ pub fn print_summary(s: &FitSummary, all_heads: bool) {
         for f in fits {
             println!("{} — axis: {}:", run.display(), f.axis.label());
             for hf in &f.heads {
-                let is_ch = Some((hf.layer, hf.head)) == *ch;
+                let is_ch = ch.contains(&(hf.layer, hf.head));
                 let em = hf.report.emergence.map(|e| headlab_analysis::fit::text::fmt_est(&e, 0)).unwrap_or_else(|| "-".into());
                 println!(
                     " {}L{}.H{}  final {:.3}  emergence {em}  whole: {}  tail: {}",
@@ -137,5 +137,5 @@ pub fn print_summary(s: &FitSummary, all_heads: bool) {
             println!("  {line}");
         }
     }
-    println!("(* = collision head; emergence: step at half the final value, interval over checkpoints of the run)");
+    println!("(* = collision head: highest final score, or tied with it within one standard error; emergence: step at half the final value, interval over checkpoints of the run)");
 }

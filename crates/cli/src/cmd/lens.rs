@@ -290,7 +290,7 @@ pub fn run_physics(a: PhysicsArgs) -> anyhow::Result<()> {
     let lp = read_lens_physics(&s.path)?;
     let figs = a.run.join("lens_physics");
     std::fs::create_dir_all(&figs).with_context(|| format!("creating {}", figs.display()))?;
-    plot::head_figures(&figs, "", &an, plot::SCORE_SERIES, &lp, &cfg.freeze)?;
+    plot::head_figures(&figs, "", &an, plot::SCORE_SERIES.name(), &lp, &cfg.freeze)?;
     println!("{}: {} checkpoints added, {} already there; {} SVM constraints per layer; figures in {}", s.path.display(), s.processed.len(), s.skipped, s.n_constraints, figs.display());
     println!("head    snap step  final SVM cosine (restricted / full)  margin ratio  constraints met");
     for l in 0..lp.n_layers {

@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use headlab_analysis::heads::best_head;
+use headlab_analysis::heads::run_verdict;
 use headlab_probe::run::{probe_run, ProbeControl, ProbeOptions};
 use headlab_train::TrainConfig;
 
@@ -90,18 +90,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let s = probe_run(&args.run, &ds, &data, &opts, &ctl)?;
     println!("{}: probed {} checkpoint(s), {} already done, {} evaluation frames", s.analysis_path.display(), s.probed.len(), s.skipped, s.n_eval_frames);
     let a = headlab_store::analysis::read_analysis(&s.analysis_path, false)?;
-    if let Some(b) = best_head(&a) {
-        println!(
-            "best head at step {}: L{}.H{}  self-excluded score {:.3}  AUROC {:.3}  g(r) peak in [{:.2}, {:.2})  {}",
-            b.step,
-            b.layer,
-            b.head,
-            b.score,
-            b.auroc,
-            b.g_peak.0,
-            b.g_peak.1,
-            if b.meets_bar { "meets the collision-head bar" } else { "below the collision-head bar (score ≥ 0.5, AUROC ≥ 0.95, g peak at contact)" }
-        );
+    if let Some(v) = run_verdict(&a, None) {
+        println!("at step {}: {}", v.step, v.line());
     }
     Ok(())
 }

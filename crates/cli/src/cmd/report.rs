@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Series shown and fitted.
-    #[arg(long, default_value = DEFAULT_SERIES)]
+    #[arg(long, default_value = DEFAULT_SERIES.name())]
     pub series: String,
     /// Fit again even where analysis.h5 holds fits.
     #[arg(long)]

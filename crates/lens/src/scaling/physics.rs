@@ -195,11 +195,14 @@ pub fn run_physics_scaling(cfg: &PhysicsScalingConfig, out: &Path, device: Devic
             let ctl = headlab_probe::run::ProbeControl { device: tc.device, progress: false, threads: 1, ..Default::default() };
             let ps = headlab_probe::run::probe_run(&run_dir, &ds, &data_path, &popts, &ctl).map_err(|e| other(&run_dir, e))?;
             let an = headlab_store::analysis::read_analysis(&ps.analysis_path, false)?;
-            let best = headlab_analysis::heads::best_head(&an);
+            let verdict = headlab_analysis::heads::run_verdict(&an, None);
+            // The top head (the highest score; heads tied with it within one SE are named too).
+            let top: Vec<&headlab_analysis::heads::HeadSummary> = verdict.as_ref().map(|v| v.top_heads()).unwrap_or_default();
+            let best = top.first().copied();
             let lh = an.n_layers * an.n_heads;
             let emergence_step = an
                 .series
-                .get("score_excl_norm_overlap")
+                .get(headlab_analysis::series::SeriesKey::ScoreExclNormOverlap.name())
                 .and_then(|sc| an.steps.iter().enumerate().find(|(s, _)| sc[s * lh..(s + 1) * lh].iter().any(|&v| v >= 0.5)).map(|(_, &st)| st as i64))
                 .unwrap_or(-1);
             let last = summary.checkpoints.last().ok_or_else(|| other(&run_dir, "no checkpoint written"))?;
@@ -212,9 +215,9 @@ pub fn run_physics_scaling(cfg: &PhysicsScalingConfig, out: &Path, device: Devic
                 option,
                 run_dir: run_dir.clone(),
                 val_ratio: summary.val_loss / summary.baseline_val_loss,
-                best_score: best.as_ref().map(|b| b.score).unwrap_or(f64::NAN),
-                best_auroc: best.as_ref().map(|b| b.auroc).unwrap_or(f64::NAN),
-                best_head: best.as_ref().map(|b| format!("L{}.H{}", b.layer, b.head)).unwrap_or_else(|| "-".into()),
+                best_score: best.map(|b| b.score).unwrap_or(f64::NAN),
+                best_auroc: best.map(|b| b.auroc).unwrap_or(f64::NAN),
+                best_head: if top.is_empty() { "-".into() } else { top.iter().map(|b| b.name()).collect::<Vec<_>>().join("=") },
                 emergence_step,
                 frac_saturated: mean(|s| s.frac_saturated),
                 entropy_norm: mean(|s| s.entropy_norm),

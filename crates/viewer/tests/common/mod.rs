@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use headlab_sim::dataset::{Dataset, DatasetMeta};
 use headlab_store::analysis::{write_analysis, Analysis};
+use headlab_store::series::SeriesKey;
 
 pub const N: usize = 5;
 pub const FRAMES: usize = 4;
@@ -64,7 +65,7 @@ pub fn write_scene(dir: &Path) -> (PathBuf, PathBuf) {
         }
     }
     let mut series = BTreeMap::new();
-    series.insert("score_excl_norm_interval".to_string(), vec![0.8, -0.1]);
+    series.insert(SeriesKey::ScoreExclNormInterval.name().to_string(), vec![0.8, -0.1]);
     let an = Analysis {
         config_toml: String::new(),
         dataset: data.display().to_string(),
