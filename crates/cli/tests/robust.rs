@@ -176,7 +176,7 @@ fn config_toml_is_rewritten_only_when_it_changes() {
 }
 
 #[test]
-fn probe_fresh_keeps_the_old_file_when_it_fails() {
+fn fresh_keeps_the_old_file_when_it_fails() {
     let dir = setup();
     assert!(train(dir.path(), "run", &[]).status.success());
     let o = headlab(&["probe", "run", "--eval-frames", "8", "--device", "cpu"], dir.path());
@@ -185,8 +185,24 @@ fn probe_fresh_keeps_the_old_file_when_it_fails() {
     let before = headlab_store::analysis::read_analysis(&ap, false).unwrap();
     let ck = headlab_store::checkpoint::list_checkpoints(&dir.path().join("run")).unwrap();
     assert!(ck.len() > 11, "want more checkpoints than one save interval: {}", ck.len());
-    // The newest checkpoint goes bad; probing from scratch must fail and keep the old results.
+    // The physics lens and the LLC have results too (on the first and last checkpoints for the LLC).
+    let o = headlab(&["lens", "physics", "run", "--freeze-frames", "4", "--svm-queries", "4", "--quiet"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let (first, last) = (ck[0].0.to_string(), ck.last().unwrap().0.to_string());
+    let steps = format!("{first},{last}");
+    let llc = ["llc", "run", "--steps", steps.as_str(), "--draws", "20", "--chains", "2", "--batch-size", "8", "--device", "cpu"];
+    let o = headlab(&llc, dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let lens_before = std::fs::read(dir.path().join("run/lens_physics.h5")).unwrap();
+    let llc_before = std::fs::read(dir.path().join("run/llc.h5")).unwrap();
+    // The newest checkpoint goes bad; redoing from scratch must fail and keep the old results.
     std::fs::write(&ck.last().unwrap().1, b"garbage").unwrap();
+    let o = headlab(&["lens", "physics", "run", "--freeze-frames", "4", "--svm-queries", "4", "--quiet", "--fresh"], dir.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(std::fs::read(dir.path().join("run/lens_physics.h5")).unwrap(), lens_before, "lens physics --fresh lost results");
+    let o = headlab(&[&llc[..], &["--fresh"]].concat(), dir.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(std::fs::read(dir.path().join("run/llc.h5")).unwrap(), llc_before, "llc --fresh lost results");
     let o = headlab(&["probe", "run", "--eval-frames", "8", "--device", "cpu", "--fresh"], dir.path());
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let after = headlab_store::analysis::read_analysis(&ap, false).unwrap();

@@ -241,6 +241,34 @@ pub fn plan(sweep: &Sweep, states: &[RunState], opts: &SlurmOptions, max_array: 
         .collect())
 }
 
+/// Seconds of a Slurm `--time` value (`M`, `M:S`, `H:M:S`, `D-H`, `D-H:M`,
+/// `D-H:M:S`); None for what is not one (or `UNLIMITED`).
+pub fn slurm_time_seconds(t: &str) -> Option<u64> {
+    let t = t.trim();
+    let (days, rest) = match t.split_once('-') {
+        Some((d, r)) => (d.parse::<u64>().ok()?, r),
+        None => (0, t),
+    };
+    let parts: Vec<u64> = rest.split(':').map(|p| p.parse::<u64>().ok()).collect::<Option<_>>()?;
+    let secs = match (t.contains('-'), parts.as_slice()) {
+        (false, [m]) => m * 60,
+        (false, [m, s]) => m * 60 + s,
+        (false, [h, m, s]) => h * 3600 + m * 60 + s,
+        (true, [h]) => h * 3600,
+        (true, [h, m]) => h * 3600 + m * 60,
+        (true, [h, m, s]) => h * 3600 + m * 60 + s,
+        _ => return None,
+    };
+    Some(days * 86_400 + secs)
+}
+
+/// How long before a time limit `time` the task is told to stop: 90 s, or a
+/// quarter of short limits (at least 10 s). None without a readable limit.
+pub fn signal_lead_seconds(time: &str) -> Option<u64> {
+    let total = slurm_time_seconds(time)?;
+    Some(if total >= 600 { 90 } else { (total / 4).max(10) })
+}
+
 /// The text of one sbatch array script (tasks 0..runs.len()-1).
 pub fn sbatch_script(sweep: &Sweep, runs: &[&str], submission: usize, chunk: usize, n_chunks: usize) -> String {
     let s = &sweep.file.slurm;
@@ -263,11 +291,11 @@ pub fn sbatch_script(sweep: &Sweep, runs: &[&str], submission: usize, chunk: usi
             opt(format!("--{k}={v}"));
         }
     }
-    // Before a time limit, Slurm signals the task script (B:) 90 s early; it
+    // Before a time limit, Slurm signals the task script (B:) early; it
     // passes SIGTERM on to training, which writes a checkpoint and stops, and
     // records the run as interrupted (resumed by --retry-failed or a resubmit).
-    if !s.extra.iter().any(|e| e.contains("--signal")) {
-        opt("--signal=B:TERM@90".into());
+    if let (Some(lead), false) = (s.time.as_deref().and_then(signal_lead_seconds), s.extra.iter().any(|e| e.contains("--signal"))) {
+        opt(format!("--signal=B:TERM@{lead}"));
     }
     for e in &s.extra {
         let e = e.trim();

@@ -230,6 +230,11 @@ fn dry_run_prints_runs_and_sbatch_script_and_writes_nothing() {
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
+    for (t, secs, lead) in [("30", 1800, 90), ("5:00", 300, 75), ("1-12", 129_600, 90), ("00:01:00", 60, 15), ("0:20", 20, 10)] {
+        assert_eq!(slurm::slurm_time_seconds(t), Some(secs), "{t}");
+        assert_eq!(slurm::signal_lead_seconds(t), Some(lead), "{t}");
+    }
+    assert_eq!(slurm::slurm_time_seconds("UNLIMITED"), None);
     // 4 runs with arrays of at most 3: two chunks.
     assert_eq!(text.matches("#!/bin/bash").count(), 2);
     // Every #SBATCH line comes before the first command.

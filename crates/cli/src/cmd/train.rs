@@ -64,6 +64,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg_path = args.config.clone().or_else(|| if args.resume { Some(args.out.join("config.toml")) } else { None });
+    if args.resume && args.config.is_none() && !args.out.join("config.toml").exists() {
+        anyhow::bail!("--resume: {} holds no run to resume (no config.toml; no checkpoint in ckpt/ either); drop --resume to start a new run there", args.out.display());
+    }
     let mut cfg = match &cfg_path {
         Some(p) => TrainConfig::load(p)?,
         None => TrainConfig::default(),
