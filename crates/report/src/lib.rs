@@ -128,8 +128,11 @@ fn forms_table(f: &SeriesFit, caption: &str) -> String {
 
 fn run_fits(run: &Path, a: &Analysis, opts: &ReportOptions, axis: TimeAxis) -> Result<Option<RunFits>> {
     if !opts.refit {
-        if let Some(f) = stored_fits(a, &opts.series, axis, &analysis_path(run)) {
-            return Ok(Some(f?));
+        match stored_fits(a, &opts.series, axis, &analysis_path(run)) {
+            Some(Ok(f)) => return Ok(Some(f)),
+            // Fits stored by an older headlab: fit again rather than fail.
+            Some(Err(e)) => tracing::warn!("{e}; fitting again"),
+            None => {}
         }
     }
     if axis == TimeAxis::Lr && !run.join("metrics.h5").exists() {

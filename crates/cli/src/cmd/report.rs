@@ -6,11 +6,15 @@ use headlab_analysis::fitrun::DEFAULT_SERIES;
 use headlab_report::{write_report, ReportOptions};
 
 /// Write an HTML report with figures, readable offline: loss curves, the
-/// collision score of every head against step (log axis) with every fitted
-/// form and confidence bands, g(r) heatmaps (step × distance) and profiles,
-/// attention entropy, a table of heads sorted by final score with emergence
-/// step, exponent and AICc margin, and a plain-language summary. With several
-/// runs (seeds), one report compares them and pools their collision heads.
+/// collision score of every head against step (log axis) with its fitted
+/// forms and bootstrap bands, every form's ΔAICc, Akaike weight and
+/// parameters (or why it is degenerate) for the strongest head on the step
+/// and cumulative-learning-rate axes, g(r) heatmaps (step × distance) and
+/// profiles, attention entropy, a table of heads sorted by final score with
+/// emergence step, verdicts and exponents, and a plain-language summary that
+/// says what every interval is over. With several runs (seeds), one report
+/// compares them and summarizes their collision heads over seeds (seeds are
+/// the unit of replication; see `headlab study`).
 /// Runs without stored fits are fitted on the fly (see `headlab fit`).
 ///
 /// Example:
@@ -34,13 +38,16 @@ pub struct Args {
     /// Bootstrap replicates when fitting here.
     #[arg(long, default_value_t = 200)]
     pub bootstrap: usize,
+    /// Leave out the fits against cumulative learning rate.
+    #[arg(long)]
+    pub no_lr_axis: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     // The report may store fits in each run's analysis.h5 and writes its
     // figures into a run folder: one writer per run.
     let _locks = args.runs.iter().map(|r| super::lock_run(r, "headlab report")).collect::<anyhow::Result<Vec<_>>>()?;
-    let opts = ReportOptions { series: args.series.clone(), fit: FitOptions { bootstrap: args.bootstrap, ..Default::default() }, refit: args.refit, ..Default::default() };
+    let opts = ReportOptions { series: args.series.clone(), fit: FitOptions { bootstrap: args.bootstrap, ..Default::default() }, refit: args.refit, lr_axis: !args.no_lr_axis };
     let s = write_report(&args.runs, args.out.as_deref(), &opts)?;
     println!("{}", s.headline);
     println!("report: {}", s.index.display());

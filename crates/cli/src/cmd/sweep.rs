@@ -19,7 +19,9 @@ pub enum Backend {
 /// `lr=0.001,n_layers=2,seed=3`) holding its full config.toml, a task.sh
 /// that runs `headlab train`, `headlab probe` (and `llc`/`fit` if asked),
 /// and status.json (state, step, exit code, log). When every run is done,
-/// `headlab report` pools them into one report in SWEEP/report/.
+/// `headlab report` compares them in one report in SWEEP/report/, with the
+/// collision heads summarized over seeds (for the emergence claim itself,
+/// see `headlab study`).
 ///
 /// Running the same command again skips finished runs, resumes interrupted
 /// ones from their last checkpoint, and leaves failed ones alone unless
