@@ -174,7 +174,10 @@ fn ablation_hooks<'a>(target: &Target, kind: Kind, ctx: &'a AblCtx) -> Hooks<'a>
                         let key = if kind == Kind::Oracle { (kind, 0, usize::MAX) } else { (kind, l, h) };
                         let w = ctx.weights.get(&key).ok_or_else(|| headlab_model::ModelError::Input(format!("no replacement pattern for {} L{l}.H{h}", kind.name())))?;
                         let diag = ph.diagonal(0, -2, -1); // [B, N]
-                        diag.diag_embed(0, -2, -1) + (diag.ones_like() - &diag).unsqueeze(-1) * w
+                        let repl = diag.diag_embed(0, -2, -1) + (diag.ones_like() - &diag).unsqueeze(-1) * w;
+                        // Rows without weights (oracle: a query without partner) keep the head's own.
+                        let has = w.sum_dim_intlist([-1i64].as_slice(), true, TKind::Float).gt(0.0).to_kind(TKind::Float);
+                        &repl * &has + &ph * (has.ones_like() - &has)
                     };
                     p.select(1, h as i64).f_copy_(&new)?;
                 }
@@ -406,7 +409,7 @@ pub fn ablate_run(run_dir: &Path, ds: &Dataset, opts: &AblateOptions, ctl: &Abla
     let cluster: Vec<usize> = frames.iter().map(|f| f.0).collect();
     let boot = Bootstrap::new(&cluster, opts.bootstrap, opts.seed);
     ab.n_clusters = boot.n_clusters;
-    ab.cluster_unit = "evaluation trajectory".into();
+    ab.cluster_unit = "evaluation trajectories".into();
     if boot.n_clusters < 5 {
         tracing::warn!("the evaluation frames come from only {} trajectories: the bootstrap intervals (over trajectories) are unreliable", boot.n_clusters);
     }
@@ -515,11 +518,13 @@ fn onestep_step(
     Ok(AblationStep { step: 0, onestep, intact: intact_e })
 }
 
-/// Rollouts from frame 0 of `trajs`, intact and with every (target, kind)
-/// ablated (oracle: not measured, the true contact partners of a predicted
-/// state are unknown).
+/// Rollouts from frame 0 of `trajs`, intact and with each kind applied to
+/// the collision heads, each layer and the group (every head when there is
+/// no group); oracle is not run (a predicted state has no true contact
+/// partners). Others are NaN.
 #[allow(clippy::too_many_arguments)]
 fn rollouts(m: &Model, ds: &Dataset, trajs: &[usize], targets: &[Target], kinds: &[Kind], mean_z: &[Tensor], profiles: &[GeoProfile], opts: &AblateOptions) -> Result<RolloutResults> {
+    let group = targets.iter().find(|t| t.name == "collision");
     let (nl, nh) = (m.config.n_layers, m.config.n_heads);
     let (n, dim) = (ds.n_particles, ds.dim());
     let dt = ds.frame_dt() as f32;
@@ -568,8 +573,13 @@ fn rollouts(m: &Model, ds: &Dataset, trajs: &[usize], targets: &[Target], kinds:
     let rboot = Bootstrap::new(&(0..r).collect::<Vec<_>>(), opts.bootstrap, opts.seed ^ 0x9011);
     let mut metrics: BTreeMap<String, Vec<f64>> = ROLLOUT_METRICS.iter().map(|m| (m.to_string(), Vec::new())).collect();
     for tg in targets {
+        // The collision heads, the layers and the group (all heads when there is no group).
+        let wanted = match group {
+            Some(g) => tg.heads.len() > 1 || tg.heads.first().is_some_and(|h| g.heads.contains(h)),
+            None => true,
+        };
         for &k in kinds {
-            let errs = if k == Kind::Oracle { None } else { Some(run(Some((tg, k)))?) };
+            let errs = if k == Kind::Oracle || !wanted { None } else { Some(run(Some((tg, k)))?) };
             for (hi, mname) in ROLLOUT_METRICS.iter().enumerate() {
                 let e = match &errs {
                     Some(e) if intact[hi].iter().all(|v| v.is_finite()) => rboot.estimate(|w| headlab_analysis::ablation::weighted_ratio(w, &e[hi], &intact[hi])),
@@ -589,7 +599,8 @@ fn rollouts(m: &Model, ds: &Dataset, trajs: &[usize], targets: &[Target], kinds:
 /// for every head (hook_z at the query) and every layer's residual stream
 /// (hook_resid_post at the query), the share of the clean − corrupted
 /// difference in the query's predicted Δv that patching restores
-/// (denoising) or destroys (noising), mean over pairs with a bootstrap CI.
+/// (denoising) or destroys (noising): Σ (p − k)·(c − k) / Σ |c − k|² over
+/// pairs, with a bootstrap CI over pairs.
 fn patching(m: &Model, ds: &Dataset, frames: &[(usize, usize)], contacts: &[&ContactSet], opts: &AblateOptions) -> Result<PatchingResults> {
     let (nl, nh) = (m.config.n_layers, m.config.n_heads);
     let (n, dim) = (ds.n_particles, ds.dim());
@@ -664,21 +675,20 @@ fn patching(m: &Model, ds: &Dataset, frames: &[(usize, usize)], contacts: &[&Con
         }
         dv_q(&m.run_with_hooks(x, &mut hooks)?)
     };
+    // Shares of the summed squared difference (pairs weighted by |c − k|²: a
+    // mean of per-pair fractions is dominated by pairs whose difference is tiny).
     let pboot = Bootstrap::new(&(0..pairs.len()).collect::<Vec<_>>(), opts.bootstrap, opts.seed ^ 0x9A7C);
-    let mean_est = |vals: &[f64]| -> Est {
-        let ok: Vec<f64> = vals.iter().map(|v| if v.is_finite() { 1.0 } else { 0.0 }).collect();
-        let vv: Vec<f64> = vals.iter().map(|v| if v.is_finite() { *v } else { 0.0 }).collect();
-        pboot.estimate(|w| headlab_analysis::ablation::weighted_ratio(w, &vv, &ok))
-    };
+    let den: Vec<f64> = gaps.iter().map(|g| g * g).collect();
     let mut denoise = Vec::new();
     let mut noise = Vec::new();
     for site in &sites {
         let pd = patched(&xk, &cc, site)?;
         let pn = patched(&xc, &ck, site)?;
-        let rd: Vec<f64> = (0..pairs.len()).map(|b| recovery(&vc[b], &vk[b], &pd[b]).unwrap_or(f64::NAN)).collect();
-        let rn: Vec<f64> = (0..pairs.len()).map(|b| recovery(&vc[b], &vk[b], &pn[b]).map(|r| 1.0 - r).unwrap_or(f64::NAN)).collect();
-        denoise.extend(mean_est(&rd).to_array());
-        noise.extend(mean_est(&rn).to_array());
+        // recovery · |c − k|² = (p − k)·(c − k)
+        let nd: Vec<f64> = (0..pairs.len()).map(|b| recovery(&vc[b], &vk[b], &pd[b]).map(|r| r * den[b]).unwrap_or(0.0)).collect();
+        let nn: Vec<f64> = (0..pairs.len()).map(|b| recovery(&vc[b], &vk[b], &pn[b]).map(|r| (1.0 - r) * den[b]).unwrap_or(0.0)).collect();
+        denoise.extend(pboot.estimate(|w| headlab_analysis::ablation::weighted_ratio(w, &nd, &den)).to_array());
+        noise.extend(pboot.estimate(|w| headlab_analysis::ablation::weighted_ratio(w, &nn, &den)).to_array());
     }
     let median = |v: &[f64]| {
         let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();

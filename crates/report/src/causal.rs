@@ -96,7 +96,7 @@ pub(crate) fn section(out: &Path, prefix: &str, an: &Analysis, series: &str, a: 
 
     // Rollouts.
     if let Some(r) = &a.rollout {
-        let _ = write!(h, "<p>Rollouts at step {} ({} validation trajectories from frame 0): mean squared position error with the heads ablated / intact, after 10 and 50 frames (intervals: bootstrap over rollouts; oracle not run, a predicted state has no true contact partners).</p><table><tr><th>ablated</th>", r.step, r.n_rollouts);
+        let _ = write!(h, "<p>Rollouts at step {} ({} validation trajectories from frame 0): mean squared position error with the heads ablated / intact, after 10 and 50 frames (intervals: bootstrap over rollouts; run for the collision heads, the layers and the group; oracle not run, a predicted state has no true contact partners).</p><table><tr><th>ablated</th>", r.step, r.n_rollouts);
         for k in &a.kinds {
             let _ = write!(h, "<th>{}</th>", k.name());
         }
@@ -142,7 +142,7 @@ pub(crate) fn section(out: &Path, prefix: &str, an: &Analysis, series: &str, a: 
             p.median_true_dv,
             esc(&site_lines.join("; "))
         );
-        let _ = writeln!(h, "<figure><img src=\"{}\" alt=\"activation patching\"><figcaption>Per site, the share of the clean − corrupted difference in the query's predicted velocity change that patching restores (green: clean activation into the corrupted run) or destroys (orange: corrupted into clean), mean over pairs with a 95 % bootstrap interval over pairs. The last layer's residual stream restores everything by construction (a check).</figcaption></figure>", esc(&f));
+        let _ = writeln!(h, "<figure><img src=\"{}\" alt=\"activation patching\"><figcaption>Per site, the share of the clean − corrupted difference in the query's predicted velocity change that patching restores (green: clean activation into the corrupted run) or destroys (orange: corrupted into clean): Σ (patched − corrupted)·(clean − corrupted) / Σ |clean − corrupted|² over pairs, with a 95 % bootstrap interval over pairs. The last layer's residual stream restores everything by construction (a check).</figcaption></figure>", esc(&f));
     }
     Ok((h, summary))
 }
