@@ -1027,12 +1027,12 @@ pub fn effect_sentence(a: &Ablation, s: usize, target: usize, kind: Kind) -> Opt
     if !c.value.is_finite() || !f.value.is_finite() {
         return Some(format!("Ablating {name} ({}): not measured (no contact or no free particles in the evaluation frames).", kind.name()));
     }
-    let what = match kind {
-        Kind::OffSelf => format!("{name}'s off-self attention"),
-        Kind::Zero => format!("{name} (zero)"),
-        Kind::Mean => format!("{name} (mean)"),
-        Kind::Resample => format!("{name} (resample)"),
-        _ => format!("{name} ({})", kind.name()),
+    let group = a.targets.get(target).filter(|t| t.name == "collision").map(|t| t.heads.iter().map(|&(l, h)| head_name(l, h)).collect::<Vec<_>>().join(" + "));
+    let what = match (kind, &group) {
+        (Kind::OffSelf, Some(g)) => format!("the off-self attention of the collision heads {g} together"),
+        (_, Some(g)) => format!("the collision heads {g} together ({})", kind.name()),
+        (Kind::OffSelf, None) => format!("{name}'s off-self attention"),
+        (_, None) => format!("{name} ({})", kind.name()),
     };
     if !c.excludes(1.0) && !f.excludes(1.0) {
         return Some(format!(
@@ -1041,14 +1041,43 @@ pub fn effect_sentence(a: &Ablation, s: usize, target: usize, kind: Kind) -> Opt
             fmt_ratio(f)
         ));
     }
+    let mark = |e: Est| if e.excludes(1.0) { "" } else { " (no measurable change)" };
     let verdict = if sel.excludes(1.0) && sel.value > 1.0 {
         format!("it hurts contact particles selectively (contact/free ratio {})", fmt_ratio(sel))
     } else if sel.excludes(1.0) {
         format!("it hurts free particles more (contact/free ratio {})", fmt_ratio(sel))
     } else {
-        format!("contact and free particles are hurt alike within error (contact/free ratio {})", fmt_ratio(sel))
+        format!("contact and free particles are affected alike within error (contact/free ratio {})", fmt_ratio(sel))
     };
-    Some(format!("Ablating {what} raises the one-step error of particles in contact by {} and of free particles by {}: {verdict}.", fmt_ratio(c), fmt_ratio(f)))
+    Some(format!(
+        "Ablating {what} multiplies the one-step error of particles in contact by {}{} and of free particles by {}{}: {verdict}.",
+        fmt_ratio(c),
+        mark(c),
+        fmt_ratio(f),
+        mark(f)
+    ))
+}
+
+/// One sentence on how much of the off-self damage a replacement pattern
+/// repairs (`share_of_offself`), and what that says about the head's own attention.
+pub fn share_sentence(kind: Kind, share: Est) -> String {
+    if !share.value.is_finite() {
+        return format!("The {} pattern's share of the off-self damage is undefined (off-self ablation does no damage to repair).", kind.name());
+    }
+    let verdict = if !(share.lo.is_finite() && share.hi.is_finite()) {
+        "no reliable interval".to_string()
+    } else if share.hi < 0.0 {
+        "it does worse than no off-self attention at all".into()
+    } else if share.lo <= 0.0 {
+        "not distinguishable from no off-self attention".into()
+    } else if share.hi < 1.0 {
+        "the head's own attention does better than this pattern".into()
+    } else if share.lo > 1.0 {
+        "this pattern does better than the head's own attention".into()
+    } else {
+        "as good as the head's own attention within error".into()
+    };
+    format!("Replacing its off-self attention by the {} pattern repairs {} of the off-self damage to contact particles: {verdict}.", kind.name(), fmt_est(share))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use headlab_analysis::ablation::{effect_sentence, fmt_est, read_ablation, Est, Kind};
+use headlab_analysis::ablation::{effect_sentence, fmt_est, read_ablation, share_sentence, Est, Kind};
 use headlab_probe::ablate::{ablate_run, AblateControl, AblateOptions};
 use headlab_train::TrainConfig;
 
@@ -157,11 +157,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         for k in [Kind::GeoDistance, Kind::GeoApproach, Kind::Oracle] {
-            if let Some(ki) = a.kind_index(k) {
-                let sh = a.onestep_est("share_of_offself", last, t, ki);
-                if sh.value.is_finite() {
-                    println!("    the {} pattern repairs {} of the off-self damage to contact particles", k.name(), fmt_est(sh));
-                }
+            if let (Some(ki), Some(_)) = (a.kind_index(k), a.kind_index(Kind::OffSelf)) {
+                println!("    {}", share_sentence(k, a.onestep_est("share_of_offself", last, t, ki)));
             }
         }
     }
