@@ -35,7 +35,7 @@ fn ablate_a_tiny_run() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let scene = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenes/demo.toml");
-    ok(&["simulate", "--scene", scene, "--trajectories", "10", "--frames", "24", "--out", "data.h5", "--threads", "1", "--quiet"], d);
+    ok(&["simulate", "--scene", scene, "--trajectories", "40", "--frames", "24", "--out", "data.h5", "--threads", "1", "--quiet"], d);
     ok(&["train", "--data", "data.h5", "--out", "run", "--steps", "40", "--threads", "1", "--device", "cpu", "--quiet"], d);
     fails(&["ablate", "run", "--device", "cpu"], d, &["analysis.h5", "headlab probe"]);
     ok(&["probe", "run", "--eval-frames", "24", "--cache-frames", "0", "--device", "cpu"], d);
@@ -54,7 +54,8 @@ fn ablate_a_tiny_run() {
     assert_eq!(a.kinds.len(), 7);
     let group = a.group().expect("the group is a target");
     assert_eq!(group.heads, vec![(1, 0), (1, 1)]);
-    // Zeroing a whole layer changes the prediction; the interval brackets the estimate.
+    // Zeroing a whole layer changes the prediction; the interval (over the 4
+    // validation trajectories) brackets the estimate.
     let (tl, kz) = (a.target_index("L0").unwrap(), a.kind_index(Kind::Zero).unwrap());
     let e = a.onestep_est("free_ratio", 1, tl, kz);
     assert!(e.value.is_finite() && e.value != 1.0, "{e:?}");
