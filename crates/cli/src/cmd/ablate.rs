@@ -6,9 +6,9 @@ use headlab_analysis::ablation::{effect_sentence, fmt_est, read_ablation, share_
 use headlab_probe::ablate::{ablate_run, AblateControl, AblateOptions};
 use headlab_train::TrainConfig;
 
-/// Causal tests of the heads of a probed run: does a head that attends to
-/// the right particles actually do the work?
+/// Causal tests of the heads: ablation and activation patching.
 ///
+/// Does a head that attends to the right particles actually do the work?
 /// On the probe's evaluation frames (RUN/analysis.h5: run `headlab probe`
 /// first), every head, every whole layer and the group of collision heads
 /// (those meeting the probe's bar; --group names others) is ablated in
