@@ -78,6 +78,16 @@ fn ablate_a_tiny_run() {
     assert!(t.contains("ablated 0 checkpoint(s) (2 already done)"), "{t}");
     fails(&["ablate", "run", "--steps", &pick, "--kinds", "zero", "--device", "cpu"], d, &["ablation.h5", "--fresh"]);
 
+    // eval --ablate writes the same rollouts with a head ablated, for the viewer.
+    let t = ok(&["eval", "run", "--rollouts", "2", "--horizon", "5", "--ablate", "L1.H0:zero", "--device", "cpu"], d);
+    assert!(t.contains("with L1.H0 ablated (zero)"), "{t}");
+    let f = d.join(format!("run/eval/ablated_step_{last:08}_L1.H0_zero.h5"));
+    let ro = headlab_store::dataset::read_dataset(&f).unwrap();
+    let intact = headlab_store::dataset::read_dataset(&d.join(format!("run/eval/rollout_step_{last:08}.h5"))).unwrap();
+    assert_eq!((ro.n_traj, ro.n_frames), (intact.n_traj, intact.n_frames));
+    assert_ne!(ro.positions, intact.positions, "zeroing L1.H0 left the rollout unchanged");
+    fails(&["eval", "run", "--ablate", "L1.H0:oracle", "--device", "cpu"], d, &["oracle", "true contact partners"]);
+
     // The report shows the causal evidence.
     ok(&["report", "run"], d);
     let html = std::fs::read_to_string(d.join("run/report/index.html")).unwrap();

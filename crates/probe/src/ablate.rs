@@ -525,8 +525,6 @@ fn onestep_step(
 #[allow(clippy::too_many_arguments)]
 fn rollouts(m: &Model, ds: &Dataset, trajs: &[usize], targets: &[Target], kinds: &[Kind], mean_z: &[Tensor], profiles: &[GeoProfile], opts: &AblateOptions) -> Result<RolloutResults> {
     let group = targets.iter().find(|t| t.name == "collision");
-    let (nl, nh) = (m.config.n_layers, m.config.n_heads);
-    let (n, dim) = (ds.n_particles, ds.dim());
     let dt = ds.frame_dt() as f32;
     let horizon = ROLLOUT_HORIZONS.iter().copied().max().unwrap_or(0).min(ds.n_frames.saturating_sub(1));
     let r = trajs.len();
@@ -536,30 +534,7 @@ fn rollouts(m: &Model, ds: &Dataset, trajs: &[usize], targets: &[Target], kinds:
         let mut st = State::from_dataset(ds, &trajs.iter().map(|&t| (t, 0)).collect::<Vec<_>>(), m.device());
         let mut errs = vec![vec![f64::NAN; r]; ROLLOUT_HORIZONS.len()];
         for s in 1..=horizon {
-            let x = m.norm.features(&st);
-            let y = match target {
-                None => m.forward(&x)?,
-                Some((tg, k)) => {
-                    let resample_z = if k == Kind::Resample {
-                        let (_, cache) = m.run_with_cache(&x, |n| n.ends_with("attn.hook_z"))?;
-                        let perm = Tensor::from_slice(&derangement(r, opts.seed ^ s as u64)).to(m.device());
-                        (0..nl).map(|l| Ok(z_of(&cache, l)?.index_select(0, &perm))).collect::<Result<Vec<_>>>()?
-                    } else {
-                        vec![]
-                    };
-                    let weights = if matches!(k, Kind::GeoDistance | Kind::GeoApproach) {
-                        weights_for(&[k], nl, nh, profiles, &host(&st.pos)?, &host(&st.vel)?, &host(&st.radii)?, None, n, dim, dt, m.device())
-                    } else {
-                        HashMap::new()
-                    };
-                    let ctx = AblCtx { mean_z: mean_z.iter().map(|t| t.shallow_clone()).collect(), resample_z, weights };
-                    let mut hooks = ablation_hooks(tg, k, &ctx);
-                    m.run_with_hooks(&x, &mut hooks)?
-                }
-            };
-            let y = m.norm.denormalize(&y);
-            let d = dim as i64;
-            st = State { pos: &st.pos + y.narrow(-1, 0, d), vel: &st.vel + y.narrow(-1, d, d), radii: st.radii.shallow_clone(), masses: st.masses.shallow_clone() };
+            st = ablated_step(m, &st, target, mean_z, profiles, opts.seed ^ s as u64, dt)?;
             for (hi, &h) in ROLLOUT_HORIZONS.iter().enumerate() {
                 if h == s {
                     let e = (&st.pos - &truth[hi]).square().mean_dim([1i64, 2].as_slice(), false, TKind::Double);
@@ -593,6 +568,89 @@ fn rollouts(m: &Model, ds: &Dataset, trajs: &[usize], targets: &[Target], kinds:
     }
     let intact_est: Vec<f64> = (0..ROLLOUT_HORIZONS.len()).flat_map(|hi| rboot.estimate(|w| headlab_analysis::ablation::weighted_ratio(w, &intact[hi], &vec![1.0; r])).to_array()).collect();
     Ok(RolloutResults { step: 0, n_rollouts: r, metrics, intact: intact_est })
+}
+
+/// One rollout step of a batch of states with `target` ablated by `kind`
+/// (`None`: intact). Resample takes hook_z from another state of the batch
+/// (the intact model on it); geometry patterns are built from the current state.
+fn ablated_step(m: &Model, st: &State, target: Option<(&Target, Kind)>, mean_z: &[Tensor], profiles: &[GeoProfile], seed: u64, dt: f32) -> Result<State> {
+    let (nl, nh) = (m.config.n_layers, m.config.n_heads);
+    let dim = m.norm.dimension;
+    let sz = st.pos.size();
+    let (r, n) = (sz[0] as usize, sz[1] as usize);
+    let x = m.norm.features(st);
+    let y = match target {
+        None => m.forward(&x)?,
+        Some((_, Kind::Oracle)) => return Err(run_err(Path::new("<rollout>"), "the oracle pattern needs the true contact partners, which a predicted state does not have")),
+        Some((tg, k)) => {
+            let resample_z = if k == Kind::Resample {
+                let (_, cache) = m.run_with_cache(&x, |n| n.ends_with("attn.hook_z"))?;
+                let perm = Tensor::from_slice(&derangement(r, seed)).to(m.device());
+                (0..nl).map(|l| Ok(z_of(&cache, l)?.index_select(0, &perm))).collect::<Result<Vec<_>>>()?
+            } else {
+                vec![]
+            };
+            let weights = if matches!(k, Kind::GeoDistance | Kind::GeoApproach) {
+                weights_for(&[k], nl, nh, profiles, &host(&st.pos)?, &host(&st.vel)?, &host(&st.radii)?, None, n, dim, dt, m.device())
+            } else {
+                HashMap::new()
+            };
+            let ctx = AblCtx { mean_z: mean_z.iter().map(|t| t.shallow_clone()).collect(), resample_z, weights };
+            let mut hooks = ablation_hooks(tg, k, &ctx);
+            m.run_with_hooks(&x, &mut hooks)?
+        }
+    };
+    let y = m.norm.denormalize(&y);
+    let d = dim as i64;
+    Ok(State { pos: &st.pos + y.narrow(-1, 0, d), vel: &st.vel + y.narrow(-1, d, d), radii: st.radii.shallow_clone(), masses: st.masses.shallow_clone() })
+}
+
+/// A rollout of checkpoint `step` from frame 0 of `trajs` over `horizon`
+/// frames with `kind` applied to `target` (for `headlab eval --ablate`):
+/// positions and velocities [traj, frame, n, d] (frame 0 = the data) and the
+/// mean squared position error against the data at each frame. Mean and
+/// geometry kinds use 256 training frames (not from the validation set).
+#[allow(clippy::too_many_arguments)]
+pub fn ablated_rollout(run_dir: &Path, step: u64, ds: &Dataset, trajs: &[usize], horizon: usize, target: &Target, kind: Kind, device: headlab_model::DeviceSpec) -> Result<(Vec<f32>, Vec<f32>, Vec<f64>)> {
+    let m = Model::load(&headlab_store::checkpoint::checkpoint_path(run_dir, step), device.resolve()?)?;
+    let (n, dim) = (ds.n_particles, ds.dim());
+    for &(l, h) in &target.heads {
+        if l >= m.config.n_layers || h >= m.config.n_heads {
+            return Err(ProbeError::Config { key: "ablate".into(), value: target.name.clone(), hint: format!("the model has {} layers × {} heads", m.config.n_layers, m.config.n_heads) });
+        }
+    }
+    let val = crate::run::eval_trajectories(run_dir, ds)?;
+    let mut train_frames: Vec<(usize, usize)> = (0..ds.n_traj).filter(|t| !val.contains(t)).flat_map(|t| (0..ds.n_frames.saturating_sub(1)).map(move |f| (t, f))).collect();
+    if train_frames.is_empty() {
+        train_frames = (0..ds.n_traj).flat_map(|t| (0..ds.n_frames.saturating_sub(1)).map(move |f| (t, f))).collect();
+    }
+    train_frames.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(0x7A1));
+    train_frames.truncate(256);
+    let horizon = horizon.min(ds.n_frames.saturating_sub(1));
+    let dt = ds.frame_dt() as f32;
+    tch::no_grad(|| {
+        let (mean_z, profiles) = training_stats(&m, ds, &train_frames, &headlab_analysis::metrics::default_g_edges())?;
+        let b = trajs.len();
+        let frames = horizon + 1;
+        let mut positions = vec![0f32; b * frames * n * dim];
+        let mut velocities = vec![0f32; b * frames * n * dim];
+        let mut mse = Vec::with_capacity(frames);
+        let mut st = State::from_dataset(ds, &trajs.iter().map(|&t| (t, 0)).collect::<Vec<_>>(), m.device());
+        for f in 0..frames {
+            if f > 0 {
+                st = ablated_step(&m, &st, Some((target, kind)), &mean_z, &profiles, f as u64, dt)?;
+            }
+            let truth = State::from_dataset(ds, &trajs.iter().map(|&t| (t, f)).collect::<Vec<_>>(), m.device());
+            mse.push((&st.pos - &truth.pos).square().mean(TKind::Double).double_value(&[]));
+            let (p, v) = (host(&st.pos)?, host(&st.vel)?);
+            for t in 0..b {
+                let dst = (t * frames + f) * n * dim;
+                positions[dst..dst + n * dim].copy_from_slice(&p[t * n * dim..(t + 1) * n * dim]);
+                velocities[dst..dst + n * dim].copy_from_slice(&v[t * n * dim..(t + 1) * n * dim]);
+            }
+        }
+        Ok((positions, velocities, mse))
+    })
 }
 
 /// Activation patching on counterfactual pairs (see `move_out_of_reach`):
