@@ -35,7 +35,7 @@ fn ablate_a_tiny_run() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let scene = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenes/demo.toml");
-    ok(&["simulate", "--scene", scene, "--trajectories", "10", "--frames", "24", "--out", "data.h5", "--threads", "1", "--quiet"], d);
+    ok(&["simulate", "--scene", scene, "--trajectories", "40", "--frames", "24", "--out", "data.h5", "--threads", "1", "--quiet"], d);
     ok(&["train", "--data", "data.h5", "--out", "run", "--steps", "40", "--threads", "1", "--device", "cpu", "--quiet"], d);
     fails(&["ablate", "run", "--device", "cpu"], d, &["analysis.h5", "headlab probe"]);
     ok(&["probe", "run", "--eval-frames", "24", "--cache-frames", "0", "--device", "cpu"], d);
@@ -54,7 +54,8 @@ fn ablate_a_tiny_run() {
     assert_eq!(a.kinds.len(), 7);
     let group = a.group().expect("the group is a target");
     assert_eq!(group.heads, vec![(1, 0), (1, 1)]);
-    // Zeroing a whole layer changes the prediction; the interval brackets the estimate.
+    // Zeroing a whole layer changes the prediction; the interval (over the 4
+    // validation trajectories) brackets the estimate.
     let (tl, kz) = (a.target_index("L0").unwrap(), a.kind_index(Kind::Zero).unwrap());
     let e = a.onestep_est("free_ratio", 1, tl, kz);
     assert!(e.value.is_finite() && e.value != 1.0, "{e:?}");
@@ -76,6 +77,16 @@ fn ablate_a_tiny_run() {
     let t = ok(&args, d);
     assert!(t.contains("ablated 0 checkpoint(s) (2 already done)"), "{t}");
     fails(&["ablate", "run", "--steps", &pick, "--kinds", "zero", "--device", "cpu"], d, &["ablation.h5", "--fresh"]);
+
+    // eval --ablate writes the same rollouts with a head ablated, for the viewer.
+    let t = ok(&["eval", "run", "--rollouts", "2", "--horizon", "5", "--ablate", "L1.H0:zero", "--device", "cpu"], d);
+    assert!(t.contains("with L1.H0 ablated (zero)"), "{t}");
+    let f = d.join(format!("run/eval/ablated_step_{last:08}_L1.H0_zero.h5"));
+    let ro = headlab_store::dataset::read_dataset(&f).unwrap();
+    let intact = headlab_store::dataset::read_dataset(&d.join(format!("run/eval/rollout_step_{last:08}.h5"))).unwrap();
+    assert_eq!((ro.n_traj, ro.n_frames), (intact.n_traj, intact.n_frames));
+    assert_ne!(ro.positions, intact.positions, "zeroing L1.H0 left the rollout unchanged");
+    fails(&["eval", "run", "--ablate", "L1.H0:oracle", "--device", "cpu"], d, &["oracle", "true contact partners"]);
 
     // The report shows the causal evidence.
     ok(&["report", "run"], d);

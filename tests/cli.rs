@@ -188,7 +188,7 @@ fn every_subcommand_has_help() {
     let o = headlab(&["--help"], dir.path());
     let top = text(&o);
     assert!(o.status.success());
-    for sub in ["demo", "simulate", "inspect", "train", "eval", "probe", "fit", "report", "llc", "sweep", "study", "lens"] {
+    for sub in ["demo", "simulate", "inspect", "train", "eval", "probe", "ablate", "fit", "report", "llc", "sweep", "study", "lens"] {
         assert!(top.contains(sub), "top-level help lacks {sub}");
         let o = headlab(&[sub, "--help"], dir.path());
         assert!(o.status.success(), "{sub} --help failed: {}", text(&o));

@@ -51,8 +51,9 @@ pub enum Kind {
     /// Like `GeoDistance`, on distance and the distance after one frame of
     /// free flight (distance and approach rate).
     GeoApproach,
-    /// The head keeps a_ii; its off-self attention goes evenly to the true
-    /// contact partners of the interval (uniform over the others when none).
+    /// The head keeps a_ii; a query's off-self attention goes evenly to its
+    /// true contact partners of the interval (queries without partner keep
+    /// the head's own attention).
     Oracle,
 }
 
@@ -89,7 +90,7 @@ impl Kind {
             Kind::OffSelf => "is what the head reads from other particles needed? (keeps the self-copy, drops all off-self attention)",
             Kind::GeoDistance => "can a pattern built from distance alone do the head's off-self job?",
             Kind::GeoApproach => "can a pattern built from distance and approach rate do the head's off-self job?",
-            Kind::Oracle => "does sending the off-self attention exactly to the true contact partners do the job (an upper bound for selection)?",
+            Kind::Oracle => "does sending a contact query's off-self attention exactly to its true partners do the job as well (the best possible selection; free queries keep the head's own attention)?",
         }
     }
 }
@@ -480,9 +481,11 @@ impl GeoProfile {
 
 /// Off-self weights [N, N] of a pattern replacement for one frame: zero
 /// diagonal, rows summing to 1. `GeoDistance`/`GeoApproach` use `profile`;
-/// `Oracle` uses `contacts` (uniform over the others for a query without
-/// partner). Rows whose weights are all zero or undefined become uniform
-/// over the others. Other kinds give uniform rows.
+/// `Oracle` uses `contacts`: evenly over the query's partners, and an
+/// all-zero row for a query without partner (the driver then keeps the
+/// head's own row: the oracle only changes where there is a contact).
+/// Other rows whose weights are all zero or undefined become uniform over
+/// the others. Other kinds give uniform rows.
 pub fn replacement_weights(kind: Kind, profile: Option<&GeoProfile>, contacts: Option<&ContactSet>, pos: &[f32], vel: &[f32], radii: &[f32], dim: usize, dt: f32) -> Vec<f32> {
     let n = radii.len();
     let mut w = vec![0f32; n * n];
@@ -496,9 +499,7 @@ pub fn replacement_weights(kind: Kind, profile: Option<&GeoProfile>, contacts: O
                     p.value2(r0, r1)
                 }
                 (Kind::Oracle, _, Some(c)) => {
-                    if c.degree(i) == 0 {
-                        1.0
-                    } else if c.contains(i, j) {
+                    if c.contains(i, j) {
                         1.0
                     } else {
                         0.0
@@ -511,7 +512,7 @@ pub fn replacement_weights(kind: Kind, profile: Option<&GeoProfile>, contacts: O
         let s: f32 = row.iter().sum();
         if s > 0.0 && s.is_finite() {
             row.iter_mut().for_each(|x| *x /= s);
-        } else if n > 1 {
+        } else if n > 1 && kind != Kind::Oracle {
             for (j, x) in row.iter_mut().enumerate() {
                 *x = if j == i { 0.0 } else { 1.0 / (n - 1) as f32 };
             }
@@ -724,7 +725,7 @@ pub struct Ablation {
     pub n_eval_frames: usize,
     /// Number of bootstrap clusters.
     pub n_clusters: usize,
-    /// What a bootstrap cluster is ("evaluation trajectory").
+    /// What the bootstrap clusters are ("evaluation trajectories").
     pub cluster_unit: String,
     /// What was ablated.
     pub targets: Vec<Target>,
@@ -1026,12 +1027,12 @@ pub fn effect_sentence(a: &Ablation, s: usize, target: usize, kind: Kind) -> Opt
     if !c.value.is_finite() || !f.value.is_finite() {
         return Some(format!("Ablating {name} ({}): not measured (no contact or no free particles in the evaluation frames).", kind.name()));
     }
-    let what = match kind {
-        Kind::OffSelf => format!("{name}'s off-self attention"),
-        Kind::Zero => format!("{name} (zero)"),
-        Kind::Mean => format!("{name} (mean)"),
-        Kind::Resample => format!("{name} (resample)"),
-        _ => format!("{name} ({})", kind.name()),
+    let group = a.targets.get(target).filter(|t| t.name == "collision").map(|t| t.heads.iter().map(|&(l, h)| head_name(l, h)).collect::<Vec<_>>().join(" + "));
+    let what = match (kind, &group) {
+        (Kind::OffSelf, Some(g)) => format!("the off-self attention of the collision heads {g} together"),
+        (_, Some(g)) => format!("the collision heads {g} together ({})", kind.name()),
+        (Kind::OffSelf, None) => format!("{name}'s off-self attention"),
+        (_, None) => format!("{name} ({})", kind.name()),
     };
     if !c.excludes(1.0) && !f.excludes(1.0) {
         return Some(format!(
@@ -1040,14 +1041,43 @@ pub fn effect_sentence(a: &Ablation, s: usize, target: usize, kind: Kind) -> Opt
             fmt_ratio(f)
         ));
     }
+    let mark = |e: Est| if e.excludes(1.0) { "" } else { " (no measurable change)" };
     let verdict = if sel.excludes(1.0) && sel.value > 1.0 {
         format!("it hurts contact particles selectively (contact/free ratio {})", fmt_ratio(sel))
     } else if sel.excludes(1.0) {
         format!("it hurts free particles more (contact/free ratio {})", fmt_ratio(sel))
     } else {
-        format!("contact and free particles are hurt alike within error (contact/free ratio {})", fmt_ratio(sel))
+        format!("contact and free particles are affected alike within error (contact/free ratio {})", fmt_ratio(sel))
     };
-    Some(format!("Ablating {what} raises the one-step error of particles in contact by {} and of free particles by {}: {verdict}.", fmt_ratio(c), fmt_ratio(f)))
+    Some(format!(
+        "Ablating {what} multiplies the one-step error of particles in contact by {}{} and of free particles by {}{}: {verdict}.",
+        fmt_ratio(c),
+        mark(c),
+        fmt_ratio(f),
+        mark(f)
+    ))
+}
+
+/// One sentence on how much of the off-self damage a replacement pattern
+/// repairs (`share_of_offself`), and what that says about the head's own attention.
+pub fn share_sentence(kind: Kind, share: Est) -> String {
+    if !share.value.is_finite() {
+        return format!("The {} pattern's share of the off-self damage is undefined (off-self ablation does no damage to repair).", kind.name());
+    }
+    let verdict = if !(share.lo.is_finite() && share.hi.is_finite()) {
+        "no reliable interval".to_string()
+    } else if share.hi < 0.0 {
+        "it does worse than no off-self attention at all".into()
+    } else if share.lo <= 0.0 {
+        "not distinguishable from no off-self attention".into()
+    } else if share.hi < 1.0 {
+        "the head's own attention does better than this pattern".into()
+    } else if share.lo > 1.0 {
+        "this pattern does better than the head's own attention".into()
+    } else {
+        "as good as the head's own attention within error".into()
+    };
+    format!("Replacing its off-self attention by the {} pattern repairs {} of the off-self damage to contact particles: {verdict}.", kind.name(), fmt_est(share))
 }
 
 #[cfg(test)]
@@ -1161,7 +1191,7 @@ mod tests {
         assert_eq!(&w[6..9], &[0.5, 0.5, 0.0]);
         let c = cs(3, &[(1, 2)]);
         let w = replacement_weights(Kind::Oracle, None, Some(&c), &pos, &vel, &radii, 2, 0.01);
-        assert_eq!(&w[0..3], &[0.0, 0.5, 0.5]); // no partner: uniform
+        assert_eq!(&w[0..3], &[0.0, 0.0, 0.0]); // no partner: the driver keeps the head's row
         assert_eq!(&w[3..6], &[0.0, 0.0, 1.0]);
         assert_eq!(&w[6..9], &[0.0, 1.0, 0.0]);
     }

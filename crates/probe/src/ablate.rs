@@ -174,7 +174,10 @@ fn ablation_hooks<'a>(target: &Target, kind: Kind, ctx: &'a AblCtx) -> Hooks<'a>
                         let key = if kind == Kind::Oracle { (kind, 0, usize::MAX) } else { (kind, l, h) };
                         let w = ctx.weights.get(&key).ok_or_else(|| headlab_model::ModelError::Input(format!("no replacement pattern for {} L{l}.H{h}", kind.name())))?;
                         let diag = ph.diagonal(0, -2, -1); // [B, N]
-                        diag.diag_embed(0, -2, -1) + (diag.ones_like() - &diag).unsqueeze(-1) * w
+                        let repl = diag.diag_embed(0, -2, -1) + (diag.ones_like() - &diag).unsqueeze(-1) * w;
+                        // Rows without weights (oracle: a query without partner) keep the head's own.
+                        let has = w.sum_dim_intlist([-1i64].as_slice(), true, TKind::Float).gt(0.0).to_kind(TKind::Float);
+                        &repl * &has + &ph * (has.ones_like() - &has)
                     };
                     p.select(1, h as i64).f_copy_(&new)?;
                 }
@@ -406,7 +409,7 @@ pub fn ablate_run(run_dir: &Path, ds: &Dataset, opts: &AblateOptions, ctl: &Abla
     let cluster: Vec<usize> = frames.iter().map(|f| f.0).collect();
     let boot = Bootstrap::new(&cluster, opts.bootstrap, opts.seed);
     ab.n_clusters = boot.n_clusters;
-    ab.cluster_unit = "evaluation trajectory".into();
+    ab.cluster_unit = "evaluation trajectories".into();
     if boot.n_clusters < 5 {
         tracing::warn!("the evaluation frames come from only {} trajectories: the bootstrap intervals (over trajectories) are unreliable", boot.n_clusters);
     }
@@ -515,13 +518,13 @@ fn onestep_step(
     Ok(AblationStep { step: 0, onestep, intact: intact_e })
 }
 
-/// Rollouts from frame 0 of `trajs`, intact and with every (target, kind)
-/// ablated (oracle: not measured, the true contact partners of a predicted
-/// state are unknown).
+/// Rollouts from frame 0 of `trajs`, intact and with each kind applied to
+/// the collision heads, each layer and the group (every head when there is
+/// no group); oracle is not run (a predicted state has no true contact
+/// partners). Others are NaN.
 #[allow(clippy::too_many_arguments)]
 fn rollouts(m: &Model, ds: &Dataset, trajs: &[usize], targets: &[Target], kinds: &[Kind], mean_z: &[Tensor], profiles: &[GeoProfile], opts: &AblateOptions) -> Result<RolloutResults> {
-    let (nl, nh) = (m.config.n_layers, m.config.n_heads);
-    let (n, dim) = (ds.n_particles, ds.dim());
+    let group = targets.iter().find(|t| t.name == "collision");
     let dt = ds.frame_dt() as f32;
     let horizon = ROLLOUT_HORIZONS.iter().copied().max().unwrap_or(0).min(ds.n_frames.saturating_sub(1));
     let r = trajs.len();
@@ -531,30 +534,7 @@ fn rollouts(m: &Model, ds: &Dataset, trajs: &[usize], targets: &[Target], kinds:
         let mut st = State::from_dataset(ds, &trajs.iter().map(|&t| (t, 0)).collect::<Vec<_>>(), m.device());
         let mut errs = vec![vec![f64::NAN; r]; ROLLOUT_HORIZONS.len()];
         for s in 1..=horizon {
-            let x = m.norm.features(&st);
-            let y = match target {
-                None => m.forward(&x)?,
-                Some((tg, k)) => {
-                    let resample_z = if k == Kind::Resample {
-                        let (_, cache) = m.run_with_cache(&x, |n| n.ends_with("attn.hook_z"))?;
-                        let perm = Tensor::from_slice(&derangement(r, opts.seed ^ s as u64)).to(m.device());
-                        (0..nl).map(|l| Ok(z_of(&cache, l)?.index_select(0, &perm))).collect::<Result<Vec<_>>>()?
-                    } else {
-                        vec![]
-                    };
-                    let weights = if matches!(k, Kind::GeoDistance | Kind::GeoApproach) {
-                        weights_for(&[k], nl, nh, profiles, &host(&st.pos)?, &host(&st.vel)?, &host(&st.radii)?, None, n, dim, dt, m.device())
-                    } else {
-                        HashMap::new()
-                    };
-                    let ctx = AblCtx { mean_z: mean_z.iter().map(|t| t.shallow_clone()).collect(), resample_z, weights };
-                    let mut hooks = ablation_hooks(tg, k, &ctx);
-                    m.run_with_hooks(&x, &mut hooks)?
-                }
-            };
-            let y = m.norm.denormalize(&y);
-            let d = dim as i64;
-            st = State { pos: &st.pos + y.narrow(-1, 0, d), vel: &st.vel + y.narrow(-1, d, d), radii: st.radii.shallow_clone(), masses: st.masses.shallow_clone() };
+            st = ablated_step(m, &st, target, mean_z, profiles, opts.seed ^ s as u64, dt)?;
             for (hi, &h) in ROLLOUT_HORIZONS.iter().enumerate() {
                 if h == s {
                     let e = (&st.pos - &truth[hi]).square().mean_dim([1i64, 2].as_slice(), false, TKind::Double);
@@ -568,8 +548,13 @@ fn rollouts(m: &Model, ds: &Dataset, trajs: &[usize], targets: &[Target], kinds:
     let rboot = Bootstrap::new(&(0..r).collect::<Vec<_>>(), opts.bootstrap, opts.seed ^ 0x9011);
     let mut metrics: BTreeMap<String, Vec<f64>> = ROLLOUT_METRICS.iter().map(|m| (m.to_string(), Vec::new())).collect();
     for tg in targets {
+        // The collision heads, the layers and the group (all heads when there is no group).
+        let wanted = match group {
+            Some(g) => tg.heads.len() > 1 || tg.heads.first().is_some_and(|h| g.heads.contains(h)),
+            None => true,
+        };
         for &k in kinds {
-            let errs = if k == Kind::Oracle { None } else { Some(run(Some((tg, k)))?) };
+            let errs = if k == Kind::Oracle || !wanted { None } else { Some(run(Some((tg, k)))?) };
             for (hi, mname) in ROLLOUT_METRICS.iter().enumerate() {
                 let e = match &errs {
                     Some(e) if intact[hi].iter().all(|v| v.is_finite()) => rboot.estimate(|w| headlab_analysis::ablation::weighted_ratio(w, &e[hi], &intact[hi])),
@@ -585,11 +570,95 @@ fn rollouts(m: &Model, ds: &Dataset, trajs: &[usize], targets: &[Target], kinds:
     Ok(RolloutResults { step: 0, n_rollouts: r, metrics, intact: intact_est })
 }
 
+/// One rollout step of a batch of states with `target` ablated by `kind`
+/// (`None`: intact). Resample takes hook_z from another state of the batch
+/// (the intact model on it); geometry patterns are built from the current state.
+fn ablated_step(m: &Model, st: &State, target: Option<(&Target, Kind)>, mean_z: &[Tensor], profiles: &[GeoProfile], seed: u64, dt: f32) -> Result<State> {
+    let (nl, nh) = (m.config.n_layers, m.config.n_heads);
+    let dim = m.norm.dimension;
+    let sz = st.pos.size();
+    let (r, n) = (sz[0] as usize, sz[1] as usize);
+    let x = m.norm.features(st);
+    let y = match target {
+        None => m.forward(&x)?,
+        Some((_, Kind::Oracle)) => return Err(run_err(Path::new("<rollout>"), "the oracle pattern needs the true contact partners, which a predicted state does not have")),
+        Some((tg, k)) => {
+            let resample_z = if k == Kind::Resample {
+                let (_, cache) = m.run_with_cache(&x, |n| n.ends_with("attn.hook_z"))?;
+                let perm = Tensor::from_slice(&derangement(r, seed)).to(m.device());
+                (0..nl).map(|l| Ok(z_of(&cache, l)?.index_select(0, &perm))).collect::<Result<Vec<_>>>()?
+            } else {
+                vec![]
+            };
+            let weights = if matches!(k, Kind::GeoDistance | Kind::GeoApproach) {
+                weights_for(&[k], nl, nh, profiles, &host(&st.pos)?, &host(&st.vel)?, &host(&st.radii)?, None, n, dim, dt, m.device())
+            } else {
+                HashMap::new()
+            };
+            let ctx = AblCtx { mean_z: mean_z.iter().map(|t| t.shallow_clone()).collect(), resample_z, weights };
+            let mut hooks = ablation_hooks(tg, k, &ctx);
+            m.run_with_hooks(&x, &mut hooks)?
+        }
+    };
+    let y = m.norm.denormalize(&y);
+    let d = dim as i64;
+    Ok(State { pos: &st.pos + y.narrow(-1, 0, d), vel: &st.vel + y.narrow(-1, d, d), radii: st.radii.shallow_clone(), masses: st.masses.shallow_clone() })
+}
+
+/// A rollout of checkpoint `step` from frame 0 of `trajs` over `horizon`
+/// frames with `kind` applied to `target` (for `headlab eval --ablate`):
+/// positions and velocities [traj, frame, n, d] (frame 0 = the data) and the
+/// mean squared position error against the data at each frame. Mean and
+/// geometry kinds use 256 training frames (not from the validation set).
+#[allow(clippy::too_many_arguments)]
+pub fn ablated_rollout(run_dir: &Path, step: u64, ds: &Dataset, trajs: &[usize], horizon: usize, target: &Target, kind: Kind, device: headlab_model::DeviceSpec) -> Result<(Vec<f32>, Vec<f32>, Vec<f64>)> {
+    let m = Model::load(&headlab_store::checkpoint::checkpoint_path(run_dir, step), device.resolve()?)?;
+    let (n, dim) = (ds.n_particles, ds.dim());
+    for &(l, h) in &target.heads {
+        if l >= m.config.n_layers || h >= m.config.n_heads {
+            return Err(ProbeError::Config { key: "ablate".into(), value: target.name.clone(), hint: format!("the model has {} layers × {} heads", m.config.n_layers, m.config.n_heads) });
+        }
+    }
+    let val = crate::run::eval_trajectories(run_dir, ds)?;
+    let mut train_frames: Vec<(usize, usize)> = (0..ds.n_traj).filter(|t| !val.contains(t)).flat_map(|t| (0..ds.n_frames.saturating_sub(1)).map(move |f| (t, f))).collect();
+    if train_frames.is_empty() {
+        train_frames = (0..ds.n_traj).flat_map(|t| (0..ds.n_frames.saturating_sub(1)).map(move |f| (t, f))).collect();
+    }
+    train_frames.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(0x7A1));
+    train_frames.truncate(256);
+    let horizon = horizon.min(ds.n_frames.saturating_sub(1));
+    let dt = ds.frame_dt() as f32;
+    tch::no_grad(|| {
+        let (mean_z, profiles) = training_stats(&m, ds, &train_frames, &headlab_analysis::metrics::default_g_edges())?;
+        let b = trajs.len();
+        let frames = horizon + 1;
+        let mut positions = vec![0f32; b * frames * n * dim];
+        let mut velocities = vec![0f32; b * frames * n * dim];
+        let mut mse = Vec::with_capacity(frames);
+        let mut st = State::from_dataset(ds, &trajs.iter().map(|&t| (t, 0)).collect::<Vec<_>>(), m.device());
+        for f in 0..frames {
+            if f > 0 {
+                st = ablated_step(&m, &st, Some((target, kind)), &mean_z, &profiles, f as u64, dt)?;
+            }
+            let truth = State::from_dataset(ds, &trajs.iter().map(|&t| (t, f)).collect::<Vec<_>>(), m.device());
+            mse.push((&st.pos - &truth.pos).square().mean(TKind::Double).double_value(&[]));
+            let (p, v) = (host(&st.pos)?, host(&st.vel)?);
+            for t in 0..b {
+                let dst = (t * frames + f) * n * dim;
+                positions[dst..dst + n * dim].copy_from_slice(&p[t * n * dim..(t + 1) * n * dim]);
+                velocities[dst..dst + n * dim].copy_from_slice(&v[t * n * dim..(t + 1) * n * dim]);
+            }
+        }
+        Ok((positions, velocities, mse))
+    })
+}
+
 /// Activation patching on counterfactual pairs (see `move_out_of_reach`):
 /// for every head (hook_z at the query) and every layer's residual stream
 /// (hook_resid_post at the query), the share of the clean − corrupted
 /// difference in the query's predicted Δv that patching restores
-/// (denoising) or destroys (noising), mean over pairs with a bootstrap CI.
+/// (denoising) or destroys (noising): Σ (p − k)·(c − k) / Σ |c − k|² over
+/// pairs, with a bootstrap CI over pairs.
 fn patching(m: &Model, ds: &Dataset, frames: &[(usize, usize)], contacts: &[&ContactSet], opts: &AblateOptions) -> Result<PatchingResults> {
     let (nl, nh) = (m.config.n_layers, m.config.n_heads);
     let (n, dim) = (ds.n_particles, ds.dim());
@@ -664,21 +733,20 @@ fn patching(m: &Model, ds: &Dataset, frames: &[(usize, usize)], contacts: &[&Con
         }
         dv_q(&m.run_with_hooks(x, &mut hooks)?)
     };
+    // Shares of the summed squared difference (pairs weighted by |c − k|²: a
+    // mean of per-pair fractions is dominated by pairs whose difference is tiny).
     let pboot = Bootstrap::new(&(0..pairs.len()).collect::<Vec<_>>(), opts.bootstrap, opts.seed ^ 0x9A7C);
-    let mean_est = |vals: &[f64]| -> Est {
-        let ok: Vec<f64> = vals.iter().map(|v| if v.is_finite() { 1.0 } else { 0.0 }).collect();
-        let vv: Vec<f64> = vals.iter().map(|v| if v.is_finite() { *v } else { 0.0 }).collect();
-        pboot.estimate(|w| headlab_analysis::ablation::weighted_ratio(w, &vv, &ok))
-    };
+    let den: Vec<f64> = gaps.iter().map(|g| g * g).collect();
     let mut denoise = Vec::new();
     let mut noise = Vec::new();
     for site in &sites {
         let pd = patched(&xk, &cc, site)?;
         let pn = patched(&xc, &ck, site)?;
-        let rd: Vec<f64> = (0..pairs.len()).map(|b| recovery(&vc[b], &vk[b], &pd[b]).unwrap_or(f64::NAN)).collect();
-        let rn: Vec<f64> = (0..pairs.len()).map(|b| recovery(&vc[b], &vk[b], &pn[b]).map(|r| 1.0 - r).unwrap_or(f64::NAN)).collect();
-        denoise.extend(mean_est(&rd).to_array());
-        noise.extend(mean_est(&rn).to_array());
+        // recovery · |c − k|² = (p − k)·(c − k)
+        let nd: Vec<f64> = (0..pairs.len()).map(|b| recovery(&vc[b], &vk[b], &pd[b]).map(|r| r * den[b]).unwrap_or(0.0)).collect();
+        let nn: Vec<f64> = (0..pairs.len()).map(|b| recovery(&vc[b], &vk[b], &pn[b]).map(|r| (1.0 - r) * den[b]).unwrap_or(0.0)).collect();
+        denoise.extend(pboot.estimate(|w| headlab_analysis::ablation::weighted_ratio(w, &nd, &den)).to_array());
+        noise.extend(pboot.estimate(|w| headlab_analysis::ablation::weighted_ratio(w, &nn, &den)).to_array());
     }
     let median = |v: &[f64]| {
         let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();

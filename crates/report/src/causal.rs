@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use headlab_analysis::ablation::{effect_sentence, fmt_est, fmt_ratio, plot, Ablation, Est, Kind, ROLLOUT_METRICS};
+use headlab_analysis::ablation::{effect_sentence, fmt_est, fmt_ratio, plot, share_sentence, Ablation, Est, Kind, ROLLOUT_METRICS};
 use headlab_store::analysis::Analysis;
 
 use crate::{esc, ReportError, Result};
@@ -29,7 +29,7 @@ pub(crate) fn section(out: &Path, prefix: &str, an: &Analysis, series: &str, a: 
     let _ = writeln!(h, "<h3>Causal evidence (headlab ablate)</h3>");
     let _ = writeln!(
         h,
-        "<p>Each head, each whole layer and the group <code>collision</code> ({}) is ablated on the probe's {} evaluation frames; every number is ablated / intact one-step error with a 95 % cluster-bootstrap interval over the {} evaluation trajectories the frames come from. “Contact” particles touch another particle during the predicted interval; the others are “free” (wall contacts count as free). “≈”: the interval includes 1 (no measurable change). The kinds answer different questions:</p><ul>",
+        "<p>Each head, each whole layer and the group <code>collision</code> ({}) is ablated on the probe's {} evaluation frames; every number is ablated / intact one-step error with a 95 % cluster-bootstrap interval over the {} evaluation trajectories the frames come from. “Contact” particles touch another particle during the predicted interval; the others are “free” (wall contacts count as free). “≈”: the interval includes 1 (no measurable change). The geometry-only patterns (geo-distance; geo-approach, whose distance after one frame of free flight stands in for time to contact) are the non-learned baselines: the share of the off-self damage they repair says how much of the head's job geometry alone can do (1 = all of it). The kinds answer different questions:</p><ul>",
         a.group().map(|g| g.heads.iter().map(|&(l, hh)| format!("L{l}.H{hh}")).collect::<Vec<_>>().join(", ")).unwrap_or_else(|| "no head met the collision-head bar".into()),
         a.n_eval_frames,
         a.n_clusters
@@ -59,19 +59,19 @@ pub(crate) fn section(out: &Path, prefix: &str, an: &Analysis, series: &str, a: 
                 }
             }
             for k in [Kind::GeoDistance, Kind::GeoApproach, Kind::Oracle] {
-                if let Some(ki) = a.kind_index(k) {
-                    let sh = a.onestep_est("share_of_offself", last, t, ki);
-                    if sh.value.is_finite() {
-                        let verdict = if sh.lo.is_finite() && sh.lo > 0.0 { "" } else { " (not distinguishable from none)" };
-                        lines.push(format!("Replacing its off-self attention by the {} pattern repairs {} of the off-self damage to contact particles{verdict}.", k.name(), fmt_est(sh)));
-                    } else if a.kind_index(Kind::OffSelf).is_some() {
-                        lines.push(format!("The {} pattern's share of the off-self damage is undefined: off-self ablation does no damage to repair.", k.name()));
-                    }
+                if let (Some(ki), Some(_)) = (a.kind_index(k), a.kind_index(Kind::OffSelf)) {
+                    lines.push(share_sentence(k, a.onestep_est("share_of_offself", last, t, ki)));
                 }
             }
-            if summary.is_empty() {
-                if let Some(first) = lines.iter().find(|l| l.contains("off-self attention")) {
-                    summary = format!("Causal test at step {step}: {first}");
+            // The summary: the best head's and the group's off-self sentences.
+            let best = headlab_analysis::heads::best_head(an).map(|b| format!("L{}.H{}", b.layer, b.head));
+            if a.targets[t].name == "collision" || Some(&a.targets[t].name) == best.as_ref() {
+                if let Some(l) = lines.iter().find(|l| l.contains("off-self attention multiplies") || l.contains("off-self attention does nothing")) {
+                    summary.push_str(if summary.is_empty() { "Causal test at step " } else { " " });
+                    if summary == "Causal test at step " {
+                        let _ = write!(summary, "{step}: ");
+                    }
+                    summary.push_str(l);
                 }
             }
             let _ = writeln!(h, "<li><b>{}</b>: {}</li>", esc(&a.targets[t].name), esc(&lines.join(" ")));
@@ -96,7 +96,7 @@ pub(crate) fn section(out: &Path, prefix: &str, an: &Analysis, series: &str, a: 
 
     // Rollouts.
     if let Some(r) = &a.rollout {
-        let _ = write!(h, "<p>Rollouts at step {} ({} validation trajectories from frame 0): mean squared position error with the heads ablated / intact, after 10 and 50 frames (intervals: bootstrap over rollouts; oracle not run, a predicted state has no true contact partners).</p><table><tr><th>ablated</th>", r.step, r.n_rollouts);
+        let _ = write!(h, "<p>Rollouts at step {} ({} validation trajectories from frame 0): mean squared position error with the heads ablated / intact, after 10 and 50 frames (intervals: bootstrap over rollouts; run for the collision heads, the layers and the group; oracle not run, a predicted state has no true contact partners).</p><table><tr><th>ablated</th>", r.step, r.n_rollouts);
         for k in &a.kinds {
             let _ = write!(h, "<th>{}</th>", k.name());
         }
@@ -142,7 +142,7 @@ pub(crate) fn section(out: &Path, prefix: &str, an: &Analysis, series: &str, a: 
             p.median_true_dv,
             esc(&site_lines.join("; "))
         );
-        let _ = writeln!(h, "<figure><img src=\"{}\" alt=\"activation patching\"><figcaption>Per site, the share of the clean − corrupted difference in the query's predicted velocity change that patching restores (green: clean activation into the corrupted run) or destroys (orange: corrupted into clean), mean over pairs with a 95 % bootstrap interval over pairs. The last layer's residual stream restores everything by construction (a check).</figcaption></figure>", esc(&f));
+        let _ = writeln!(h, "<figure><img src=\"{}\" alt=\"activation patching\"><figcaption>Per site, the share of the clean − corrupted difference in the query's predicted velocity change that patching restores (green: clean activation into the corrupted run) or destroys (orange: corrupted into clean): Σ (patched − corrupted)·(clean − corrupted) / Σ |clean − corrupted|² over pairs, with a 95 % bootstrap interval over pairs. The last layer's residual stream restores everything by construction (a check).</figcaption></figure>", esc(&f));
     }
     Ok((h, summary))
 }

@@ -60,7 +60,7 @@ pub fn effects_figure(path: &Path, a: &Ablation, s: usize) -> crate::Result<()> 
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
     let step = a.steps.get(s).copied().unwrap_or(0);
     let root = root
-        .titled(&format!("One-step error, ablated / intact, at step {step} (95 % cluster-bootstrap intervals over {} {}s)", a.n_clusters, a.cluster_unit), ("sans-serif", 20))
+        .titled(&format!("One-step error, ablated / intact, at step {step} (95 % cluster-bootstrap intervals over {} {})", a.n_clusters, a.cluster_unit), ("sans-serif", 20))
         .map_err(|x| e(x.to_string()))?;
     let panels = root.split_evenly((rows, 2));
     let names: Vec<String> = a.targets.iter().map(|t| t.name.clone()).collect();
@@ -80,6 +80,7 @@ pub fn effects_figure(path: &Path, a: &Ablation, s: usize) -> crate::Result<()> 
         let nm = names.clone();
         ch.configure_mesh()
             .disable_x_mesh()
+            .light_line_style(WHITE)
             .x_labels(names.len() * 2 + 1)
             .x_label_formatter(&move |x| {
                 let r = x.round();
@@ -173,7 +174,7 @@ pub fn training_figure(path: &Path, a: &Ablation, an: &Analysis, score_series: &
         macro_rules! draw {
             ($ch:expr) => {{
                 let mut c = $ch;
-                c.configure_mesh().x_desc("step + 1").x_label_formatter(&|x| format!("{x:.0}")).y_desc(label.as_str()).y_label_formatter(&|y| format!("{y:.2}")).draw().map_err(|x| e(x.to_string()))?;
+                c.configure_mesh().light_line_style(WHITE).x_desc("step + 1").x_label_formatter(&|x| format!("{x:.0}")).y_desc(label.as_str()).y_label_formatter(&|y| format!("{y:.2}")).draw().map_err(|x| e(x.to_string()))?;
                 if logy {
                     c.draw_series(LineSeries::new(vec![(1.0, 1.0), (xmax, 1.0)], BLACK.mix(0.4))).map_err(|x| e(x.to_string()))?;
                 }
@@ -236,6 +237,7 @@ pub fn patching_figure(path: &Path, a: &Ablation) -> crate::Result<()> {
         .map_err(|x| e(x.to_string()))?;
     ch.configure_mesh()
         .disable_x_mesh()
+        .light_line_style(WHITE)
         .x_labels(names.len() * 2 + 1)
         .x_label_formatter(&move |x| {
             let r = x.round();
@@ -245,7 +247,7 @@ pub fn patching_figure(path: &Path, a: &Ablation) -> crate::Result<()> {
                 String::new()
             }
         })
-        .y_desc("share of the difference in the query's Δv")
+        .y_desc("share of Σ|Δv_clean − Δv_corrupted|²")
         .draw()
         .map_err(|x| e(x.to_string()))?;
     for y in [0.0, 1.0] {

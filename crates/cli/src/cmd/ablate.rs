@@ -2,13 +2,13 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use headlab_analysis::ablation::{effect_sentence, fmt_est, read_ablation, Est, Kind};
+use headlab_analysis::ablation::{effect_sentence, fmt_est, read_ablation, share_sentence, Est, Kind};
 use headlab_probe::ablate::{ablate_run, AblateControl, AblateOptions};
 use headlab_train::TrainConfig;
 
-/// Causal tests of the heads of a probed run: does a head that attends to
-/// the right particles actually do the work?
+/// Causal tests of the heads: ablation and activation patching.
 ///
+/// Does a head that attends to the right particles actually do the work?
 /// On the probe's evaluation frames (RUN/analysis.h5: run `headlab probe`
 /// first), every head, every whole layer and the group of collision heads
 /// (those meeting the probe's bar; --group names others) is ablated in
@@ -23,7 +23,8 @@ use headlab_train::TrainConfig;
 ///                 head's own average attention vs distance, on training frames)
 ///   geo-approach  the same on distance and the distance after one frame of
 ///                 free flight (distance and approach rate)
-///   oracle        keeps a_ii; off-self attention on the true contact partners
+///   oracle        keeps a_ii; a contact query's off-self attention evenly on
+///                 its true partners (free queries keep the head's own)
 ///
 /// Collision heads park most attention on the query itself, so zero and mean
 /// ablation mostly remove the particle's copy of its own state and hurt every
@@ -37,14 +38,16 @@ use headlab_train::TrainConfig;
 /// the error of the contact pairs' velocity-change difference; for pattern
 /// replacements the share of the off-self damage they repair. At the final
 /// checkpoint also: rollouts (16 validation trajectories from frame 0) with
-/// the heads ablated, position error after 10 and 50 frames; and activation
+/// the collision heads, each layer and the group ablated, position error
+/// after 10 and 50 frames; and activation
 /// patching on counterfactual pairs (a frame where i and j touch, and a copy
 /// with j moved to the nearest spot where it touches nothing during the
 /// interval, velocities kept): per head (hook_z) and per layer (residual
 /// stream), at the query i, the share of the clean-vs-corrupted difference
 /// in i's predicted velocity change restored by patching clean into
 /// corrupted (denoising) and destroyed by patching corrupted into clean
-/// (noising), with a bootstrap interval over pairs.
+/// (noising): Σ (patched − corrupted)·(clean − corrupted) / Σ |clean −
+/// corrupted|² over pairs, with a bootstrap interval over pairs.
 ///
 /// Checkpoints: by default 12: the last, half log-spaced around the emergence
 /// window of the collision score (from analysis.h5), the rest log-spaced over
@@ -156,11 +159,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         for k in [Kind::GeoDistance, Kind::GeoApproach, Kind::Oracle] {
-            if let Some(ki) = a.kind_index(k) {
-                let sh = a.onestep_est("share_of_offself", last, t, ki);
-                if sh.value.is_finite() {
-                    println!("    the {} pattern repairs {} of the off-self damage to contact particles", k.name(), fmt_est(sh));
-                }
+            if let (Some(ki), Some(_)) = (a.kind_index(k), a.kind_index(Kind::OffSelf)) {
+                println!("    {}", share_sentence(k, a.onestep_est("share_of_offself", last, t, ki)));
             }
         }
     }

@@ -2,6 +2,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use headlab_analysis::ablation::{head_name, parse_head, Kind, Target, ALL_KINDS};
 use headlab_train::eval::{evaluate, EvalOptions};
 use headlab_train::TrainConfig;
 
@@ -12,9 +13,17 @@ use headlab_train::TrainConfig;
 /// and the drift of total energy. Rollouts are written as a dataset
 /// (RUN/eval/rollout_step_XXXXXXXX.h5) that `headlab inspect` and the viewer open.
 ///
+/// With --ablate L.H[:KIND] (or L for a whole layer) the same rollouts are
+/// also made with that head ablated (KIND: zero, mean, resample, off-self,
+/// geo-distance, geo-approach; default off-self; see `headlab ablate --help`),
+/// their position error printed beside the intact one and written to
+/// RUN/eval/ablated_step_XXXXXXXX_L1.H1_off-self.h5; `headlab view` that
+/// file to watch it beside the ground truth.
+///
 /// Example:
 ///   headlab eval checkpoints/demo
 ///   headlab eval checkpoints/demo --step 800 --rollouts 8 --horizon 50
+///   headlab eval checkpoints/demo --ablate L1.H1:off-self
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -45,6 +54,31 @@ pub struct Args {
     /// trained on (its fingerprint in RUN/config.toml differs).
     #[arg(long)]
     pub allow_other_data: bool,
+    /// Also roll out with a head (L1.H1) or layer (L1) ablated, optionally
+    /// with a kind after a colon (default off-self), e.g. L1.H1:zero.
+    #[arg(long)]
+    pub ablate: Option<String>,
+}
+
+/// Parse `L1.H1[:kind]` or `L1[:kind]` for a model of `nl` × `nh` heads.
+fn parse_ablate(s: &str, nl: usize, nh: usize) -> anyhow::Result<(Target, Kind)> {
+    let (what, kind) = match s.split_once(':') {
+        Some((w, k)) => (w, Kind::parse(k).ok_or_else(|| anyhow::anyhow!("--ablate {s}: unknown kind `{k}`; the kinds are {}", ALL_KINDS.iter().filter(|k| **k != Kind::Oracle).map(|k| k.name()).collect::<Vec<_>>().join(", ")))?),
+        None => (s, Kind::OffSelf),
+    };
+    anyhow::ensure!(kind != Kind::Oracle, "--ablate {s}: the oracle pattern needs the true contact partners, which a rollout does not have");
+    let layer_only = what.trim().trim_start_matches(['L', 'l']).parse::<usize>().ok();
+    let target = match layer_only {
+        Some(l) => {
+            anyhow::ensure!(l < nl, "--ablate {s}: the model has {nl} layers (L0 … L{})", nl.saturating_sub(1));
+            Target { name: format!("L{l}"), heads: (0..nh).map(|h| (l, h)).collect() }
+        }
+        None => {
+            let (l, h) = parse_head(what, nl, nh).map_err(|e| anyhow::anyhow!("--ablate {s}: {e}"))?;
+            Target { name: head_name(l, h), heads: vec![(l, h)] }
+        }
+    };
+    Ok((target, kind))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -62,6 +96,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let ds = headlab_store::dataset::read_dataset(&data).with_context(|| format!("reading the dataset {}", data.display()))?;
     super::check_run_dataset(&args.run, &ds, &data, args.allow_other_data)?;
+    // Check --ablate before the evaluation (the model size is in the run's config).
+    let ablate = match &args.ablate {
+        Some(s) => {
+            let cp = args.run.join("config.toml");
+            let text = std::fs::read_to_string(&cp).with_context(|| format!("reading {}", cp.display()))?;
+            let mc = headlab_model::model_config_from_run_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", cp.display()))?;
+            Some(parse_ablate(s, mc.n_layers, mc.n_heads)?)
+        }
+        None => None,
+    };
     let rep = evaluate(&args.run, &ds, &EvalOptions { step: args.step, rollout_trajs: args.rollouts, horizon: args.horizon, device: args.device })?;
     println!("{} (step {})", rep.checkpoint.display(), rep.step);
     println!("one-step validation MSE {:.6}  no-change baseline {:.6}  ratio {:.1}x  ({} validation trajectories)", rep.one_step_mse, rep.baseline_mse, rep.improvement(), rep.val_trajs.len());
@@ -81,5 +125,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let src: Vec<u32> = rep.rollout_trajs.iter().map(|&t| t as u32).collect();
     headlab_store::dataset::write_rollout(&out, &rep.rollout, &std::fs::canonicalize(&data).unwrap_or_else(|_| data.clone()), &src)?;
     println!("rollouts written to {}", out.display());
+    if let Some((target, kind)) = ablate {
+        let (pos, vel, mse) = headlab_probe::ablate::ablated_rollout(&args.run, rep.step, &ds, &rep.rollout_trajs, h, &target, kind, args.device)?;
+        println!("the same rollouts with {} ablated ({}):", target.name, kind.name());
+        let mut marks: Vec<usize> = [1, 2, 5, 10, 20, 50, 100, 200, 500].into_iter().filter(|&f| f < h).collect();
+        marks.push(h);
+        for f in marks {
+            println!("  frame {f:5}: position MSE {:.3e} ablated, {:.3e} intact ({:.2}×)", mse[f], rep.rollout_position_mse[f], mse[f] / rep.rollout_position_mse[f]);
+        }
+        let mut ro = rep.rollout.clone();
+        ro.positions = pos;
+        ro.velocities = vel;
+        ro.meta.scene_toml = format!("# {} ablated ({}) in this rollout\n{}", target.name, kind.name(), ro.meta.scene_toml);
+        let aout = args.run.join("eval").join(format!("ablated_step_{:08}_{}_{}.h5", rep.step, target.name, kind.name()));
+        headlab_store::dataset::write_rollout(&aout, &ro, &std::fs::canonicalize(&data).unwrap_or_else(|_| data.clone()), &src)?;
+        println!("ablated rollouts written to {}  (watch: headlab view {})", aout.display(), aout.display());
+    }
     Ok(())
 }
