@@ -3,6 +3,8 @@
 //! (features, targets) to an HDF5 file for tools/bench_llc.py.
 //!
 //!   bench_llc CKPT DATA.h5 EXPORT.h5 CHAINS DRAWS BATCH "1 2"
+// A benchmark/demo program: failing fast with a panic is its error handling.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::path::Path;
 use std::time::Instant;
 

@@ -8,6 +8,8 @@
 //! sub-steps, and the measured rate) for the NumPy reference to replay.
 //!
 //! cargo run -p headlab-sim --example bench -- --out-dir DIR [--n 16,64,256,1024] [--dims 2,3] [--work 4e6]
+// A benchmark/demo program: failing fast with a panic is its error handling.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fmt::Write as _;
 use std::time::Instant;

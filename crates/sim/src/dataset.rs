@@ -5,14 +5,18 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum EventKind {
+    /// Two particles start touching.
     ContactStart = 0,
+    /// Two particles stop touching.
     ContactEnd = 1,
     /// Particle touches a wall (start); `j` encodes the wall.
     WallStart = 2,
+    /// Particle leaves a wall (end); `j` encodes the wall.
     WallEnd = 3,
 }
 
 impl EventKind {
+    /// The kind stored as `v` in HDF5, or None for an unknown code.
     pub fn from_u8(v: u8) -> Option<Self> {
         Some(match v {
             0 => Self::ContactStart,
@@ -22,6 +26,7 @@ impl EventKind {
             _ => return None,
         })
     }
+    /// A readable name (`contact-start`, ...).
     pub fn name(self) -> &'static str {
         match self {
             Self::ContactStart => "contact-start",
@@ -40,10 +45,15 @@ impl EventKind {
 /// `-(1 + wall)` with wall = 2*axis + (0 for the low wall, 1 for the high wall).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Event {
+    /// Trajectory index.
     pub traj: u32,
+    /// Sub-step index from the start of the trajectory.
     pub step: u64,
+    /// First particle.
     pub i: i32,
+    /// Second particle (i < j), or `-(1 + wall)` for a wall.
     pub j: i32,
+    /// What happened.
     pub kind: EventKind,
 }
 
@@ -68,6 +78,7 @@ pub struct DatasetMeta {
     pub restitution: f64,
     /// Contact duration of a typical pair (time units).
     pub contact_time: f64,
+    /// Seed of the simulation.
     pub seed: u64,
     /// The scene file's TOML text (resolved, with defaults).
     pub scene_toml: String,
@@ -77,19 +88,28 @@ pub struct DatasetMeta {
 /// positions/velocities [traj, frames, n, dim]; radii/masses [traj, n].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
+    /// Number of trajectories.
     pub n_traj: usize,
+    /// Recorded frames per trajectory.
     pub n_frames: usize,
+    /// Particles per trajectory.
     pub n_particles: usize,
+    /// Physical parameters.
     pub meta: DatasetMeta,
+    /// Positions [traj, frames, n, dim].
     pub positions: Vec<f32>,
+    /// Velocities [traj, frames, n, dim].
     pub velocities: Vec<f32>,
+    /// Radii [traj, n].
     pub radii: Vec<f32>,
+    /// Masses [traj, n].
     pub masses: Vec<f32>,
     /// Sorted by (traj, step, i, j, kind).
     pub events: Vec<Event>,
 }
 
 impl Dataset {
+    /// Spatial dimension (2 or 3).
     pub fn dim(&self) -> usize {
         self.meta.dimension
     }

@@ -10,9 +10,11 @@ use crate::scene::Damping;
 /// Energy of one frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FrameEnergy {
+    /// Kinetic energy, Σ m v²/2.
     pub kinetic: f64,
     /// Gravitational (m·g·height above the floor) plus spring potential.
     pub potential: f64,
+    /// Kinetic plus potential.
     pub total: f64,
 }
 

@@ -27,10 +27,15 @@ use crate::scene::Damping;
 /// Physical parameters of a world.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Params<const D: usize> {
+    /// Box extent per axis; the box is [0, L] on each axis.
     pub box_size: [f64; D],
+    /// Gravity magnitude along the last axis, downwards.
     pub gravity: f64,
+    /// Spring constant of the normal contact.
     pub spring_k: f64,
+    /// Dashpot of the normal contact.
     pub damping: Damping,
+    /// Integrator sub-step (time units).
     pub dt: f64,
 }
 
@@ -182,12 +187,17 @@ struct Contact<const D: usize> {
 /// The state of one trajectory.
 #[derive(Debug, Clone)]
 pub struct World<const D: usize> {
+    /// Physical parameters.
     pub params: Params<D>,
+    /// Positions.
     pub x: Vec<[f64; D]>,
+    /// Velocities.
     pub v: Vec<[f64; D]>,
     /// Force from the last evaluation (at the current positions).
     pub f: Vec<[f64; D]>,
+    /// Radii.
     pub r: Vec<f64>,
+    /// Masses.
     pub m: Vec<f64>,
     inv_m: Vec<f64>,
     sqrt_m: Vec<f64>,
@@ -214,6 +224,7 @@ pub struct World<const D: usize> {
 }
 
 impl<const D: usize> World<D> {
+    /// A world at positions `x`, velocities `v`, radii `r`, masses `m` (forces evaluated at `x`).
     pub fn new(params: Params<D>, x: Vec<[f64; D]>, v: Vec<[f64; D]>, r: Vec<f64>, m: Vec<f64>) -> Self {
         let sqrt_k = params.spring_k.sqrt();
         let n = x.len();
@@ -252,6 +263,7 @@ impl<const D: usize> World<D> {
         w
     }
 
+    /// Number of particles.
     pub fn n(&self) -> usize {
         self.x.len()
     }
@@ -489,7 +501,7 @@ impl<const D: usize> World<D> {
         } else {
             let wall = (-key.1 - 1) as usize;
             let a = wall / 2;
-            if wall % 2 == 0 {
+            if wall.is_multiple_of(2) {
                 self.r[i] - xi(a)
             } else {
                 xi(a) + self.r[i] - self.params.box_size[a]

@@ -17,18 +17,49 @@ use serde::{Deserialize, Serialize};
 pub const MIN_SUBSTEPS_PER_CONTACT: u32 = 20;
 /// Upper bounds that keep a typo from starting a week-long job.
 pub const MAX_PARTICLES: usize = 1_000_000;
+/// Most sub-steps between two recorded frames.
 pub const MAX_STRIDE: u64 = 10_000_000;
 
+/// A scene that cannot be read or used; `origin` names the file (or
+/// `scene` for one built in code).
 #[derive(Debug, thiserror::Error)]
 pub enum SceneError {
+    /// The file cannot be read.
     #[error("{origin}: cannot read the scene file: {source}")]
-    Io { origin: String, source: std::io::Error },
+    Io {
+        /// The scene file.
+        origin: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The text is not a scene (TOML syntax, unknown key, wrong type).
     #[error("{origin}: not a valid scene: {message}")]
-    Parse { origin: String, message: String },
+    Parse {
+        /// The scene file.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value out of its allowed range.
     #[error("{origin}: `{key}` = {value} is not allowed; allowed: {allowed}")]
-    Invalid { origin: String, key: String, value: String, allowed: String },
+    Invalid {
+        /// The scene file.
+        origin: String,
+        /// The offending key.
+        key: String,
+        /// Its value.
+        value: String,
+        /// What is allowed.
+        allowed: String,
+    },
+    /// The particles cannot be placed in the box.
     #[error("{origin}: {message}")]
-    Placement { origin: String, message: String },
+    Placement {
+        /// The scene file.
+        origin: String,
+        /// Why, and what to change.
+        message: String,
+    },
 }
 
 /// A number or a list of numbers in TOML (`box_size = 0.75` or `[0.75, 1.0]`).
@@ -70,9 +101,19 @@ impl<'de> Deserialize<'de> for NumOrList {
 #[serde(tag = "distribution", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SpeedDist {
     /// Speed = |N(mean, sd)|.
-    Normal { mean: f64, sd: f64 },
+    Normal {
+        /// Mean of the normal distribution.
+        mean: f64,
+        /// Its standard deviation (0: every speed is `mean`).
+        sd: f64,
+    },
     /// Speed uniform in [min, max].
-    Uniform { min: f64, max: f64 },
+    Uniform {
+        /// Smallest speed.
+        min: f64,
+        /// Largest speed.
+        max: f64,
+    },
 }
 
 impl Default for SpeedDist {
@@ -89,6 +130,7 @@ pub struct Scene {
     pub dimension: usize,
     /// Box extent: one number (square/cube) or one per axis. Box is [0, L] per axis.
     pub box_size: NumOrList,
+    /// Particles per trajectory.
     pub n_particles: usize,
     /// Radius: one number (monodisperse) or [min, max] (uniform in between).
     pub radius: NumOrList,
@@ -124,8 +166,10 @@ pub struct Scene {
     /// Defaults for `headlab simulate` (overridable on the command line).
     #[serde(default = "default_traj")]
     pub trajectories: usize,
+    /// Recorded frames per trajectory.
     #[serde(default = "default_frames")]
     pub frames: usize,
+    /// Seed of the simulation.
     #[serde(default)]
     pub seed: u64,
 }
@@ -155,10 +199,15 @@ pub enum Damping {
 /// Quantities derived from a valid scene.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
+    /// 2 or 3.
     pub dimension: usize,
+    /// Box extent per axis.
     pub box_size: Vec<f64>,
+    /// Smallest radius.
     pub r_min: f64,
+    /// Largest radius.
     pub r_max: f64,
+    /// The dashpot, resolved from `restitution` or `damping`.
     pub damping: Damping,
     /// Dashpot constant of a typical pair (two particles of mean radius).
     pub typical_c: f64,
@@ -168,8 +217,11 @@ pub struct Resolved {
     pub contact_time: f64,
     /// Contact duration of the stiffest (lightest) pair.
     pub min_contact_time: f64,
+    /// Integrator sub-step (time units).
     pub dt: f64,
+    /// Sub-steps between recorded frames.
     pub stride: u64,
+    /// Time between recorded frames (dt × stride).
     pub frame_dt: f64,
 }
 
@@ -208,8 +260,8 @@ impl Scene {
     }
 
     /// The scene as TOML with every default written out.
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("a scene always serializes")
+    pub fn to_toml(&self) -> Result<String, SceneError> {
+        toml::to_string(self).map_err(|e| SceneError::Parse { origin: "scene".into(), message: format!("cannot write the scene as TOML: {e}") })
     }
 
     /// Mass of a particle of radius r.
@@ -298,10 +350,10 @@ impl Scene {
         let m_eff_min = m_small / 2.0;
         let m_eff_typ = m_mean / 2.0;
         let (damping, restitution) = match (self.restitution, self.damping) {
-            (Some(_), Some(_)) => {
+            (Some(_), Some(damping)) => {
                 return Err(bad(
                     "damping",
-                    fmt_f(self.damping.unwrap()),
+                    fmt_f(damping),
                     "give either `restitution` or `damping`, not both",
                 ))
             }
@@ -347,10 +399,10 @@ impl Scene {
             dt_max = dt_max.min(m);
         }
         let frame_dt = match (self.frame_dt, self.frame_interval_contact_times) {
-            (Some(_), Some(_)) => {
+            (Some(_), Some(interval)) => {
                 return Err(bad(
                     "frame_interval_contact_times",
-                    fmt_f(self.frame_interval_contact_times.unwrap()),
+                    fmt_f(interval),
                     "give either `frame_dt` or `frame_interval_contact_times`, not both",
                 ))
             }
@@ -424,7 +476,7 @@ impl Scene {
         }
         // Placement feasibility: a quick bound on the packing fraction of the
         // largest possible particles (random placement jams well below 1).
-        let vol_box: f64 = box_size.iter().map(|l| l).product();
+        let vol_box: f64 = box_size.iter().product();
         let vol_part = |r: f64| if d == 2 { PI * r * r } else { 4.0 / 3.0 * PI * r * r * r };
         let r3_mean = if r_max > r_min { (r_max.powi(d as i32 + 1) - r_min.powi(d as i32 + 1)) / ((d as f64 + 1.0) * (r_max - r_min)) } else { r_min.powi(d as i32) };
         let phi = self.n_particles as f64 * vol_part(1.0) * r3_mean / vol_box;
@@ -460,6 +512,7 @@ impl Scene {
     }
 }
 
+/// Mass of a particle of radius `r`: density × area (2D) or × volume (3D).
 pub fn particle_mass(dimension: usize, density: f64, r: f64) -> f64 {
     if dimension == 2 {
         density * PI * r * r
@@ -515,7 +568,7 @@ mod tests {
         assert!(r.dt * MIN_SUBSTEPS_PER_CONTACT as f64 <= r.min_contact_time * (1.0 + 1e-12));
         assert!((r.stride as f64 * r.dt - r.frame_dt).abs() < 1e-12 * r.frame_dt);
         assert!((r.frame_dt - r.contact_time).abs() < 1e-12 * r.contact_time);
-        let again = Scene::from_toml_str(&s.to_toml(), "resolved").unwrap();
+        let again = Scene::from_toml_str(&s.to_toml().unwrap(), "resolved").unwrap();
         assert_eq!(s, again);
     }
     #[test]

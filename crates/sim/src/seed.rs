@@ -136,7 +136,7 @@ pub fn derive_seed(seed: u64, stream: Stream) -> u64 {
         Stream::LlcRowOrder => seed ^ 0x11c_ba7c,
         Stream::PhysicsLensQueries => seed ^ 0x5F3A,
         Stream::ScalingCell { spread, n } => seed ^ ((spread as u64) << 32) ^ ((n as u64) << 16),
-        Stream::IclInit => seed ^ 0x5eed_1c1,
+        Stream::IclInit => seed ^ 0x05ee_d1c1,
         Stream::IclTrainPrompts => seed.wrapping_mul(GOLDEN_32).wrapping_add(1),
         Stream::IclEvalPrompts => seed.wrapping_mul(GOLDEN_32).wrapping_add(2),
         Stream::IclBatches => seed.wrapping_add(0xba7c4),

@@ -20,40 +20,81 @@ pub const PLACEMENT_ATTEMPTS: usize = 20_000;
 /// How much to simulate. [`SimOptions::from_scene`] takes the scene's defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimOptions {
+    /// Number of trajectories.
     pub n_traj: usize,
     /// Recorded frames per trajectory (frame 0 is the initial state).
     pub n_frames: usize,
+    /// Seed; trajectory t uses ChaCha8 stream t of it.
     pub seed: u64,
     /// Worker threads; 0 = rayon's default (all cores).
     pub threads: usize,
 }
 
 impl SimOptions {
+    /// The scene's `trajectories`, `frames` and `seed`, all cores.
     pub fn from_scene(scene: &Scene) -> Self {
         SimOptions { n_traj: scene.trajectories, n_frames: scene.frames, seed: scene.seed, threads: 0 }
     }
 }
 
+/// A simulation that cannot run or went wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
+    /// The scene is invalid.
     #[error(transparent)]
     Scene(#[from] SceneError),
+    /// Random placement found no room for a particle.
     #[error("trajectory {traj}: could not place particle {particle} (radius {radius}) without overlap after {attempts} attempts; the box is too full for random placement: use fewer or smaller particles or a bigger box_size")]
-    Placement { traj: usize, particle: usize, radius: f64, attempts: usize },
+    Placement {
+        /// Trajectory index.
+        traj: usize,
+        /// The particle that did not fit.
+        particle: usize,
+        /// Its radius.
+        radius: f64,
+        /// Placement attempts made.
+        attempts: usize,
+    },
+    /// A non-finite or runaway state.
     #[error("trajectory {traj} became unstable at sub-step {step}: {what}. The contacts are too soft for these speeds (raise spring_k or lower the speeds) or the sub-step is too long (raise substeps_per_contact)")]
-    Unstable { traj: usize, step: u64, what: String },
+    Unstable {
+        /// Trajectory index.
+        traj: usize,
+        /// Sub-step at which it was detected.
+        step: u64,
+        /// What was detected.
+        what: String,
+    },
+    /// A bad option.
     #[error("`{key}` = {value} is not allowed; allowed: {allowed}")]
-    Option { key: String, value: String, allowed: String },
+    Option {
+        /// The option.
+        key: String,
+        /// Its value.
+        value: String,
+        /// What is allowed.
+        allowed: String,
+    },
+    /// The thread pool could not start.
     #[error("cannot start {threads} worker threads: {message}")]
-    Threads { threads: usize, message: String },
+    Threads {
+        /// Threads asked for.
+        threads: usize,
+        /// What rayon said.
+        message: String,
+    },
 }
 
 /// Initial state of one trajectory (f64), reproducible from (seed, traj).
 #[derive(Debug, Clone)]
 pub struct InitialState {
+    /// Positions, one vector per particle.
     pub x: Vec<Vec<f64>>,
+    /// Velocities.
     pub v: Vec<Vec<f64>>,
+    /// Radii.
     pub r: Vec<f64>,
+    /// Masses.
     pub m: Vec<f64>,
 }
 
@@ -148,7 +189,7 @@ pub fn initial_state(scene: &Scene, res: &Resolved, seed: u64, traj: usize) -> R
         let speed = match scene.speed {
             SpeedDist::Normal { mean, sd } => {
                 if sd > 0.0 {
-                    Normal::new(mean, sd).expect("validated sd").sample(&mut rng).abs()
+                    Normal::new(mean, sd).map_err(|e| SimError::Option { key: "speed.sd".into(), value: sd.to_string(), allowed: e.to_string() })?.sample(&mut rng).abs()
                 } else {
                     mean
                 }
@@ -308,7 +349,7 @@ pub fn simulate(scene: &Scene, opts: SimOptions, progress: Option<&(dyn Fn(usize
                 s.trajectories = opts.n_traj;
                 s.frames = opts.n_frames;
                 s.seed = opts.seed;
-                s.to_toml()
+                s.to_toml()?
             },
         },
         positions: Vec::with_capacity(opts.n_traj * opts.n_frames * n * res.dimension),

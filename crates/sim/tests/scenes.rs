@@ -11,7 +11,7 @@ fn all_scene_files_are_valid_and_run() {
             continue;
         }
         let sc = Scene::from_file(&p).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(Scene::from_toml_str(&sc.to_toml(), "resolved").unwrap(), sc);
+        assert_eq!(Scene::from_toml_str(&sc.to_toml().unwrap(), "resolved").unwrap(), sc);
         let ds = simulate(&sc, SimOptions { n_traj: 2, n_frames: 3, seed: 0, threads: 1 }, None).unwrap();
         assert_eq!(ds.positions.len(), 2 * 3 * sc.n_particles * sc.dimension);
         names.push(p.file_name().unwrap().to_string_lossy().to_string());

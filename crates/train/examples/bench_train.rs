@@ -3,6 +3,8 @@
 //!   bench_train simulate SCENE.toml OUT.h5
 //!   bench_train run DATA.h5 D_MODEL N_LAYERS N_HEADS BATCH THREADS STEPS DEVICE
 //! prints one JSON line: {"impl":"headlab", ..., "steps_per_s": X}
+// A benchmark/demo program: failing fast with a panic is its error handling.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::path::Path;
 
 use headlab_train::*;

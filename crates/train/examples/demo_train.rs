@@ -1,6 +1,8 @@
 //! Train on a simulated scene and print one-step and rollout figures.
 //! Used to choose the default training config:
 //!   cargo run -p headlab-train --example demo_train -- SCENE.toml [CONFIG.toml] [RUN_DIR]
+// A benchmark/demo program: failing fast with a panic is its error handling.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
