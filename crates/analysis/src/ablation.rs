@@ -486,6 +486,7 @@ impl GeoProfile {
 /// head's own row: the oracle only changes where there is a contact).
 /// Other rows whose weights are all zero or undefined become uniform over
 /// the others. Other kinds give uniform rows.
+#[allow(clippy::too_many_arguments)]
 pub fn replacement_weights(kind: Kind, profile: Option<&GeoProfile>, contacts: Option<&ContactSet>, pos: &[f32], vel: &[f32], radii: &[f32], dim: usize, dt: f32) -> Vec<f32> {
     let n = radii.len();
     let mut w = vec![0f32; n * n];
@@ -531,6 +532,7 @@ pub fn replacement_weights(kind: Kind, profile: Option<&GeoProfile>, contacts: O
 /// particle nor a wall, and no other particle's situation changes except
 /// losing `j`. Velocities are unchanged. Candidates lie on a grid of
 /// `grid` points per axis over the box. `None` if no spot qualifies.
+#[allow(clippy::too_many_arguments)]
 pub fn move_out_of_reach(pos: &[f32], vel: &[f32], radii: &[f32], dim: usize, box_size: &[f64], j: usize, dt: f32, grid: usize) -> Option<Vec<f32>> {
     let n = radii.len();
     let speed = |k: usize| (0..dim).map(|a| vel[k * dim + a] * vel[k * dim + a]).sum::<f32>().sqrt();
@@ -608,7 +610,7 @@ pub fn emergence_window(steps: &[u64], score: &[f64]) -> Option<(u64, u64)> {
     let pts: Vec<(u64, f64)> = steps.iter().copied().zip(score.iter().copied()).filter(|p| p.1.is_finite()).collect();
     let first = pts.first()?.1;
     let max = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
-    if !(max > first) {
+    if max.partial_cmp(&first) != Some(std::cmp::Ordering::Greater) {
         return None;
     }
     let at = |q: f64| pts.iter().find(|p| p.1 >= first + q * (max - first)).map(|p| p.0);

@@ -759,3 +759,112 @@ fn patching(m: &Model, ds: &Dataset, frames: &[(usize, usize)], contacts: &[&Con
     };
     Ok(PatchingResults { step: 0, n_pairs: pairs.len(), sites, denoise, noise, median_gap: median(&gaps), median_true_dv: median(&true_dv) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use headlab_model::{ModelConfig, Normalization};
+
+    fn model() -> Model {
+        let cfg = ModelConfig::default();
+        let d = 2;
+        let f = cfg.d_in(d);
+        let norm = Normalization {
+            dimension: d,
+            box_size: vec![2.0; d],
+            wall_range: 0.3,
+            wall_features: cfg.wall_features,
+            input_mean: vec![0.5; f],
+            input_std: vec![0.7; f],
+            target_mean: vec![0.0; 2 * d],
+            target_std: vec![1.0; 2 * d],
+        };
+        Model::new(cfg, norm, 3, Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).abs().max().double_value(&[])
+    }
+
+    #[test]
+    fn pattern_ablations_do_what_they_say() {
+        let m = model();
+        let (b, n) = (3i64, 5i64);
+        tch::manual_seed(1);
+        let x = Tensor::randn([b, n, m.config.d_in(2) as i64], (TKind::Float, Device::Cpu));
+        let (_, cache) = m.run_with_cache(&x, |s| s.ends_with("hook_pattern")).unwrap();
+        let orig = cache.pattern(1).unwrap().shallow_clone(); // [B, H, N, N]
+        let target = Target { name: "L1.H2".into(), heads: vec![(1, 2)] };
+        // Off-self: the head attends only to itself; the other heads are untouched.
+        let ctx = AblCtx { mean_z: vec![], resample_z: vec![], weights: HashMap::new() };
+        let mut hooks = ablation_hooks(&target, Kind::OffSelf, &ctx);
+        hooks.record(|s| s == "blocks.1.attn.hook_pattern");
+        let _ = m.run_with_hooks(&x, &mut hooks).unwrap();
+        let got = hooks.take_cache().pattern(1).unwrap().shallow_clone();
+        assert_eq!(max_diff(&got.select(1, 2), &Tensor::eye(n, (TKind::Float, Device::Cpu)).expand([b, n, n], false)), 0.0);
+        for h in [0, 1, 3] {
+            assert_eq!(max_diff(&got.select(1, h), &orig.select(1, h)), 0.0);
+        }
+        // A replacement: a_ii kept, off-self mass (1 − a_ii) spread by W;
+        // a row of W that is all zero (an oracle query without partner) keeps the head's row.
+        let mut w = vec![0f32; (b * n * n) as usize];
+        for f in 0..b as usize {
+            for i in 1..n as usize {
+                let j = (i + 1) % n as usize;
+                w[(f * n as usize + i) * n as usize + j] = 1.0;
+            }
+        }
+        let wt = Tensor::from_slice(&w).view([b, n, n]);
+        let mut weights = HashMap::new();
+        weights.insert((Kind::Oracle, 0, usize::MAX), wt.shallow_clone());
+        let ctx = AblCtx { mean_z: vec![], resample_z: vec![], weights };
+        let mut hooks = ablation_hooks(&target, Kind::Oracle, &ctx);
+        hooks.record(|s| s == "blocks.1.attn.hook_pattern");
+        let _ = m.run_with_hooks(&x, &mut hooks).unwrap();
+        let got = hooks.take_cache().pattern(1).unwrap().select(1, 2);
+        let o = orig.select(1, 2);
+        let (gv, ov) = (Vec::<f32>::try_from(got.reshape([-1])).unwrap(), Vec::<f32>::try_from(o.reshape([-1])).unwrap());
+        let nn = n as usize;
+        for f in 0..b as usize {
+            for i in 0..nn {
+                let row = |v: &[f32]| v[(f * nn + i) * nn..(f * nn + i + 1) * nn].to_vec();
+                let (g, or) = (row(&gv), row(&ov));
+                if i == 0 {
+                    assert_eq!(g, or, "a query without weights keeps its row");
+                    continue;
+                }
+                let j = (i + 1) % nn;
+                assert!((g[i] - or[i]).abs() < 1e-6, "a_ii kept");
+                assert!((g[j] - (1.0 - or[i])).abs() < 1e-6, "off-self mass moved to the partner");
+                assert!((g.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn z_ablations_replace_only_the_head() {
+        let m = model();
+        let (b, n) = (4i64, 5i64);
+        tch::manual_seed(2);
+        let x = Tensor::randn([b, n, m.config.d_in(2) as i64], (TKind::Float, Device::Cpu));
+        let (_, cache) = m.run_with_cache(&x, |s| s.ends_with("hook_z")).unwrap();
+        let z0 = z_of(&cache, 0).unwrap(); // [B, N, H, dh]
+        let target = Target { name: "L0.H1".into(), heads: vec![(0, 1)] };
+        let perm = Tensor::from_slice(&derangement(b as usize, 5));
+        let mean = Tensor::randn([m.config.n_heads as i64, z0.size()[3]], (TKind::Float, Device::Cpu));
+        let ctx = AblCtx { mean_z: vec![mean.shallow_clone(), mean.shallow_clone()], resample_z: vec![z0.index_select(0, &perm), z0.index_select(0, &perm)], weights: HashMap::new() };
+        for (k, want) in [(Kind::Zero, z0.select(2, 1).zeros_like()), (Kind::Mean, mean.get(1).expand([b, n, z0.size()[3]], false)), (Kind::Resample, z0.index_select(0, &perm).select(2, 1))] {
+            let mut hooks = ablation_hooks(&target, k, &ctx);
+            hooks.record(|s| s == "blocks.0.attn.hook_z");
+            let _ = m.run_with_hooks(&x, &mut hooks).unwrap();
+            let got = hooks.take_cache().require("blocks.0.attn.hook_z").unwrap().shallow_clone();
+            assert_eq!(max_diff(&got.select(2, 1), &want), 0.0, "{k:?}");
+            for h in [0, 2, 3] {
+                assert_eq!(max_diff(&got.select(2, h), &z0.select(2, h)), 0.0, "{k:?} touched head {h}");
+            }
+        }
+        // The derangement has no fixed point.
+        let p = derangement(7, 3);
+        assert!(p.iter().enumerate().all(|(i, &j)| i as i64 != j));
+    }
+}

@@ -35,7 +35,10 @@ fn log_range(ests: &[Est]) -> (f64, f64) {
 }
 
 /// Points with 95 % interval whiskers, at x offset `dx` from each category.
-fn whiskers(ests: &[Est], dx: f64, y0: f64) -> (Vec<(f64, f64)>, Vec<Vec<(f64, f64)>>) {
+/// Points, and one vertical segment per interval.
+type Whiskers = (Vec<(f64, f64)>, Vec<Vec<(f64, f64)>>);
+
+fn whiskers(ests: &[Est], dx: f64, y0: f64) -> Whiskers {
     let mut pts = Vec::new();
     let mut bars = Vec::new();
     for (i, e) in ests.iter().enumerate() {
