@@ -215,7 +215,6 @@ pub fn collision_series(a: &Analysis, series: &str, heads: &[(usize, usize)], ti
     let y: Vec<f64> = (0..first.len()).map(|s| ys.iter().map(|v| v[s]).sum::<f64>() / ys.len() as f64).collect();
     Some(Series::new(times, &y))
 }
-}
 
 /// What [`fit_runs`] computed.
 #[derive(Debug, Clone)]
