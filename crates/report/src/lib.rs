@@ -232,7 +232,11 @@ fn headline(runs: &[RunReport]) -> String {
         }
     } else {
         let met = runs.iter().filter(|r| r.verdict.as_ref().is_some_and(|v| !v.passing().is_empty())).count();
-        format!("{met} of {} runs have a head meeting the collision-head bar ({}).", runs.len(), bar_text())
+        if met == 0 {
+            format!("No head meets the collision-head bar ({}) in any of the {} runs.", bar_text(), runs.len())
+        } else {
+            format!("Collision head(s) meeting the bar in {met} of {} runs ({}).", runs.len(), bar_text())
+        }
     }
 }
 
