@@ -64,7 +64,7 @@ pub(crate) fn section(out: &Path, prefix: &str, an: &Analysis, series: &str, a: 
                 }
             }
             // The summary: the best head's and the group's off-self sentences.
-            let best = headlab_analysis::heads::best_head(an).map(|b| format!("L{}.H{}", b.layer, b.head));
+            let best = headlab_analysis::heads::run_verdict(an, None).and_then(|v| v.top_heads().first().map(|b| format!("L{}.H{}", b.layer, b.head)));
             if a.targets[t].name == "collision" || Some(&a.targets[t].name) == best.as_ref() {
                 if let Some(l) = lines.iter().find(|l| l.contains("off-self attention multiplies") || l.contains("off-self attention does nothing")) {
                     summary.push_str(if summary.is_empty() { "Causal test at step " } else { " " });

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use headlab_analysis::baselines::{Baseline, BINNING, LOGISTIC};
 use headlab_analysis::fit::text::{fmt_est as fmt_estimate, seeds_text, table_rows, verdict_sentence};
 use headlab_analysis::fit::{fit_report, fit_seeds, FitModel, FitOptions, FitReport, Series, SeriesFit};
-use headlab_analysis::fitrun::{axis_times, collision_heads, collision_series, fit_analysis, stored_fits, RunFits, TimeAxis, DEFAULT_SERIES};
+use headlab_analysis::fitrun::{axis_times, collision_heads, collision_series, fit_analysis, head_series_on, stored_fits, RunFits, TimeAxis, DEFAULT_SERIES};
 use headlab_analysis::heads::{analysis_path, bar, bar_text, encodes, run_verdict, RunVerdict};
 use headlab_analysis::metrics::{merge_sparse_bins, G_MIN_PAIRS};
 use headlab_analysis::lens_physics;
@@ -232,7 +232,11 @@ fn headline(runs: &[RunReport]) -> String {
         }
     } else {
         let met = runs.iter().filter(|r| r.verdict.as_ref().is_some_and(|v| !v.passing().is_empty())).count();
-        format!("{met} of {} runs have a head meeting the collision-head bar ({}).", runs.len(), bar_text())
+        if met == 0 {
+            format!("No head meets the collision-head bar ({}) in any of the {} runs.", bar_text(), runs.len())
+        } else {
+            format!("Collision head(s) meeting the bar in {met} of {} runs ({}).", runs.len(), bar_text())
+        }
     }
 }
 
@@ -394,7 +398,7 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
     let _ = writeln!(h, "<p>{}</p>", esc(&summary));
     // Every form for the strongest head, on both axes.
     let mut forms_html = String::new();
-    if let Some(b) = best {
+    if let Some(b) = verdict_.and_then(|v| v.top_heads().first().copied()) {
         for rf in std::iter::once(fits).chain(lr_fits) {
             let Some(hf) = rf.head(b.layer, b.head) else { continue };
             for (what, sf) in [("whole curve", hf.report.whole.as_ref()), ("tail after onset", hf.report.tail.as_ref())] {

@@ -165,7 +165,7 @@ fn report_of_one_and_several_runs() {
     let out = root.join("sweep_report");
     let s = write_report(&runs, Some(&out), &opts).unwrap();
     let html = std::fs::read_to_string(&s.index).unwrap();
-    assert!(s.headline.starts_with("A collision-detecting head emerged in 3 of 3 runs"), "{}", s.headline);
+    assert!(s.headline.starts_with("Collision head(s) meeting the bar in 3 of 3 runs"), "{}", s.headline);
     assert!(html.contains("Across seeds") && out.join("seeds_step.png").exists() && out.join("seeds_lr.png").exists() && out.join("r2_scores.png").exists());
     assert!(html.contains("over seeds") && s.headline.contains("Over seeds:"), "{}", s.headline);
     // Missing analysis: a clear error.
