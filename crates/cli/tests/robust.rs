@@ -247,6 +247,11 @@ fn outputs_never_destroy_other_files() {
         let o = headlab(&["eval", "run", "--device", "cpu", "--horizon", "3", "--rollouts", "1", "--out", "ro.h5"], dir.path());
         assert!(o.status.success(), "{}", text(&o));
     }
+    // Seeds and sizes TOML cannot hold are refused by name, before any work.
+    for (args, want) in [(&["llc", "run", "--seed", "9223372036854775808", "--device", "cpu"][..], "`seed` = 9223372036854775808"), (&["probe", "run", "--eval-frames", "9223372036854775808"][..], "`eval_frames`")] {
+        let o = headlab(args, dir.path());
+        assert!(o.status.code() == Some(1) && text(&o).contains(want) && !text(&o).contains("panicked"), "{args:?}: {}", text(&o));
+    }
     // A same-kind overwrite (re-simulating) is allowed, and a run then
     // notices that its dataset changed.
     let o = sim("data.h5", false);
