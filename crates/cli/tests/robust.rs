@@ -247,6 +247,11 @@ fn outputs_never_destroy_other_files() {
         let o = headlab(&["eval", "run", "--device", "cpu", "--horizon", "3", "--rollouts", "1", "--out", "ro.h5"], dir.path());
         assert!(o.status.success(), "{}", text(&o));
     }
+    // Seeds and sizes TOML cannot hold are refused by name, before any work.
+    for (args, want) in [(&["llc", "run", "--seed", "9223372036854775808", "--device", "cpu"][..], "`seed` = 9223372036854775808"), (&["probe", "run", "--eval-frames", "9223372036854775808"][..], "`eval_frames`")] {
+        let o = headlab(args, dir.path());
+        assert!(o.status.code() == Some(1) && text(&o).contains(want) && !text(&o).contains("panicked"), "{args:?}: {}", text(&o));
+    }
     // A same-kind overwrite (re-simulating) is allowed, and a run then
     // notices that its dataset changed.
     let o = sim("data.h5", false);
@@ -325,13 +330,14 @@ fn a_non_finite_stop_names_a_finite_checkpoint_and_the_value() {
 
 /// Start a long training and wait for its first checkpoints.
 fn long_training(dir: &Path, out: &str) -> std::process::Child {
-    long_training_with(dir, out, &[])
+    long_training_with(dir, out, &[], &[])
 }
 
-fn long_training_with(dir: &Path, out: &str, extra: &[&str]) -> std::process::Child {
+fn long_training_with(dir: &Path, out: &str, extra: &[&str], env: &[(&str, &str)]) -> std::process::Child {
     let child = Command::new(BIN)
         .args(["train", "--data", "data.h5", "--out", out, "--config", "tiny.toml", "--steps", "1000000", "--quiet"])
         .args(extra)
+        .envs(env.iter().copied())
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -351,7 +357,7 @@ fn signal(pid: u32, sig: i32) {
 }
 
 #[test]
-fn sigterm_and_sighup_checkpoint_and_stop_a_second_signal_exits_130() {
+fn sigterm_and_sighup_checkpoint_and_stop_a_later_second_signal_exits_130() {
     let dir = setup();
     for (sig, name) in [(libc::SIGTERM, "term"), (libc::SIGHUP, "hup")] {
         let child = long_training(dir.path(), name);
@@ -364,11 +370,20 @@ fn sigterm_and_sighup_checkpoint_and_stop_a_second_signal_exits_130() {
         let step: u64 = t.split("stopped at step ").nth(1).and_then(|s| s.split(':').next()).and_then(|s| s.parse().ok()).unwrap();
         assert_consistent(&dir.path().join(name), step);
     }
-    // A second signal while the first one is being handled (the step in
-    // progress finishing, the checkpoint being written): exit 130 at once;
-    // every checkpoint file left is whole. Large batches make that window
-    // long (a step takes ~0.1 s or more) so the second signal lands in it.
-    let mut child = long_training_with(dir.path(), "twice", &["--batch-size", "1024"]);
+    // One request passed on as several signals (Slurm signals training and
+    // the task script, which passes SIGTERM on): a clean stop, not an abort.
+    let child = long_training_with(dir.path(), "scancel", &[], &[("HEADLAB_TEST_STOP_DELAY_MS", "300")]);
+    signal(child.id(), libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(20));
+    signal(child.id(), libc::SIGTERM);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success() && text(&o).contains("stopped at step"), "{}", text(&o));
+    let step: u64 = text(&o).split("stopped at step ").nth(1).and_then(|s| s.split(':').next()).and_then(|s| s.parse().ok()).unwrap();
+    assert_consistent(&dir.path().join("scancel"), step);
+    // A second signal a while later, while the first one is being handled
+    // (here: training held 5 s before its final checkpoint): exit 130 at
+    // once; every checkpoint file left is whole.
+    let mut child = long_training_with(dir.path(), "twice", &[], &[("HEADLAB_TEST_STOP_DELAY_MS", "5000")]);
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -376,25 +391,26 @@ fn sigterm_and_sighup_checkpoint_and_stop_a_second_signal_exits_130() {
             let _ = tx.send(line);
         }
     });
-    signal(child.id(), libc::SIGTERM);
-    let t0 = Instant::now();
+    signal(child.id(), libc::SIGINT);
     let mut seen = Vec::new();
     loop {
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("no 'interrupted' message after SIGTERM");
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("no 'interrupted' message after SIGINT");
         let done = line.contains("interrupted:");
         seen.push(line);
         if done {
             break;
         }
     }
-    signal(child.id(), libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(1500));
+    let t0 = Instant::now();
+    signal(child.id(), libc::SIGINT);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "{seen:?}");
-    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     for (_, p) in headlab_store::checkpoint::list_checkpoints(&dir.path().join("twice")).unwrap() {
         headlab_store::checkpoint::read_checkpoint(&p).unwrap();
     }
-    let o = headlab(&["train", "--out", "twice", "--resume", "--steps", "100", "--batch-size", "8", "--quiet"], dir.path());
+    let o = headlab(&["train", "--out", "twice", "--resume", "--steps", "100", "--quiet"], dir.path());
     assert!(o.status.success(), "{}", text(&o));
 }
 

@@ -118,6 +118,9 @@ impl PhysicsLensConfig {
         if self.freeze_frames == 0 {
             return bad("freeze_frames", "0".into(), "need at least one frame for the logit series");
         }
+        if self.seed > i64::MAX as u64 {
+            return bad("seed", self.seed.to_string(), "at most 2^63 - 1 (the largest integer a TOML file holds)");
+        }
         if self.svm_queries == 0 {
             return bad("svm_queries", "0".into(), "need at least one query for the att-SVM");
         }

@@ -73,6 +73,15 @@ impl ProbeOptions {
         if self.eval_frames == 0 {
             return bad("eval_frames", "0".into(), "need at least one evaluation frame");
         }
+        // (TOML holds integers up to 2^63 - 1; far below that, no run has that many frames.)
+        for (key, v) in [("eval_frames", self.eval_frames as u64), ("cache_trajectories", self.cache_trajectories as u64), ("cache_frames", self.cache_frames as u64)] {
+            if v > 1 << 32 {
+                return bad(key, v.to_string(), "at most 2^32");
+            }
+        }
+        if self.seed > i64::MAX as u64 {
+            return bad("seed", self.seed.to_string(), "at most 2^63 - 1 (the largest integer a TOML file holds)");
+        }
         if !(self.contact_factor > 0.0 && self.contact_factor.is_finite()) {
             return bad("contact_factor", self.contact_factor.to_string(), "must be a positive number (1 = touching)");
         }

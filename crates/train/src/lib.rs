@@ -299,6 +299,9 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
             bar.set_message(format!("loss {train_loss:.4}  val {val_loss:.4} ({:.1}x below no-change)  {rate:.1} steps/s", baseline / val_loss));
         }
     }
+    if interrupted {
+        stop_delay();
+    }
     // Always leave a checkpoint at the step we stop at.
     if written.last().map(|p| p != &checkpoint_path(run_dir, step)).unwrap_or(true) {
         if metrics.val_step.last() != Some(&step) {
@@ -360,6 +363,15 @@ fn crash_point(name: &str, step: u64) {
             let _ = std::process::Command::new("kill").args(["-KILL", &std::process::id().to_string()]).status();
             std::process::abort();
         }
+    }
+}
+
+/// Test hook for the signal drills: with `HEADLAB_TEST_STOP_DELAY_MS=N` in
+/// the environment, a stopped training waits N ms before writing its final
+/// checkpoint, so that a test can send a second signal while it stops.
+fn stop_delay() {
+    if let Some(ms) = std::env::var("HEADLAB_TEST_STOP_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms.min(60_000)));
     }
 }
 

@@ -12,7 +12,8 @@ use headlab_train::{RunOptions, TrainConfig};
 /// steps, dense early where collision heads emerge.
 ///
 /// Ctrl-C, SIGTERM (scancel, a Slurm time limit) and SIGHUP write a
-/// checkpoint and stop (a second signal quits at once, exit code 130);
+/// checkpoint and stop (a second signal more than a second later quits at
+/// once, exit code 130);
 /// --resume continues bit-identically. One writer per run folder: a second
 /// command writing into --out is refused with the PID of the first.
 ///

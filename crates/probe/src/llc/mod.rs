@@ -138,6 +138,9 @@ impl LlcConfig {
         if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
             return bad("epsilon", self.epsilon.to_string(), "a positive step size, e.g. 1e-4");
         }
+        if self.seed > i64::MAX as u64 {
+            return bad("seed", self.seed.to_string(), "at most 2^63 - 1 (the largest integer a TOML file holds)");
+        }
         if !(self.gamma.is_finite() && self.gamma >= 0.0) {
             return bad("gamma", self.gamma.to_string(), "a localization strength ≥ 0, e.g. 100");
         }
