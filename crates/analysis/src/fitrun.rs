@@ -64,11 +64,15 @@ pub fn fit_analysis(a: &Analysis, series: &str, opts: &FitOptions) -> Result<Run
     let heads: Vec<HeadFit> = ids
         .par_iter()
         .map(|&(layer, head)| {
-            let s = head_series(a, series, layer, head).unwrap();
+            let s = head_series(a, series, layer, head).ok_or_else(|| AnalysisError::Config {
+                key: "series".into(),
+                value: series.into(),
+                hint: format!("analysis.h5 has no values of it for L{layer}.H{head}"),
+            })?;
             let o = FitOptions { seed: derive_seed(opts.seed, Stream::FitHead { layer, head }), ..opts.clone() };
-            HeadFit { layer, head, report: fit_report(&s, &o) }
+            Ok(HeadFit { layer, head, report: fit_report(&s, &o) })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     Ok(RunFits { series: series.into(), options: opts.clone(), heads })
 }
 

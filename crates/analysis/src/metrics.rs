@@ -255,7 +255,8 @@ impl HeadAccum {
     }
 
     fn bin(&self, r: f32) -> Option<usize> {
-        if !(r >= self.edges[0]) || r >= *self.edges.last().unwrap() {
+        let (Some(&lo), Some(&hi)) = (self.edges.first(), self.edges.last()) else { return None };
+        if !(r >= lo) || r >= hi {
             return None;
         }
         // edges[k] <= r < edges[k+1]
@@ -535,7 +536,9 @@ pub fn step_record(step: u64, metrics: &[HeadMetrics], patterns: Vec<f32>) -> St
     let mut series: BTreeMap<String, Vec<f64>> = names.iter().map(|n| (n.clone(), Vec::with_capacity(metrics.len()))).collect();
     for m in metrics {
         for (name, v) in names.iter().zip(m.scalars()) {
-            series.get_mut(name).unwrap().push(v);
+            if let Some(s) = series.get_mut(name) {
+                s.push(v);
+            }
         }
     }
     StepRecord {

@@ -511,7 +511,7 @@ pub fn run_sweep(cfg: &IclConfig, device: Device, mut progress: Option<Progress>
     let mut gaps = Vec::new();
     let mut noise_out = Vec::new();
     for &dist in &cfg.data {
-        let datas: Vec<TaskData> = cfg.seeds.iter().map(|&s| TaskData::new(cfg, dist, s, device)).collect();
+        let datas: Vec<TaskData> = cfg.seeds.iter().map(|&s| TaskData::new(cfg, dist, s, device)).collect::<Result<_, _>>()?;
         for &depth in &cfg.depths {
             let mut best = Vec::new();
             for &optim in &optims {
@@ -530,7 +530,7 @@ pub fn run_sweep(cfg: &IclConfig, device: Device, mut progress: Option<Progress>
                     }
                     by_lr.push((lr, losses));
                 }
-                best.push(pick_best(&by_lr));
+                best.push(pick_best(&by_lr).ok_or_else(|| bad("sgd_lrs/adam_lrs", "[]", "give at least one learning rate"))?);
             }
             let (sgd, adam) = (best[0].clone(), best[1].clone());
             let log_gaps: Vec<f64> = sgd.losses.iter().zip(&adam.losses).map(|(s, a)| (s / a).log10()).collect();
@@ -558,7 +558,7 @@ pub fn run_sweep(cfg: &IclConfig, device: Device, mut progress: Option<Progress>
 
 /// Best LR by geometric-mean final loss over seeds (a diverged seed is +∞;
 /// if every LR diverged, the smallest LR is reported with infinite losses).
-fn pick_best(by_lr: &[(f64, Vec<f64>)]) -> BestLr {
+fn pick_best(by_lr: &[(f64, Vec<f64>)]) -> Option<BestLr> {
     let geo = |l: &[f64]| (l.iter().map(|x| x.max(1e-300).ln()).sum::<f64>() / l.len() as f64).exp();
     let mut best: Option<BestLr> = None;
     for (lr, losses) in by_lr {
@@ -572,7 +572,7 @@ fn pick_best(by_lr: &[(f64, Vec<f64>)]) -> BestLr {
             best = Some(BestLr { lr: *lr, losses: losses.clone(), mean, std, geo_mean: g });
         }
     }
-    best.expect("at least one learning rate")
+    best
 }
 
 /// Run the lens end to end: sweep, `icl.h5`, PNG plots and `index.html` in `out_dir`.

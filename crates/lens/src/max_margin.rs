@@ -220,7 +220,10 @@ pub fn run_toy(cfg: &MaxMarginConfig) -> Result<MaxMarginResult, MaxMarginError>
         let (len, rows, mm, vmm) = match variant {
             Variant::P => (data.d, &p_rows, &p_svm.x, None),
             Variant::Joint => (data.d, &p_rows, &p_svm.x, v_svm.as_ref().map(|s| s.x.as_slice())),
-            Variant::W => (data.d * data.d, w_rows.as_ref().expect("W rows"), &w_svm.as_ref().expect("W svm").x, None),
+            Variant::W => match (w_rows.as_ref(), w_svm.as_ref()) {
+                (Some(r), Some(s)) => (data.d * data.d, r, &s.x, None),
+                _ => return Err(ConfigError::invalid("max-margin", "variants", "w", "the W variant needs the W att-SVM, which was not computed").into()),
+            },
         };
         let init = train::Params { theta: vec![0.0; len], v: data.v.clone() };
         let (trace, params) = train::gradient_descent(&data, variant, init, &gd, rows, mm, vmm);

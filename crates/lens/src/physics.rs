@@ -177,15 +177,23 @@ pub fn sample_queries(contacts: &[&ContactSet], ratios: &[&[f32]], n: usize, k: 
     all.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(headlab_sim::seed::derive_seed(seed, headlab_sim::seed::Stream::PhysicsLensQueries)));
     all.truncate(k);
     all.sort();
+    // Every candidate query has degree > 0, so a partner always exists.
     all.into_iter()
-        .map(|(e, i)| {
+        .filter_map(|(e, i)| {
             let cs = contacts[e];
             let r = ratios[e];
-            let partner = (0..n).filter(|&j| cs.contains(i, j)).min_by(|&a, &b| r[i * n + a].total_cmp(&r[i * n + b])).expect("has a partner");
+            let partner = (0..n).filter(|&j| cs.contains(i, j)).min_by(|&a, &b| r[i * n + a].total_cmp(&r[i * n + b]))?;
             let others = (0..n).filter(|&j| j != i && !cs.contains(i, j)).collect();
-            SvmQuery { eval_index: e, query: i, partner, others }
+            Some(SvmQuery { eval_index: e, query: i, partner, others })
         })
         .collect()
+}
+
+/// `series[name][k] = v` (every name is created up front from `SERIES`).
+fn set(series: &mut BTreeMap<String, Vec<f64>>, name: &str, k: usize, v: f64) {
+    if let Some(s) = series.get_mut(name) {
+        s[k] = v;
+    }
 }
 
 /// Per-layer tensors of one checkpoint on some frames.
@@ -291,14 +299,20 @@ pub fn run_physics(run: &Path, ds: &Dataset, cfg: &PhysicsLensConfig, ctl: &Phys
         }
     }
     let fwd_frames: Vec<(usize, usize)> = fwd_idx.iter().map(|&e| frames[e]).collect();
-    let pos_of = |e: usize| fwd_idx.iter().position(|&x| x == e).expect("frame run");
+    // Position of each evaluation frame in the forward batch (every sampled
+    // frame is in fwd_idx by construction).
+    let mut fwd_pos = vec![0usize; frames.len()];
+    for (p, &e) in fwd_idx.iter().enumerate() {
+        fwd_pos[e] = p;
+    }
+    let pos_of = |e: usize| fwd_pos[e];
 
     let ckpts = list_checkpoints(run)?;
     let todo: Vec<(u64, PathBuf)> = ckpts.iter().filter(|(s, _)| lp.steps.binary_search(s).is_err()).cloned().collect();
     let skipped = ckpts.len() - todo.len();
     let bar = if ctl.progress {
         let b = indicatif::ProgressBar::new(todo.len() as u64);
-        b.set_style(indicatif::ProgressStyle::with_template("lens physics {bar:30} {pos}/{len} checkpoints  {elapsed} (eta {eta})  {msg}").unwrap());
+        b.set_style(indicatif::ProgressStyle::with_template("lens physics {bar:30} {pos}/{len} checkpoints  {elapsed} (eta {eta})  {msg}").map_err(|e| PhysicsLensError::Run { path: run.to_path_buf(), msg: format!("progress bar: {e}") })?);
         b
     } else {
         indicatif::ProgressBar::hidden()
@@ -331,7 +345,7 @@ pub fn run_physics(run: &Path, ds: &Dataset, cfg: &PhysicsLensConfig, ctl: &Phys
                         }
                     }
                 }
-                series.get_mut("logit_rms").unwrap()[l * nh + h] = (ss / (ff * n * n) as f64).sqrt();
+                set(&mut series, "logit_rms", l * nh + h, (ss / (ff * n * n) as f64).sqrt());
             }
             // The layer's att-SVM.
             let a = &f.a[l];
@@ -355,12 +369,12 @@ pub fn run_physics(run: &Path, ds: &Dataset, cfg: &PhysicsLensConfig, ctl: &Phys
                     for (h, mh) in forms.iter().enumerate() {
                         let c = sol.compare(mh);
                         let k = l * nh + h;
-                        series.get_mut("svm_cosine").unwrap()[k] = c.cosine;
-                        series.get_mut("svm_cosine_full").unwrap()[k] = c.cosine_full;
-                        series.get_mut("svm_margin_ratio").unwrap()[k] = c.margin_ratio;
-                        series.get_mut("svm_satisfied").unwrap()[k] = c.satisfied;
-                        series.get_mut("svm_norm").unwrap()[k] = sol.norm;
-                        series.get_mut("svm_constraints").unwrap()[k] = pairs.len() as f64;
+                        set(&mut series, "svm_cosine", k, c.cosine);
+                        set(&mut series, "svm_cosine_full", k, c.cosine_full);
+                        set(&mut series, "svm_margin_ratio", k, c.margin_ratio);
+                        set(&mut series, "svm_satisfied", k, c.satisfied);
+                        set(&mut series, "svm_norm", k, sol.norm);
+                        set(&mut series, "svm_constraints", k, pairs.len() as f64);
                     }
                 }
                 Err(e) => tracing::warn!("step {step}, layer {l}: att-SVM not solved ({e}); its series are NaN at this step"),

@@ -324,6 +324,7 @@ pub fn simulate(cfg: &ScalingConfig, device: Device) -> Result<ScalingReport, Sc
     cfg.validate()?;
     let d = cfg.d;
     let mut points = Vec::new();
+    #[allow(clippy::type_complexity)]
     let mut acc: Vec<(ScoreScale, f64, usize, Vec<(Saturation, f64, f64)>)> = Vec::new();
     for (si, &spread) in cfg.spreads.iter().enumerate() {
         for (ni, &n) in cfg.ns.iter().enumerate() {
@@ -352,7 +353,7 @@ pub fn simulate(cfg: &ScalingConfig, device: Device) -> Result<ScalingReport, Sc
     for &opt in &cfg.options {
         for &spread in &cfg.spreads {
             for &n in &cfg.ns {
-                let (_, _, _, v) = acc.iter().find(|a| a.0 == opt && a.1 == spread && a.2 == n).expect("computed above");
+                let Some((_, _, _, v)) = acc.iter().find(|a| a.0 == opt && a.1 == spread && a.2 == n) else { continue };
                 let m = v.len() as f64;
                 let mean = |f: &dyn Fn(&(Saturation, f64, f64)) -> f64| v.iter().map(f).sum::<f64>() / m;
                 let sat = Saturation {

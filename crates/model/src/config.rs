@@ -186,7 +186,7 @@ impl ModelConfig {
         if self.d_model == 0 || self.d_model > 16384 {
             return bad("model.d_model", self.d_model.to_string(), "use 1..=16384");
         }
-        if self.d_head == 0 && self.d_model % self.n_heads != 0 {
+        if self.d_head == 0 && !self.d_model.is_multiple_of(self.n_heads) {
             return bad("model.d_model", self.d_model.to_string(), "must be divisible by n_heads unless d_head is set");
         }
         if !(0.0..1.0).contains(&self.dropout) {

@@ -184,6 +184,7 @@ struct Entry<'a> {
 /// # Ok(()) }
 /// ```
 #[derive(Default)]
+#[allow(clippy::type_complexity)]
 pub struct Hooks<'a> {
     entries: Vec<Entry<'a>>,
     record: Option<Box<dyn Fn(&str) -> bool + 'a>>,

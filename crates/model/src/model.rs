@@ -161,7 +161,10 @@ impl Attention {
         if self.scale == AttentionScale::InvKeyNormSum {
             let dims = [-1i64];
             let knorm = k.square().f_sum_dim_intlist(dims.as_slice(), false, Kind::Float)?.clamp_min(1e-30).sqrt(); // [B,H,Nk]
-            scores = scores / knorm.f_sum_dim_intlist(dims.as_slice(), true, Kind::Float)?.unsqueeze(-1).clamp_min(1e-12);
+            #[allow(clippy::assign_op_pattern)] // out of place on purpose (autograd)
+            {
+                scores = scores / knorm.f_sum_dim_intlist(dims.as_slice(), true, Kind::Float)?.unsqueeze(-1).clamp_min(1e-12);
+            }
         }
         let scores = pass.hook(l, Site::AttnScores, scores)?;
         let pattern = match self.kind {
@@ -225,7 +228,10 @@ impl Block {
             let m = ln2.forward(&resid, pass)?;
             let mlp_out = mlp.forward(&m, pass)?;
             let mlp_out = pass.hook_tokens(l, Site::MlpOut, mlp_out)?;
-            resid = resid + pass.dropout(mlp_out)?;
+            #[allow(clippy::assign_op_pattern)] // out of place on purpose (autograd)
+            {
+                resid = resid + pass.dropout(mlp_out)?;
+            }
         }
         pass.hook_tokens(l, Site::ResidPost, resid)
     }

@@ -183,7 +183,7 @@ impl Normalization {
 fn column_mean_std(x: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
     let cols = x.size().get(1).copied().unwrap_or(0).max(0) as usize;
     let all: Vec<f64> = Vec::try_from(x.to_kind(Kind::Double).contiguous().view([-1]))?;
-    let rows = if cols == 0 { 0 } else { all.len() / cols };
+    let rows = all.len().checked_div(cols).unwrap_or(0);
     let (mut m, mut sd) = (Vec::with_capacity(cols), Vec::with_capacity(cols));
     let mut col = Vec::with_capacity(rows);
     for c in 0..cols {

@@ -303,7 +303,7 @@ pub fn probe_run_with(
     };
     let bar = if ctl.progress {
         let b = indicatif::ProgressBar::new(todo.len() as u64);
-        b.set_style(indicatif::ProgressStyle::with_template("probe {bar:30} {pos}/{len} checkpoints  {elapsed} (eta {eta})  {msg}").unwrap());
+        b.set_style(indicatif::ProgressStyle::with_template("probe {bar:30} {pos}/{len} checkpoints  {elapsed} (eta {eta})  {msg}").map_err(|e| ProbeError::Run { path: run_dir.to_path_buf(), msg: format!("progress bar: {e}") })?);
         b
     } else {
         indicatif::ProgressBar::hidden()

@@ -91,8 +91,8 @@ pub fn scores_figure(path: &Path, a: &Analysis, series: &str, fits: &[Option<Ser
             let incl = a.head_series(&incl_name, l, h).unwrap_or_default();
             let au = a.head_series("auroc_interval", l, h).unwrap_or_default();
             let fit = fits.get(l * nh + h).and_then(|f| f.as_ref());
-            let cap = match fit.and_then(|f| f.best()) {
-                Some(b) => format!("L{l}.H{h}  AICc winner: {} (margin {:.1})", b.model.name(), fit.unwrap().margin()),
+            let cap = match fit.and_then(|f| f.best().map(|b| (f, b))) {
+                Some((f, b)) => format!("L{l}.H{h}  AICc winner: {} (margin {:.1})", b.model.name(), f.margin()),
                 None => format!("L{l}.H{h}"),
             };
             let ymin = y.iter().chain(&incl).filter(|v| v.is_finite()).cloned().fold(0.0, f64::min).max(-1.0) - 0.05;
@@ -415,6 +415,7 @@ pub fn noise_figure(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportE
         .build_cartesian_2d((1f64..xmax).log_scale(), 0f64..ymax)
         .map_err(err(path))?;
     ch.configure_mesh().x_desc("step + 1").x_label_formatter(&|x| format!("{x:.0}")).y_desc("Hill tail index α (lower = heavier tail)").draw().map_err(err(path))?;
+    #[allow(clippy::type_complexity)]
     let series: [(&str, fn(&headlab_store::metrics::NoiseRecord) -> (f64, f64), RGBColor); 4] = [
         ("noise norm", |r| (r.norm_hill_alpha, r.norm_hill_se), RGBColor(214, 39, 40)),
         ("noise norm, Gaussian reference", |r| (r.norm_gaussian_hill_alpha, 0.0), RGBColor(255, 152, 150)),

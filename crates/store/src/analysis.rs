@@ -268,6 +268,7 @@ pub fn read_analysis(path: &Path, with_patterns: bool) -> Result<Analysis, Store
 
 /// Read one step's cached attention patterns without loading the rest:
 /// returns the data [L, H, P, F, N, N] and its shape, or `None` if absent.
+#[allow(clippy::type_complexity)]
 pub fn read_pattern(path: &Path, step: u64) -> Result<Option<(Vec<f32>, Vec<usize>)>, StoreError> {
     let (file, _) = open_kind(path, Some(FileKind::Analysis))?;
     let pg = file.group("patterns").map_err(|_| Ctx(path).missing("patterns", FileKind::Analysis))?;

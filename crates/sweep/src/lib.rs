@@ -202,7 +202,7 @@ impl Sweep {
 
     /// `headlab simulate --scene SCENE --out SWEEP/data.h5 [simulate_args]`.
     fn simulate(&self) -> Result<()> {
-        let scene = absolute(self.file.scene.as_ref().expect("scene"));
+        let scene = absolute(self.file.scene.as_ref().ok_or_else(|| SweepError::Invalid { path: self.dir.clone(), message: "the sweep file gives neither `data` nor `scene`".into() })?);
         let mut cmd = std::process::Command::new(&self.headlab);
         cmd.arg("simulate").arg("--scene").arg(&scene).arg("--out").arg(self.data_path()).args(&self.file.simulate_args);
         tracing::info!("simulating the sweep's dataset: {cmd:?}");

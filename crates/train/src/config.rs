@@ -180,8 +180,9 @@ impl TrainConfig {
         Self::from_toml(&text, &path.display().to_string())
     }
 
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("config serializes")
+    /// The config as TOML, every default written out (what `config.toml` holds).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| TrainError::Config { origin: "config".into(), msg: format!("cannot be written as TOML: {e}") })
     }
 
     pub fn validate(&self) -> Result<()> {

@@ -124,7 +124,7 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
             existing.len()
         )));
     }
-    let config_toml = cfg.to_toml();
+    let config_toml = cfg.to_toml()?;
     let cfg_path = run_dir.join("config.toml");
     std::fs::write(&cfg_path, &config_toml).map_err(|e| io(&cfg_path, e))?;
 
@@ -184,7 +184,7 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
     };
 
     let measure_noise = |model: &Model, step: u64, metrics: &mut Metrics| {
-        if cfg.grad_noise.every > 0 && step % cfg.grad_noise.every == 0 {
+        if cfg.grad_noise.every > 0 && step.is_multiple_of(cfg.grad_noise.every) {
             match gradient_noise(cfg, model, &data, step) {
                 Ok(r) => metrics.noise.push(r),
                 Err(e) => tracing::warn!("gradient noise at step {step} not recorded: {e}"),

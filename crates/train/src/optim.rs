@@ -127,7 +127,7 @@ fn split_flat(model: &Model, flat: &Tensor) -> Result<Vec<NamedArray>> {
         .named_parameters()
         .iter()
         .map(|(name, t)| {
-            let (off, n) = model.param_range(name).expect("own parameter");
+            let (off, n) = model.param_range(name).ok_or_else(|| TrainError::Resume(format!("parameter `{name}` has no range in the flat buffer")))?;
             Ok(tensor_to_array(name, &flat.narrow(0, off as i64, n as i64).view(t.size().as_slice()))?)
         })
         .collect()

@@ -1,4 +1,5 @@
 //! Training tests on a small synthetic dataset (CPU, a few seconds each).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -152,7 +153,7 @@ fn resume_refuses_an_unreadable_metrics_file_instead_of_replacing_it() {
 #[test]
 fn config_defaults_validation_and_checkpoint_schedule() {
     let d = TrainConfig::default();
-    assert_eq!(TrainConfig::from_toml(&d.to_toml(), "x").unwrap(), d);
+    assert_eq!(TrainConfig::from_toml(&d.to_toml().unwrap(), "x").unwrap(), d);
     let e = TrainConfig::from_toml("stpes = 3", "my.toml").unwrap_err().to_string();
     assert!(e.contains("my.toml") && e.contains("stpes"), "{e}");
     let e = TrainConfig::from_toml("[optimizer]\nlr = -1.0", "my.toml").unwrap_err().to_string();

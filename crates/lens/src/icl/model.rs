@@ -70,7 +70,10 @@ impl LinearTransformer {
             let a = zu.transpose(-1, -2).matmul(&self.w_kq[l].matmul(&zu));
             // Σ_h W^{PV}_h (Z M) A_h : [B,d+1,n+1]
             let upd = self.w_pv[l].matmul(&zm.matmul(&a)).sum_dim_intlist([1i64].as_slice(), false, None::<Kind>);
-            z = z + upd / n;
+            #[allow(clippy::assign_op_pattern)] // out of place on purpose (autograd)
+            {
+                z = z + upd / n;
+            }
         }
         z
     }

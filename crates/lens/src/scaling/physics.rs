@@ -221,8 +221,8 @@ pub fn run_physics_scaling(cfg: &PhysicsScalingConfig, out: &Path, device: Devic
                 jacobian_fro: mean(|s| s.jacobian_fro),
                 seconds: t0.elapsed().as_secs_f64(),
             };
+            progress(points.len() + 1, total, &p);
             points.push(p);
-            progress(points.len(), total, points.last().expect("just pushed"));
         }
     }
     Ok(PhysicsScalingReport { config: cfg.clone(), points })

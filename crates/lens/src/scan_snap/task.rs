@@ -167,7 +167,7 @@ impl Task {
                 if tot == 0 {
                     f32::NAN
                 } else {
-                    *row.iter().max().unwrap() as f32 / tot as f32
+                    row.iter().max().map_or(f32::NAN, |&m| m as f32 / tot as f32)
                 }
             })
             .collect()

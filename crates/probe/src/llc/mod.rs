@@ -671,10 +671,10 @@ pub fn calibrate<P: LlcProblem + ?Sized>(
 fn recommend(points: &[CalibrationPoint], eps: &[f64], gammas: &[f64]) -> (Option<(f64, f64)>, String) {
     let mut best: Option<(usize, f64, f64, f64, f64)> = None; // (run length, eps_hi, gamma, eps_lo, llc)
     for &g in gammas {
-        let row: Vec<&CalibrationPoint> = eps
-            .iter()
-            .map(|&e| points.iter().find(|p| p.epsilon == e && p.gamma == g).expect("swept point"))
-            .collect();
+        // Every (ε, γ) of the grid was swept; a missing one leaves the row out.
+        let Some(row) = eps.iter().map(|&e| points.iter().find(|p| p.epsilon == e && p.gamma == g)).collect::<Option<Vec<&CalibrationPoint>>>() else {
+            continue;
+        };
         let usable = |p: &CalibrationPoint| p.n_failed == 0 && p.llc.is_finite() && p.llc > 0.0;
         let agree = |a: &CalibrationPoint, b: &CalibrationPoint| {
             let se = (a.se.powi(2) + b.se.powi(2)).sqrt();
@@ -692,7 +692,7 @@ fn recommend(points: &[CalibrationPoint], eps: &[f64], gammas: &[f64]) -> (Optio
                 end += 1;
             }
             let len = end - start + 1;
-            if best.map_or(true, |b| len > b.0) {
+            if best.is_none_or(|b| len > b.0) {
                 best = Some((len, row[end].epsilon, g, row[start].epsilon, row[end].llc));
             }
             start = end + 1;

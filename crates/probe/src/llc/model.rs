@@ -164,8 +164,10 @@ impl<'a> CheckpointProblem<'a> {
             let g = match &self.grad_params {
                 None => model.flat_grad(&loss),
                 Some(list) => {
-                    let leaves: Vec<&Tensor> =
-                        list.iter().map(|(n, _, _)| model.param(n).expect("checked name")).collect();
+                    let leaves: Vec<&Tensor> = list
+                        .iter()
+                        .map(|(n, _, _)| model.param(n).ok_or_else(|| LlcError::Problem(format!("the model has no parameter `{n}`"))))
+                        .collect::<Result<_>>()?;
                     let gs = Tensor::f_run_backward(&[&loss], &leaves, false, false)?;
                     let flat_g = Tensor::f_zeros([self.numel as i64], (Kind::Float, self.device))?;
                     for (g, (_, off, numel)) in gs.iter().zip(list) {

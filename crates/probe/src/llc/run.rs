@@ -235,9 +235,10 @@ pub fn calibrate_run(
     let mut eps: Vec<f64> = epsilons.to_vec();
     eps.sort_by(|a, b| a.total_cmp(b));
     eps.dedup();
-    let find = |e: f64, g: f64| cal.points.iter().find(|p| p.epsilon == e && p.gamma == g).expect("swept");
+    let find = |e: f64, g: f64| cal.points.iter().find(|p| p.epsilon == e && p.gamma == g);
+    // A grid point that was not swept is drawn as missing (NaN).
     let grid = |f: &dyn Fn(&super::CalibrationPoint) -> f64| -> Vec<f64> {
-        gammas.iter().flat_map(|&g| eps.iter().map(move |&e| (g, e))).map(|(g, e)| f(find(e, g))).collect()
+        gammas.iter().flat_map(|&g| eps.iter().map(move |&e| (g, e))).map(|(g, e)| find(e, g).map_or(f64::NAN, f)).collect()
     };
     series.calibration = Some(LlcCalibration {
         step,

@@ -51,7 +51,7 @@ pub struct LinearRegression {
 
 impl LinearRegression {
     pub fn new(n: usize, d: usize, batch_size: usize, var_min: f64, var_max: f64, seed: u64) -> Result<Self> {
-        if batch_size == 0 || n % batch_size != 0 || d == 0 || n <= d {
+        if batch_size == 0 || !n.is_multiple_of(batch_size) || d == 0 || n <= d {
             return Err(LlcError::Problem(format!(
                 "linear regression: need n > d > 0 and batch_size dividing n (n = {n}, d = {d}, batch_size = \
                  {batch_size})"
@@ -171,7 +171,7 @@ impl ProductModel {
     /// orthogonal to x, so the least-squares product is exactly 0 and the
     /// origin is the empirical minimizer of the product.
     pub fn new(n: usize, batch_size: usize, exact_zero: bool, seed: u64) -> Result<Self> {
-        if batch_size == 0 || n % batch_size != 0 {
+        if batch_size == 0 || !n.is_multiple_of(batch_size) {
             return Err(LlcError::Problem(format!(
                 "product model: batch_size {batch_size} must divide n = {n}"
             )));
