@@ -22,7 +22,9 @@ use headlab_sim::stats::{mean_std, Spread};
 /// One score series: steps and values (same length; NaN values are dropped).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Series {
+    /// Training steps, increasing.
     pub t: Vec<f64>,
+    /// Values at those steps.
     pub y: Vec<f64>,
 }
 
@@ -33,9 +35,11 @@ impl Series {
         p.sort_by(|a, b| a.0.total_cmp(&b.0));
         Self { t: p.iter().map(|x| x.0).collect(), y: p.iter().map(|x| x.1).collect() }
     }
+    /// Number of points.
     pub fn len(&self) -> usize {
         self.t.len()
     }
+    /// Whether there are no points.
     pub fn is_empty(&self) -> bool {
         self.t.is_empty()
     }
@@ -46,17 +50,25 @@ impl Series {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+/// The fitted forms of an emergence curve (see [`FitModel::formula`]).
 pub enum FitModel {
+    /// Power law approaching a plateau: S∞ − A·(t+t0)^(−α).
     Power,
+    /// Power-law onset after a critical step: b + A·(t−t_c)^β.
     Onset,
+    /// Exponential approach: S∞ − A·exp(−t/τ).
     Exp,
+    /// Sigmoid in t.
     Logistic,
+    /// Sigmoid in ln(1+t).
     LogLogistic,
 }
 
 impl FitModel {
+    /// Every form, in table order.
     pub const ALL: [FitModel; 5] = [FitModel::Power, FitModel::Onset, FitModel::Exp, FitModel::Logistic, FitModel::LogLogistic];
 
+    /// Short name (`power`, `onset`, ...).
     pub fn name(self) -> &'static str {
         match self {
             FitModel::Power => "power",
@@ -86,9 +98,11 @@ impl FitModel {
             FitModel::LogLogistic => &["b", "A", "t_m", "s"],
         }
     }
+    /// Number of parameters.
     pub fn n_params(self) -> usize {
         self.param_names().len()
     }
+    /// The form called `s`.
     pub fn parse(s: &str) -> Option<Self> {
         FitModel::ALL.into_iter().find(|m| m.name() == s)
     }
@@ -389,6 +403,7 @@ pub struct FitOptions {
     pub bootstrap: usize,
     /// Confidence level of the intervals.
     pub level: f64,
+    /// Seed of the bootstraps.
     pub seed: u64,
     /// Fewest points a fit needs (per model: at least params + 3).
     pub min_points: usize,
@@ -403,31 +418,41 @@ impl Default for FitOptions {
 /// A parameter estimate with its bootstrap interval (NaN when none).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Estimate {
+    /// Point estimate.
     pub value: f64,
+    /// Lower end of the bootstrap interval.
     pub lo: f64,
+    /// Upper end.
     pub hi: f64,
 }
 
 /// One model fitted to one series.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelFit {
+    /// The form.
     pub model: FitModel,
     /// Natural-unit parameters, in `model.param_names()` order.
     pub params: Vec<Estimate>,
+    /// Residual sum of squares.
     pub rss: f64,
+    /// Points fitted.
     pub n: usize,
+    /// Corrected Akaike information criterion.
     pub aicc: f64,
     /// AICc minus the best model's AICc (0 for the winner).
     pub delta_aicc: f64,
     /// Internal parameters and time scale, for `predict`.
     pub internal: Vec<f64>,
+    /// Time scale of the internal parameters.
     pub t_scale: f64,
 }
 
 impl ModelFit {
+    /// The fitted curve at step `t`.
     pub fn predict(&self, t: f64) -> f64 {
         self.model.eval(&self.internal, t, self.t_scale)
     }
+    /// The estimate of the parameter called `name`.
     pub fn param(&self, name: &str) -> Option<Estimate> {
         let k = self.model.param_names().iter().position(|&p| p == name)?;
         self.params.get(k).copied()
@@ -441,18 +466,24 @@ pub struct SeriesFit {
     pub fits: Vec<ModelFit>,
     /// First and last step used.
     pub t_from: f64,
+    /// Last step used.
     pub t_to: f64,
+    /// Points used.
     pub n: usize,
     /// Prediction band of every model: steps and (lo, hi) per model, same order as `fits`.
     pub band_t: Vec<f64>,
+    /// Lower band per model.
     pub band_lo: Vec<Vec<f64>>,
+    /// Upper band per model.
     pub band_hi: Vec<Vec<f64>>,
 }
 
 impl SeriesFit {
+    /// The AICc winner.
     pub fn best(&self) -> Option<&ModelFit> {
         self.fits.first()
     }
+    /// The fit of form `m`.
     pub fn get(&self, m: FitModel) -> Option<&ModelFit> {
         self.fits.iter().find(|f| f.model == m)
     }
@@ -465,9 +496,13 @@ impl SeriesFit {
 /// Everything known about one series: whole-curve fit, tail fit, emergence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FitReport {
+    /// Fits to the whole curve (None: too few points).
     pub whole: Option<SeriesFit>,
+    /// Fits to the tail after onset (None: too few points).
     pub tail: Option<SeriesFit>,
+    /// Step at which the score first reaches half its final value, with interval.
     pub emergence: Option<Estimate>,
+    /// The series' last value.
     pub final_value: f64,
 }
 
@@ -598,26 +633,34 @@ pub fn fit_report(s: &Series, opt: &FitOptions) -> FitReport {
 /// Fits of several seeds of the same run configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PooledFit {
+    /// Seeds pooled.
     pub n_seeds: usize,
     /// All seeds' points together; CIs by resampling seeds.
     pub whole: Option<SeriesFit>,
     /// Tails of all seeds together (each seed's own tail start).
     pub tail: Option<SeriesFit>,
+    /// Each seed's own fits.
     pub per_seed: Vec<FitReport>,
     /// Per model: mean and standard deviation over seeds of each natural parameter (whole curve).
     pub between_seeds: Vec<SeedSpread>,
     /// How many seeds each model wins (whole curve, tail), by AICc.
     pub wins_whole: Vec<(FitModel, usize)>,
+    /// The same on the tails.
     pub wins_tail: Vec<(FitModel, usize)>,
     /// Emergence step: mean and standard deviation over seeds.
     pub emergence_mean: f64,
+    /// Its sample standard deviation over seeds.
     pub emergence_std: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Spread over seeds of one form's parameters.
 pub struct SeedSpread {
+    /// The form.
     pub model: FitModel,
+    /// Mean of each parameter over seeds.
     pub mean: Vec<f64>,
+    /// Sample standard deviation of each parameter over seeds.
     pub std: Vec<f64>,
 }
 

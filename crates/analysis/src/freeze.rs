@@ -43,7 +43,9 @@ pub enum FreezeScale {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FreezeConfig {
+    /// Steps over which the logit change is measured.
     pub window: u64,
+    /// Change below which the attention counts as frozen.
     pub threshold: f32,
     /// `rms` (default): RMS logit change = relative change of the attention
     /// weights; `displacement`: share of the total movement; `norm`: ‖Δz‖/‖z‖.

@@ -80,16 +80,27 @@ use headlab_sim::stats::{mean_std, Spread};
 /// Errors of the in-context regression lens.
 #[derive(Debug, thiserror::Error)]
 pub enum IclError {
+    /// Passed through from `ConfigError`.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Shown as "icl: data setting '{0}' is not understood; use 'gaussian', 'student-t:NU' or 'mv-t:NU' ...".
     #[error("icl: data setting `{0}` is not understood; use `gaussian`, `student-t:NU` or `mv-t:NU` (NU > 0 degrees of freedom, e.g. student-t:3)")]
     Data(String),
+    /// Passed through from `headlab_store::StoreError`.
     #[error(transparent)]
     Store(#[from] headlab_store::StoreError),
+    /// Passed through from `noise::NoiseError`.
     #[error(transparent)]
     Noise(#[from] noise::NoiseError),
+    /// Shown as "icl: writing {path}: {msg}".
     #[error("icl: writing {path}: {msg}")]
-    Output { path: String, msg: String },
+    Output {
+        /// The file or folder concerned.
+        path: String,
+        /// What is wrong, and what to do.
+        msg: String,
+    },
+    /// Shown as "icl: torch error: {0}".
     #[error("icl: torch error: {0}")]
     Torch(#[from] tch::TchError),
 }
@@ -114,6 +125,7 @@ pub enum DataDist {
 }
 
 impl DataDist {
+    /// The setting as written in configs (`gaussian`, `student-t:3`, ...).
     pub fn label(&self) -> String {
         String::from(*self)
     }
@@ -167,11 +179,14 @@ impl std::str::FromStr for DataDist {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum Optim {
+    /// SGD (with momentum `sgd_momentum`).
     Sgd,
+    /// Adam.
     Adam,
 }
 
 impl Optim {
+    /// `sgd` or `adam`.
     pub fn name(&self) -> &'static str {
         match self {
             Optim::Sgd => "sgd",
@@ -217,8 +232,11 @@ pub struct IclConfig {
     pub sgd_momentum: f64,
     /// Learning rates tried for Adam.
     pub adam_lrs: Vec<f64>,
+    /// Adam's first-moment decay.
     pub adam_beta1: f64,
+    /// Adam's second-moment decay.
     pub adam_beta2: f64,
+    /// Adam's denominator epsilon.
     pub adam_eps: f64,
     /// Clip the global gradient norm to this value (0 = no clipping). On by
     /// default (1.0): without it a single heavy-tailed prompt can throw any
@@ -417,26 +435,38 @@ impl IclConfig {
 /// One training run of the sweep.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunResult {
+    /// Data setting.
     pub data: DataDist,
+    /// Layers.
     pub depth: usize,
+    /// Optimizer.
     pub optim: Optim,
+    /// Learning rate.
     pub lr: f64,
+    /// Seed.
     pub seed: u64,
     /// Steps at which the eval loss was recorded.
     pub eval_steps: Vec<usize>,
+    /// Eval loss at those steps.
     pub eval_loss: Vec<f64>,
     /// Eval loss at the end (+∞ if diverged).
     pub final_loss: f64,
+    /// Whether the loss exceeded the divergence limit.
     pub diverged: bool,
 }
 
 /// One gradient-noise measurement.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NoiseMeasurement {
+    /// Data setting.
     pub data: DataDist,
+    /// Layers.
     pub depth: usize,
+    /// Optimizer.
     pub optim: Optim,
+    /// Learning rate.
     pub lr: f64,
+    /// Training step of the measurement.
     pub step: usize,
     /// ‖ξ_b‖ for each minibatch b.
     pub norms: Vec<f64>,
@@ -444,8 +474,11 @@ pub struct NoiseMeasurement {
     pub gaussian_norms: Vec<f64>,
     /// ξ_b,j standardized per coordinate j, pooled over b and j.
     pub coords: Vec<f64>,
+    /// Statistics of `norms`.
     pub norm_stats: NoiseStats,
+    /// Statistics of `gaussian_norms`.
     pub gaussian_norm_stats: NoiseStats,
+    /// Statistics of `coords`.
     pub coord_stats: NoiseStats,
     /// ‖g_full‖ at this step, for scale.
     pub full_grad_norm: f64,
@@ -459,26 +492,36 @@ pub struct NoiseMeasurement {
 /// Result of [`run_sweep`].
 #[derive(Debug, Clone)]
 pub struct IclReport {
+    /// The settings used.
     pub config: IclConfig,
+    /// Every training run.
     pub runs: Vec<RunResult>,
+    /// One comparison per data setting and depth.
     pub gaps: Vec<GapRow>,
+    /// Gradient-noise measurements, if requested.
     pub noise: Vec<NoiseMeasurement>,
 }
 
 /// The Adam-vs-SGD comparison for one data setting and depth.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GapRow {
+    /// Data setting.
     pub data: DataDist,
+    /// Layers.
     pub depth: usize,
     /// Loss of predicting 0 (E[y²]).
     pub trivial_loss: f64,
+    /// SGD at its best learning rate.
     pub sgd: BestLr,
+    /// Adam at its best learning rate.
     pub adam: BestLr,
     /// log10(L_SGD / L_Adam) per seed at the best LRs: mean and std over seeds.
     pub log_gap_mean: f64,
+    /// (population std over seeds)
     pub log_gap_std: f64,
     /// L_SGD − L_Adam per seed: mean and std.
     pub gap_mean: f64,
+    /// (population std over seeds)
     pub gap_std: f64,
     /// Per-seed log gaps.
     pub log_gaps: Vec<f64>,
@@ -487,10 +530,13 @@ pub struct GapRow {
 /// The best learning rate of one optimizer and its losses over seeds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BestLr {
+    /// The learning rate.
     pub lr: f64,
     /// Final losses per seed at that LR.
     pub losses: Vec<f64>,
+    /// Mean final loss over seeds.
     pub mean: f64,
+    /// Population std of the final losses over seeds.
     pub std: f64,
     /// Geometric mean over seeds (the selection criterion).
     pub geo_mean: f64,

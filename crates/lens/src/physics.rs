@@ -61,21 +61,34 @@ use crate::config::ConfigError;
 use crate::scan_snap::FreezeConfig;
 
 #[derive(Debug, thiserror::Error)]
+/// Why the physics lens could not run.
 pub enum PhysicsLensError {
+    /// Passed through from `ConfigError`.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Shown as "{path}: {msg}".
     #[error("{path}: {msg}")]
-    Run { path: PathBuf, msg: String },
+    Run {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        msg: String,
+    },
+    /// Passed through from `headlab_store::StoreError`.
     #[error(transparent)]
     Store(#[from] headlab_store::StoreError),
+    /// Passed through from `headlab_analysis::AnalysisError`.
     #[error(transparent)]
     Analysis(#[from] headlab_analysis::AnalysisError),
+    /// Passed through from `headlab_model::ModelError`.
     #[error(transparent)]
     Model(#[from] headlab_model::ModelError),
+    /// Shown as "libtorch: {0}".
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }
 
+/// Results of the physics lens.
 pub type Result<T, E = PhysicsLensError> = std::result::Result<T, E>;
 
 /// Which contact set defines a query's partners.
@@ -100,6 +113,7 @@ pub struct PhysicsLensConfig {
     pub svm_queries: usize,
     /// Seed of that sample.
     pub seed: u64,
+    /// Which contact definition picks the partners.
     pub contact: Contact,
     /// Freeze detector (not part of the stored measurements; re-applied on every call).
     #[serde(skip)]
@@ -113,6 +127,7 @@ impl Default for PhysicsLensConfig {
 }
 
 impl PhysicsLensConfig {
+    /// Check every value; the error names the key and what is allowed.
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, value: String, hint: &str| Err(ConfigError::invalid("lens physics", key, value, hint).into());
         if self.freeze_frames == 0 {
@@ -138,7 +153,9 @@ impl PhysicsLensConfig {
 /// How a call behaves (not saved).
 #[derive(Debug, Clone)]
 pub struct PhysicsControl {
+    /// Where to run the model.
     pub device: headlab_model::DeviceSpec,
+    /// Show a progress bar.
     pub progress: bool,
     /// Discard an existing lens_physics.h5.
     pub fresh: bool,
@@ -156,9 +173,13 @@ impl Default for PhysicsControl {
 /// partner, and the particles it must be preferred over.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SvmQuery {
+    /// Evaluation frame (index into the probe's frames).
     pub eval_index: usize,
+    /// Query particle.
     pub query: usize,
+    /// Its nearest contact partner.
     pub partner: usize,
+    /// Particles not in contact with it.
     pub others: Vec<usize>,
 }
 
@@ -237,9 +258,13 @@ fn head_forms(m: &headlab_model::Model, l: usize) -> Result<Vec<Vec<f64>>> {
 /// Summary of a call.
 #[derive(Debug, Clone)]
 pub struct PhysicsSummary {
+    /// The `lens_physics.h5` written.
     pub path: PathBuf,
+    /// Steps processed by this call.
     pub processed: Vec<u64>,
+    /// Checkpoints already in the file.
     pub skipped: usize,
+    /// att-SVM constraints per layer.
     pub n_constraints: usize,
 }
 

@@ -13,6 +13,7 @@ fn err<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> ReportError + '_ {
     move |e| ReportError::Plot { path: path.to_path_buf(), msg: format!("{e:?}") }
 }
 
+/// The color of a fitted form in every figure.
 pub fn model_color(m: FitModel) -> RGBColor {
     match m {
         FitModel::Power => RGBColor(214, 39, 40),

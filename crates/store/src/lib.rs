@@ -19,4 +19,5 @@ pub mod metrics;
 
 pub use h5util::{atomic_write, open_kind, FileKind, StoreError, FORMAT_VERSION};
 
+/// Results of this crate.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -12,17 +12,22 @@ use headlab_sim::seed::{derive_seed, Stream};
 
 /// A set of prompts: `z` [P, d+1, n+1] (query label slot 0) and targets `y` [P].
 pub struct Prompts {
+    /// Prompt matrices [P, d+1, n+1].
     pub z: Tensor,
+    /// Query targets [P].
     pub y: Tensor,
 }
 
 impl Prompts {
+    /// Number of prompts.
     pub fn len(&self) -> usize {
         self.y.size()[0] as usize
     }
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// The prompts at `idx`.
     pub fn select(&self, idx: &Tensor) -> Prompts {
         Prompts { z: self.z.index_select(0, idx), y: self.y.index_select(0, idx) }
     }
@@ -86,7 +91,9 @@ pub fn sample_prompts(cfg: &IclConfig, dist: DataDist, count: usize, seed: u64, 
 
 /// Training data for one (data setting, seed).
 pub struct TaskData {
+    /// Training prompts.
     pub train: Prompts,
+    /// Evaluation prompts.
     pub eval: Prompts,
 }
 

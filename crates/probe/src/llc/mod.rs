@@ -65,19 +65,30 @@ pub mod plot;
 /// Errors of the LLC estimator. Messages say what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum LlcError {
+    /// Shown as "llc config: '{key}' = {value} is invalid: {expected}".
     #[error("llc config: `{key}` = {value} is invalid: {expected}")]
-    Config { key: String, value: String, expected: String },
+    Config {
+        /// The offending key or option.
+        key: String,
+        /// Its value.
+        value: String,
+        /// What was expected.
+        expected: String,
+    },
     #[error(
         "llc: all {chains} chains failed ({details}). The SGLD step size ε = {epsilon:e} is too large \
          for this checkpoint: try --epsilon {suggest:e} (or run with --calibrate to pick one)"
     )]
     AllChainsFailed { chains: usize, details: String, epsilon: f64, suggest: f64 },
+    /// Shown as "llc: problem: {0}".
     #[error("llc: problem: {0}")]
     Problem(String),
+    /// Shown as "llc: libtorch error: {0}".
     #[error("llc: libtorch error: {0}")]
     Torch(#[from] tch::TchError),
 }
 
+/// Results of the LLC.
 pub type Result<T, E = LlcError> = std::result::Result<T, E>;
 
 /// SGLD and estimator settings. Every field has a default; a TOML table
@@ -331,6 +342,7 @@ pub enum ChainStatus {
 }
 
 impl ChainStatus {
+    /// Whether the chain finished without failing.
     pub fn is_ok(&self) -> bool {
         matches!(self, ChainStatus::Ok)
     }
@@ -351,7 +363,9 @@ impl fmt::Display for ChainStatus {
 /// One chain's result.
 #[derive(Debug, Clone)]
 pub struct ChainReport {
+    /// Chain index.
     pub chain: usize,
+    /// How it ended.
     pub status: ChainStatus,
     /// Paired estimate from this chain's post-burn-in draws (NaN if failed).
     pub llc: f64,
@@ -378,11 +392,15 @@ pub struct LlcEstimate {
     pub llc_unpaired: f64,
     /// The batch of that reference loss.
     pub reference_batch: usize,
+    /// Training samples n.
     pub n_samples: usize,
+    /// nβ (n times the inverse temperature).
     pub n_beta: f64,
     /// Number of parameter elements that move.
     pub moving_params: usize,
+    /// The settings used.
     pub config: LlcConfig,
+    /// Every chain's result.
     pub chains: Vec<ChainReport>,
     /// Traces are averaged over blocks of this many consecutive draws.
     pub trace_block: usize,
@@ -395,9 +413,11 @@ pub struct LlcEstimate {
 }
 
 impl LlcEstimate {
+    /// Chains that finished.
     pub fn n_good(&self) -> usize {
         self.chains.iter().filter(|c| c.status.is_ok()).count()
     }
+    /// Chains that failed.
     pub fn n_failed(&self) -> usize {
         self.chains.len() - self.n_good()
     }
@@ -591,13 +611,19 @@ fn summarize(
 /// One point of a calibration sweep.
 #[derive(Debug, Clone)]
 pub struct CalibrationPoint {
+    /// Step size ε.
     pub epsilon: f64,
+    /// Localization strength γ.
     pub gamma: f64,
     /// NaN when every chain failed.
     pub llc: f64,
+    /// Standard error over chains.
     pub se: f64,
+    /// Chains that failed.
     pub n_failed: usize,
+    /// Chains run.
     pub chains: usize,
+    /// Warnings of the estimate.
     pub warnings: Vec<String>,
     /// Per chain, block means of nβ·ΔL (empty when every chain failed).
     pub delta_trace: Vec<Vec<f64>>,
@@ -606,6 +632,7 @@ pub struct CalibrationPoint {
 /// A sweep of the estimate over ε (and γ).
 #[derive(Debug, Clone)]
 pub struct Calibration {
+    /// Every (ε, γ) point swept.
     pub points: Vec<CalibrationPoint>,
     /// (ε, γ) recommended: the largest ε of the longest run of consecutive
     /// step sizes without failed chains whose estimates agree, for the γ

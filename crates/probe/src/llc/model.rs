@@ -231,9 +231,13 @@ pub fn head_mask(model: &Model, layer: usize, head: usize) -> Result<(Tensor, Ve
 /// LLC estimates of one checkpoint.
 #[derive(Debug, Clone)]
 pub struct CheckpointLlc {
+    /// The checkpoint's step.
     pub step: u64,
+    /// Layers of the model.
     pub n_layers: usize,
+    /// Heads per layer.
     pub n_heads: usize,
+    /// The LLC of the whole model.
     pub whole: LlcEstimate,
     /// Per head, layer-major ([layer * n_heads + head]); empty unless asked.
     pub heads: Vec<LlcEstimate>,
@@ -242,6 +246,7 @@ pub struct CheckpointLlc {
 /// What to estimate for a checkpoint.
 #[derive(Debug, Clone, Default)]
 pub struct CheckpointLlcOptions {
+    /// The sampler's settings.
     pub llc: LlcConfig,
     /// Also the weight-refined LLC of every head.
     pub per_head: bool,
