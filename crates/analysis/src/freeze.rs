@@ -31,9 +31,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum FreezeScale {
+    /// RMS change of the centred logits (the relative change of the attention weights).
     #[default]
     Rms,
+    /// The window's movement as a share of the total movement over training.
     Displacement,
+    /// ‖Δz‖ / ‖z‖.
     Norm,
 }
 

@@ -117,6 +117,7 @@ fn bad(key: &str, value: impl fmt::Display, hint: &str) -> IclError {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum DataDist {
+    /// Standard normal coordinates.
     Gaussian,
     /// Independent Student-t coordinates with this many degrees of freedom.
     StudentT(f64),

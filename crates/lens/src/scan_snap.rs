@@ -306,6 +306,7 @@ pub struct LrPoint {
 pub struct DataPoint {
     /// Training-set size (0 = infinite).
     pub size: usize,
+    /// Seed of the run.
     pub seed: u64,
     /// Share of the attention's top choices taken by common tokens: of the
     /// `K·distinct_per_class` context tokens with the highest final logits,

@@ -151,8 +151,11 @@ pub struct ProbeSummary {
 /// Something that yields the attention patterns of a checkpoint:
 /// for a batch of (trajectory, frame), one `[B, H, N, N]` buffer per layer.
 pub trait AttentionSource {
+    /// Layers of the model.
     fn n_layers(&self) -> usize;
+    /// Heads per layer.
     fn n_heads(&self) -> usize;
+    /// The attention patterns of `frames` of `ds`, one `[B, H, N, N]` buffer per layer.
     fn patterns(&self, ds: &Dataset, frames: &[(usize, usize)]) -> Result<Vec<Vec<f32>>>;
 }
 

@@ -61,11 +61,23 @@ pub enum TrainError {
         /// What is wrong, and what to do.
         msg: String,
     },
+    /// The loss or the gradient became NaN or infinite.
     #[error(
         "training stopped: the loss became non-finite ({loss}) at step {step} (lr {lr:.3e}, gradient norm {grad_norm:.3e}). \
          The last good checkpoint is {last_checkpoint}. Lower optimizer.lr, keep optimizer.clip > 0, or check the dataset for NaNs."
     )]
-    NonFinite { step: u64, loss: f64, lr: f64, grad_norm: f64, last_checkpoint: String },
+    NonFinite {
+        /// The training step.
+        step: u64,
+        /// The loss at that step.
+        loss: f64,
+        /// The learning rate at that step.
+        lr: f64,
+        /// The gradient norm at that step.
+        grad_norm: f64,
+        /// The last good checkpoint.
+        last_checkpoint: String,
+    },
     /// Passed through from `headlab_model::ModelError`.
     #[error(transparent)]
     Model(#[from] headlab_model::ModelError),

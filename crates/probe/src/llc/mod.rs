@@ -75,11 +75,21 @@ pub enum LlcError {
         /// What was expected.
         expected: String,
     },
+    /// Every chain failed (diverged or became non-finite).
     #[error(
         "llc: all {chains} chains failed ({details}). The SGLD step size ε = {epsilon:e} is too large \
          for this checkpoint: try --epsilon {suggest:e} (or run with --calibrate to pick one)"
     )]
-    AllChainsFailed { chains: usize, details: String, epsilon: f64, suggest: f64 },
+    AllChainsFailed {
+        /// Number of chains.
+        chains: usize,
+        /// What each chain reported.
+        details: String,
+        /// The step size used.
+        epsilon: f64,
+        /// A step size to try instead.
+        suggest: f64,
+    },
     /// Shown as "llc: problem: {0}".
     #[error("llc: problem: {0}")]
     Problem(String),
@@ -334,11 +344,22 @@ impl Movable {
 /// How a chain ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChainStatus {
+    /// The chain ran to the end.
     Ok,
     /// The loss became NaN or infinite at this step.
-    NonFinite { step: usize },
+    NonFinite {
+        /// The draw at which it happened.
+        step: usize,
+    },
     /// nβ·(L_B(w) − L_B(w*)) passed the divergence threshold at this step.
-    Diverged { step: usize, value: f64, threshold: f64 },
+    Diverged {
+        /// The draw at which it happened.
+        step: usize,
+        /// nβ·ΔL at that draw.
+        value: f64,
+        /// The threshold it passed.
+        threshold: f64,
+    },
 }
 
 impl ChainStatus {
