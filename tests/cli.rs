@@ -1,4 +1,5 @@
 //! End-to-end tests of the `headlab` binary, as a user runs it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -130,10 +130,13 @@ pub fn restricted_cosine(m: &[f64], w: &[f64], dq: usize, dk: usize, ub: &[Vec<f
 /// One layer's att-SVM on a set of rank-one constraints `q_k d_kᵀ`.
 #[derive(Debug, Clone)]
 pub struct LayerSvm {
+    /// Query dimension (d + 1 with the bias).
     pub dq: usize,
+    /// Key dimension.
     pub dk: usize,
     /// Orthonormal bases of the query span U and the key-difference span V.
     pub ub: Vec<Vec<f64>>,
+    /// (the basis of V)
     pub vb: Vec<Vec<f64>>,
     /// Constraint rows in reduced coordinates (`r_U · r_V` each).
     pub rows: Vec<Vec<f64>>,
@@ -201,12 +204,16 @@ impl LayerSvm {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
+/// How a head's W_Q·W_Kᵀ compares with the layer's att-SVM.
 pub struct HeadVsSvm {
+    /// Cosine with the SVM direction, restricted to the span the constraints live in.
     pub cosine: f64,
     /// Share of the constraints the head meets with a positive margin
     /// (partner's logit above the other particle's).
     pub satisfied: f64,
+    /// Cosine in the full space.
     pub cosine_full: f64,
+    /// Smallest margin of the head's form, rescaled to the SVM's norm (1 = max-margin direction; < 0 = some partner not preferred).
     pub margin_ratio: f64,
 }
 

@@ -30,17 +30,19 @@ pub fn frame_geoms(ds: &Dataset, frames: &[(usize, usize)], factor: f32) -> Vec<
     for (k, &(t, _)) in frames.iter().enumerate() {
         by_traj.entry(t).or_default().push(k);
     }
-    let mut out: Vec<Option<FrameGeom>> = vec![None; frames.len()];
+    let mut out: Vec<(usize, FrameGeom)> = Vec::with_capacity(frames.len());
     for (t, ks) in by_traj {
         let fs: Vec<usize> = ks.iter().map(|&k| frames[k].1).collect();
         let cs = interval_contacts(ds, t, &fs);
         for (&k, c) in ks.iter().zip(cs) {
             let f = frames[k].1;
             let i = ds.idx(t, f, 0);
-            out[k] = Some(FrameGeom::new(&ds.positions[i..i + n * d], &ds.radii[t * n..(t + 1) * n], d, factor, c));
+            out.push((k, FrameGeom::new(&ds.positions[i..i + n * d], &ds.radii[t * n..(t + 1) * n], d, factor, c)));
         }
     }
-    out.into_iter().map(|g| g.expect("every frame has a geometry")).collect()
+    // Back to the order of `frames` (each k appears once).
+    out.sort_by_key(|(k, _)| *k);
+    out.into_iter().map(|(_, g)| g).collect()
 }
 
 

@@ -31,9 +31,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum FreezeScale {
+    /// RMS change of the centred logits (the relative change of the attention weights).
     #[default]
     Rms,
+    /// The window's movement as a share of the total movement over training.
     Displacement,
+    /// ‖Δz‖ / ‖z‖.
     Norm,
 }
 
@@ -43,7 +46,9 @@ pub enum FreezeScale {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FreezeConfig {
+    /// Steps over which the logit change is measured.
     pub window: u64,
+    /// Change below which the attention counts as frozen.
     pub threshold: f32,
     /// `rms` (default): RMS logit change = relative change of the attention
     /// weights; `displacement`: share of the total movement; `norm`: ‖Δz‖/‖z‖.

@@ -38,12 +38,28 @@ use std::path::PathBuf;
 /// hold what it should (named by path).
 #[derive(Debug, thiserror::Error)]
 pub enum AnalysisError {
+    /// Shown as "option '{key}' = {value} is invalid: {hint}".
     #[error("option `{key}` = {value} is invalid: {hint}")]
-    Config { key: String, value: String, hint: String },
+    Config {
+        /// The offending key or option.
+        key: String,
+        /// Its value.
+        value: String,
+        /// What is allowed, or what to do.
+        hint: String,
+    },
+    /// Shown as "{path}: {msg}".
     #[error("{path}: {msg}")]
-    Run { path: PathBuf, msg: String },
+    Run {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        msg: String,
+    },
+    /// Passed through from `headlab_store::StoreError`.
     #[error(transparent)]
     Store(#[from] headlab_store::StoreError),
 }
 
+/// Results of this crate.
 pub type Result<T, E = AnalysisError> = std::result::Result<T, E>;

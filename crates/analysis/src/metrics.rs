@@ -256,7 +256,8 @@ impl HeadAccum {
     }
 
     fn bin(&self, r: f32) -> Option<usize> {
-        if !(r >= self.edges[0]) || r >= *self.edges.last().unwrap() {
+        let (Some(&lo), Some(&hi)) = (self.edges.first(), self.edges.last()) else { return None };
+        if !(r >= lo) || r >= hi {
             return None;
         }
         // edges[k] <= r < edges[k+1]

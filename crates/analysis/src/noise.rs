@@ -26,12 +26,28 @@ use headlab_sim::stats::{mean_std, Spread};
 /// Errors from the tail statistics: what was wrong with the input.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum NoiseError {
+    /// Shown as "tail statistics need at least {need} finite values, got {got}; collect more samples".
     #[error("tail statistics need at least {need} finite values, got {got}; collect more samples")]
-    TooFew { need: usize, got: usize },
+    TooFew {
+        /// How many are needed.
+        need: usize,
+        /// How many there are.
+        got: usize,
+    },
+    /// Shown as "Hill estimator: k = {k} must satisfy 2 <= k < n = {n} (number of nonzero values); choos...".
     #[error("Hill estimator: k = {k} must satisfy 2 <= k < n = {n} (number of nonzero values); choose a smaller k or pass k = 0 for the default sqrt(n)")]
-    BadK { k: usize, n: usize },
+    BadK {
+        /// The `k` shown in the message.
+        k: usize,
+        /// The `n` shown in the message.
+        n: usize,
+    },
+    /// Shown as "Hill estimator: the k+1 largest |values| are all equal ({value}); the tail index is und...".
     #[error("Hill estimator: the k+1 largest |values| are all equal ({value}); the tail index is undefined for this sample")]
-    Degenerate { value: f64 },
+    Degenerate {
+        /// Its value.
+        value: f64,
+    },
     /// The forward pass that produced the gradients failed (libtorch side).
     #[error("gradient noise: {0}")]
     Model(String),
@@ -85,13 +101,19 @@ pub fn hill(values: &[f64], k: usize) -> Result<HillEstimate, NoiseError> {
 /// 97.5 % quantiles. Uses the same k as [`hill`] on the full sample.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HillBootstrap {
+    /// Mean of α̂ over the resamples.
     pub mean: f64,
+    /// Population std of α̂ over the resamples.
     pub std: f64,
+    /// 2.5 % quantile.
     pub lo: f64,
+    /// 97.5 % quantile.
     pub hi: f64,
+    /// Resamples with a defined estimate.
     pub reps: usize,
 }
 
+/// Bootstrap the Hill estimate of `values` (k as in [`hill`]); errors with fewer than 2 usable resamples.
 pub fn hill_bootstrap(values: &[f64], k: usize, reps: usize, seed: u64) -> Result<HillBootstrap, NoiseError> {
     let full = hill(values, k)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -155,13 +177,17 @@ pub fn excess_kurtosis(values: &[f64]) -> Result<f64, NoiseError> {
 pub struct Histogram {
     /// Bin edges, `bins + 1` values.
     pub edges: Vec<f64>,
+    /// Values per bin.
     pub counts: Vec<u64>,
     /// counts / (n · bin width): comparable to a probability density.
     pub density: Vec<f64>,
     /// N(mean, std²) density at the bin centers.
     pub gaussian: Vec<f64>,
+    /// Mean of the finite values (NaN when there are none).
     pub mean: f64,
+    /// Their population std.
     pub std: f64,
+    /// Number of finite values.
     pub n: usize,
 }
 
@@ -201,11 +227,13 @@ impl Histogram {
         Histogram { edges, counts, density, gaussian, mean, std, n }
     }
 
+    /// Bin centers.
     pub fn centers(&self) -> Vec<f64> {
         self.edges.windows(2).map(|w| 0.5 * (w[0] + w[1])).collect()
     }
 }
 
+/// N(mean, std²) density at x (0 when std ≤ 0).
 pub fn gaussian_pdf(x: f64, mean: f64, std: f64) -> f64 {
     if std <= 0.0 {
         return 0.0;
@@ -226,10 +254,15 @@ pub fn gaussian_reference_hill(n: usize, k: usize, seed: u64) -> Result<HillEsti
 /// Summary of one sample, as stored in lens files.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NoiseStats {
+    /// Sample size.
     pub n: usize,
+    /// Mean.
     pub mean: f64,
+    /// Population std.
     pub std: f64,
+    /// Excess kurtosis (0 for a Gaussian).
     pub excess_kurtosis: f64,
+    /// Hill tail index of the sample.
     pub hill: HillEstimate,
     /// Hill estimate on a Gaussian sample of the same size with the same k.
     pub hill_gaussian: HillEstimate,

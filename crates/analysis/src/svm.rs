@@ -8,38 +8,63 @@ use clarabel::algebra::CscMatrix;
 use clarabel::solver::{DefaultSettingsBuilder, DefaultSolver, IPSolver, NonnegativeConeT, SolverStatus};
 
 #[derive(Debug, thiserror::Error)]
+/// Why a margin problem cannot be solved.
 pub enum SvmError {
+    /// Shown as "max-margin SVM: no constraints given".
     #[error("max-margin SVM: no constraints given")]
     Empty,
+    /// Shown as "max-margin SVM: constraint row {row} has {found} entries, expected {expected}".
     #[error("max-margin SVM: constraint row {row} has {found} entries, expected {expected}")]
-    Shape { row: usize, found: usize, expected: usize },
+    Shape {
+        /// The `row` shown in the message.
+        row: usize,
+        /// What was found.
+        found: usize,
+        /// What was expected.
+        expected: usize,
+    },
+    /// Shown as "max-margin SVM is infeasible: no direction separates the designated tokens from the oth...".
     #[error("max-margin SVM is infeasible: no direction separates the designated tokens from the others ({rows} constraints in {dim} dimensions); use more dimensions, fewer examples or tokens, or check the labels")]
-    Infeasible { rows: usize, dim: usize },
+    Infeasible {
+        /// The `rows` shown in the message.
+        rows: usize,
+        /// The `dim` shown in the message.
+        dim: usize,
+    },
+    /// Shown as "max-margin SVM: the QP solver stopped with status {status}".
     #[error("max-margin SVM: the QP solver stopped with status {status}")]
-    Solver { status: String },
+    Solver {
+        /// The `status` shown in the message.
+        status: String,
+    },
 }
 
 /// Solution of a minimum-norm margin problem.
 #[derive(Debug, Clone)]
 pub struct SvmSolution {
+    /// The minimum-norm solution.
     pub x: Vec<f64>,
     /// Smallest `a_kᵀ x` (1 at the optimum, up to solver tolerance).
     pub min_margin: f64,
     /// Rows with `a_kᵀ x < 1 + 1e-6`: the support vectors.
     pub support: Vec<usize>,
+    /// The solver's status.
     pub status: String,
 }
 
 impl SvmSolution {
+    /// ‖x‖.
     pub fn norm(&self) -> f64 {
         norm(&self.x)
     }
 }
 
+/// Dot product.
 pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// Euclidean norm.
 pub fn norm(a: &[f64]) -> f64 {
     dot(a, a).sqrt()
 }

@@ -12,15 +12,36 @@ use serde::de::DeserializeOwned;
 pub enum ConfigError {
     /// A key holds a value outside its range.
     #[error("{lens} config: `{key}` = {value} is invalid: {hint}")]
-    Invalid { lens: &'static str, key: String, value: String, hint: String },
+    Invalid {
+        /// The lens.
+        lens: &'static str,
+        /// The offending key or option.
+        key: String,
+        /// Its value.
+        value: String,
+        /// What is allowed, or what to do.
+        hint: String,
+    },
     /// The TOML text does not parse (syntax, types, unknown keys).
     #[error("{lens} config {path}: {msg}")]
-    Parse { lens: &'static str, path: String, msg: String },
+    Parse {
+        /// The lens.
+        lens: &'static str,
+        /// The file or folder concerned.
+        path: String,
+        /// What is wrong, and what to do.
+        msg: String,
+    },
     /// The config cannot be written as TOML (a value TOML cannot hold, such
     /// as a non-finite float in a position TOML rejects). Stored configs are
     /// compared on resume, so an empty stand-in is never written instead.
     #[error("{lens} config cannot be written as TOML: {msg}; report this as a bug with the config you used")]
-    Serialize { lens: &'static str, msg: String },
+    Serialize {
+        /// The lens.
+        lens: &'static str,
+        /// What is wrong, and what to do.
+        msg: String,
+    },
 }
 
 impl ConfigError {

@@ -80,16 +80,27 @@ use headlab_sim::stats::{mean_std, Spread};
 /// Errors of the in-context regression lens.
 #[derive(Debug, thiserror::Error)]
 pub enum IclError {
+    /// Passed through from `ConfigError`.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Shown as "icl: data setting '{0}' is not understood; use 'gaussian', 'student-t:NU' or 'mv-t:NU' ...".
     #[error("icl: data setting `{0}` is not understood; use `gaussian`, `student-t:NU` or `mv-t:NU` (NU > 0 degrees of freedom, e.g. student-t:3)")]
     Data(String),
+    /// Passed through from `headlab_store::StoreError`.
     #[error(transparent)]
     Store(#[from] headlab_store::StoreError),
+    /// Passed through from `noise::NoiseError`.
     #[error(transparent)]
     Noise(#[from] noise::NoiseError),
+    /// Shown as "icl: writing {path}: {msg}".
     #[error("icl: writing {path}: {msg}")]
-    Output { path: String, msg: String },
+    Output {
+        /// The file or folder concerned.
+        path: String,
+        /// What is wrong, and what to do.
+        msg: String,
+    },
+    /// Shown as "icl: torch error: {0}".
     #[error("icl: torch error: {0}")]
     Torch(#[from] tch::TchError),
 }
@@ -106,6 +117,7 @@ fn bad(key: &str, value: impl fmt::Display, hint: &str) -> IclError {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum DataDist {
+    /// Standard normal coordinates.
     Gaussian,
     /// Independent Student-t coordinates with this many degrees of freedom.
     StudentT(f64),
@@ -114,6 +126,7 @@ pub enum DataDist {
 }
 
 impl DataDist {
+    /// The setting as written in configs (`gaussian`, `student-t:3`, ...).
     pub fn label(&self) -> String {
         String::from(*self)
     }
@@ -167,11 +180,14 @@ impl std::str::FromStr for DataDist {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum Optim {
+    /// SGD (with momentum `sgd_momentum`).
     Sgd,
+    /// Adam.
     Adam,
 }
 
 impl Optim {
+    /// `sgd` or `adam`.
     pub fn name(&self) -> &'static str {
         match self {
             Optim::Sgd => "sgd",
@@ -217,8 +233,11 @@ pub struct IclConfig {
     pub sgd_momentum: f64,
     /// Learning rates tried for Adam.
     pub adam_lrs: Vec<f64>,
+    /// Adam's first-moment decay.
     pub adam_beta1: f64,
+    /// Adam's second-moment decay.
     pub adam_beta2: f64,
+    /// Adam's denominator epsilon.
     pub adam_eps: f64,
     /// Clip the global gradient norm to this value (0 = no clipping). On by
     /// default (1.0): without it a single heavy-tailed prompt can throw any
@@ -417,26 +436,38 @@ impl IclConfig {
 /// One training run of the sweep.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunResult {
+    /// Data setting.
     pub data: DataDist,
+    /// Layers.
     pub depth: usize,
+    /// Optimizer.
     pub optim: Optim,
+    /// Learning rate.
     pub lr: f64,
+    /// Seed.
     pub seed: u64,
     /// Steps at which the eval loss was recorded.
     pub eval_steps: Vec<usize>,
+    /// Eval loss at those steps.
     pub eval_loss: Vec<f64>,
     /// Eval loss at the end (+∞ if diverged).
     pub final_loss: f64,
+    /// Whether the loss exceeded the divergence limit.
     pub diverged: bool,
 }
 
 /// One gradient-noise measurement.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NoiseMeasurement {
+    /// Data setting.
     pub data: DataDist,
+    /// Layers.
     pub depth: usize,
+    /// Optimizer.
     pub optim: Optim,
+    /// Learning rate.
     pub lr: f64,
+    /// Training step of the measurement.
     pub step: usize,
     /// ‖ξ_b‖ for each minibatch b.
     pub norms: Vec<f64>,
@@ -444,8 +475,11 @@ pub struct NoiseMeasurement {
     pub gaussian_norms: Vec<f64>,
     /// ξ_b,j standardized per coordinate j, pooled over b and j.
     pub coords: Vec<f64>,
+    /// Statistics of `norms`.
     pub norm_stats: NoiseStats,
+    /// Statistics of `gaussian_norms`.
     pub gaussian_norm_stats: NoiseStats,
+    /// Statistics of `coords`.
     pub coord_stats: NoiseStats,
     /// ‖g_full‖ at this step, for scale.
     pub full_grad_norm: f64,
@@ -459,26 +493,36 @@ pub struct NoiseMeasurement {
 /// Result of [`run_sweep`].
 #[derive(Debug, Clone)]
 pub struct IclReport {
+    /// The settings used.
     pub config: IclConfig,
+    /// Every training run.
     pub runs: Vec<RunResult>,
+    /// One comparison per data setting and depth.
     pub gaps: Vec<GapRow>,
+    /// Gradient-noise measurements, if requested.
     pub noise: Vec<NoiseMeasurement>,
 }
 
 /// The Adam-vs-SGD comparison for one data setting and depth.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GapRow {
+    /// Data setting.
     pub data: DataDist,
+    /// Layers.
     pub depth: usize,
     /// Loss of predicting 0 (E[y²]).
     pub trivial_loss: f64,
+    /// SGD at its best learning rate.
     pub sgd: BestLr,
+    /// Adam at its best learning rate.
     pub adam: BestLr,
     /// log10(L_SGD / L_Adam) per seed at the best LRs: mean and std over seeds.
     pub log_gap_mean: f64,
+    /// (population std over seeds)
     pub log_gap_std: f64,
     /// L_SGD − L_Adam per seed: mean and std.
     pub gap_mean: f64,
+    /// (population std over seeds)
     pub gap_std: f64,
     /// Per-seed log gaps.
     pub log_gaps: Vec<f64>,
@@ -487,10 +531,13 @@ pub struct GapRow {
 /// The best learning rate of one optimizer and its losses over seeds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BestLr {
+    /// The learning rate.
     pub lr: f64,
     /// Final losses per seed at that LR.
     pub losses: Vec<f64>,
+    /// Mean final loss over seeds.
     pub mean: f64,
+    /// Population std of the final losses over seeds.
     pub std: f64,
     /// Geometric mean over seeds (the selection criterion).
     pub geo_mean: f64,
@@ -511,7 +558,7 @@ pub fn run_sweep(cfg: &IclConfig, device: Device, mut progress: Option<Progress>
     let mut gaps = Vec::new();
     let mut noise_out = Vec::new();
     for &dist in &cfg.data {
-        let datas: Vec<TaskData> = cfg.seeds.iter().map(|&s| TaskData::new(cfg, dist, s, device)).collect();
+        let datas: Vec<TaskData> = cfg.seeds.iter().map(|&s| TaskData::new(cfg, dist, s, device)).collect::<Result<_, _>>()?;
         for &depth in &cfg.depths {
             let mut best = Vec::new();
             for &optim in &optims {
@@ -530,7 +577,7 @@ pub fn run_sweep(cfg: &IclConfig, device: Device, mut progress: Option<Progress>
                     }
                     by_lr.push((lr, losses));
                 }
-                best.push(pick_best(&by_lr));
+                best.push(pick_best(&by_lr).ok_or_else(|| bad("sgd_lrs/adam_lrs", "[]", "give at least one learning rate"))?);
             }
             let (sgd, adam) = (best[0].clone(), best[1].clone());
             let log_gaps: Vec<f64> = sgd.losses.iter().zip(&adam.losses).map(|(s, a)| (s / a).log10()).collect();
@@ -558,7 +605,7 @@ pub fn run_sweep(cfg: &IclConfig, device: Device, mut progress: Option<Progress>
 
 /// Best LR by geometric-mean final loss over seeds (a diverged seed is +∞;
 /// if every LR diverged, the smallest LR is reported with infinite losses).
-fn pick_best(by_lr: &[(f64, Vec<f64>)]) -> BestLr {
+fn pick_best(by_lr: &[(f64, Vec<f64>)]) -> Option<BestLr> {
     let geo = |l: &[f64]| (l.iter().map(|x| x.max(1e-300).ln()).sum::<f64>() / l.len() as f64).exp();
     let mut best: Option<BestLr> = None;
     for (lr, losses) in by_lr {
@@ -572,7 +619,7 @@ fn pick_best(by_lr: &[(f64, Vec<f64>)]) -> BestLr {
             best = Some(BestLr { lr: *lr, losses: losses.clone(), mean, std, geo_mean: g });
         }
     }
-    best.expect("at least one learning rate")
+    best
 }
 
 /// Run the lens end to end: sweep, `icl.h5`, PNG plots and `index.html` in `out_dir`.

@@ -36,29 +36,49 @@ pub use headlab_analysis::svm::{cosine, min_norm_margin, SvmError, SvmSolution};
 pub use train::{Loss, MmTrace, PathPoint, Variant};
 
 #[derive(Debug, thiserror::Error)]
+/// Why the max-margin lens could not run.
 pub enum MaxMarginError {
+    /// Passed through from `ConfigError`.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Passed through from `SvmError`.
     #[error(transparent)]
     Svm(#[from] SvmError),
+    /// Passed through from `headlab_store::StoreError`.
     #[error(transparent)]
     Store(#[from] headlab_store::StoreError),
+    /// Shown as "{path}: cannot draw plot: {msg}".
     #[error("{path}: cannot draw plot: {msg}")]
-    Plot { path: PathBuf, msg: String },
+    Plot {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        msg: String,
+    },
+    /// Shown as "{path}: {source}".
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+/// The `[train]` table: gradient descent on the toy.
 pub struct MmTrainConfig {
+    /// Gradient steps.
     pub steps: u64,
     /// Step size; with `normalized` the step length in parameter space.
     pub lr: f64,
     /// Normalized gradient descent (θ ← θ − lr·∇/‖∇‖): ‖θ‖ grows linearly and
     /// the direction converges in hundreds of steps instead of millions.
     pub normalized: bool,
+    /// The training loss.
     pub loss: Loss,
+    /// Record the trace every this many steps.
     pub record_every: u64,
     /// Which variants to train.
     pub variants: Vec<Variant>,
@@ -79,9 +99,11 @@ impl Default for MmTrainConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+/// The `[path]` table: the regularization path (norm-constrained optima).
 pub struct PathConfig {
     /// Radii R of the norm ball (increasing); empty = skip the path.
     pub radii: Vec<f64>,
+    /// Projected-gradient steps per radius.
     pub steps_per_radius: u64,
     /// Inner step as a fraction of R (decayed as 1/√k).
     pub lr: f64,
@@ -95,13 +117,18 @@ impl Default for PathConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
+/// The lens's config file; every table has defaults.
 pub struct MaxMarginConfig {
+    /// The `[data]` table.
     pub data: MmDataConfig,
+    /// The `[train]` table.
     pub train: MmTrainConfig,
+    /// The `[path]` table.
     pub path: PathConfig,
 }
 
 impl MaxMarginConfig {
+    /// Parse and validate a config (`path` names it in errors).
     pub fn from_toml(text: &str, path: &std::path::Path) -> Result<Self, MaxMarginError> {
         let cfg: MaxMarginConfig = parse_toml("max-margin", text, &path.display().to_string())?;
         cfg.validate()?;
@@ -113,6 +140,7 @@ impl MaxMarginConfig {
         crate::config::to_toml("max-margin", self)
     }
 
+    /// Check every value; the error names the key and what is allowed.
     pub fn validate(&self) -> Result<(), MaxMarginError> {
         fn bad(key: &str, value: impl std::fmt::Display, hint: &str) -> Result<(), MaxMarginError> {
             Err(ConfigError::invalid("max-margin", key, value, hint).into())
@@ -167,10 +195,13 @@ impl MaxMarginConfig {
 /// One trained variant.
 #[derive(Debug, Clone)]
 pub struct VariantRun {
+    /// Which parameters were trained.
     pub variant: Variant,
+    /// Its trajectory.
     pub trace: MmTrace,
     /// Final θ (p, or W row-major) and v.
     pub theta: Vec<f64>,
+    /// (the final v)
     pub v: Vec<f64>,
     /// Most-attended token of each example at the end.
     pub selected: Vec<usize>,
@@ -179,22 +210,31 @@ pub struct VariantRun {
     /// locally optimal solution the paper predicts GD converges to then).
     /// None when selected = designated or that SVM is infeasible.
     pub cos_selected: Option<f64>,
+    /// The same for v.
     pub cos_v_selected: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
+/// Everything the lens computed.
 pub struct MaxMarginResult {
+    /// The settings used.
     pub config: MaxMarginConfig,
+    /// The toy data.
     pub data: MmData,
+    /// The att-SVM of the p-parameterization.
     pub p_svm: SvmSolution,
+    /// The att-SVM of the W-parameterization, if trained.
     pub w_svm: Option<SvmSolution>,
     /// Classifier SVM of the joint problem (`min ‖v‖ s.t. Y_i vᵀx_{i,opt} ≥ 1`).
     pub v_svm: Option<SvmSolution>,
+    /// Every trained variant.
     pub runs: Vec<VariantRun>,
+    /// The regularization path.
     pub path: Vec<PathPoint>,
 }
 
 impl MaxMarginResult {
+    /// The run of variant `v`.
     pub fn run(&self, v: Variant) -> Option<&VariantRun> {
         self.runs.iter().find(|r| r.variant == v)
     }
@@ -220,7 +260,10 @@ pub fn run_toy(cfg: &MaxMarginConfig) -> Result<MaxMarginResult, MaxMarginError>
         let (len, rows, mm, vmm) = match variant {
             Variant::P => (data.d, &p_rows, &p_svm.x, None),
             Variant::Joint => (data.d, &p_rows, &p_svm.x, v_svm.as_ref().map(|s| s.x.as_slice())),
-            Variant::W => (data.d * data.d, w_rows.as_ref().expect("W rows"), &w_svm.as_ref().expect("W svm").x, None),
+            Variant::W => match (w_rows.as_ref(), w_svm.as_ref()) {
+                (Some(r), Some(s)) => (data.d * data.d, r, &s.x, None),
+                _ => return Err(ConfigError::invalid("max-margin", "variants", "w", "the W variant needs the W att-SVM, which was not computed").into()),
+            },
         };
         let init = train::Params { theta: vec![0.0; len], v: data.v.clone() };
         let (trace, params) = train::gradient_descent(&data, variant, init, &gd, rows, mm, vmm);

@@ -61,21 +61,34 @@ use crate::config::ConfigError;
 use crate::scan_snap::FreezeConfig;
 
 #[derive(Debug, thiserror::Error)]
+/// Why the physics lens could not run.
 pub enum PhysicsLensError {
+    /// Passed through from `ConfigError`.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Shown as "{path}: {msg}".
     #[error("{path}: {msg}")]
-    Run { path: PathBuf, msg: String },
+    Run {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        msg: String,
+    },
+    /// Passed through from `headlab_store::StoreError`.
     #[error(transparent)]
     Store(#[from] headlab_store::StoreError),
+    /// Passed through from `headlab_analysis::AnalysisError`.
     #[error(transparent)]
     Analysis(#[from] headlab_analysis::AnalysisError),
+    /// Passed through from `headlab_model::ModelError`.
     #[error(transparent)]
     Model(#[from] headlab_model::ModelError),
+    /// Shown as "libtorch: {0}".
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }
 
+/// Results of the physics lens.
 pub type Result<T, E = PhysicsLensError> = std::result::Result<T, E>;
 
 /// Which contact set defines a query's partners.
@@ -100,6 +113,7 @@ pub struct PhysicsLensConfig {
     pub svm_queries: usize,
     /// Seed of that sample.
     pub seed: u64,
+    /// Which contact definition picks the partners.
     pub contact: Contact,
     /// Freeze detector (not part of the stored measurements; re-applied on every call).
     #[serde(skip)]
@@ -113,6 +127,7 @@ impl Default for PhysicsLensConfig {
 }
 
 impl PhysicsLensConfig {
+    /// Check every value; the error names the key and what is allowed.
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, value: String, hint: &str| Err(ConfigError::invalid("lens physics", key, value, hint).into());
         if self.freeze_frames == 0 {
@@ -141,7 +156,9 @@ impl PhysicsLensConfig {
 /// How a call behaves (not saved).
 #[derive(Debug, Clone)]
 pub struct PhysicsControl {
+    /// Where to run the model.
     pub device: headlab_model::DeviceSpec,
+    /// Show a progress bar.
     pub progress: bool,
     /// Discard an existing lens_physics.h5.
     pub fresh: bool,
@@ -159,9 +176,13 @@ impl Default for PhysicsControl {
 /// partner, and the particles it must be preferred over.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SvmQuery {
+    /// Evaluation frame (index into the probe's frames).
     pub eval_index: usize,
+    /// Query particle.
     pub query: usize,
+    /// Its nearest contact partner.
     pub partner: usize,
+    /// Particles not in contact with it.
     pub others: Vec<usize>,
 }
 
@@ -180,15 +201,23 @@ pub fn sample_queries(contacts: &[&ContactSet], ratios: &[&[f32]], n: usize, k: 
     all.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(headlab_sim::seed::derive_seed(seed, headlab_sim::seed::Stream::PhysicsLensQueries)));
     all.truncate(k);
     all.sort();
+    // Every candidate query has degree > 0, so a partner always exists.
     all.into_iter()
-        .map(|(e, i)| {
+        .filter_map(|(e, i)| {
             let cs = contacts[e];
             let r = ratios[e];
-            let partner = (0..n).filter(|&j| cs.contains(i, j)).min_by(|&a, &b| r[i * n + a].total_cmp(&r[i * n + b])).expect("has a partner");
+            let partner = (0..n).filter(|&j| cs.contains(i, j)).min_by(|&a, &b| r[i * n + a].total_cmp(&r[i * n + b]))?;
             let others = (0..n).filter(|&j| j != i && !cs.contains(i, j)).collect();
-            SvmQuery { eval_index: e, query: i, partner, others }
+            Some(SvmQuery { eval_index: e, query: i, partner, others })
         })
         .collect()
+}
+
+/// `series[name][k] = v` (every name is created up front from `SERIES`).
+fn set(series: &mut BTreeMap<String, Vec<f64>>, name: &str, k: usize, v: f64) {
+    if let Some(s) = series.get_mut(name) {
+        s[k] = v;
+    }
 }
 
 /// Per-layer tensors of one checkpoint on some frames.
@@ -232,9 +261,13 @@ fn head_forms(m: &headlab_model::Model, l: usize) -> Result<Vec<Vec<f64>>> {
 /// Summary of a call.
 #[derive(Debug, Clone)]
 pub struct PhysicsSummary {
+    /// The `lens_physics.h5` written.
     pub path: PathBuf,
+    /// Steps processed by this call.
     pub processed: Vec<u64>,
+    /// Checkpoints already in the file.
     pub skipped: usize,
+    /// att-SVM constraints per layer.
     pub n_constraints: usize,
 }
 
@@ -318,14 +351,20 @@ fn run_physics_into(run: &Path, ds: &Dataset, cfg: &PhysicsLensConfig, ctl: &Phy
         }
     }
     let fwd_frames: Vec<(usize, usize)> = fwd_idx.iter().map(|&e| frames[e]).collect();
-    let pos_of = |e: usize| fwd_idx.iter().position(|&x| x == e).expect("frame run");
+    // Position of each evaluation frame in the forward batch (every sampled
+    // frame is in fwd_idx by construction).
+    let mut fwd_pos = vec![0usize; frames.len()];
+    for (p, &e) in fwd_idx.iter().enumerate() {
+        fwd_pos[e] = p;
+    }
+    let pos_of = |e: usize| fwd_pos[e];
 
     let ckpts = list_checkpoints(run)?;
     let todo: Vec<(u64, PathBuf)> = ckpts.iter().filter(|(s, _)| lp.steps.binary_search(s).is_err()).cloned().collect();
     let skipped = ckpts.len() - todo.len();
     let bar = if ctl.progress {
         let b = indicatif::ProgressBar::new(todo.len() as u64);
-        b.set_style(indicatif::ProgressStyle::with_template("lens physics {bar:30} {pos}/{len} checkpoints  {elapsed} (eta {eta})  {msg}").unwrap());
+        b.set_style(indicatif::ProgressStyle::with_template("lens physics {bar:30} {pos}/{len} checkpoints  {elapsed} (eta {eta})  {msg}").map_err(|e| PhysicsLensError::Run { path: run.to_path_buf(), msg: format!("progress bar: {e}") })?);
         b
     } else {
         indicatif::ProgressBar::hidden()
@@ -358,7 +397,7 @@ fn run_physics_into(run: &Path, ds: &Dataset, cfg: &PhysicsLensConfig, ctl: &Phy
                         }
                     }
                 }
-                series.get_mut("logit_rms").unwrap()[l * nh + h] = (ss / (ff * n * n) as f64).sqrt();
+                set(&mut series, "logit_rms", l * nh + h, (ss / (ff * n * n) as f64).sqrt());
             }
             // The layer's att-SVM.
             let a = &f.a[l];
@@ -382,12 +421,12 @@ fn run_physics_into(run: &Path, ds: &Dataset, cfg: &PhysicsLensConfig, ctl: &Phy
                     for (h, mh) in forms.iter().enumerate() {
                         let c = sol.compare(mh);
                         let k = l * nh + h;
-                        series.get_mut("svm_cosine").unwrap()[k] = c.cosine;
-                        series.get_mut("svm_cosine_full").unwrap()[k] = c.cosine_full;
-                        series.get_mut("svm_margin_ratio").unwrap()[k] = c.margin_ratio;
-                        series.get_mut("svm_satisfied").unwrap()[k] = c.satisfied;
-                        series.get_mut("svm_norm").unwrap()[k] = sol.norm;
-                        series.get_mut("svm_constraints").unwrap()[k] = pairs.len() as f64;
+                        set(&mut series, "svm_cosine", k, c.cosine);
+                        set(&mut series, "svm_cosine_full", k, c.cosine_full);
+                        set(&mut series, "svm_margin_ratio", k, c.margin_ratio);
+                        set(&mut series, "svm_satisfied", k, c.satisfied);
+                        set(&mut series, "svm_norm", k, sol.norm);
+                        set(&mut series, "svm_constraints", k, pairs.len() as f64);
                     }
                 }
                 Err(e) => tracing::warn!("step {step}, layer {l}: att-SVM not solved ({e}); its series are NaN at this step"),

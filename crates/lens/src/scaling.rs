@@ -64,16 +64,32 @@ use headlab_sim::seed::{derive_seed, Stream};
 /// Errors of the scaling lens.
 #[derive(Debug, thiserror::Error)]
 pub enum ScalingError {
+    /// Passed through from `ConfigError`.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Shown as "scaling: {0}".
     #[error("scaling: {0}")]
     Option(#[from] headlab_model::UnknownScale),
+    /// Passed through from `headlab_store::StoreError`.
     #[error(transparent)]
     Store(#[from] headlab_store::StoreError),
+    /// Shown as "scaling: writing {path}: {msg}".
     #[error("scaling: writing {path}: {msg}")]
-    Output { path: String, msg: String },
+    Output {
+        /// The file or folder concerned.
+        path: String,
+        /// What is wrong, and what to do.
+        msg: String,
+    },
+    /// Shown as "{path}: {msg}".
     #[error("{path}: {msg}")]
-    Run { path: String, msg: String },
+    Run {
+        /// The file or folder concerned.
+        path: String,
+        /// What is wrong, and what to do.
+        msg: String,
+    },
+    /// Passed through from `headlab_model::ModelError`.
     #[error(transparent)]
     Model(#[from] headlab_model::ModelError),
 }
@@ -160,6 +176,7 @@ pub struct Saturation {
     pub entropy_norm: f64,
     /// Mean largest weight.
     pub max_weight: f64,
+    /// Rows averaged.
     pub rows: usize,
 }
 
@@ -228,6 +245,7 @@ pub struct ScalingConfig {
     pub eps: f64,
     /// Options compared (default: all).
     pub options: Vec<ScoreScale>,
+    /// Seed of the random queries and keys.
     pub seed: u64,
 }
 
@@ -249,6 +267,7 @@ impl Default for ScalingConfig {
 }
 
 impl ScalingConfig {
+    /// Parse and validate a config (`path` names it in errors).
     pub fn from_toml(text: &str, path: &str) -> Result<Self, ScalingError> {
         let c: ScalingConfig = parse_toml("scaling", text, path)?;
         c.validate()?;
@@ -260,6 +279,7 @@ impl ScalingConfig {
         crate::config::to_toml("scaling", self)
     }
 
+    /// Check every value; the error names the key and what is allowed.
     pub fn validate(&self) -> Result<(), ScalingError> {
         if !(1..=4096).contains(&self.d) {
             return Err(bad("d", self.d, "use a width in 1..=4096"));
@@ -291,9 +311,13 @@ impl ScalingConfig {
 /// Diagnostics for one (option, spread, N).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ScalingPoint {
+    /// The scale option.
     pub option: ScoreScale,
+    /// Spread of the raw scores.
     pub spread: f64,
+    /// Number of keys.
     pub n: usize,
+    /// Saturation of the softmax rows.
     pub sat: Saturation,
     /// Mean ‖J‖_F / c over rows: sensitivity to the raw dot products.
     pub effective_jacobian: f64,
@@ -304,11 +328,14 @@ pub struct ScalingPoint {
 /// Result of [`simulate`]: points in the order options × spreads × ns.
 #[derive(Debug, Clone)]
 pub struct ScalingReport {
+    /// The settings used.
     pub config: ScalingConfig,
+    /// One point per (option, spread, N).
     pub points: Vec<ScalingPoint>,
 }
 
 impl ScalingReport {
+    /// The point of (option, spread, n).
     pub fn get(&self, option: ScoreScale, spread: f64, n: usize) -> Option<&ScalingPoint> {
         self.points.iter().find(|p| p.option == option && p.spread == spread && p.n == n)
     }
@@ -324,6 +351,7 @@ pub fn simulate(cfg: &ScalingConfig, device: Device) -> Result<ScalingReport, Sc
     cfg.validate()?;
     let d = cfg.d;
     let mut points = Vec::new();
+    #[allow(clippy::type_complexity)]
     let mut acc: Vec<(ScoreScale, f64, usize, Vec<(Saturation, f64, f64)>)> = Vec::new();
     for (si, &spread) in cfg.spreads.iter().enumerate() {
         for (ni, &n) in cfg.ns.iter().enumerate() {
@@ -352,7 +380,7 @@ pub fn simulate(cfg: &ScalingConfig, device: Device) -> Result<ScalingReport, Sc
     for &opt in &cfg.options {
         for &spread in &cfg.spreads {
             for &n in &cfg.ns {
-                let (_, _, _, v) = acc.iter().find(|a| a.0 == opt && a.1 == spread && a.2 == n).expect("computed above");
+                let Some((_, _, _, v)) = acc.iter().find(|a| a.0 == opt && a.1 == spread && a.2 == n) else { continue };
                 let m = v.len() as f64;
                 let mean = |f: &dyn Fn(&(Saturation, f64, f64)) -> f64| v.iter().map(f).sum::<f64>() / m;
                 let sat = Saturation {

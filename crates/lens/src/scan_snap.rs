@@ -33,19 +33,43 @@ pub use output::{write_h5, write_page, write_plots};
 pub use task::{Batch, Task, TaskConfig, TokenKind};
 
 #[derive(Debug, thiserror::Error)]
+/// Why the scan-and-snap lens could not run.
 pub enum ScanSnapError {
+    /// Passed through from `ConfigError`.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Shown as "scan-snap: training diverged at step {step} (lr_attention {lr_attention}, lr_decoder {l...".
     #[error("scan-snap: training diverged at step {step} (lr_attention {lr_attention}, lr_decoder {lr_decoder}); lower the learning rates")]
-    Diverged { step: u64, lr_attention: f64, lr_decoder: f64 },
+    Diverged {
+        /// The training step.
+        step: u64,
+        /// The `lr_attention` shown in the message.
+        lr_attention: f64,
+        /// The `lr_decoder` shown in the message.
+        lr_decoder: f64,
+    },
+    /// Passed through from `headlab_store::StoreError`.
     #[error(transparent)]
     Store(#[from] headlab_store::StoreError),
+    /// Shown as "scan-snap: torch error: {0}".
     #[error("scan-snap: torch error: {0}")]
     Torch(#[from] tch::TchError),
+    /// Shown as "{path}: cannot draw plot: {msg}".
     #[error("{path}: cannot draw plot: {msg}")]
-    Plot { path: PathBuf, msg: String },
+    Plot {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        msg: String,
+    },
+    /// Shown as "{path}: {source}".
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
 }
 
 /// How tokens are embedded (fixed, not trained).
@@ -60,7 +84,9 @@ pub enum Embedding {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+/// The `[model]` table: the one-layer toy transformer.
 pub struct ToyModelConfig {
+    /// How tokens are embedded.
     pub embedding: Embedding,
     /// Embedding width for `embedding = "random"` (ignored for one-hot).
     pub d_model: usize,
@@ -76,8 +102,11 @@ impl Default for ToyModelConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+/// The `[train]` table.
 pub struct ToyTrainConfig {
+    /// SGD steps.
     pub steps: u64,
+    /// Sequences per step.
     pub batch_size: usize,
     /// Constant SGD rate of W_Q and W_K (the paper's Z).
     pub lr_attention: f64,
@@ -86,6 +115,7 @@ pub struct ToyTrainConfig {
     /// Measure every this many steps.
     pub eval_every: u64,
     /// Seed of the main run (sweeps use seed, seed+1, ...).
+    /// Seed of the run.
     pub seed: u64,
 }
 
@@ -97,6 +127,7 @@ impl Default for ToyTrainConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+/// The `[sweep]` table: the learning-rate and dataset-size sweeps.
 pub struct SweepConfig {
     /// Decoder/attention learning-rate ratios (lr_decoder = ratio · lr_attention).
     pub lr_ratios: Vec<f64>,
@@ -118,14 +149,20 @@ impl Default for SweepConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScanSnapConfig {
+    /// The `[task]` table.
     pub task: TaskConfig,
+    /// The `[model]` table.
     pub model: ToyModelConfig,
+    /// The `[train]` table.
     pub train: ToyTrainConfig,
+    /// The `[freeze]` table: the snap detector.
     pub freeze: FreezeConfig,
+    /// The `[sweep]` table.
     pub sweep: SweepConfig,
 }
 
 impl ScanSnapConfig {
+    /// Parse and validate a config (`path` names it in errors).
     pub fn from_toml(text: &str, path: &std::path::Path) -> Result<Self, ScanSnapError> {
         let cfg: ScanSnapConfig = parse_toml("scan-snap", text, &path.display().to_string())?;
         cfg.validate()?;
@@ -212,10 +249,13 @@ impl ScanSnapConfig {
 /// Measurements of one training run, one entry per evaluation step.
 #[derive(Debug, Clone, Default)]
 pub struct Trace {
+    /// Recorded steps.
     pub steps: Vec<u64>,
     /// Loss of the last training batch before the evaluation (NaN at step 0).
     pub train_loss: Vec<f32>,
+    /// Evaluation loss at those steps.
     pub eval_loss: Vec<f32>,
+    /// Evaluation accuracy at those steps.
     pub eval_acc: Vec<f32>,
     /// Mean entropy (nats) of the query's attention over the sequence.
     pub entropy: Vec<f32>,
@@ -231,12 +271,14 @@ pub struct Trace {
     pub dim: usize,
     /// Relative change of `logits` over the freeze window (NaN where undefined).
     pub rel_change: Vec<f32>,
+    /// Step at which the logits froze, if they did.
     pub snap_step: Option<u64>,
     /// Where the entropy falls fastest (middle of the freeze window).
     pub steepest_drop_step: Option<u64>,
 }
 
 impl Trace {
+    /// Last value of a trace (NaN when empty).
     pub fn last(v: &[f32]) -> f32 {
         v.last().copied().unwrap_or(f32::NAN)
     }
@@ -249,9 +291,13 @@ impl Trace {
 /// One point of the learning-rate-ratio sweep.
 #[derive(Debug, Clone)]
 pub struct LrPoint {
+    /// lr_decoder / lr_attention.
     pub ratio: f64,
+    /// Learning rate of W_Q, W_K.
     pub lr_attention: f64,
+    /// Learning rate of W_V, W_out.
     pub lr_decoder: f64,
+    /// The run's trace.
     pub trace: Trace,
 }
 
@@ -260,6 +306,7 @@ pub struct LrPoint {
 pub struct DataPoint {
     /// Training-set size (0 = infinite).
     pub size: usize,
+    /// Seed of the run.
     pub seed: u64,
     /// Share of the attention's top choices taken by common tokens: of the
     /// `K·distinct_per_class` context tokens with the highest final logits,
@@ -269,6 +316,7 @@ pub struct DataPoint {
     pub lock_rate: f32,
     /// Final mean attention mass on common tokens (true distribution).
     pub mass_common: f32,
+    /// Final evaluation accuracy.
     pub eval_acc: f32,
     /// Pearson correlation, over common tokens, between their class purity in
     /// the training set and their final attention logit (NaN for infinite data).
@@ -278,11 +326,17 @@ pub struct DataPoint {
 }
 
 #[derive(Debug, Clone)]
+/// Everything the lens computed.
 pub struct ScanSnapResult {
+    /// The settings used.
     pub config: ScanSnapConfig,
+    /// Kind of every vocabulary token.
     pub kinds: Vec<TokenKind>,
+    /// The main run.
     pub main: Trace,
+    /// The learning-rate-ratio sweep.
     pub lr_sweep: Vec<LrPoint>,
+    /// The dataset-size sweep.
     pub data_sweep: Vec<DataPoint>,
 }
 

@@ -1,6 +1,7 @@
 //! In-context regression lens: the model equals the paper's formula, the
 //! Hessian-vector products are right, the outputs are written, and the
 //! Adam-vs-SGD comparison on the default task.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use headlab_lens::icl::{hvp, run_sweep, sample_prompts, top_eigenvalue, write_h5, write_html, DataDist, IclConfig, LinearTransformer, Prompts};
 use tch::{Device, Kind, Tensor};
@@ -33,7 +34,7 @@ fn tr(a: &[f64], r: usize, c: usize) -> Vec<f64> {
 fn forward_matches_the_papers_formula() {
     tch::set_num_threads(1);
     let cfg = IclConfig { d: 2, n: 3, ..Default::default() };
-    let p = sample_prompts(&cfg, DataDist::Gaussian, 4, 7, Device::Cpu);
+    let p = sample_prompts(&cfg, DataDist::Gaussian, 4, 7, Device::Cpu).unwrap();
     let (m, cols) = (3usize, 4usize);
     let model = LinearTransformer::new(2, 2, 2, 0.3, 5, Device::Cpu);
     let got = v64(&model.predict(&p.z));
@@ -71,7 +72,7 @@ fn forward_matches_the_papers_formula() {
 fn prompts_have_unit_variance_covariates_and_linear_labels() {
     let cfg = IclConfig { d: 3, n: 10, ..Default::default() };
     for dist in [DataDist::Gaussian, DataDist::StudentT(5.0), DataDist::MultiT(6.0)] {
-        let p = sample_prompts(&cfg, dist, 4000, 1, Device::Cpu);
+        let p = sample_prompts(&cfg, dist, 4000, 1, Device::Cpu).unwrap();
         assert_eq!(p.z.size(), vec![4000, 4, 11]);
         let x = v64(&p.z.narrow(1, 0, 3));
         let var = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
@@ -90,7 +91,7 @@ fn prompts_have_unit_variance_covariates_and_linear_labels() {
 fn hessian_vector_products_match_finite_differences() {
     tch::set_num_threads(1);
     let cfg = IclConfig { d: 2, n: 4, ..Default::default() };
-    let p = sample_prompts(&cfg, DataDist::Gaussian, 64, 3, Device::Cpu);
+    let p = sample_prompts(&cfg, DataDist::Gaussian, 64, 3, Device::Cpu).unwrap();
     let p = Prompts { z: p.z.to_kind(Kind::Double), y: p.y.to_kind(Kind::Double) };
     let mk = |shift: f64, v: &[Tensor]| {
         let m = LinearTransformer::new(2, 1, 1, 0.4, 9, Device::Cpu);

@@ -1,5 +1,6 @@
 //! Max-margin lens: GD converges in direction to the att-SVM solution, and the
 //! QP solver's solutions satisfy every constraint and match hand-solved cases.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use headlab_lens::max_margin::{self, cosine, min_norm_margin, MaxMarginConfig, MmData, MmDataConfig, Variant};
 

@@ -1,4 +1,5 @@
 //! The tail statistics recover known answers on synthetic samples.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use headlab_lens::noise::{excess_kurtosis, hill, hill_bootstrap, summarize};
 use rand::{Rng, SeedableRng};

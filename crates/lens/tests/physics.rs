@@ -1,4 +1,5 @@
 //! `headlab lens physics` on a tiny trained and probed run (CPU).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use std::path::Path;
 

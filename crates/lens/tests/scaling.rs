@@ -1,5 +1,6 @@
 //! Score scaling options against direct computation, saturation diagnostics
 //! on hand-made rows, and the random-vector study's headline behaviour.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use headlab_lens::scaling::{jacobian_fro_rows, pattern, saturation, scaled_scores, simulate, ScalingConfig, ScoreScale};
 use tch::{Kind, Tensor};

@@ -1,5 +1,6 @@
 //! The physics model's attention scale options compute the same scores as
 //! the lens's reference implementation (layer 0, every head).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use headlab_lens::scaling::{scaled_scores, ScoreScale};
 use headlab_model::{AttentionScale, Model, ModelConfig, Normalization, State};

@@ -1,5 +1,6 @@
 //! The physics comparison of scale options runs end to end at a toy budget
 //! and records finite, consistent numbers per (particle count, option).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 use headlab_lens::scaling::physics::{run_physics_scaling, scene_with_particles, write_physics_h5, write_physics_html, PhysicsScalingConfig};
 use headlab_model::AttentionScale;
 use headlab_sim::Scene;

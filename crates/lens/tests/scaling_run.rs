@@ -1,6 +1,7 @@
 //! Saturation diagnostics of a physics run: near-uniform attention at a tiny
 //! initialization reads as unsaturated with the uniform-row Jacobian norm;
 //! huge unscaled scores read as saturated; files are written.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 use headlab_lens::scaling::{run_saturation, write_run_h5, write_run_html, RunSaturationOptions};
 use headlab_model::{AttentionScale, Model, ModelConfig, Normalization};
 use headlab_store::checkpoint::{checkpoint_path, write_checkpoint, Checkpoint};

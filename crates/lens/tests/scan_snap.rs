@@ -1,5 +1,6 @@
 //! Scan-and-snap lens: the toy task reproduces the paper's scan, the freeze
 //! detector finds a known snap, and the outputs are written and readable.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use headlab_lens::scan_snap::{self, detect_freeze, relative_change, FreezeScale, ScanSnapConfig, Trace};
 

@@ -40,6 +40,7 @@ pub enum AttentionScale {
 }
 
 impl AttentionScale {
+    /// Every option, in the order tables list them.
     pub const ALL: [AttentionScale; 7] = [
         AttentionScale::InvSqrtDHead,
         AttentionScale::InvDHead,
@@ -98,18 +99,26 @@ impl std::str::FromStr for AttentionScale {
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
+/// The MLP's nonlinearity.
 pub enum Activation {
     #[default]
+    /// GELU (exact, erf form).
     Gelu,
+    /// GELU, tanh approximation.
     GeluTanh,
+    /// max(0, x).
     Relu,
+    /// x · sigmoid(x).
     Silu,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
+/// How attention weights are formed (`[model.attention]`).
 pub struct AttentionConfig {
+    /// Softmax or linear.
     pub kind: AttentionKind,
+    /// The factor applied to q·k.
     pub scale: AttentionScale,
 }
 
@@ -117,17 +126,23 @@ pub struct AttentionConfig {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
+    /// Transformer blocks.
     pub n_layers: usize,
+    /// Attention heads per block.
     pub n_heads: usize,
+    /// Width of the residual stream.
     pub d_model: usize,
     /// Width of each head; 0 means d_model / n_heads.
     pub d_head: usize,
     /// Hidden width of the MLP; 0 means 4 * d_model.
     pub d_mlp: usize,
+    /// The MLP's nonlinearity.
     pub activation: Activation,
+    /// How attention weights are formed.
     pub attention: AttentionConfig,
     /// Dropout after attention and MLP (training only). Off by default.
     pub dropout: f64,
+    /// LayerNorm epsilon.
     pub ln_eps: f64,
     /// Add clipped distances to the walls (minus the radius) as features.
     pub wall_features: bool,
@@ -165,9 +180,11 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
+    /// Width of each head (`d_head`, or d_model / n_heads when 0).
     pub fn d_head(&self) -> usize {
         if self.d_head == 0 { self.d_model / self.n_heads.max(1) } else { self.d_head }
     }
+    /// Hidden width of the MLP (`d_mlp`, or 4 d_model when 0).
     pub fn d_mlp(&self) -> usize {
         if self.d_mlp == 0 { 4 * self.d_model } else { self.d_mlp }
     }
@@ -175,6 +192,7 @@ impl ModelConfig {
     pub fn d_in(&self, dimension: usize) -> usize {
         2 * dimension + 2 + if self.wall_features { 2 * dimension } else { 0 }
     }
+    /// Check every field's range; the error names the key, its value and what is allowed.
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, value: String, hint: &str| Err(ModelError::Config { key: key.into(), value, hint: hint.into() });
         if self.n_layers == 0 || self.n_layers > 64 {
@@ -186,7 +204,7 @@ impl ModelConfig {
         if self.d_model == 0 || self.d_model > 16384 {
             return bad("model.d_model", self.d_model.to_string(), "use 1..=16384");
         }
-        if self.d_head == 0 && self.d_model % self.n_heads != 0 {
+        if self.d_head == 0 && !self.d_model.is_multiple_of(self.n_heads) {
             return bad("model.d_model", self.d_model.to_string(), "must be divisible by n_heads unless d_head is set");
         }
         if !(0.0..1.0).contains(&self.dropout) {

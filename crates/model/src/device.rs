@@ -15,19 +15,34 @@ pub enum DeviceSpec {
     /// The first CUDA device if there is one, else the CPU.
     #[default]
     Auto,
+    /// The CPU.
     Cpu,
     /// `cuda` (`None`: device 0) or `cuda:N`.
     Cuda(Option<usize>),
 }
 
 #[derive(Debug, thiserror::Error)]
+/// A device that cannot be parsed or does not exist here.
 pub enum DeviceError {
+    /// Shown as "device '{0}' is not a device; use auto, cpu, cuda or cuda:N".
     #[error("device `{0}` is not a device; use auto, cpu, cuda or cuda:N")]
     Parse(String),
+    /// Shown as "--device {spec}: no CUDA device found (tch::Cuda::device_count() = 0); use --device cpu...".
     #[error("--device {spec}: no CUDA device found (tch::Cuda::device_count() = 0); use --device cpu or auto")]
-    NoCuda { spec: DeviceSpec },
+    NoCuda {
+        /// The device as given.
+        spec: DeviceSpec,
+    },
+    /// Shown as "--device {spec}: no CUDA device {index} (tch::Cuda::device_count() = {count}, so cuda:0...".
     #[error("--device {spec}: no CUDA device {index} (tch::Cuda::device_count() = {count}, so cuda:0 to cuda:{last}); use one of those, cpu or auto", last = .count - 1)]
-    NoSuchCuda { spec: DeviceSpec, index: usize, count: usize },
+    NoSuchCuda {
+        /// The device as given.
+        spec: DeviceSpec,
+        /// The index asked for.
+        index: usize,
+        /// How many there are.
+        count: usize,
+    },
 }
 
 impl DeviceSpec {

@@ -184,6 +184,7 @@ struct Entry<'a> {
 /// # Ok(()) }
 /// ```
 #[derive(Default)]
+#[allow(clippy::type_complexity)]
 pub struct Hooks<'a> {
     entries: Vec<Entry<'a>>,
     record: Option<Box<dyn Fn(&str) -> bool + 'a>>,
@@ -193,6 +194,7 @@ pub struct Hooks<'a> {
 }
 
 impl<'a> Hooks<'a> {
+    /// No interventions and nothing recorded.
     pub fn new() -> Self {
         Self::default()
     }
@@ -275,10 +277,12 @@ impl<'a> Hooks<'a> {
 /// forward order. They are detached (no autograd history).
 #[derive(Default)]
 pub struct ActivationCache {
+    /// (hook name, activation), in the order of the forward pass.
     pub entries: Vec<(String, Tensor)>,
 }
 
 impl ActivationCache {
+    /// The activation recorded at `name`, if it was recorded.
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.entries.iter().find(|(n, _)| n == name).map(|(_, t)| t)
     }

@@ -69,24 +69,48 @@ pub use model::{Attention, Block, Embed, ForwardOptions, LayerNorm, Mlp, Model, 
 pub use norm::{Normalization, State};
 
 #[derive(Debug, thiserror::Error)]
+/// Errors of the model: a bad config, checkpoint, input, hook or device, or libtorch.
 pub enum ModelError {
+    /// Shown as "model config: '{key}' = {value} is invalid: {hint}".
     #[error("model config: `{key}` = {value} is invalid: {hint}")]
-    Config { key: String, value: String, hint: String },
+    Config {
+        /// The offending key or option.
+        key: String,
+        /// Its value.
+        value: String,
+        /// What is allowed, or what to do.
+        hint: String,
+    },
+    /// Shown as "{path}: {msg}".
     #[error("{path}: {msg}")]
-    Checkpoint { path: String, msg: String },
+    Checkpoint {
+        /// The file or folder concerned.
+        path: String,
+        /// What is wrong, and what to do.
+        msg: String,
+    },
     /// The model input has the wrong rank or width.
     #[error("model input: {0}")]
     Input(String),
     /// A hook that does not exist in this model, or a hook whose return value
     /// cannot replace the activation.
     #[error("hook `{name}`: {msg}")]
-    Hook { name: String, msg: String },
+    Hook {
+        /// The name concerned.
+        name: String,
+        /// What is wrong, and what to do.
+        msg: String,
+    },
+    /// Passed through from `DeviceError`.
     #[error(transparent)]
     Device(#[from] DeviceError),
+    /// Passed through from `headlab_store::StoreError`.
     #[error(transparent)]
     Store(#[from] headlab_store::StoreError),
+    /// Shown as "libtorch: {0}".
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }
 
+/// Results of this crate.
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;

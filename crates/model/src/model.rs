@@ -80,7 +80,9 @@ impl Pass<'_, '_> {
 
 /// Input projection of the particle features: `embed.W_in` [F, d], `embed.b_in` [d].
 pub struct Embed {
+    /// `embed.W_in` [F, d].
     pub w_in: Tensor,
+    /// `embed.b_in` [d].
     pub b_in: Tensor,
 }
 
@@ -115,13 +117,21 @@ impl LayerNorm {
 /// Multi-head attention over all particles (no mask, no positions):
 /// `W_Q`, `W_K`, `W_V` [H, d, dh], `b_Q`, `b_K`, `b_V` [H, dh], `W_O` [H, dh, d], `b_O` [d].
 pub struct Attention {
+    /// `W_Q` [H, d, dh].
     pub w_q: Tensor,
+    /// `W_K` [H, d, dh].
     pub w_k: Tensor,
+    /// `W_V` [H, d, dh].
     pub w_v: Tensor,
+    /// `b_Q` [H, dh].
     pub b_q: Tensor,
+    /// `b_K` [H, dh].
     pub b_k: Tensor,
+    /// `b_V` [H, dh].
     pub b_v: Tensor,
+    /// `W_O` [H, dh, d].
     pub w_o: Tensor,
+    /// `b_O` [d].
     pub b_o: Tensor,
     kind: AttentionKind,
     scale: AttentionScale,
@@ -161,7 +171,10 @@ impl Attention {
         if self.scale == AttentionScale::InvKeyNormSum {
             let dims = [-1i64];
             let knorm = k.square().f_sum_dim_intlist(dims.as_slice(), false, Kind::Float)?.clamp_min(1e-30).sqrt(); // [B,H,Nk]
-            scores = scores / knorm.f_sum_dim_intlist(dims.as_slice(), true, Kind::Float)?.unsqueeze(-1).clamp_min(1e-12);
+            #[allow(clippy::assign_op_pattern)] // out of place on purpose (autograd)
+            {
+                scores = scores / knorm.f_sum_dim_intlist(dims.as_slice(), true, Kind::Float)?.unsqueeze(-1).clamp_min(1e-12);
+            }
         }
         let scores = pass.hook(l, Site::AttnScores, scores)?;
         let pattern = match self.kind {
@@ -178,9 +191,13 @@ impl Attention {
 
 /// The MLP sublayer: `mlp.W_in` [d, d_mlp], `b_in`, `W_out` [d_mlp, d], `b_out`.
 pub struct Mlp {
+    /// `mlp.W_in` [d, d_mlp].
     pub w_in: Tensor,
+    /// `mlp.b_in` [d_mlp].
     pub b_in: Tensor,
+    /// `mlp.W_out` [d_mlp, d].
     pub w_out: Tensor,
+    /// `mlp.b_out` [d].
     pub b_out: Tensor,
     activation: Activation,
     layer: usize,
@@ -204,7 +221,9 @@ impl Mlp {
 
 /// A pre-LayerNorm block: `h += Attn(LN1(h))`, then (with `mlp`) `h += MLP(LN2(h))`.
 pub struct Block {
+    /// The LayerNorm before attention.
     pub ln1: LayerNorm,
+    /// The attention sublayer.
     pub attn: Attention,
     /// `None` when `mlp = false` (attention-only blocks).
     pub mlp: Option<(LayerNorm, Mlp)>,
@@ -225,7 +244,10 @@ impl Block {
             let m = ln2.forward(&resid, pass)?;
             let mlp_out = mlp.forward(&m, pass)?;
             let mlp_out = pass.hook_tokens(l, Site::MlpOut, mlp_out)?;
-            resid = resid + pass.dropout(mlp_out)?;
+            #[allow(clippy::assign_op_pattern)] // out of place on purpose (autograd)
+            {
+                resid = resid + pass.dropout(mlp_out)?;
+            }
         }
         pass.hook_tokens(l, Site::ResidPost, resid)
     }
@@ -234,7 +256,9 @@ impl Block {
 /// Output projection to normalized (Δposition, Δvelocity):
 /// `unembed.W_out` [d, 2D], `unembed.b_out` [2D].
 pub struct Unembed {
+    /// `unembed.W_out` [d, 2D].
     pub w_out: Tensor,
+    /// `unembed.b_out` [2D].
     pub b_out: Tensor,
 }
 
@@ -254,8 +278,11 @@ pub(crate) struct Param {
     pub(crate) t: Tensor,
 }
 
+/// The particle transformer: typed parts bound to one flat parameter buffer (see the crate doc).
 pub struct Model {
+    /// The architecture.
     pub config: ModelConfig,
+    /// The dataset statistics that make its inputs and outputs.
     pub norm: Normalization,
     flat: Tensor,
     params: Vec<Param>,
@@ -359,12 +386,15 @@ impl Model {
     pub fn embed(&self) -> &Embed {
         &self.embed
     }
+    /// The blocks, first to last.
     pub fn blocks(&self) -> &[Block] {
         &self.blocks
     }
+    /// The final LayerNorm (the identity without `layer_norm`).
     pub fn ln_final(&self) -> &LayerNorm {
         &self.ln_final
     }
+    /// The output projection.
     pub fn unembed(&self) -> &Unembed {
         &self.unembed
     }
@@ -446,6 +476,7 @@ impl Model {
         Ok(Model { config, norm, flat, params, embed, blocks, ln_final, unembed })
     }
 
+    /// The device its parameters live on.
     pub fn device(&self) -> Device {
         self.flat.device()
     }
@@ -461,10 +492,12 @@ impl Model {
         self.params.iter().map(|p| (p.name.as_str(), &p.t)).collect()
     }
 
+    /// Every named parameter (leaf views into the flat buffer), in flat-buffer order.
     pub fn parameters(&self) -> Vec<&Tensor> {
         self.params.iter().map(|p| &p.t).collect()
     }
 
+    /// The parameter called `name` (TransformerLens-style, e.g. `blocks.0.attn.W_Q`), if the model has it.
     pub fn param(&self, name: &str) -> Option<&Tensor> {
         self.params.iter().find(|p| p.name == name).map(|p| &p.t)
     }
@@ -482,6 +515,7 @@ impl Model {
         None
     }
 
+    /// Number of scalar parameters.
     pub fn num_params(&self) -> usize {
         self.flat.numel()
     }

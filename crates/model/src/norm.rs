@@ -15,22 +15,33 @@ use crate::{ModelError, Result};
 /// `box_size`, `wall_range`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Normalization {
+    /// Spatial dimension, 2 or 3.
     pub dimension: usize,
+    /// Box extent per axis (the wall features need it).
     pub box_size: Vec<f64>,
     /// Wall gaps are divided by this and clipped to [-1, 1].
     pub wall_range: f64,
+    /// Whether the inputs include the clipped gaps to the walls.
     pub wall_features: bool,
+    /// Mean of each input feature over the training rows.
     pub input_mean: Vec<f32>,
+    /// Population std of each input feature (1 for constant features).
     pub input_std: Vec<f32>,
+    /// Mean of each target (Δposition, Δvelocity) component.
     pub target_mean: Vec<f32>,
+    /// Population std of each target component (1 if constant).
     pub target_std: Vec<f32>,
 }
 
 /// A batch of particle states on a device: pos/vel [B,N,D], radii/masses [B,N].
 pub struct State {
+    /// Positions [B, N, D].
     pub pos: Tensor,
+    /// Velocities [B, N, D].
     pub vel: Tensor,
+    /// Radii [B, N].
     pub radii: Tensor,
+    /// Masses [B, N].
     pub masses: Tensor,
 }
 
@@ -131,6 +142,7 @@ impl Normalization {
         Ok(norm)
     }
 
+    /// The statistics as named arrays for `/norm` of a checkpoint.
     pub fn to_arrays(&self) -> Vec<NamedArray> {
         let f = |n: &str, v: &[f32]| NamedArray::new(n, vec![v.len()], v.to_vec());
         vec![
@@ -143,6 +155,7 @@ impl Normalization {
         ]
     }
 
+    /// Read the statistics back from `/norm` arrays of the checkpoint at `path`.
     pub fn from_arrays(arrays: &[NamedArray], wall_features: bool, path: &str) -> Result<Normalization> {
         let get = |n: &str| -> Result<Vec<f32>> {
             arrays.iter().find(|a| a.name == n).map(|a| a.data.clone()).ok_or_else(|| ModelError::Checkpoint {
@@ -183,7 +196,7 @@ impl Normalization {
 fn column_mean_std(x: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
     let cols = x.size().get(1).copied().unwrap_or(0).max(0) as usize;
     let all: Vec<f64> = Vec::try_from(x.to_kind(Kind::Double).contiguous().view([-1]))?;
-    let rows = if cols == 0 { 0 } else { all.len() / cols };
+    let rows = all.len().checked_div(cols).unwrap_or(0);
     let (mut m, mut sd) = (Vec::with_capacity(cols), Vec::with_capacity(cols));
     let mut col = Vec::with_capacity(rows);
     for c in 0..cols {

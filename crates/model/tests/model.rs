@@ -1,4 +1,5 @@
 //! Model tests: names and shapes, permutation equivariance, hooks, checkpoint round trip.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 use headlab_model::*;
 use headlab_store::checkpoint::{read_checkpoint, write_checkpoint, Checkpoint};
 use tch::{Device, Kind, Tensor};

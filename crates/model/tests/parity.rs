@@ -3,6 +3,7 @@
 //! one intervention (a head's `hook_z` zeroed) within 1e-5. Runs the script in
 //! $HEADLAB_PYTHON (set by tools/setup.sh); skipped with a message when it is
 //! unset, except under CI=true, where that is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -2,6 +2,8 @@
 //! replaced (headlab before the split into parts, `forward_with_cache`), on
 //! the same weights: outputs, recorded hooks, dropout and gradients must be
 //! bit-identical.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+#![allow(clippy::assign_op_pattern)] // the reference is written out of place, like the model
 use headlab_model::*;
 use tch::{Device, Kind, Tensor};
 

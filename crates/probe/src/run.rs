@@ -22,23 +22,44 @@ use headlab_store::checkpoint::list_checkpoints;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
+/// Why probing could not run.
 pub enum ProbeError {
+    /// Shown as "probe option '{key}' = {value} is invalid: {hint}".
     #[error("probe option `{key}` = {value} is invalid: {hint}")]
-    Config { key: String, value: String, hint: String },
+    Config {
+        /// The offending key or option.
+        key: String,
+        /// Its value.
+        value: String,
+        /// What is allowed, or what to do.
+        hint: String,
+    },
+    /// Shown as "{path}: {msg}".
     #[error("{path}: {msg}")]
-    Run { path: PathBuf, msg: String },
+    Run {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        msg: String,
+    },
+    /// Passed through from `headlab_store::StoreError`.
     #[error(transparent)]
     Store(#[from] headlab_store::StoreError),
+    /// Passed through from `headlab_analysis::AnalysisError`.
     #[error(transparent)]
     Analysis(#[from] headlab_analysis::AnalysisError),
+    /// Passed through from `headlab_model::ModelError`.
     #[error(transparent)]
     Model(#[from] headlab_model::ModelError),
+    /// Passed through from `headlab_train::TrainError`.
     #[error(transparent)]
     Train(#[from] headlab_train::TrainError),
+    /// Shown as "libtorch: {0}".
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }
 
+/// Results of the probe.
 pub type Result<T, E = ProbeError> = std::result::Result<T, E>;
 
 /// What is measured, and on what (saved as the `config` of analysis.h5; a
@@ -68,6 +89,7 @@ impl Default for ProbeOptions {
 }
 
 impl ProbeOptions {
+    /// Check every option's range; the error names the key and what is allowed.
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, value: String, hint: &str| Err(ProbeError::Config { key: key.into(), value, hint: hint.into() });
         if self.eval_frames == 0 {
@@ -109,6 +131,7 @@ pub struct ProbeControl {
     pub device: headlab_model::DeviceSpec,
     /// Frames per forward pass.
     pub batch: usize,
+    /// Show a progress bar.
     pub progress: bool,
     /// Discard an existing analysis.h5 and start over.
     pub fresh: bool,
@@ -125,20 +148,26 @@ impl Default for ProbeControl {
 }
 
 #[derive(Debug, Clone)]
+/// What a probe call did.
 pub struct ProbeSummary {
+    /// The `analysis.h5` written.
     pub analysis_path: PathBuf,
     /// Steps probed by this call.
     pub probed: Vec<u64>,
     /// Checkpoints already in analysis.h5.
     pub skipped: usize,
+    /// Evaluation frames per checkpoint.
     pub n_eval_frames: usize,
 }
 
 /// Something that yields the attention patterns of a checkpoint:
 /// for a batch of (trajectory, frame), one `[B, H, N, N]` buffer per layer.
 pub trait AttentionSource {
+    /// Layers of the model.
     fn n_layers(&self) -> usize;
+    /// Heads per layer.
     fn n_heads(&self) -> usize;
+    /// The attention patterns of `frames` of `ds`, one `[B, H, N, N]` buffer per layer.
     fn patterns(&self, ds: &Dataset, frames: &[(usize, usize)]) -> Result<Vec<Vec<f32>>>;
 }
 
@@ -383,7 +412,7 @@ fn probe_into(
     };
     let bar = if ctl.progress {
         let b = indicatif::ProgressBar::new(todo.len() as u64);
-        b.set_style(indicatif::ProgressStyle::with_template("probe {bar:30} {pos}/{len} checkpoints  {elapsed} (eta {eta})  {msg}").unwrap());
+        b.set_style(indicatif::ProgressStyle::with_template("probe {bar:30} {pos}/{len} checkpoints  {elapsed} (eta {eta})  {msg}").map_err(|e| ProbeError::Run { path: run_dir.to_path_buf(), msg: format!("progress bar: {e}") })?);
         b
     } else {
         indicatif::ProgressBar::hidden()

@@ -1,4 +1,5 @@
 //! LLC of real (tiny) headlab checkpoints: whole model and per head.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use headlab_probe::llc::model::{head_mask, llc_for_checkpoint, load_checkpoint, CheckpointLlcOptions};
 use headlab_probe::llc::LlcConfig;

@@ -4,6 +4,7 @@
 //! return d/2 (or 1/2 for the degenerate model); these tests compare with
 //! what it should return. Loss convention: L_n = mean of ½(y − f)² (see
 //! `headlab_probe::llc::toy`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use headlab_probe::llc::toy::{product_model_target, LinearRegression, ProductModel};
 use headlab_probe::llc::{estimate, LlcConfig, LlcError, LlcProblem, Movable};

@@ -1,5 +1,6 @@
 //! The probe driver on a tiny trained run (CPU) and on an oracle attention
 //! source with known answers.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use std::path::Path;
 

@@ -22,24 +22,47 @@ use headlab_store::analysis::{read_analysis, Analysis};
 use headlab_store::html::{escape as esc, Page};
 use serde::{Deserialize, Serialize};
 
+/// Why a report could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
+    /// A figure cannot be drawn.
     #[error("{path}: cannot draw figure: {msg}")]
-    Plot { path: PathBuf, msg: String },
+    Plot {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        msg: String,
+    },
+    /// A run folder or file does not hold what the report needs.
     #[error("{path}: {msg}")]
-    Input { path: PathBuf, msg: String },
+    Input {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        msg: String,
+    },
+    /// A file or folder cannot be written.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Passed through from `headlab_store::StoreError`.
     #[error(transparent)]
     Store(#[from] headlab_store::StoreError),
+    /// Passed through from `headlab_analysis::AnalysisError`.
     #[error(transparent)]
     Analysis(#[from] headlab_analysis::AnalysisError),
 }
 
+/// Results of this crate.
 pub type Result<T, E = ReportError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+/// What to show and fit (`headlab report` options).
 pub struct ReportOptions {
     /// The score series shown and fitted (a name in analysis.h5 /series).
     pub series: String,
@@ -59,7 +82,9 @@ impl Default for ReportOptions {
 }
 
 #[derive(Debug, Clone)]
+/// What the report found in one run.
 pub struct RunReport {
+    /// The run folder.
     pub run: PathBuf,
     /// The verdict at the last probed step (collision heads, bar, baselines).
     pub verdict: Option<RunVerdict>,
@@ -68,8 +93,11 @@ pub struct RunReport {
 }
 
 #[derive(Debug, Clone)]
+/// What `report` wrote and found.
 pub struct ReportSummary {
+    /// The report's `index.html`.
     pub index: PathBuf,
+    /// One entry per run, in the order given.
     pub runs: Vec<RunReport>,
     /// One honest line: did a collision-detecting head emerge?
     pub headline: String,

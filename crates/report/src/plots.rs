@@ -558,6 +558,7 @@ fn noise_figure_at(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportEr
         .build_cartesian_2d((1f64..xmax).log_scale(), 0f64..ymax)
         .map_err(err(path))?;
     ch.configure_mesh().x_desc("step + 1").x_label_formatter(&|x| format!("{x:.0}")).y_desc("Hill tail index α (lower = heavier tail)").draw().map_err(err(path))?;
+    #[allow(clippy::type_complexity)]
     let series: [(&str, fn(&headlab_store::metrics::NoiseRecord) -> (f64, f64), RGBColor); 4] = [
         ("noise norm", |r| (r.norm_hill_alpha, r.norm_hill_se), RGBColor(214, 39, 40)),
         ("noise norm, Gaussian reference", |r| (r.norm_gaussian_hill_alpha, 0.0), RGBColor(255, 152, 150)),

@@ -1,5 +1,6 @@
 //! The report shows one scan/snap/max-margin figure per head when the run
 //! has `lens_physics.h5` (written by `headlab lens physics`), and none without.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
 use std::path::Path;

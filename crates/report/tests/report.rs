@@ -1,4 +1,5 @@
 //! The report on synthetic probe results with a known collision head.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
 use std::path::Path;

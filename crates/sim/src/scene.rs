@@ -529,6 +529,37 @@ fn fmt_list(v: &[f64]) -> String {
     format!("[{}]", items.join(", "))
 }
 
+/// A small dense 2D scene for tests in this and other crates (16 disks,
+/// contacts every few frames).
+macro_rules! test_dense2d_base {
+    () => {
+        r#"
+dimension = 2
+box_size = 0.75
+n_particles = 16
+radius = [0.04, 0.07]
+gravity = 1.0
+spring_k = 300.0
+restitution = 0.8
+"#
+    };
+}
+
+/// The test scene's keys before its `[speed]` table (tests append keys to it) …
+#[doc(hidden)]
+pub const TEST_DENSE2D_BASE: &str = test_dense2d_base!();
+
+/// … and the whole scene, with its initial speeds.
+#[doc(hidden)]
+pub const TEST_DENSE2D: &str = concat!(
+    test_dense2d_base!(),
+    r#"[speed]
+distribution = "normal"
+mean = 1.5
+sd = 0.25
+"#
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -690,34 +721,3 @@ mod tests {
         assert!(e.contains("test.toml") && e.contains("n_particles"), "{e}");
     }
 }
-
-/// A small dense 2D scene for tests in this and other crates (16 disks,
-/// contacts every few frames).
-macro_rules! test_dense2d_base {
-    () => {
-        r#"
-dimension = 2
-box_size = 0.75
-n_particles = 16
-radius = [0.04, 0.07]
-gravity = 1.0
-spring_k = 300.0
-restitution = 0.8
-"#
-    };
-}
-
-/// The test scene's keys before its `[speed]` table (tests append keys to it) …
-#[doc(hidden)]
-pub const TEST_DENSE2D_BASE: &str = test_dense2d_base!();
-
-/// … and the whole scene, with its initial speeds.
-#[doc(hidden)]
-pub const TEST_DENSE2D: &str = concat!(
-    test_dense2d_base!(),
-    r#"[speed]
-distribution = "normal"
-mean = 1.5
-sd = 0.25
-"#
-);

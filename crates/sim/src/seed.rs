@@ -199,6 +199,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::unusual_byte_groupings)] // the old literals, copied verbatim
     fn probe_and_lens_streams_match_the_old_salts() {
         for &seed in &SEEDS {
             // crates/probe/src/llc/model.rs

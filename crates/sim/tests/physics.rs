@@ -1,5 +1,6 @@
 //! Physics tests of the DEM integrator: analytic two-body collisions, energy,
 //! momentum, events against a brute-force check, determinism.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use headlab_sim::dataset::{Event, EventKind};
 use headlab_sim::physics::{diff_contacts, Params, World};

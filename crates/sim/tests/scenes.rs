@@ -1,4 +1,5 @@
 //! Every scene in scenes/ parses, validates, round-trips and simulates.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 use headlab_sim::{simulate, Scene, SimOptions};
 
 #[test]

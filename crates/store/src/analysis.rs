@@ -29,26 +29,37 @@ use crate::h5util::{atomic_write, get_attr, get_str_attr, open_kind, read_array,
 use crate::{FileKind, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Default)]
+/// The contents of `RUN/analysis.h5`: what the probe measured at every checkpoint.
 pub struct Analysis {
     /// Probe options as TOML.
     pub config_toml: String,
     /// Dataset the evaluation frames come from.
     pub dataset: String,
+    /// Layers of the probed model.
     pub n_layers: usize,
+    /// Heads per layer.
     pub n_heads: usize,
+    /// Particles per frame.
     pub n_particles: usize,
+    /// Trajectory of each evaluation frame.
     pub eval_traj: Vec<u32>,
+    /// Frame index of each evaluation frame.
     pub eval_frame: Vec<u32>,
     /// Checkpoint steps, increasing.
     pub steps: Vec<u64>,
     /// Scalar series: name → [S, L, H].
     pub series: BTreeMap<String, Vec<f64>>,
+    /// g(r) bin edges, in units of contact distance r/(r_i + r_j).
     pub g_edges: Vec<f32>,
     /// [S, L, H, B]
     pub g: Vec<f64>,
+    /// [S, L, H, B]: the same with the self-excluded weights a_ij / (1 − a_ii).
     pub g_excl: Vec<f64>,
+    /// [S, L, H, B]: pairs per bin (NaN g where 0).
     pub g_count: Vec<u64>,
+    /// Trajectories whose attention patterns are cached.
     pub pattern_traj: Vec<u32>,
+    /// Frames of each of them whose patterns are cached.
     pub pattern_frames: Vec<u32>,
     /// Per step (same order as `steps`): [L, H, P, F, N, N]; empty when not cached or not loaded.
     pub patterns: Vec<Vec<f32>>,
@@ -62,24 +73,29 @@ pub struct Analysis {
 /// What one checkpoint contributes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepRecord {
+    /// The checkpoint's training step.
     pub step: u64,
     /// name → [L, H]
     pub series: BTreeMap<String, Vec<f64>>,
     /// [L, H, B]
     pub g: Vec<f64>,
+    /// [L, H, B], self-excluded.
     pub g_excl: Vec<f64>,
+    /// [L, H, B] pairs per bin.
     pub g_count: Vec<u64>,
     /// [L, H, P, F, N, N] (may be empty)
     pub patterns: Vec<f32>,
 }
 
 impl Analysis {
+    /// Number of g(r) bins.
     pub fn n_bins(&self) -> usize {
         self.g_edges.len().saturating_sub(1)
     }
     fn lh(&self) -> usize {
         self.n_layers * self.n_heads
     }
+    /// Whether checkpoint `step` was probed.
     pub fn has_step(&self, step: u64) -> bool {
         self.steps.binary_search(&step).is_ok()
     }
@@ -300,6 +316,7 @@ pub fn read_analysis(path: &Path, with_patterns: bool) -> Result<Analysis, Store
 
 /// Read one step's cached attention patterns without loading the rest:
 /// returns the data [L, H, P, F, N, N] and its shape, or `None` if absent.
+#[allow(clippy::type_complexity)]
 pub fn read_pattern(path: &Path, step: u64) -> Result<Option<(Vec<f32>, Vec<usize>)>, StoreError> {
     let (file, _) = open_kind(path, Some(FileKind::Analysis))?;
     let pg = file.group("patterns").map_err(|_| Ctx(path).missing("patterns", FileKind::Analysis))?;

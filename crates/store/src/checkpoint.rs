@@ -27,12 +27,16 @@ use crate::{FileKind, StoreError};
 /// A named f32 array with its shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NamedArray {
+    /// Its name (e.g. `blocks.0.attn.W_Q`).
     pub name: String,
+    /// Its shape, row-major.
     pub shape: Vec<usize>,
+    /// The values.
     pub data: Vec<f32>,
 }
 
 impl NamedArray {
+    /// An array called `name` of the given shape.
     pub fn new(name: impl Into<String>, shape: Vec<usize>, data: Vec<f32>) -> Self {
         Self { name: name.into(), shape, data }
     }
@@ -41,43 +45,54 @@ impl NamedArray {
 /// Optimizer state: per slot (e.g. "exp_avg"), one array per parameter.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct OptimizerState {
+    /// The optimizer (`sgd`, `adam`, `adamw`).
     pub kind: String,
     /// Number of updates taken.
     pub step: u64,
+    /// (slot name, one array per parameter).
     pub slots: Vec<(String, Vec<NamedArray>)>,
 }
 
 /// State of a ChaCha random generator (rand_chacha's get_seed/get_word_pos/get_stream).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RngState {
+    /// The generator's seed.
     pub seed: [u8; 32],
+    /// Its position in the stream.
     pub word_pos: u128,
+    /// Its stream.
     pub stream: u64,
 }
 
 /// Everything needed to rebuild a model and resume training.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Checkpoint {
+    /// Training step of the checkpoint.
     pub step: u64,
     /// Full TOML text of the run's configuration (with a `[model]` table).
     pub config_toml: String,
     /// Parameters in model order.
     pub params: Vec<NamedArray>,
+    /// The normalization statistics (`/norm`).
     pub norm: Vec<NamedArray>,
     /// Absent in weights-only checkpoints.
     pub optimizer: Option<OptimizerState>,
+    /// The training batch generator, for an exact resume.
     pub rng: Option<RngState>,
     /// Scalar annotations (train_loss, val_loss, ...).
     pub scalars: Vec<(String, f64)>,
 }
 
 impl Checkpoint {
+    /// The parameter called `name`.
     pub fn param(&self, name: &str) -> Option<&NamedArray> {
         self.params.iter().find(|a| a.name == name)
     }
+    /// The normalization array called `name`.
     pub fn norm_array(&self, name: &str) -> Option<&NamedArray> {
         self.norm.iter().find(|a| a.name == name)
     }
+    /// The scalar annotation called `name`.
     pub fn scalar(&self, name: &str) -> Option<f64> {
         self.scalars.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
     }

@@ -42,13 +42,19 @@ use crate::h5util::{
 #[derive(hdf5::H5Type, Clone, Copy, Debug, PartialEq)]
 #[repr(C)]
 pub struct EventRow {
+    /// Trajectory index.
     pub traj: u32,
+    /// Sub-step from the start of the trajectory.
     pub step: u64,
+    /// First particle.
     pub i: i32,
+    /// Second particle (i < j), or -(1 + wall) for a wall.
     pub j: i32,
+    /// Event kind code (see [`EVENT_KIND_NAMES`]).
     pub kind: u8,
 }
 
+/// The event kind codes 0, 1, 2, 3 by name, as stored in the file.
 pub const EVENT_KIND_NAMES: &str = "contact-start,contact-end,wall-start,wall-end";
 const EVENTS_DOC: &str = "step = integrator sub-step from the start of the trajectory; frame f is sub-step f*stride, \
 interval f covers sub-steps (f*stride, (f+1)*stride]; pairs have i < j; walls have j = -(1 + 2*axis + side), \
@@ -57,10 +63,15 @@ side 0 = low face, 1 = high face; a contact open at the last sub-step has no end
 /// Sizes and physical parameters of a dataset file, read without the arrays.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DatasetInfo {
+    /// Number of trajectories.
     pub n_traj: usize,
+    /// Frames per trajectory.
     pub n_frames: usize,
+    /// Particles per trajectory.
     pub n_particles: usize,
+    /// Rows of the event table.
     pub n_events: usize,
+    /// Physical parameters.
     pub meta: DatasetMeta,
 }
 

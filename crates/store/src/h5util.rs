@@ -9,37 +9,101 @@ use hdf5::types::VarLenUnicode;
 pub const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
+/// A file that cannot be read or written as headlab HDF5; every variant names the file.
 pub enum StoreError {
+    /// Shown as "{path}: cannot open as HDF5 ({source}). Is it a headlab file, and was it written comple...".
     #[error("{path}: cannot open as HDF5 ({source}). Is it a headlab file, and was it written completely?")]
-    Open { path: PathBuf, source: hdf5::Error },
+    Open {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: hdf5::Error,
+    },
+    /// Shown as "{path}: missing '{key}'; this is not a complete headlab {expected} file".
     #[error("{path}: missing `{key}`; this is not a complete headlab {expected} file")]
-    Missing { path: PathBuf, key: String, expected: String },
+    Missing {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// The offending key or option.
+        key: String,
+        /// What was expected.
+        expected: String,
+    },
+    /// Shown as "{path}: '{key}' is {found}, expected {expected}".
     #[error("{path}: `{key}` is {found}, expected {expected}")]
-    Invalid { path: PathBuf, key: String, found: String, expected: String },
+    Invalid {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// The offending key or option.
+        key: String,
+        /// What was found.
+        found: String,
+        /// What was expected.
+        expected: String,
+    },
+    /// Shown as "{path}: file kind is '{found}', expected '{expected}'".
     #[error("{path}: file kind is `{found}`, expected `{expected}`")]
-    WrongKind { path: PathBuf, found: String, expected: String },
+    WrongKind {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// What was found.
+        found: String,
+        /// What was expected.
+        expected: String,
+    },
+    /// Shown as "{path}: format_version {found} is newer than this headlab understands ({FORMAT_VERSION}...".
     #[error("{path}: format_version {found} is newer than this headlab understands ({FORMAT_VERSION}); upgrade headlab")]
-    Version { path: PathBuf, found: u32 },
+    Version {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// What was found.
+        found: u32,
+    },
+    /// Shown as "{path}: HDF5 error at '{key}': {source}".
     #[error("{path}: HDF5 error at `{key}`: {source}")]
-    Hdf5 { path: PathBuf, key: String, source: hdf5::Error },
+    Hdf5 {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// The offending key or option.
+        key: String,
+        /// The underlying error.
+        source: hdf5::Error,
+    },
+    /// Shown as "{path}: {source}".
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// Another process holds the run folder's lock (see [`crate::lock`]).
     #[error("{run}: another headlab process is writing this run folder: {holder}. Wait for it to finish or stop it; one writer per run folder (lock file {run}/.lock)")]
-    Locked { run: PathBuf, holder: String },
+    Locked {
+        /// The run folder.
+        run: PathBuf,
+        /// Who holds the lock (PID and command).
+        holder: String,
+    },
 }
 
 /// What a headlab HDF5 file holds (the `kind` attribute).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
+    /// A simulated dataset (`headlab simulate`).
     Dataset,
+    /// A model checkpoint.
     Checkpoint,
+    /// Training curves (`metrics.h5`).
     Metrics,
+    /// Probe results (`analysis.h5`).
     Analysis,
+    /// A lens result.
     Lens,
 }
 
 impl FileKind {
+    /// The `kind` attribute's value.
     pub fn as_str(self) -> &'static str {
         match self {
             FileKind::Dataset => "dataset",
@@ -49,6 +113,7 @@ impl FileKind {
             FileKind::Lens => "lens",
         }
     }
+    /// The kind named by a `kind` attribute.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "dataset" => FileKind::Dataset,
@@ -65,9 +130,11 @@ impl FileKind {
 pub struct Ctx<'a>(pub &'a Path);
 
 impl Ctx<'_> {
+    /// Name the file and `key` in an HDF5 error.
     pub fn h5<T>(&self, key: &str, r: hdf5::Result<T>) -> Result<T, StoreError> {
         r.map_err(|source| StoreError::Hdf5 { path: self.0.to_path_buf(), key: key.to_string(), source })
     }
+    /// `key` holds `found` where `expected` was expected.
     pub fn invalid(&self, key: &str, found: impl ToString, expected: impl ToString) -> StoreError {
         StoreError::Invalid {
             path: self.0.to_path_buf(),
@@ -76,6 +143,7 @@ impl Ctx<'_> {
             expected: expected.to_string(),
         }
     }
+    /// `key` is missing from this `expected` file.
     pub fn missing(&self, key: &str, expected: FileKind) -> StoreError {
         StoreError::Missing { path: self.0.to_path_buf(), key: key.to_string(), expected: expected.as_str().into() }
     }
@@ -156,6 +224,7 @@ pub fn open_kind(path: &Path, expect: Option<FileKind>) -> Result<(hdf5::File, F
     Ok((file, kind))
 }
 
+/// Write a string attribute `name`.
 pub fn set_str_attr(loc: &hdf5::Location, path: &Path, name: &str, value: &str) -> Result<(), StoreError> {
     let v: VarLenUnicode = value.parse().map_err(|_| Ctx(path).invalid(name, "a string with NUL bytes", "text"))?;
     let ctx = Ctx(path);
@@ -163,6 +232,7 @@ pub fn set_str_attr(loc: &hdf5::Location, path: &Path, name: &str, value: &str) 
     ctx.h5(name, a.write_scalar(&v))
 }
 
+/// Read a string attribute `name`.
 pub fn get_str_attr(loc: &hdf5::Location, path: &Path, name: &str) -> Result<String, StoreError> {
     let ctx = Ctx(path);
     let a = ctx.h5(name, loc.attr(name))?;
@@ -170,24 +240,28 @@ pub fn get_str_attr(loc: &hdf5::Location, path: &Path, name: &str) -> Result<Str
     Ok(v.as_str().to_string())
 }
 
+/// Write a scalar attribute `name`.
 pub fn set_attr<T: hdf5::H5Type>(loc: &hdf5::Location, path: &Path, name: &str, value: T) -> Result<(), StoreError> {
     let ctx = Ctx(path);
     let a = ctx.h5(name, loc.new_attr::<T>().shape(()).create(name))?;
     ctx.h5(name, a.write_scalar(&value))
 }
 
+/// Read a scalar attribute `name`.
 pub fn get_attr<T: hdf5::H5Type>(loc: &hdf5::Location, path: &Path, name: &str) -> Result<T, StoreError> {
     let ctx = Ctx(path);
     let a = ctx.h5(name, loc.attr(name))?;
     ctx.h5(name, a.read_scalar())
 }
 
+/// Write a 1-D attribute `name`.
 pub fn set_vec_attr<T: hdf5::H5Type>(loc: &hdf5::Location, path: &Path, name: &str, value: &[T]) -> Result<(), StoreError> {
     let ctx = Ctx(path);
     let a = ctx.h5(name, loc.new_attr::<T>().shape(value.len()).create(name))?;
     ctx.h5(name, a.write_raw(value))
 }
 
+/// Read a 1-D attribute `name`.
 pub fn get_vec_attr<T: hdf5::H5Type>(loc: &hdf5::Location, path: &Path, name: &str) -> Result<Vec<T>, StoreError> {
     let ctx = Ctx(path);
     let a = ctx.h5(name, loc.attr(name))?;

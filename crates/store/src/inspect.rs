@@ -15,14 +15,18 @@ pub struct Entry {
     pub path: String,
     /// `None` for groups.
     pub shape: Option<Vec<usize>>,
+    /// Element type, as HDF5 describes it (empty for groups).
     pub dtype: String,
     /// Attributes as (name, short printable value).
     pub attrs: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
+/// What `headlab inspect` shows of a file.
 pub struct Description {
+    /// The file's kind.
     pub kind: FileKind,
+    /// Every group and dataset, depth first.
     pub entries: Vec<Entry>,
 }
 

@@ -24,4 +24,5 @@ pub use fsutil::{with_atomic_path, write_atomic, write_atomic_if_changed};
 pub use h5util::{atomic_write, open_kind, FileKind, StoreError, FORMAT_VERSION};
 pub use lock::RunLock;
 
+/// Results of this crate.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

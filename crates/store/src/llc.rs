@@ -35,6 +35,7 @@ pub const LLC_COLUMNS: [&str; 5] = ["llc", "se", "std", "llc_all_steps", "llc_un
 pub struct LlcTable {
     /// column name (see [`LLC_COLUMNS`]) → values, step-major.
     pub columns: BTreeMap<String, Vec<f64>>,
+    /// Failed chains per entry, step-major.
     pub n_failed: Vec<u32>,
     /// Step-major, then (layer, head), then chain, then trace point.
     pub delta_trace: Vec<f32>,
@@ -45,54 +46,81 @@ pub struct LlcTable {
 /// An ε × γ calibration sweep on one checkpoint.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LlcCalibration {
+    /// The checkpoint's step.
     pub step: u64,
+    /// Step sizes swept (E).
     pub epsilon: Vec<f64>,
+    /// Localization strengths swept (G).
     pub gamma: Vec<f64>,
     /// [G, E]
     pub llc: Vec<f64>,
+    /// [G, E] standard errors.
     pub se: Vec<f64>,
+    /// [G, E] failed chains.
     pub n_failed: Vec<u32>,
+    /// The recommended (ε, γ), if any point qualified.
     pub recommended: Option<(f64, f64)>,
+    /// Why that point (or why none).
     pub note: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
+/// The contents of `RUN/llc.h5`: LLC estimates over checkpoints.
 pub struct LlcSeries {
+    /// The LLC options as TOML.
     pub config_toml: String,
+    /// Layers of the model.
     pub n_layers: usize,
+    /// Heads per layer.
     pub n_heads: usize,
+    /// SGLD chains per estimate.
     pub chains: usize,
+    /// Points per stored trace.
     pub trace_len: usize,
+    /// Draws averaged into one trace point.
     pub trace_block: usize,
+    /// Whether per-head estimates were made.
     pub per_head: bool,
+    /// Checkpoint steps, increasing.
     pub steps: Vec<u64>,
+    /// Training samples n per step (the LLC's n).
     pub n_samples: Vec<u64>,
+    /// nβ per step.
     pub n_beta: Vec<f64>,
+    /// Whole-model estimates.
     pub model: LlcTable,
     /// Empty tables unless `per_head`.
     pub heads: LlcTable,
     /// Per step, newline-separated warnings.
     pub warnings: Vec<String>,
+    /// The ε × γ sweep, if one was run.
     pub calibration: Option<LlcCalibration>,
 }
 
 /// One checkpoint's results, to merge into a series.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LlcStep {
+    /// The checkpoint's step.
     pub step: u64,
+    /// Training samples n.
     pub n_samples: u64,
+    /// nβ.
     pub n_beta: f64,
     /// column → value
     pub model: BTreeMap<String, f64>,
+    /// Failed whole-model chains.
     pub model_failed: u32,
     /// [C, T]
     pub model_delta_trace: Vec<f32>,
+    /// [C, T] loss traces of the whole-model chains.
     pub model_loss_trace: Vec<f32>,
     /// column → [L*H] (empty unless per head)
     pub heads: BTreeMap<String, Vec<f64>>,
+    /// [L*H] failed chains per head.
     pub heads_failed: Vec<u32>,
     /// [L, H, C, T]
     pub heads_delta_trace: Vec<f32>,
+    /// Newline-separated warnings.
     pub warnings: String,
 }
 

@@ -29,14 +29,23 @@ use crate::h5util::{atomic_write, get_attr, get_str_attr, open_kind, read_array,
 use crate::{FileKind, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Default)]
+/// The contents of `RUN/metrics.h5`: the training curves.
 pub struct Metrics {
+    /// The run's config as TOML.
     pub config_toml: String,
+    /// Validation loss of predicting no change.
     pub baseline_val_loss: f64,
+    /// Logged steps.
     pub step: Vec<u64>,
+    /// Training loss at each logged step.
     pub loss: Vec<f32>,
+    /// Learning rate at each logged step.
     pub lr: Vec<f32>,
+    /// Gradient norm (before clipping) at each logged step.
     pub grad_norm: Vec<f32>,
+    /// Steps with a validation loss.
     pub val_step: Vec<u64>,
+    /// Validation loss at those steps.
     pub val_loss: Vec<f32>,
     /// Gradient-noise measurements (empty unless `[grad_noise] every > 0`).
     pub noise: Vec<NoiseRecord>,
@@ -45,24 +54,43 @@ pub struct Metrics {
 /// One gradient-noise measurement at `step` (see the module docs).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NoiseRecord {
+    /// Training step.
     pub step: u64,
+    /// Minibatch gradients K.
     pub batches: u64,
+    /// Samples per minibatch.
     pub batch_size: u64,
+    /// Rows of the reference (full-batch) gradient.
     pub reference_rows: u64,
+    /// Norm of the reference gradient.
     pub full_grad_norm: f64,
+    /// Mean noise norm ‖ξ‖.
     pub norm_mean: f64,
+    /// Population std of the noise norms.
     pub norm_std: f64,
+    /// Hill tail index of the noise norms.
     pub norm_hill_alpha: f64,
+    /// Its standard error.
     pub norm_hill_se: f64,
+    /// Order statistics it used.
     pub norm_hill_k: f64,
+    /// The same on Gaussian reference norms.
     pub norm_gaussian_hill_alpha: f64,
+    /// Excess kurtosis of the noise norms.
     pub norm_kurtosis: f64,
+    /// Hill tail index of the standardized coordinates.
     pub coord_hill_alpha: f64,
+    /// Its standard error.
     pub coord_hill_se: f64,
+    /// Order statistics it used.
     pub coord_hill_k: f64,
+    /// The same on a Gaussian sample.
     pub coord_gaussian_hill_alpha: f64,
+    /// Excess kurtosis of the coordinates.
     pub coord_kurtosis: f64,
+    /// Largest |coordinate|.
     pub coord_abs_max: f64,
+    /// The K noise norms.
     pub norms: Vec<f64>,
 }
 
@@ -111,6 +139,7 @@ impl Metrics {
     }
 }
 
+/// Write `metrics.h5` atomically.
 pub fn write_metrics(path: &Path, m: &Metrics) -> Result<(), StoreError> {
     atomic_write(path, FileKind::Metrics, |file| {
         let ctx = Ctx(path);
@@ -170,6 +199,7 @@ fn read_noise(file: &hdf5::File, path: &Path) -> Result<Vec<NoiseRecord>, StoreE
     Ok(recs)
 }
 
+/// Read `metrics.h5`.
 pub fn read_metrics(path: &Path) -> Result<Metrics, StoreError> {
     let (file, _) = open_kind(path, Some(FileKind::Metrics))?;
     let ctx = Ctx(path);

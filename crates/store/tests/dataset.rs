@@ -1,5 +1,6 @@
 //! Dataset files: round trip, determinism across thread counts, clear errors
 //! for corrupt or foreign files, and reading back with h5py.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use std::path::Path;
 

@@ -22,21 +22,56 @@ use status::{RunStatus, State};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
+/// Why a sweep could not be prepared, submitted or followed.
 pub enum SweepError {
+    /// Shown as "{}: {source}".
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Shown as "{}: not a valid sweep file: {message}".
     #[error("{}: not a valid sweep file: {message}", path.display())]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        message: String,
+    },
+    /// Shown as "{}: {message}".
     #[error("{}: {message}", path.display())]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        message: String,
+    },
+    /// Shown as "run {run} in {}: {message}".
     #[error("run {run} in {}: {message}", dir.display())]
-    RunConflict { run: String, dir: PathBuf, message: String },
+    RunConflict {
+        /// The run concerned.
+        run: String,
+        /// The folder concerned.
+        dir: PathBuf,
+        /// What is wrong, and what to do.
+        message: String,
+    },
+    /// Shown as "'{command}' failed: {message}".
     #[error("`{command}` failed: {message}")]
-    Command { command: String, message: String },
+    Command {
+        /// The command line.
+        command: String,
+        /// What is wrong, and what to do.
+        message: String,
+    },
+    /// Shown as "Slurm: {0}".
     #[error("Slurm: {0}")]
     Slurm(String),
 }
 
+/// Results of this crate.
 pub type Result<T, E = SweepError> = std::result::Result<T, E>;
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SweepError + '_ {
@@ -46,24 +81,29 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SweepError +
 /// A sweep bound to its folder and to the headlab binary its tasks run.
 #[derive(Debug, Clone)]
 pub struct Sweep {
+    /// The parsed sweep file.
     pub file: SweepFile,
     /// Absolute sweep folder.
     pub dir: PathBuf,
     /// The binary the tasks call (`headlab train ...`).
     pub headlab: PathBuf,
+    /// Every run, expanded from seeds and grid.
     pub runs: Vec<RunSpec>,
 }
 
 /// Where a run stands, as seen by the sweep.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunState {
+    /// The run's folder name.
     pub name: String,
+    /// The run's folder.
     pub dir: PathBuf,
     /// `None`: never started.
     pub status: Option<RunStatus>,
 }
 
 impl RunState {
+    /// The run's state, `None` if never started.
     pub fn state(&self) -> Option<State> {
         self.status.as_ref().map(|s| s.state)
     }
@@ -126,6 +166,7 @@ impl Sweep {
         Sweep::new(file, out, &stem, default_headlab, path)
     }
 
+    /// The folder of `run`: `SWEEP/runs/NAME`.
     pub fn run_dir(&self, run: &RunSpec) -> PathBuf {
         self.dir.join("runs").join(&run.name)
     }
@@ -202,7 +243,7 @@ impl Sweep {
 
     /// `headlab simulate --scene SCENE --out SWEEP/data.h5 [simulate_args]`.
     fn simulate(&self) -> Result<()> {
-        let scene = absolute(self.file.scene.as_ref().expect("scene"));
+        let scene = absolute(self.file.scene.as_ref().ok_or_else(|| SweepError::Invalid { path: self.dir.clone(), message: "the sweep file gives neither `data` nor `scene`".into() })?);
         let mut cmd = std::process::Command::new(&self.headlab);
         cmd.arg("simulate").arg("--scene").arg(&scene).arg("--out").arg(self.data_path()).args(&self.file.simulate_args);
         tracing::info!("simulating the sweep's dataset: {cmd:?}");
@@ -259,15 +300,18 @@ fn write_if_changed(path: &Path, text: &str) -> Result<()> {
 /// What a sweep ended with.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
+    /// Runs done.
     pub done: Vec<String>,
     /// Failed runs with their step, exit code and log.
     pub failed: Vec<RunState>,
+    /// Runs interrupted (resumable).
     pub interrupted: Vec<String>,
     /// Not started, queued or still running.
     pub unfinished: Vec<String>,
 }
 
 impl Summary {
+    /// Sort runs by state.
     pub fn from_states(states: &[RunState]) -> Summary {
         let mut s = Summary::default();
         for r in states {
@@ -281,6 +325,7 @@ impl Summary {
         s
     }
 
+    /// Whether every run is done.
     pub fn all_done(&self) -> bool {
         self.failed.is_empty() && self.interrupted.is_empty() && self.unfinished.is_empty()
     }

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
+/// How to run a sweep on this machine.
 pub struct LocalOptions {
     /// Runs at the same time (at least 1).
     pub jobs: usize,

@@ -15,6 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Default)]
+/// How to submit a sweep to Slurm.
 pub struct SlurmOptions {
     /// Also resubmit runs that failed before.
     pub retry_failed: bool,
@@ -25,8 +26,11 @@ pub struct SlurmOptions {
 /// One sbatch array: its script and the runs of its tasks, in task order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chunk {
+    /// Where the sbatch script is written.
     pub script_path: PathBuf,
+    /// The script's text.
     pub script: String,
+    /// Runs of its tasks, in task order.
     pub runs: Vec<String>,
     /// `--dependency=afterany:<previous chunk>` is added when a throttle is
     /// set, so that the throttle holds for the whole sweep.
@@ -36,9 +40,13 @@ pub struct Chunk {
 /// A submitted chunk.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Submission {
+    /// Slurm's job id of the array.
     pub job_id: String,
+    /// The sbatch script submitted.
     pub script: PathBuf,
+    /// When (UTC, ISO 8601).
     pub submitted: String,
+    /// Runs of its tasks, in task order.
     pub runs: Vec<String>,
 }
 

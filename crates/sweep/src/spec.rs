@@ -38,8 +38,10 @@ pub struct SweepFile {
     /// Shorthand for `seeds = [0, 1, ..., n_seeds - 1]`.
     pub n_seeds: Option<u32>,
     #[serde(default)]
+    /// The `[run]` table: the pipeline of every run.
     pub run: RunConfig,
     #[serde(default)]
+    /// The `[slurm]` table: resources of each array task.
     pub slurm: SlurmConfig,
 }
 
@@ -47,13 +49,18 @@ pub struct SweepFile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Step {
+    /// `headlab train`.
     Train,
+    /// `headlab probe`.
     Probe,
+    /// `headlab llc`.
     Llc,
+    /// `headlab fit`.
     Fit,
 }
 
 impl Step {
+    /// The subcommand's name.
     pub fn as_str(self) -> &'static str {
         match self {
             Step::Train => "train",
@@ -74,11 +81,15 @@ pub struct RunConfig {
     pub steps: Vec<Step>,
     /// Extra arguments appended to each step's command.
     pub train_args: Vec<String>,
+    /// Extra arguments of `headlab probe`.
     pub probe_args: Vec<String>,
+    /// Extra arguments of `headlab llc`.
     pub llc_args: Vec<String>,
+    /// Extra arguments of `headlab fit`.
     pub fit_args: Vec<String>,
     /// After all runs are done, run `headlab report RUN... --out SWEEP/report` to pool them.
     pub report: bool,
+    /// Extra arguments of that `headlab report`.
     pub report_args: Vec<String>,
     /// Environment variables exported in every task.
     pub env: BTreeMap<String, String>,
@@ -115,8 +126,11 @@ pub struct SlurmConfig {
     pub time: Option<String>,
     /// `--gres`, e.g. "gpu:1".
     pub gres: Option<String>,
+    /// `--partition`.
     pub partition: Option<String>,
+    /// `--account`.
     pub account: Option<String>,
+    /// `--qos`.
     pub qos: Option<String>,
     /// `--job-name` (default: "headlab-<sweep folder name>").
     pub job_name: Option<String>,
@@ -160,6 +174,7 @@ pub struct RunSpec {
     pub name: String,
     /// The overrides of this run (dotted key -> value), without the seed.
     pub params: BTreeMap<String, toml::Value>,
+    /// The run's seed (`--seed`).
     pub seed: u64,
     /// The full resolved training config.
     pub config: toml::Table,

@@ -5,14 +5,18 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// The status file of every run folder.
 pub const STATUS_FILE: &str = "status.json";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
+/// Where a run stands.
 pub enum State {
     /// Submitted to Slurm, not started yet.
     Queued,
+    /// A step is running.
     Running,
+    /// Every step finished.
     Done,
     /// A step exited non-zero (see `step`, `exit_code`, `log`).
     Failed,
@@ -22,6 +26,7 @@ pub enum State {
 }
 
 impl State {
+    /// The name stored in status.json.
     pub fn as_str(self) -> &'static str {
         match self {
             State::Queued => "queued",
@@ -37,11 +42,13 @@ impl State {
 /// older and newer headlab versions can read each other's files.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct RunStatus {
+    /// Where the run stands.
     pub state: State,
     /// The step that is running, failed or was interrupted.
     #[serde(default)]
     pub step: Option<String>,
     #[serde(default)]
+    /// Exit code of the failed step.
     pub exit_code: Option<i32>,
     /// Log of that step (`RUN/logs/<step>.log`) or the Slurm output file.
     #[serde(default)]
@@ -50,10 +57,13 @@ pub struct RunStatus {
     #[serde(default)]
     pub started: Option<String>,
     #[serde(default)]
+    /// Last update.
     pub updated: Option<String>,
     #[serde(default)]
+    /// Machine of the task.
     pub host: Option<String>,
     #[serde(default)]
+    /// Process id of the task script.
     pub pid: Option<u32>,
     /// `ARRAYJOB_TASK` when run by Slurm.
     #[serde(default)]
@@ -64,6 +74,7 @@ pub struct RunStatus {
 }
 
 impl RunStatus {
+    /// A status in `state`, everything else unset.
     pub fn new(state: State) -> RunStatus {
         RunStatus {
             state,

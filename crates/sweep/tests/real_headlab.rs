@@ -6,6 +6,7 @@
 //! $HEADLAB_BIN) or its subcommands are not there yet, or when the scene
 //! (scenes/demo.toml, or $HEADLAB_SWEEP_SCENE) is missing; the Slurm half
 //! is skipped when Slurm is not running (tools/slurm-up).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use headlab_store::checkpoint::{list_checkpoints, read_checkpoint};
 use headlab_sweep::{local, slurm, Sweep};

@@ -2,6 +2,7 @@
 //! deterministic toy "training" that checkpoints every step and resumes.
 //! The local backend always runs; the Slurm tests need a running Slurm
 //! (tools/slurm-up) and are skipped with a message otherwise.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use headlab_sweep::status::{self, RunStatus, State};
 use headlab_sweep::{local, slurm, Sweep};

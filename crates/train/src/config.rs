@@ -8,10 +8,12 @@ use crate::{Result, TrainError};
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
+/// The optimizer (`[optimizer] kind`).
 pub enum OptimizerKind {
     /// SGD with (heavy-ball) momentum.
     Sgd,
     #[default]
+    /// Adam (Kingma & Ba), L2 penalty added to the gradient.
     Adam,
     /// Adam with decoupled weight decay.
     Adamw,
@@ -19,12 +21,17 @@ pub enum OptimizerKind {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
+/// The `[optimizer]` table.
 pub struct OptimizerConfig {
+    /// Which optimizer.
     pub kind: OptimizerKind,
     /// Peak learning rate.
     pub lr: f64,
+    /// Adam's first-moment decay.
     pub beta1: f64,
+    /// Adam's second-moment decay.
     pub beta2: f64,
+    /// Adam's denominator epsilon.
     pub eps: f64,
     /// L2 penalty (sgd, adam) or decoupled decay (adamw).
     pub weight_decay: f64,
@@ -42,15 +49,20 @@ impl Default for OptimizerConfig {
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
+/// The learning-rate schedule after warm-up.
 pub enum ScheduleKind {
     #[default]
+    /// Cosine decay to `lr * min_lr_ratio`.
     Cosine,
+    /// Constant `lr`.
     Constant,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
+/// The `[schedule]` table.
 pub struct ScheduleConfig {
+    /// Which schedule.
     pub kind: ScheduleKind,
     /// Linear warm-up from 0 to `lr` over this many steps.
     pub warmup: u64,
@@ -70,8 +82,11 @@ impl Default for ScheduleConfig {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckpointConfig {
+    /// Number of checkpoints in all.
     pub count: usize,
+    /// First step of the dense band.
     pub dense_start: u64,
+    /// Last step of the dense band.
     pub dense_end: u64,
     /// Share of `count` spent in the dense band.
     pub dense_fraction: f64,
@@ -111,6 +126,7 @@ impl Default for GradNoiseConfig {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
+/// A run's training config (`config.toml` of a run folder); every field has a default.
 pub struct TrainConfig {
     /// Dataset written by `headlab simulate` (the CLI's --data overrides).
     pub data: String,
@@ -118,9 +134,11 @@ pub struct TrainConfig {
     /// recorded by `headlab train`; resume, probe, eval and llc refuse a
     /// dataset with another one. Empty: not recorded (older runs).
     pub data_fingerprint: String,
+    /// Seed of the initial weights, the split, the batches and dropout.
     pub seed: u64,
     /// Number of optimizer updates.
     pub steps: u64,
+    /// Frame pairs per minibatch.
     pub batch_size: usize,
     /// Share of trajectories held out for validation (split by trajectory).
     pub val_fraction: f64,
@@ -136,10 +154,15 @@ pub struct TrainConfig {
     /// one-frame-change standard deviations is added to input positions and
     /// velocities, and the targets are corrected so the model learns to undo it.
     pub noise: f64,
+    /// The `[model]` table.
     pub model: ModelConfig,
+    /// The `[optimizer]` table.
     pub optimizer: OptimizerConfig,
+    /// The `[schedule]` table.
     pub schedule: ScheduleConfig,
+    /// The `[checkpoints]` table.
     pub checkpoints: CheckpointConfig,
+    /// The `[grad_noise]` table (off by default).
     pub grad_noise: GradNoiseConfig,
 }
 
@@ -180,6 +203,7 @@ impl TrainConfig {
         Ok(cfg)
     }
 
+    /// Read and validate a config file.
     pub fn load(path: &std::path::Path) -> Result<TrainConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::Io { path: path.display().to_string(), msg: e.to_string() })?;
         Self::from_toml(&text, &path.display().to_string())
@@ -191,6 +215,7 @@ impl TrainConfig {
         toml::to_string(self).map_err(|e| TrainError::Config { origin: "config".into(), msg: format!("cannot be written as TOML: {e}") })
     }
 
+    /// Check every field's range; the error names the key and what is allowed.
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, value: String, hint: &str| Err(TrainError::Config { origin: "config".into(), msg: format!("`{key}` = {value}: {hint}") });
         self.model.validate().map_err(|e| TrainError::Config { origin: "config".into(), msg: e.to_string() })?;

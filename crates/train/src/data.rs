@@ -37,8 +37,11 @@ pub fn split_trajectories(n_traj: usize, val_fraction: f64, seed: u64) -> Result
 
 /// Samples (trajectory, frame) with a next frame, features and targets on the device.
 pub struct TrainData {
+    /// The statistics (of the training trajectories, or the checkpoint's).
     pub norm: Normalization,
+    /// Training trajectories (dataset indices).
     pub train_trajs: Vec<usize>,
+    /// Validation trajectories.
     pub val_trajs: Vec<usize>,
     n_frames: usize,
     dim: i64,
@@ -54,6 +57,7 @@ pub struct TrainData {
     masses: Tensor,
     /// Flat row indices (traj*frames + frame) of the training samples.
     pub train_rows: Vec<i64>,
+    /// Flat row indices of the validation samples.
     pub val_rows: Vec<i64>,
     device: Device,
 }
@@ -100,10 +104,12 @@ impl TrainData {
         })
     }
 
+    /// The device the tensors live on.
     pub fn device(&self) -> Device {
         self.device
     }
 
+    /// Frames per trajectory.
     pub fn n_frames(&self) -> usize {
         self.n_frames
     }

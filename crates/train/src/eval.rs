@@ -15,6 +15,7 @@ use tch::{Kind, Tensor};
 use crate::{split_trajectories, Result, TrainConfig, TrainData, TrainError};
 
 #[derive(Debug, Clone)]
+/// What `headlab eval` evaluates.
 pub struct EvalOptions {
     /// Checkpoint step to evaluate; None = the newest.
     pub step: Option<u64>,
@@ -33,8 +34,11 @@ impl Default for EvalOptions {
 }
 
 #[derive(Debug, Clone)]
+/// One-step errors and rollouts of one checkpoint.
 pub struct EvalReport {
+    /// The checkpoint file.
     pub checkpoint: PathBuf,
+    /// Its training step.
     pub step: u64,
     /// Validation trajectories used.
     pub val_trajs: Vec<usize>,
@@ -44,6 +48,7 @@ pub struct EvalReport {
     pub baseline_mse: f64,
     /// Per output component (Δx, Δy, [Δz], Δvx, ...): model and baseline MSE.
     pub component_mse: Vec<f64>,
+    /// The no-change baseline's MSE per component.
     pub component_baseline_mse: Vec<f64>,
     /// Trajectories rolled out (dataset indices).
     pub rollout_trajs: Vec<usize>,
@@ -51,12 +56,14 @@ pub struct EvalReport {
     pub rollout_position_mse: Vec<f64>,
     /// Mean over rollouts of (E_t − E_0)/|E_0| for the model's rollout and for the ground truth.
     pub rollout_energy_drift: Vec<f64>,
+    /// The same for the ground truth.
     pub true_energy_drift: Vec<f64>,
     /// The rollouts in the simulator's format (no events).
     pub rollout: Dataset,
 }
 
 impl EvalReport {
+    /// How many times below the no-change baseline the one-step MSE is.
     pub fn improvement(&self) -> f64 {
         self.baseline_mse / self.one_step_mse
     }

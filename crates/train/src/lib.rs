@@ -37,30 +37,62 @@ pub use data::{split_trajectories, TrainData};
 pub use optim::Optimizer;
 
 #[derive(Debug, thiserror::Error)]
+/// Why training or evaluation could not run.
 pub enum TrainError {
+    /// Shown as "{origin}: {msg}".
     #[error("{origin}: {msg}")]
-    Config { origin: String, msg: String },
+    Config {
+        /// Where the text came from (a file, or what built it).
+        origin: String,
+        /// What is wrong, and what to do.
+        msg: String,
+    },
+    /// Shown as "dataset: {0}".
     #[error("dataset: {0}")]
     Data(String),
+    /// Shown as "cannot resume: {0}".
     #[error("cannot resume: {0}")]
     Resume(String),
+    /// Shown as "{path}: {msg}".
     #[error("{path}: {msg}")]
-    Io { path: String, msg: String },
+    Io {
+        /// The file or folder concerned.
+        path: String,
+        /// What is wrong, and what to do.
+        msg: String,
+    },
     /// Training produced a non-finite value; nothing after the last good
     /// (all-finite) checkpoint was written.
     #[error(
         "training stopped: {what} became non-finite at step {step} (loss {loss:.4e}, lr {lr:.3e}, gradient norm {grad_norm:.3e}). \
          The last good checkpoint (all weights finite) is {last_checkpoint}. Lower optimizer.lr, keep optimizer.clip > 0, or check the dataset for NaNs."
     )]
-    NonFinite { step: u64, what: String, loss: f64, lr: f64, grad_norm: f64, last_checkpoint: String },
+    NonFinite {
+        /// The training step.
+        step: u64,
+        /// What became non-finite (the loss, the gradient, a weight).
+        what: String,
+        /// The loss at that step.
+        loss: f64,
+        /// The learning rate at that step.
+        lr: f64,
+        /// The gradient norm at that step.
+        grad_norm: f64,
+        /// The last good checkpoint.
+        last_checkpoint: String,
+    },
+    /// Passed through from `headlab_model::ModelError`.
     #[error(transparent)]
     Model(#[from] headlab_model::ModelError),
+    /// Passed through from `headlab_store::StoreError`.
     #[error(transparent)]
     Store(#[from] headlab_store::StoreError),
+    /// Shown as "libtorch: {0}".
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }
 
+/// Results of this crate.
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;
 
 /// How a training call behaves (not part of the saved config).
@@ -77,19 +109,27 @@ pub struct RunOptions {
 }
 
 #[derive(Debug, Clone)]
+/// What a `train` call did.
 pub struct TrainSummary {
+    /// The run folder.
     pub run_dir: PathBuf,
     /// Step reached (number of updates).
     pub step: u64,
     /// True when stopped early (Ctrl-C or `stop_at`).
     pub interrupted: bool,
+    /// Training loss at the end (normalized target units).
     pub train_loss: f64,
+    /// Validation loss at the end.
     pub val_loss: f64,
+    /// Validation loss of predicting no change.
     pub baseline_val_loss: f64,
+    /// Update rate of this call.
     pub steps_per_sec: f64,
+    /// Checkpoints written by this call.
     pub checkpoints: Vec<PathBuf>,
     /// The device it trained on (print it with [`headlab_model::device_name`]).
     pub device: Device,
+    /// libtorch threads used.
     pub threads: usize,
 }
 
@@ -229,7 +269,7 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
     };
 
     let measure_noise = |model: &Model, step: u64, metrics: &mut Metrics| {
-        if cfg.grad_noise.every > 0 && step % cfg.grad_noise.every == 0 {
+        if cfg.grad_noise.every > 0 && step.is_multiple_of(cfg.grad_noise.every) {
             match gradient_noise(cfg, model, &data, step) {
                 Ok(r) => metrics.noise.push(r),
                 Err(e) => tracing::warn!("gradient noise at step {step} not recorded: {e}"),
@@ -397,6 +437,7 @@ fn resume_metrics(path: &Path, step: u64) -> Result<Metrics> {
     })
 }
 
+/// One update on one minibatch; returns (loss, gradient norm before clipping).
 pub fn train_step(cfg: &TrainConfig, model: &Model, opt: &mut Optimizer, data: &TrainData, rng: &mut ChaCha8Rng, lr: f64) -> Result<(f64, f64)> {
     let rows = data.sample_rows(rng, cfg.batch_size);
     let (x, y) = data.batch(&rows, cfg.noise, rng);

@@ -24,8 +24,11 @@ pub struct GradientNoise {
     /// Every coordinate of every ξ_b, standardized per coordinate (mean 0,
     /// std 1 over the K samples); coordinates that never fluctuate are dropped.
     pub coords: Vec<f64>,
+    /// Statistics of `norms`.
     pub norm_stats: NoiseStats,
+    /// Statistics of `gaussian_norms`.
     pub gaussian_norm_stats: NoiseStats,
+    /// Statistics of `coords`.
     pub coord_stats: NoiseStats,
 }
 

@@ -14,7 +14,9 @@ use tch::{Kind, Tensor};
 use crate::config::{OptimizerConfig, OptimizerKind};
 use crate::{Result, TrainError};
 
+/// SGD, Adam or AdamW on the model's flat parameter buffer (one tensor op per update).
 pub struct Optimizer {
+    /// Its settings.
     pub cfg: OptimizerConfig,
     /// Updates taken so far.
     pub step: u64,
@@ -82,6 +84,7 @@ impl Optimizer {
         }
     }
 
+    /// The moment buffers as named arrays, for a checkpoint.
     pub fn state(&self, model: &Model) -> Result<OptimizerState> {
         let bufs = [&self.m, &self.v];
         let slots = self
@@ -101,6 +104,7 @@ impl Optimizer {
         }
     }
 
+    /// Restore the moment buffers from a checkpoint at `path` (same optimizer kind and shapes, else an error).
     pub fn load_state(&mut self, _model: &Model, st: &OptimizerState, path: &str) -> Result<()> {
         let me = self.kind_name();
         if st.kind != me {
@@ -127,7 +131,7 @@ fn split_flat(model: &Model, flat: &Tensor) -> Result<Vec<NamedArray>> {
         .named_parameters()
         .iter()
         .map(|(name, t)| {
-            let (off, n) = model.param_range(name).expect("own parameter");
+            let (off, n) = model.param_range(name).ok_or_else(|| TrainError::Resume(format!("parameter `{name}` has no range in the flat buffer")))?;
             Ok(tensor_to_array(name, &flat.narrow(0, off as i64, n as i64).view(t.size().as_slice()))?)
         })
         .collect()

@@ -1,4 +1,5 @@
 //! Training tests on a small synthetic dataset (CPU, a few seconds each).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 

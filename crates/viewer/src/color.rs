@@ -67,12 +67,16 @@ pub fn diverging(t: f32) -> Rgb {
 /// A linear color scale: value → colormap position.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scale {
+    /// The colormap.
     pub map: Colormap,
+    /// Value at the colormap's start.
     pub lo: f32,
+    /// Value at its end.
     pub hi: f32,
 }
 
 impl Scale {
+    /// Position of `v` on the colormap, clamped to [0, 1] (0 when the range is empty).
     pub fn t(&self, v: f32) -> f32 {
         if !(self.hi > self.lo) {
             return 0.0;

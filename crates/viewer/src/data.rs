@@ -21,21 +21,36 @@ use headlab_store::{open_kind, FileKind, StoreError};
 pub const HEAD_SCORE_SERIES: SeriesKey = SeriesKey::ScoreExclNormInterval;
 
 #[derive(Debug, thiserror::Error)]
+/// Why a file cannot be shown.
 pub enum ViewError {
+    /// Shown as "{path}: no such file or folder".
     #[error("{path}: no such file or folder")]
-    NotFound { path: PathBuf },
+    NotFound {
+        /// The file or folder concerned.
+        path: PathBuf,
+    },
+    /// Passed through from `StoreError`.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Shown as "{path}: {msg}".
     #[error("{path}: {msg}")]
-    Invalid { path: PathBuf, msg: String },
+    Invalid {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        msg: String,
+    },
 }
 
+/// Results of the data layer.
 pub type Result<T, E = ViewError> = std::result::Result<T, E>;
 
 /// A model rollout: trajectories the model predicted from frame 0 of some
 /// ground-truth trajectories.
 pub struct Rollout {
+    /// The rollout file.
     pub path: PathBuf,
+    /// The predicted trajectories.
     pub data: Dataset,
     /// For each rollout trajectory, the ground-truth trajectory it starts from
     /// (empty when the file does not say).
@@ -51,11 +66,15 @@ impl Rollout {
 
 /// The probe's attention cache (`analysis.h5`), loaded one checkpoint at a time.
 pub struct AttentionCache {
+    /// The `analysis.h5` file.
     pub path: PathBuf,
     /// The dataset the probe ran on, as recorded in the file.
     pub dataset: String,
+    /// Layers of the probed model.
     pub n_layers: usize,
+    /// Heads per layer.
     pub n_heads: usize,
+    /// Particles per frame.
     pub n_particles: usize,
     /// Checkpoint steps with cached patterns, increasing.
     pub steps: Vec<u64>,
@@ -63,11 +82,13 @@ pub struct AttentionCache {
     pub head_scores: Vec<Vec<f64>>,
     /// Cached trajectories and frames (the same frames for each trajectory).
     pub trajs: Vec<u32>,
+    /// Cached frames of each of them.
     pub frames: Vec<u32>,
     loaded: HashMap<u64, std::sync::Arc<Vec<f32>>>,
 }
 
 impl AttentionCache {
+    /// Read the index of the cache (patterns are loaded per checkpoint on demand).
     pub fn open(path: &Path) -> Result<Self> {
         let an = read_analysis(path, false)?;
         let with_patterns = {
@@ -166,8 +187,11 @@ pub struct Replay {
     pub opened: PathBuf,
     /// Ground-truth trajectories (or the rollout itself, when only it exists).
     pub truth_path: PathBuf,
+    /// The ground-truth trajectories.
     pub truth: Dataset,
+    /// The newest model rollout, if there is one.
     pub rollout: Option<Rollout>,
+    /// The probe's attention cache, if the run has one.
     pub attention: Option<AttentionCache>,
     /// Notes for the user about what could not be found (shown in the panel).
     pub notes: Vec<String>,

@@ -1,6 +1,7 @@
 //! Opening what a user points the viewer at: datasets, rollouts (with and
 //! without their ground truth), run folders with and without analysis.h5,
 //! and files it cannot show. No window needed.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

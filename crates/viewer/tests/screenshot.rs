@@ -4,6 +4,7 @@
 //!
 //! The scene (tests/common) is five disks in a row; two heads differ only in
 //! where query 0 looks (head 0 at particle 1, head 1 at particle 4).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

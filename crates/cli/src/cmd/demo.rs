@@ -41,6 +41,8 @@ const DEMO_SCENE: &str = include_str!("../../../../scenes/demo.toml");
 /// Example:
 ///   headlab demo
 ///   headlab demo --out checkpoints/demo2 --seed 1
+// The doc is `--help` text, laid out verbatim (aligned columns, not markdown).
+#[allow(clippy::doc_overindented_list_items)]
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {

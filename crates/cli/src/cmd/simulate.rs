@@ -64,8 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         let pb = indicatif::ProgressBar::new(opts.n_traj as u64);
         pb.set_style(
-            indicatif::ProgressStyle::with_template("simulating {bar:40} {pos}/{len} trajectories [{elapsed} < {eta}]")
-                .expect("valid template"),
+            indicatif::ProgressStyle::with_template("simulating {bar:40} {pos}/{len} trajectories [{elapsed} < {eta}]")?,
         );
         pb
     };

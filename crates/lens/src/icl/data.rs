@@ -7,29 +7,34 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{ChiSquared, Distribution, StandardNormal, StudentT};
 use tch::{Device, Tensor};
 
-use super::{DataDist, IclConfig};
+use super::{DataDist, IclConfig, IclError};
 use headlab_sim::seed::{derive_seed, Stream};
 
 /// A set of prompts: `z` [P, d+1, n+1] (query label slot 0) and targets `y` [P].
 pub struct Prompts {
+    /// Prompt matrices [P, d+1, n+1].
     pub z: Tensor,
+    /// Query targets [P].
     pub y: Tensor,
 }
 
 impl Prompts {
+    /// Number of prompts.
     pub fn len(&self) -> usize {
         self.y.size()[0] as usize
     }
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// The prompts at `idx`.
     pub fn select(&self, idx: &Tensor) -> Prompts {
         Prompts { z: self.z.index_select(0, idx), y: self.y.index_select(0, idx) }
     }
 }
 
 /// Draw `count` prompts (host RNG, so results do not depend on the device).
-pub fn sample_prompts(cfg: &IclConfig, dist: DataDist, count: usize, seed: u64, device: Device) -> Prompts {
+pub fn sample_prompts(cfg: &IclConfig, dist: DataDist, count: usize, seed: u64, device: Device) -> Result<Prompts, IclError> {
     let (d, n) = (cfg.d, cfg.n);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let scale = match dist {
@@ -38,11 +43,11 @@ pub fn sample_prompts(cfg: &IclConfig, dist: DataDist, count: usize, seed: u64, 
         _ => 1.0,
     };
     let t = match dist {
-        DataDist::StudentT(nu) => Some(StudentT::new(nu).expect("validated dof")),
+        DataDist::StudentT(nu) => Some(StudentT::new(nu).map_err(|_| IclError::Data(format!("student-t:{nu}")))?),
         _ => None,
     };
     let chi = match dist {
-        DataDist::MultiT(nu) => Some(ChiSquared::new(nu).expect("validated dof")),
+        DataDist::MultiT(nu) => Some(ChiSquared::new(nu).map_err(|_| IclError::Data(format!("mv-t:{nu}")))?),
         _ => None,
     };
     let cols = n + 1;
@@ -81,20 +86,23 @@ pub fn sample_prompts(cfg: &IclConfig, dist: DataDist, count: usize, seed: u64, 
     }
     let z = Tensor::from_slice(&z).view([count as i64, (d + 1) as i64, cols as i64]).to_device(device);
     let y = Tensor::from_slice(&y).to_device(device);
-    Prompts { z, y }
+    Ok(Prompts { z, y })
 }
 
 /// Training data for one (data setting, seed).
 pub struct TaskData {
+    /// Training prompts.
     pub train: Prompts,
+    /// Evaluation prompts.
     pub eval: Prompts,
 }
 
 impl TaskData {
-    pub fn new(cfg: &IclConfig, dist: DataDist, seed: u64, device: Device) -> Self {
-        TaskData {
-            train: sample_prompts(cfg, dist, cfg.n_train, derive_seed(seed, Stream::IclTrainPrompts), device),
-            eval: sample_prompts(cfg, dist, cfg.n_eval, derive_seed(seed, Stream::IclEvalPrompts), device),
-        }
+    /// Training and evaluation prompts of one seed.
+    pub fn new(cfg: &IclConfig, dist: DataDist, seed: u64, device: Device) -> Result<Self, IclError> {
+        Ok(TaskData {
+            train: sample_prompts(cfg, dist, cfg.n_train, derive_seed(seed, Stream::IclTrainPrompts), device)?,
+            eval: sample_prompts(cfg, dist, cfg.n_eval, derive_seed(seed, Stream::IclEvalPrompts), device)?,
+        })
     }
 }

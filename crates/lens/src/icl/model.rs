@@ -15,10 +15,15 @@ use headlab_sim::seed::{derive_seed, Stream};
 /// The linear transformer of the paper: per layer, `w_pv` and `w_kq` of shape
 /// [heads, d+1, d+1].
 pub struct LinearTransformer {
+    /// Input dimension d.
     pub d: usize,
+    /// Layers.
     pub depth: usize,
+    /// Heads per layer.
     pub heads: usize,
+    /// Per layer, W^{PV} [heads, d+1, d+1].
     pub w_pv: Vec<Tensor>,
+    /// Per layer, W^{KQ} [heads, d+1, d+1].
     pub w_kq: Vec<Tensor>,
 }
 
@@ -51,6 +56,7 @@ impl LinearTransformer {
         self.w_pv.iter().zip(&self.w_kq).flat_map(|(a, b)| [a.shallow_clone(), b.shallow_clone()]).collect()
     }
 
+    /// Number of scalar parameters.
     pub fn n_params(&self) -> usize {
         2 * self.depth * self.heads * (self.d + 1) * (self.d + 1)
     }
@@ -70,7 +76,10 @@ impl LinearTransformer {
             let a = zu.transpose(-1, -2).matmul(&self.w_kq[l].matmul(&zu));
             // Σ_h W^{PV}_h (Z M) A_h : [B,d+1,n+1]
             let upd = self.w_pv[l].matmul(&zm.matmul(&a)).sum_dim_intlist([1i64].as_slice(), false, None::<Kind>);
-            z = z + upd / n;
+            #[allow(clippy::assign_op_pattern)] // out of place on purpose (autograd)
+            {
+                z = z + upd / n;
+            }
         }
         z
     }

@@ -62,6 +62,7 @@ pub(super) struct Probe<'a> {
 }
 
 /// Train one model; returns the run and any noise measurements requested.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn train_run(
     cfg: &IclConfig,
     data: &TaskData,

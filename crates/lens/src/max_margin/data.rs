@@ -18,6 +18,7 @@ use headlab_analysis::svm::{dot, norm};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+/// The `[data]` table of the max-margin toy.
 pub struct MmDataConfig {
     /// Examples.
     pub n: usize,
@@ -36,6 +37,7 @@ pub struct MmDataConfig {
     /// Y·γ·v/‖v‖² along it, so a larger head norm gives the same scores with
     /// tokens that share less of one direction (examples compete less).
     pub head_norm: f64,
+    /// Seed of the data.
     pub seed: u64,
 }
 
@@ -46,17 +48,23 @@ impl Default for MmDataConfig {
 }
 
 #[derive(Debug, Clone)]
+/// The toy data set.
 pub struct MmData {
+    /// Examples.
     pub n: usize,
+    /// Tokens per example.
     pub t: usize,
+    /// Token dimension.
     pub d: usize,
     /// `[n, T, d]` row-major.
     pub x: Vec<f64>,
+    /// Labels ±1 `[n]`.
     pub y: Vec<f64>,
     /// Queries `[n, d]`.
     pub z: Vec<f64>,
     /// The fixed head (norm `head_norm`).
     pub v: Vec<f64>,
+    /// Index of the designated optimal token of each example.
     pub opt: Vec<usize>,
 }
 
@@ -65,6 +73,7 @@ fn gauss(rng: &mut ChaCha8Rng, n: usize, std: f64) -> Vec<f64> {
 }
 
 impl MmData {
+    /// Draw the data set.
     pub fn generate(c: &MmDataConfig) -> MmData {
         let mut rng = ChaCha8Rng::seed_from_u64(c.seed);
         let d = c.dim;
@@ -103,10 +112,12 @@ impl MmData {
         MmData { n: c.n, t: c.tokens, d, x, y, z, v, opt }
     }
 
+    /// Token `t` of example `i`.
     pub fn token(&self, i: usize, t: usize) -> &[f64] {
         let o = (i * self.t + t) * self.d;
         &self.x[o..o + self.d]
     }
+    /// Query of example `i`.
     pub fn query(&self, i: usize) -> &[f64] {
         &self.z[i * self.d..(i + 1) * self.d]
     }

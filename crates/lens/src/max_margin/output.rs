@@ -20,6 +20,7 @@ use super::{MaxMarginError, MaxMarginResult, Variant};
 use headlab_store::html::{escape, Page};
 use crate::plot::{write_png, xy, LegendPos, Panel, Series, PALETTE};
 
+/// Write `max_margin.h5` atomically.
 pub fn write_h5(path: &Path, res: &MaxMarginResult) -> Result<(), MaxMarginError> {
     let d = &res.data;
     let config_toml = res.config.to_toml()?;

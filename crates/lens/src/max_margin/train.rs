@@ -19,6 +19,7 @@ pub enum Variant {
 }
 
 impl Variant {
+    /// The variant's name in configs and tables.
     pub fn name(self) -> &'static str {
         match self {
             Variant::P => "p",
@@ -57,14 +58,19 @@ impl Loss {
 /// Trainable state: `theta` is p (d) or W (d×d, row-major); `v` the head.
 #[derive(Debug, Clone)]
 pub struct Params {
+    /// p or W.
     pub theta: Vec<f64>,
+    /// The head v.
     pub v: Vec<f64>,
 }
 
 /// Loss, gradients and attention summaries at one point.
 pub struct Eval {
+    /// The loss.
     pub loss: f64,
+    /// Its gradient with respect to θ.
     pub g_theta: Vec<f64>,
+    /// Its gradient with respect to v.
     pub g_v: Vec<f64>,
     /// Mean softmax mass on the designated token.
     pub opt_mass: f64,
@@ -92,6 +98,7 @@ fn softmax(a: &[f64]) -> Vec<f64> {
     e.into_iter().map(|x| x / s).collect()
 }
 
+/// Loss, gradients and attention mass of `p` on the data.
 pub fn evaluate(data: &MmData, variant: Variant, loss: Loss, p: &Params) -> Eval {
     let (n, d) = (data.n, data.d);
     let mut g_theta = vec![0.0; p.theta.len()];
@@ -155,13 +162,17 @@ fn step(x: &mut [f64], g: &[f64], lr: f64, normalized: bool) {
 /// Measurements over training of one variant.
 #[derive(Debug, Clone, Default)]
 pub struct MmTrace {
+    /// Recorded steps.
     pub steps: Vec<u64>,
+    /// Loss at those steps.
     pub loss: Vec<f64>,
     /// cos(θ, θ_mm).
     pub cos: Vec<f64>,
+    /// ‖θ‖.
     pub norm: Vec<f64>,
     /// Normalized margin over the max margin: min_k a_kᵀθ · ‖θ_mm‖ / ‖θ‖ (→ 1).
     pub margin_ratio: Vec<f64>,
+    /// Mean softmax mass on the designated token.
     pub opt_mass: Vec<f64>,
     /// Joint only: cos(v, v_mm).
     pub cos_v: Vec<f64>,
@@ -178,11 +189,17 @@ pub fn margin_ratio(rows: &[Vec<f64>], theta: &[f64], mm_norm: f64) -> f64 {
     rows.iter().map(|r| dot(r, theta)).fold(f64::INFINITY, f64::min) * mm_norm / n
 }
 
+/// Gradient-descent settings.
 pub struct GdSettings {
+    /// Steps.
     pub steps: u64,
+    /// Step size.
     pub lr: f64,
+    /// Normalized gradient descent.
     pub normalized: bool,
+    /// Record every this many steps.
     pub record_every: u64,
+    /// The loss.
     pub loss: Loss,
 }
 
@@ -228,10 +245,15 @@ pub fn gradient_descent(
 /// One point of the regularization path.
 #[derive(Debug, Clone)]
 pub struct PathPoint {
+    /// Norm-ball radius R.
     pub radius: f64,
+    /// ‖p̄(R)‖.
     pub norm: f64,
+    /// cos(p̄(R), p_mm).
     pub cos: f64,
+    /// Loss at p̄(R).
     pub loss: f64,
+    /// Mean softmax mass on the designated token.
     pub opt_mass: f64,
 }
 

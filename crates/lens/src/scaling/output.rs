@@ -28,6 +28,7 @@ const METRICS: [Metric; 7] = [
     ("score_std", "mean within-row std of scaled scores", |p| p.score_std, true),
 ];
 
+/// Write `scaling.h5` atomically.
 pub fn write_h5(path: &Path, r: &ScalingReport) -> Result<(), ScalingError> {
     let c = &r.config;
     let config_toml = c.to_toml()?;
@@ -54,6 +55,7 @@ fn out_err(path: &Path, msg: String) -> ScalingError {
     ScalingError::Output { path: path.display().to_string(), msg }
 }
 
+/// The plots and `index.html` in `dir`.
 pub fn write_html(dir: &Path, r: &ScalingReport) -> Result<(), ScalingError> {
     let c = &r.config;
     let mut page = Page::new("headlab lens: attention score scaling");

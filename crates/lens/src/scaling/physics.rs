@@ -48,14 +48,21 @@ pub struct PhysicsScalingConfig {
     pub particles: Vec<usize>,
     /// Scale options compared.
     pub options: Vec<AttentionScale>,
+    /// Trajectories simulated per particle count.
     pub trajectories: usize,
+    /// Frames per trajectory.
     pub frames: usize,
     /// Training budget per run.
     pub steps: u64,
+    /// Training batch size.
     pub batch_size: usize,
+    /// Learning rate.
     pub lr: f64,
+    /// Layers of each model.
     pub n_layers: usize,
+    /// Heads per layer.
     pub n_heads: usize,
+    /// Width of each model.
     pub d_model: usize,
     /// Checkpoints per run (log-spaced; emergence is read on these).
     pub checkpoints: usize,
@@ -63,6 +70,7 @@ pub struct PhysicsScalingConfig {
     pub eval_frames: usize,
     /// A row is saturated when its largest weight exceeds 1 − eps.
     pub eps: f64,
+    /// Seed of the simulations and the training runs.
     pub seed: u64,
 }
 
@@ -94,6 +102,7 @@ impl PhysicsScalingConfig {
         crate::config::to_toml("scaling physics", self)
     }
 
+    /// Check every value; the error names the key and what is allowed.
     pub fn validate(&self) -> Result<(), ScalingError> {
         if self.particles.is_empty() || self.particles.contains(&0) {
             return Err(bad("particles", format!("{:?}", self.particles), "give one or more positive particle counts, e.g. 16,64"));
@@ -117,22 +126,36 @@ impl PhysicsScalingConfig {
 /// Results for one (particle count, option).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PhysicsPoint {
+    /// Particle count N.
     pub particles: usize,
+    /// The scale option.
     pub option: AttentionScale,
+    /// The trained run's folder.
     pub run_dir: PathBuf,
+    /// Validation one-step MSE / no-change baseline (lower is better).
     pub val_ratio: f64,
+    /// The best head's self-excluded normalized collision score at the last checkpoint.
     pub best_score: f64,
+    /// That head's interval AUROC.
     pub best_auroc: f64,
+    /// That head (`L.H`).
     pub best_head: String,
+    /// First checkpoint where some head's score reaches 0.5 (−1 = never).
     pub emergence_step: i64,
+    /// Share of saturated rows, mean over heads at the last checkpoint.
     pub frac_saturated: f64,
+    /// Attention entropy / ln N, mean over heads.
     pub entropy_norm: f64,
+    /// Softmax Jacobian Frobenius norm, mean over heads.
     pub jacobian_fro: f64,
+    /// Wall time of the point.
     pub seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
+/// Result of [`run_physics_scaling`].
 pub struct PhysicsScalingReport {
+    /// The settings used.
     pub config: PhysicsScalingConfig,
     /// Row-major [particles][options].
     pub points: Vec<PhysicsPoint>,
@@ -224,8 +247,8 @@ pub fn run_physics_scaling(cfg: &PhysicsScalingConfig, out: &Path, device: Devic
                 jacobian_fro: mean(|s| s.jacobian_fro),
                 seconds: t0.elapsed().as_secs_f64(),
             };
+            progress(points.len() + 1, total, &p);
             points.push(p);
-            progress(points.len(), total, points.last().expect("just pushed"));
         }
     }
     Ok(PhysicsScalingReport { config: cfg.clone(), points })

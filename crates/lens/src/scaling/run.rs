@@ -46,6 +46,7 @@ pub struct RunSaturationOptions {
     /// At most this many checkpoints, evenly spaced over the run's list
     /// (first and last kept); 0 = all.
     pub max_checkpoints: usize,
+    /// Where to run the model.
     pub device: Device,
 }
 
@@ -58,18 +59,27 @@ impl Default for RunSaturationOptions {
 /// The diagnostics of one run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSaturation {
+    /// The run folder.
     pub run_dir: PathBuf,
+    /// The run's config as TOML.
     pub config_toml: String,
     /// The run's attention scale option (kebab-case name).
     pub scale: String,
+    /// A row is saturated when its largest weight exceeds 1 − eps.
     pub eps: f64,
+    /// Layers of the model.
     pub n_layers: usize,
+    /// Heads per layer.
     pub n_heads: usize,
+    /// Particles per frame.
     pub n_particles: usize,
     /// "analysis.h5" or "validation draw".
     pub frames_source: String,
+    /// (trajectory, frame) evaluated.
     pub frames: Vec<(usize, usize)>,
+    /// Checkpoint steps evaluated.
     pub steps: Vec<u64>,
+    /// Validation loss at each of them (NaN when not recorded).
     pub val_loss: Vec<f64>,
     /// [step][layer][head].
     pub sat: Vec<Vec<Vec<Saturation>>>,

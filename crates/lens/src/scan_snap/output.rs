@@ -26,6 +26,7 @@ fn opt(v: Option<u64>) -> i64 {
     v.map(|s| s as i64).unwrap_or(-1)
 }
 
+/// Write `scan_snap.h5` atomically.
 pub fn write_h5(path: &Path, res: &ScanSnapResult) -> Result<(), ScanSnapError> {
     let config_toml = res.config.to_toml()?;
     atomic_write(path, FileKind::Lens, |f| {

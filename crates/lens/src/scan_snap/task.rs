@@ -52,8 +52,11 @@ impl Default for TaskConfig {
 /// What a vocabulary entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenKind {
+    /// The k-th query token.
     Query(usize),
+    /// A distinctive token of this class.
     Distinct(usize),
+    /// A common token.
     Common,
 }
 
@@ -71,13 +74,18 @@ impl TokenKind {
 /// A batch of sequences: `tokens` is row-major `[n, seq_len]`, query last.
 #[derive(Debug, Clone)]
 pub struct Batch {
+    /// Tokens `[n, seq_len]`, row-major.
     pub tokens: Vec<i64>,
+    /// The class of each sequence `[n]`.
     pub labels: Vec<i64>,
+    /// Sequences.
     pub n: usize,
+    /// Tokens per sequence.
     pub seq_len: usize,
 }
 
 impl Batch {
+    /// Sequence `i`.
     pub fn row(&self, i: usize) -> &[i64] {
         &self.tokens[i * self.seq_len..(i + 1) * self.seq_len]
     }
@@ -94,20 +102,26 @@ impl Batch {
 }
 
 #[derive(Debug, Clone)]
+/// The toy next-token task of Tian et al. 2023.
 pub struct Task {
+    /// Its settings.
     pub cfg: TaskConfig,
 }
 
 impl Task {
+    /// The task of `cfg`.
     pub fn new(cfg: TaskConfig) -> Task {
         Task { cfg }
     }
+    /// Tokens in the vocabulary: queries, then distinctive tokens by class, then common tokens.
     pub fn vocab_size(&self) -> usize {
         self.cfg.n_queries + self.cfg.n_classes * self.cfg.distinct_per_class + self.cfg.n_common
     }
+    /// Context plus the query.
     pub fn seq_len(&self) -> usize {
         self.cfg.context_len + 1
     }
+    /// What `token` is.
     pub fn kind(&self, token: usize) -> TokenKind {
         let c = &self.cfg;
         let nd = c.n_classes * c.distinct_per_class;
@@ -119,10 +133,12 @@ impl Task {
             TokenKind::Common
         }
     }
+    /// The kind of every token.
     pub fn kinds(&self) -> Vec<TokenKind> {
         (0..self.vocab_size()).map(|t| self.kind(t)).collect()
     }
 
+    /// Draw `n` sequences from the true distribution.
     pub fn sample(&self, n: usize, rng: &mut impl Rng) -> Batch {
         let c = &self.cfg;
         let l = self.seq_len();
@@ -167,7 +183,7 @@ impl Task {
                 if tot == 0 {
                     f32::NAN
                 } else {
-                    *row.iter().max().unwrap() as f32 / tot as f32
+                    row.iter().max().map_or(f32::NAN, |&m| m as f32 / tot as f32)
                 }
             })
             .collect()

@@ -65,19 +65,40 @@ pub mod plot;
 /// Errors of the LLC estimator. Messages say what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum LlcError {
+    /// Shown as "llc config: '{key}' = {value} is invalid: {expected}".
     #[error("llc config: `{key}` = {value} is invalid: {expected}")]
-    Config { key: String, value: String, expected: String },
+    Config {
+        /// The offending key or option.
+        key: String,
+        /// Its value.
+        value: String,
+        /// What was expected.
+        expected: String,
+    },
+    /// Every chain failed (diverged or became non-finite).
     #[error(
         "llc: all {chains} chains failed ({details}). The SGLD step size ε = {epsilon:e} is too large \
          for this checkpoint: try --epsilon {suggest:e} (or run with --calibrate to pick one)"
     )]
-    AllChainsFailed { chains: usize, details: String, epsilon: f64, suggest: f64 },
+    AllChainsFailed {
+        /// Number of chains.
+        chains: usize,
+        /// What each chain reported.
+        details: String,
+        /// The step size used.
+        epsilon: f64,
+        /// A step size to try instead.
+        suggest: f64,
+    },
+    /// Shown as "llc: problem: {0}".
     #[error("llc: problem: {0}")]
     Problem(String),
+    /// Shown as "llc: libtorch error: {0}".
     #[error("llc: libtorch error: {0}")]
     Torch(#[from] tch::TchError),
 }
 
+/// Results of the LLC.
 pub type Result<T, E = LlcError> = std::result::Result<T, E>;
 
 /// SGLD and estimator settings. Every field has a default; a TOML table
@@ -329,14 +350,26 @@ impl Movable {
 /// How a chain ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChainStatus {
+    /// The chain ran to the end.
     Ok,
     /// The loss became NaN or infinite at this step.
-    NonFinite { step: usize },
+    NonFinite {
+        /// The draw at which it happened.
+        step: usize,
+    },
     /// nβ·(L_B(w) − L_B(w*)) passed the divergence threshold at this step.
-    Diverged { step: usize, value: f64, threshold: f64 },
+    Diverged {
+        /// The draw at which it happened.
+        step: usize,
+        /// nβ·ΔL at that draw.
+        value: f64,
+        /// The threshold it passed.
+        threshold: f64,
+    },
 }
 
 impl ChainStatus {
+    /// Whether the chain finished without failing.
     pub fn is_ok(&self) -> bool {
         matches!(self, ChainStatus::Ok)
     }
@@ -357,7 +390,9 @@ impl fmt::Display for ChainStatus {
 /// One chain's result.
 #[derive(Debug, Clone)]
 pub struct ChainReport {
+    /// Chain index.
     pub chain: usize,
+    /// How it ended.
     pub status: ChainStatus,
     /// Paired estimate from this chain's post-burn-in draws (NaN if failed).
     pub llc: f64,
@@ -384,11 +419,15 @@ pub struct LlcEstimate {
     pub llc_unpaired: f64,
     /// The batch of that reference loss.
     pub reference_batch: usize,
+    /// Training samples n.
     pub n_samples: usize,
+    /// nβ (n times the inverse temperature).
     pub n_beta: f64,
     /// Number of parameter elements that move.
     pub moving_params: usize,
+    /// The settings used.
     pub config: LlcConfig,
+    /// Every chain's result.
     pub chains: Vec<ChainReport>,
     /// Traces are averaged over blocks of this many consecutive draws.
     pub trace_block: usize,
@@ -401,9 +440,11 @@ pub struct LlcEstimate {
 }
 
 impl LlcEstimate {
+    /// Chains that finished.
     pub fn n_good(&self) -> usize {
         self.chains.iter().filter(|c| c.status.is_ok()).count()
     }
+    /// Chains that failed.
     pub fn n_failed(&self) -> usize {
         self.chains.len() - self.n_good()
     }
@@ -597,13 +638,19 @@ fn summarize(
 /// One point of a calibration sweep.
 #[derive(Debug, Clone)]
 pub struct CalibrationPoint {
+    /// Step size ε.
     pub epsilon: f64,
+    /// Localization strength γ.
     pub gamma: f64,
     /// NaN when every chain failed.
     pub llc: f64,
+    /// Standard error over chains.
     pub se: f64,
+    /// Chains that failed.
     pub n_failed: usize,
+    /// Chains run.
     pub chains: usize,
+    /// Warnings of the estimate.
     pub warnings: Vec<String>,
     /// Per chain, block means of nβ·ΔL (empty when every chain failed).
     pub delta_trace: Vec<Vec<f64>>,
@@ -612,6 +659,7 @@ pub struct CalibrationPoint {
 /// A sweep of the estimate over ε (and γ).
 #[derive(Debug, Clone)]
 pub struct Calibration {
+    /// Every (ε, γ) point swept.
     pub points: Vec<CalibrationPoint>,
     /// (ε, γ) recommended: the largest ε of the longest run of consecutive
     /// step sizes without failed chains whose estimates agree, for the γ
@@ -677,10 +725,10 @@ pub fn calibrate<P: LlcProblem + ?Sized>(
 fn recommend(points: &[CalibrationPoint], eps: &[f64], gammas: &[f64]) -> (Option<(f64, f64)>, String) {
     let mut best: Option<(usize, f64, f64, f64, f64)> = None; // (run length, eps_hi, gamma, eps_lo, llc)
     for &g in gammas {
-        let row: Vec<&CalibrationPoint> = eps
-            .iter()
-            .map(|&e| points.iter().find(|p| p.epsilon == e && p.gamma == g).expect("swept point"))
-            .collect();
+        // Every (ε, γ) of the grid was swept; a missing one leaves the row out.
+        let Some(row) = eps.iter().map(|&e| points.iter().find(|p| p.epsilon == e && p.gamma == g)).collect::<Option<Vec<&CalibrationPoint>>>() else {
+            continue;
+        };
         let usable = |p: &CalibrationPoint| p.n_failed == 0 && p.llc.is_finite() && p.llc > 0.0;
         let agree = |a: &CalibrationPoint, b: &CalibrationPoint| {
             let se = (a.se.powi(2) + b.se.powi(2)).sqrt();
@@ -698,7 +746,7 @@ fn recommend(points: &[CalibrationPoint], eps: &[f64], gammas: &[f64]) -> (Optio
                 end += 1;
             }
             let len = end - start + 1;
-            if best.map_or(true, |b| len > b.0) {
+            if best.is_none_or(|b| len > b.0) {
                 best = Some((len, row[end].epsilon, g, row[start].epsilon, row[end].llc));
             }
             start = end + 1;

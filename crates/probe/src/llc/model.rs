@@ -164,8 +164,10 @@ impl<'a> CheckpointProblem<'a> {
             let g = match &self.grad_params {
                 None => model.flat_grad(&loss),
                 Some(list) => {
-                    let leaves: Vec<&Tensor> =
-                        list.iter().map(|(n, _, _)| model.param(n).expect("checked name")).collect();
+                    let leaves: Vec<&Tensor> = list
+                        .iter()
+                        .map(|(n, _, _)| model.param(n).ok_or_else(|| LlcError::Problem(format!("the model has no parameter `{n}`"))))
+                        .collect::<Result<_>>()?;
                     let gs = Tensor::f_run_backward(&[&loss], &leaves, false, false)?;
                     let flat_g = Tensor::f_zeros([self.numel as i64], (Kind::Float, self.device))?;
                     for (g, (_, off, numel)) in gs.iter().zip(list) {
@@ -229,9 +231,13 @@ pub fn head_mask(model: &Model, layer: usize, head: usize) -> Result<(Tensor, Ve
 /// LLC estimates of one checkpoint.
 #[derive(Debug, Clone)]
 pub struct CheckpointLlc {
+    /// The checkpoint's step.
     pub step: u64,
+    /// Layers of the model.
     pub n_layers: usize,
+    /// Heads per layer.
     pub n_heads: usize,
+    /// The LLC of the whole model.
     pub whole: LlcEstimate,
     /// Per head, layer-major ([layer * n_heads + head]); empty unless asked.
     pub heads: Vec<LlcEstimate>,
@@ -240,6 +246,7 @@ pub struct CheckpointLlc {
 /// What to estimate for a checkpoint.
 #[derive(Debug, Clone, Default)]
 pub struct CheckpointLlcOptions {
+    /// The sampler's settings.
     pub llc: LlcConfig,
     /// Also the weight-refined LLC of every head.
     pub per_head: bool,

@@ -15,6 +15,7 @@ use super::{calibrate, Calibration, LlcError, LlcEstimate, Movable, Progress, Re
 /// Which checkpoints, and how.
 #[derive(Debug, Clone)]
 pub struct LlcRunOptions {
+    /// What to estimate per checkpoint.
     pub checkpoint: CheckpointLlcOptions,
     /// Only these steps (all checkpoints when empty).
     pub steps: Vec<u64>,
@@ -24,6 +25,7 @@ pub struct LlcRunOptions {
     pub recompute: bool,
     /// Start llc.h5 afresh even if it was made with other settings.
     pub fresh: bool,
+    /// Where to run.
     pub device: Device,
 }
 
@@ -55,9 +57,13 @@ impl LlcRunOptions {
 }
 
 #[derive(Debug, Clone)]
+/// What an LLC run did.
 pub struct LlcRunSummary {
+    /// The `llc.h5` written.
     pub path: PathBuf,
+    /// Steps estimated by this call.
     pub estimated: Vec<u64>,
+    /// Checkpoints skipped (already in llc.h5, or not selected).
     pub skipped: usize,
     /// (step, warning) pairs of this call.
     pub warnings: Vec<(u64, String)>,
@@ -259,9 +265,10 @@ pub fn calibrate_run(
     let mut eps: Vec<f64> = epsilons.to_vec();
     eps.sort_by(|a, b| a.total_cmp(b));
     eps.dedup();
-    let find = |e: f64, g: f64| cal.points.iter().find(|p| p.epsilon == e && p.gamma == g).expect("swept");
+    let find = |e: f64, g: f64| cal.points.iter().find(|p| p.epsilon == e && p.gamma == g);
+    // A grid point that was not swept is drawn as missing (NaN).
     let grid = |f: &dyn Fn(&super::CalibrationPoint) -> f64| -> Vec<f64> {
-        gammas.iter().flat_map(|&g| eps.iter().map(move |&e| (g, e))).map(|(g, e)| f(find(e, g))).collect()
+        gammas.iter().flat_map(|&g| eps.iter().map(move |&e| (g, e))).map(|(g, e)| find(e, g).map_or(f64::NAN, f)).collect()
     };
     series.calibration = Some(LlcCalibration {
         step,

@@ -171,8 +171,9 @@ pub(super) fn run<P: LlcProblem + ?Sized>(
         .into_inner()
         .unwrap_or_else(|e| e.into_inner())
         .into_iter()
-        .map(|o| o.expect("every chain ran"))
-        .collect();
+        .enumerate()
+        .map(|(c, o)| o.ok_or_else(|| LlcError::Problem(format!("chain {c} produced no result"))))
+        .collect::<Result<Vec<_>, LlcError>>()?;
     Ok(Output { chains, reference_batch, reference_loss, trace_block })
 }
 

@@ -36,8 +36,11 @@ fn batch_index(batches: &[usize]) -> Tensor {
 /// y = w·x + N(0, 1) with d features of unequal variance (log-spaced from
 /// `var_min` to `var_max`), so the Hessian's eigenvalues are spread.
 pub struct LinearRegression {
+    /// Samples.
     pub n: usize,
+    /// Features.
     pub d: usize,
+    /// Samples per minibatch (divides n).
     pub batch_size: usize,
     /// Stack chains along a leading dimension (fast) or evaluate one chain
     /// per call (the path real models take).
@@ -50,8 +53,9 @@ pub struct LinearRegression {
 }
 
 impl LinearRegression {
+    /// Draw the data; the error says which size is invalid.
     pub fn new(n: usize, d: usize, batch_size: usize, var_min: f64, var_max: f64, seed: u64) -> Result<Self> {
-        if batch_size == 0 || n % batch_size != 0 || d == 0 || n <= d {
+        if batch_size == 0 || !n.is_multiple_of(batch_size) || d == 0 || n <= d {
             return Err(LlcError::Problem(format!(
                 "linear regression: need n > d > 0 and batch_size dividing n (n = {n}, d = {d}, batch_size = \
                  {batch_size})"
@@ -156,13 +160,16 @@ impl LlcProblem for LinearRegression {
 /// y = w1·w2·x + noise with true product 0: a degenerate model. The
 /// parameter is one tensor [2] = (w1, w2); the checkpoint is the origin.
 pub struct ProductModel {
+    /// Samples.
     pub n: usize,
+    /// Samples per minibatch (divides n).
     pub batch_size: usize,
     /// Per batch: mean x², mean xy, mean y² ([n_batches] each). The batch
     /// loss mean_i ½(y_i − p x_i)² equals ½(Syy − 2p Sxy + p² Sxx) exactly.
     stats: [SharedTensor; 3],
     /// Over the whole data set.
     pub sxx: f64,
+    /// Mean xy over the whole data set.
     pub sxy: f64,
 }
 
@@ -171,7 +178,7 @@ impl ProductModel {
     /// orthogonal to x, so the least-squares product is exactly 0 and the
     /// origin is the empirical minimizer of the product.
     pub fn new(n: usize, batch_size: usize, exact_zero: bool, seed: u64) -> Result<Self> {
-        if batch_size == 0 || n % batch_size != 0 {
+        if batch_size == 0 || !n.is_multiple_of(batch_size) {
             return Err(LlcError::Problem(format!(
                 "product model: batch_size {batch_size} must divide n = {n}"
             )));

@@ -2,6 +2,7 @@
 //! to right, in a 2D box, and an attention cache with one layer of two heads
 //! that differ only in where query 0 looks (head 0 at particle 1, head 1 at
 //! particle 4). Particle k moves at speed 0.5·k.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
