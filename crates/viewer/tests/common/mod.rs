@@ -77,6 +77,7 @@ pub fn write_scene(dir: &Path) -> (PathBuf, PathBuf) {
         eval_frame: vec![0],
         steps: vec![100],
         series,
+        baselines: BTreeMap::new(),
         g_edges: vec![0.0, 1.0],
         g: vec![1.0; 2],
         g_excl: vec![1.0; 2],
