@@ -35,18 +35,68 @@ fn ablate_a_tiny_run() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let scene = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenes/demo.toml");
-    ok(&["simulate", "--scene", scene, "--trajectories", "40", "--frames", "24", "--out", "data.h5", "--threads", "1", "--quiet"], d);
-    ok(&["train", "--data", "data.h5", "--out", "run", "--steps", "40", "--threads", "1", "--device", "cpu", "--quiet"], d);
+    ok(
+        &[
+            "simulate",
+            "--scene",
+            scene,
+            "--trajectories",
+            "40",
+            "--frames",
+            "24",
+            "--out",
+            "data.h5",
+            "--threads",
+            "1",
+            "--quiet",
+        ],
+        d,
+    );
+    ok(
+        &[
+            "train",
+            "--data",
+            "data.h5",
+            "--out",
+            "run",
+            "--steps",
+            "40",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+        d,
+    );
     fails(&["ablate", "run", "--device", "cpu"], d, &["analysis.h5", "headlab probe"]);
     ok(&["probe", "run", "--eval-frames", "24", "--cache-frames", "0", "--device", "cpu"], d);
     fails(&["ablate", "run", "--kinds", "zero,bogus"], d, &["bogus", "off-self", "geo-distance"]);
     fails(&["ablate", "run", "--group", "L5.H0"], d, &["L5.H0", "layers"]);
     fails(&["ablate", "run", "--steps", "7777"], d, &["7777", "no checkpoint"]);
 
-    let steps: Vec<u64> = headlab_store::checkpoint::list_checkpoints(&d.join("run")).unwrap().iter().map(|c| c.0).collect();
+    let steps: Vec<u64> =
+        headlab_store::checkpoint::list_checkpoints(&d.join("run")).unwrap().iter().map(|c| c.0).collect();
     let last = *steps.last().unwrap();
     let pick = format!("{},{last}", steps[steps.len() / 2]);
-    let args = ["ablate", "run", "--steps", &pick, "--group", "L1.H0,L1.H1", "--bootstrap", "100", "--rollouts", "2", "--patch-pairs", "6", "--train-frames", "32", "--device", "cpu"];
+    let args = [
+        "ablate",
+        "run",
+        "--steps",
+        &pick,
+        "--group",
+        "L1.H0,L1.H1",
+        "--bootstrap",
+        "100",
+        "--rollouts",
+        "2",
+        "--patch-pairs",
+        "6",
+        "--train-frames",
+        "32",
+        "--device",
+        "cpu",
+    ];
     let t = ok(&args, d);
     assert!(t.contains("ablated 2 checkpoint(s)"), "{t}");
     let a = read_ablation(&d.join("run/ablation.h5")).unwrap();
@@ -70,7 +120,11 @@ fn ablate_a_tiny_run() {
     let p = a.patching.as_ref().expect("patching");
     if p.n_pairs > 0 {
         let i = p.sites.iter().position(|s| s == "L1.resid").unwrap();
-        assert!((p.denoise[i * 3] - 1.0).abs() < 1e-3 && (p.noise[i * 3] - 1.0).abs() < 1e-3, "{:?}", &p.denoise[i * 3..i * 3 + 3]);
+        assert!(
+            (p.denoise[i * 3] - 1.0).abs() < 1e-3 && (p.noise[i * 3] - 1.0).abs() < 1e-3,
+            "{:?}",
+            &p.denoise[i * 3..i * 3 + 3]
+        );
     }
 
     // Again: nothing new. Other options: refused, with the way out.
@@ -91,6 +145,13 @@ fn ablate_a_tiny_run() {
     // The report shows the causal evidence.
     ok(&["report", "run"], d);
     let html = std::fs::read_to_string(d.join("run/report/index.html")).unwrap();
-    assert!(html.contains("Causal evidence") && html.contains("ablation_effects.png") && html.contains("patching.png"), "no causal section");
-    assert!(d.join("run/report").read_dir().unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with("ablation_effects.png")));
+    assert!(
+        html.contains("Causal evidence") && html.contains("ablation_effects.png") && html.contains("patching.png"),
+        "no causal section"
+    );
+    assert!(d.join("run/report").read_dir().unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with("ablation_effects.png")));
 }

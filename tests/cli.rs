@@ -4,11 +4,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn headlab(args: &[&str], cwd: &Path) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_headlab"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("running headlab");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_headlab")).args(args).current_dir(cwd).output().expect("running headlab");
     out
 }
 
@@ -20,12 +17,34 @@ fn text(o: &Output) -> String {
 fn demo_at_tiny_size_runs_every_step_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let args = [
-        "demo", "--out", "d", "--trajectories", "12", "--frames", "24", "--steps", "60", "--eval-frames", "24", "--bootstrap", "10", "--threads", "1",
+        "demo",
+        "--out",
+        "d",
+        "--trajectories",
+        "12",
+        "--frames",
+        "24",
+        "--steps",
+        "60",
+        "--eval-frames",
+        "24",
+        "--bootstrap",
+        "10",
+        "--threads",
+        "1",
     ];
     let o = headlab(&args, dir.path());
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    for step in ["[1/7] simulate", "[2/7] train", "[3/7] probe", "[4/7] fit", "[5/7] lens physics", "[6/7] ablate", "[7/7] report"] {
+    for step in [
+        "[1/7] simulate",
+        "[2/7] train",
+        "[3/7] probe",
+        "[4/7] fit",
+        "[5/7] lens physics",
+        "[6/7] ablate",
+        "[7/7] report",
+    ] {
         assert!(t.contains(step), "missing {step}: {t}");
     }
     let run = dir.path().join("d/run");
@@ -39,7 +58,10 @@ fn demo_at_tiny_size_runs_every_step_and_resumes() {
     let html = std::fs::read_to_string(&index).unwrap();
     assert!(html.contains("<img") || html.contains("<svg"), "report has no figures");
     // The honest last word names a head, either way.
-    assert!(t.contains("Collision head(s) meeting the bar") || t.contains("No head meets the collision-head bar"), "{t}");
+    assert!(
+        t.contains("Collision head(s) meeting the bar") || t.contains("No head meets the collision-head bar"),
+        "{t}"
+    );
     assert!(t.contains("distance-matched AUROC ≥"), "the verdict states the bar: {t}");
     assert!(t.contains("report: "), "{t}");
 
@@ -54,11 +76,16 @@ fn demo_at_tiny_size_runs_every_step_and_resumes() {
     assert!(o.status.success(), "{}", text(&o));
     let ro: Vec<_> = std::fs::read_dir(run.join("eval")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(ro.len(), 1, "{ro:?}");
-    let (src, trajs) = headlab_store::dataset::read_rollout_source(&ro[0]).unwrap().expect("rollout records its source");
+    let (src, trajs) =
+        headlab_store::dataset::read_rollout_source(&ro[0]).unwrap().expect("rollout records its source");
     assert!(src.is_absolute() && src.exists(), "{}", src.display());
     // (this tiny run has fewer validation trajectories than asked for)
     let info = headlab_store::dataset::read_dataset_meta(&ro[0]).unwrap();
-    assert!(!trajs.is_empty() && trajs.len() <= 2 && trajs.len() == info.n_traj, "{trajs:?}, {} trajectories", info.n_traj);
+    assert!(
+        !trajs.is_empty() && trajs.len() <= 2 && trajs.len() == info.n_traj,
+        "{trajs:?}, {} trajectories",
+        info.n_traj
+    );
 
     // A device that is not there is a clear error (exit 1), not a libtorch panic,
     // in every command that runs the model; `cuda` only where no GPU is present.
@@ -79,7 +106,12 @@ fn demo_at_tiny_size_runs_every_step_and_resumes() {
             let o = headlab(cmd, dir.path());
             let t = text(&o);
             assert_eq!(o.status.code(), Some(1), "{cmd:?}: {t}");
-            assert!(t.contains(&format!("--device {dev}: no CUDA device")) && t.contains("tch::Cuda::device_count() = ") && t.contains("cpu or auto"), "{cmd:?}: {t}");
+            assert!(
+                t.contains(&format!("--device {dev}: no CUDA device"))
+                    && t.contains("tch::Cuda::device_count() = ")
+                    && t.contains("cpu or auto"),
+                "{cmd:?}: {t}"
+            );
             assert!(!t.contains("panicked"), "{cmd:?}: {t}");
         }
         assert!(!dir.path().join("d_dev/data.h5").exists(), "the demo simulated before checking the device");
@@ -94,7 +126,8 @@ fn demo_at_tiny_size_runs_every_step_and_resumes() {
     // the same values as before (a re-probe would duplicate or recompute).
     let read = || headlab_store::analysis::read_analysis(&run.join("analysis.h5"), false).unwrap();
     let before = read();
-    let ckpt_steps: Vec<u64> = headlab_store::checkpoint::list_checkpoints(&run).unwrap().iter().map(|(s, _)| *s).collect();
+    let ckpt_steps: Vec<u64> =
+        headlab_store::checkpoint::list_checkpoints(&run).unwrap().iter().map(|(s, _)| *s).collect();
     assert_eq!(before.steps, ckpt_steps, "analysis.h5 steps are not the run's checkpoints");
     let o = headlab(&args[..], dir.path());
     let t2 = text(&o);
@@ -113,7 +146,9 @@ fn bad_scene_value_is_named_with_file_key_and_range() {
     // Replace the particle count with a negative radius range.
     let bad: String = good
         .lines()
-        .map(|l| if l.trim_start().starts_with("radius") { "radius = [-0.04, 0.07]".to_string() } else { l.to_string() })
+        .map(
+            |l| if l.trim_start().starts_with("radius") { "radius = [-0.04, 0.07]".to_string() } else { l.to_string() },
+        )
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(&scene, bad).unwrap();
@@ -147,7 +182,20 @@ fn inspect_rejects_foreign_and_truncated_files_clearly() {
     assert!(t.contains("junk.h5") && t.starts_with("error:"), "{t}");
     assert!(!t.contains("panicked"), "{t}");
 
-    let o = headlab(&["simulate", "--out", "ok.h5", "--trajectories", "2", "--frames", "5", "--scene", concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenes/demo.toml")], dir.path());
+    let o = headlab(
+        &[
+            "simulate",
+            "--out",
+            "ok.h5",
+            "--trajectories",
+            "2",
+            "--frames",
+            "5",
+            "--scene",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenes/demo.toml"),
+        ],
+        dir.path(),
+    );
     assert!(o.status.success(), "{}", text(&o));
     let o = headlab(&["inspect", "ok.h5"], dir.path());
     let t = text(&o);
@@ -179,7 +227,10 @@ fn view_passes_its_arguments_to_the_viewer_binary() {
         .unwrap();
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(t.contains("missing-viewer") && t.contains("cargo build -p headlab-viewer") && t.contains("tools/headlab view"), "{t}");
+    assert!(
+        t.contains("missing-viewer") && t.contains("cargo build -p headlab-viewer") && t.contains("tools/headlab view"),
+        "{t}"
+    );
     assert!(!t.contains("panicked"), "{t}");
 }
 
@@ -189,7 +240,10 @@ fn every_subcommand_has_help() {
     let o = headlab(&["--help"], dir.path());
     let top = text(&o);
     assert!(o.status.success());
-    for sub in ["demo", "simulate", "inspect", "train", "eval", "probe", "ablate", "fit", "report", "llc", "sweep", "study", "lens"] {
+    for sub in [
+        "demo", "simulate", "inspect", "train", "eval", "probe", "ablate", "fit", "report", "llc", "sweep", "study",
+        "lens",
+    ] {
         assert!(top.contains(sub), "top-level help lacks {sub}");
         let o = headlab(&[sub, "--help"], dir.path());
         assert!(o.status.success(), "{sub} --help failed: {}", text(&o));
@@ -233,11 +287,30 @@ fn lens_scaling_modes_are_refused_together() {
 fn study_at_tiny_size_fits_seeds_and_gives_a_verdict() {
     let dir = tempfile::tempdir().unwrap();
     let scene = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenes/demo.toml");
-    let o = headlab(&["simulate", "--scene", scene, "--trajectories", "8", "--frames", "16", "--out", "d.h5"], dir.path());
+    let o =
+        headlab(&["simulate", "--scene", scene, "--trajectories", "8", "--frames", "16", "--out", "d.h5"], dir.path());
     assert!(o.status.success(), "{}", text(&o));
     let cfg = "batch_size = 8\neval_interval = 20\nval_samples = 16\nval_fraction = 0.25\ndevice = \"cpu\"\nthreads = 1\n[schedule]\nwarmup = 5\n[model]\nn_layers = 1\nn_heads = 2\nd_model = 16\n[checkpoints]\ncount = 12\ndense_start = 5\ndense_end = 30\n";
     std::fs::write(dir.path().join("tiny.toml"), cfg).unwrap();
-    let args = ["study", "--data", "d.h5", "--seeds", "2", "--config", "tiny.toml", "--steps", "40", "--jobs", "2", "--eval-frames", "12", "--bootstrap", "5", "--out", "st"];
+    let args = [
+        "study",
+        "--data",
+        "d.h5",
+        "--seeds",
+        "2",
+        "--config",
+        "tiny.toml",
+        "--steps",
+        "40",
+        "--jobs",
+        "2",
+        "--eval-frames",
+        "12",
+        "--bootstrap",
+        "5",
+        "--out",
+        "st",
+    ];
     let o = headlab(&args, dir.path());
     let t = text(&o);
     assert!(o.status.success(), "{t}");

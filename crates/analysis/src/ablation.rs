@@ -23,7 +23,9 @@ pub mod plot;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use headlab_store::h5util::{atomic_write, get_attr, get_str_attr, open_kind, read_array, set_attr, set_str_attr, write_array, Ctx};
+use headlab_store::h5util::{
+    atomic_write, get_attr, get_str_attr, open_kind, read_array, set_attr, set_str_attr, write_array, Ctx,
+};
 use headlab_store::FileKind;
 use rand::{Rng, SeedableRng};
 
@@ -58,7 +60,8 @@ pub enum Kind {
 }
 
 /// Every kind, in storage order.
-pub const ALL_KINDS: [Kind; 7] = [Kind::Zero, Kind::Mean, Kind::Resample, Kind::OffSelf, Kind::GeoDistance, Kind::GeoApproach, Kind::Oracle];
+pub const ALL_KINDS: [Kind; 7] =
+    [Kind::Zero, Kind::Mean, Kind::Resample, Kind::OffSelf, Kind::GeoDistance, Kind::GeoApproach, Kind::Oracle];
 
 impl Kind {
     /// The name used on the command line and in files.
@@ -109,7 +112,11 @@ pub fn parse_kinds(s: &str) -> Result<Vec<Kind>> {
         }
     }
     if out.is_empty() {
-        return Err(AnalysisError::Config { key: "kinds".into(), value: s.into(), hint: "name at least one kind".into() });
+        return Err(AnalysisError::Config {
+            key: "kinds".into(),
+            value: s.into(),
+            hint: "name at least one kind".into(),
+        });
     }
     out.sort();
     Ok(out)
@@ -120,14 +127,19 @@ pub fn parse_head(s: &str, n_layers: usize, n_heads: usize) -> Result<(usize, us
     let bad = |hint: String| AnalysisError::Config { key: "head".into(), value: s.into(), hint };
     let t = s.trim().to_ascii_lowercase();
     let t = t.strip_prefix('l').unwrap_or(&t);
-    let (a, b) = t.split_once(['.', 'h']).ok_or_else(|| bad("write a head as L<layer>.H<head>, e.g. L1.H1 (or 1.1)".into()))?;
+    let (a, b) =
+        t.split_once(['.', 'h']).ok_or_else(|| bad("write a head as L<layer>.H<head>, e.g. L1.H1 (or 1.1)".into()))?;
     let b = b.strip_prefix('h').unwrap_or(b);
     let (l, h): (usize, usize) = match (a.parse(), b.parse()) {
         (Ok(l), Ok(h)) => (l, h),
         _ => return Err(bad("write a head as L<layer>.H<head>, e.g. L1.H1 (or 1.1)".into())),
     };
     if l >= n_layers || h >= n_heads {
-        return Err(bad(format!("the model has {n_layers} layers × {n_heads} heads (L0.H0 … L{}.H{})", n_layers.saturating_sub(1), n_heads.saturating_sub(1))));
+        return Err(bad(format!(
+            "the model has {n_layers} layers × {n_heads} heads (L0.H0 … L{}.H{})",
+            n_layers.saturating_sub(1),
+            n_heads.saturating_sub(1)
+        )));
     }
     Ok((l, h))
 }
@@ -143,7 +155,9 @@ pub struct Target {
 
 /// Every head, every layer, and (if not empty) the group `collision`.
 pub fn default_targets(n_layers: usize, n_heads: usize, group: &[(usize, usize)]) -> Vec<Target> {
-    let mut t: Vec<Target> = (0..n_layers).flat_map(|l| (0..n_heads).map(move |h| Target { name: head_name(l, h), heads: vec![(l, h)] })).collect();
+    let mut t: Vec<Target> = (0..n_layers)
+        .flat_map(|l| (0..n_heads).map(move |h| Target { name: head_name(l, h), heads: vec![(l, h)] }))
+        .collect();
     t.extend((0..n_layers).map(|l| Target { name: format!("L{l}"), heads: (0..n_heads).map(|h| (l, h)).collect() }));
     if !group.is_empty() {
         t.push(Target { name: "collision".into(), heads: group.to_vec() });
@@ -231,7 +245,11 @@ impl Est {
     }
     /// From [value, lo, hi].
     pub fn from_slice(v: &[f64]) -> Est {
-        Est { value: v.first().copied().unwrap_or(f64::NAN), lo: v.get(1).copied().unwrap_or(f64::NAN), hi: v.get(2).copied().unwrap_or(f64::NAN) }
+        Est {
+            value: v.first().copied().unwrap_or(f64::NAN),
+            lo: v.get(1).copied().unwrap_or(f64::NAN),
+            hi: v.get(2).copied().unwrap_or(f64::NAN),
+        }
     }
     /// Whether the interval excludes `x` (false when the interval is undefined).
     pub fn excludes(self, x: f64) -> bool {
@@ -256,7 +274,8 @@ impl Bootstrap {
         let mut labels: Vec<usize> = cluster.to_vec();
         labels.sort_unstable();
         labels.dedup();
-        let members: Vec<Vec<usize>> = labels.iter().map(|&c| (0..cluster.len()).filter(|&f| cluster[f] == c).collect()).collect();
+        let members: Vec<Vec<usize>> =
+            labels.iter().map(|&c| (0..cluster.len()).filter(|&f| cluster[f] == c).collect()).collect();
         let k = members.len();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xB007);
         let weights = (0..b)
@@ -317,7 +336,8 @@ pub fn weighted_ratio(w: &[f64], num: &[f64], den: &[f64]) -> f64 {
 }
 
 /// The one-step metrics of an ablation against the intact model, in storage order.
-pub const ONESTEP_METRICS: [&str; 8] = ["contact_ratio", "free_ratio", "selectivity", "dv_ratio", "contact_mse", "free_mse", "dv_mse", "share_of_offself"];
+pub const ONESTEP_METRICS: [&str; 8] =
+    ["contact_ratio", "free_ratio", "selectivity", "dv_ratio", "contact_mse", "free_mse", "dv_mse", "share_of_offself"];
 
 /// The one-step effects of one ablation, each with a cluster-bootstrap CI:
 /// `contact_ratio` = ablated / intact MSE of contact particles, `free_ratio`
@@ -327,9 +347,21 @@ pub const ONESTEP_METRICS: [&str; 8] = ["contact_ratio", "free_ratio", "selectiv
 /// when `offself` is given) `share_of_offself` = (E_offself − E) / (E_offself − E_intact)
 /// on contact particles: the share of the off-self ablation's damage that
 /// the replacement pattern repairs (1: all, 0: none).
-pub fn onestep_effects(boot: &Bootstrap, intact: &[FrameSums], abl: &[FrameSums], offself: Option<&[FrameSums]>) -> BTreeMap<&'static str, Est> {
+pub fn onestep_effects(
+    boot: &Bootstrap,
+    intact: &[FrameSums],
+    abl: &[FrameSums],
+    offself: Option<&[FrameSums]>,
+) -> BTreeMap<&'static str, Est> {
     let col = |s: &[FrameSums], f: fn(&FrameSums) -> f64| -> Vec<f64> { s.iter().map(f).collect() };
-    let (ic, icn, ifr, ifn, idv, idn) = (col(intact, |s| s.contact_se), col(intact, |s| s.contact_n), col(intact, |s| s.free_se), col(intact, |s| s.free_n), col(intact, |s| s.dv_se), col(intact, |s| s.dv_n));
+    let (ic, icn, ifr, ifn, idv, idn) = (
+        col(intact, |s| s.contact_se),
+        col(intact, |s| s.contact_n),
+        col(intact, |s| s.free_se),
+        col(intact, |s| s.free_n),
+        col(intact, |s| s.dv_se),
+        col(intact, |s| s.dv_n),
+    );
     let (ac, af, adv) = (col(abl, |s| s.contact_se), col(abl, |s| s.free_se), col(abl, |s| s.dv_se));
     let mut m = BTreeMap::new();
     m.insert("contact_ratio", boot.estimate(|w| weighted_ratio(w, &ac, &ic)));
@@ -361,7 +393,14 @@ pub fn onestep_effects(boot: &Bootstrap, intact: &[FrameSums], abl: &[FrameSums]
 /// The intact model's errors: contact, free and contact-pair Δv MSE.
 pub fn intact_errors(boot: &Bootstrap, intact: &[FrameSums]) -> BTreeMap<&'static str, Est> {
     let col = |f: fn(&FrameSums) -> f64| -> Vec<f64> { intact.iter().map(f).collect() };
-    let (c, cn, fr, fnn, dv, dn) = (col(|s| s.contact_se), col(|s| s.contact_n), col(|s| s.free_se), col(|s| s.free_n), col(|s| s.dv_se), col(|s| s.dv_n));
+    let (c, cn, fr, fnn, dv, dn) = (
+        col(|s| s.contact_se),
+        col(|s| s.contact_n),
+        col(|s| s.free_se),
+        col(|s| s.free_n),
+        col(|s| s.dv_se),
+        col(|s| s.dv_n),
+    );
     let mut m = BTreeMap::new();
     m.insert("contact_mse", boot.estimate(|w| weighted_ratio(w, &c, &cn)));
     m.insert("free_mse", boot.estimate(|w| weighted_ratio(w, &fr, &fnn)));
@@ -433,7 +472,13 @@ impl GeoProfile {
     /// An empty profile on these edges (at least two).
     pub fn new(edges: &[f32]) -> GeoProfile {
         let b = edges.len().saturating_sub(1).max(1);
-        GeoProfile { edges: edges.to_vec(), sum1: vec![0.0; b], cnt1: vec![0.0; b], sum2: vec![0.0; b * b], cnt2: vec![0.0; b * b] }
+        GeoProfile {
+            edges: edges.to_vec(),
+            sum1: vec![0.0; b],
+            cnt1: vec![0.0; b],
+            sum2: vec![0.0; b * b],
+            cnt2: vec![0.0; b * b],
+        }
     }
     fn nb(&self) -> usize {
         self.cnt1.len()
@@ -487,7 +532,16 @@ impl GeoProfile {
 /// Other rows whose weights are all zero or undefined become uniform over
 /// the others. Other kinds give uniform rows.
 #[allow(clippy::too_many_arguments)]
-pub fn replacement_weights(kind: Kind, profile: Option<&GeoProfile>, contacts: Option<&ContactSet>, pos: &[f32], vel: &[f32], radii: &[f32], dim: usize, dt: f32) -> Vec<f32> {
+pub fn replacement_weights(
+    kind: Kind,
+    profile: Option<&GeoProfile>,
+    contacts: Option<&ContactSet>,
+    pos: &[f32],
+    vel: &[f32],
+    radii: &[f32],
+    dim: usize,
+    dt: f32,
+) -> Vec<f32> {
     let n = radii.len();
     let mut w = vec![0f32; n * n];
     for i in 0..n {
@@ -533,7 +587,16 @@ pub fn replacement_weights(kind: Kind, profile: Option<&GeoProfile>, contacts: O
 /// losing `j`. Velocities are unchanged. Candidates lie on a grid of
 /// `grid` points per axis over the box. `None` if no spot qualifies.
 #[allow(clippy::too_many_arguments)]
-pub fn move_out_of_reach(pos: &[f32], vel: &[f32], radii: &[f32], dim: usize, box_size: &[f64], j: usize, dt: f32, grid: usize) -> Option<Vec<f32>> {
+pub fn move_out_of_reach(
+    pos: &[f32],
+    vel: &[f32],
+    radii: &[f32],
+    dim: usize,
+    box_size: &[f64],
+    j: usize,
+    dt: f32,
+    grid: usize,
+) -> Option<Vec<f32>> {
     let n = radii.len();
     let speed = |k: usize| (0..dim).map(|a| vel[k * dim + a] * vel[k * dim + a]).sum::<f32>().sqrt();
     let vj = speed(j);
@@ -630,7 +693,12 @@ pub fn choose_steps(all: &[u64], window: Option<(u64, u64)>, n: usize) -> Vec<u6
     }
     let last = *all.last().unwrap_or(&0);
     pick.push(last);
-    let nearest_log = |cands: &[u64], t: f64| -> Option<u64> { cands.iter().copied().min_by(|a, b| ((*a as f64 + 1.0).ln() - t).abs().total_cmp(&((*b as f64 + 1.0).ln() - t).abs())) };
+    let nearest_log = |cands: &[u64], t: f64| -> Option<u64> {
+        cands
+            .iter()
+            .copied()
+            .min_by(|a, b| ((*a as f64 + 1.0).ln() - t).abs().total_cmp(&((*b as f64 + 1.0).ln() - t).abs()))
+    };
     let log_spread = |cands: &[u64], k: usize, pick: &mut Vec<u64>| {
         if cands.is_empty() || k == 0 {
             return;
@@ -660,7 +728,11 @@ pub fn choose_steps(all: &[u64], window: Option<(u64, u64)>, n: usize) -> Vec<u6
         }
         // The left-over step farthest (in log step) from every pick.
         let far = left.iter().copied().max_by(|a, b| {
-            let d = |s: u64| pick.iter().map(|&p| ((s as f64 + 1.0).ln() - (p as f64 + 1.0).ln()).abs()).fold(f64::INFINITY, f64::min);
+            let d = |s: u64| {
+                pick.iter()
+                    .map(|&p| ((s as f64 + 1.0).ln() - (p as f64 + 1.0).ln()).abs())
+                    .fold(f64::INFINITY, f64::min)
+            };
             d(*a).total_cmp(&d(*b))
         });
         match far {
@@ -776,7 +848,13 @@ impl Ablation {
         for m in ONESTEP_METRICS {
             match s.onestep.get(m) {
                 Some(v) if v.len() == n => {}
-                Some(v) => return Err(format!("step {}: `{m}` has {} values, expected {n} (targets × kinds × 3)", s.step, v.len())),
+                Some(v) => {
+                    return Err(format!(
+                        "step {}: `{m}` has {} values, expected {n} (targets × kinds × 3)",
+                        s.step,
+                        v.len()
+                    ))
+                }
                 None => return Err(format!("step {}: metric `{m}` missing", s.step)),
             }
         }
@@ -818,7 +896,12 @@ impl Ablation {
     /// Rollout `metric` at target `t`, kind index `k`.
     pub fn rollout_est(&self, metric: &str, t: usize, k: usize) -> Est {
         let off = (t * self.kinds.len() + k) * 3;
-        self.rollout.as_ref().and_then(|r| r.metrics.get(metric)).and_then(|v| v.get(off..off + 3)).map(Est::from_slice).unwrap_or(Est::NAN)
+        self.rollout
+            .as_ref()
+            .and_then(|r| r.metrics.get(metric))
+            .and_then(|v| v.get(off..off + 3))
+            .map(Est::from_slice)
+            .unwrap_or(Est::NAN)
     }
     /// The group target `collision`, if any.
     pub fn group(&self) -> Option<&Target> {
@@ -843,7 +926,11 @@ pub fn write_ablation(path: &Path, a: &Ablation) -> Result<()> {
         set_attr(file, path, "n_clusters", a.n_clusters as u64)?;
         set_str_attr(file, path, "cluster_unit", &a.cluster_unit)?;
         set_str_attr(file, path, "targets", &lines(&a.targets.iter().map(|t| t.name.clone()).collect::<Vec<_>>()))?;
-        let th: Vec<String> = a.targets.iter().map(|t| t.heads.iter().map(|&(l, h)| format!("{l}.{h}")).collect::<Vec<_>>().join(" ")).collect();
+        let th: Vec<String> = a
+            .targets
+            .iter()
+            .map(|t| t.heads.iter().map(|&(l, h)| format!("{l}.{h}")).collect::<Vec<_>>().join(" "))
+            .collect();
         set_str_attr(file, path, "target_heads", &lines(&th))?;
         set_str_attr(file, path, "kinds", &lines(&a.kinds.iter().map(|k| k.name()).collect::<Vec<_>>()))?;
         write_array(file, path, "steps", &a.steps, &[s])?;
@@ -897,7 +984,9 @@ pub fn read_ablation(path: &Path) -> Result<Ablation> {
     let names = split_lines(&get_str_attr(&file, path, "targets")?);
     let heads = split_lines(&get_str_attr(&file, path, "target_heads")?);
     if names.len() != heads.len() {
-        return Err(ctx.invalid("target_heads", format!("{} lines", heads.len()), format!("{} (one per target)", names.len())).into());
+        return Err(ctx
+            .invalid("target_heads", format!("{} lines", heads.len()), format!("{} (one per target)", names.len()))
+            .into());
     }
     let mut targets = Vec::new();
     for (n, h) in names.into_iter().zip(heads) {
@@ -910,7 +999,15 @@ pub fn read_ablation(path: &Path) -> Result<Ablation> {
     }
     let kinds = split_lines(&get_str_attr(&file, path, "kinds")?)
         .iter()
-        .map(|k| Kind::parse(k).ok_or_else(|| AnalysisError::from(ctx.invalid("kinds", k, format!("one of {}", ALL_KINDS.map(|k| k.name()).join(", "))))))
+        .map(|k| {
+            Kind::parse(k).ok_or_else(|| {
+                AnalysisError::from(ctx.invalid(
+                    "kinds",
+                    k,
+                    format!("one of {}", ALL_KINDS.map(|k| k.name()).join(", ")),
+                ))
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     let steps: Vec<u64> = read_array(&file, path, "steps", Some(1))?.0;
     let (s, t, k) = (steps.len(), targets.len(), kinds.len());
@@ -920,7 +1017,9 @@ pub fn read_ablation(path: &Path) -> Result<Ablation> {
     for m in ctx.h5("onestep", og.member_names())? {
         let (v, shape) = read_array::<f64>(&og, path, &m, Some(4))?;
         if shape != [s, t, k, 3] {
-            return Err(ctx.invalid(&format!("onestep/{m}"), format!("shape {shape:?}"), format!("[{s}, {t}, {k}, 3]")).into());
+            return Err(ctx
+                .invalid(&format!("onestep/{m}"), format!("shape {shape:?}"), format!("[{s}, {t}, {k}, 3]"))
+                .into());
         }
         onestep.insert(m, v);
     }
@@ -939,7 +1038,9 @@ pub fn read_ablation(path: &Path) -> Result<Ablation> {
             for m in ROLLOUT_METRICS {
                 let (v, shape) = read_array::<f64>(&rg, path, m, Some(3))?;
                 if shape != [t, k, 3] {
-                    return Err(ctx.invalid(&format!("rollout/{m}"), format!("shape {shape:?}"), format!("[{t}, {k}, 3]")).into());
+                    return Err(ctx
+                        .invalid(&format!("rollout/{m}"), format!("shape {shape:?}"), format!("[{t}, {k}, 3]"))
+                        .into());
                 }
                 metrics.insert(m.to_string(), v);
             }
@@ -957,11 +1058,15 @@ pub fn read_ablation(path: &Path) -> Result<Ablation> {
             let sites = split_lines(&get_str_attr(&pg, path, "sites")?);
             let (denoise, sh) = read_array::<f64>(&pg, path, "denoise", Some(2))?;
             if sh != [sites.len(), 3] {
-                return Err(ctx.invalid("patching/denoise", format!("shape {sh:?}"), format!("[{}, 3]", sites.len())).into());
+                return Err(ctx
+                    .invalid("patching/denoise", format!("shape {sh:?}"), format!("[{}, 3]", sites.len()))
+                    .into());
             }
             let (noise, sh) = read_array::<f64>(&pg, path, "noise", Some(2))?;
             if sh != [sites.len(), 3] {
-                return Err(ctx.invalid("patching/noise", format!("shape {sh:?}"), format!("[{}, 3]", sites.len())).into());
+                return Err(ctx
+                    .invalid("patching/noise", format!("shape {sh:?}"), format!("[{}, 3]", sites.len()))
+                    .into());
             }
             Some(PatchingResults {
                 step: get_attr(&pg, path, "step")?,
@@ -1027,9 +1132,16 @@ pub fn effect_sentence(a: &Ablation, s: usize, target: usize, kind: Kind) -> Opt
     let f = a.onestep_est("free_ratio", s, target, k);
     let sel = a.onestep_est("selectivity", s, target, k);
     if !c.value.is_finite() || !f.value.is_finite() {
-        return Some(format!("Ablating {name} ({}): not measured (no contact or no free particles in the evaluation frames).", kind.name()));
+        return Some(format!(
+            "Ablating {name} ({}): not measured (no contact or no free particles in the evaluation frames).",
+            kind.name()
+        ));
     }
-    let group = a.targets.get(target).filter(|t| t.name == "collision").map(|t| t.heads.iter().map(|&(l, h)| head_name(l, h)).collect::<Vec<_>>().join(" + "));
+    let group = a
+        .targets
+        .get(target)
+        .filter(|t| t.name == "collision")
+        .map(|t| t.heads.iter().map(|&(l, h)| head_name(l, h)).collect::<Vec<_>>().join(" + "));
     let what = match (kind, &group) {
         (Kind::OffSelf, Some(g)) => format!("the off-self attention of the collision heads {g} together"),
         (_, Some(g)) => format!("the collision heads {g} together ({})", kind.name()),
@@ -1064,7 +1176,10 @@ pub fn effect_sentence(a: &Ablation, s: usize, target: usize, kind: Kind) -> Opt
 /// repairs (`share_of_offself`), and what that says about the head's own attention.
 pub fn share_sentence(kind: Kind, share: Est) -> String {
     if !share.value.is_finite() {
-        return format!("The {} pattern's share of the off-self damage is undefined (off-self ablation does no damage to repair).", kind.name());
+        return format!(
+            "The {} pattern's share of the off-self damage is undefined (off-self ablation does no damage to repair).",
+            kind.name()
+        );
     }
     let verdict = if !(share.lo.is_finite() && share.hi.is_finite()) {
         "no reliable interval".to_string()
@@ -1110,14 +1225,29 @@ mod tests {
     #[test]
     fn effects_of_a_known_ablation() {
         // Ablation doubles contact error, leaves free error: ratio 2, 1, selectivity 2.
-        let intact: Vec<FrameSums> = (0..20).map(|f| FrameSums { contact_se: 1.0 + f as f64 * 0.1, contact_n: 2.0, free_se: 3.0, free_n: 10.0, dv_se: 1.0, dv_n: 1.0 }).collect();
-        let abl: Vec<FrameSums> = intact.iter().map(|s| FrameSums { contact_se: 2.0 * s.contact_se, dv_se: 5.0, ..*s }).collect();
+        let intact: Vec<FrameSums> = (0..20)
+            .map(|f| FrameSums {
+                contact_se: 1.0 + f as f64 * 0.1,
+                contact_n: 2.0,
+                free_se: 3.0,
+                free_n: 10.0,
+                dv_se: 1.0,
+                dv_n: 1.0,
+            })
+            .collect();
+        let abl: Vec<FrameSums> =
+            intact.iter().map(|s| FrameSums { contact_se: 2.0 * s.contact_se, dv_se: 5.0, ..*s }).collect();
         let off: Vec<FrameSums> = intact.iter().map(|s| FrameSums { contact_se: 3.0 * s.contact_se, ..*s }).collect();
         let boot = Bootstrap::new(&(0..20).map(|f| f / 2).collect::<Vec<_>>(), 200, 1);
         assert_eq!(boot.n_clusters, 10);
         let m = onestep_effects(&boot, &intact, &abl, Some(&off));
         let close = |e: Est, v: f64| (e.value - v).abs() < 1e-12;
-        assert!(close(m["contact_ratio"], 2.0) && close(m["free_ratio"], 1.0) && close(m["selectivity"], 2.0) && close(m["dv_ratio"], 5.0));
+        assert!(
+            close(m["contact_ratio"], 2.0)
+                && close(m["free_ratio"], 1.0)
+                && close(m["selectivity"], 2.0)
+                && close(m["dv_ratio"], 5.0)
+        );
         // Off-self triples the error, the replacement doubles it: it repairs half.
         assert!(close(m["share_of_offself"], 0.5));
         // Exact ratios: every resample gives the same value, so the CI is a point.
@@ -1218,7 +1348,11 @@ mod tests {
 
     #[test]
     fn checkpoint_choice_is_dense_in_the_window_and_keeps_the_last() {
-        let all: Vec<u64> = (0..=60).map(|k| (10f64.powf(k as f64 / 15.0)).round() as u64).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let all: Vec<u64> = (0..=60)
+            .map(|k| (10f64.powf(k as f64 / 15.0)).round() as u64)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let pick = choose_steps(&all, Some((200, 500)), 12);
         assert_eq!(pick.len(), 12);
         assert_eq!(pick.last(), all.last());
@@ -1242,7 +1376,10 @@ mod tests {
         let e = parse_kinds("zero,bogus").unwrap_err().to_string();
         assert!(e.contains("bogus") && e.contains("geo-distance"), "{e}");
         let t = default_targets(2, 2, &[(1, 0), (1, 1)]);
-        assert_eq!(t.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["L0.H0", "L0.H1", "L1.H0", "L1.H1", "L0", "L1", "collision"]);
+        assert_eq!(
+            t.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["L0.H0", "L0.H1", "L1.H0", "L1.H1", "L0", "L1", "collision"]
+        );
     }
 
     #[test]
@@ -1250,14 +1387,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = ablation_path(dir.path());
         let targets = default_targets(1, 2, &[]);
-        let mut a = Ablation { config_toml: "x = 1".into(), n_layers: 1, n_heads: 2, n_eval_frames: 8, n_clusters: 4, cluster_unit: "evaluation trajectory".into(), targets, kinds: vec![Kind::Zero, Kind::OffSelf], ..Default::default() };
+        let mut a = Ablation {
+            config_toml: "x = 1".into(),
+            n_layers: 1,
+            n_heads: 2,
+            n_eval_frames: 8,
+            n_clusters: 4,
+            cluster_unit: "evaluation trajectory".into(),
+            targets,
+            kinds: vec![Kind::Zero, Kind::OffSelf],
+            ..Default::default()
+        };
         let n = a.targets.len() * 2 * 3;
-        let st = |s: u64, v: f64| AblationStep { step: s, onestep: ONESTEP_METRICS.iter().map(|m| (*m, vec![v; n])).map(|(m, v)| (m.to_string(), v)).collect(), intact: ["contact_mse", "free_mse", "dv_mse"].iter().map(|m| (m.to_string(), vec![v; 3])).collect() };
+        let st = |s: u64, v: f64| AblationStep {
+            step: s,
+            onestep: ONESTEP_METRICS.iter().map(|m| (*m, vec![v; n])).map(|(m, v)| (m.to_string(), v)).collect(),
+            intact: ["contact_mse", "free_mse", "dv_mse"].iter().map(|m| (m.to_string(), vec![v; 3])).collect(),
+        };
         a.add_step(st(20, 2.0)).unwrap();
         a.add_step(st(10, 1.0)).unwrap();
         a.add_step(st(20, 3.0)).unwrap();
         assert!(a.add_step(AblationStep { step: 5, ..Default::default() }).is_err());
-        a.patching = Some(PatchingResults { step: 20, n_pairs: 3, sites: vec!["L0.H0".into(), "L0.resid".into()], denoise: vec![0.5; 6], noise: vec![0.4; 6], median_gap: 0.1, median_true_dv: 1.0 });
+        a.patching = Some(PatchingResults {
+            step: 20,
+            n_pairs: 3,
+            sites: vec!["L0.H0".into(), "L0.resid".into()],
+            denoise: vec![0.5; 6],
+            noise: vec![0.4; 6],
+            median_gap: 0.1,
+            median_true_dv: 1.0,
+        });
         write_ablation(&p, &a).unwrap();
         let b = read_ablation(&p).unwrap();
         assert_eq!(a, b);

@@ -51,12 +51,19 @@ pub fn min_norm_margin_dual(rows: &[Vec<f64>]) -> Result<Vec<f64>, SvmError> {
     let a = CscMatrix::new(m, m, (0..=m).collect(), (0..m).collect(), vec![-1.0; m]);
     let b = vec![0.0; m];
     let cones = [NonnegativeConeT(m)];
-    let settings = DefaultSettingsBuilder::default().verbose(false).max_iter(500).build().map_err(|e| SvmError::Solver { status: format!("settings: {e}") })?;
-    let mut solver = DefaultSolver::new(&p, &q, &a, &b, &cones, settings).map_err(|e| SvmError::Solver { status: format!("setup: {e:?}") })?;
+    let settings = DefaultSettingsBuilder::default()
+        .verbose(false)
+        .max_iter(500)
+        .build()
+        .map_err(|e| SvmError::Solver { status: format!("settings: {e}") })?;
+    let mut solver = DefaultSolver::new(&p, &q, &a, &b, &cones, settings)
+        .map_err(|e| SvmError::Solver { status: format!("setup: {e:?}") })?;
     solver.solve();
     match solver.solution.status {
         SolverStatus::Solved | SolverStatus::AlmostSolved => {}
-        SolverStatus::DualInfeasible | SolverStatus::AlmostDualInfeasible => return Err(SvmError::Infeasible { rows: m, dim }),
+        SolverStatus::DualInfeasible | SolverStatus::AlmostDualInfeasible => {
+            return Err(SvmError::Infeasible { rows: m, dim })
+        }
         s => return Err(SvmError::Solver { status: format!("{s:?}") }),
     }
     let alpha = &solver.solution.x;
@@ -106,7 +113,8 @@ fn coords(basis: &[Vec<f64>], v: &[f64]) -> Vec<f64> {
 pub fn reduce(m: &[f64], dq: usize, dk: usize, ub: &[Vec<f64>], vb: &[Vec<f64>]) -> Vec<f64> {
     assert_eq!(m.len(), dq * dk, "reduce: M must be dq × dk");
     // M V̂: dq × r_V
-    let mv: Vec<Vec<f64>> = vb.iter().map(|v| (0..dq).map(|i| (0..dk).map(|j| m[i * dk + j] * v[j]).sum()).collect()).collect();
+    let mv: Vec<Vec<f64>> =
+        vb.iter().map(|v| (0..dq).map(|i| (0..dk).map(|j| m[i * dk + j] * v[j]).sum()).collect()).collect();
     let mut out = Vec::with_capacity(ub.len() * vb.len());
     for u in ub {
         for col in &mv {
@@ -264,7 +272,8 @@ mod tests {
     #[test]
     fn restricted_cosine_hand_made() {
         let d = 4;
-        let outer = |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().flat_map(|x| b.iter().map(move |y| x * y)).collect() };
+        let outer =
+            |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().flat_map(|x| b.iter().map(move |y| x * y)).collect() };
         let add = |a: Vec<f64>, b: Vec<f64>| -> Vec<f64> { a.iter().zip(&b).map(|(x, y)| x + y).collect() };
         let ub = orthonormal_basis(&[vec![2.0, 0.0, 0.0, 0.0]], d, 1e-9);
         let vb = orthonormal_basis(&[vec![0.0, 1.0, 1.0, 0.0], vec![0.0, 1.0, -1.0, 0.0]], d, 1e-9);

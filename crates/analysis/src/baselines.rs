@@ -99,7 +99,8 @@ pub enum Baseline {
 
 impl Baseline {
     /// Every baseline.
-    pub const ALL: [Baseline; 4] = [Baseline::Distance, Baseline::TimeToContact, Baseline::ApproachRate, Baseline::Ballistic];
+    pub const ALL: [Baseline; 4] =
+        [Baseline::Distance, Baseline::TimeToContact, Baseline::ApproachRate, Baseline::Ballistic];
     /// The name used in analysis.h5 (`/baselines/<name>`) and the report.
     pub fn name(self) -> &'static str {
         match self {
@@ -209,7 +210,8 @@ impl PairTable {
     }
 
     fn assign_bins(&mut self) {
-        let r_hi = (0..self.len()).filter(|&k| self.label[k] && !self.touching[k]).map(|k| self.r[k]).fold(f32::NAN, f32::max);
+        let r_hi =
+            (0..self.len()).filter(|&k| self.label[k] && !self.touching[k]).map(|k| self.r[k]).fold(f32::NAN, f32::max);
         self.bin = vec![None; self.len()];
         if !r_hi.is_finite() {
             self.n_bins = 0;
@@ -245,7 +247,8 @@ impl PairTable {
     /// AUROC of `score` for contact among pairs not touching at the input
     /// frame ("new contacts").
     pub fn auroc_new(&self, score: &[f32]) -> f64 {
-        let (s, l): (Vec<f32>, Vec<bool>) = (0..self.len()).filter(|&k| !self.touching[k]).map(|k| (score[k], self.label[k])).unzip();
+        let (s, l): (Vec<f32>, Vec<bool>) =
+            (0..self.len()).filter(|&k| !self.touching[k]).map(|k| (score[k], self.label[k])).unzip();
         auroc(&s, &l)
     }
 
@@ -313,7 +316,13 @@ pub fn hanley_mcneil_se(a: f64, np: f64, nn: f64) -> f64 {
 /// `None` left out), averaged with the given weights over strata that hold
 /// at least [`MATCH_MIN_PER_CLASS`] unordered pairs of each class. Counts
 /// are halved because every unordered pair appears twice (ordered pairs).
-pub fn stratified_auroc(bin: &[Option<u32>], n_bins: usize, score: &[f32], label: &[bool], weighting: Weighting) -> Stratified {
+pub fn stratified_auroc(
+    bin: &[Option<u32>],
+    n_bins: usize,
+    score: &[f32],
+    label: &[bool],
+    weighting: Weighting,
+) -> Stratified {
     let mut per: Vec<(Vec<f32>, Vec<bool>)> = vec![(Vec::new(), Vec::new()); n_bins];
     for k in 0..bin.len().min(score.len()).min(label.len()) {
         if let Some(b) = bin[k] {
@@ -461,7 +470,14 @@ pub fn position(matched: f64, floor: f64, ceiling: f64) -> f64 {
 /// Compute a head's [`HeadControls`] from its self-excluded attention on the
 /// pairs of `t` (pair-table order). `floor` and `ceiling` are the matched
 /// AUROCs of the distance and ballistic baselines.
-pub fn head_controls(t: &PairTable, base: &BaseModel, floor: f64, ceiling: f64, attn: &[f32], seed: u64) -> HeadControls {
+pub fn head_controls(
+    t: &PairTable,
+    base: &BaseModel,
+    floor: f64,
+    ceiling: f64,
+    attn: &[f32],
+    seed: u64,
+) -> HeadControls {
     let matched = t.matched_auroc(attn);
     HeadControls {
         auroc_new: t.auroc_new(attn),
@@ -474,9 +490,19 @@ pub fn head_controls(t: &PairTable, base: &BaseModel, floor: f64, ceiling: f64, 
 
 /// [`head_controls`] for every head of a probe accumulator (in parallel),
 /// index `layer * n_heads + head`.
-pub fn all_head_controls(acc: &ProbeAccum, t: &PairTable, base: &BaseModel, floor: f64, ceiling: f64, seed: u64) -> Vec<HeadControls> {
+pub fn all_head_controls(
+    acc: &ProbeAccum,
+    t: &PairTable,
+    base: &BaseModel,
+    floor: f64,
+    ceiling: f64,
+    seed: u64,
+) -> Vec<HeadControls> {
     use rayon::prelude::*;
-    (0..acc.n_layers * acc.n_heads).into_par_iter().map(|k| head_controls(t, base, floor, ceiling, acc.pair_attention_excl(k), seed)).collect()
+    (0..acc.n_layers * acc.n_heads)
+        .into_par_iter()
+        .map(|k| head_controls(t, base, floor, ceiling, acc.pair_attention_excl(k), seed))
+        .collect()
 }
 
 /// The series of [`HeadControls`] (one value per head), as stored in

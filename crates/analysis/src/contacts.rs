@@ -84,13 +84,20 @@ pub fn with_frame_overlap_events(mut ds: Dataset) -> Dataset {
         let mut prev = vec![false; n * n];
         for f in 0..ds.n_frames {
             let i0 = ds.idx(t, f, 0);
-            let cs = crate::metrics::overlap_contacts(&ds.positions[i0..i0 + n * d], &ds.radii[t * n..(t + 1) * n], d, 1.0);
+            let cs =
+                crate::metrics::overlap_contacts(&ds.positions[i0..i0 + n * d], &ds.radii[t * n..(t + 1) * n], d, 1.0);
             for i in 0..n {
                 for j in i + 1..n {
                     let now = cs.contains(i, j);
                     if now != prev[i * n + j] {
                         let kind = if now { EventKind::ContactStart } else { EventKind::ContactEnd };
-                        events.push(headlab_sim::Event { traj: t as u32, step: f as u64 * stride, i: i as i32, j: j as i32, kind });
+                        events.push(headlab_sim::Event {
+                            traj: t as u32,
+                            step: f as u64 * stride,
+                            i: i as i32,
+                            j: j as i32,
+                            kind,
+                        });
                     }
                     prev[i * n + j] = now;
                 }

@@ -15,8 +15,12 @@ use crate::metrics::FrameGeom;
 /// The evaluation frames: `n` distinct (trajectory, frame) pairs from `trajs`,
 /// frames with a successor, drawn with `seed`, sorted.
 pub fn choose_eval_frames(ds: &Dataset, trajs: &[usize], n: usize, seed: u64) -> Vec<(usize, usize)> {
-    let mut all: Vec<(usize, usize)> = trajs.iter().flat_map(|&t| (0..ds.n_frames.saturating_sub(1)).map(move |f| (t, f))).collect();
-    all.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(headlab_sim::seed::derive_seed(seed, headlab_sim::seed::Stream::EvalSet)));
+    let mut all: Vec<(usize, usize)> =
+        trajs.iter().flat_map(|&t| (0..ds.n_frames.saturating_sub(1)).map(move |f| (t, f))).collect();
+    all.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(headlab_sim::seed::derive_seed(
+        seed,
+        headlab_sim::seed::Stream::EvalSet,
+    )));
     all.truncate(n);
     all.sort();
     all
@@ -44,7 +48,6 @@ pub fn frame_geoms(ds: &Dataset, frames: &[(usize, usize)], factor: f32) -> Vec<
     out.sort_by_key(|(k, _)| *k);
     out.into_iter().map(|(_, g)| g).collect()
 }
-
 
 /// The pair table of the evaluation frames ([`PairTable`]): distances,
 /// labels and ballistic features from the dataset's positions and velocities.

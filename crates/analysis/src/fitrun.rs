@@ -91,11 +91,18 @@ pub struct RunFits {
 impl RunFits {
     /// TOML text as stored in analysis.h5.
     pub fn to_toml(&self) -> Result<String> {
-        toml::to_string(self).map_err(|e| AnalysisError::Config { key: "fits".into(), value: self.series.clone(), hint: format!("cannot be written as TOML: {e}") })
+        toml::to_string(self).map_err(|e| AnalysisError::Config {
+            key: "fits".into(),
+            value: self.series.clone(),
+            hint: format!("cannot be written as TOML: {e}"),
+        })
     }
     /// Parse stored fits; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<RunFits> {
-        toml::from_str(text).map_err(|e| AnalysisError::Run { path: PathBuf::from(origin), msg: format!("fits cannot be read ({e}); run `headlab fit` again") })
+        toml::from_str(text).map_err(|e| AnalysisError::Run {
+            path: PathBuf::from(origin),
+            msg: format!("fits cannot be read ({e}); run `headlab fit` again"),
+        })
     }
     /// One head's fits.
     pub fn head(&self, layer: usize, head: usize) -> Option<&HeadFit> {
@@ -112,7 +119,11 @@ pub fn axis_times(run: &Path, a: &Analysis, axis: TimeAxis) -> Result<Vec<f64>> 
         TimeAxis::Lr => {
             let p = run.join("metrics.h5");
             if !p.exists() {
-                return Err(AnalysisError::Run { path: p, msg: "not found; the cumulative-learning-rate axis needs the training metrics (use --axis step)".into() });
+                return Err(AnalysisError::Run {
+                    path: p,
+                    msg: "not found; the cumulative-learning-rate axis needs the training metrics (use --axis step)"
+                        .into(),
+                });
             }
             let m = headlab_store::metrics::read_metrics(&p)?;
             cumulative_lr(&m.step, &m.lr, &a.steps).map_err(|msg| AnalysisError::Run { path: p, msg })
@@ -139,7 +150,10 @@ pub fn cumulative_lr(steps: &[u64], lr: &[f32], checkpoints: &[u64]) -> std::res
     for &c in checkpoints {
         let used: Vec<&(u64, f64)> = pairs.iter().filter(|p| p.0 >= 1 && p.0 <= c).collect();
         if used.len() as u64 != c {
-            return Err(format!("the learning rate of {} of the {c} updates before checkpoint {c} is not recorded", c - used.len() as u64));
+            return Err(format!(
+                "the learning rate of {} of the {c} updates before checkpoint {c} is not recorded",
+                c - used.len() as u64
+            ));
         }
         // (+ 0.0: an empty float sum is −0.0)
         out.push(used.iter().map(|p| p.1).sum::<f64>() / peak + 0.0);
@@ -169,7 +183,11 @@ pub fn fit_analysis(a: &Analysis, series: &str, axis: TimeAxis, times: &[f64], o
         });
     }
     if times.len() != a.steps.len() {
-        return Err(AnalysisError::Config { key: "axis".into(), value: axis.name().into(), hint: format!("{} times for {} checkpoints", times.len(), a.steps.len()) });
+        return Err(AnalysisError::Config {
+            key: "axis".into(),
+            value: axis.name().into(),
+            hint: format!("{} times for {} checkpoints", times.len(), a.steps.len()),
+        });
     }
     use rayon::prelude::*;
     let ids: Vec<(usize, usize)> = (0..a.n_layers).flat_map(|l| (0..a.n_heads).map(move |h| (l, h))).collect();
@@ -201,7 +219,8 @@ pub fn collision_heads(a: &Analysis, series: &str) -> Vec<(usize, usize)> {
     }
     let key = series.parse::<SeriesKey>().ok();
     let ids: Vec<(usize, usize)> = (0..a.n_layers).flat_map(|l| (0..a.n_heads).map(move |h| (l, h))).collect();
-    let vals: Vec<(f64, f64)> = ids.iter().map(|&(l, h)| (a.value(series, s, l, h), key.map_or(0.0, |k| score_se(a, k, s, l, h)))).collect();
+    let vals: Vec<(f64, f64)> =
+        ids.iter().map(|&(l, h)| (a.value(series, s, l, h), key.map_or(0.0, |k| score_se(a, k, s, l, h)))).collect();
     tied_top(&vals).into_iter().map(|k| ids[k]).collect()
 }
 
@@ -240,7 +259,10 @@ pub fn fit_runs(runs: &[PathBuf], series: &str, axes: &[TimeAxis], opts: &FitOpt
     for run in runs {
         let p = analysis_path(run);
         if !p.exists() {
-            return Err(AnalysisError::Run { path: p, msg: "not found; probe the run first (headlab probe RUN)".into() });
+            return Err(AnalysisError::Run {
+                path: p,
+                msg: "not found; probe the run first (headlab probe RUN)".into(),
+            });
         }
         let mut a = read_analysis(&p, true)?;
         let ch = collision_heads(&a, series);
@@ -258,7 +280,11 @@ pub fn fit_runs(runs: &[PathBuf], series: &str, axes: &[TimeAxis], opts: &FitOpt
         heads.push(ch);
         per_run.push(fits);
     }
-    let seeds = if runs.len() >= 2 { axes.iter().zip(seed_reports).map(|(&ax, r)| (ax, fit_seeds(r, opts.level))).collect() } else { Vec::new() };
+    let seeds = if runs.len() >= 2 {
+        axes.iter().zip(seed_reports).map(|(&ax, r)| (ax, fit_seeds(r, opts.level))).collect()
+    } else {
+        Vec::new()
+    };
     Ok(FitSummary { runs: runs.to_vec(), per_run, collision_heads: heads, seeds })
 }
 
@@ -270,9 +296,15 @@ mod tests {
     #[test]
     fn fits_roundtrip_through_toml() {
         let t: Vec<f64> = (0..30).map(|k| (10.0 * 1.3f64.powi(k)).round()).collect();
-        let y: Vec<f64> = t.iter().map(|&x| 0.8 - 0.8 * (1.0 + x / 50.0).powf(-0.7) + 0.003 * ((x * 7.1).sin())).collect();
+        let y: Vec<f64> =
+            t.iter().map(|&x| 0.8 - 0.8 * (1.0 + x / 50.0).powf(-0.7) + 0.003 * ((x * 7.1).sin())).collect();
         let r = fit_report(&Series::new(&t, &y), &FitOptions { bootstrap: 10, ..Default::default() });
-        let rf = RunFits { series: "s".into(), axis: TimeAxis::Lr, options: FitOptions::default(), heads: vec![HeadFit { layer: 1, head: 2, report: r }] };
+        let rf = RunFits {
+            series: "s".into(),
+            axis: TimeAxis::Lr,
+            options: FitOptions::default(),
+            heads: vec![HeadFit { layer: 1, head: 2, report: r }],
+        };
         let text = rf.to_toml().unwrap();
         let back = RunFits::from_toml(&text, "x").unwrap();
         assert_eq!(back.axis, TimeAxis::Lr);

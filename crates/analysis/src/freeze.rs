@@ -79,7 +79,13 @@ pub fn relative_change(steps: &[u64], values: &[f32], dim: usize, window: u64, s
             FreezeScale::Displacement => zk.iter().zip(z0).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt(),
             FreezeScale::Norm => zk.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt(),
         };
-        out[k] = if diff == 0.0 { 0.0 } else if norm == 0.0 { f32::INFINITY } else { (diff / norm) as f32 };
+        out[k] = if diff == 0.0 {
+            0.0
+        } else if norm == 0.0 {
+            f32::INFINITY
+        } else {
+            (diff / norm) as f32
+        };
     }
     out
 }
@@ -97,7 +103,14 @@ pub fn window_start(steps: &[u64], k: usize, window: u64) -> Option<usize> {
 /// Snap step: the start of the first window from which the relative change
 /// stays below `threshold` until the end of the series. `None` if it never
 /// settles (or the last record's change is undefined or above threshold).
-pub fn detect_freeze(steps: &[u64], values: &[f32], dim: usize, window: u64, threshold: f32, scale: FreezeScale) -> Option<u64> {
+pub fn detect_freeze(
+    steps: &[u64],
+    values: &[f32],
+    dim: usize,
+    window: u64,
+    threshold: f32,
+    scale: FreezeScale,
+) -> Option<u64> {
     let r = relative_change(steps, values, dim, window, scale);
     snap_from_changes(steps, &r, window, threshold)
 }

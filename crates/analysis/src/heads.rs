@@ -223,13 +223,21 @@ impl RunVerdict {
     pub fn close_to_bar(&self) -> Vec<&HeadSummary> {
         self.heads
             .iter()
-            .filter(|h| !h.meets_bar && h.score >= bar::SCORE_MIN && h.matched < bar::MATCHED_AUROC_MIN && h.matched + h.matched_se >= bar::MATCHED_AUROC_MIN)
+            .filter(|h| {
+                !h.meets_bar
+                    && h.score >= bar::SCORE_MIN
+                    && h.matched < bar::MATCHED_AUROC_MIN
+                    && h.matched + h.matched_se >= bar::MATCHED_AUROC_MIN
+            })
             .collect()
     }
     /// The baseline with the highest all-pairs AUROC among the non-ceiling
     /// ones (distance, time to contact, approach rate).
     pub fn best_baseline(&self) -> Option<&BaselineSummary> {
-        self.baselines.iter().filter(|b| b.baseline != Baseline::Ballistic && b.auroc.is_finite()).max_by(|x, y| x.auroc.total_cmp(&y.auroc))
+        self.baselines
+            .iter()
+            .filter(|b| b.baseline != Baseline::Ballistic && b.auroc.is_finite())
+            .max_by(|x, y| x.auroc.total_cmp(&y.auroc))
     }
     /// A baseline by kind.
     pub fn baseline(&self, b: Baseline) -> Option<&BaselineSummary> {
@@ -243,7 +251,11 @@ impl RunVerdict {
             return "No head could be scored (no contacts in the evaluation frames?).".into();
         }
         let names: Vec<String> = top.iter().map(|h| h.name()).collect();
-        let who = if top.len() == 1 { format!("head {}", names[0]) } else { format!("heads {} (tied within one standard error)", names.join(", ")) };
+        let who = if top.len() == 1 {
+            format!("head {}", names[0])
+        } else {
+            format!("heads {} (tied within one standard error)", names.join(", "))
+        };
         let pass: Vec<&HeadSummary> = self.passing();
         let mut s = if pass.is_empty() {
             format!("No head meets the collision-head bar ({}). Top {who}: ", bar_text())
@@ -253,7 +265,18 @@ impl RunVerdict {
         };
         let parts: Vec<String> = top
             .iter()
-            .map(|h| format!("{} score {:.3}±{:.3}, AUROC {:.3}, matched AUROC {:.3}±{:.3}, approach selectivity {:.2}", h.name(), h.score, h.score_se, h.auroc, h.matched, h.matched_se, h.approach))
+            .map(|h| {
+                format!(
+                    "{} score {:.3}±{:.3}, AUROC {:.3}, matched AUROC {:.3}±{:.3}, approach selectivity {:.2}",
+                    h.name(),
+                    h.score,
+                    h.score_se,
+                    h.auroc,
+                    h.matched,
+                    h.matched_se,
+                    h.approach
+                )
+            })
             .collect();
         s.push_str(&parts.join("; "));
         s.push('.');
@@ -292,12 +315,16 @@ impl RunVerdict {
 /// out; a NaN standard error counts as 0 (the value then ties only with
 /// itself or within the other's error).
 pub fn tied_top(values: &[(f64, f64)]) -> Vec<usize> {
-    let Some(kmax) = (0..values.len()).filter(|&k| values[k].0.is_finite()).max_by(|&x, &y| values[x].0.total_cmp(&values[y].0)) else {
+    let Some(kmax) =
+        (0..values.len()).filter(|&k| values[k].0.is_finite()).max_by(|&x, &y| values[x].0.total_cmp(&values[y].0))
+    else {
         return Vec::new();
     };
     let se = |k: usize| if values[k].1.is_finite() { values[k].1 } else { 0.0 };
     let (vm, sm) = (values[kmax].0, se(kmax));
-    let mut out: Vec<usize> = (0..values.len()).filter(|&k| values[k].0.is_finite() && vm - values[k].0 <= (sm * sm + se(k) * se(k)).sqrt()).collect();
+    let mut out: Vec<usize> = (0..values.len())
+        .filter(|&k| values[k].0.is_finite() && vm - values[k].0 <= (sm * sm + se(k) * se(k)).sqrt())
+        .collect();
     out.sort_by(|&x, &y| values[y].0.total_cmp(&values[x].0));
     out
 }
@@ -342,7 +369,8 @@ pub fn run_verdict(a: &Analysis, s: Option<usize>) -> Option<RunVerdict> {
     for layer in 0..a.n_layers {
         for head in 0..a.n_heads {
             let v = |k: SeriesKey| a.value(k, s, layer, head);
-            let (score, matched, approach, position) = (v(key), v(SeriesKey::AurocMatched), v(SeriesKey::ApproachSelectivity), v(SeriesKey::GeometryPosition));
+            let (score, matched, approach, position) =
+                (v(key), v(SeriesKey::AurocMatched), v(SeriesKey::ApproachSelectivity), v(SeriesKey::GeometryPosition));
             heads.push(HeadSummary {
                 layer,
                 head,
@@ -420,7 +448,9 @@ mod tests {
 /// as (layer, head), in order.
 pub fn collision_heads(a: &Analysis) -> Vec<(usize, usize)> {
     let Some(s) = a.steps.len().checked_sub(1) else { return vec![] };
-    let (Some(score), Some(auroc)) = (a.series.get("score_excl_norm_overlap"), a.series.get("auroc_interval")) else { return vec![] };
+    let (Some(score), Some(auroc)) = (a.series.get("score_excl_norm_overlap"), a.series.get("auroc_interval")) else {
+        return vec![];
+    };
     let lh = a.n_layers * a.n_heads;
     let mut out = Vec::new();
     for k in 0..lh {

@@ -21,7 +21,9 @@ pub mod plot;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use headlab_store::h5util::{atomic_write, get_attr, get_str_attr, open_kind, read_array, set_attr, set_str_attr, write_array, Ctx};
+use headlab_store::h5util::{
+    atomic_write, get_attr, get_str_attr, open_kind, read_array, set_attr, set_str_attr, write_array, Ctx,
+};
 use headlab_store::FileKind;
 
 use crate::freeze::{relative_change, snap_from_changes, FreezeConfig, FreezeScale};
@@ -39,7 +41,16 @@ pub fn default_freeze() -> FreezeConfig {
     FreezeConfig { window: 100, threshold: 0.15, scale: FreezeScale::Norm }
 }
 
-pub const SERIES: [&str; 8] = ["svm_cosine", "svm_cosine_full", "svm_margin_ratio", "svm_satisfied", "svm_norm", "svm_constraints", "logit_rms", "freeze_change"];
+pub const SERIES: [&str; 8] = [
+    "svm_cosine",
+    "svm_cosine_full",
+    "svm_margin_ratio",
+    "svm_satisfied",
+    "svm_norm",
+    "svm_constraints",
+    "logit_rms",
+    "freeze_change",
+];
 
 /// Contents of `RUN/lens_physics.h5`.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -161,7 +172,10 @@ pub fn read_lens_physics(path: &Path) -> Result<LensPhysics> {
     let (file, _) = open_kind(path, Some(FileKind::Lens))?;
     let ctx = Ctx(path);
     if get_str_attr(&file, path, "lens")? != "physics" {
-        return Err(AnalysisError::Run { path: path.into(), msg: "is a lens file of another lens, not `physics`".into() });
+        return Err(AnalysisError::Run {
+            path: path.into(),
+            msg: "is a lens file of another lens, not `physics`".into(),
+        });
     }
     let l = get_attr::<u64>(&file, path, "n_layers")? as usize;
     let h = get_attr::<u64>(&file, path, "n_heads")? as usize;
@@ -174,12 +188,17 @@ pub fn read_lens_physics(path: &Path) -> Result<LensPhysics> {
     for name in ctx.h5("series", sg.member_names())? {
         let (v, shape) = read_array::<f64>(&sg, path, &name, Some(3))?;
         if shape != [steps.len(), l, h] {
-            return Err(ctx.invalid(&format!("series/{name}"), format!("shape {shape:?}"), format!("[{}, {l}, {h}]", steps.len())).into());
+            return Err(ctx
+                .invalid(&format!("series/{name}"), format!("shape {shape:?}"), format!("[{}, {l}, {h}]", steps.len()))
+                .into());
         }
         series.insert(name, v);
     }
     let lg = grp("logits")?;
-    let logits = steps.iter().map(|&s| read_array::<f32>(&lg, path, &step_name(s), Some(5)).map(|x| x.0)).collect::<Result<Vec<_>, _>>()?;
+    let logits = steps
+        .iter()
+        .map(|&s| read_array::<f32>(&lg, path, &step_name(s), Some(5)).map(|x| x.0))
+        .collect::<Result<Vec<_>, _>>()?;
     let vg = grp("svm")?;
     let ng = grp("snap")?;
     Ok(LensPhysics {
@@ -198,4 +217,3 @@ pub fn read_lens_physics(path: &Path) -> Result<LensPhysics> {
         snap: read_array(&ng, path, "step", Some(2))?.0,
     })
 }
-

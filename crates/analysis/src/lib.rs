@@ -13,6 +13,7 @@
 //! lens: the report and the viewer are built on it and never link libtorch
 //! (`tools/check-layers`, run by `tools/test`, checks the dependency graph).
 
+pub mod ablation;
 pub mod att_svm;
 pub mod baselines;
 pub mod contacts;
@@ -24,7 +25,6 @@ pub mod heads;
 pub mod lens_physics;
 pub mod logistic;
 pub mod metrics;
-pub mod ablation;
 pub mod noise;
 pub mod svm;
 

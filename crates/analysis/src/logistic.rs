@@ -224,7 +224,8 @@ fn fit_folds(x: &[Vec<f64>], y: &[bool], fold: &[usize]) -> (Vec<f64>, Vec<f64>)
     let mut ll = vec![0.0; x.len()];
     let mut z = vec![0.0; x.len()];
     for f in 0..2 {
-        let (tx, ty): (Vec<Vec<f64>>, Vec<bool>) = (0..x.len()).filter(|&k| fold[k] != f).map(|k| (x[k].clone(), y[k])).unzip();
+        let (tx, ty): (Vec<Vec<f64>>, Vec<bool>) =
+            (0..x.len()).filter(|&k| fold[k] != f).map(|k| (x[k].clone(), y[k])).unzip();
         let m = Logit::fit(&tx, &ty);
         for k in (0..x.len()).filter(|&k| fold[k] == f) {
             z[k] = m.predict(&x[k]);
@@ -310,7 +311,13 @@ pub fn incremental(t: &PairTable, base: &BaseModel, attn: &[f32], seed: u64) -> 
         .filter(|v| v.is_finite())
         .collect();
     boots.sort_by(f64::total_cmp);
-    let q = |p: f64| if boots.is_empty() { f64::NAN } else { boots[((p * (boots.len() - 1) as f64).round() as usize).min(boots.len() - 1)] };
+    let q = |p: f64| {
+        if boots.is_empty() {
+            f64::NAN
+        } else {
+            boots[((p * (boots.len() - 1) as f64).round() as usize).min(boots.len() - 1)]
+        }
+    };
     Incremental { gain, lo: q(0.025), hi: q(0.975), auroc_full }
 }
 
@@ -373,7 +380,8 @@ mod tests {
         let base = BaseModel::fit(&t);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         // Knows the label (plus noise): a large gain, interval above 0.
-        let knows: Vec<f32> = t.label.iter().map(|&l| if l { 0.5 } else { 0.01 } * (1.0 + 0.3 * rng.gen::<f32>())).collect();
+        let knows: Vec<f32> =
+            t.label.iter().map(|&l| if l { 0.5 } else { 0.01 } * (1.0 + 0.3 * rng.gen::<f32>())).collect();
         let inc = incremental(&t, &base, &knows, 1);
         assert!(inc.lo > 0.1 && inc.gain > inc.lo && inc.hi > inc.gain, "{inc:?}");
         assert!(inc.auroc_full > base.auroc);

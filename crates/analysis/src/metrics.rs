@@ -354,7 +354,9 @@ impl HeadAccum {
             gate_free: acc.gate_free.mean(),
             degenerate: acc.degenerate as f64,
         };
-        let g = |s: &[f64]| s.iter().zip(&self.g_count).map(|(&v, &c)| if c == 0 { f64::NAN } else { v / c as f64 }).collect();
+        let g = |s: &[f64]| {
+            s.iter().zip(&self.g_count).map(|(&v, &c)| if c == 0 { f64::NAN } else { v / c as f64 }).collect()
+        };
         HeadMetrics {
             overlap: sc(&self.defs[0]),
             interval: sc(&self.defs[1]),
@@ -558,7 +560,9 @@ pub struct MergedG {
 impl MergedG {
     /// The bin (index) where g peaks, among bins with at least `min` pairs.
     pub fn peak(&self, min: u64) -> Option<usize> {
-        (0..self.g.len()).filter(|&b| self.count[b] >= min && self.g[b].is_finite()).max_by(|&x, &y| self.g[x].total_cmp(&self.g[y]))
+        (0..self.g.len())
+            .filter(|&b| self.count[b] >= min && self.g[b].is_finite())
+            .max_by(|&x, &y| self.g[x].total_cmp(&self.g[y]))
     }
 }
 
@@ -668,7 +672,11 @@ mod tests {
                 let deg = cs.degree(i);
                 for j in 0..n {
                     att[i * n + j] = if deg == 0 {
-                        if i == j { 1.0 } else { 0.0 }
+                        if i == j {
+                            1.0
+                        } else {
+                            0.0
+                        }
                     } else if cs.contains(i, j) {
                         1.0 / deg as f32
                     } else {
@@ -733,7 +741,11 @@ mod tests {
                     continue;
                 }
                 att[i * n + j] = if deg > 0 {
-                    if cs.contains(i, j) { 0.1 / deg as f32 } else { 0.0 }
+                    if cs.contains(i, j) {
+                        0.1 / deg as f32
+                    } else {
+                        0.0
+                    }
                 } else {
                     0.1 / (n - 1) as f32
                 };
@@ -785,7 +797,13 @@ mod tests {
                 if l[b] {
                     continue;
                 }
-                u += if s[a] > s[b] { 1.0 } else if s[a] == s[b] { 0.5 } else { 0.0 };
+                u += if s[a] > s[b] {
+                    1.0
+                } else if s[a] == s[b] {
+                    0.5
+                } else {
+                    0.0
+                };
             }
         }
         for &x in &l {

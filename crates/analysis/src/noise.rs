@@ -18,10 +18,10 @@
 //! estimator on a Gaussian reference sample of the same size and the same k
 //! ([`gaussian_reference_hill`]).
 
+use headlab_sim::stats::{mean_std, Spread};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
-use headlab_sim::stats::{mean_std, Spread};
 
 /// Errors from the tail statistics: what was wrong with the input.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -43,7 +43,9 @@ pub enum NoiseError {
         n: usize,
     },
     /// Shown as "Hill estimator: the k+1 largest |values| are all equal ({value}); the tail index is und...".
-    #[error("Hill estimator: the k+1 largest |values| are all equal ({value}); the tail index is undefined for this sample")]
+    #[error(
+        "Hill estimator: the k+1 largest |values| are all equal ({value}); the tail index is undefined for this sample"
+    )]
     Degenerate {
         /// Its value.
         value: f64,
@@ -197,9 +199,8 @@ impl Histogram {
         let v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
         let bins = bins.max(1);
         let (mean, std) = mean_std(&v, Spread::Population);
-        let (mut lo, mut hi) = range.unwrap_or_else(|| {
-            v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)))
-        });
+        let (mut lo, mut hi) = range
+            .unwrap_or_else(|| v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x))));
         if !(lo.is_finite() && hi.is_finite()) {
             (lo, hi) = (0.0, 1.0);
         }

@@ -4,7 +4,9 @@
 //! ceiling. And on the demo's own scene, at a tiny size, the distance
 //! baseline fails the bar while its score alone would have passed the old one.
 
-use headlab_analysis::baselines::{all_head_controls, baseline_table, floor_ceiling, softmax_attention, Baseline, FrameKin, PairTable};
+use headlab_analysis::baselines::{
+    all_head_controls, baseline_table, floor_ceiling, softmax_attention, Baseline, FrameKin, PairTable,
+};
 use headlab_analysis::evalset::{choose_eval_frames, frame_geoms, pair_table};
 use headlab_analysis::heads::{bar, meets_bar};
 use headlab_analysis::logistic::BaseModel;
@@ -42,7 +44,10 @@ fn synthetic(frames: usize, seed: u64) -> (Vec<(Vec<f32>, Vec<f32>, Vec<f32>)>, 
 }
 
 fn table(kin: &[(Vec<f32>, Vec<f32>, Vec<f32>)], geoms: &[FrameGeom]) -> PairTable {
-    let k: Vec<FrameKin<'_>> = kin.iter().map(|(p, v, r)| FrameKin { positions: p, velocities: v, radii: r, dim: 2, frame_dt: 0.05 }).collect();
+    let k: Vec<FrameKin<'_>> = kin
+        .iter()
+        .map(|(p, v, r)| FrameKin { positions: p, velocities: v, radii: r, dim: 2, frame_dt: 0.05 })
+        .collect();
     PairTable::new(&k, geoms)
 }
 
@@ -84,7 +89,10 @@ fn distance_attention_fails_and_oracle_attention_passes_at_the_ceiling() {
     let c = all_head_controls(&acc, &t, &base, floor, ceiling, 0);
     // Distance-built attention: the self-excluded score is high — the old
     // bar's score part passes — but it knows nothing beyond distance.
-    eprintln!("distance head: score {:.3}, matched {:.3} ± {:.3}; oracle: score {:.3}, matched {:.3}", m[0].overlap.excl_norm, c[0].matched.value, c[0].matched.se, m[1].overlap.excl_norm, c[1].matched.value);
+    eprintln!(
+        "distance head: score {:.3}, matched {:.3} ± {:.3}; oracle: score {:.3}, matched {:.3}",
+        m[0].overlap.excl_norm, c[0].matched.value, c[0].matched.se, m[1].overlap.excl_norm, c[1].matched.value
+    );
     assert!(m[0].overlap.excl_norm >= bar::SCORE_MIN, "{}", m[0].overlap.excl_norm);
     assert!((c[0].matched.value - 0.5).abs() < 0.06, "{:?}", c[0].matched);
     assert!(c[0].position.abs() < 0.15, "{}", c[0].position);
@@ -101,8 +109,12 @@ fn distance_attention_fails_and_oracle_attention_passes_at_the_ceiling() {
     // knows more at matched distance than distance does (but less than as a
     // raw score: a row with no partner must still put its mass on someone).
     let row = |b: Baseline, k: &str| bt[b.name()][k];
-    assert!(!meets_bar(row(Baseline::Distance, "softmax_score_excl_norm_overlap"), row(Baseline::Distance, "softmax_auroc_matched")));
-    let (sd, sb) = (row(Baseline::Distance, "softmax_auroc_matched"), row(Baseline::Ballistic, "softmax_auroc_matched"));
+    assert!(!meets_bar(
+        row(Baseline::Distance, "softmax_score_excl_norm_overlap"),
+        row(Baseline::Distance, "softmax_auroc_matched")
+    ));
+    let (sd, sb) =
+        (row(Baseline::Distance, "softmax_auroc_matched"), row(Baseline::Ballistic, "softmax_auroc_matched"));
     eprintln!("softmax attention, matched AUROC: distance {sd:.3}, ballistic {sb:.3}");
     assert!(sb > sd + 0.05, "ballistic {sb} vs distance {sd}");
 }
@@ -111,7 +123,9 @@ fn distance_attention_fails_and_oracle_attention_passes_at_the_ceiling() {
 fn distance_baseline_fails_the_bar_on_the_demo_scene() {
     let text = include_str!("../../../scenes/demo.toml");
     let scene = headlab_sim::Scene::from_toml_str(text, "scenes/demo.toml").unwrap();
-    let ds = headlab_sim::simulate(&scene, headlab_sim::SimOptions { n_traj: 6, n_frames: 40, seed: 3, threads: 1 }, None).unwrap();
+    let ds =
+        headlab_sim::simulate(&scene, headlab_sim::SimOptions { n_traj: 6, n_frames: 40, seed: 3, threads: 1 }, None)
+            .unwrap();
     let trajs: Vec<usize> = (0..ds.n_traj).collect();
     let frames = choose_eval_frames(&ds, &trajs, 128, 0);
     let geoms = frame_geoms(&ds, &frames, 1.0);

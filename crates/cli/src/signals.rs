@@ -21,7 +21,8 @@ static FIRST_MS: AtomicU64 = AtomicU64::new(0);
 /// Signals closer than this to the first one are the same request.
 const SAME_REQUEST_MS: u64 = 1000;
 
-const MESSAGE: &[u8] = b"\ninterrupted: finishing the current step, writing a checkpoint and stopping (signal again to quit at once)\n";
+const MESSAGE: &[u8] =
+    b"\ninterrupted: finishing the current step, writing a checkpoint and stopping (signal again to quit at once)\n";
 
 /// Exit now, skipping exit handlers and destructors (async-signal safe).
 fn exit_now() -> ! {

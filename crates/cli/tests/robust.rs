@@ -51,7 +51,23 @@ fn scene() -> String {
 /// A folder with a tiny dataset `data.h5` and the tiny config `tiny.toml`.
 fn setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let o = headlab(&["simulate", "--scene", &scene(), "--trajectories", "6", "--frames", "16", "--out", "data.h5", "--quiet", "--seed", "1"], dir.path());
+    let o = headlab(
+        &[
+            "simulate",
+            "--scene",
+            &scene(),
+            "--trajectories",
+            "6",
+            "--frames",
+            "16",
+            "--out",
+            "data.h5",
+            "--quiet",
+            "--seed",
+            "1",
+        ],
+        dir.path(),
+    );
     assert!(o.status.success(), "{}", text(&o));
     std::fs::write(dir.path().join("tiny.toml"), TINY).unwrap();
     dir
@@ -94,7 +110,9 @@ fn one_writer_per_run_folder() {
     drop(lock);
     assert!(train(dir.path(), "run", &[]).status.success());
     let lock = headlab_store::RunLock::acquire(&run, "test holder").unwrap();
-    for args in [&["probe", "run"][..], &["report", "run"][..], &["eval", "run", "--device", "cpu"][..], &["fit", "run"][..]] {
+    for args in
+        [&["probe", "run"][..], &["report", "run"][..], &["eval", "run", "--device", "cpu"][..], &["fit", "run"][..]]
+    {
         let o = headlab(args, dir.path());
         assert!(o.status.code() == Some(1) && text(&o).contains(&format!("PID {pid}")), "{args:?}: {}", text(&o));
     }
@@ -135,7 +153,11 @@ fn a_kill_between_metrics_and_checkpoint_leaves_no_gap_or_duplicate() {
     // used to duplicate its validation entry; the last), and just after one.
     let steps = headlab_train::TrainConfig::from_toml(TINY, "tiny").unwrap().checkpoint_steps();
     assert!(steps.len() > 4 && steps[1] == 1, "{steps:?}");
-    for (point, step) in [("between-metrics-and-checkpoint", steps[1]), ("after-checkpoint", steps[steps.len() / 2]), ("between-metrics-and-checkpoint", steps[steps.len() - 1])] {
+    for (point, step) in [
+        ("between-metrics-and-checkpoint", steps[1]),
+        ("after-checkpoint", steps[steps.len() / 2]),
+        ("between-metrics-and-checkpoint", steps[steps.len() - 1]),
+    ] {
         let out = format!("run_{point}_{step}");
         let crash = format!("{point}:{step}");
         let mut a = vec!["train", "--data", "data.h5", "--out", out.as_str(), "--config", "tiny.toml", "--quiet"];
@@ -161,13 +183,20 @@ fn config_toml_is_rewritten_only_when_it_changes() {
     assert!(Path::new(&cfg.data).is_absolute(), "{}", cfg.data);
     let o = headlab(&["train", "--out", "run", "--resume", "--quiet"], dir.path());
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!((ino(&p), std::fs::read_to_string(&p).unwrap()), before, "a resume with the same settings rewrote config.toml");
+    assert_eq!(
+        (ino(&p), std::fs::read_to_string(&p).unwrap()),
+        before,
+        "a resume with the same settings rewrote config.toml"
+    );
     let o = headlab(&["train", "--out", "run", "--resume", "--quiet", "--steps", "30"], dir.path());
     assert!(o.status.success(), "{}", text(&o));
     assert_ne!(ino(&p), before.0);
     assert!(std::fs::read_to_string(&p).unwrap().contains("steps = 30"));
     let elsewhere = tempfile::tempdir().unwrap();
-    let o = headlab(&["probe", dir.path().join("run").to_str().unwrap(), "--eval-frames", "8", "--device", "cpu"], elsewhere.path());
+    let o = headlab(
+        &["probe", dir.path().join("run").to_str().unwrap(), "--eval-frames", "8", "--device", "cpu"],
+        elsewhere.path(),
+    );
     assert!(o.status.success(), "{}", text(&o));
     // --resume of a folder without checkpoints is an error, not a new run.
     let o = headlab(&["train", "--data", "data.h5", "--out", "empty", "--config", "tiny.toml", "--resume"], dir.path());
@@ -190,16 +219,36 @@ fn fresh_keeps_the_old_file_when_it_fails() {
     assert!(o.status.success(), "{}", text(&o));
     let (first, last) = (ck[0].0.to_string(), ck.last().unwrap().0.to_string());
     let steps = format!("{first},{last}");
-    let llc = ["llc", "run", "--steps", steps.as_str(), "--draws", "20", "--chains", "2", "--batch-size", "8", "--device", "cpu"];
+    let llc = [
+        "llc",
+        "run",
+        "--steps",
+        steps.as_str(),
+        "--draws",
+        "20",
+        "--chains",
+        "2",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+    ];
     let o = headlab(&llc, dir.path());
     assert!(o.status.success(), "{}", text(&o));
     let lens_before = std::fs::read(dir.path().join("run/lens_physics.h5")).unwrap();
     let llc_before = std::fs::read(dir.path().join("run/llc.h5")).unwrap();
     // The newest checkpoint goes bad; redoing from scratch must fail and keep the old results.
     std::fs::write(&ck.last().unwrap().1, b"garbage").unwrap();
-    let o = headlab(&["lens", "physics", "run", "--freeze-frames", "4", "--svm-queries", "4", "--quiet", "--fresh"], dir.path());
+    let o = headlab(
+        &["lens", "physics", "run", "--freeze-frames", "4", "--svm-queries", "4", "--quiet", "--fresh"],
+        dir.path(),
+    );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert_eq!(std::fs::read(dir.path().join("run/lens_physics.h5")).unwrap(), lens_before, "lens physics --fresh lost results");
+    assert_eq!(
+        std::fs::read(dir.path().join("run/lens_physics.h5")).unwrap(),
+        lens_before,
+        "lens physics --fresh lost results"
+    );
     let o = headlab(&[&llc[..], &["--fresh"]].concat(), dir.path());
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert_eq!(std::fs::read(dir.path().join("run/llc.h5")).unwrap(), llc_before, "llc --fresh lost results");
@@ -220,7 +269,8 @@ fn outputs_never_destroy_other_files() {
     let bytes = std::fs::read(&ck0).unwrap();
     let sc = scene();
     let sim = |out: &str, force: bool| {
-        let mut a = vec!["simulate", "--scene", sc.as_str(), "--trajectories", "2", "--frames", "4", "--out", out, "--quiet"];
+        let mut a =
+            vec!["simulate", "--scene", sc.as_str(), "--trajectories", "2", "--frames", "4", "--out", out, "--quiet"];
         if force {
             a.push("--force");
         }
@@ -233,31 +283,52 @@ fn outputs_never_destroy_other_files() {
     }
     assert_eq!(std::fs::read(&ck0).unwrap(), bytes, "a checkpoint was overwritten");
     let o = sim("run/metrics.h5", false);
-    assert!(o.status.code() == Some(1) && text(&o).contains("metrics file") && text(&o).contains("--force"), "{}", text(&o));
+    assert!(
+        o.status.code() == Some(1) && text(&o).contains("metrics file") && text(&o).contains("--force"),
+        "{}",
+        text(&o)
+    );
     std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
     let o = sim("notes.txt", false);
     assert!(o.status.code() == Some(1) && text(&o).contains("not a headlab"), "{}", text(&o));
     assert_eq!(std::fs::read_to_string(dir.path().join("notes.txt")).unwrap(), "mine");
     // eval --out onto the run's dataset is refused; onto a rollout it is fine.
     let data = std::fs::read(dir.path().join("data.h5")).unwrap();
-    let o = headlab(&["eval", "run", "--device", "cpu", "--horizon", "3", "--rollouts", "1", "--out", "data.h5"], dir.path());
+    let o = headlab(
+        &["eval", "run", "--device", "cpu", "--horizon", "3", "--rollouts", "1", "--out", "data.h5"],
+        dir.path(),
+    );
     assert!(o.status.code() == Some(1) && text(&o).contains("simulated dataset, not a rollout"), "{}", text(&o));
     assert_eq!(std::fs::read(dir.path().join("data.h5")).unwrap(), data);
     for _ in 0..2 {
-        let o = headlab(&["eval", "run", "--device", "cpu", "--horizon", "3", "--rollouts", "1", "--out", "ro.h5"], dir.path());
+        let o = headlab(
+            &["eval", "run", "--device", "cpu", "--horizon", "3", "--rollouts", "1", "--out", "ro.h5"],
+            dir.path(),
+        );
         assert!(o.status.success(), "{}", text(&o));
     }
     // Seeds and sizes TOML cannot hold are refused by name, before any work.
-    for (args, want) in [(&["llc", "run", "--seed", "9223372036854775808", "--device", "cpu"][..], "`seed` = 9223372036854775808"), (&["probe", "run", "--eval-frames", "9223372036854775808"][..], "`eval_frames`")] {
+    for (args, want) in [
+        (&["llc", "run", "--seed", "9223372036854775808", "--device", "cpu"][..], "`seed` = 9223372036854775808"),
+        (&["probe", "run", "--eval-frames", "9223372036854775808"][..], "`eval_frames`"),
+    ] {
         let o = headlab(args, dir.path());
-        assert!(o.status.code() == Some(1) && text(&o).contains(want) && !text(&o).contains("panicked"), "{args:?}: {}", text(&o));
+        assert!(
+            o.status.code() == Some(1) && text(&o).contains(want) && !text(&o).contains("panicked"),
+            "{args:?}: {}",
+            text(&o)
+        );
     }
     // A same-kind overwrite (re-simulating) is allowed, and a run then
     // notices that its dataset changed.
     let o = sim("data.h5", false);
     assert!(o.status.success(), "{}", text(&o));
     let o = headlab(&["probe", "run", "--device", "cpu"], dir.path());
-    assert!(o.status.code() == Some(1) && text(&o).contains("not the dataset") && text(&o).contains("--allow-other-data"), "{}", text(&o));
+    assert!(
+        o.status.code() == Some(1) && text(&o).contains("not the dataset") && text(&o).contains("--allow-other-data"),
+        "{}",
+        text(&o)
+    );
     let o = headlab(&["train", "--out", "run", "--resume", "--steps", "8", "--quiet"], dir.path());
     assert!(o.status.code() == Some(1) && text(&o).contains("not the dataset"), "{}", text(&o));
 }
@@ -276,7 +347,11 @@ fn bad_values_are_refused_by_name() {
     let mut ds = good;
     ds.radii[1] = -0.05;
     headlab_store::dataset::write_dataset(&d.join("negr.h5"), &ds).unwrap();
-    for (file, key, value) in [("nan.h5", "positions[2, 0, 3, 1]", "NaN"), ("mass0.h5", "masses[0, 5]", "is 0"), ("negr.h5", "radii[0, 1]", "-0.05")] {
+    for (file, key, value) in [
+        ("nan.h5", "positions[2, 0, 3, 1]", "NaN"),
+        ("mass0.h5", "masses[0, 5]", "is 0"),
+        ("negr.h5", "radii[0, 1]", "-0.05"),
+    ] {
         let o = headlab(&["train", "--data", file, "--out", "r", "--config", "tiny.toml"], d);
         let t = text(&o);
         assert_eq!(o.status.code(), Some(1), "{t}");
@@ -303,7 +378,11 @@ fn bad_values_are_refused_by_name() {
     assert!(!d.join("big.h5").exists() && !d.join("r/ckpt").exists());
     // A scene whose masses underflow f32 is refused at load, naming density.
     let text_scene = std::fs::read_to_string(scene()).unwrap();
-    let light: String = text_scene.lines().map(|l| if l.trim_start().starts_with("density") { "density = 1e-60".to_string() } else { l.to_string() }).collect::<Vec<_>>().join("\n");
+    let light: String = text_scene
+        .lines()
+        .map(|l| if l.trim_start().starts_with("density") { "density = 1e-60".to_string() } else { l.to_string() })
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(light.contains("density = 1e-60"), "the demo scene has no density line");
     std::fs::write(d.join("light.toml"), light).unwrap();
     let o = headlab(&["simulate", "--scene", "light.toml", "--out", "l.h5", "--quiet"], d);
@@ -317,14 +396,25 @@ fn a_non_finite_stop_names_a_finite_checkpoint_and_the_value() {
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(t.contains("became non-finite"), "{t}");
-    let last = t.split("The last good checkpoint (all weights finite) is ").nth(1).and_then(|s| s.split(". ").next()).unwrap_or_else(|| panic!("{t}"));
+    let last = t
+        .split("The last good checkpoint (all weights finite) is ")
+        .nth(1)
+        .and_then(|s| s.split(". ").next())
+        .unwrap_or_else(|| panic!("{t}"));
     let ck = headlab_store::checkpoint::read_checkpoint(&dir.path().join(last)).unwrap_or_else(|e| panic!("{e}: {t}"));
-    assert!(t.contains("weight ") && t.contains(" became non-finite") && (t.contains("inf ") || t.contains("NaN ")), "the message does not say which value: {t}");
+    assert!(
+        t.contains("weight ") && t.contains(" became non-finite") && (t.contains("inf ") || t.contains("NaN ")),
+        "the message does not say which value: {t}"
+    );
     assert!(ck.params.iter().all(|a| a.data.iter().all(|v| v.is_finite())), "{last} holds non-finite weights");
     // Every checkpoint written is finite (none "good" with inf weights).
     for (_, p) in headlab_store::checkpoint::list_checkpoints(&dir.path().join("run")).unwrap() {
         let ck = headlab_store::checkpoint::read_checkpoint(&p).unwrap();
-        assert!(ck.params.iter().all(|a| a.data.iter().all(|v| v.is_finite())), "{} holds non-finite weights", p.display());
+        assert!(
+            ck.params.iter().all(|a| a.data.iter().all(|v| v.is_finite())),
+            "{} holds non-finite weights",
+            p.display()
+        );
     }
 }
 
@@ -367,7 +457,8 @@ fn sigterm_and_sighup_checkpoint_and_stop_a_later_second_signal_exits_130() {
         let t = text(&o);
         assert!(o.status.success(), "{name}: {t}");
         assert!(t.contains("stopped at step"), "{name}: {t}");
-        let step: u64 = t.split("stopped at step ").nth(1).and_then(|s| s.split(':').next()).and_then(|s| s.parse().ok()).unwrap();
+        let step: u64 =
+            t.split("stopped at step ").nth(1).and_then(|s| s.split(':').next()).and_then(|s| s.parse().ok()).unwrap();
         assert_consistent(&dir.path().join(name), step);
     }
     // One request passed on as several signals (Slurm signals training and
@@ -378,7 +469,12 @@ fn sigterm_and_sighup_checkpoint_and_stop_a_later_second_signal_exits_130() {
     signal(child.id(), libc::SIGTERM);
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success() && text(&o).contains("stopped at step"), "{}", text(&o));
-    let step: u64 = text(&o).split("stopped at step ").nth(1).and_then(|s| s.split(':').next()).and_then(|s| s.parse().ok()).unwrap();
+    let step: u64 = text(&o)
+        .split("stopped at step ")
+        .nth(1)
+        .and_then(|s| s.split(':').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
     assert_consistent(&dir.path().join("scancel"), step);
     // A second signal a while later, while the first one is being handled
     // (here: training held 5 s before its final checkpoint): exit 130 at

@@ -74,8 +74,8 @@ use tch::Device;
 
 use crate::config::{parse_toml, ConfigError};
 use crate::noise::{self, NoiseStats};
-use train::{train_run, Probe};
 use headlab_sim::stats::{mean_std, Spread};
+use train::{train_run, Probe};
 
 /// Errors of the in-context regression lens.
 #[derive(Debug, thiserror::Error)]
@@ -343,7 +343,11 @@ impl IclConfig {
         }
         for d in &self.data {
             if self.standardize && d.dof() <= 2.0 {
-                return Err(bad("data", d.label(), "t covariates with ν <= 2 have infinite variance; use ν > 2 or set standardize = false"));
+                return Err(bad(
+                    "data",
+                    d.label(),
+                    "t covariates with ν <= 2 have infinite variance; use ν > 2 or set standardize = false",
+                ));
             }
         }
         if !(self.label_noise >= 0.0 && self.label_noise.is_finite()) {
@@ -379,7 +383,11 @@ impl IclConfig {
             return Err(bad("sgd_momentum", self.sgd_momentum, "use 0 <= momentum < 1"));
         }
         if !(0.0..1.0).contains(&self.adam_beta1) || !(0.0..1.0).contains(&self.adam_beta2) {
-            return Err(bad("adam_beta1/adam_beta2", format!("{}/{}", self.adam_beta1, self.adam_beta2), "use betas in [0, 1)"));
+            return Err(bad(
+                "adam_beta1/adam_beta2",
+                format!("{}/{}", self.adam_beta1, self.adam_beta2),
+                "use betas in [0, 1)",
+            ));
         }
         if !(self.adam_eps > 0.0) {
             return Err(bad("adam_eps", self.adam_eps, "use a small positive number, e.g. 1e-8"));
@@ -398,7 +406,11 @@ impl IclConfig {
             return Err(bad("noise.steps", s, "measurement steps must be <= steps"));
         }
         if !nz.steps.is_empty() && nz.minibatches < 8 {
-            return Err(bad("noise.minibatches", nz.minibatches, "use at least 8 minibatches (256 or more for tail estimates)"));
+            return Err(bad(
+                "noise.minibatches",
+                nz.minibatches,
+                "use at least 8 minibatches (256 or more for tail estimates)",
+            ));
         }
         if nz.bins == 0 {
             return Err(bad("noise.bins", 0, "use at least 1 bin"));
@@ -558,7 +570,8 @@ pub fn run_sweep(cfg: &IclConfig, device: Device, mut progress: Option<Progress>
     let mut gaps = Vec::new();
     let mut noise_out = Vec::new();
     for &dist in &cfg.data {
-        let datas: Vec<TaskData> = cfg.seeds.iter().map(|&s| TaskData::new(cfg, dist, s, device)).collect::<Result<_, _>>()?;
+        let datas: Vec<TaskData> =
+            cfg.seeds.iter().map(|&s| TaskData::new(cfg, dist, s, device)).collect::<Result<_, _>>()?;
         for &depth in &cfg.depths {
             let mut best = Vec::new();
             for &optim in &optims {
@@ -566,7 +579,8 @@ pub fn run_sweep(cfg: &IclConfig, device: Device, mut progress: Option<Progress>
                 for &lr in cfg.lrs(optim) {
                     let mut losses = Vec::new();
                     for (si, &seed) in cfg.seeds.iter().enumerate() {
-                        let r = train_run(cfg, &datas[si], dist, depth, optim, lr, seed, device, &mut Probe::default())?;
+                        let r =
+                            train_run(cfg, &datas[si], dist, depth, optim, lr, seed, device, &mut Probe::default())?;
                         tracing::debug!(data = %dist.label(), depth, optim = optim.name(), lr, seed, loss = r.final_loss, "icl run");
                         losses.push(r.final_loss);
                         runs.push(r);
@@ -577,7 +591,10 @@ pub fn run_sweep(cfg: &IclConfig, device: Device, mut progress: Option<Progress>
                     }
                     by_lr.push((lr, losses));
                 }
-                best.push(pick_best(&by_lr).ok_or_else(|| bad("sgd_lrs/adam_lrs", "[]", "give at least one learning rate"))?);
+                best.push(
+                    pick_best(&by_lr)
+                        .ok_or_else(|| bad("sgd_lrs/adam_lrs", "[]", "give at least one learning rate"))?,
+                );
             }
             let (sgd, adam) = (best[0].clone(), best[1].clone());
             let log_gaps: Vec<f64> = sgd.losses.iter().zip(&adam.losses).map(|(s, a)| (s / a).log10()).collect();
@@ -585,7 +602,18 @@ pub fn run_sweep(cfg: &IclConfig, device: Device, mut progress: Option<Progress>
             let (log_gap_mean, log_gap_std) = mean_std(&log_gaps, Spread::Population);
             let (gap_mean, gap_std) = mean_std(&abs, Spread::Population);
             tracing::info!(data = %dist.label(), depth, sgd_lr = sgd.lr, sgd = sgd.mean, adam_lr = adam.lr, adam = adam.mean, log_gap_mean, "icl gap");
-            let row = GapRow { data: dist, depth, trivial_loss: cfg.trivial_loss(dist), sgd, adam, log_gap_mean, log_gap_std, gap_mean, gap_std, log_gaps };
+            let row = GapRow {
+                data: dist,
+                depth,
+                trivial_loss: cfg.trivial_loss(dist),
+                sgd,
+                adam,
+                log_gap_mean,
+                log_gap_std,
+                gap_mean,
+                gap_std,
+                log_gaps,
+            };
             if !cfg.noise.steps.is_empty() {
                 let o = cfg.noise.optimizer;
                 let lr = if o == Optim::Sgd { row.sgd.lr } else { row.adam.lr };
@@ -623,9 +651,15 @@ fn pick_best(by_lr: &[(f64, Vec<f64>)]) -> Option<BestLr> {
 }
 
 /// Run the lens end to end: sweep, `icl.h5`, PNG plots and `index.html` in `out_dir`.
-pub fn run_lens(cfg: &IclConfig, out_dir: &Path, device: Device, progress: Option<Progress>) -> Result<IclReport, IclError> {
+pub fn run_lens(
+    cfg: &IclConfig,
+    out_dir: &Path,
+    device: Device,
+    progress: Option<Progress>,
+) -> Result<IclReport, IclError> {
     let report = run_sweep(cfg, device, progress)?;
-    std::fs::create_dir_all(out_dir).map_err(|e| IclError::Output { path: out_dir.display().to_string(), msg: e.to_string() })?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| IclError::Output { path: out_dir.display().to_string(), msg: e.to_string() })?;
     write_h5(&out_dir.join("icl.h5"), &report)?;
     write_html(out_dir, &report)?;
     Ok(report)

@@ -31,8 +31,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::{parse_toml, ConfigError};
 
 pub use data::{MmData, MmDataConfig};
-pub use output::{write_h5, write_page, write_plots};
 pub use headlab_analysis::svm::{cosine, min_norm_margin, SvmError, SvmSolution};
+pub use output::{write_h5, write_page, write_plots};
 pub use train::{Loss, MmTrace, PathPoint, Variant};
 
 #[derive(Debug, thiserror::Error)]
@@ -251,7 +251,13 @@ pub fn run_toy(cfg: &MaxMarginConfig) -> Result<MaxMarginResult, MaxMarginError>
     let w_svm = w_rows.as_ref().map(|r| min_norm_margin(r, data.d * data.d)).transpose()?;
     let v_svm = wants(Variant::Joint).then(|| min_norm_margin(&data.v_rows(&data.opt), data.d)).transpose()?;
     let t = &cfg.train;
-    let gd = train::GdSettings { steps: t.steps, lr: t.lr, normalized: t.normalized, record_every: t.record_every, loss: t.loss };
+    let gd = train::GdSettings {
+        steps: t.steps,
+        lr: t.lr,
+        normalized: t.normalized,
+        record_every: t.record_every,
+        loss: t.loss,
+    };
     let mut runs = Vec::new();
     for &variant in &t.variants {
         if runs.iter().any(|r: &VariantRun| r.variant == variant) {
@@ -262,12 +268,24 @@ pub fn run_toy(cfg: &MaxMarginConfig) -> Result<MaxMarginResult, MaxMarginError>
             Variant::Joint => (data.d, &p_rows, &p_svm.x, v_svm.as_ref().map(|s| s.x.as_slice())),
             Variant::W => match (w_rows.as_ref(), w_svm.as_ref()) {
                 (Some(r), Some(s)) => (data.d * data.d, r, &s.x, None),
-                _ => return Err(ConfigError::invalid("max-margin", "variants", "w", "the W variant needs the W att-SVM, which was not computed").into()),
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "max-margin",
+                        "variants",
+                        "w",
+                        "the W variant needs the W att-SVM, which was not computed",
+                    )
+                    .into())
+                }
             },
         };
         let init = train::Params { theta: vec![0.0; len], v: data.v.clone() };
         let (trace, params) = train::gradient_descent(&data, variant, init, &gd, rows, mm, vmm);
-        tracing::info!(variant = variant.name(), cos = trace.cos.last().copied().unwrap_or(f64::NAN), "max-margin run done");
+        tracing::info!(
+            variant = variant.name(),
+            cos = trace.cos.last().copied().unwrap_or(f64::NAN),
+            "max-margin run done"
+        );
         let selected = train::evaluate(&data, variant, t.loss, &params).selected;
         let (mut cos_selected, mut cos_v_selected) = (None, None);
         if selected != data.opt {
@@ -278,9 +296,18 @@ pub fn run_toy(cfg: &MaxMarginConfig) -> Result<MaxMarginResult, MaxMarginError>
                 cos_v_selected = min_norm_margin(&data.v_rows(&selected), data.d).ok().map(|s| cosine(&params.v, &s.x));
             }
         }
-        runs.push(VariantRun { variant, trace, theta: params.theta, v: params.v, selected, cos_selected, cos_v_selected });
+        runs.push(VariantRun {
+            variant,
+            trace,
+            theta: params.theta,
+            v: params.v,
+            selected,
+            cos_selected,
+            cos_v_selected,
+        });
     }
-    let path = train::regularization_path(&data, t.loss, &cfg.path.radii, cfg.path.steps_per_radius, cfg.path.lr, &p_svm.x);
+    let path =
+        train::regularization_path(&data, t.loss, &cfg.path.radii, cfg.path.steps_per_radius, cfg.path.lr, &p_svm.x);
     Ok(MaxMarginResult { config: cfg.clone(), data, p_svm, w_svm, v_svm, runs, path })
 }
 

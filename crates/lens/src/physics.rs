@@ -46,7 +46,9 @@ use std::path::{Path, PathBuf};
 
 use headlab_analysis::att_svm as svm;
 use headlab_analysis::evalset::frame_geoms;
-use headlab_analysis::lens_physics::{default_freeze, lens_physics_path, read_lens_physics, write_lens_physics, LensPhysics, SERIES};
+use headlab_analysis::lens_physics::{
+    default_freeze, lens_physics_path, read_lens_physics, write_lens_physics, LensPhysics, SERIES,
+};
 use headlab_analysis::metrics::ContactSet;
 use headlab_probe::run::ProbeOptions;
 use headlab_sim::Dataset;
@@ -122,14 +124,21 @@ pub struct PhysicsLensConfig {
 
 impl Default for PhysicsLensConfig {
     fn default() -> Self {
-        PhysicsLensConfig { freeze_frames: 16, svm_queries: 24, seed: 0, contact: Contact::Interval, freeze: default_freeze() }
+        PhysicsLensConfig {
+            freeze_frames: 16,
+            svm_queries: 24,
+            seed: 0,
+            contact: Contact::Interval,
+            freeze: default_freeze(),
+        }
     }
 }
 
 impl PhysicsLensConfig {
     /// Check every value; the error names the key and what is allowed.
     pub fn validate(&self) -> Result<()> {
-        let bad = |key: &str, value: String, hint: &str| Err(ConfigError::invalid("lens physics", key, value, hint).into());
+        let bad =
+            |key: &str, value: String, hint: &str| Err(ConfigError::invalid("lens physics", key, value, hint).into());
         if self.freeze_frames == 0 {
             return bad("freeze_frames", "0".into(), "need at least one frame for the logit series");
         }
@@ -198,7 +207,10 @@ pub fn sample_queries(contacts: &[&ContactSet], ratios: &[&[f32]], n: usize, k: 
             }
         }
     }
-    all.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(headlab_sim::seed::derive_seed(seed, headlab_sim::seed::Stream::PhysicsLensQueries)));
+    all.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(headlab_sim::seed::derive_seed(
+        seed,
+        headlab_sim::seed::Stream::PhysicsLensQueries,
+    )));
     all.truncate(k);
     all.sort();
     // Every candidate query has degree > 0, so a partner always exists.
@@ -206,7 +218,8 @@ pub fn sample_queries(contacts: &[&ContactSet], ratios: &[&[f32]], n: usize, k: 
         .filter_map(|(e, i)| {
             let cs = contacts[e];
             let r = ratios[e];
-            let partner = (0..n).filter(|&j| cs.contains(i, j)).min_by(|&a, &b| r[i * n + a].total_cmp(&r[i * n + b]))?;
+            let partner =
+                (0..n).filter(|&j| cs.contains(i, j)).min_by(|&a, &b| r[i * n + a].total_cmp(&r[i * n + b]))?;
             let others = (0..n).filter(|&j| j != i && !cs.contains(i, j)).collect();
             Some(SvmQuery { eval_index: e, query: i, partner, others })
         })
@@ -234,13 +247,19 @@ fn forward(m: &headlab_model::Model, ds: &Dataset, frames: &[(usize, usize)]) ->
     tch::no_grad(|| {
         let st = headlab_model::State::from_dataset(ds, frames, m.device());
         let x = m.norm.features(&st);
-        let (_, cache) = m.run_with_cache(&x, |name| name.ends_with(".ln1.hook_normalized") || name.ends_with(".attn.hook_attn_scores"))?;
+        let (_, cache) = m.run_with_cache(&x, |name| {
+            name.ends_with(".ln1.hook_normalized") || name.ends_with(".attn.hook_attn_scores")
+        })?;
         let mut out = Forward { a: vec![], scores: vec![] };
         for l in 0..m.config.n_layers {
             let a = cache.require(&format!("blocks.{l}.ln1.hook_normalized"))?;
-            out.a.push(Vec::<f64>::try_from(&a.to_kind(Kind::Double).to_device(tch::Device::Cpu).contiguous().view([-1]))?);
+            out.a.push(Vec::<f64>::try_from(
+                &a.to_kind(Kind::Double).to_device(tch::Device::Cpu).contiguous().view([-1]),
+            )?);
             let s = cache.require(&format!("blocks.{l}.attn.hook_attn_scores"))?;
-            out.scores.push(Vec::<f32>::try_from(&s.to_kind(Kind::Float).to_device(tch::Device::Cpu).contiguous().view([-1]))?);
+            out.scores.push(Vec::<f32>::try_from(
+                &s.to_kind(Kind::Float).to_device(tch::Device::Cpu).contiguous().view([-1]),
+            )?);
         }
         Ok(out)
     })
@@ -249,7 +268,12 @@ fn forward(m: &headlab_model::Model, ds: &Dataset, frames: &[(usize, usize)]) ->
 /// `[W_Q; b_Q] W_Kᵀ` of every head of layer `l`: per head row-major `(d+1) × d`.
 fn head_forms(m: &headlab_model::Model, l: usize) -> Result<Vec<Vec<f64>>> {
     let get = |n: &str| -> Result<Tensor> {
-        m.param(&format!("blocks.{l}.attn.{n}")).map(|t| t.to_kind(Kind::Double).to_device(tch::Device::Cpu)).ok_or_else(|| PhysicsLensError::Run { path: PathBuf::new(), msg: format!("checkpoint has no blocks.{l}.attn.{n}") })
+        m.param(&format!("blocks.{l}.attn.{n}"))
+            .map(|t| t.to_kind(Kind::Double).to_device(tch::Device::Cpu))
+            .ok_or_else(|| PhysicsLensError::Run {
+                path: PathBuf::new(),
+                msg: format!("checkpoint has no blocks.{l}.attn.{n}"),
+            })
     };
     let (wq, wk, bq) = (get("W_Q")?, get("W_K")?, get("b_Q")?); // [H,d,dh], [H,d,dh], [H,dh]
     let qa = Tensor::cat(&[wq, bq.unsqueeze(1)], 1); // [H, d+1, dh]
@@ -285,7 +309,10 @@ pub fn run_physics(run: &Path, ds: &Dataset, cfg: &PhysicsLensConfig, ctl: &Phys
     let beside = out.with_file_name(format!(".{name}.fresh"));
     let r = run_physics_into(run, ds, cfg, ctl, &beside).and_then(|mut s| {
         if beside.exists() {
-            std::fs::rename(&beside, &out).map_err(|e| PhysicsLensError::Run { path: out.clone(), msg: format!("cannot replace it with {}: {e}", beside.display()) })?;
+            std::fs::rename(&beside, &out).map_err(|e| PhysicsLensError::Run {
+                path: out.clone(),
+                msg: format!("cannot replace it with {}: {e}", beside.display()),
+            })?;
         }
         s.path = out.clone();
         Ok(s)
@@ -298,21 +325,43 @@ pub fn run_physics(run: &Path, ds: &Dataset, cfg: &PhysicsLensConfig, ctl: &Phys
 
 /// [`run_physics`] writing to `target` (the run's lens_physics.h5, or the
 /// file that --fresh builds beside it).
-fn run_physics_into(run: &Path, ds: &Dataset, cfg: &PhysicsLensConfig, ctl: &PhysicsControl, target: &Path) -> Result<PhysicsSummary> {
+fn run_physics_into(
+    run: &Path,
+    ds: &Dataset,
+    cfg: &PhysicsLensConfig,
+    ctl: &PhysicsControl,
+    target: &Path,
+) -> Result<PhysicsSummary> {
     cfg.validate()?;
     let device = ctl.device.resolve()?;
     let apath = run.join("analysis.h5");
     if !apath.exists() {
-        return Err(PhysicsLensError::Run { path: apath, msg: "not found; probe the run first (headlab probe RUN)".into() });
+        return Err(PhysicsLensError::Run {
+            path: apath,
+            msg: "not found; probe the run first (headlab probe RUN)".into(),
+        });
     }
     let an: Analysis = read_analysis(&apath, false)?;
-    let popts: ProbeOptions = toml::from_str(&an.config_toml).map_err(|e| PhysicsLensError::Run { path: apath.clone(), msg: format!("cannot read the probe options: {e}") })?;
+    let popts: ProbeOptions = toml::from_str(&an.config_toml).map_err(|e| PhysicsLensError::Run {
+        path: apath.clone(),
+        msg: format!("cannot read the probe options: {e}"),
+    })?;
     if an.n_particles != ds.n_particles {
-        return Err(PhysicsLensError::Run { path: apath.clone(), msg: format!("was probed on {} particles, the dataset has {}; pass the run's dataset", an.n_particles, ds.n_particles) });
+        return Err(PhysicsLensError::Run {
+            path: apath.clone(),
+            msg: format!(
+                "was probed on {} particles, the dataset has {}; pass the run's dataset",
+                an.n_particles, ds.n_particles
+            ),
+        });
     }
-    let frames: Vec<(usize, usize)> = an.eval_traj.iter().zip(&an.eval_frame).map(|(&t, &f)| (t as usize, f as usize)).collect();
+    let frames: Vec<(usize, usize)> =
+        an.eval_traj.iter().zip(&an.eval_frame).map(|(&t, &f)| (t as usize, f as usize)).collect();
     if frames.iter().any(|&(t, f)| t >= ds.n_traj || f >= ds.n_frames) {
-        return Err(PhysicsLensError::Run { path: apath.clone(), msg: "evaluation frames are not in this dataset; pass the run's dataset".into() });
+        return Err(PhysicsLensError::Run {
+            path: apath.clone(),
+            msg: "evaluation frames are not in this dataset; pass the run's dataset".into(),
+        });
     }
     let out = target.to_path_buf();
     let cfg_toml = cfg.to_toml()?;
@@ -324,16 +373,27 @@ fn run_physics_into(run: &Path, ds: &Dataset, cfg: &PhysicsLensConfig, ctl: &Phy
             return Err(PhysicsLensError::Run { path: out.clone(), msg: format!("was computed with other options:\n{}\nnow:\n{}\npass --fresh to start over, or use the same options", lp.config_toml, cfg_toml) });
         }
         if (lp.n_layers, lp.n_heads, lp.n_particles) != (an.n_layers, an.n_heads, n) {
-            return Err(PhysicsLensError::Run { path: out.clone(), msg: "holds another model shape than analysis.h5; pass --fresh".into() });
+            return Err(PhysicsLensError::Run {
+                path: out.clone(),
+                msg: "holds another model shape than analysis.h5; pass --fresh".into(),
+            });
         }
         lp
     } else {
-        LensPhysics { config_toml: cfg_toml.clone(), n_layers: an.n_layers, n_heads: an.n_heads, n_particles: n, freeze_frames: ff, ..Default::default() }
+        LensPhysics {
+            config_toml: cfg_toml.clone(),
+            n_layers: an.n_layers,
+            n_heads: an.n_heads,
+            n_particles: n,
+            freeze_frames: ff,
+            ..Default::default()
+        }
     };
 
     // The constraint sample (fixed for the run).
     let geoms = frame_geoms(ds, &frames, popts.contact_factor);
-    let sets: Vec<&ContactSet> = geoms.iter().map(|g| if cfg.contact == Contact::Interval { &g.interval } else { &g.overlap }).collect();
+    let sets: Vec<&ContactSet> =
+        geoms.iter().map(|g| if cfg.contact == Contact::Interval { &g.interval } else { &g.overlap }).collect();
     let ratios: Vec<&[f32]> = geoms.iter().map(|g| g.ratios.as_slice()).collect();
     let sample = sample_queries(&sets, &ratios, n, cfg.svm_queries, cfg.seed);
     if sample.is_empty() {
@@ -364,7 +424,12 @@ fn run_physics_into(run: &Path, ds: &Dataset, cfg: &PhysicsLensConfig, ctl: &Phy
     let skipped = ckpts.len() - todo.len();
     let bar = if ctl.progress {
         let b = indicatif::ProgressBar::new(todo.len() as u64);
-        b.set_style(indicatif::ProgressStyle::with_template("lens physics {bar:30} {pos}/{len} checkpoints  {elapsed} (eta {eta})  {msg}").map_err(|e| PhysicsLensError::Run { path: run.to_path_buf(), msg: format!("progress bar: {e}") })?);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "lens physics {bar:30} {pos}/{len} checkpoints  {elapsed} (eta {eta})  {msg}",
+            )
+            .map_err(|e| PhysicsLensError::Run { path: run.to_path_buf(), msg: format!("progress bar: {e}") })?,
+        );
         b
     } else {
         indicatif::ProgressBar::hidden()
@@ -375,11 +440,15 @@ fn run_physics_into(run: &Path, ds: &Dataset, cfg: &PhysicsLensConfig, ctl: &Phy
     for (step, path) in &todo {
         let m = headlab_model::Model::load(path, device)?;
         if (m.config.n_layers, m.config.n_heads) != (nl, nh) {
-            return Err(PhysicsLensError::Run { path: path.clone(), msg: format!("has {}×{} heads, analysis.h5 {nl}×{nh}", m.config.n_layers, m.config.n_heads) });
+            return Err(PhysicsLensError::Run {
+                path: path.clone(),
+                msg: format!("has {}×{} heads, analysis.h5 {nl}×{nh}", m.config.n_layers, m.config.n_heads),
+            });
         }
         let d = m.config.d_model;
         let f = forward(&m, ds, &fwd_frames)?;
-        let mut series: BTreeMap<String, Vec<f64>> = SERIES.iter().map(|s| (s.to_string(), vec![f64::NAN; nl * nh])).collect();
+        let mut series: BTreeMap<String, Vec<f64>> =
+            SERIES.iter().map(|s| (s.to_string(), vec![f64::NAN; nl * nh])).collect();
         let mut logits = Vec::with_capacity(nl * nh * ff * n * n);
         for l in 0..nl {
             // Centred logits of the freeze frames, [H, F, N, N].
@@ -429,7 +498,9 @@ fn run_physics_into(run: &Path, ds: &Dataset, cfg: &PhysicsLensConfig, ctl: &Phy
                         set(&mut series, "svm_constraints", k, pairs.len() as f64);
                     }
                 }
-                Err(e) => tracing::warn!("step {step}, layer {l}: att-SVM not solved ({e}); its series are NaN at this step"),
+                Err(e) => {
+                    tracing::warn!("step {step}, layer {l}: att-SVM not solved ({e}); its series are NaN at this step")
+                }
             }
         }
         lp.add_step(*step, &series, logits);

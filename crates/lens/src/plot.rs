@@ -215,7 +215,11 @@ fn fmt_tick(v: f64, log: bool, span: f64) -> String {
         format!("{x:.0e}")
     } else {
         let s = format!("{x:.*}", dec.clamp(0, 6) as usize);
-        if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
     }
 }
 
@@ -264,7 +268,11 @@ fn draw_panel(p: &Panel, area: &DrawingArea<BitMapBackend, Shift>) -> Result<(),
         Some(t) => {
             let i = v.round();
             let on_tick = (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < t.len();
-            if on_tick { t[i as usize].clone() } else { String::new() }
+            if on_tick {
+                t[i as usize].clone()
+            } else {
+                String::new()
+            }
         }
         None => fmt_tick(*v, lx, x1 - x0),
     };

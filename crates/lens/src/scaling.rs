@@ -58,8 +58,8 @@ use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{parse_toml, ConfigError};
-use tch::{Device, Kind, Tensor};
 use headlab_sim::seed::{derive_seed, Stream};
+use tch::{Device, Kind, Tensor};
 
 /// Errors of the scaling lens.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +113,10 @@ pub fn divisors(keys: &Tensor, mask: Option<&Tensor>, nq: i64, scale: ScoreScale
     let mut batch: Vec<i64> = ks[..ks.len() - 2].to_vec();
     batch.extend([nq, 1]);
     let count = || match mask {
-        Some(m) => m.to_kind(Kind::Float).sum_dim_intlist([-1i64].as_slice(), true, Kind::Float).expand(batch.as_slice(), false),
+        Some(m) => m
+            .to_kind(Kind::Float)
+            .sum_dim_intlist([-1i64].as_slice(), true, Kind::Float)
+            .expand(batch.as_slice(), false),
         None => Tensor::full(batch.as_slice(), nk as f64, opts),
     };
     match scale {
@@ -128,11 +131,22 @@ pub fn divisors(keys: &Tensor, mask: Option<&Tensor>, nq: i64, scale: ScoreScale
             ln.where_self(&n.ge(2.0), &ln.ones_like())
         }
         ScoreScale::InvKeyNormSum => {
-            let norms = keys.to_kind(Kind::Float).square().sum_dim_intlist([-1i64].as_slice(), false, Kind::Float).clamp_min(1e-30).sqrt(); // [..., Nk]
+            let norms = keys
+                .to_kind(Kind::Float)
+                .square()
+                .sum_dim_intlist([-1i64].as_slice(), false, Kind::Float)
+                .clamp_min(1e-30)
+                .sqrt(); // [..., Nk]
             let s = match mask {
                 // [..., Nq, Nk] x [..., Nk, 1]
-                Some(m) => m.to_kind(Kind::Float).expand(scores_shape(&batch, nk).as_slice(), false).matmul(&norms.unsqueeze(-1)),
-                None => norms.sum_dim_intlist([-1i64].as_slice(), true, Kind::Float).unsqueeze(-1).expand(batch.as_slice(), false),
+                Some(m) => m
+                    .to_kind(Kind::Float)
+                    .expand(scores_shape(&batch, nk).as_slice(), false)
+                    .matmul(&norms.unsqueeze(-1)),
+                None => norms
+                    .sum_dim_intlist([-1i64].as_slice(), true, Kind::Float)
+                    .unsqueeze(-1)
+                    .expand(batch.as_slice(), false),
             };
             s.clamp_min(1e-12)
         }
@@ -358,9 +372,12 @@ pub fn simulate(cfg: &ScalingConfig, device: Device) -> Result<ScalingReport, Sc
             let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, Stream::ScalingCell { spread: si, n: ni }));
             let mut per_opt: Vec<Vec<(Saturation, f64, f64)>> = vec![Vec::new(); cfg.options.len()];
             for _ in 0..cfg.trials {
-                let q = Tensor::from_slice(&normals(&mut rng, cfg.queries * d, cfg.query_std)).view([cfg.queries as i64, d as i64]).to_device(device);
+                let q = Tensor::from_slice(&normals(&mut rng, cfg.queries * d, cfg.query_std))
+                    .view([cfg.queries as i64, d as i64])
+                    .to_device(device);
                 let k = Tensor::from_slice(&normals(&mut rng, n * d, cfg.key_std)).view([n as i64, d as i64]);
-                let len: Vec<f32> = (0..n).map(|_| (spread * rng.sample::<f64, _>(StandardNormal)).exp() as f32).collect();
+                let len: Vec<f32> =
+                    (0..n).map(|_| (spread * rng.sample::<f64, _>(StandardNormal)).exp() as f32).collect();
                 let k = (k * Tensor::from_slice(&len).view([n as i64, 1])).to_device(device);
                 for (oi, &opt) in cfg.options.iter().enumerate() {
                     let s = scaled_scores(&q, &k, None, opt);
@@ -368,7 +385,14 @@ pub fn simulate(cfg: &ScalingConfig, device: Device) -> Result<ScalingReport, Sc
                     let sat = saturation(&p, cfg.eps, None);
                     let c = divisors(&k, None, cfg.queries as i64, opt).squeeze_dim(-1).to_kind(Kind::Double);
                     let eff = (jacobian_fro_rows(&p) / c).mean(Kind::Double).double_value(&[]);
-                    let sstd = if n > 1 { s.to_kind(Kind::Double).std_dim([-1i64].as_slice(), true, false).mean(Kind::Double).double_value(&[]) } else { 0.0 };
+                    let sstd = if n > 1 {
+                        s.to_kind(Kind::Double)
+                            .std_dim([-1i64].as_slice(), true, false)
+                            .mean(Kind::Double)
+                            .double_value(&[])
+                    } else {
+                        0.0
+                    };
                     per_opt[oi].push((sat, eff, sstd));
                 }
             }
@@ -391,7 +415,14 @@ pub fn simulate(cfg: &ScalingConfig, device: Device) -> Result<ScalingReport, Sc
                     max_weight: mean(&|x| x.0.max_weight),
                     rows: v.iter().map(|x| x.0.rows).sum(),
                 };
-                points.push(ScalingPoint { option: opt, spread, n, sat, effective_jacobian: mean(&|x| x.1), score_std: mean(&|x| x.2) });
+                points.push(ScalingPoint {
+                    option: opt,
+                    spread,
+                    n,
+                    sat,
+                    effective_jacobian: mean(&|x| x.1),
+                    score_std: mean(&|x| x.2),
+                });
             }
         }
     }
@@ -401,7 +432,8 @@ pub fn simulate(cfg: &ScalingConfig, device: Device) -> Result<ScalingReport, Sc
 /// Run the lens end to end: `scaling.h5`, PNG plots and `index.html` in `out_dir`.
 pub fn run_lens(cfg: &ScalingConfig, out_dir: &Path, device: Device) -> Result<ScalingReport, ScalingError> {
     let r = simulate(cfg, device)?;
-    std::fs::create_dir_all(out_dir).map_err(|e| ScalingError::Output { path: out_dir.display().to_string(), msg: e.to_string() })?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| ScalingError::Output { path: out_dir.display().to_string(), msg: e.to_string() })?;
     write_h5(&out_dir.join("scaling.h5"), &r)?;
     write_html(out_dir, &r)?;
     Ok(r)

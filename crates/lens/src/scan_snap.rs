@@ -28,7 +28,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{parse_toml, ConfigError};
 
-pub use headlab_analysis::freeze::{detect_freeze, relative_change, snap_from_changes, steepest_drop, FreezeConfig, FreezeScale};
+pub use headlab_analysis::freeze::{
+    detect_freeze, relative_change, snap_from_changes, steepest_drop, FreezeConfig, FreezeScale,
+};
 pub use output::{write_h5, write_page, write_plots};
 pub use task::{Batch, Task, TaskConfig, TokenKind};
 
@@ -141,7 +143,12 @@ pub struct SweepConfig {
 
 impl Default for SweepConfig {
     fn default() -> Self {
-        SweepConfig { lr_ratios: vec![0.1, 0.3, 1.0, 3.0, 10.0], dataset_sizes: vec![12, 24, 48, 192, 0], seeds: 3, steps: 0 }
+        SweepConfig {
+            lr_ratios: vec![0.1, 0.3, 1.0, 3.0, 10.0],
+            dataset_sizes: vec![12, 24, 48, 192, 0],
+            seeds: 3,
+            steps: 0,
+        }
     }
 }
 
@@ -372,7 +379,8 @@ pub fn run_toy(cfg: &ScanSnapConfig, progress: Option<Progress>) -> Result<ScanS
         for s in 0..cfg.sweep.seeds as u64 {
             report("dataset-size sweep", done);
             let seed = headlab_sim::seed::derive_seed(t.seed, headlab_sim::seed::Stream::Replicate { index: s });
-            let (trace, train_set) = model::train_run(cfg, t.lr_attention, t.lr_decoder, size, seed, cfg.sweep_steps())?;
+            let (trace, train_set) =
+                model::train_run(cfg, t.lr_attention, t.lr_decoder, size, seed, cfg.sweep_steps())?;
             data_sweep.push(lock_measures(&task, size, seed, &trace, train_set.as_ref()));
             done += 1;
         }
@@ -397,7 +405,8 @@ pub fn lock_measures(task: &Task, size: usize, seed: u64, trace: &Trace, train_s
     let (corr, mean_purity) = match train_set {
         Some(ts) => {
             let pur = task.purity(ts);
-            let pairs: Vec<(f32, f32)> = common.iter().filter(|&&t| pur[t].is_finite()).map(|&t| (pur[t], logit[t])).collect();
+            let pairs: Vec<(f32, f32)> =
+                common.iter().filter(|&&t| pur[t].is_finite()).map(|&t| (pur[t], logit[t])).collect();
             let mp = pairs.iter().map(|p| p.0).sum::<f32>() / pairs.len().max(1) as f32;
             (pearson(&pairs), mp)
         }
@@ -445,7 +454,11 @@ pub fn train_main(cfg: &ScanSnapConfig) -> Result<Trace, ScanSnapError> {
 /// Everything the `headlab lens scan-snap` command does: train, sweep, and
 /// write `scan_snap.h5`, the PNGs and `index.html` into `out`. Returns the
 /// result and the page's path.
-pub fn run_lens(cfg: &ScanSnapConfig, out: &std::path::Path, progress: Option<Progress>) -> Result<(ScanSnapResult, PathBuf), ScanSnapError> {
+pub fn run_lens(
+    cfg: &ScanSnapConfig,
+    out: &std::path::Path,
+    progress: Option<Progress>,
+) -> Result<(ScanSnapResult, PathBuf), ScanSnapError> {
     let res = run_toy(cfg, progress)?;
     std::fs::create_dir_all(out).map_err(|source| ScanSnapError::Io { path: out.to_path_buf(), source })?;
     write_h5(&out.join("scan_snap.h5"), &res)?;

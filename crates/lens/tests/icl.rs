@@ -3,7 +3,10 @@
 //! Adam-vs-SGD comparison on the default task.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
-use headlab_lens::icl::{hvp, run_sweep, sample_prompts, top_eigenvalue, write_h5, write_html, DataDist, IclConfig, LinearTransformer, Prompts};
+use headlab_lens::icl::{
+    hvp, run_sweep, sample_prompts, top_eigenvalue, write_h5, write_html, DataDist, IclConfig, LinearTransformer,
+    Prompts,
+};
 use tch::{Device, Kind, Tensor};
 
 fn v64(t: &Tensor) -> Vec<f64> {
@@ -99,7 +102,10 @@ fn hessian_vector_products_match_finite_differences() {
         let kq = (m.w_kq[0].detach().to_kind(Kind::Double) + &v[1] * shift).set_requires_grad(true);
         LinearTransformer::from_weights(vec![pv], vec![kq])
     };
-    let v = vec![Tensor::randn([1, 3, 3], (Kind::Double, Device::Cpu)), Tensor::randn([1, 3, 3], (Kind::Double, Device::Cpu))];
+    let v = vec![
+        Tensor::randn([1, 3, 3], (Kind::Double, Device::Cpu)),
+        Tensor::randn([1, 3, 3], (Kind::Double, Device::Cpu)),
+    ];
     let zero = vec![v[0].zeros_like(), v[1].zeros_like()];
     let m0 = mk(0.0, &zero);
     let hv: Vec<f64> = hvp(&m0, &p, &v).iter().flat_map(v64).collect();
@@ -118,7 +124,10 @@ fn hessian_vector_products_match_finite_differences() {
     let lam = top_eigenvalue(&m0, &p, 200, 1);
     for s in 0..5 {
         tch::manual_seed(100 + s);
-        let u = vec![Tensor::randn([1, 3, 3], (Kind::Double, Device::Cpu)), Tensor::randn([1, 3, 3], (Kind::Double, Device::Cpu))];
+        let u = vec![
+            Tensor::randn([1, 3, 3], (Kind::Double, Device::Cpu)),
+            Tensor::randn([1, 3, 3], (Kind::Double, Device::Cpu)),
+        ];
         let hu: Vec<f64> = hvp(&m0, &p, &u).iter().flat_map(v64).collect();
         let uu: Vec<f64> = u.iter().flat_map(v64).collect();
         let rq = uu.iter().zip(&hu).map(|(a, b)| a * b).sum::<f64>() / uu.iter().map(|a| a * a).sum::<f64>();
@@ -191,16 +200,37 @@ fn results_are_written_to_hdf5_and_html() {
 #[test]
 fn adam_beats_sgd_and_heavier_tails_widen_the_gap() {
     tch::set_num_threads(1);
-    let mut cfg = IclConfig { depths: vec![1], seeds: vec![0, 1], sgd_lrs: vec![0.1, 0.3], adam_lrs: vec![0.01, 0.03], ..Default::default() };
+    let mut cfg = IclConfig {
+        depths: vec![1],
+        seeds: vec![0, 1],
+        sgd_lrs: vec![0.1, 0.3],
+        adam_lrs: vec![0.01, 0.03],
+        ..Default::default()
+    };
     cfg.noise.steps = vec![];
     let r = run_sweep(&cfg, Device::Cpu, None).unwrap();
     let g = |d: DataDist| r.gaps.iter().find(|g| g.data == d).unwrap();
     let (gauss, heavy) = (g(DataDist::Gaussian), g(DataDist::StudentT(6.0)));
     for x in [gauss, heavy] {
-        eprintln!("{} depth 1: SGD {:.4} (lr {}), Adam {:.4} (lr {}), log10 gap {:.4} ± {:.4}, per seed {:?}", x.data.label(), x.sgd.mean, x.sgd.lr, x.adam.mean, x.adam.lr, x.log_gap_mean, x.log_gap_std, x.log_gaps);
+        eprintln!(
+            "{} depth 1: SGD {:.4} (lr {}), Adam {:.4} (lr {}), log10 gap {:.4} ± {:.4}, per seed {:?}",
+            x.data.label(),
+            x.sgd.mean,
+            x.sgd.lr,
+            x.adam.mean,
+            x.adam.lr,
+            x.log_gap_mean,
+            x.log_gap_std,
+            x.log_gaps
+        );
         assert!(x.log_gap_mean > 0.0 && x.gap_mean > 0.0, "Adam does not beat SGD on {}", x.data.label());
         // Both learn: well below the trivial loss E[y²] = 5.
         assert!(x.adam.mean < 0.5 * x.trivial_loss);
     }
-    assert!(heavy.log_gap_mean > gauss.log_gap_mean, "gap gaussian {} vs student-t:6 {}", gauss.log_gap_mean, heavy.log_gap_mean);
+    assert!(
+        heavy.log_gap_mean > gauss.log_gap_mean,
+        "gap gaussian {} vs student-t:6 {}",
+        gauss.log_gap_mean,
+        heavy.log_gap_mean
+    );
 }

@@ -82,7 +82,12 @@ fn gradient_descent_converges_to_the_att_svm_direction() {
         assert!(*t.margin_ratio.last().unwrap() > 0.9);
         assert_eq!(t.selected_opt_share, 1.0);
         // The trained direction also matches the independently computed final θ.
-        assert!((cosine(&r.theta, if r.variant == Variant::P { &res.p_svm.x } else { &res.w_svm.as_ref().unwrap().x }) - cos).abs() < 1e-9);
+        assert!(
+            (cosine(&r.theta, if r.variant == Variant::P { &res.p_svm.x } else { &res.w_svm.as_ref().unwrap().x })
+                - cos)
+                .abs()
+                < 1e-9
+        );
     }
     // The regularization path approaches the same direction as R grows.
     let first = res.path.first().unwrap().cos;

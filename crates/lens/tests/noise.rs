@@ -53,7 +53,8 @@ fn gaussian_reads_light_tailed_and_kurtosis_separates_laplace() {
     assert!((s.hill.alpha - s.hill_gaussian.alpha).abs() < 4.0 * s.hill.se, "{s:?}");
     // Laplace has excess kurtosis 3.
     let e = Exp::new(1.0).unwrap();
-    let lap: Vec<f64> = (0..200_000).map(|i| if i % 2 == 0 { e.sample(&mut rng) } else { -e.sample(&mut rng) }).collect();
+    let lap: Vec<f64> =
+        (0..200_000).map(|i| if i % 2 == 0 { e.sample(&mut rng) } else { -e.sample(&mut rng) }).collect();
     let k = excess_kurtosis(&lap).unwrap();
     assert!((k - 3.0).abs() < 0.3, "laplace kurtosis {k}");
 }

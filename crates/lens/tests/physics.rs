@@ -26,7 +26,14 @@ fn physics_lens_series_have_the_right_shapes_and_are_incremental() {
     let cfg = tiny_train_config(5);
     train(&cfg, &ds, &run, &RunOptions::default()).unwrap();
     let popts = ProbeOptions { eval_frames: 40, cache_trajectories: 0, ..Default::default() };
-    probe_run(&run, &ds, Path::new("toy.h5"), &popts, &ProbeControl { device: headlab_model::DeviceSpec::Cpu, progress: false, ..Default::default() }).unwrap();
+    probe_run(
+        &run,
+        &ds,
+        Path::new("toy.h5"),
+        &popts,
+        &ProbeControl { device: headlab_model::DeviceSpec::Cpu, progress: false, ..Default::default() },
+    )
+    .unwrap();
     let an = read_analysis(&run.join("analysis.h5"), false).unwrap();
 
     // Hold the last checkpoint back to test the incremental path.
@@ -58,7 +65,15 @@ fn physics_lens_series_have_the_right_shapes_and_are_incremental() {
     for name in SERIES {
         assert_eq!(lp.series[name].len(), s * l * h, "{name}");
     }
-    for name in ["svm_cosine", "svm_cosine_full", "svm_margin_ratio", "svm_satisfied", "svm_norm", "svm_constraints", "logit_rms"] {
+    for name in [
+        "svm_cosine",
+        "svm_cosine_full",
+        "svm_margin_ratio",
+        "svm_satisfied",
+        "svm_norm",
+        "svm_constraints",
+        "logit_rms",
+    ] {
         assert!(lp.series[name].iter().all(|v| v.is_finite()), "{name}: {:?}", lp.series[name]);
     }
     assert!(lp.series["svm_cosine"].iter().all(|v| v.abs() <= 1.0 + 1e-9));
@@ -123,7 +138,14 @@ fn physics_lens_runs_on_a_model_without_layer_norm() {
     let m = headlab_model::Model::load(&ckpts[0].1, tch::Device::Cpu).unwrap();
     assert!(m.param("blocks.0.ln1.w").is_none(), "the run really has no LayerNorm");
     let popts = ProbeOptions { eval_frames: 40, cache_trajectories: 0, ..Default::default() };
-    probe_run(&run, &ds, Path::new("toy.h5"), &popts, &ProbeControl { device: headlab_model::DeviceSpec::Cpu, progress: false, ..Default::default() }).unwrap();
+    probe_run(
+        &run,
+        &ds,
+        Path::new("toy.h5"),
+        &popts,
+        &ProbeControl { device: headlab_model::DeviceSpec::Cpu, progress: false, ..Default::default() },
+    )
+    .unwrap();
     let mut lc = PhysicsLensConfig { freeze_frames: 4, svm_queries: 6, ..Default::default() };
     lc.freeze.window = 10;
     let s = run_physics(&run, &ds, &lc, &PhysicsControl { progress: false, ..Default::default() }).unwrap();

@@ -2,7 +2,9 @@
 //! on hand-made rows, and the random-vector study's headline behaviour.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
-use headlab_lens::scaling::{jacobian_fro_rows, pattern, saturation, scaled_scores, simulate, ScalingConfig, ScoreScale};
+use headlab_lens::scaling::{
+    jacobian_fro_rows, pattern, saturation, scaled_scores, simulate, ScalingConfig, ScoreScale,
+};
 use tch::{Kind, Tensor};
 
 fn t2(v: &[&[f32]]) -> Tensor {
@@ -74,7 +76,8 @@ fn every_scaling_matches_direct_computation() {
     assert!((got[0][0] - 1.0).abs() < 1e-6);
     // The key-length sum passes gradients to the keys.
     let kk = k.set_requires_grad(true);
-    let s = scaled_scores(&q, &kk, None, ScoreScale::InvKeyNormSum).softmax(-1, Kind::Float).select(1, 0).sum(Kind::Float);
+    let s =
+        scaled_scores(&q, &kk, None, ScoreScale::InvKeyNormSum).softmax(-1, Kind::Float).select(1, 0).sum(Kind::Float);
     let g = Tensor::run_backward(&[&s], &[&kk], false, false);
     let gv = Vec::<f64>::try_from(&g[0].to_kind(Kind::Double).flatten(0, -1)).unwrap();
     assert!(gv.iter().all(|x| x.is_finite()) && gv.iter().any(|x| x.abs() > 1e-6));

@@ -44,7 +44,7 @@ fn model_scale_options_match_the_reference_formulas() {
         let x = norm.features(&s);
         let (_, cache) = m.run_with_cache(&x, |_| true).unwrap();
         let got = cache.get("blocks.0.attn.hook_attn_scores").unwrap().shallow_clone(); // [B,H,N,N]
-        // Recompute layer-0 queries and keys by hand.
+                                                                                        // Recompute layer-0 queries and keys by hand.
         let p = |k: &str| m.param(k).unwrap().shallow_clone();
         let dm = cfg.d_model as i64;
         let resid = p("embed.b_in").addmm(&x.reshape([b * n, f as i64]), &p("embed.W_in"));

@@ -1,7 +1,9 @@
 //! The physics comparison of scale options runs end to end at a toy budget
 //! and records finite, consistent numbers per (particle count, option).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
-use headlab_lens::scaling::physics::{run_physics_scaling, scene_with_particles, write_physics_h5, write_physics_html, PhysicsScalingConfig};
+use headlab_lens::scaling::physics::{
+    run_physics_scaling, scene_with_particles, write_physics_h5, write_physics_html, PhysicsScalingConfig,
+};
 use headlab_model::AttentionScale;
 use headlab_sim::Scene;
 use headlab_store::h5util::{open_kind, read_array};
@@ -48,7 +50,10 @@ fn physics_comparison_runs_and_writes_results() {
     for (i, p) in r.points.iter().enumerate() {
         assert_eq!((p.particles, p.option), (cfg.particles[i / 2], cfg.options[i % 2]));
         assert!(p.val_ratio.is_finite() && p.val_ratio > 0.0, "{p:?}");
-        assert!((0.0..=1.0).contains(&p.frac_saturated) && p.entropy_norm > 0.0 && p.entropy_norm <= 1.0 + 1e-9, "{p:?}");
+        assert!(
+            (0.0..=1.0).contains(&p.frac_saturated) && p.entropy_norm > 0.0 && p.entropy_norm <= 1.0 + 1e-9,
+            "{p:?}"
+        );
         assert!(p.run_dir.join("analysis.h5").exists());
         assert!(p.emergence_step == -1 || p.best_score >= 0.0);
     }

@@ -26,9 +26,23 @@ fn run_saturation_reads_uniform_and_saturated_checkpoints() {
     // Step 0: tiny weights, so every pattern row is nearly uniform.
     // Step 7: large weights and no score scaling, so rows are nearly one-hot.
     for (step, init_scale, scale) in [(0u64, 1e-4, AttentionScale::InvSqrtDHead), (7, 40.0, AttentionScale::None)] {
-        let cfg = ModelConfig { n_layers: 2, n_heads: 2, d_model: 16, init_scale, attention: headlab_model::AttentionConfig { scale, ..Default::default() }, ..Default::default() };
+        let cfg = ModelConfig {
+            n_layers: 2,
+            n_heads: 2,
+            d_model: 16,
+            init_scale,
+            attention: headlab_model::AttentionConfig { scale, ..Default::default() },
+            ..Default::default()
+        };
         let m = Model::new(cfg.clone(), norm.clone(), step, Device::Cpu).unwrap();
-        let ck = Checkpoint { step, config_toml: run_toml(&cfg), params: m.to_arrays().unwrap(), norm: norm.to_arrays(), scalars: vec![("val_loss".into(), 0.5)], ..Default::default() };
+        let ck = Checkpoint {
+            step,
+            config_toml: run_toml(&cfg),
+            params: m.to_arrays().unwrap(),
+            norm: norm.to_arrays(),
+            scalars: vec![("val_loss".into(), 0.5)],
+            ..Default::default()
+        };
         std::fs::create_dir_all(run.join("ckpt")).unwrap();
         write_checkpoint(&checkpoint_path(&run, step), &ck).unwrap();
     }
@@ -43,7 +57,11 @@ fn run_saturation_reads_uniform_and_saturated_checkpoints() {
             let s0 = &r.sat[0][l][h];
             assert_eq!(s0.rows, 12 * n);
             assert_eq!(s0.frac_saturated, 0.0);
-            assert!((s0.jacobian_fro - uniform_j).abs() < 1e-3, "L{l}H{h}: ‖J‖ {} vs uniform {uniform_j}", s0.jacobian_fro);
+            assert!(
+                (s0.jacobian_fro - uniform_j).abs() < 1e-3,
+                "L{l}H{h}: ‖J‖ {} vs uniform {uniform_j}",
+                s0.jacobian_fro
+            );
             assert!((s0.entropy_norm - 1.0).abs() < 1e-4 && (s0.entropy - (n as f64).ln()).abs() < 1e-3);
             let s1 = &r.sat[1][l][h];
             assert!(s1.max_weight > 0.9 && s1.frac_saturated > 0.5, "L{l}H{h}: {s1:?}");

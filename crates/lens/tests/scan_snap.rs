@@ -15,7 +15,10 @@ fn default_toy_task_scans_towards_distinctive_tokens() {
     let t = scan_snap::train_main(&cfg).unwrap();
     let (e0, e1) = (t.entropy[0], Trace::last(&t.entropy));
     let (d1, c1) = (Trace::last(&t.mass_distinct), Trace::last(&t.mass_common));
-    eprintln!("entropy {e0} -> {e1}, distinct {} -> {d1}, common {} -> {c1}, snap {:?}", t.mass_distinct[0], t.mass_common[0], t.snap_step);
+    eprintln!(
+        "entropy {e0} -> {e1}, distinct {} -> {d1}, common {} -> {c1}, snap {:?}",
+        t.mass_distinct[0], t.mass_common[0], t.snap_step
+    );
     // Uniform attention over 9 tokens has entropy ln 9; scanning lowers it clearly.
     assert!((e0 - 9f32.ln()).abs() < 0.1, "initial attention should be near uniform, entropy {e0}");
     assert!(e1 < e0 - 0.2, "entropy did not fall: {e0} -> {e1}");
@@ -74,7 +77,13 @@ fn freeze_detector_finds_the_known_snap_step() {
     // A pause that is followed by more movement is not a snap.
     let mut paused = Vec::new();
     for &s in &steps {
-        let t = if s < 500 { s } else if s < 1000 { 500 } else { (s - 500).min(1500) } as f32;
+        let t = if s < 500 {
+            s
+        } else if s < 1000 {
+            500
+        } else {
+            (s - 500).min(1500)
+        } as f32;
         for i in 0..5 {
             paused.push(1.0 + (i as f32 + 1.0) * t / 100.0);
         }

@@ -16,7 +16,13 @@ impl Model {
     /// Build from named arrays (e.g. a checkpoint's `/params`); checks names and shapes.
     /// All parameters are copied into one flat buffer on `device`; each named
     /// parameter is a leaf view into it that requires grad.
-    pub fn from_arrays(config: ModelConfig, norm: Normalization, arrays: &[NamedArray], device: Device, path: &str) -> Result<Model> {
+    pub fn from_arrays(
+        config: ModelConfig,
+        norm: Normalization,
+        arrays: &[NamedArray],
+        device: Device,
+        path: &str,
+    ) -> Result<Model> {
         config.validate()?;
         let shapes = param_shapes(&config, norm.dimension);
         let total: usize = shapes.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
@@ -24,7 +30,9 @@ impl Model {
         for (name, shape) in &shapes {
             let a = arrays.iter().find(|a| &a.name == name).ok_or_else(|| ModelError::Checkpoint {
                 path: path.into(),
-                msg: format!("missing parameter /params/{name} (shape {shape:?}); does the [model] config match the checkpoint?"),
+                msg: format!(
+                    "missing parameter /params/{name} (shape {shape:?}); does the [model] config match the checkpoint?"
+                ),
             })?;
             if &a.shape != shape {
                 return Err(ModelError::Checkpoint {
@@ -50,7 +58,8 @@ impl Model {
     /// Load the weights of a checkpoint written by `headlab train`.
     /// `config_toml` is the run's TOML text; its `[model]` table is used.
     pub fn from_checkpoint(ck: &Checkpoint, device: Device, path: &str) -> Result<Model> {
-        let config = model_config_from_run_toml(&ck.config_toml).map_err(|msg| ModelError::Checkpoint { path: path.into(), msg })?;
+        let config = model_config_from_run_toml(&ck.config_toml)
+            .map_err(|msg| ModelError::Checkpoint { path: path.into(), msg })?;
         let norm = Normalization::from_arrays(&ck.norm, config.wall_features, path)?;
         Model::from_arrays(config, norm, &ck.params, device, path)
     }
@@ -76,6 +85,9 @@ impl Model {
 pub fn tensor_to_array(name: &str, t: &Tensor) -> Result<NamedArray> {
     let shape: Vec<usize> = t.size().iter().map(|&x| x as usize).collect();
     let flat = t.detach().f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_contiguous()?.f_view([-1])?;
-    let data = Vec::<f32>::try_from(&flat).map_err(|e| ModelError::Checkpoint { path: "<memory>".into(), msg: format!("cannot copy tensor {name} {shape:?} to the host: {e}") })?;
+    let data = Vec::<f32>::try_from(&flat).map_err(|e| ModelError::Checkpoint {
+        path: "<memory>".into(),
+        msg: format!("cannot copy tensor {name} {shape:?} to the host: {e}"),
+    })?;
     Ok(NamedArray { name: name.into(), shape, data })
 }

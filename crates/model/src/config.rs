@@ -182,11 +182,19 @@ impl Default for ModelConfig {
 impl ModelConfig {
     /// Width of each head (`d_head`, or d_model / n_heads when 0).
     pub fn d_head(&self) -> usize {
-        if self.d_head == 0 { self.d_model / self.n_heads.max(1) } else { self.d_head }
+        if self.d_head == 0 {
+            self.d_model / self.n_heads.max(1)
+        } else {
+            self.d_head
+        }
     }
     /// Hidden width of the MLP (`d_mlp`, or 4 d_model when 0).
     pub fn d_mlp(&self) -> usize {
-        if self.d_mlp == 0 { 4 * self.d_model } else { self.d_mlp }
+        if self.d_mlp == 0 {
+            4 * self.d_model
+        } else {
+            self.d_mlp
+        }
     }
     /// Number of input features for a `dimension`-D dataset.
     pub fn d_in(&self, dimension: usize) -> usize {
@@ -194,7 +202,9 @@ impl ModelConfig {
     }
     /// Check every field's range; the error names the key, its value and what is allowed.
     pub fn validate(&self) -> Result<()> {
-        let bad = |key: &str, value: String, hint: &str| Err(ModelError::Config { key: key.into(), value, hint: hint.into() });
+        let bad = |key: &str, value: String, hint: &str| {
+            Err(ModelError::Config { key: key.into(), value, hint: hint.into() })
+        };
         if self.n_layers == 0 || self.n_layers > 64 {
             return bad("model.n_layers", self.n_layers.to_string(), "use 1..=64 layers");
         }
@@ -214,7 +224,11 @@ impl ModelConfig {
             return bad("model.ln_eps", self.ln_eps.to_string(), "use a small positive number such as 1e-5");
         }
         if !(self.init_scale > 0.0 && self.init_scale.is_finite()) {
-            return bad("model.init_scale", self.init_scale.to_string(), "use a positive number (1.0 = PyTorch's default)");
+            return bad(
+                "model.init_scale",
+                self.init_scale.to_string(),
+                "use a positive number (1.0 = PyTorch's default)",
+            );
         }
         Ok(())
     }

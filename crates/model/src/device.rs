@@ -89,7 +89,11 @@ impl FromStr for DeviceSpec {
             "auto" => Ok(DeviceSpec::Auto),
             "cpu" => Ok(DeviceSpec::Cpu),
             "cuda" => Ok(DeviceSpec::Cuda(None)),
-            t => t.strip_prefix("cuda:").and_then(|i| i.parse().ok()).map(|i| DeviceSpec::Cuda(Some(i))).ok_or_else(|| DeviceError::Parse(s.into())),
+            t => t
+                .strip_prefix("cuda:")
+                .and_then(|i| i.parse().ok())
+                .map(|i| DeviceSpec::Cuda(Some(i)))
+                .ok_or_else(|| DeviceError::Parse(s.into())),
         }
     }
 }

@@ -200,7 +200,11 @@ impl<'a> Hooks<'a> {
     }
 
     /// Add a hook at `name`. The name is checked when the hooks are run.
-    pub fn add(&mut self, name: impl Into<String>, f: impl FnMut(&Tensor, HookContext<'_>) -> Result<Tensor> + 'a) -> &mut Self {
+    pub fn add(
+        &mut self,
+        name: impl Into<String>,
+        f: impl FnMut(&Tensor, HookContext<'_>) -> Result<Tensor> + 'a,
+    ) -> &mut Self {
         self.entries.push(Entry { name: name.into(), point: None, f: Box::new(f) });
         self
     }
@@ -228,11 +232,21 @@ impl<'a> Hooks<'a> {
         for e in &mut self.entries {
             let p = Point::parse(&e.name).ok_or_else(|| ModelError::Hook {
                 name: e.name.clone(),
-                msg: format!("no such hook point; the hook names are hook_embed, blocks.{{l}}.{{{}}}, ln_final.hook_normalized", BLOCK_SITES.map(|(_, n)| n).join(", ")),
+                msg: format!(
+                    "no such hook point; the hook names are hook_embed, blocks.{{l}}.{{{}}}, ln_final.hook_normalized",
+                    BLOCK_SITES.map(|(_, n)| n).join(", ")
+                ),
             })?;
             if !p.exists_in(cfg) {
-                let why = if p.layer.is_some_and(|l| l >= cfg.n_layers) { format!("the model has {} layers", cfg.n_layers) } else { "the model has no MLP sublayers (mlp = false)".into() };
-                return Err(ModelError::Hook { name: e.name.clone(), msg: format!("not a hook point of this model: {why}") });
+                let why = if p.layer.is_some_and(|l| l >= cfg.n_layers) {
+                    format!("the model has {} layers", cfg.n_layers)
+                } else {
+                    "the model has no MLP sublayers (mlp = false)".into()
+                };
+                return Err(ModelError::Hook {
+                    name: e.name.clone(),
+                    msg: format!("not a hook point of this model: {why}"),
+                });
             }
             e.point = Some(p);
         }
@@ -261,7 +275,15 @@ impl<'a> Hooks<'a> {
             if r.size() != t.size() || r.kind() != t.kind() || r.device() != t.device() {
                 return Err(ModelError::Hook {
                     name: e.name.clone(),
-                    msg: format!("returned a {:?} {:?} tensor on {:?}; the activation is {:?} {:?} on {:?}", r.size(), r.kind(), r.device(), t.size(), t.kind(), t.device()),
+                    msg: format!(
+                        "returned a {:?} {:?} tensor on {:?}; the activation is {:?} {:?} on {:?}",
+                        r.size(),
+                        r.kind(),
+                        r.device(),
+                        t.size(),
+                        t.kind(),
+                        t.device()
+                    ),
                 });
             }
             t = r;
@@ -291,7 +313,10 @@ impl ActivationCache {
     pub fn require(&self, name: &str) -> Result<&Tensor> {
         self.get(name).ok_or_else(|| ModelError::Hook {
             name: name.into(),
-            msg: format!("was not recorded (recorded: {})", self.entries.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")),
+            msg: format!(
+                "was not recorded (recorded: {})",
+                self.entries.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+            ),
         })
     }
     /// `blocks.{layer}.attn.hook_pattern` [batch, head, query, key].

@@ -62,7 +62,10 @@ pub mod model;
 pub mod norm;
 
 pub use checkpoint::tensor_to_array;
-pub use config::{model_config_from_run_toml, param_shapes, Activation, AttentionConfig, AttentionKind, AttentionScale, ModelConfig, UnknownScale};
+pub use config::{
+    model_config_from_run_toml, param_shapes, Activation, AttentionConfig, AttentionKind, AttentionScale, ModelConfig,
+    UnknownScale,
+};
 pub use device::{device_name, parse_device, DeviceError, DeviceSpec};
 pub use hooks::{hook_names, ActivationCache, HookContext, HookFn, Hooks};
 pub use model::{Attention, Block, Embed, ForwardOptions, LayerNorm, Mlp, Model, Unembed};

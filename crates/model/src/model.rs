@@ -147,7 +147,13 @@ impl Attention {
             AttentionScale::None | AttentionScale::InvKeyNormSum => 1.0,
             AttentionScale::InvN => 1.0 / n as f64,
             AttentionScale::InvSqrtN => 1.0 / (n as f64).sqrt(),
-            AttentionScale::InvLogN => if n >= 2 { 1.0 / (n as f64).ln() } else { 1.0 },
+            AttentionScale::InvLogN => {
+                if n >= 2 {
+                    1.0 / (n as f64).ln()
+                } else {
+                    1.0
+                }
+            }
         }
     }
 
@@ -173,7 +179,8 @@ impl Attention {
             let knorm = k.square().f_sum_dim_intlist(dims.as_slice(), false, Kind::Float)?.clamp_min(1e-30).sqrt(); // [B,H,Nk]
             #[allow(clippy::assign_op_pattern)] // out of place on purpose (autograd)
             {
-                scores = scores / knorm.f_sum_dim_intlist(dims.as_slice(), true, Kind::Float)?.unsqueeze(-1).clamp_min(1e-12);
+                scores = scores
+                    / knorm.f_sum_dim_intlist(dims.as_slice(), true, Kind::Float)?.unsqueeze(-1).clamp_min(1e-12);
             }
         }
         let scores = pass.hook(l, Site::AttnScores, scores)?;
@@ -315,13 +322,23 @@ impl Model {
 
     /// (B, N, F) of a model input, checked.
     fn check_input(&self, x: &Tensor) -> Result<(i64, i64, i64)> {
-        let (b, n, f) = x.size3().map_err(|_| ModelError::Input(format!("features must be [batch, particles, features], got shape {:?}", x.size())))?;
+        let (b, n, f) = x.size3().map_err(|_| {
+            ModelError::Input(format!("features must be [batch, particles, features], got shape {:?}", x.size()))
+        })?;
         let want = self.embed.w_in.size()[0];
         if f != want {
-            return Err(ModelError::Input(format!("{f} features per particle, the model takes {want} (shape {:?})", x.size())));
+            return Err(ModelError::Input(format!(
+                "{f} features per particle, the model takes {want} (shape {:?})",
+                x.size()
+            )));
         }
         if x.kind() != Kind::Float || x.device() != self.device() {
-            return Err(ModelError::Input(format!("features are {:?} on {:?}, the model is Float on {:?}", x.kind(), x.device(), self.device())));
+            return Err(ModelError::Input(format!(
+                "features are {:?} on {:?}, the model is Float on {:?}",
+                x.kind(),
+                x.device(),
+                self.device()
+            )));
         }
         Ok((b, n, f))
     }
@@ -429,7 +446,11 @@ impl Model {
                 if leaf == "W_O" || name.ends_with("mlp.W_out") {
                     std *= depth_scale;
                 }
-                let dist = rand_distr::Normal::new(0.0, std).map_err(|e| ModelError::Config { key: "model.init_scale".into(), value: config.init_scale.to_string(), hint: e.to_string() })?;
+                let dist = rand_distr::Normal::new(0.0, std).map_err(|e| ModelError::Config {
+                    key: "model.init_scale".into(),
+                    value: config.init_scale.to_string(),
+                    hint: e.to_string(),
+                })?;
                 (0..n).map(|_| dist.sample(&mut rng) as f32).collect()
             };
             arrays.push(NamedArray::new(name.clone(), shape.clone(), data));
@@ -439,11 +460,18 @@ impl Model {
 
     /// Bind the parts to the named leaf views of `flat` (once, here).
     pub(crate) fn bind(config: ModelConfig, norm: Normalization, flat: Tensor, params: Vec<Param>) -> Result<Model> {
-        let get = |name: &str| -> Result<Tensor> {
-            params.iter().find(|p| p.name == name).map(|p| p.t.shallow_clone()).ok_or_else(|| ModelError::Checkpoint { path: "<model>".into(), msg: format!("no parameter {name}") })
-        };
+        let get =
+            |name: &str| -> Result<Tensor> {
+                params.iter().find(|p| p.name == name).map(|p| p.t.shallow_clone()).ok_or_else(|| {
+                    ModelError::Checkpoint { path: "<model>".into(), msg: format!("no parameter {name}") }
+                })
+            };
         let ln = |prefix: &str, layer: Option<usize>, site: Site| -> Result<LayerNorm> {
-            let weights = if config.layer_norm { Some((get(&format!("{prefix}.w"))?, get(&format!("{prefix}.b"))?)) } else { None };
+            let weights = if config.layer_norm {
+                Some((get(&format!("{prefix}.w"))?, get(&format!("{prefix}.b"))?))
+            } else {
+                None
+            };
             Ok(LayerNorm { weights, eps: config.ln_eps, layer, site })
         };
         let mut blocks = Vec::with_capacity(config.n_layers);
@@ -463,7 +491,14 @@ impl Model {
                 layer: l,
             };
             let mlp = if config.mlp {
-                let mlp = Mlp { w_in: p("mlp.W_in")?, b_in: p("mlp.b_in")?, w_out: p("mlp.W_out")?, b_out: p("mlp.b_out")?, activation: config.activation, layer: l };
+                let mlp = Mlp {
+                    w_in: p("mlp.W_in")?,
+                    b_in: p("mlp.b_in")?,
+                    w_out: p("mlp.W_out")?,
+                    b_out: p("mlp.b_out")?,
+                    activation: config.activation,
+                    layer: l,
+                };
                 Some((ln(&format!("blocks.{l}.ln2"), Some(l), Site::Ln2)?, mlp))
             } else {
                 None

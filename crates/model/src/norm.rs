@@ -79,7 +79,8 @@ impl Normalization {
         let mut parts = vec![s.pos.shallow_clone(), s.vel.shallow_clone(), r.shallow_clone(), s.masses.unsqueeze(-1)];
         if self.wall_features {
             let lo = ((&s.pos - &r) / self.wall_range).clamp(-1.0, 1.0);
-            let bx = Tensor::from_slice(&self.box_size.iter().map(|&x| x as f32).collect::<Vec<_>>()).to(s.pos.device());
+            let bx =
+                Tensor::from_slice(&self.box_size.iter().map(|&x| x as f32).collect::<Vec<_>>()).to(s.pos.device());
             let hi = ((bx - &s.pos - &r) / self.wall_range).clamp(-1.0, 1.0);
             parts.push(lo);
             parts.push(hi);
@@ -132,7 +133,8 @@ impl Normalization {
         let (m, sd) = column_mean_std(&feats)?;
         norm.input_mean = m;
         norm.input_std = sd;
-        let pairs: Vec<(usize, usize)> = trajs.iter().flat_map(|&t| (0..ds.n_frames.saturating_sub(1)).map(move |f| (t, f))).collect();
+        let pairs: Vec<(usize, usize)> =
+            trajs.iter().flat_map(|&t| (0..ds.n_frames.saturating_sub(1)).map(move |f| (t, f))).collect();
         let nxt: Vec<(usize, usize)> = pairs.iter().map(|&(t, f)| (t, f + 1)).collect();
         let (a, b) = (State::from_dataset(ds, &pairs, Device::Cpu), State::from_dataset(ds, &nxt, Device::Cpu));
         let tg = Tensor::cat(&[&b.pos - &a.pos, &b.vel - &a.vel], -1).to_kind(Kind::Double).view([-1, 2 * d as i64]);

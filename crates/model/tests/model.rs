@@ -44,7 +44,18 @@ fn parameter_names_and_shapes_follow_transformerlens() {
     let cfg = ModelConfig::default();
     let m = Model::new(cfg.clone(), unit_norm(2, &cfg), 0, Device::Cpu).unwrap();
     let names: Vec<&str> = m.named_parameters().iter().map(|(n, _)| *n).collect();
-    for n in ["embed.W_in", "embed.b_in", "blocks.0.ln1.w", "blocks.1.attn.W_Q", "blocks.1.attn.b_V", "blocks.0.attn.W_O", "blocks.0.mlp.W_out", "ln_final.b", "unembed.W_out", "unembed.b_out"] {
+    for n in [
+        "embed.W_in",
+        "embed.b_in",
+        "blocks.0.ln1.w",
+        "blocks.1.attn.W_Q",
+        "blocks.1.attn.b_V",
+        "blocks.0.attn.W_O",
+        "blocks.0.mlp.W_out",
+        "ln_final.b",
+        "unembed.W_out",
+        "unembed.b_out",
+    ] {
         assert!(names.contains(&n), "missing {n} in {names:?}");
     }
     assert_eq!(m.param("blocks.0.attn.W_Q").unwrap().size(), vec![4, 64, 16]);
@@ -104,15 +115,17 @@ fn hooks_have_the_documented_shapes_and_do_not_change_the_output() {
     assert_eq!(names, m.hook_names(), "every hook recorded, in forward order");
     assert_eq!(names.len(), 2 + 15 * 2);
     for (name, t) in &cache.entries {
-        let want: Vec<i64> = if name.contains("hook_q") || name.contains("hook_k") || name.contains("hook_v") || name.contains("hook_z") {
-            vec![2, 5, 4, 16]
-        } else if name.contains("hook_attn_scores") || name.contains("hook_pattern") {
-            vec![2, 4, 5, 5]
-        } else if name.contains("mlp.hook_") {
-            vec![2, 5, 48]
-        } else {
-            vec![2, 5, 64]
-        };
+        let want: Vec<i64> =
+            if name.contains("hook_q") || name.contains("hook_k") || name.contains("hook_v") || name.contains("hook_z")
+            {
+                vec![2, 5, 4, 16]
+            } else if name.contains("hook_attn_scores") || name.contains("hook_pattern") {
+                vec![2, 4, 5, 5]
+            } else if name.contains("mlp.hook_") {
+                vec![2, 5, 48]
+            } else {
+                vec![2, 5, 64]
+            };
         assert_eq!(t.size(), want, "{name}");
         assert!(!t.requires_grad(), "{name} is recorded detached");
     }
@@ -127,7 +140,10 @@ fn hooks_have_the_documented_shapes_and_do_not_change_the_output() {
         assert_eq!(max_abs_diff(&(g("hook_resid_pre") + g("hook_attn_out")), g("hook_resid_mid")), 0.0);
         assert_eq!(max_abs_diff(&(g("hook_resid_mid") + g("hook_mlp_out")), g("hook_resid_post")), 0.0);
     }
-    assert_eq!(max_abs_diff(cache.require("hook_embed").unwrap(), cache.require("blocks.0.hook_resid_pre").unwrap()), 0.0);
+    assert_eq!(
+        max_abs_diff(cache.require("hook_embed").unwrap(), cache.require("blocks.0.hook_resid_pre").unwrap()),
+        0.0
+    );
     assert!(cache.require("blocks.9.hook_resid_pre").unwrap_err().to_string().contains("hook_embed"));
 }
 
@@ -227,7 +243,10 @@ fn bad_hooks_are_errors_that_name_the_hook() {
         m.run_with_hooks(&x, &mut hooks).map(|_| ()).unwrap_err().to_string()
     };
     let e = run("blocks.0.attn.hook_result");
-    assert!(e.contains("blocks.0.attn.hook_result") && e.contains("no such hook point") && e.contains("attn.hook_z"), "{e}");
+    assert!(
+        e.contains("blocks.0.attn.hook_result") && e.contains("no such hook point") && e.contains("attn.hook_z"),
+        "{e}"
+    );
     let e = run("blocks.2.hook_resid_pre");
     assert!(e.contains("blocks.2.hook_resid_pre") && e.contains("2 layers"), "{e}");
     let e = run("blocks.0.mlp.hook_post");
@@ -236,7 +255,10 @@ fn bad_hooks_are_errors_that_name_the_hook() {
     let mut hooks = Hooks::new();
     hooks.add("blocks.1.attn.hook_pattern", |p, _| Ok(p.narrow(-1, 0, 2)));
     let e = m.run_with_hooks(&x, &mut hooks).unwrap_err().to_string();
-    assert!(e.contains("blocks.1.attn.hook_pattern") && e.contains("[2, 4, 4, 2]") && e.contains("[2, 4, 4, 4]"), "{e}");
+    assert!(
+        e.contains("blocks.1.attn.hook_pattern") && e.contains("[2, 4, 4, 2]") && e.contains("[2, 4, 4, 4]"),
+        "{e}"
+    );
     // An error inside a hook is passed on with the hook's name.
     let mut hooks = Hooks::new();
     hooks.add("hook_embed", |t, _| Ok(t.f_matmul(t)?));
@@ -249,13 +271,26 @@ fn bad_hooks_are_errors_that_name_the_hook() {
 
 #[test]
 fn checkpoint_round_trip_reproduces_the_forward_pass() {
-    let cfg = ModelConfig { n_layers: 1, d_model: 32, n_heads: 2, activation: Activation::Silu, attention: AttentionConfig { kind: AttentionKind::Softmax, scale: AttentionScale::InvDHead }, ..Default::default() };
+    let cfg = ModelConfig {
+        n_layers: 1,
+        d_model: 32,
+        n_heads: 2,
+        activation: Activation::Silu,
+        attention: AttentionConfig { kind: AttentionKind::Softmax, scale: AttentionScale::InvDHead },
+        ..Default::default()
+    };
     let norm = unit_norm(2, &cfg);
     let m = Model::new(cfg.clone(), norm.clone(), 9, Device::Cpu).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.h5");
     let config_toml = run_toml(&cfg);
-    let ck = Checkpoint { step: 5, config_toml, params: m.to_arrays().unwrap(), norm: norm.to_arrays(), ..Default::default() };
+    let ck = Checkpoint {
+        step: 5,
+        config_toml,
+        params: m.to_arrays().unwrap(),
+        norm: norm.to_arrays(),
+        ..Default::default()
+    };
     write_checkpoint(&path, &ck).unwrap();
     let m2 = Model::load(&path, Device::Cpu).unwrap();
     assert_eq!(m2.config, cfg);
@@ -327,7 +362,10 @@ fn device_specs_parse_print_and_check_availability() {
         Ok(d) => assert!(count > 0 && d == Device::Cuda(0)),
         Err(e) => {
             assert_eq!(count, 0);
-            assert_eq!(e.to_string(), "--device cuda: no CUDA device found (tch::Cuda::device_count() = 0); use --device cpu or auto");
+            assert_eq!(
+                e.to_string(),
+                "--device cuda: no CUDA device found (tch::Cuda::device_count() = 0); use --device cpu or auto"
+            );
         }
     }
     let auto = DeviceSpec::Auto.resolve().unwrap();
@@ -346,8 +384,12 @@ fn a_missing_or_empty_wall_range_is_an_error_not_1() {
         let w = arrays.iter_mut().find(|a| a.name == "wall_range").unwrap();
         w.shape = vec![bad.len()];
         w.data = bad.clone();
-        let e = Normalization::from_arrays(&arrays, cfg.wall_features, "ckpt/step_00000010.h5").unwrap_err().to_string();
-        assert!(e.contains("ckpt/step_00000010.h5") && e.contains("/norm/wall_range") && e.contains("train again"), "{bad:?}: {e}");
+        let e =
+            Normalization::from_arrays(&arrays, cfg.wall_features, "ckpt/step_00000010.h5").unwrap_err().to_string();
+        assert!(
+            e.contains("ckpt/step_00000010.h5") && e.contains("/norm/wall_range") && e.contains("train again"),
+            "{bad:?}: {e}"
+        );
     }
     let mut arrays = norm.to_arrays();
     arrays.retain(|a| a.name != "wall_range");

@@ -35,13 +35,57 @@ fn pytorch_reimplementation_matches_rust_forward() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         (2usize, ModelConfig::default()),
-        (3, ModelConfig { n_layers: 3, n_heads: 2, d_model: 24, d_head: 8, d_mlp: 40, activation: Activation::GeluTanh, attention: AttentionConfig { kind: AttentionKind::Softmax, scale: AttentionScale::InvDHead }, ..Default::default() }),
-        (2, ModelConfig { n_layers: 1, attention: AttentionConfig { kind: AttentionKind::Linear, scale: AttentionScale::InvSqrtN }, activation: Activation::Relu, wall_features: false, ..Default::default() }),
-        (2, ModelConfig { n_layers: 2, attention: AttentionConfig { kind: AttentionKind::Softmax, scale: AttentionScale::InvKeyNormSum }, ..Default::default() }),
-        (3, ModelConfig { n_layers: 1, attention: AttentionConfig { kind: AttentionKind::Softmax, scale: AttentionScale::InvLogN }, ..Default::default() }),
+        (
+            3,
+            ModelConfig {
+                n_layers: 3,
+                n_heads: 2,
+                d_model: 24,
+                d_head: 8,
+                d_mlp: 40,
+                activation: Activation::GeluTanh,
+                attention: AttentionConfig { kind: AttentionKind::Softmax, scale: AttentionScale::InvDHead },
+                ..Default::default()
+            },
+        ),
+        (
+            2,
+            ModelConfig {
+                n_layers: 1,
+                attention: AttentionConfig { kind: AttentionKind::Linear, scale: AttentionScale::InvSqrtN },
+                activation: Activation::Relu,
+                wall_features: false,
+                ..Default::default()
+            },
+        ),
+        (
+            2,
+            ModelConfig {
+                n_layers: 2,
+                attention: AttentionConfig { kind: AttentionKind::Softmax, scale: AttentionScale::InvKeyNormSum },
+                ..Default::default()
+            },
+        ),
+        (
+            3,
+            ModelConfig {
+                n_layers: 1,
+                attention: AttentionConfig { kind: AttentionKind::Softmax, scale: AttentionScale::InvLogN },
+                ..Default::default()
+            },
+        ),
         // Attention-only, no LayerNorm (the parameters are absent from the checkpoint).
         (2, ModelConfig { n_layers: 2, mlp: false, layer_norm: false, ..Default::default() }),
-        (2, ModelConfig { n_layers: 1, mlp: false, layer_norm: false, attention: AttentionConfig { kind: AttentionKind::Linear, scale: AttentionScale::None }, ..Default::default() }),
+        (
+            2,
+            ModelConfig {
+                n_layers: 1,
+                mlp: false,
+                layer_norm: false,
+                attention: AttentionConfig { kind: AttentionKind::Linear, scale: AttentionScale::None },
+                ..Default::default()
+            },
+        ),
         (2, ModelConfig { n_layers: 2, mlp: false, ..Default::default() }),
         (2, ModelConfig { n_layers: 2, layer_norm: false, ..Default::default() }),
     ];
@@ -70,7 +114,11 @@ fn pytorch_reimplementation_matches_rust_forward() {
         let m = Model::new(ModelConfig { init_scale, ..cfg.clone() }, norm.clone(), case as u64, Device::Cpu).unwrap();
         let names: Vec<&str> = m.named_parameters().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names.iter().any(|n| n.contains("mlp.")), cfg.mlp, "case {case}: mlp parameters present iff mlp");
-        assert_eq!(names.iter().any(|n| n.contains("ln")), cfg.layer_norm, "case {case}: LayerNorm parameters present iff layer_norm");
+        assert_eq!(
+            names.iter().any(|n| n.contains("ln")),
+            cfg.layer_norm,
+            "case {case}: LayerNorm parameters present iff layer_norm"
+        );
         tch::manual_seed(case as i64);
         tch::no_grad(|| {
             let mut flat = m.flat_params().shallow_clone();
@@ -78,7 +126,17 @@ fn pytorch_reimplementation_matches_rust_forward() {
         });
         let ck_path = dir.path().join(format!("ck{case}.h5"));
         let config_toml = run_toml(&cfg);
-        write_checkpoint(&ck_path, &Checkpoint { step: 1, config_toml, params: m.to_arrays().unwrap(), norm: norm.to_arrays(), ..Default::default() }).unwrap();
+        write_checkpoint(
+            &ck_path,
+            &Checkpoint {
+                step: 1,
+                config_toml,
+                params: m.to_arrays().unwrap(),
+                norm: norm.to_arrays(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
 
         let (b, n) = (3i64, 9i64);
         let s = State {

@@ -21,7 +21,13 @@ fn old_forward(m: &Model, x: &Tensor, record: bool, train: bool) -> (Tensor, Vec
         AttentionScale::None | AttentionScale::InvKeyNormSum => 1.0,
         AttentionScale::InvN => 1.0 / n as f64,
         AttentionScale::InvSqrtN => 1.0 / (n as f64).sqrt(),
-        AttentionScale::InvLogN => if n >= 2 { 1.0 / (n as f64).ln() } else { 1.0 },
+        AttentionScale::InvLogN => {
+            if n >= 2 {
+                1.0 / (n as f64).ln()
+            } else {
+                1.0
+            }
+        }
     };
     let mut resid = p("embed.b_in").addmm(&x.reshape([b * n, f]), p("embed.W_in"));
     for l in 0..c.n_layers {
@@ -37,7 +43,8 @@ fn old_forward(m: &Model, x: &Tensor, record: bool, train: bool) -> (Tensor, Vec
             }
         };
         let a = ln(&resid, "ln1");
-        let w_qkv = Tensor::cat(&[w("attn.W_Q"), w("attn.W_K"), w("attn.W_V")], 0).permute([1, 0, 2]).reshape([d, 3 * h * dh]);
+        let w_qkv =
+            Tensor::cat(&[w("attn.W_Q"), w("attn.W_K"), w("attn.W_V")], 0).permute([1, 0, 2]).reshape([d, 3 * h * dh]);
         let b_qkv = Tensor::cat(&[w("attn.b_Q"), w("attn.b_K"), w("attn.b_V")], 0).view([3 * h * dh]);
         let qkv = b_qkv.addmm(&a, &w_qkv).view([b, n, 3, h, dh]).permute([2, 0, 3, 1, 4]);
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
@@ -73,7 +80,11 @@ fn old_forward(m: &Model, x: &Tensor, record: bool, train: bool) -> (Tensor, Vec
             cache.push((format!("blocks.{l}.hook_resid_post"), resid.view([b, n, d]).detach()));
         }
     }
-    let fin = if c.layer_norm { resid.layer_norm([d], Some(p("ln_final.w")), Some(p("ln_final.b")), c.ln_eps, false) } else { resid };
+    let fin = if c.layer_norm {
+        resid.layer_norm([d], Some(p("ln_final.w")), Some(p("ln_final.b")), c.ln_eps, false)
+    } else {
+        resid
+    };
     let out = p("unembed.b_out").addmm(&fin, p("unembed.W_out"));
     (out.view([b, n, -1]), cache)
 }
@@ -82,11 +93,52 @@ fn configs() -> Vec<(usize, ModelConfig)> {
     let att = |kind, scale| AttentionConfig { kind, scale };
     let mut v = vec![(2usize, ModelConfig::default())];
     for (i, scale) in AttentionScale::ALL.into_iter().enumerate() {
-        v.push((2 + i % 2, ModelConfig { n_layers: 1, n_heads: 2, d_model: 16, attention: att(AttentionKind::Softmax, scale), ..Default::default() }));
+        v.push((
+            2 + i % 2,
+            ModelConfig {
+                n_layers: 1,
+                n_heads: 2,
+                d_model: 16,
+                attention: att(AttentionKind::Softmax, scale),
+                ..Default::default()
+            },
+        ));
     }
-    v.push((2, ModelConfig { n_layers: 2, n_heads: 3, d_model: 12, d_head: 5, d_mlp: 20, activation: Activation::GeluTanh, attention: att(AttentionKind::Linear, AttentionScale::None), ..Default::default() }));
-    v.push((3, ModelConfig { n_layers: 2, activation: Activation::Relu, mlp: false, layer_norm: false, wall_features: false, ..Default::default() }));
-    v.push((2, ModelConfig { n_layers: 3, n_heads: 2, d_model: 8, activation: Activation::Silu, mlp: false, ..Default::default() }));
+    v.push((
+        2,
+        ModelConfig {
+            n_layers: 2,
+            n_heads: 3,
+            d_model: 12,
+            d_head: 5,
+            d_mlp: 20,
+            activation: Activation::GeluTanh,
+            attention: att(AttentionKind::Linear, AttentionScale::None),
+            ..Default::default()
+        },
+    ));
+    v.push((
+        3,
+        ModelConfig {
+            n_layers: 2,
+            activation: Activation::Relu,
+            mlp: false,
+            layer_norm: false,
+            wall_features: false,
+            ..Default::default()
+        },
+    ));
+    v.push((
+        2,
+        ModelConfig {
+            n_layers: 3,
+            n_heads: 2,
+            d_model: 8,
+            activation: Activation::Silu,
+            mlp: false,
+            ..Default::default()
+        },
+    ));
     v.push((2, ModelConfig { n_layers: 2, n_heads: 2, d_model: 8, layer_norm: false, ..Default::default() }));
     v.push((2, ModelConfig { n_layers: 2, n_heads: 2, d_model: 16, dropout: 0.3, ..Default::default() }));
     v

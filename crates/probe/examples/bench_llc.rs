@@ -33,10 +33,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         headlab_store::h5util::write_array(f, out, "y", &yv, &shape(y))
     })?;
     let w_star = [model.flat_params().detach().copy()];
-    println!("n = {} frames, {} parameters, batch {batch}, {chains} chains x {draws} draws", data.n, model.num_params());
+    println!(
+        "n = {} frames, {} parameters, batch {batch}, {chains} chains x {draws} draws",
+        data.n,
+        model.num_params()
+    );
     for &t in &threads {
         for mode in ["whole", "head0.0"] {
-            let cfg = LlcConfig { epsilon: 1e-5, gamma: 1000.0, chains, draws, batch_size: batch, threads: t, ..LlcConfig::default() };
+            let cfg = LlcConfig {
+                epsilon: 1e-5,
+                gamma: 1000.0,
+                chains,
+                draws,
+                batch_size: batch,
+                threads: t,
+                ..LlcConfig::default()
+            };
             let problem = CheckpointProblem::new(&model, &data, batch, 0)?;
             let start;
             let est = if mode == "whole" {

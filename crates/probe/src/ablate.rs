@@ -14,9 +14,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use headlab_analysis::ablation::{
-    ablation_path, choose_pairs, choose_steps, default_targets, emergence_window, frame_sums, intact_errors, move_out_of_reach, onestep_effects, parse_head, parse_kinds, read_ablation, recovery,
-    replacement_weights, write_ablation, Ablation, AblationStep, Bootstrap, Est, FrameSums, GeoProfile, Kind, PatchingResults, RolloutResults, Target, ONESTEP_METRICS, ROLLOUT_HORIZONS,
-    ROLLOUT_METRICS,
+    ablation_path, choose_pairs, choose_steps, default_targets, emergence_window, frame_sums, intact_errors,
+    move_out_of_reach, onestep_effects, parse_head, parse_kinds, read_ablation, recovery, replacement_weights,
+    write_ablation, Ablation, AblationStep, Bootstrap, Est, FrameSums, GeoProfile, Kind, PatchingResults,
+    RolloutResults, Target, ONESTEP_METRICS, ROLLOUT_HORIZONS, ROLLOUT_METRICS,
 };
 use headlab_analysis::evalset::frame_geoms;
 use headlab_analysis::heads::{analysis_path, collision_heads};
@@ -64,17 +65,31 @@ impl AblateOptions {
     /// Check the options; errors name the key.
     pub fn validate(&self) -> Result<Vec<Kind>> {
         let kinds = parse_kinds(&self.kinds.join(","))?;
-        if self.train_frames == 0 && kinds.iter().any(|k| matches!(k, Kind::Mean | Kind::GeoDistance | Kind::GeoApproach)) {
-            return Err(ProbeError::Config { key: "train_frames".into(), value: "0".into(), hint: "mean and geometry ablations need training frames".into() });
+        if self.train_frames == 0
+            && kinds.iter().any(|k| matches!(k, Kind::Mean | Kind::GeoDistance | Kind::GeoApproach))
+        {
+            return Err(ProbeError::Config {
+                key: "train_frames".into(),
+                value: "0".into(),
+                hint: "mean and geometry ablations need training frames".into(),
+            });
         }
         if self.bootstrap < 100 {
-            return Err(ProbeError::Config { key: "bootstrap".into(), value: self.bootstrap.to_string(), hint: "use at least 100 resamples for a 95 % interval".into() });
+            return Err(ProbeError::Config {
+                key: "bootstrap".into(),
+                value: self.bootstrap.to_string(),
+                hint: "use at least 100 resamples for a 95 % interval".into(),
+            });
         }
         Ok(kinds)
     }
     /// As TOML (stored and compared on resume).
     pub fn to_toml(&self) -> Result<String> {
-        toml::to_string(self).map_err(|e| ProbeError::Config { key: "(all)".into(), value: format!("{self:?}"), hint: format!("cannot be written as TOML ({e})") })
+        toml::to_string(self).map_err(|e| ProbeError::Config {
+            key: "(all)".into(),
+            value: format!("{self:?}"),
+            hint: format!("cannot be written as TOML ({e})"),
+        })
     }
 }
 
@@ -97,7 +112,14 @@ pub struct AblateControl {
 
 impl Default for AblateControl {
     fn default() -> Self {
-        Self { device: headlab_model::DeviceSpec::Auto, steps: None, n_steps: 12, progress: true, fresh: false, threads: 0 }
+        Self {
+            device: headlab_model::DeviceSpec::Auto,
+            steps: None,
+            n_steps: 12,
+            progress: true,
+            fresh: false,
+            threads: 0,
+        }
     }
 }
 
@@ -172,11 +194,17 @@ fn ablation_hooks<'a>(target: &Target, kind: Kind, ctx: &'a AblCtx) -> Hooks<'a>
                         Tensor::eye(n, (TKind::Float, p.device())).expand_as(&ph)
                     } else {
                         let key = if kind == Kind::Oracle { (kind, 0, usize::MAX) } else { (kind, l, h) };
-                        let w = ctx.weights.get(&key).ok_or_else(|| headlab_model::ModelError::Input(format!("no replacement pattern for {} L{l}.H{h}", kind.name())))?;
+                        let w = ctx.weights.get(&key).ok_or_else(|| {
+                            headlab_model::ModelError::Input(format!(
+                                "no replacement pattern for {} L{l}.H{h}",
+                                kind.name()
+                            ))
+                        })?;
                         let diag = ph.diagonal(0, -2, -1); // [B, N]
                         let repl = diag.diag_embed(0, -2, -1) + (diag.ones_like() - &diag).unsqueeze(-1) * w;
                         // Rows without weights (oracle: a query without partner) keep the head's own.
-                        let has = w.sum_dim_intlist([-1i64].as_slice(), true, TKind::Float).gt(0.0).to_kind(TKind::Float);
+                        let has =
+                            w.sum_dim_intlist([-1i64].as_slice(), true, TKind::Float).gt(0.0).to_kind(TKind::Float);
                         &repl * &has + &ph * (has.ones_like() - &has)
                     };
                     p.select(1, h as i64).f_copy_(&new)?;
@@ -212,7 +240,15 @@ fn sums_of(m: &Model, pred: &Tensor, b: &Batch, contacts: &[&ContactSet], dim: u
     Ok(contacts
         .iter()
         .enumerate()
-        .map(|(f, c)| frame_sums(&se[f * n..(f + 1) * n], &dv[f * n * dim..(f + 1) * n * dim], &b.dv_true[f * n * dim..(f + 1) * n * dim], c, dim))
+        .map(|(f, c)| {
+            frame_sums(
+                &se[f * n..(f + 1) * n],
+                &dv[f * n * dim..(f + 1) * n * dim],
+                &b.dv_true[f * n * dim..(f + 1) * n * dim],
+                c,
+                dim,
+            )
+        })
         .collect())
 }
 
@@ -234,7 +270,9 @@ fn derangement(b: usize, seed: u64) -> Vec<i64> {
 
 /// Recorded hook_z of every layer (and, optionally, patterns and residuals).
 fn intact_cache(m: &Model, x: &Tensor) -> Result<(Tensor, headlab_model::ActivationCache)> {
-    Ok(m.run_with_cache(x, |n| n.ends_with("attn.hook_z") || n.ends_with("attn.hook_pattern") || n.ends_with("hook_resid_post"))?)
+    Ok(m.run_with_cache(x, |n| {
+        n.ends_with("attn.hook_z") || n.ends_with("attn.hook_pattern") || n.ends_with("hook_resid_post")
+    })?)
 }
 
 fn z_of(cache: &headlab_model::ActivationCache, l: usize) -> Result<Tensor> {
@@ -243,10 +281,25 @@ fn z_of(cache: &headlab_model::ActivationCache, l: usize) -> Result<Tensor> {
 
 /// Geometry weights for every pattern kind on a batch of states (host arrays).
 #[allow(clippy::too_many_arguments)]
-fn weights_for(kinds: &[Kind], n_layers: usize, n_heads: usize, profiles: &[GeoProfile], pos: &[f32], vel: &[f32], radii: &[f32], contacts: Option<&[&ContactSet]>, n: usize, dim: usize, dt: f32, device: Device) -> HashMap<(Kind, usize, usize), Tensor> {
+fn weights_for(
+    kinds: &[Kind],
+    n_layers: usize,
+    n_heads: usize,
+    profiles: &[GeoProfile],
+    pos: &[f32],
+    vel: &[f32],
+    radii: &[f32],
+    contacts: Option<&[&ContactSet]>,
+    n: usize,
+    dim: usize,
+    dt: f32,
+    device: Device,
+) -> HashMap<(Kind, usize, usize), Tensor> {
     let b = radii.len() / n;
     let mut out = HashMap::new();
-    let frame = |f: usize| (&pos[f * n * dim..(f + 1) * n * dim], &vel[f * n * dim..(f + 1) * n * dim], &radii[f * n..(f + 1) * n]);
+    let frame = |f: usize| {
+        (&pos[f * n * dim..(f + 1) * n * dim], &vel[f * n * dim..(f + 1) * n * dim], &radii[f * n..(f + 1) * n])
+    };
     for &k in kinds {
         match k {
             Kind::GeoDistance | Kind::GeoApproach => {
@@ -269,7 +322,10 @@ fn weights_for(kinds: &[Kind], n_layers: usize, n_heads: usize, profiles: &[GeoP
                         let (p, v, r) = frame(f);
                         w.extend(replacement_weights(k, None, Some(c), p, v, r, dim, dt));
                     }
-                    out.insert((k, 0, usize::MAX), Tensor::from_slice(&w).view([b as i64, n as i64, n as i64]).to(device));
+                    out.insert(
+                        (k, 0, usize::MAX),
+                        Tensor::from_slice(&w).view([b as i64, n as i64, n as i64]).to(device),
+                    );
                 }
             }
             _ => {}
@@ -279,7 +335,12 @@ fn weights_for(kinds: &[Kind], n_layers: usize, n_heads: usize, profiles: &[GeoP
 }
 
 /// Mean hook_z per layer and geometry profiles per head, from training frames.
-fn training_stats(m: &Model, ds: &Dataset, frames: &[(usize, usize)], edges: &[f32]) -> Result<(Vec<Tensor>, Vec<GeoProfile>)> {
+fn training_stats(
+    m: &Model,
+    ds: &Dataset,
+    frames: &[(usize, usize)],
+    edges: &[f32],
+) -> Result<(Vec<Tensor>, Vec<GeoProfile>)> {
     let (nl, nh) = (m.config.n_layers, m.config.n_heads);
     let (n, dim) = (ds.n_particles, ds.dim());
     let dt = ds.frame_dt() as f32;
@@ -288,7 +349,9 @@ fn training_stats(m: &Model, ds: &Dataset, frames: &[(usize, usize)], edges: &[f
     let mut profiles = vec![GeoProfile::new(edges); nl * nh];
     for chunk in frames.chunks(256) {
         let st = State::from_dataset(ds, chunk, m.device());
-        let (_, cache) = m.run_with_cache(&m.norm.features(&st), |n| n.ends_with("attn.hook_z") || n.ends_with("attn.hook_pattern"))?;
+        let (_, cache) = m.run_with_cache(&m.norm.features(&st), |n| {
+            n.ends_with("attn.hook_z") || n.ends_with("attn.hook_pattern")
+        })?;
         let (pos, vel, rad) = (host(&st.pos)?, host(&st.vel)?, host(&st.radii)?);
         for l in 0..nl {
             let z = z_of(&cache, l)?; // [B, N, H, dh]
@@ -297,17 +360,34 @@ fn training_stats(m: &Model, ds: &Dataset, frames: &[(usize, usize)], edges: &[f
                 Some(a) => a + s,
                 None => s,
             });
-            let pat = host(cache.pattern(l).ok_or_else(|| run_err(Path::new("<model>"), format!("no pattern recorded for layer {l}")))?)?; // [B, H, N, N]
+            let pat = host(
+                cache
+                    .pattern(l)
+                    .ok_or_else(|| run_err(Path::new("<model>"), format!("no pattern recorded for layer {l}")))?,
+            )?; // [B, H, N, N]
             for f in 0..chunk.len() {
                 for h in 0..nh {
                     let off = (f * nh + h) * n * n;
-                    profiles[l * nh + h].add_frame(&pat[off..off + n * n], &pos[f * n * dim..(f + 1) * n * dim], &vel[f * n * dim..(f + 1) * n * dim], &rad[f * n..(f + 1) * n], dim, dt);
+                    profiles[l * nh + h].add_frame(
+                        &pat[off..off + n * n],
+                        &pos[f * n * dim..(f + 1) * n * dim],
+                        &vel[f * n * dim..(f + 1) * n * dim],
+                        &rad[f * n..(f + 1) * n],
+                        dim,
+                        dt,
+                    );
                 }
             }
         }
         count += (chunk.len() * n) as i64;
     }
-    let means = zsum.into_iter().map(|s| s.map(|s| s / count.max(1) as f64).unwrap_or_else(|| Tensor::zeros([nh as i64, 1], (TKind::Float, m.device())))).collect();
+    let means = zsum
+        .into_iter()
+        .map(|s| {
+            s.map(|s| s / count.max(1) as f64)
+                .unwrap_or_else(|| Tensor::zeros([nh as i64, 1], (TKind::Float, m.device())))
+        })
+        .collect();
     Ok((means, profiles))
 }
 
@@ -327,12 +407,22 @@ pub fn ablate_run(run_dir: &Path, ds: &Dataset, opts: &AblateOptions, ctl: &Abla
     }
     let an = read_analysis(&ap, false)?;
     if an.n_particles != ds.n_particles {
-        return Err(run_err(&ap, format!("was probed on {} particles, the dataset has {}; is --data the run's dataset?", an.n_particles, ds.n_particles)));
+        return Err(run_err(
+            &ap,
+            format!(
+                "was probed on {} particles, the dataset has {}; is --data the run's dataset?",
+                an.n_particles, ds.n_particles
+            ),
+        ));
     }
-    let frames: Vec<(usize, usize)> = an.eval_traj.iter().zip(&an.eval_frame).map(|(&t, &f)| (t as usize, f as usize)).collect();
+    let frames: Vec<(usize, usize)> =
+        an.eval_traj.iter().zip(&an.eval_frame).map(|(&t, &f)| (t as usize, f as usize)).collect();
     for &(t, f) in &frames {
         if t >= ds.n_traj || f + 1 >= ds.n_frames {
-            return Err(run_err(&ap, format!("evaluation frame (traj {t}, frame {f}) is not in the dataset; is --data the run's dataset?")));
+            return Err(run_err(
+                &ap,
+                format!("evaluation frame (traj {t}, frame {f}) is not in the dataset; is --data the run's dataset?"),
+            ));
         }
     }
     let ckpts = list_checkpoints(run_dir)?;
@@ -368,8 +458,16 @@ pub fn ablate_run(run_dir: &Path, ds: &Dataset, opts: &AblateOptions, ctl: &Abla
             let score: Vec<f64> = (0..an.steps.len())
                 .map(|s| {
                     let v = an.series.get("score_excl_norm_overlap");
-                    let heads: Vec<(usize, usize)> = if group.is_empty() { (0..nl).flat_map(|l| (0..nh).map(move |h| (l, h))).collect() } else { group.clone() };
-                    heads.iter().filter_map(|&(l, h)| v.map(|v| v[s * nl * nh + l * nh + h])).filter(|x| x.is_finite()).fold(f64::NAN, f64::max)
+                    let heads: Vec<(usize, usize)> = if group.is_empty() {
+                        (0..nl).flat_map(|l| (0..nh).map(move |h| (l, h))).collect()
+                    } else {
+                        group.clone()
+                    };
+                    heads
+                        .iter()
+                        .filter_map(|&(l, h)| v.map(|v| v[s * nl * nh + l * nh + h]))
+                        .filter(|x| x.is_finite())
+                        .fold(f64::NAN, f64::max)
                 })
                 .collect();
             let window = emergence_window(&an.steps, &score);
@@ -392,7 +490,15 @@ pub fn ablate_run(run_dir: &Path, ds: &Dataset, opts: &AblateOptions, ctl: &Abla
         }
         a
     } else {
-        Ablation { config_toml: cfg_toml, n_layers: nl, n_heads: nh, n_eval_frames: frames.len(), targets: targets.clone(), kinds: kinds.clone(), ..Default::default() }
+        Ablation {
+            config_toml: cfg_toml,
+            n_layers: nl,
+            n_heads: nh,
+            n_eval_frames: frames.len(),
+            targets: targets.clone(),
+            kinds: kinds.clone(),
+            ..Default::default()
+        }
     };
     let todo: Vec<u64> = steps.iter().copied().filter(|s| !ab.has_step(*s)).collect();
     let want_final = steps.contains(&final_step);
@@ -417,7 +523,8 @@ pub fn ablate_run(run_dir: &Path, ds: &Dataset, opts: &AblateOptions, ctl: &Abla
     let val = crate::run::eval_trajectories(run_dir, ds)?;
     let train_trajs: Vec<usize> = (0..ds.n_traj).filter(|t| !val.contains(t)).collect();
     let train_trajs = if train_trajs.is_empty() { (0..ds.n_traj).collect() } else { train_trajs };
-    let mut train_frames: Vec<(usize, usize)> = train_trajs.iter().flat_map(|&t| (0..ds.n_frames.saturating_sub(1)).map(move |f| (t, f))).collect();
+    let mut train_frames: Vec<(usize, usize)> =
+        train_trajs.iter().flat_map(|&t| (0..ds.n_frames.saturating_sub(1)).map(move |f| (t, f))).collect();
     train_frames.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed ^ 0x7A1));
     train_frames.truncate(opts.train_frames.max(1));
     let edges = if an.g_edges.len() >= 2 { an.g_edges.clone() } else { headlab_analysis::metrics::default_g_edges() };
@@ -426,17 +533,40 @@ pub fn ablate_run(run_dir: &Path, ds: &Dataset, opts: &AblateOptions, ctl: &Abla
     let units = todo.len() + need_rollout as usize + need_patch as usize;
     let bar = if ctl.progress && units > 0 {
         let b = indicatif::ProgressBar::new(units as u64);
-        b.set_style(indicatif::ProgressStyle::with_template("ablate {bar:30} {pos}/{len}  {elapsed} (eta {eta})  {msg}").map_err(|e| run_err(run_dir, e.to_string()))?);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("ablate {bar:30} {pos}/{len}  {elapsed} (eta {eta})  {msg}")
+                .map_err(|e| run_err(run_dir, e.to_string()))?,
+        );
         b
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let path_of = |s: u64| ckpts.iter().find(|c| c.0 == s).map(|c| c.1.clone()).ok_or_else(|| run_err(run_dir, format!("no checkpoint at step {s}")));
+    let path_of = |s: u64| {
+        ckpts
+            .iter()
+            .find(|c| c.0 == s)
+            .map(|c| c.1.clone())
+            .ok_or_else(|| run_err(run_dir, format!("no checkpoint at step {s}")))
+    };
     let mut done = Vec::new();
     for &step in &todo {
         bar.set_message(format!("step {step}: one-step errors, {} targets × {} kinds", targets.len(), kinds.len()));
         let m = Model::load(&path_of(step)?, device)?;
-        let rec = tch::no_grad(|| onestep_step(&m, ds, &frames, &contacts, &train_frames, &edges, &targets, &kinds, &boot, opts.seed ^ step, dt))?;
+        let rec = tch::no_grad(|| {
+            onestep_step(
+                &m,
+                ds,
+                &frames,
+                &contacts,
+                &train_frames,
+                &edges,
+                &targets,
+                &kinds,
+                &boot,
+                opts.seed ^ step,
+                dt,
+            )
+        })?;
         ab.add_step(AblationStep { step, ..rec }).map_err(|msg| run_err(&out, msg))?;
         write_ablation(&out, &ab)?;
         done.push(step);
@@ -504,7 +634,11 @@ fn onestep_step(
     let mut onestep: BTreeMap<String, Vec<f64>> = ONESTEP_METRICS.iter().map(|m| (m.to_string(), Vec::new())).collect();
     for t in 0..targets.len() {
         for &k in kinds {
-            let off = if k.is_pattern() && k != Kind::OffSelf { sums.get(&(t, Kind::OffSelf)).map(|v| v.as_slice()) } else { None };
+            let off = if k.is_pattern() && k != Kind::OffSelf {
+                sums.get(&(t, Kind::OffSelf)).map(|v| v.as_slice())
+            } else {
+                None
+            };
             let eff = onestep_effects(boot, &intact, &sums[&(t, k)], off);
             for mname in ONESTEP_METRICS {
                 let e = eff.get(mname).copied().unwrap_or(Est::NAN);
@@ -514,7 +648,8 @@ fn onestep_step(
             }
         }
     }
-    let intact_e = intact_errors(boot, &intact).into_iter().map(|(k, e)| (k.to_string(), e.to_array().to_vec())).collect();
+    let intact_e =
+        intact_errors(boot, &intact).into_iter().map(|(k, e)| (k.to_string(), e.to_array().to_vec())).collect();
     Ok(AblationStep { step: 0, onestep, intact: intact_e })
 }
 
@@ -523,12 +658,27 @@ fn onestep_step(
 /// no group); oracle is not run (a predicted state has no true contact
 /// partners). Others are NaN.
 #[allow(clippy::too_many_arguments)]
-fn rollouts(m: &Model, ds: &Dataset, trajs: &[usize], targets: &[Target], kinds: &[Kind], mean_z: &[Tensor], profiles: &[GeoProfile], opts: &AblateOptions) -> Result<RolloutResults> {
+fn rollouts(
+    m: &Model,
+    ds: &Dataset,
+    trajs: &[usize],
+    targets: &[Target],
+    kinds: &[Kind],
+    mean_z: &[Tensor],
+    profiles: &[GeoProfile],
+    opts: &AblateOptions,
+) -> Result<RolloutResults> {
     let group = targets.iter().find(|t| t.name == "collision");
     let dt = ds.frame_dt() as f32;
     let horizon = ROLLOUT_HORIZONS.iter().copied().max().unwrap_or(0).min(ds.n_frames.saturating_sub(1));
     let r = trajs.len();
-    let truth: Vec<Tensor> = ROLLOUT_HORIZONS.iter().map(|&h| State::from_dataset(ds, &trajs.iter().map(|&t| (t, h.min(ds.n_frames - 1))).collect::<Vec<_>>(), m.device()).pos).collect();
+    let truth: Vec<Tensor> = ROLLOUT_HORIZONS
+        .iter()
+        .map(|&h| {
+            State::from_dataset(ds, &trajs.iter().map(|&t| (t, h.min(ds.n_frames - 1))).collect::<Vec<_>>(), m.device())
+                .pos
+        })
+        .collect();
     // Per-rollout squared position error at each horizon ([H][R]; NaN past the data).
     let run = |target: Option<(&Target, Kind)>| -> Result<Vec<Vec<f64>>> {
         let mut st = State::from_dataset(ds, &trajs.iter().map(|&t| (t, 0)).collect::<Vec<_>>(), m.device());
@@ -557,7 +707,9 @@ fn rollouts(m: &Model, ds: &Dataset, trajs: &[usize], targets: &[Target], kinds:
             let errs = if k == Kind::Oracle || !wanted { None } else { Some(run(Some((tg, k)))?) };
             for (hi, mname) in ROLLOUT_METRICS.iter().enumerate() {
                 let e = match &errs {
-                    Some(e) if intact[hi].iter().all(|v| v.is_finite()) => rboot.estimate(|w| headlab_analysis::ablation::weighted_ratio(w, &e[hi], &intact[hi])),
+                    Some(e) if intact[hi].iter().all(|v| v.is_finite()) => {
+                        rboot.estimate(|w| headlab_analysis::ablation::weighted_ratio(w, &e[hi], &intact[hi]))
+                    }
                     _ => Est::NAN,
                 };
                 if let Some(v) = metrics.get_mut(*mname) {
@@ -566,14 +718,26 @@ fn rollouts(m: &Model, ds: &Dataset, trajs: &[usize], targets: &[Target], kinds:
             }
         }
     }
-    let intact_est: Vec<f64> = (0..ROLLOUT_HORIZONS.len()).flat_map(|hi| rboot.estimate(|w| headlab_analysis::ablation::weighted_ratio(w, &intact[hi], &vec![1.0; r])).to_array()).collect();
+    let intact_est: Vec<f64> = (0..ROLLOUT_HORIZONS.len())
+        .flat_map(|hi| {
+            rboot.estimate(|w| headlab_analysis::ablation::weighted_ratio(w, &intact[hi], &vec![1.0; r])).to_array()
+        })
+        .collect();
     Ok(RolloutResults { step: 0, n_rollouts: r, metrics, intact: intact_est })
 }
 
 /// One rollout step of a batch of states with `target` ablated by `kind`
 /// (`None`: intact). Resample takes hook_z from another state of the batch
 /// (the intact model on it); geometry patterns are built from the current state.
-fn ablated_step(m: &Model, st: &State, target: Option<(&Target, Kind)>, mean_z: &[Tensor], profiles: &[GeoProfile], seed: u64, dt: f32) -> Result<State> {
+fn ablated_step(
+    m: &Model,
+    st: &State,
+    target: Option<(&Target, Kind)>,
+    mean_z: &[Tensor],
+    profiles: &[GeoProfile],
+    seed: u64,
+    dt: f32,
+) -> Result<State> {
     let (nl, nh) = (m.config.n_layers, m.config.n_heads);
     let dim = m.norm.dimension;
     let sz = st.pos.size();
@@ -581,7 +745,12 @@ fn ablated_step(m: &Model, st: &State, target: Option<(&Target, Kind)>, mean_z: 
     let x = m.norm.features(st);
     let y = match target {
         None => m.forward(&x)?,
-        Some((_, Kind::Oracle)) => return Err(run_err(Path::new("<rollout>"), "the oracle pattern needs the true contact partners, which a predicted state does not have")),
+        Some((_, Kind::Oracle)) => {
+            return Err(run_err(
+                Path::new("<rollout>"),
+                "the oracle pattern needs the true contact partners, which a predicted state does not have",
+            ))
+        }
         Some((tg, k)) => {
             let resample_z = if k == Kind::Resample {
                 let (_, cache) = m.run_with_cache(&x, |n| n.ends_with("attn.hook_z"))?;
@@ -591,7 +760,20 @@ fn ablated_step(m: &Model, st: &State, target: Option<(&Target, Kind)>, mean_z: 
                 vec![]
             };
             let weights = if matches!(k, Kind::GeoDistance | Kind::GeoApproach) {
-                weights_for(&[k], nl, nh, profiles, &host(&st.pos)?, &host(&st.vel)?, &host(&st.radii)?, None, n, dim, dt, m.device())
+                weights_for(
+                    &[k],
+                    nl,
+                    nh,
+                    profiles,
+                    &host(&st.pos)?,
+                    &host(&st.vel)?,
+                    &host(&st.radii)?,
+                    None,
+                    n,
+                    dim,
+                    dt,
+                    m.device(),
+                )
             } else {
                 HashMap::new()
             };
@@ -602,7 +784,12 @@ fn ablated_step(m: &Model, st: &State, target: Option<(&Target, Kind)>, mean_z: 
     };
     let y = m.norm.denormalize(&y);
     let d = dim as i64;
-    Ok(State { pos: &st.pos + y.narrow(-1, 0, d), vel: &st.vel + y.narrow(-1, d, d), radii: st.radii.shallow_clone(), masses: st.masses.shallow_clone() })
+    Ok(State {
+        pos: &st.pos + y.narrow(-1, 0, d),
+        vel: &st.vel + y.narrow(-1, d, d),
+        radii: st.radii.shallow_clone(),
+        masses: st.masses.shallow_clone(),
+    })
 }
 
 /// A rollout of checkpoint `step` from frame 0 of `trajs` over `horizon`
@@ -611,16 +798,32 @@ fn ablated_step(m: &Model, st: &State, target: Option<(&Target, Kind)>, mean_z: 
 /// mean squared position error against the data at each frame. Mean and
 /// geometry kinds use 256 training frames (not from the validation set).
 #[allow(clippy::too_many_arguments)]
-pub fn ablated_rollout(run_dir: &Path, step: u64, ds: &Dataset, trajs: &[usize], horizon: usize, target: &Target, kind: Kind, device: headlab_model::DeviceSpec) -> Result<(Vec<f32>, Vec<f32>, Vec<f64>)> {
+pub fn ablated_rollout(
+    run_dir: &Path,
+    step: u64,
+    ds: &Dataset,
+    trajs: &[usize],
+    horizon: usize,
+    target: &Target,
+    kind: Kind,
+    device: headlab_model::DeviceSpec,
+) -> Result<(Vec<f32>, Vec<f32>, Vec<f64>)> {
     let m = Model::load(&headlab_store::checkpoint::checkpoint_path(run_dir, step), device.resolve()?)?;
     let (n, dim) = (ds.n_particles, ds.dim());
     for &(l, h) in &target.heads {
         if l >= m.config.n_layers || h >= m.config.n_heads {
-            return Err(ProbeError::Config { key: "ablate".into(), value: target.name.clone(), hint: format!("the model has {} layers × {} heads", m.config.n_layers, m.config.n_heads) });
+            return Err(ProbeError::Config {
+                key: "ablate".into(),
+                value: target.name.clone(),
+                hint: format!("the model has {} layers × {} heads", m.config.n_layers, m.config.n_heads),
+            });
         }
     }
     let val = crate::run::eval_trajectories(run_dir, ds)?;
-    let mut train_frames: Vec<(usize, usize)> = (0..ds.n_traj).filter(|t| !val.contains(t)).flat_map(|t| (0..ds.n_frames.saturating_sub(1)).map(move |f| (t, f))).collect();
+    let mut train_frames: Vec<(usize, usize)> = (0..ds.n_traj)
+        .filter(|t| !val.contains(t))
+        .flat_map(|t| (0..ds.n_frames.saturating_sub(1)).map(move |f| (t, f)))
+        .collect();
     if train_frames.is_empty() {
         train_frames = (0..ds.n_traj).flat_map(|t| (0..ds.n_frames.saturating_sub(1)).map(move |f| (t, f))).collect();
     }
@@ -659,7 +862,13 @@ pub fn ablated_rollout(run_dir: &Path, step: u64, ds: &Dataset, trajs: &[usize],
 /// difference in the query's predicted Δv that patching restores
 /// (denoising) or destroys (noising): Σ (p − k)·(c − k) / Σ |c − k|² over
 /// pairs, with a bootstrap CI over pairs.
-fn patching(m: &Model, ds: &Dataset, frames: &[(usize, usize)], contacts: &[&ContactSet], opts: &AblateOptions) -> Result<PatchingResults> {
+fn patching(
+    m: &Model,
+    ds: &Dataset,
+    frames: &[(usize, usize)],
+    contacts: &[&ContactSet],
+    opts: &AblateOptions,
+) -> Result<PatchingResults> {
     let (nl, nh) = (m.config.n_layers, m.config.n_heads);
     let (n, dim) = (ds.n_particles, ds.dim());
     let dt = ds.frame_dt() as f32;
@@ -679,15 +888,31 @@ fn patching(m: &Model, ds: &Dataset, frames: &[(usize, usize)], contacts: &[&Con
             corrupt_pos.extend(p);
         }
     }
-    let sites: Vec<String> = (0..nl).flat_map(|l| (0..nh).map(move |h| format!("L{l}.H{h}"))).chain((0..nl).map(|l| format!("L{l}.resid"))).collect();
+    let sites: Vec<String> = (0..nl)
+        .flat_map(|l| (0..nh).map(move |h| format!("L{l}.H{h}")))
+        .chain((0..nl).map(|l| format!("L{l}.resid")))
+        .collect();
     if pairs.is_empty() {
         tracing::warn!("no counterfactual pairs (no contacts in the evaluation frames, or no free spot to move a partner to): patching not measured");
-        return Ok(PatchingResults { step: 0, n_pairs: 0, sites: sites.clone(), denoise: vec![f64::NAN; sites.len() * 3], noise: vec![f64::NAN; sites.len() * 3], median_gap: f64::NAN, median_true_dv: f64::NAN });
+        return Ok(PatchingResults {
+            step: 0,
+            n_pairs: 0,
+            sites: sites.clone(),
+            denoise: vec![f64::NAN; sites.len() * 3],
+            noise: vec![f64::NAN; sites.len() * 3],
+            median_gap: f64::NAN,
+            median_true_dv: f64::NAN,
+        });
     }
     let p = pairs.len() as i64;
     let fr: Vec<(usize, usize)> = pairs.iter().map(|&(f, _, _)| frames[f]).collect();
     let clean_st = State::from_dataset(ds, &fr, m.device());
-    let corrupt_st = State { pos: Tensor::from_slice(&corrupt_pos).view([p, n as i64, dim as i64]).to(m.device()), vel: clean_st.vel.shallow_clone(), radii: clean_st.radii.shallow_clone(), masses: clean_st.masses.shallow_clone() };
+    let corrupt_st = State {
+        pos: Tensor::from_slice(&corrupt_pos).view([p, n as i64, dim as i64]).to(m.device()),
+        vel: clean_st.vel.shallow_clone(),
+        radii: clean_st.radii.shallow_clone(),
+        masses: clean_st.masses.shallow_clone(),
+    };
     let (xc, xk) = (m.norm.features(&clean_st), m.norm.features(&corrupt_st));
     let (yc, cc) = intact_cache(m, &xc)?;
     let (yk, ck) = intact_cache(m, &xk)?;
@@ -701,10 +926,18 @@ fn patching(m: &Model, ds: &Dataset, frames: &[(usize, usize)], contacts: &[&Con
     // The query's predicted Δv (physical) per pair: [P][D].
     let dv_q = |y: &Tensor| -> Result<Vec<Vec<f32>>> {
         let v = host(&m.norm.denormalize(y).narrow(-1, d, d))?;
-        Ok(pairs.iter().enumerate().map(|(b, &(_, i, _))| v[(b * n + i) * dim..(b * n + i + 1) * dim].to_vec()).collect())
+        Ok(pairs
+            .iter()
+            .enumerate()
+            .map(|(b, &(_, i, _))| v[(b * n + i) * dim..(b * n + i + 1) * dim].to_vec())
+            .collect())
     };
     let (vc, vk) = (dv_q(&yc)?, dv_q(&yk)?);
-    let gaps: Vec<f64> = vc.iter().zip(&vk).map(|(a, b)| a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt()).collect();
+    let gaps: Vec<f64> = vc
+        .iter()
+        .zip(&vk)
+        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt())
+        .collect();
     let true_dv: Vec<f64> = pairs
         .iter()
         .map(|&(f, i, _)| {
@@ -743,8 +976,11 @@ fn patching(m: &Model, ds: &Dataset, frames: &[(usize, usize)], contacts: &[&Con
         let pd = patched(&xk, &cc, site)?;
         let pn = patched(&xc, &ck, site)?;
         // recovery · |c − k|² = (p − k)·(c − k)
-        let nd: Vec<f64> = (0..pairs.len()).map(|b| recovery(&vc[b], &vk[b], &pd[b]).map(|r| r * den[b]).unwrap_or(0.0)).collect();
-        let nn: Vec<f64> = (0..pairs.len()).map(|b| recovery(&vc[b], &vk[b], &pn[b]).map(|r| (1.0 - r) * den[b]).unwrap_or(0.0)).collect();
+        let nd: Vec<f64> =
+            (0..pairs.len()).map(|b| recovery(&vc[b], &vk[b], &pd[b]).map(|r| r * den[b]).unwrap_or(0.0)).collect();
+        let nn: Vec<f64> = (0..pairs.len())
+            .map(|b| recovery(&vc[b], &vk[b], &pn[b]).map(|r| (1.0 - r) * den[b]).unwrap_or(0.0))
+            .collect();
         denoise.extend(pboot.estimate(|w| headlab_analysis::ablation::weighted_ratio(w, &nd, &den)).to_array());
         noise.extend(pboot.estimate(|w| headlab_analysis::ablation::weighted_ratio(w, &nn, &den)).to_array());
     }
@@ -757,7 +993,15 @@ fn patching(m: &Model, ds: &Dataset, frames: &[(usize, usize)], contacts: &[&Con
             s[s.len() / 2]
         }
     };
-    Ok(PatchingResults { step: 0, n_pairs: pairs.len(), sites, denoise, noise, median_gap: median(&gaps), median_true_dv: median(&true_dv) })
+    Ok(PatchingResults {
+        step: 0,
+        n_pairs: pairs.len(),
+        sites,
+        denoise,
+        noise,
+        median_gap: median(&gaps),
+        median_true_dv: median(&true_dv),
+    })
 }
 
 #[cfg(test)]
@@ -801,7 +1045,10 @@ mod tests {
         hooks.record(|s| s == "blocks.1.attn.hook_pattern");
         let _ = m.run_with_hooks(&x, &mut hooks).unwrap();
         let got = hooks.take_cache().pattern(1).unwrap().shallow_clone();
-        assert_eq!(max_diff(&got.select(1, 2), &Tensor::eye(n, (TKind::Float, Device::Cpu)).expand([b, n, n], false)), 0.0);
+        assert_eq!(
+            max_diff(&got.select(1, 2), &Tensor::eye(n, (TKind::Float, Device::Cpu)).expand([b, n, n], false)),
+            0.0
+        );
         for h in [0, 1, 3] {
             assert_eq!(max_diff(&got.select(1, h), &orig.select(1, h)), 0.0);
         }
@@ -823,7 +1070,8 @@ mod tests {
         let _ = m.run_with_hooks(&x, &mut hooks).unwrap();
         let got = hooks.take_cache().pattern(1).unwrap().select(1, 2);
         let o = orig.select(1, 2);
-        let (gv, ov) = (Vec::<f32>::try_from(got.reshape([-1])).unwrap(), Vec::<f32>::try_from(o.reshape([-1])).unwrap());
+        let (gv, ov) =
+            (Vec::<f32>::try_from(got.reshape([-1])).unwrap(), Vec::<f32>::try_from(o.reshape([-1])).unwrap());
         let nn = n as usize;
         for f in 0..b as usize {
             for i in 0..nn {
@@ -852,8 +1100,16 @@ mod tests {
         let target = Target { name: "L0.H1".into(), heads: vec![(0, 1)] };
         let perm = Tensor::from_slice(&derangement(b as usize, 5));
         let mean = Tensor::randn([m.config.n_heads as i64, z0.size()[3]], (TKind::Float, Device::Cpu));
-        let ctx = AblCtx { mean_z: vec![mean.shallow_clone(), mean.shallow_clone()], resample_z: vec![z0.index_select(0, &perm), z0.index_select(0, &perm)], weights: HashMap::new() };
-        for (k, want) in [(Kind::Zero, z0.select(2, 1).zeros_like()), (Kind::Mean, mean.get(1).expand([b, n, z0.size()[3]], false)), (Kind::Resample, z0.index_select(0, &perm).select(2, 1))] {
+        let ctx = AblCtx {
+            mean_z: vec![mean.shallow_clone(), mean.shallow_clone()],
+            resample_z: vec![z0.index_select(0, &perm), z0.index_select(0, &perm)],
+            weights: HashMap::new(),
+        };
+        for (k, want) in [
+            (Kind::Zero, z0.select(2, 1).zeros_like()),
+            (Kind::Mean, mean.get(1).expand([b, n, z0.size()[3]], false)),
+            (Kind::Resample, z0.index_select(0, &perm).select(2, 1)),
+        ] {
             let mut hooks = ablation_hooks(&target, k, &ctx);
             hooks.record(|s| s == "blocks.0.attn.hook_z");
             let _ = m.run_with_hooks(&x, &mut hooks).unwrap();

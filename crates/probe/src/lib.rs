@@ -7,6 +7,6 @@
 //! The tch-free arithmetic (metrics, contacts, fits, the collision head) lives
 //! in headlab-analysis; the report and the viewer use it without libtorch.
 
-pub mod run;
-pub mod llc;
 pub mod ablate;
+pub mod llc;
+pub mod run;

@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use headlab_analysis::baselines::{all_head_controls, baseline_table, controls_series, floor_ceiling, PairTable};
 use headlab_analysis::evalset::{choose_eval_frames, frame_geoms, pair_table};
-use headlab_analysis::logistic::BaseModel;
 use headlab_analysis::heads::analysis_path;
+use headlab_analysis::logistic::BaseModel;
 use headlab_analysis::metrics::{default_g_edges, step_record, FrameGeom, ProbeAccum};
 use headlab_analysis::series::SeriesKey;
 use headlab_sim::Dataset;
@@ -84,19 +84,32 @@ pub struct ProbeOptions {
 
 impl Default for ProbeOptions {
     fn default() -> Self {
-        Self { eval_frames: 128, seed: 0, contact_factor: 1.0, g_edges: default_g_edges(), cache_trajectories: 2, cache_frames: 32 }
+        Self {
+            eval_frames: 128,
+            seed: 0,
+            contact_factor: 1.0,
+            g_edges: default_g_edges(),
+            cache_trajectories: 2,
+            cache_frames: 32,
+        }
     }
 }
 
 impl ProbeOptions {
     /// Check every option's range; the error names the key and what is allowed.
     pub fn validate(&self) -> Result<()> {
-        let bad = |key: &str, value: String, hint: &str| Err(ProbeError::Config { key: key.into(), value, hint: hint.into() });
+        let bad = |key: &str, value: String, hint: &str| {
+            Err(ProbeError::Config { key: key.into(), value, hint: hint.into() })
+        };
         if self.eval_frames == 0 {
             return bad("eval_frames", "0".into(), "need at least one evaluation frame");
         }
         // (TOML holds integers up to 2^63 - 1; far below that, no run has that many frames.)
-        for (key, v) in [("eval_frames", self.eval_frames as u64), ("cache_trajectories", self.cache_trajectories as u64), ("cache_frames", self.cache_frames as u64)] {
+        for (key, v) in [
+            ("eval_frames", self.eval_frames as u64),
+            ("cache_trajectories", self.cache_trajectories as u64),
+            ("cache_frames", self.cache_frames as u64),
+        ] {
             if v > 1 << 32 {
                 return bad(key, v.to_string(), "at most 2^32");
             }
@@ -108,7 +121,11 @@ impl ProbeOptions {
             return bad("contact_factor", self.contact_factor.to_string(), "must be a positive number (1 = touching)");
         }
         if self.g_edges.len() < 2 || self.g_edges.windows(2).any(|w| !(w[1] > w[0])) || !(self.g_edges[0] >= 0.0) {
-            return bad("g_edges", format!("{:?}", self.g_edges), "need at least two strictly increasing, non-negative edges");
+            return bad(
+                "g_edges",
+                format!("{:?}", self.g_edges),
+                "need at least two strictly increasing, non-negative edges",
+            );
         }
         Ok(())
     }
@@ -143,7 +160,14 @@ pub struct ProbeControl {
 
 impl Default for ProbeControl {
     fn default() -> Self {
-        Self { device: headlab_model::DeviceSpec::Auto, batch: 64, progress: true, fresh: false, save_every: 10, threads: 0 }
+        Self {
+            device: headlab_model::DeviceSpec::Auto,
+            batch: 64,
+            progress: true,
+            fresh: false,
+            save_every: 10,
+            threads: 0,
+        }
     }
 }
 
@@ -189,7 +213,10 @@ impl AttentionSource for ModelSource {
             let (_, cache) = m.run_with_cache(&x, |name| name.ends_with(".attn.hook_pattern"))?;
             (0..m.config.n_layers)
                 .map(|l| {
-                    let p = cache.pattern(l).ok_or_else(|| ProbeError::Run { path: PathBuf::new(), msg: format!("model recorded no pattern for layer {l}") })?;
+                    let p = cache.pattern(l).ok_or_else(|| ProbeError::Run {
+                        path: PathBuf::new(),
+                        msg: format!("model recorded no pattern for layer {l}"),
+                    })?;
                     let p = p.to_kind(tch::Kind::Float).to_device(tch::Device::Cpu).contiguous().view([-1]);
                     Ok(Vec::<f32>::try_from(&p)?)
                 })
@@ -200,7 +227,14 @@ impl AttentionSource for ModelSource {
 
 /// Probe one attention source on the evaluation frames: the accumulated
 /// per-head metrics (`finish()` gives them) and pair attention.
-pub fn probe_source(src: &dyn AttentionSource, ds: &Dataset, frames: &[(usize, usize)], geoms: &[FrameGeom], edges: &[f32], batch: usize) -> Result<ProbeAccum> {
+pub fn probe_source(
+    src: &dyn AttentionSource,
+    ds: &Dataset,
+    frames: &[(usize, usize)],
+    geoms: &[FrameGeom],
+    edges: &[f32],
+    batch: usize,
+) -> Result<ProbeAccum> {
     let (l, h, n) = (src.n_layers(), src.n_heads(), ds.n_particles);
     let mut acc = ProbeAccum::new(l, h, edges);
     let per = h * n * n;
@@ -227,12 +261,19 @@ pub struct Geometry {
 }
 
 /// Attention of every head on whole trajectories: [L, H, P, F, N, N].
-fn cached_patterns(src: &dyn AttentionSource, ds: &Dataset, trajs: &[u32], frames: &[u32], batch: usize) -> Result<Vec<f32>> {
+fn cached_patterns(
+    src: &dyn AttentionSource,
+    ds: &Dataset,
+    trajs: &[u32],
+    frames: &[u32],
+    batch: usize,
+) -> Result<Vec<f32>> {
     let (l, h, n) = (src.n_layers(), src.n_heads(), ds.n_particles);
     let (p, f) = (trajs.len(), frames.len());
     let nn = n * n;
     let mut out = vec![0f32; l * h * p * f * nn];
-    let all: Vec<(usize, usize)> = trajs.iter().flat_map(|&t| frames.iter().map(move |&fr| (t as usize, fr as usize))).collect();
+    let all: Vec<(usize, usize)> =
+        trajs.iter().flat_map(|&t| frames.iter().map(move |&fr| (t as usize, fr as usize))).collect();
     for (ci, chunk) in all.chunks(batch.max(1)).enumerate() {
         let pats = src.patterns(ds, chunk)?;
         for (layer, pat) in pats.iter().enumerate() {
@@ -251,7 +292,13 @@ fn cached_patterns(src: &dyn AttentionSource, ds: &Dataset, trajs: &[u32], frame
 
 /// Probe every checkpoint of `run_dir` not yet in its analysis.h5.
 /// `ds` is the run's dataset and `dataset_path` its path (recorded).
-pub fn probe_run(run_dir: &Path, ds: &Dataset, dataset_path: &Path, opts: &ProbeOptions, ctl: &ProbeControl) -> Result<ProbeSummary> {
+pub fn probe_run(
+    run_dir: &Path,
+    ds: &Dataset,
+    dataset_path: &Path,
+    opts: &ProbeOptions,
+    ctl: &ProbeControl,
+) -> Result<ProbeSummary> {
     let device = ctl.device.resolve()?;
     headlab_train::set_threads(ctl.threads);
     probe_run_with(run_dir, ds, dataset_path, opts, ctl, &|p: &Path| {
@@ -280,7 +327,10 @@ pub fn probe_run_with(
     // when every checkpoint is probed: a failure keeps the old results.
     let beside = fresh_path(&out);
     let r = probe_into(run_dir, ds, dataset_path, opts, ctl, load, &beside).and_then(|mut s| {
-        std::fs::rename(&beside, &out).map_err(|e| ProbeError::Run { path: out.clone(), msg: format!("cannot replace it with {}: {e}", beside.display()) })?;
+        std::fs::rename(&beside, &out).map_err(|e| ProbeError::Run {
+            path: out.clone(),
+            msg: format!("cannot replace it with {}: {e}", beside.display()),
+        })?;
         s.analysis_path = out.clone();
         Ok(s)
     });
@@ -311,7 +361,10 @@ fn probe_into(
     let out = out.to_path_buf();
     let ckpts = list_checkpoints(run_dir)?;
     if ckpts.is_empty() {
-        return Err(ProbeError::Run { path: run_dir.to_path_buf(), msg: "no checkpoints in ckpt/; train the run first (headlab train)".into() });
+        return Err(ProbeError::Run {
+            path: run_dir.to_path_buf(),
+            msg: "no checkpoints in ckpt/; train the run first (headlab train)".into(),
+        });
     }
     let cfg_toml = opts.to_toml()?;
     let mut an: Option<Analysis> = None;
@@ -327,7 +380,13 @@ fn probe_into(
             });
         }
         if a.n_particles != ds.n_particles {
-            return Err(ProbeError::Run { path: out.clone(), msg: format!("was probed on {} particles, the dataset has {}; pass --fresh", a.n_particles, ds.n_particles) });
+            return Err(ProbeError::Run {
+                path: out.clone(),
+                msg: format!(
+                    "was probed on {} particles, the dataset has {}; pass --fresh",
+                    a.n_particles, ds.n_particles
+                ),
+            });
         }
         if !a.steps.is_empty() && !a.series.contains_key(SeriesKey::AurocMatched.name()) {
             return Err(ProbeError::Run {
@@ -337,7 +396,8 @@ fn probe_into(
         }
         an = Some(a);
     }
-    let todo: Vec<(u64, PathBuf)> = ckpts.iter().filter(|(s, _)| an.as_ref().is_none_or(|a| !a.has_step(*s))).cloned().collect();
+    let todo: Vec<(u64, PathBuf)> =
+        ckpts.iter().filter(|(s, _)| an.as_ref().is_none_or(|a| !a.has_step(*s))).cloned().collect();
     let skipped = ckpts.len() - todo.len();
     if todo.is_empty() {
         let n_eval = an.as_ref().map(|a| a.eval_frame.len()).unwrap_or(0);
@@ -361,7 +421,12 @@ fn probe_into(
     let geoms = frame_geoms(ds, &frames, opts.contact_factor);
     let n_contacts: usize = geoms.iter().map(|g| g.overlap.n_pairs()).sum();
     let n_interval: usize = geoms.iter().map(|g| g.interval.n_pairs()).sum();
-    tracing::info!("{} evaluation frames: {} overlapping pairs, {} pairs in contact within the interval", frames.len(), n_contacts, n_interval);
+    tracing::info!(
+        "{} evaluation frames: {} overlapping pairs, {} pairs in contact within the interval",
+        frames.len(),
+        n_contacts,
+        n_interval
+    );
     if n_interval == 0 {
         tracing::warn!("no contacts in the evaluation frames: collision scores will be undefined (NaN); use a denser scene or more frames");
     }
@@ -387,7 +452,13 @@ fn probe_into(
     let mut an = match an {
         Some(a) => {
             if (a.n_layers, a.n_heads) != (nl, nh) {
-                return Err(ProbeError::Run { path: out.clone(), msg: format!("holds {}×{} heads but the checkpoints have {nl}×{nh}; pass --fresh", a.n_layers, a.n_heads) });
+                return Err(ProbeError::Run {
+                    path: out.clone(),
+                    msg: format!(
+                        "holds {}×{} heads but the checkpoints have {nl}×{nh}; pass --fresh",
+                        a.n_layers, a.n_heads
+                    ),
+                });
             }
             a
         }
@@ -412,7 +483,12 @@ fn probe_into(
     };
     let bar = if ctl.progress {
         let b = indicatif::ProgressBar::new(todo.len() as u64);
-        b.set_style(indicatif::ProgressStyle::with_template("probe {bar:30} {pos}/{len} checkpoints  {elapsed} (eta {eta})  {msg}").map_err(|e| ProbeError::Run { path: run_dir.to_path_buf(), msg: format!("progress bar: {e}") })?);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "probe {bar:30} {pos}/{len} checkpoints  {elapsed} (eta {eta})  {msg}",
+            )
+            .map_err(|e| ProbeError::Run { path: run_dir.to_path_buf(), msg: format!("progress bar: {e}") })?,
+        );
         b
     } else {
         indicatif::ProgressBar::hidden()
@@ -433,7 +509,11 @@ fn probe_into(
         let (floor, ceiling) = geometry.floor_ceiling;
         let controls = all_head_controls(&acc, &geometry.table, &geometry.base, floor, ceiling, opts.seed);
         let tp = Instant::now();
-        let pats = if an.pattern_traj.is_empty() { vec![] } else { cached_patterns(s.as_ref(), ds, &an.pattern_traj, &an.pattern_frames, ctl.batch)? };
+        let pats = if an.pattern_traj.is_empty() {
+            vec![]
+        } else {
+            cached_patterns(s.as_ref(), ds, &an.pattern_traj, &an.pattern_frames, ctl.batch)?
+        };
         tracing::debug!(
             "step {step}: load {:.3}s, metrics {:.3}s, cached patterns {:.3}s",
             (tm - tl).as_secs_f64(),
@@ -479,4 +559,3 @@ pub fn eval_trajectories(run_dir: &Path, ds: &Dataset) -> Result<Vec<usize>> {
     };
     Ok(if val.is_empty() { (0..ds.n_traj).collect() } else { val })
 }
-

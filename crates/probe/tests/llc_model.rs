@@ -10,7 +10,13 @@ use tch::Device;
 
 fn tiny_run(dir: &std::path::Path) -> headlab_sim::Dataset {
     let ds = toy_dataset(6, 20, 8, 5);
-    let mut cfg = TrainConfig { steps: 150, batch_size: 16, device: headlab_model::DeviceSpec::Cpu, threads: 1, ..TrainConfig::default() };
+    let mut cfg = TrainConfig {
+        steps: 150,
+        batch_size: 16,
+        device: headlab_model::DeviceSpec::Cpu,
+        threads: 1,
+        ..TrainConfig::default()
+    };
     cfg.model.n_layers = 1;
     cfg.model.n_heads = 2;
     cfg.model.d_model = 16;
@@ -49,8 +55,9 @@ fn checkpoint_llc_whole_and_per_head() {
         assert!(est.llc < r.whole.llc, "{} vs whole {}", est.llc, r.whole.llc);
     }
     // Reproducible.
-    let again = llc_for_checkpoint(&last, &ds, &CheckpointLlcOptions { per_head: false, ..opts.clone() }, Device::Cpu, None)
-        .unwrap();
+    let again =
+        llc_for_checkpoint(&last, &ds, &CheckpointLlcOptions { per_head: false, ..opts.clone() }, Device::Cpu, None)
+            .unwrap();
     assert_eq!(again.whole.llc.to_bits(), r.whole.llc.to_bits());
     // Masks select exactly one head's slices.
     let (mask, names) = head_mask(&model, 0, 1).unwrap();

@@ -29,7 +29,12 @@ fn check_linear_regression(d: usize, chains: usize, draws: usize) {
     let rel = (est.llc - target) / target;
     eprintln!(
         "d={d}: estimate {:.4} ± {:.4} (all steps {:.4}), target {:.4}, d/2 = {}, rel err {:.4}",
-        est.llc, est.se, est.llc_all_steps, target, d as f64 / 2.0, rel
+        est.llc,
+        est.se,
+        est.llc_all_steps,
+        target,
+        d as f64 / 2.0,
+        rel
     );
     assert!(est.warnings.is_empty(), "{:?}", est.warnings);
     assert_eq!(est.n_failed(), 0);
@@ -159,12 +164,12 @@ fn paired_beats_unpaired() {
     let gamma = 100.0;
     let n_beta = LlcConfig::default().n_beta(n);
     let target = lr.exact_llc(n_beta, gamma);
-    let ln_star: f64 =
-        (0..lr.n_batches()).map(|b| lr.batch_loss(&lr.w_star(), b)).sum::<f64>() / lr.n_batches() as f64;
+    let ln_star: f64 = (0..lr.n_batches()).map(|b| lr.batch_loss(&lr.w_star(), b)).sum::<f64>() / lr.n_batches() as f64;
     let (mut err_paired, mut err_unpaired) = (0.0, 0.0);
     let seeds = 6;
     for seed in 0..seeds {
-        let cfg = LlcConfig { epsilon: 3e-5, gamma, chains: 8, draws: 2000, burn_in: 0.2, seed, ..LlcConfig::default() };
+        let cfg =
+            LlcConfig { epsilon: 3e-5, gamma, chains: 8, draws: 2000, burn_in: 0.2, seed, ..LlcConfig::default() };
         let est = estimate(&lr, &[lr.w_star()], &Movable::all(1), &cfg, None).unwrap();
         err_paired += (est.llc - target).powi(2);
         err_unpaired += (est.llc_unpaired - target).powi(2);
@@ -313,8 +318,8 @@ fn calibration_recommends_a_stable_step() {
     let target = lr.exact_llc(LlcConfig::default().n_beta(n), gamma);
     let base = LlcConfig { chains: 16, draws: 1500, burn_in: 0.3, ..LlcConfig::default() };
     let eps = [3e-7, 3e-6, 1e-5, 3e-5, 1e-4, 1e-2];
-    let cal = headlab_probe::llc::calibrate(&lr, &[lr.w_star()], &Movable::all(1), &base, &eps, &[gamma], None)
-        .unwrap();
+    let cal =
+        headlab_probe::llc::calibrate(&lr, &[lr.w_star()], &Movable::all(1), &base, &eps, &[gamma], None).unwrap();
     for p in &cal.points {
         eprintln!("ε {:e}: {:.3} ± {:.3} failed {}", p.epsilon, p.llc, p.se, p.n_failed);
     }

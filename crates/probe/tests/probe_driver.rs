@@ -42,7 +42,13 @@ impl AttentionSource for Oracle {
             for i in 0..n {
                 let deg = cs.degree(i);
                 for j in 0..n {
-                    out.push(if deg == 0 { (i == j) as u8 as f32 } else if cs.contains(i, j) { 1.0 / deg as f32 } else { 0.0 });
+                    out.push(if deg == 0 {
+                        (i == j) as u8 as f32
+                    } else if cs.contains(i, j) {
+                        1.0 / deg as f32
+                    } else {
+                        0.0
+                    });
                 }
             }
             out.extend(std::iter::repeat_n(1.0 / n as f32, n * n));
@@ -87,7 +93,13 @@ fn oracle_head_scores_one_and_probing_is_incremental() {
     // The uniform head knows nothing at matched distance (all ties: 0.5).
     assert!((v.heads[1].matched - 0.5).abs() < 1e-9 || v.heads[1].matched.is_nan(), "{:?}", v.heads[1]);
     // The baselines were computed on the same frames and stored.
-    assert!(a.baselines.contains_key("distance") && a.baselines.contains_key("ballistic") && a.baselines.contains_key("_binning"), "{:?}", a.baselines.keys());
+    assert!(
+        a.baselines.contains_key("distance")
+            && a.baselines.contains_key("ballistic")
+            && a.baselines.contains_key("_binning"),
+        "{:?}",
+        a.baselines.keys()
+    );
     assert!(a.head_series(SeriesKey::IncrGain, 0, 0).unwrap().iter().all(|x| x.is_finite()));
     // Cached patterns: [L, H, P, F, N, N], rows of the uniform head sum to 1.
     let n = ds.n_particles;
@@ -115,7 +127,10 @@ fn oracle_head_scores_one_and_probing_is_incremental() {
     assert!(e.contains("--fresh") && e.contains("analysis.h5"), "{e}");
     // Bad options are rejected before anything runs.
     let bad = ProbeOptions { g_edges: vec![1.0, 0.5], ..opts };
-    assert!(probe_run_with(&run, &ds, Path::new("toy.h5"), &bad, &ctl, &load).unwrap_err().to_string().contains("g_edges"));
+    assert!(probe_run_with(&run, &ds, Path::new("toy.h5"), &bad, &ctl, &load)
+        .unwrap_err()
+        .to_string()
+        .contains("g_edges"));
 }
 
 #[test]
@@ -155,7 +170,10 @@ fn probes_a_trained_model_twice_identically() {
     let b = read_analysis(&s3.analysis_path, true).unwrap();
     for (name, v) in &a.series {
         let w = &b.series[name];
-        assert!(v.iter().zip(w).all(|(x, y)| x == y || (x.is_nan() && y.is_nan())), "{name} differs after a fresh probe");
+        assert!(
+            v.iter().zip(w).all(|(x, y)| x == y || (x.is_nan() && y.is_nan())),
+            "{name} differs after a fresh probe"
+        );
     }
     assert_eq!(a.patterns, b.patterns);
 }

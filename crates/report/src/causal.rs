@@ -7,7 +7,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use headlab_analysis::ablation::{effect_sentence, fmt_est, fmt_ratio, plot, share_sentence, Ablation, Est, Kind, ROLLOUT_METRICS};
+use headlab_analysis::ablation::{
+    effect_sentence, fmt_est, fmt_ratio, plot, share_sentence, Ablation, Est, Kind, ROLLOUT_METRICS,
+};
 use headlab_store::analysis::Analysis;
 
 use crate::{esc, ReportError, Result};
@@ -17,7 +19,15 @@ fn cell(a: &Ablation, s: usize, t: usize, k: usize) -> String {
     let f = a.onestep_est("free_ratio", s, t, k);
     let sel = a.onestep_est("selectivity", s, t, k);
     let mark = |e: Est| if e.excludes(1.0) { "" } else { " ≈" };
-    format!("contact {}{}<br>free {}{}<br>ratio {}{}", esc(&fmt_ratio(c)), mark(c), esc(&fmt_ratio(f)), mark(f), esc(&fmt_ratio(sel)), mark(sel))
+    format!(
+        "contact {}{}<br>free {}{}<br>ratio {}{}",
+        esc(&fmt_ratio(c)),
+        mark(c),
+        esc(&fmt_ratio(f)),
+        mark(f),
+        esc(&fmt_ratio(sel)),
+        mark(sel)
+    )
 }
 
 /// The section's HTML and one summary sentence (empty if nothing to say).
@@ -25,7 +35,8 @@ pub(crate) fn section(out: &Path, prefix: &str, an: &Analysis, series: &str, a: 
     let mut h = String::new();
     let last = a.steps.len() - 1;
     let step = a.steps[last];
-    let perr = |f: &str, e: headlab_analysis::AnalysisError| ReportError::Plot { path: out.join(f), msg: e.to_string() };
+    let perr =
+        |f: &str, e: headlab_analysis::AnalysisError| ReportError::Plot { path: out.join(f), msg: e.to_string() };
     let _ = writeln!(h, "<h3>Causal evidence (headlab ablate)</h3>");
     let _ = writeln!(
         h,
@@ -38,8 +49,14 @@ pub(crate) fn section(out: &Path, prefix: &str, an: &Analysis, series: &str, a: 
         let _ = writeln!(h, "<li><b>{}</b>: {}</li>", k.name(), esc(k.question()));
     }
     h.push_str("</ul>\n");
-    let ic = a.intact.get("contact_mse").and_then(|v| v.get(last * 3..last * 3 + 3)).map(Est::from_slice).unwrap_or(Est::NAN);
-    let ifr = a.intact.get("free_mse").and_then(|v| v.get(last * 3..last * 3 + 3)).map(Est::from_slice).unwrap_or(Est::NAN);
+    let ic = a
+        .intact
+        .get("contact_mse")
+        .and_then(|v| v.get(last * 3..last * 3 + 3))
+        .map(Est::from_slice)
+        .unwrap_or(Est::NAN);
+    let ifr =
+        a.intact.get("free_mse").and_then(|v| v.get(last * 3..last * 3 + 3)).map(Est::from_slice).unwrap_or(Est::NAN);
     let _ = writeln!(h, "<p>Intact model at step {step}: one-step MSE (normalized units) {} for contact particles, {} for free ones.</p>", esc(&fmt_est(ic)), esc(&fmt_est(ifr)));
 
     // Sentences for the collision heads and the group.
@@ -64,9 +81,12 @@ pub(crate) fn section(out: &Path, prefix: &str, an: &Analysis, series: &str, a: 
                 }
             }
             // The summary: the best head's and the group's off-self sentences.
-            let best = headlab_analysis::heads::run_verdict(an, None).and_then(|v| v.top_heads().first().map(|b| format!("L{}.H{}", b.layer, b.head)));
+            let best = headlab_analysis::heads::run_verdict(an, None)
+                .and_then(|v| v.top_heads().first().map(|b| format!("L{}.H{}", b.layer, b.head)));
             if a.targets[t].name == "collision" || Some(&a.targets[t].name) == best.as_ref() {
-                if let Some(l) = lines.iter().find(|l| l.contains("off-self attention multiplies") || l.contains("off-self attention does nothing")) {
+                if let Some(l) = lines.iter().find(|l| {
+                    l.contains("off-self attention multiplies") || l.contains("off-self attention does nothing")
+                }) {
                     summary.push_str(if summary.is_empty() { "Causal test at step " } else { " " });
                     if summary == "Causal test at step " {
                         let _ = write!(summary, "{step}: ");
@@ -101,7 +121,21 @@ pub(crate) fn section(out: &Path, prefix: &str, an: &Analysis, series: &str, a: 
             let _ = write!(h, "<th>{}</th>", k.name());
         }
         h.push_str("</tr>\n");
-        let rows: Vec<usize> = if focus.is_empty() { (0..a.targets.len()).collect() } else { focus.iter().copied().chain(a.targets.iter().enumerate().filter(|(_, t)| !t.name.contains('.') && t.name != "collision").map(|(i, _)| i)).collect() };
+        let rows: Vec<usize> = if focus.is_empty() {
+            (0..a.targets.len()).collect()
+        } else {
+            focus
+                .iter()
+                .copied()
+                .chain(
+                    a.targets
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, t)| !t.name.contains('.') && t.name != "collision")
+                        .map(|(i, _)| i),
+                )
+                .collect()
+        };
         for t in rows {
             let _ = write!(h, "<tr><td>{}</td>", esc(&a.targets[t].name));
             for k in 0..a.kinds.len() {
@@ -118,7 +152,11 @@ pub(crate) fn section(out: &Path, prefix: &str, an: &Analysis, series: &str, a: 
     plot::effects_figure(&out.join(&f), a, last).map_err(|e| perr(&f, e))?;
     let _ = writeln!(h, "<figure><img src=\"{}\" alt=\"ablation effects\"><figcaption>At step {step}, per ablation kind: for every head, layer and the collision group, the one-step error of particles in contact (red) and of free particles (blue), ablated / intact, with 95 % cluster-bootstrap intervals (log scale; the line is 1 = no change). A head that does collision work raises red well above blue under off-self ablation.</figcaption></figure>", esc(&f));
     if a.steps.len() >= 2 {
-        let ts: Vec<usize> = if focus.is_empty() { (0..a.targets.len()).filter(|&t| a.targets[t].heads.len() == 1).collect() } else { focus.clone() };
+        let ts: Vec<usize> = if focus.is_empty() {
+            (0..a.targets.len()).filter(|&t| a.targets[t].heads.len() == 1).collect()
+        } else {
+            focus.clone()
+        };
         let f = format!("{prefix}ablation_training.png");
         plot::training_figure(&out.join(&f), a, an, series, &ts).map_err(|e| perr(&f, e))?;
         let _ = writeln!(h, "<figure><img src=\"{}\" alt=\"ablation over training\"><figcaption>Over training (checkpoints ablated: {}): the collision score of each head (top), the contact-particle error ratio under off-self (solid) and zero (dashed) ablation (middle), and the selectivity of the off-self ablation (bottom), with 95 % intervals. One sees when each head starts to matter and whether that follows its score.</figcaption></figure>", esc(&f), a.steps.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "));
@@ -130,8 +168,17 @@ pub(crate) fn section(out: &Path, prefix: &str, an: &Analysis, series: &str, a: 
             .sites
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.ends_with("resid") || a.group().is_some_and(|g| g.heads.iter().any(|&(l, hh)| format!("L{l}.H{hh}") == **s)))
-            .map(|(i, s)| format!("{s}: restores {}, destroys {}", fmt_est(Est::from_slice(&p.denoise[i * 3..i * 3 + 3])), fmt_est(Est::from_slice(&p.noise[i * 3..i * 3 + 3]))))
+            .filter(|(_, s)| {
+                s.ends_with("resid")
+                    || a.group().is_some_and(|g| g.heads.iter().any(|&(l, hh)| format!("L{l}.H{hh}") == **s))
+            })
+            .map(|(i, s)| {
+                format!(
+                    "{s}: restores {}, destroys {}",
+                    fmt_est(Est::from_slice(&p.denoise[i * 3..i * 3 + 3])),
+                    fmt_est(Est::from_slice(&p.noise[i * 3..i * 3 + 3]))
+                )
+            })
             .collect();
         let _ = writeln!(
             h,

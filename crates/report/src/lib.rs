@@ -4,8 +4,8 @@
 //! of heads and a plain-language summary of what emerged and which fitted
 //! form the data supports. Self-contained folder: `index.html` plus PNGs.
 
-pub mod plots;
 mod causal;
+pub mod plots;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -13,10 +13,13 @@ use std::path::{Path, PathBuf};
 use headlab_analysis::baselines::{Baseline, BINNING, LOGISTIC};
 use headlab_analysis::fit::text::{fmt_est as fmt_estimate, seeds_text, table_rows, verdict_sentence};
 use headlab_analysis::fit::{fit_report, fit_seeds, FitModel, FitOptions, FitReport, Series, SeriesFit};
-use headlab_analysis::fitrun::{axis_times, collision_heads, collision_series, fit_analysis, head_series_on, stored_fits, RunFits, TimeAxis, DEFAULT_SERIES};
+use headlab_analysis::fitrun::{
+    axis_times, collision_heads, collision_series, fit_analysis, head_series_on, stored_fits, RunFits, TimeAxis,
+    DEFAULT_SERIES,
+};
 use headlab_analysis::heads::{analysis_path, bar, bar_text, encodes, run_verdict, RunVerdict};
-use headlab_analysis::metrics::{merge_sparse_bins, G_MIN_PAIRS};
 use headlab_analysis::lens_physics;
+use headlab_analysis::metrics::{merge_sparse_bins, G_MIN_PAIRS};
 use headlab_analysis::series::SeriesKey;
 use headlab_store::analysis::{read_analysis, Analysis};
 use headlab_store::html::{escape as esc, Page};
@@ -191,18 +194,23 @@ pub fn write_report(runs: &[PathBuf], out_dir: Option<&Path>, opts: &ReportOptio
     for (ri, run) in runs.iter().enumerate() {
         let ap = analysis_path(run);
         if !ap.exists() {
-            return Err(ReportError::Input { path: ap, msg: "not found; probe the run first (headlab probe RUN)".into() });
+            return Err(ReportError::Input {
+                path: ap,
+                msg: "not found; probe the run first (headlab probe RUN)".into(),
+            });
         }
         let a = read_analysis(&ap, false)?;
         if a.steps.is_empty() {
             return Err(ReportError::Input { path: ap, msg: "holds no probed checkpoints".into() });
         }
-        let fits = run_fits(run, &a, opts, TimeAxis::Step)?.ok_or_else(|| ReportError::Input { path: ap.clone(), msg: "no fits on the step axis".into() })?;
+        let fits = run_fits(run, &a, opts, TimeAxis::Step)?
+            .ok_or_else(|| ReportError::Input { path: ap.clone(), msg: "no fits on the step axis".into() })?;
         let lr_fits = if opts.lr_axis { run_fits(run, &a, opts, TimeAxis::Lr)? } else { None };
         let name = run_name(run);
         let prefix = if multi { format!("r{ri}_") } else { String::new() };
         let verdict = run_verdict(&a, None);
-        let (section, summary) = run_section(run, &name, &prefix, &out, &a, &fits, lr_fits.as_ref(), verdict.as_ref(), opts)?;
+        let (section, summary) =
+            run_section(run, &name, &prefix, &out, &a, &fits, lr_fits.as_ref(), verdict.as_ref(), opts)?;
         body.push_str(&section);
         // Each run's collision heads (the top score and every head tied with
         // it), averaged into one series per run: seeds stay the unit of
@@ -227,8 +235,14 @@ pub fn write_report(runs: &[PathBuf], out_dir: Option<&Path>, opts: &ReportOptio
         }
         let summary = fit_seeds(sel.iter().map(|c| c.3.clone()).collect(), opts.fit.level);
         let fig = format!("seeds_{}.png", axis.name());
-        let fig_series: Vec<(String, Series, Option<SeriesFit>)> = sel.iter().map(|c| (c.1.clone(), c.2.clone(), c.3.tail.clone())).collect();
-        plots::seeds_figure(&out.join(&fig), &fig_series, axis.name(), &format!("Collision head of each seed against {}, each with its own best tail fit", axis.label()))?;
+        let fig_series: Vec<(String, Series, Option<SeriesFit>)> =
+            sel.iter().map(|c| (c.1.clone(), c.2.clone(), c.3.tail.clone())).collect();
+        plots::seeds_figure(
+            &out.join(&fig),
+            &fig_series,
+            axis.name(),
+            &format!("Collision head of each seed against {}, each with its own best tail fit", axis.label()),
+        )?;
         seeds_html.push_str(&seeds_section(&summary, &sel, axis, &fig));
         if axis == TimeAxis::Step {
             seed_verdict = Some(summary.tail.clone());
@@ -238,7 +252,11 @@ pub fn write_report(runs: &[PathBuf], out_dir: Option<&Path>, opts: &ReportOptio
     if let Some(v) = seed_verdict {
         let _ = write!(headline, " Over seeds: {} ({}).", v.verdict.words(), v.reason);
     }
-    let title = if multi { format!("headlab report: {} runs", runs.len()) } else { format!("headlab report: {}", run_name(&runs[0])) };
+    let title = if multi {
+        format!("headlab report: {} runs", runs.len())
+    } else {
+        format!("headlab report: {}", run_name(&runs[0]))
+    };
     let mut page = Page::new(&title).style(STYLE);
     page.raw(&format!("<p class=\"headline\">{}</p>\n", esc(&headline)));
     if multi {
@@ -364,7 +382,12 @@ fn verdict_text(v: &RunVerdict, a: &Analysis) -> String {
             );
         }
     } else {
-        let _ = write!(s, "{} meet(s) the collision-head bar ({}). ", pass.iter().map(|h| h.name()).collect::<Vec<_>>().join(", "), bar_text());
+        let _ = write!(
+            s,
+            "{} meet(s) the collision-head bar ({}). ",
+            pass.iter().map(|h| h.name()).collect::<Vec<_>>().join(", "),
+            bar_text()
+        );
     }
     let mut enc: Vec<&str> = top.iter().map(|h| h.encodes.text()).collect();
     enc.dedup();
@@ -380,7 +403,17 @@ fn verdict_text(v: &RunVerdict, a: &Analysis) -> String {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, fits: &RunFits, lr_fits: Option<&RunFits>, verdict_: Option<&RunVerdict>, opts: &ReportOptions) -> Result<(String, String)> {
+fn run_section(
+    run: &Path,
+    name: &str,
+    prefix: &str,
+    out: &Path,
+    a: &Analysis,
+    fits: &RunFits,
+    lr_fits: Option<&RunFits>,
+    verdict_: Option<&RunVerdict>,
+    opts: &ReportOptions,
+) -> Result<(String, String)> {
     let mut h = String::new();
     let _ = writeln!(h, "<h2>Run <code>{}</code></h2>", esc(name));
     let last = a.steps.len() - 1;
@@ -413,7 +446,12 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
                 if let Some(e) = hf.report.emergence {
                     let _ = write!(summary, "Its score first reaches half its final value at step {} ({:.0} % moving-block bootstrap interval over the checkpoints of this run). ", fmt_est(e.value, e.lo, e.hi, 0), opts.fit.level * 100.0);
                 }
-                let _ = write!(summary, "Against training step: {} {} ", verdict(hf.report.whole.as_ref(), "whole curve"), verdict(hf.report.tail.as_ref(), "tail after onset"));
+                let _ = write!(
+                    summary,
+                    "Against training step: {} {} ",
+                    verdict(hf.report.whole.as_ref(), "whole curve"),
+                    verdict(hf.report.tail.as_ref(), "tail after onset")
+                );
             }
             if let Some(lf) = lr_fits.and_then(|f| f.head(t.layer, t.head)) {
                 let _ = write!(summary, "Against cumulative learning rate (Σ lr / peak lr, so that the schedule cannot pass for a law): {} ", verdict(lf.report.tail.as_ref(), "tail after onset"));
@@ -429,15 +467,32 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
     if let Some(b) = verdict_.and_then(|v| v.top_heads().first().copied()) {
         for rf in std::iter::once(fits).chain(lr_fits) {
             let Some(hf) = rf.head(b.layer, b.head) else { continue };
-            for (what, sf) in [("whole curve", hf.report.whole.as_ref()), ("tail after onset", hf.report.tail.as_ref())] {
+            for (what, sf) in [("whole curve", hf.report.whole.as_ref()), ("tail after onset", hf.report.tail.as_ref())]
+            {
                 if let Some(sf) = sf {
-                    forms_html.push_str(&forms_table(sf, &format!("L{}.H{}, {what}, against {}: {}", b.layer, b.head, rf.axis.label(), verdict(Some(sf), what))));
+                    forms_html.push_str(&forms_table(
+                        sf,
+                        &format!(
+                            "L{}.H{}, {what}, against {}: {}",
+                            b.layer,
+                            b.head,
+                            rf.axis.label(),
+                            verdict(Some(sf), what)
+                        ),
+                    ));
                 }
             }
             let times = axis_times(run, a, rf.axis)?;
             if let Some(s) = head_series_on(a, &opts.series, b.layer, b.head, &times) {
                 let f = format!("{prefix}forms_{}.png", rf.axis.name());
-                plots::forms_figure(&out.join(&f), &s, hf.report.whole.as_ref(), hf.report.tail.as_ref(), rf.axis.name(), &format!("{name} L{}.H{}: every fitted form against {}", b.layer, b.head, rf.axis.label()))?;
+                plots::forms_figure(
+                    &out.join(&f),
+                    &s,
+                    hf.report.whole.as_ref(),
+                    hf.report.tail.as_ref(),
+                    rf.axis.name(),
+                    &format!("{name} L{}.H{}: every fitted form against {}", b.layer, b.head, rf.axis.label()),
+                )?;
                 let _ = writeln!(forms_html, "<figure><img src=\"{}\" alt=\"{}\"><figcaption>L{}.H{}: the score (dots) against {} with every fitted form, whole curve (left) and tail after onset (right). Solid: non-degenerate forms with their autocorrelation-adjusted ΔAICc and Akaike weight (thick: best); dashed grey: degenerate fits, which are not estimates.</figcaption></figure>", esc(&f), esc(&f), b.layer, b.head, esc(rf.axis.label()));
             }
         }
@@ -462,22 +517,45 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
             Err(e) => tracing::warn!("{}: skipping loss curves: {e}", metrics.display()),
         }
     }
-    let fit_list: Vec<Option<SeriesFit>> = (0..a.n_layers).flat_map(|l| (0..a.n_heads).map(move |hh| (l, hh))).map(|(l, hh)| fits.head(l, hh).and_then(|f| f.report.whole.clone())).collect();
+    let fit_list: Vec<Option<SeriesFit>> = (0..a.n_layers)
+        .flat_map(|l| (0..a.n_heads).map(move |hh| (l, hh)))
+        .map(|(l, hh)| fits.head(l, hh).and_then(|f| f.report.whole.clone()))
+        .collect();
     let f = format!("{prefix}scores.png");
-    plots::scores_figure(&out.join(&f), a, &opts.series, &fit_list, &format!("{name}: collision score per head (whole-curve fits; band: 95 % bootstrap of the best form)"))?;
+    plots::scores_figure(
+        &out.join(&f),
+        a,
+        &opts.series,
+        &fit_list,
+        &format!("{name}: collision score per head (whole-curve fits; band: 95 % bootstrap of the best form)"),
+    )?;
     figs.push((f, "Per head: the self-excluded normalized collision score (dots, ±1 standard error over queries) against training step on a log axis, every fitted form (thick: AICc winner, with its bootstrap band) and the self-inclusive normalized score (grey). 0 = uniform attention, 1 = all off-self attention on contact partners. The AUROCs have their own figure (chance 0.5).".into()));
     if let Some(v) = verdict_ {
         let f = format!("{prefix}auroc.png");
-        plots::auroc_figure(&out.join(&f), a, v, &format!("{name}: AUROC for contact per head, against the baselines"))?;
+        plots::auroc_figure(
+            &out.join(&f),
+            a,
+            v,
+            &format!("{name}: AUROC for contact per head, against the baselines"),
+        )?;
         figs.push((f, "Per head, on an AUROC axis (chance 0.5): AUROC of a_ij for contact during the predicted interval over all pairs (cyan), distance-matched AUROC of the self-excluded a'_ij (red dots, ±1 SE) and approach selectivity at matched distance (purple). Dashed: the distance baseline over all pairs and at matched distance (the floor), the ballistic predictor at matched distance (the ceiling) and the bar's matched-AUROC threshold (orange).".into()));
         if !v.baselines.is_empty() {
             let f = format!("{prefix}baselines.png");
-            plots::baselines_figure(&out.join(&f), v, &format!("{name}: heads beside non-learned baselines at step {}", v.step))?;
+            plots::baselines_figure(
+                &out.join(&f),
+                v,
+                &format!("{name}: heads beside non-learned baselines at step {}", v.step),
+            )?;
             figs.push((f, "Left: AUROC for contact during the predicted interval of every non-learned baseline and every head at the last checkpoint — over all pairs, over new contacts only (pairs not touching at the input frame), and at matched distance (±1 SE). Right: self-excluded score against distance-matched AUROC for every head (±1 SE) and for softmax attention built from each baseline (temperature fitted to maximize the score); the shaded region meets the collision-head bar. Distance-built attention scores high but sits at 0.5 on the matched axis: the score alone cannot tell a collision detector from a proximity detector.".into()));
         }
     }
     let f = format!("{prefix}g_heatmap.png");
-    plots::g_heatmap(&out.join(&f), a, true, &format!("{name}: self-excluded attention–distance correlation g(r) over training"))?;
+    plots::g_heatmap(
+        &out.join(&f),
+        a,
+        true,
+        &format!("{name}: self-excluded attention–distance correlation g(r) over training"),
+    )?;
     figs.push((f, format!("Per head: self-excluded g(r) (mean (N−1)·a'_ij over pairs at distance r, in contact distances; a'_ij = a_ij/(1−a_ii)) for every checkpoint (x, log) and distance bin (y). Bins are merged until each holds ≥ {G_MIN_PAIRS} pairs. Red: the head attends to pairs at that distance more than uniformly; blue: less.")));
     let f = format!("{prefix}g_profiles.png");
     plots::g_profiles(&out.join(&f), a, true, &format!("{name}: self-excluded g(r) early, middle, late"))?;
@@ -494,7 +572,13 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
         match headlab_store::llc::read_llc(&llc_file) {
             Ok(llc) if !llc.steps.is_empty() => {
                 let f = format!("{prefix}llc.png");
-                plots::llc_figure(&out.join(&f), a, &opts.series, &llc, &format!("{name}: local learning coefficient beside the collision score"))?;
+                plots::llc_figure(
+                    &out.join(&f),
+                    a,
+                    &opts.series,
+                    &llc,
+                    &format!("{name}: local learning coefficient beside the collision score"),
+                )?;
                 figs.push((f, "Per head: the collision score (dots, left axis) and the local learning coefficient estimated by SGLD at each checkpoint (red, right axis; per head when `headlab llc --per-head` ran, else the whole model's), with ±2 standard errors over chains. See RUN/llc.png for chain traces.".into()));
             }
             Ok(_) => {}
@@ -508,10 +592,15 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
         match lens_physics::read_lens_physics(&lens_file) {
             Ok(lp) if !lp.steps.is_empty() && (lp.n_layers, lp.n_heads) == (a.n_layers, a.n_heads) => {
                 let fc = lp.freeze_config();
-                let names = lens_physics::plot::head_figures(out, prefix, a, &opts.series, &lp, &fc).map_err(|e| ReportError::Plot { path: out.join(format!("{prefix}lens_*.png")), msg: e.to_string() })?;
+                let names = lens_physics::plot::head_figures(out, prefix, a, &opts.series, &lp, &fc).map_err(|e| {
+                    ReportError::Plot { path: out.join(format!("{prefix}lens_*.png")), msg: e.to_string() }
+                })?;
                 for (k, f) in names.into_iter().enumerate() {
                     let (l, hh) = (k / a.n_heads, k % a.n_heads);
-                    let snap = lp.snap_step(l, hh).map(|s| format!("snaps at step {s}")).unwrap_or_else(|| "never freezes".into());
+                    let snap = lp
+                        .snap_step(l, hh)
+                        .map(|s| format!("snaps at step {s}"))
+                        .unwrap_or_else(|| "never freezes".into());
                     let cos = lp.head_series("svm_cosine", l, hh).and_then(|v| v.last().copied()).unwrap_or(f64::NAN);
                     figs.push((
                         f.display().to_string(),
@@ -522,7 +611,9 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
                     ));
                 }
             }
-            Ok(_) => tracing::warn!("{}: empty or of another model shape; skipping the lens figures", lens_file.display()),
+            Ok(_) => {
+                tracing::warn!("{}: empty or of another model shape; skipping the lens figures", lens_file.display())
+            }
             Err(e) => tracing::warn!("{}: skipping the lens figures: {e}", lens_file.display()),
         }
     }
@@ -540,7 +631,12 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
         let (l, hh) = (k / a.n_heads, k % a.n_heads);
         let get = |n: SeriesKey| a.value(n, last, l, hh);
         let hf = fits.head(l, hh);
-        let win = |f: Option<&SeriesFit>| f.map(|f| format!("{} ({})", f.verdict.words(), f.best().map(|b| b.model.name()).unwrap_or("no usable fit"))).unwrap_or_else(|| "–".into());
+        let win = |f: Option<&SeriesFit>| {
+            f.map(|f| {
+                format!("{} ({})", f.verdict.words(), f.best().map(|b| b.model.name()).unwrap_or("no usable fit"))
+            })
+            .unwrap_or_else(|| "–".into())
+        };
         let alpha = |f: Option<&SeriesFit>, m: FitModel| match f.and_then(|f| f.get(m)) {
             Some(p) if p.is_degenerate() => "degenerate".to_string(),
             Some(p) => p.exponent().map(|e| fmt_estimate(&e, 2)).unwrap_or_else(|| "–".into()),
@@ -549,10 +645,14 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
         let whole = hf.and_then(|f| f.report.whole.as_ref());
         let tail = hf.and_then(|f| f.report.tail.as_ref());
         let lr_tail = lr_fits.and_then(|f| f.head(l, hh)).and_then(|f| f.report.tail.as_ref());
-        let em = hf.and_then(|f| f.report.emergence).map(|e| fmt_est(e.value, e.lo, e.hi, 0)).unwrap_or_else(|| "–".into());
+        let em =
+            hf.and_then(|f| f.report.emergence).map(|e| fmt_est(e.value, e.lo, e.hi, 0)).unwrap_or_else(|| "–".into());
         let hs = verdict_.and_then(|v| v.heads.iter().find(|x| x.layer == l && x.head == hh));
         let top = verdict_.is_some_and(|v| v.top_heads().iter().any(|x| x.layer == l && x.head == hh));
-        let peak = hs.and_then(|x| x.g_peak).map(|g| format!("[{:.2}, {:.2}): {:.1}, {}", g.lo, g.hi, g.g, g.count)).unwrap_or_else(|| "–".into());
+        let peak = hs
+            .and_then(|x| x.g_peak)
+            .map(|g| format!("[{:.2}, {:.2}): {:.1}, {}", g.lo, g.hi, g.g, g.count))
+            .unwrap_or_else(|| "–".into());
         let cls = if top { " class=\"best\"" } else { "" };
         let mark = if top { " (top)" } else { "" };
         let _ = writeln!(
@@ -594,7 +694,9 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
     let b = a.n_bins();
     if let Some(count) = a.g_count.get(last * lh * b..last * lh * b + b) {
         let m = merge_sparse_bins(&a.g_edges, a.head_g(true, last, 0, 0), count, G_MIN_PAIRS);
-        let cells: Vec<String> = (0..m.count.len()).map(|k| format!("[{:.2}, {:.2}): {}", m.lo[k], m.edges[k + 1].min(1e4), m.count[k])).collect();
+        let cells: Vec<String> = (0..m.count.len())
+            .map(|k| format!("[{:.2}, {:.2}): {}", m.lo[k], m.edges[k + 1].min(1e4), m.count[k]))
+            .collect();
         let _ = writeln!(
             h,
             "<p class=\"small\">g(r) bins after merging neighbours until each holds ≥ {G_MIN_PAIRS} ordered pairs (range holding pairs: pair count): {}.</p>",
@@ -602,7 +704,13 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
         );
     }
     for (f, cap) in figs {
-        let _ = writeln!(h, "<figure><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>", esc(&f), esc(&f), esc(&cap));
+        let _ = writeln!(
+            h,
+            "<figure><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>",
+            esc(&f),
+            esc(&f),
+            esc(&cap)
+        );
     }
     // Causal evidence, when `headlab ablate` has run.
     let abl_file = headlab_analysis::ablation::ablation_path(run);
@@ -616,7 +724,9 @@ fn run_section(run: &Path, name: &str, prefix: &str, out: &Path, a: &Analysis, f
                     summary.push_str(&line);
                 }
             }
-            Ok(_) => tracing::warn!("{}: empty or of another model shape; skipping the causal evidence", abl_file.display()),
+            Ok(_) => {
+                tracing::warn!("{}: empty or of another model shape; skipping the causal evidence", abl_file.display())
+            }
             Err(e) => tracing::warn!("{}: skipping the causal evidence: {e}", abl_file.display()),
         }
     }
@@ -660,7 +770,12 @@ fn baselines_table(v: &RunVerdict, a: &Analysis) -> String {
     h
 }
 
-fn seeds_section(sum: &headlab_analysis::fit::SeedSummary, sel: &[&(TimeAxis, String, Series, FitReport)], axis: TimeAxis, fig: &str) -> String {
+fn seeds_section(
+    sum: &headlab_analysis::fit::SeedSummary,
+    sel: &[&(TimeAxis, String, Series, FitReport)],
+    axis: TimeAxis,
+    fig: &str,
+) -> String {
     let mut h = String::new();
     let _ = writeln!(h, "<h3>Against {}</h3>", esc(axis.label()));
     let _ = writeln!(
@@ -709,7 +824,10 @@ fn seed_stat_log(s: &headlab_analysis::fit::SeedStat) -> String {
         "–".into()
     } else if s.lo.is_finite() {
         let d = if s.mean >= 100.0 { 0 } else { 2 };
-        format!("{:.d$} [{:.d$}, {:.d$}] over {} seeds (geometric mean; s.d. factor {:.2})", s.mean, s.lo, s.hi, s.n, s.sd)
+        format!(
+            "{:.d$} [{:.d$}, {:.d$}] over {} seeds (geometric mean; s.d. factor {:.2})",
+            s.mean, s.lo, s.hi, s.n, s.sd
+        )
     } else {
         format!("{:.2} (one seed)", s.mean)
     }

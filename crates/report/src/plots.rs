@@ -49,19 +49,38 @@ pub fn loss_figure(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportEr
 fn loss_figure_at(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportError> {
     let root = BitMapBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
-    let mut pts: Vec<(f64, f64)> = m.step.iter().zip(&m.loss).filter(|(_, l)| l.is_finite() && **l > 0.0).map(|(&s, &l)| (s.max(1) as f64, l as f64)).collect();
+    let mut pts: Vec<(f64, f64)> = m
+        .step
+        .iter()
+        .zip(&m.loss)
+        .filter(|(_, l)| l.is_finite() && **l > 0.0)
+        .map(|(&s, &l)| (s.max(1) as f64, l as f64))
+        .collect();
     // Smooth the noisy training loss with a centred running mean over ~1 %
     // of the run, narrowed near the start (at most ±10 % of the step) so that
     // on the log axis early points are not averaged with much later ones.
     let w = (pts.len() / 100).max(1);
-    let smooth: Vec<(f64, f64)> = (0..pts.len()).map(|i| {
-        let w = w.min(i / 10);
-        let lo = i.saturating_sub(w);
-        let hi = (i + w + 1).min(pts.len());
-        (pts[i].0, pts[lo..hi].iter().map(|p| p.1).sum::<f64>() / (hi - lo) as f64)
-    }).collect();
-    let val: Vec<(f64, f64)> = m.val_step.iter().zip(&m.val_loss).filter(|(_, l)| l.is_finite() && **l > 0.0).map(|(&s, &l)| (s.max(1) as f64, l as f64)).collect();
-    let all: Vec<f64> = pts.iter().chain(&val).map(|p| p.1).chain(std::iter::once(m.baseline_val_loss).filter(|v| *v > 0.0 && v.is_finite())).collect();
+    let smooth: Vec<(f64, f64)> = (0..pts.len())
+        .map(|i| {
+            let w = w.min(i / 10);
+            let lo = i.saturating_sub(w);
+            let hi = (i + w + 1).min(pts.len());
+            (pts[i].0, pts[lo..hi].iter().map(|p| p.1).sum::<f64>() / (hi - lo) as f64)
+        })
+        .collect();
+    let val: Vec<(f64, f64)> = m
+        .val_step
+        .iter()
+        .zip(&m.val_loss)
+        .filter(|(_, l)| l.is_finite() && **l > 0.0)
+        .map(|(&s, &l)| (s.max(1) as f64, l as f64))
+        .collect();
+    let all: Vec<f64> = pts
+        .iter()
+        .chain(&val)
+        .map(|p| p.1)
+        .chain(std::iter::once(m.baseline_val_loss).filter(|v| *v > 0.0 && v.is_finite()))
+        .collect();
     if all.is_empty() {
         pts.push((1.0, 1.0));
     }
@@ -75,16 +94,40 @@ fn loss_figure_at(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportErr
         .y_label_area_size(70)
         .build_cartesian_2d((1f64..xmax).log_scale(), (ymin..ymax).log_scale())
         .map_err(err(path))?;
-    ch.configure_mesh().x_desc("training step").x_label_formatter(&|x| format!("{x:.0}")).y_desc("MSE (normalized targets)").y_label_formatter(&|y| if *y >= 0.01 { format!("{y:.2}") } else { format!("{y:.0e}") }).y_labels(8).draw().map_err(err(path))?;
-    ch.draw_series(LineSeries::new(pts.iter().copied(), RGBColor(180, 180, 220).stroke_width(1))).map_err(err(path))?.label("train loss (per step)").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RGBColor(180, 180, 220)));
-    ch.draw_series(LineSeries::new(smooth, SCORE.stroke_width(2))).map_err(err(path))?.label("train loss (running mean)").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], SCORE.stroke_width(2)));
-    ch.draw_series(LineSeries::new(val.iter().copied(), RED.stroke_width(2))).map_err(err(path))?.label("validation loss").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+    ch.configure_mesh()
+        .x_desc("training step")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc("MSE (normalized targets)")
+        .y_label_formatter(&|y| if *y >= 0.01 { format!("{y:.2}") } else { format!("{y:.0e}") })
+        .y_labels(8)
+        .draw()
+        .map_err(err(path))?;
+    ch.draw_series(LineSeries::new(pts.iter().copied(), RGBColor(180, 180, 220).stroke_width(1)))
+        .map_err(err(path))?
+        .label("train loss (per step)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RGBColor(180, 180, 220)));
+    ch.draw_series(LineSeries::new(smooth, SCORE.stroke_width(2)))
+        .map_err(err(path))?
+        .label("train loss (running mean)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], SCORE.stroke_width(2)));
+    ch.draw_series(LineSeries::new(val.iter().copied(), RED.stroke_width(2)))
+        .map_err(err(path))?
+        .label("validation loss")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
     ch.draw_series(val.iter().map(|&p| Circle::new(p, 3, RED.filled()))).map_err(err(path))?;
     if m.baseline_val_loss > 0.0 && m.baseline_val_loss.is_finite() {
         let b = m.baseline_val_loss;
-        ch.draw_series(LineSeries::new(vec![(1.0, b), (xmax, b)], BLACK.stroke_width(1))).map_err(err(path))?.label("baseline: predict no change").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+        ch.draw_series(LineSeries::new(vec![(1.0, b), (xmax, b)], BLACK.stroke_width(1)))
+            .map_err(err(path))?
+            .label("baseline: predict no change")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
     }
-    ch.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(err(path))?;
+    ch.configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err(path))?;
     root.present().map_err(err(path))?;
     Ok(())
 }
@@ -94,12 +137,24 @@ fn loss_figure_at(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportErr
 /// fitted forms (lines) and the best form's bootstrap band; the
 /// self-inclusive score as a thin line. (The AUROC has its own figure,
 /// [`auroc_figure`]: its chance level is 0.5, the score's 0.)
-pub fn scores_figure(path: &Path, a: &Analysis, series: &str, fits: &[Option<SeriesFit>], title: &str) -> Result<(), ReportError> {
+pub fn scores_figure(
+    path: &Path,
+    a: &Analysis,
+    series: &str,
+    fits: &[Option<SeriesFit>],
+    title: &str,
+) -> Result<(), ReportError> {
     // Drawn beside the target and renamed over it: never a truncated PNG.
     headlab_store::with_atomic_path(path, |tmp| scores_figure_at(tmp, a, series, fits, title))
 }
 
-fn scores_figure_at(path: &Path, a: &Analysis, series: &str, fits: &[Option<SeriesFit>], title: &str) -> Result<(), ReportError> {
+fn scores_figure_at(
+    path: &Path,
+    a: &Analysis,
+    series: &str,
+    fits: &[Option<SeriesFit>],
+    title: &str,
+) -> Result<(), ReportError> {
     let (nl, nh) = (a.n_layers, a.n_heads);
     let root = BitMapBackend::new(path, ((360 * nh) as u32 + 20, (300 * nl) as u32 + 90)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
@@ -122,7 +177,9 @@ fn scores_figure_at(path: &Path, a: &Analysis, series: &str, fits: &[Option<Seri
             };
             let fit = fits.get(l * nh + h).and_then(|f| f.as_ref());
             let cap = match fit.and_then(|f| f.best().map(|b| (f, b))) {
-                Some((f, b)) => format!("L{l}.H{h}  best: {} (margin {:.1}), {}", b.model.name(), f.margin(), f.verdict.words()),
+                Some((f, b)) => {
+                    format!("L{l}.H{h}  best: {} (margin {:.1}), {}", b.model.name(), f.margin(), f.verdict.words())
+                }
                 None => format!("L{l}.H{h}"),
             };
             let ymin = y.iter().chain(&incl).filter(|v| v.is_finite()).cloned().fold(0.0, f64::min).max(-1.0) - 0.05;
@@ -133,11 +190,32 @@ fn scores_figure_at(path: &Path, a: &Analysis, series: &str, fits: &[Option<Seri
                 .y_label_area_size(42)
                 .build_cartesian_2d((1f64..xmax).log_scale(), ymin..1.05f64)
                 .map_err(err(path))?;
-            ch.configure_mesh().x_desc("step + 1").y_desc("score").x_label_formatter(&|x| format!("{x:.0}")).x_labels(5).y_labels(6).light_line_style(WHITE.mix(0.0)).draw().map_err(err(path))?;
+            ch.configure_mesh()
+                .x_desc("step + 1")
+                .y_desc("score")
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .x_labels(5)
+                .y_labels(6)
+                .light_line_style(WHITE.mix(0.0))
+                .draw()
+                .map_err(err(path))?;
             if let Some(f) = fit {
                 if let (Some(lo), Some(hi), Some(_)) = (f.band_lo.first(), f.band_hi.first(), f.best()) {
-                    let mut poly: Vec<(f64, f64)> = f.band_t.iter().zip(lo).filter(|(_, v)| v.is_finite()).map(|(&t, &v)| (t + 1.0, v.max(ymin))).collect();
-                    let back: Vec<(f64, f64)> = f.band_t.iter().zip(hi).filter(|(_, v)| v.is_finite()).map(|(&t, &v)| (t + 1.0, v.min(1.05))).rev().collect();
+                    let mut poly: Vec<(f64, f64)> = f
+                        .band_t
+                        .iter()
+                        .zip(lo)
+                        .filter(|(_, v)| v.is_finite())
+                        .map(|(&t, &v)| (t + 1.0, v.max(ymin)))
+                        .collect();
+                    let back: Vec<(f64, f64)> = f
+                        .band_t
+                        .iter()
+                        .zip(hi)
+                        .filter(|(_, v)| v.is_finite())
+                        .map(|(&t, &v)| (t + 1.0, v.min(1.05)))
+                        .rev()
+                        .collect();
                     poly.extend(back);
                     let c = model_color(f.fits[0].model);
                     ch.draw_series(std::iter::once(Polygon::new(poly, c.mix(0.18)))).map_err(err(path))?;
@@ -148,13 +226,30 @@ fn scores_figure_at(path: &Path, a: &Analysis, series: &str, fits: &[Option<Seri
                     }
                     let c = model_color(mf.model);
                     let best = k == 0;
-                    let pts: Vec<(f64, f64)> = f.band_t.iter().map(|&t| (t + 1.0, mf.predict(t))).filter(|p| p.1.is_finite() && p.1 > ymin - 1.0 && p.1 < 2.0).collect();
-                    ch.draw_series(LineSeries::new(pts, c.stroke_width(if best { 3 } else { 1 }))).map_err(err(path))?;
+                    let pts: Vec<(f64, f64)> = f
+                        .band_t
+                        .iter()
+                        .map(|&t| (t + 1.0, mf.predict(t)))
+                        .filter(|p| p.1.is_finite() && p.1 > ymin - 1.0 && p.1 < 2.0)
+                        .collect();
+                    ch.draw_series(LineSeries::new(pts, c.stroke_width(if best { 3 } else { 1 })))
+                        .map_err(err(path))?;
                 }
             }
-            ch.draw_series(LineSeries::new(t.iter().zip(&incl).filter(|p| p.1.is_finite()).map(|(&t, &v)| (t + 1.0, v)), RGBColor(150, 150, 150).stroke_width(1))).map_err(err(path))?;
-            ch.draw_series(t.iter().zip(y.iter().zip(&se)).filter(|(_, (v, e))| v.is_finite() && e.is_finite()).map(|(&t, (&v, &e))| PathElement::new(vec![(t + 1.0, v - e), (t + 1.0, v + e)], SCORE.mix(0.6)))).map_err(err(path))?;
-            ch.draw_series(s.t.iter().zip(&s.y).map(|(&t, &v)| Circle::new((t + 1.0, v), 2, SCORE.filled()))).map_err(err(path))?;
+            ch.draw_series(LineSeries::new(
+                t.iter().zip(&incl).filter(|p| p.1.is_finite()).map(|(&t, &v)| (t + 1.0, v)),
+                RGBColor(150, 150, 150).stroke_width(1),
+            ))
+            .map_err(err(path))?;
+            ch.draw_series(
+                t.iter()
+                    .zip(y.iter().zip(&se))
+                    .filter(|(_, (v, e))| v.is_finite() && e.is_finite())
+                    .map(|(&t, (&v, &e))| PathElement::new(vec![(t + 1.0, v - e), (t + 1.0, v + e)], SCORE.mix(0.6))),
+            )
+            .map_err(err(path))?;
+            ch.draw_series(s.t.iter().zip(&s.y).map(|(&t, &v)| Circle::new((t + 1.0, v), 2, SCORE.filled())))
+                .map_err(err(path))?;
         }
     }
     // Shared legend.
@@ -239,7 +334,10 @@ fn g_heatmap_at(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<()
                     // painted with its value; below it, grey (no pairs).
                     let (r0, r1) = (m.lo[b] as f64, (m.edges[b + 1] as f64).min(rmax));
                     if (m.edges[b] as f64) < r0 {
-                        rects.push(Rectangle::new([(xe[s], m.edges[b] as f64), (xe[s + 1], r0.min(rmax))], g_color(f64::NAN).filled()));
+                        rects.push(Rectangle::new(
+                            [(xe[s], m.edges[b] as f64), (xe[s + 1], r0.min(rmax))],
+                            g_color(f64::NAN).filled(),
+                        ));
                     }
                     if r0 >= rmax {
                         continue;
@@ -249,7 +347,15 @@ fn g_heatmap_at(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<()
             }
             ch.draw_series(rects).map_err(err(path))?;
             ch.draw_series(LineSeries::new(vec![(xlo, 1.0), (xhi, 1.0)], BLACK.stroke_width(1))).map_err(err(path))?;
-            ch.configure_mesh().disable_mesh().x_desc("step + 1").x_label_formatter(&|x| format!("{x:.0}")).y_desc("distance / contact distance").x_labels(5).y_labels(7).draw().map_err(err(path))?;
+            ch.configure_mesh()
+                .disable_mesh()
+                .x_desc("step + 1")
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .y_desc("distance / contact distance")
+                .x_labels(5)
+                .y_labels(7)
+                .draw()
+                .map_err(err(path))?;
         }
     }
     // Color bar.
@@ -257,7 +363,9 @@ fn g_heatmap_at(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<()
     let x0 = (w as i32 - 400) / 2;
     for k in 0..200 {
         let v = (k as f64 / 199.0) * 4.0 - 2.0;
-        legend.draw(&Rectangle::new([(x0 + 2 * k, 8), (x0 + 2 * k + 2, 24)], g_color(2f64.powf(v)).filled())).map_err(err(path))?;
+        legend
+            .draw(&Rectangle::new([(x0 + 2 * k, 8), (x0 + 2 * k + 2, 24)], g_color(2f64.powf(v)).filled()))
+            .map_err(err(path))?;
     }
     for (v, lab) in [(-2.0, "¼"), (-1.0, "½"), (0.0, "1 (no preference)"), (1.0, "2"), (2.0, "4")] {
         let x = x0 + ((v + 2.0) / 4.0 * 400.0) as i32;
@@ -294,7 +402,12 @@ fn g_profiles_at(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<(
     let picks = [ns / 10, ns / 2, ns - 1];
     let colors = [RGBColor(158, 202, 225), RGBColor(66, 146, 198), RGBColor(8, 48, 107)];
     // Each merged bin is drawn at the middle of the part that holds pairs.
-    let centers = |m: &MergedG| -> Vec<f64> { m.lo.iter().zip(&m.edges[1..]).map(|(&a, &b)| if b > 100.0 { a as f64 * 1.25 } else { 0.5 * (a + b) as f64 }).collect() };
+    let centers = |m: &MergedG| -> Vec<f64> {
+        m.lo.iter()
+            .zip(&m.edges[1..])
+            .map(|(&a, &b)| if b > 100.0 { a as f64 * 1.25 } else { 0.5 * (a + b) as f64 })
+            .collect()
+    };
     // Values below this floor (g → 0: the head avoids those distances) are
     // marked with a hollow triangle on the floor, not drawn as data.
     const G_FLOOR: f64 = 0.02;
@@ -302,7 +415,12 @@ fn g_profiles_at(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<(
         for h in 0..nh {
             let ms: Vec<MergedG> = picks.iter().map(|&s| merged_g(a, excl, s, l, h)).collect();
             let gmax = ms.iter().flat_map(|m| m.g.iter().copied()).filter(|v| v.is_finite()).fold(2.0, f64::max) * 1.1;
-            let gmin = ms.iter().flat_map(|m| m.g.iter().copied()).filter(|v| v.is_finite() && *v >= G_FLOOR).fold(0.5, f64::min) * 0.8;
+            let gmin = ms
+                .iter()
+                .flat_map(|m| m.g.iter().copied())
+                .filter(|v| v.is_finite() && *v >= G_FLOOR)
+                .fold(0.5, f64::min)
+                * 0.8;
             let mut ch = ChartBuilder::on(&panels[l * nh + h])
                 .caption(format!("L{l}.H{h}"), ("sans-serif", 15))
                 .margin(6)
@@ -310,23 +428,48 @@ fn g_profiles_at(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<(
                 .y_label_area_size(42)
                 .build_cartesian_2d(0f64..3.0, (gmin..gmax).log_scale())
                 .map_err(err(path))?;
-            ch.configure_mesh().x_desc("distance / contact distance").y_desc("g(r)").x_labels(7).y_labels(5).draw().map_err(err(path))?;
+            ch.configure_mesh()
+                .x_desc("distance / contact distance")
+                .y_desc("g(r)")
+                .x_labels(7)
+                .y_labels(5)
+                .draw()
+                .map_err(err(path))?;
             ch.draw_series(LineSeries::new(vec![(0.0, 1.0), (3.0, 1.0)], BLACK.mix(0.4))).map_err(err(path))?;
             ch.draw_series(LineSeries::new(vec![(1.0, gmin), (1.0, gmax)], BLACK.mix(0.4))).map_err(err(path))?;
             for (k, &s) in picks.iter().enumerate() {
                 let m = &ms[k];
                 let cs = centers(m);
-                let pts: Vec<(f64, f64)> = cs.iter().zip(&m.g).filter(|(c, v)| v.is_finite() && **v >= G_FLOOR && **c <= 3.0).map(|(&c, &v)| (c, v)).collect();
-                let low: Vec<(f64, f64)> = cs.iter().zip(&m.g).filter(|(c, v)| v.is_finite() && **v < G_FLOOR && **c <= 3.0).map(|(&c, _)| (c, gmin)).collect();
-                ch.draw_series(low.iter().map(|&p| TriangleMarker::new(p, 5, colors[k].stroke_width(1)))).map_err(err(path))?;
-                let series = ch.draw_series(LineSeries::new(pts.clone(), colors[k].stroke_width(2))).map_err(err(path))?;
+                let pts: Vec<(f64, f64)> = cs
+                    .iter()
+                    .zip(&m.g)
+                    .filter(|(c, v)| v.is_finite() && **v >= G_FLOOR && **c <= 3.0)
+                    .map(|(&c, &v)| (c, v))
+                    .collect();
+                let low: Vec<(f64, f64)> = cs
+                    .iter()
+                    .zip(&m.g)
+                    .filter(|(c, v)| v.is_finite() && **v < G_FLOOR && **c <= 3.0)
+                    .map(|(&c, _)| (c, gmin))
+                    .collect();
+                ch.draw_series(low.iter().map(|&p| TriangleMarker::new(p, 5, colors[k].stroke_width(1))))
+                    .map_err(err(path))?;
+                let series =
+                    ch.draw_series(LineSeries::new(pts.clone(), colors[k].stroke_width(2))).map_err(err(path))?;
                 if l == 0 && h == 0 {
-                    series.label(format!("step {}", a.steps[s])).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colors[k].stroke_width(2)));
+                    series
+                        .label(format!("step {}", a.steps[s]))
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colors[k].stroke_width(2)));
                 }
                 ch.draw_series(pts.iter().map(|&p| Circle::new(p, 2, colors[k].filled()))).map_err(err(path))?;
             }
             if l == 0 && h == 0 {
-                ch.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(err(path))?;
+                ch.configure_series_labels()
+                    .position(SeriesLabelPosition::UpperRight)
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK)
+                    .draw()
+                    .map_err(err(path))?;
             }
         }
     }
@@ -352,29 +495,56 @@ fn entropy_figure_at(path: &Path, a: &Analysis, title: &str) -> Result<(), Repor
         .y_label_area_size(60)
         .build_cartesian_2d((1f64..xmax).log_scale(), 0f64..ymax)
         .map_err(err(path))?;
-    ch.configure_mesh().x_desc("step + 1").x_label_formatter(&|x| format!("{x:.0}")).y_desc("mean attention entropy (nats)").draw().map_err(err(path))?;
-    ch.draw_series(LineSeries::new(vec![(1.0, ymax / 1.05), (xmax, ymax / 1.05)], BLACK.mix(0.4))).map_err(err(path))?.label("ln N (uniform)").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.4)));
+    ch.configure_mesh()
+        .x_desc("step + 1")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc("mean attention entropy (nats)")
+        .draw()
+        .map_err(err(path))?;
+    ch.draw_series(LineSeries::new(vec![(1.0, ymax / 1.05), (xmax, ymax / 1.05)], BLACK.mix(0.4)))
+        .map_err(err(path))?
+        .label("ln N (uniform)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.4)));
     for l in 0..a.n_layers {
         for h in 0..a.n_heads {
             let c = Palette99::pick(l * a.n_heads + h).to_rgba();
             let e = a.head_series(SeriesKey::Entropy, l, h).unwrap_or_default();
-            let pts: Vec<(f64, f64)> = a.steps.iter().zip(&e).filter(|p| p.1.is_finite()).map(|(&s, &v)| (s as f64 + 1.0, v)).collect();
-            ch.draw_series(LineSeries::new(pts, c.stroke_width(2))).map_err(err(path))?.label(format!("L{l}.H{h}")).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+            let pts: Vec<(f64, f64)> =
+                a.steps.iter().zip(&e).filter(|p| p.1.is_finite()).map(|(&s, &v)| (s as f64 + 1.0, v)).collect();
+            ch.draw_series(LineSeries::new(pts, c.stroke_width(2)))
+                .map_err(err(path))?
+                .label(format!("L{l}.H{h}"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
         }
     }
-    ch.configure_series_labels().position(SeriesLabelPosition::LowerLeft).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(err(path))?;
+    ch.configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err(path))?;
     root.present().map_err(err(path))?;
     Ok(())
 }
 
 /// Collision-head series of several seeds, each with its own best
 /// non-degenerate tail fit (seeds are fitted separately, never pooled).
-pub fn seeds_figure(path: &Path, series: &[(String, Series, Option<SeriesFit>)], xdesc: &str, title: &str) -> Result<(), ReportError> {
+pub fn seeds_figure(
+    path: &Path,
+    series: &[(String, Series, Option<SeriesFit>)],
+    xdesc: &str,
+    title: &str,
+) -> Result<(), ReportError> {
     // Drawn beside the target and renamed over it: never a truncated PNG.
     headlab_store::with_atomic_path(path, |tmp| seeds_figure_at(tmp, series, xdesc, title))
 }
 
-fn seeds_figure_at(path: &Path, series: &[(String, Series, Option<SeriesFit>)], xdesc: &str, title: &str) -> Result<(), ReportError> {
+fn seeds_figure_at(
+    path: &Path,
+    series: &[(String, Series, Option<SeriesFit>)],
+    xdesc: &str,
+    title: &str,
+) -> Result<(), ReportError> {
     let root = BitMapBackend::new(path, (1000, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
     let xmax = series.iter().flat_map(|(_, s, _)| s.t.iter().copied()).fold(1.0, f64::max) * 1.2 + 2.0;
@@ -386,7 +556,12 @@ fn seeds_figure_at(path: &Path, series: &[(String, Series, Option<SeriesFit>)], 
         .y_label_area_size(60)
         .build_cartesian_2d((1f64..xmax).log_scale(), ymin..1.05f64)
         .map_err(err(path))?;
-    ch.configure_mesh().x_desc(format!("{xdesc} + 1")).x_label_formatter(&|x| format!("{x:.0}")).y_desc("self-excluded normalized score").draw().map_err(err(path))?;
+    ch.configure_mesh()
+        .x_desc(format!("{xdesc} + 1"))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc("self-excluded normalized score")
+        .draw()
+        .map_err(err(path))?;
     for (k, (name, s, tail)) in series.iter().enumerate() {
         let c = Palette99::pick(k).to_rgba();
         let label = match tail.as_ref().and_then(|f| f.best().map(|b| (f, b))) {
@@ -399,11 +574,21 @@ fn seeds_figure_at(path: &Path, series: &[(String, Series, Option<SeriesFit>)], 
             .legend(move |(x, y)| Circle::new((x + 9, y), 3, c.filled()));
         if let Some(b) = tail.as_ref().and_then(|f| f.best().map(|b| (f, b))) {
             let (f, b) = b;
-            let pts: Vec<(f64, f64)> = f.band_t.iter().map(|&t| (t + 1.0, b.predict(t))).filter(|p| p.1.is_finite() && p.1 > ymin - 1.0 && p.1 < 2.0).collect();
+            let pts: Vec<(f64, f64)> = f
+                .band_t
+                .iter()
+                .map(|&t| (t + 1.0, b.predict(t)))
+                .filter(|p| p.1.is_finite() && p.1 > ymin - 1.0 && p.1 < 2.0)
+                .collect();
             ch.draw_series(LineSeries::new(pts, c.stroke_width(2))).map_err(err(path))?;
         }
     }
-    ch.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(err(path))?;
+    ch.configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err(path))?;
     root.present().map_err(err(path))?;
     Ok(())
 }
@@ -412,12 +597,26 @@ fn seeds_figure_at(path: &Path, series: &[(String, Series, Option<SeriesFit>)], 
 /// after onset (right). Non-degenerate forms as solid lines (thick: best)
 /// labelled with ΔAICc and Akaike weight; degenerate forms dashed grey and
 /// labelled "degenerate".
-pub fn forms_figure(path: &Path, s: &Series, whole: Option<&SeriesFit>, tail: Option<&SeriesFit>, xdesc: &str, title: &str) -> Result<(), ReportError> {
+pub fn forms_figure(
+    path: &Path,
+    s: &Series,
+    whole: Option<&SeriesFit>,
+    tail: Option<&SeriesFit>,
+    xdesc: &str,
+    title: &str,
+) -> Result<(), ReportError> {
     // Drawn beside the target and renamed over it: never a truncated PNG.
     headlab_store::with_atomic_path(path, |tmp| forms_figure_at(tmp, s, whole, tail, xdesc, title))
 }
 
-fn forms_figure_at(path: &Path, s: &Series, whole: Option<&SeriesFit>, tail: Option<&SeriesFit>, xdesc: &str, title: &str) -> Result<(), ReportError> {
+fn forms_figure_at(
+    path: &Path,
+    s: &Series,
+    whole: Option<&SeriesFit>,
+    tail: Option<&SeriesFit>,
+    xdesc: &str,
+    title: &str,
+) -> Result<(), ReportError> {
     let root = BitMapBackend::new(path, (1300, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
     let (top, rest) = root.split_vertically(40);
@@ -428,12 +627,19 @@ fn forms_figure_at(path: &Path, s: &Series, whole: Option<&SeriesFit>, tail: Opt
             Some(f) => (f.t_from, f.t_to),
             None => (s.t.first().copied().unwrap_or(0.0), s.t.last().copied().unwrap_or(1.0)),
         };
-        let pts: Vec<(f64, f64)> = s.t.iter().zip(&s.y).filter(|(t, _)| **t >= x0 && **t <= x1).map(|(&t, &y)| (t + 1.0, y)).collect();
+        let pts: Vec<(f64, f64)> =
+            s.t.iter().zip(&s.y).filter(|(t, _)| **t >= x0 && **t <= x1).map(|(&t, &y)| (t + 1.0, y)).collect();
         let ylo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
         let yhi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
-        let (ylo, yhi) = if ylo.is_finite() && yhi > ylo { (ylo - 0.08 * (yhi - ylo), yhi + 0.08 * (yhi - ylo)) } else { (-0.05, 1.05) };
+        let (ylo, yhi) = if ylo.is_finite() && yhi > ylo {
+            (ylo - 0.08 * (yhi - ylo), yhi + 0.08 * (yhi - ylo))
+        } else {
+            (-0.05, 1.05)
+        };
         let cap = match fit {
-            Some(f) => format!("{what}: {} (ΔAICc families {:.1}, n_eff {:.0})", f.verdict.words(), f.family_delta, f.n_eff),
+            Some(f) => {
+                format!("{what}: {} (ΔAICc families {:.1}, n_eff {:.0})", f.verdict.words(), f.family_delta, f.n_eff)
+            }
             None => format!("{what}: too few points"),
         };
         let mut ch = ChartBuilder::on(area)
@@ -443,14 +649,24 @@ fn forms_figure_at(path: &Path, s: &Series, whole: Option<&SeriesFit>, tail: Opt
             .y_label_area_size(55)
             .build_cartesian_2d(((x0 + 1.0).max(1.0)..(x1 + 1.0) * 1.05).log_scale(), ylo..yhi)
             .map_err(err(path))?;
-        ch.configure_mesh().x_desc(format!("{xdesc} + 1")).x_label_formatter(&|x| format!("{x:.0}")).y_desc("score").draw().map_err(err(path))?;
+        ch.configure_mesh()
+            .x_desc(format!("{xdesc} + 1"))
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_desc("score")
+            .draw()
+            .map_err(err(path))?;
         ch.draw_series(pts.iter().map(|&p| Circle::new(p, 3, SCORE.filled())))
             .map_err(err(path))?
             .label("data")
             .legend(|(x, y)| Circle::new((x + 9, y), 3, SCORE.filled()));
         if let Some(f) = fit {
             for (k, mf) in f.fits.iter().enumerate() {
-                let curve: Vec<(f64, f64)> = f.band_t.iter().map(|&t| (t + 1.0, mf.predict(t))).filter(|p| p.1.is_finite() && p.1 > ylo - 1.0 && p.1 < yhi + 1.0).collect();
+                let curve: Vec<(f64, f64)> = f
+                    .band_t
+                    .iter()
+                    .map(|&t| (t + 1.0, mf.predict(t)))
+                    .filter(|p| p.1.is_finite() && p.1 > ylo - 1.0 && p.1 < yhi + 1.0)
+                    .collect();
                 if mf.is_degenerate() {
                     let grey = RGBColor(160, 160, 160);
                     ch.draw_series(DashedLineSeries::new(curve, 6, 4, grey.stroke_width(1)))
@@ -461,12 +677,24 @@ fn forms_figure_at(path: &Path, s: &Series, whole: Option<&SeriesFit>, tail: Opt
                     let c = model_color(mf.model);
                     ch.draw_series(LineSeries::new(curve, c.stroke_width(if k == 0 { 3 } else { 1 })))
                         .map_err(err(path))?
-                        .label(format!("{} ({}): ΔAICc {:.1}, weight {:.2}", mf.model.name(), mf.model.family().name(), mf.delta, mf.weight))
+                        .label(format!(
+                            "{} ({}): ΔAICc {:.1}, weight {:.2}",
+                            mf.model.name(),
+                            mf.model.family().name(),
+                            mf.delta,
+                            mf.weight
+                        ))
                         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
                 }
             }
         }
-        ch.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 12)).draw().map_err(err(path))?;
+        ch.configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 12))
+            .draw()
+            .map_err(err(path))?;
     }
     root.present().map_err(err(path))?;
     Ok(())
@@ -475,12 +703,24 @@ fn forms_figure_at(path: &Path, s: &Series, whole: Option<&SeriesFit>, tail: Opt
 /// Per head: the collision score (left axis) beside the head's
 /// weight-refined LLC with ±2 SE (right axis), and the whole-model LLC in
 /// the first panel's title row, over training steps (log x).
-pub fn llc_figure(path: &Path, a: &Analysis, series: &str, llc: &headlab_store::llc::LlcSeries, title: &str) -> Result<(), ReportError> {
+pub fn llc_figure(
+    path: &Path,
+    a: &Analysis,
+    series: &str,
+    llc: &headlab_store::llc::LlcSeries,
+    title: &str,
+) -> Result<(), ReportError> {
     // Drawn beside the target and renamed over it: never a truncated PNG.
     headlab_store::with_atomic_path(path, |tmp| llc_figure_at(tmp, a, series, llc, title))
 }
 
-fn llc_figure_at(path: &Path, a: &Analysis, series: &str, llc: &headlab_store::llc::LlcSeries, title: &str) -> Result<(), ReportError> {
+fn llc_figure_at(
+    path: &Path,
+    a: &Analysis,
+    series: &str,
+    llc: &headlab_store::llc::LlcSeries,
+    title: &str,
+) -> Result<(), ReportError> {
     let (rows, cols) = (a.n_layers.max(1), a.n_heads.max(1));
     let root = BitMapBackend::new(path, (360 * cols as u32 + 40, 300 * rows as u32 + 120)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
@@ -498,14 +738,27 @@ fn llc_figure_at(path: &Path, a: &Analysis, series: &str, llc: &headlab_store::l
             continue;
         }
         let sc = a.head_series(series, l, h).unwrap_or_default();
-        let score: Vec<(f64, f64)> = a.steps.iter().zip(&sc).filter(|p| p.1.is_finite()).map(|(&s, &v)| (s as f64 + 1.0, v)).collect();
+        let score: Vec<(f64, f64)> =
+            a.steps.iter().zip(&sc).filter(|p| p.1.is_finite()).map(|(&s, &v)| (s as f64 + 1.0, v)).collect();
         // Per-head LLC when present, else the whole model's.
         let (lv, ls, which) = match (llc.head_column("llc", l, h), llc.head_column("se", l, h)) {
             (Some(v), Some(s)) if llc.per_head => (v, s, "head LLC"),
-            _ => (whole.map(|v| v.to_vec()).unwrap_or_default(), whole_se.map(|v| v.to_vec()).unwrap_or_default(), "whole-model LLC"),
+            _ => (
+                whole.map(|v| v.to_vec()).unwrap_or_default(),
+                whole_se.map(|v| v.to_vec()).unwrap_or_default(),
+                "whole-model LLC",
+            ),
         };
-        let pts: Vec<(f64, f64, f64)> = llc.steps.iter().zip(lv.iter().zip(ls.iter().chain(std::iter::repeat(&0.0)))).filter(|(_, (v, _))| v.is_finite()).map(|(&s, (&v, &e))| (s as f64 + 1.0, v, if e.is_finite() { e } else { 0.0 })).collect();
-        let (mut lo, mut hi) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1 - 2.0 * p.2), hi.max(p.1 + 2.0 * p.2)));
+        let pts: Vec<(f64, f64, f64)> = llc
+            .steps
+            .iter()
+            .zip(lv.iter().zip(ls.iter().chain(std::iter::repeat(&0.0))))
+            .filter(|(_, (v, _))| v.is_finite())
+            .map(|(&s, (&v, &e))| (s as f64 + 1.0, v, if e.is_finite() { e } else { 0.0 }))
+            .collect();
+        let (mut lo, mut hi) = pts
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1 - 2.0 * p.2), hi.max(p.1 + 2.0 * p.2)));
         if !lo.is_finite() || !hi.is_finite() {
             (lo, hi) = (0.0, 1.0);
         }
@@ -519,17 +772,29 @@ fn llc_figure_at(path: &Path, a: &Analysis, series: &str, llc: &headlab_store::l
             .build_cartesian_2d((1f64..xmax).log_scale(), -0.05f64..1.05)
             .map_err(err(path))?
             .set_secondary_coord((1f64..xmax).log_scale(), (lo - pad)..(hi + pad));
-        ch.configure_mesh().x_desc("step + 1").x_label_formatter(&|x| format!("{x:.0}")).y_desc("collision score").max_light_lines(2).draw().map_err(err(path))?;
+        ch.configure_mesh()
+            .x_desc("step + 1")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_desc("collision score")
+            .max_light_lines(2)
+            .draw()
+            .map_err(err(path))?;
         ch.configure_secondary_axes().y_desc(which).draw().map_err(err(path))?;
         ch.draw_series(score.iter().map(|&p| Circle::new(p, 3, SCORE.filled()))).map_err(err(path))?;
-        ch.draw_secondary_series(pts.iter().map(|&(x, v, e)| PathElement::new(vec![(x, v - 2.0 * e), (x, v + 2.0 * e)], LLC.mix(0.5)))).map_err(err(path))?;
-        ch.draw_secondary_series(LineSeries::new(pts.iter().map(|&(x, v, _)| (x, v)), LLC.stroke_width(2))).map_err(err(path))?;
+        ch.draw_secondary_series(
+            pts.iter().map(|&(x, v, e)| PathElement::new(vec![(x, v - 2.0 * e), (x, v + 2.0 * e)], LLC.mix(0.5))),
+        )
+        .map_err(err(path))?;
+        ch.draw_secondary_series(LineSeries::new(pts.iter().map(|&(x, v, _)| (x, v)), LLC.stroke_width(2)))
+            .map_err(err(path))?;
     }
     let lg = legend.margin(5, 5, 30, 5);
     lg.draw(&Circle::new((10, 10), 4, SCORE.filled())).map_err(err(path))?;
-    lg.draw(&Text::new(format!("collision score ({series}), left axis"), (22, 3), ("sans-serif", 15))).map_err(err(path))?;
+    lg.draw(&Text::new(format!("collision score ({series}), left axis"), (22, 3), ("sans-serif", 15)))
+        .map_err(err(path))?;
     lg.draw(&PathElement::new(vec![(380, 10), (405, 10)], LLC.stroke_width(2))).map_err(err(path))?;
-    lg.draw(&Text::new("LLC (SGLD, ±2 SE over chains), right axis", (412, 3), ("sans-serif", 15))).map_err(err(path))?;
+    lg.draw(&Text::new("LLC (SGLD, ±2 SE over chains), right axis", (412, 3), ("sans-serif", 15)))
+        .map_err(err(path))?;
     root.present().map_err(err(path))?;
     Ok(())
 }
@@ -548,7 +813,14 @@ fn noise_figure_at(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportEr
     root.fill(&WHITE).map_err(err(path))?;
     let rec = &m.noise;
     let xmax = rec.iter().map(|r| r.step).max().unwrap_or(1) as f64 * 1.2 + 2.0;
-    let vals = rec.iter().flat_map(|r| [r.norm_hill_alpha + r.norm_hill_se, r.coord_hill_alpha + r.coord_hill_se, r.norm_gaussian_hill_alpha, r.coord_gaussian_hill_alpha]);
+    let vals = rec.iter().flat_map(|r| {
+        [
+            r.norm_hill_alpha + r.norm_hill_se,
+            r.coord_hill_alpha + r.coord_hill_se,
+            r.norm_gaussian_hill_alpha,
+            r.coord_gaussian_hill_alpha,
+        ]
+    });
     let ymax = vals.filter(|v| v.is_finite()).fold(1.0f64, f64::max) * 1.1;
     let mut ch = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
@@ -557,7 +829,12 @@ fn noise_figure_at(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportEr
         .y_label_area_size(60)
         .build_cartesian_2d((1f64..xmax).log_scale(), 0f64..ymax)
         .map_err(err(path))?;
-    ch.configure_mesh().x_desc("step + 1").x_label_formatter(&|x| format!("{x:.0}")).y_desc("Hill tail index α (lower = heavier tail)").draw().map_err(err(path))?;
+    ch.configure_mesh()
+        .x_desc("step + 1")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc("Hill tail index α (lower = heavier tail)")
+        .draw()
+        .map_err(err(path))?;
     #[allow(clippy::type_complexity)]
     let series: [(&str, fn(&headlab_store::metrics::NoiseRecord) -> (f64, f64), RGBColor); 4] = [
         ("noise norm", |r| (r.norm_hill_alpha, r.norm_hill_se), RGBColor(214, 39, 40)),
@@ -566,11 +843,25 @@ fn noise_figure_at(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportEr
         ("single coordinates, Gaussian reference", |r| (r.coord_gaussian_hill_alpha, 0.0), RGBColor(174, 199, 232)),
     ];
     for (label, get, c) in series {
-        let pts: Vec<(f64, f64, f64)> = rec.iter().map(|r| (r.step as f64 + 1.0, get(r).0, get(r).1)).filter(|p| p.1.is_finite()).collect();
-        ch.draw_series(pts.iter().filter(|p| p.2 > 0.0).map(|&(x, v, e)| PathElement::new(vec![(x, (v - e).max(0.0)), (x, v + e)], c.mix(0.6)))).map_err(err(path))?;
-        ch.draw_series(LineSeries::new(pts.iter().map(|&(x, v, _)| (x, v)), c.stroke_width(2)).point_size(3)).map_err(err(path))?.label(label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+        let pts: Vec<(f64, f64, f64)> =
+            rec.iter().map(|r| (r.step as f64 + 1.0, get(r).0, get(r).1)).filter(|p| p.1.is_finite()).collect();
+        ch.draw_series(
+            pts.iter()
+                .filter(|p| p.2 > 0.0)
+                .map(|&(x, v, e)| PathElement::new(vec![(x, (v - e).max(0.0)), (x, v + e)], c.mix(0.6))),
+        )
+        .map_err(err(path))?;
+        ch.draw_series(LineSeries::new(pts.iter().map(|&(x, v, _)| (x, v)), c.stroke_width(2)).point_size(3))
+            .map_err(err(path))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
     }
-    ch.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(err(path))?;
+    ch.configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err(path))?;
     root.present().map_err(err(path))?;
     Ok(())
 }
@@ -604,7 +895,12 @@ pub fn auroc_figure(path: &Path, a: &Analysis, v: &RunVerdict, title: &str) -> R
     for l in 0..nl {
         for h in 0..nh {
             let get = |k: SeriesKey| a.head_series(k, l, h).unwrap_or_default();
-            let (au, m, mse, ap) = (get(SeriesKey::AurocInterval), get(SeriesKey::AurocMatched), get(SeriesKey::AurocMatchedSe), get(SeriesKey::ApproachSelectivity));
+            let (au, m, mse, ap) = (
+                get(SeriesKey::AurocInterval),
+                get(SeriesKey::AurocMatched),
+                get(SeriesKey::AurocMatchedSe),
+                get(SeriesKey::ApproachSelectivity),
+            );
             let mut ch = ChartBuilder::on(&panels[l * nh + h])
                 .caption(format!("L{l}.H{h}"), ("sans-serif", 15))
                 .margin(6)
@@ -612,17 +908,35 @@ pub fn auroc_figure(path: &Path, a: &Analysis, v: &RunVerdict, title: &str) -> R
                 .y_label_area_size(42)
                 .build_cartesian_2d((1f64..xmax).log_scale(), 0.3f64..1.02)
                 .map_err(err(path))?;
-            ch.configure_mesh().x_desc("step + 1").y_desc("AUROC").x_label_formatter(&|x| format!("{x:.0}")).x_labels(5).y_labels(8).light_line_style(WHITE.mix(0.0)).draw().map_err(err(path))?;
+            ch.configure_mesh()
+                .x_desc("step + 1")
+                .y_desc("AUROC")
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .x_labels(5)
+                .y_labels(8)
+                .light_line_style(WHITE.mix(0.0))
+                .draw()
+                .map_err(err(path))?;
             ch.draw_series(LineSeries::new(vec![(1.0, 0.5), (xmax, 0.5)], BLACK.mix(0.5))).map_err(err(path))?;
             for (y, c, _) in &hlines {
                 if y.is_finite() {
-                    ch.draw_series(DashedLineSeries::new(vec![(1.0, *y), (xmax, *y)], 6, 4, c.stroke_width(1))).map_err(err(path))?;
+                    ch.draw_series(DashedLineSeries::new(vec![(1.0, *y), (xmax, *y)], 6, 4, c.stroke_width(1)))
+                        .map_err(err(path))?;
                 }
             }
-            let pts = |y: &[f64]| -> Vec<(f64, f64)> { a.steps.iter().zip(y).filter(|p| p.1.is_finite()).map(|(&s, &v)| (s as f64 + 1.0, v)).collect() };
+            let pts = |y: &[f64]| -> Vec<(f64, f64)> {
+                a.steps.iter().zip(y).filter(|p| p.1.is_finite()).map(|(&s, &v)| (s as f64 + 1.0, v)).collect()
+            };
             ch.draw_series(LineSeries::new(pts(&au), AUROC_C.stroke_width(2))).map_err(err(path))?;
             ch.draw_series(LineSeries::new(pts(&ap), APPROACH_C.stroke_width(1))).map_err(err(path))?;
-            ch.draw_series(a.steps.iter().zip(m.iter().zip(&mse)).filter(|(_, (v, e))| v.is_finite() && e.is_finite()).map(|(&s, (&v, &e))| PathElement::new(vec![(s as f64 + 1.0, v - e), (s as f64 + 1.0, v + e)], MATCHED_C.mix(0.6)))).map_err(err(path))?;
+            ch.draw_series(
+                a.steps.iter().zip(m.iter().zip(&mse)).filter(|(_, (v, e))| v.is_finite() && e.is_finite()).map(
+                    |(&s, (&v, &e))| {
+                        PathElement::new(vec![(s as f64 + 1.0, v - e), (s as f64 + 1.0, v + e)], MATCHED_C.mix(0.6))
+                    },
+                ),
+            )
+            .map_err(err(path))?;
             ch.draw_series(pts(&m).into_iter().map(|p| Circle::new(p, 2, MATCHED_C.filled()))).map_err(err(path))?;
         }
     }
@@ -642,10 +956,16 @@ pub fn auroc_figure(path: &Path, a: &Analysis, v: &RunVerdict, title: &str) -> R
         match kind {
             1 => legend.draw(&Circle::new((x + 10, y + 6), 3, c.filled())).map_err(err(path))?,
             2 => {
-                legend.draw(&PathElement::new(vec![(x, y + 6), (x + 8, y + 6)], c.stroke_width(1))).map_err(err(path))?;
-                legend.draw(&PathElement::new(vec![(x + 13, y + 6), (x + 22, y + 6)], c.stroke_width(1))).map_err(err(path))?
+                legend
+                    .draw(&PathElement::new(vec![(x, y + 6), (x + 8, y + 6)], c.stroke_width(1)))
+                    .map_err(err(path))?;
+                legend
+                    .draw(&PathElement::new(vec![(x + 13, y + 6), (x + 22, y + 6)], c.stroke_width(1)))
+                    .map_err(err(path))?
             }
-            _ => legend.draw(&PathElement::new(vec![(x, y + 6), (x + 22, y + 6)], c.stroke_width(2))).map_err(err(path))?,
+            _ => legend
+                .draw(&PathElement::new(vec![(x, y + 6), (x + 22, y + 6)], c.stroke_width(2)))
+                .map_err(err(path))?,
         }
         legend.draw(&Text::new(label.clone(), (x + 28, y), ("sans-serif", 13))).map_err(err(path))?;
     }
@@ -666,7 +986,11 @@ pub fn baselines_figure(path: &Path, v: &RunVerdict, title: &str) -> Result<(), 
     let (body, strip) = rest.split_vertically(570);
     let (left, right) = body.split_horizontally(700);
     // Left: one row per predictor.
-    let mut rows: Vec<(String, f64, f64, f64, f64, bool)> = v.baselines.iter().map(|b| (b.baseline.label().to_string(), b.auroc, b.auroc_new, b.matched, b.matched_se, false)).collect();
+    let mut rows: Vec<(String, f64, f64, f64, f64, bool)> = v
+        .baselines
+        .iter()
+        .map(|b| (b.baseline.label().to_string(), b.auroc, b.auroc_new, b.matched, b.matched_se, false))
+        .collect();
     for hs in &v.heads {
         rows.push((format!("head {}", hs.name()), hs.auroc, hs.auroc_new, hs.matched, hs.matched_se, true));
     }
@@ -693,7 +1017,13 @@ pub fn baselines_figure(path: &Path, v: &RunVerdict, title: &str) -> Result<(), 
         .draw()
         .map_err(err(path))?;
     ch.draw_series(LineSeries::new(vec![(0.5, -0.5), (0.5, n as f64 - 0.5)], BLACK.mix(0.5))).map_err(err(path))?;
-    ch.draw_series(DashedLineSeries::new(vec![(bar::MATCHED_AUROC_MIN, -0.5), (bar::MATCHED_AUROC_MIN, n as f64 - 0.5)], 6, 4, RGBColor(255, 127, 14).stroke_width(1))).map_err(err(path))?;
+    ch.draw_series(DashedLineSeries::new(
+        vec![(bar::MATCHED_AUROC_MIN, -0.5), (bar::MATCHED_AUROC_MIN, n as f64 - 0.5)],
+        6,
+        4,
+        RGBColor(255, 127, 14).stroke_width(1),
+    ))
+    .map_err(err(path))?;
     for (k, r) in rows.iter().enumerate() {
         let y = (n - 1 - k) as f64;
         if r.1.is_finite() {
@@ -704,11 +1034,17 @@ pub fn baselines_figure(path: &Path, v: &RunVerdict, title: &str) -> Result<(), 
         }
         if r.3.is_finite() {
             let e = if r.4.is_finite() { r.4 } else { 0.0 };
-            ch.draw_series(std::iter::once(PathElement::new(vec![(r.3 - e, y - 0.2), (r.3 + e, y - 0.2)], MATCHED_C.stroke_width(2)))).map_err(err(path))?;
-            ch.draw_series(std::iter::once(Cross::new((r.3, y - 0.2), 5, MATCHED_C.stroke_width(2)))).map_err(err(path))?;
+            ch.draw_series(std::iter::once(PathElement::new(
+                vec![(r.3 - e, y - 0.2), (r.3 + e, y - 0.2)],
+                MATCHED_C.stroke_width(2),
+            )))
+            .map_err(err(path))?;
+            ch.draw_series(std::iter::once(Cross::new((r.3, y - 0.2), 5, MATCHED_C.stroke_width(2))))
+                .map_err(err(path))?;
         }
         if r.5 && k == v.baselines.len() {
-            ch.draw_series(std::iter::once(PathElement::new(vec![(0.3, y + 0.5), (1.02, y + 0.5)], BLACK.mix(0.3)))).map_err(err(path))?;
+            ch.draw_series(std::iter::once(PathElement::new(vec![(0.3, y + 0.5), (1.02, y + 0.5)], BLACK.mix(0.3))))
+                .map_err(err(path))?;
         }
     }
     // Right: score vs matched AUROC with the bar region.
@@ -718,30 +1054,69 @@ pub fn baselines_figure(path: &Path, v: &RunVerdict, title: &str) -> Result<(), 
         .y_label_area_size(50)
         .build_cartesian_2d(0.3f64..1.02, -0.2f64..1.05)
         .map_err(err(path))?;
-    ch2.configure_mesh().x_desc("distance-matched AUROC (0.5: nothing beyond distance)").y_desc("self-excluded normalized score").light_line_style(WHITE.mix(0.0)).draw().map_err(err(path))?;
-    ch2.draw_series(std::iter::once(Rectangle::new([(bar::MATCHED_AUROC_MIN, bar::SCORE_MIN), (1.02, 1.05)], RGBColor(255, 127, 14).mix(0.15).filled()))).map_err(err(path))?;
-    ch2.draw_series(std::iter::once(Text::new("meets the bar", (bar::MATCHED_AUROC_MIN + 0.01, 1.0), ("sans-serif", 14)))).map_err(err(path))?;
+    ch2.configure_mesh()
+        .x_desc("distance-matched AUROC (0.5: nothing beyond distance)")
+        .y_desc("self-excluded normalized score")
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err(path))?;
+    ch2.draw_series(std::iter::once(Rectangle::new(
+        [(bar::MATCHED_AUROC_MIN, bar::SCORE_MIN), (1.02, 1.05)],
+        RGBColor(255, 127, 14).mix(0.15).filled(),
+    )))
+    .map_err(err(path))?;
+    ch2.draw_series(std::iter::once(Text::new(
+        "meets the bar",
+        (bar::MATCHED_AUROC_MIN + 0.01, 1.0),
+        ("sans-serif", 14),
+    )))
+    .map_err(err(path))?;
     for b in &v.baselines {
         if b.softmax_score.is_finite() && b.softmax_matched.is_finite() {
             let p = (b.softmax_matched, b.softmax_score);
-            ch2.draw_series(std::iter::once(Rectangle::new([(p.0 - 0.008, p.1 - 0.02), (p.0 + 0.008, p.1 + 0.02)], RGBColor(90, 90, 90).filled()))).map_err(err(path))?;
+            ch2.draw_series(std::iter::once(Rectangle::new(
+                [(p.0 - 0.008, p.1 - 0.02), (p.0 + 0.008, p.1 + 0.02)],
+                RGBColor(90, 90, 90).filled(),
+            )))
+            .map_err(err(path))?;
             let label = format!("softmax of {}", b.baseline.name().replace('_', " "));
             // Labels of points near the right edge go to their left.
             let x = if p.0 > 0.8 { p.0 - 0.012 - 0.0047 * label.chars().count() as f64 } else { p.0 + 0.012 };
-            ch2.draw_series(std::iter::once(Text::new(label, (x, p.1 - 0.015), ("sans-serif", 12)))).map_err(err(path))?;
+            ch2.draw_series(std::iter::once(Text::new(label, (x, p.1 - 0.015), ("sans-serif", 12))))
+                .map_err(err(path))?;
         }
     }
     for (k, hs) in v.heads.iter().enumerate() {
         if hs.score.is_finite() && hs.matched.is_finite() {
             let c = if hs.meets_bar { MATCHED_C } else { SCORE };
-            let (e1, e2) = (if hs.matched_se.is_finite() { hs.matched_se } else { 0.0 }, if hs.score_se.is_finite() { hs.score_se } else { 0.0 });
-            ch2.draw_series(std::iter::once(PathElement::new(vec![(hs.matched - e1, hs.score), (hs.matched + e1, hs.score)], c.mix(0.7)))).map_err(err(path))?;
-            ch2.draw_series(std::iter::once(PathElement::new(vec![(hs.matched, hs.score - e2), (hs.matched, hs.score + e2)], c.mix(0.7)))).map_err(err(path))?;
+            let (e1, e2) = (
+                if hs.matched_se.is_finite() { hs.matched_se } else { 0.0 },
+                if hs.score_se.is_finite() { hs.score_se } else { 0.0 },
+            );
+            ch2.draw_series(std::iter::once(PathElement::new(
+                vec![(hs.matched - e1, hs.score), (hs.matched + e1, hs.score)],
+                c.mix(0.7),
+            )))
+            .map_err(err(path))?;
+            ch2.draw_series(std::iter::once(PathElement::new(
+                vec![(hs.matched, hs.score - e2), (hs.matched, hs.score + e2)],
+                c.mix(0.7),
+            )))
+            .map_err(err(path))?;
             ch2.draw_series(std::iter::once(Circle::new((hs.matched, hs.score), 4, c.filled()))).map_err(err(path))?;
             // Staggered labels: heads often sit on top of each other.
             let dy = 0.012 + 0.035 * (k % 3) as f64;
-            ch2.draw_series(std::iter::once(PathElement::new(vec![(hs.matched, hs.score), (hs.matched + 0.015, hs.score + dy)], BLACK.mix(0.3)))).map_err(err(path))?;
-            ch2.draw_series(std::iter::once(Text::new(hs.name(), (hs.matched + 0.017, hs.score + dy + 0.012), ("sans-serif", 12)))).map_err(err(path))?;
+            ch2.draw_series(std::iter::once(PathElement::new(
+                vec![(hs.matched, hs.score), (hs.matched + 0.015, hs.score + dy)],
+                BLACK.mix(0.3),
+            )))
+            .map_err(err(path))?;
+            ch2.draw_series(std::iter::once(Text::new(
+                hs.name(),
+                (hs.matched + 0.017, hs.score + dy + 0.012),
+                ("sans-serif", 12),
+            )))
+            .map_err(err(path))?;
         }
     }
     // Legend strip.
@@ -752,10 +1127,24 @@ pub fn baselines_figure(path: &Path, v: &RunVerdict, title: &str) -> Result<(), 
     strip.draw(&Text::new("AUROC, new contacts only", (x0 + 160, 5), ("sans-serif", 13))).map_err(err(path))?;
     strip.draw(&Cross::new((x0 + 345, 12), 5, MATCHED_C.stroke_width(2))).map_err(err(path))?;
     strip.draw(&Text::new("distance-matched AUROC ±1 SE", (x0 + 355, 5), ("sans-serif", 13))).map_err(err(path))?;
-    strip.draw(&PathElement::new(vec![(x0 + 570, 12), (x0 + 592, 12)], RGBColor(255, 127, 14).stroke_width(1))).map_err(err(path))?;
-    strip.draw(&Text::new(format!("bar: matched AUROC ≥ {}, score ≥ {} (right: shaded)", bar::MATCHED_AUROC_MIN, bar::SCORE_MIN), (x0 + 598, 5), ("sans-serif", 13))).map_err(err(path))?;
+    strip
+        .draw(&PathElement::new(vec![(x0 + 570, 12), (x0 + 592, 12)], RGBColor(255, 127, 14).stroke_width(1)))
+        .map_err(err(path))?;
+    strip
+        .draw(&Text::new(
+            format!("bar: matched AUROC ≥ {}, score ≥ {} (right: shaded)", bar::MATCHED_AUROC_MIN, bar::SCORE_MIN),
+            (x0 + 598, 5),
+            ("sans-serif", 13),
+        ))
+        .map_err(err(path))?;
     strip.draw(&Rectangle::new([(x0 - 5, 29), (x0 + 5, 39)], RGBColor(90, 90, 90).filled())).map_err(err(path))?;
-    strip.draw(&Text::new("right: softmax of a baseline (fitted temperature) as attention; dots: heads ±1 SE (red: meets the bar)", (x0 + 10, 27), ("sans-serif", 13))).map_err(err(path))?;
+    strip
+        .draw(&Text::new(
+            "right: softmax of a baseline (fitted temperature) as attention; dots: heads ±1 SE (red: meets the bar)",
+            (x0 + 10, 27),
+            ("sans-serif", 13),
+        ))
+        .map_err(err(path))?;
     root.present().map_err(err(path))?;
     Ok(())
 }

@@ -21,14 +21,30 @@ fn steps() -> Vec<u64> {
 fn analysis(dir: &Path) {
     let edges = default_g_edges();
     let nb = edges.len() - 1;
-    let mut a = Analysis { dataset: "synthetic".into(), n_layers: 1, n_heads: 2, n_particles: 8, g_edges: edges, ..Default::default() };
+    let mut a = Analysis {
+        dataset: "synthetic".into(),
+        n_layers: 1,
+        n_heads: 2,
+        n_particles: 8,
+        g_edges: edges,
+        ..Default::default()
+    };
     for s in steps() {
         let p = 1.0 / (1.0 + (-((1.0 + s as f64).ln() - 300f64.ln()) / 0.4).exp());
-        let mut series: BTreeMap<String, Vec<f64>> = HeadMetrics::scalar_names().into_iter().map(|n| (n.name().to_string(), vec![0.01, 0.01])).collect();
+        let mut series: BTreeMap<String, Vec<f64>> =
+            HeadMetrics::scalar_names().into_iter().map(|n| (n.name().to_string(), vec![0.01, 0.01])).collect();
         series.get_mut(SeriesKey::ScoreExclNormOverlap.name()).unwrap()[1] = 0.8 * p;
         series.get_mut(SeriesKey::AurocInterval.name()).unwrap()[1] = 0.5 + 0.49 * p;
         series.insert(SeriesKey::Entropy.name().to_string(), vec![8f64.ln(), 8f64.ln() * (1.0 - 0.8 * p)]);
-        a.add_step(StepRecord { step: s, series, g: vec![1.0; 2 * nb], g_excl: vec![1.0; 2 * nb], g_count: vec![5; 2 * nb], patterns: vec![] }).unwrap();
+        a.add_step(StepRecord {
+            step: s,
+            series,
+            g: vec![1.0; 2 * nb],
+            g_excl: vec![1.0; 2 * nb],
+            g_count: vec![5; 2 * nb],
+            patterns: vec![],
+        })
+        .unwrap();
     }
     write_analysis(&dir.join("analysis.h5"), &a).unwrap();
 }
@@ -49,7 +65,20 @@ fn lens(dir: &Path) {
         steps: st.clone(),
         series,
         // Head 0 keeps moving; head 1's logits settle after step 300.
-        logits: st.iter().map(|&t| (0..2 * f * n * n).map(|k| if k < n * n { ((t as f64 * 0.37 + k as f64).sin()) as f32 } else { ((k % 7) as f32 - 3.0) * (t.min(300) as f32 / 300.0) }).collect()).collect(),
+        logits: st
+            .iter()
+            .map(|&t| {
+                (0..2 * f * n * n)
+                    .map(|k| {
+                        if k < n * n {
+                            ((t as f64 * 0.37 + k as f64).sin()) as f32
+                        } else {
+                            ((k % 7) as f32 - 3.0) * (t.min(300) as f32 / 300.0)
+                        }
+                    })
+                    .collect()
+            })
+            .collect(),
         svm_eval_index: vec![0],
         svm_query: vec![1],
         svm_partner: vec![2],
@@ -66,7 +95,10 @@ fn lens_figures_appear_when_lens_physics_exists() {
     let run = tmp.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
     analysis(&run);
-    let opts = ReportOptions { fit: headlab_analysis::fit::FitOptions { bootstrap: 5, ..Default::default() }, ..Default::default() };
+    let opts = ReportOptions {
+        fit: headlab_analysis::fit::FitOptions { bootstrap: 5, ..Default::default() },
+        ..Default::default()
+    };
     let s = write_report(std::slice::from_ref(&run), None, &opts).unwrap();
     let html = std::fs::read_to_string(&s.index).unwrap();
     assert!(!html.contains("lens_L0H0.png"), "no lens file, no lens figures");

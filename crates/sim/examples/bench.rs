@@ -19,7 +19,8 @@ use headlab_sim::scene::{Damping, Scene};
 use headlab_sim::simulate::{initial_state, make_world};
 
 fn scene_for(dim: usize, n: usize) -> Scene {
-    let (l0, n0, radius, k) = if dim == 2 { (0.75, 16.0, "[0.04, 0.07]", 300.0) } else { (1.0, 64.0, "[0.05, 0.08]", 50.0) };
+    let (l0, n0, radius, k) =
+        if dim == 2 { (0.75, 16.0, "[0.04, 0.07]", 300.0) } else { (1.0, 64.0, "[0.05, 0.08]", 50.0) };
     let l = l0 * (n as f64 / n0).powf(1.0 / dim as f64);
     let text = format!(
         "dimension = {dim}\nbox_size = {l}\nn_particles = {n}\nradius = {radius}\ngravity = 1.0\nspring_k = {k}\n\
@@ -75,8 +76,16 @@ fn run<const D: usize>(n: usize, work: f64, check_steps: u64, out_dir: &str) -> 
         Damping::Coefficient(_) => unreachable!(),
     };
     let mut s = String::new();
-    let _ = writeln!(s, "dim = {D}\nn = {n}\nbox = {}\ngravity = {:e}\nspring_k = {:e}\nzeta = {zeta:e}\ndt = {:e}", list(res.box_size.iter().cloned()), sc.gravity, sc.spring_k, res.dt);
-    let _ = writeln!(s, "check_steps = {check_steps}\nrust_rate = {rate:e}\nrust_steps = {steps}\nrust_secs = {secs:e}");
+    let _ = writeln!(
+        s,
+        "dim = {D}\nn = {n}\nbox = {}\ngravity = {:e}\nspring_k = {:e}\nzeta = {zeta:e}\ndt = {:e}",
+        list(res.box_size.iter().cloned()),
+        sc.gravity,
+        sc.spring_k,
+        res.dt
+    );
+    let _ =
+        writeln!(s, "check_steps = {check_steps}\nrust_rate = {rate:e}\nrust_steps = {steps}\nrust_secs = {secs:e}");
     let _ = writeln!(s, "r = {}\nm = {}", list(init.r.iter().cloned()), list(init.m.iter().cloned()));
     let flat = |v: &Vec<Vec<f64>>| list(v.iter().flatten().cloned());
     let flat_a = |v: &Vec<[f64; D]>| list(v.iter().flatten().cloned());
@@ -89,7 +98,11 @@ fn run<const D: usize>(n: usize, work: f64, check_steps: u64, out_dir: &str) -> 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let get = |name: &str, default: &str| -> String {
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_string())
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
     };
     let out_dir = get("--out-dir", "target/bench-sim");
     std::fs::create_dir_all(&out_dir).unwrap();

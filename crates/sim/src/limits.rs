@@ -24,7 +24,11 @@ pub fn fmt_bytes(b: u128) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", units[u]) }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
 }
 
 /// The product of `factors` (element counts and a byte size), or None on overflow.
@@ -38,9 +42,11 @@ pub fn check_fits(what: &str, bytes: Option<u128>) -> Result<(), String> {
     let avail = available_memory();
     match (bytes, avail) {
         (None, _) => Err(format!("{what} would need more memory than any machine has (the size overflows)")),
-        (Some(b), Some(a)) if b > a as u128 => {
-            Err(format!("{what} would need about {} of memory, and {} is available", fmt_bytes(b), fmt_bytes(a as u128)))
-        }
+        (Some(b), Some(a)) if b > a as u128 => Err(format!(
+            "{what} would need about {} of memory, and {} is available",
+            fmt_bytes(b),
+            fmt_bytes(a as u128)
+        )),
         (Some(b), None) if b > (1u128 << 40) => Err(format!("{what} would need about {}", fmt_bytes(b))),
         _ => Ok(()),
     }

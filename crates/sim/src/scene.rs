@@ -253,15 +253,20 @@ impl Scene {
 
     /// Parse and validate scene text; `origin` names it in errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Scene, SceneError> {
-        let scene: Scene = toml::from_str(text)
-            .map_err(|e| SceneError::Parse { origin: origin.to_string(), message: e.to_string().trim_end().to_string() })?;
+        let scene: Scene = toml::from_str(text).map_err(|e| SceneError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
         scene.resolve(origin)?;
         Ok(scene)
     }
 
     /// The scene as TOML with every default written out.
     pub fn to_toml(&self) -> Result<String, SceneError> {
-        toml::to_string(self).map_err(|e| SceneError::Parse { origin: "scene".into(), message: format!("cannot write the scene as TOML: {e}") })
+        toml::to_string(self).map_err(|e| SceneError::Parse {
+            origin: "scene".into(),
+            message: format!("cannot write the scene as TOML: {e}"),
+        })
     }
 
     /// Mass of a particle of radius r.
@@ -326,7 +331,11 @@ impl Scene {
         }
         fin_pos("density", self.density)?;
         if !(self.gravity.is_finite() && self.gravity >= 0.0) {
-            return Err(bad("gravity", fmt_f(self.gravity), "a finite number >= 0 (magnitude; it pulls along -y in 2D, -z in 3D)"));
+            return Err(bad(
+                "gravity",
+                fmt_f(self.gravity),
+                "a finite number >= 0 (magnitude; it pulls along -y in 2D, -z in 3D)",
+            ));
         }
         fin_pos("spring_k", self.spring_k)?;
         let k = self.spring_k;
@@ -351,11 +360,7 @@ impl Scene {
         let m_eff_typ = m_mean / 2.0;
         let (damping, restitution) = match (self.restitution, self.damping) {
             (Some(_), Some(damping)) => {
-                return Err(bad(
-                    "damping",
-                    fmt_f(damping),
-                    "give either `restitution` or `damping`, not both",
-                ))
+                return Err(bad("damping", fmt_f(damping), "give either `restitution` or `damping`, not both"))
             }
             (Some(e), None) => {
                 if !(e > 0.0 && e <= 1.0) {
@@ -390,7 +395,9 @@ impl Scene {
             return Err(bad(
                 "substeps_per_contact",
                 self.substeps_per_contact.to_string(),
-                &format!("{MIN_SUBSTEPS_PER_CONTACT} ..= 100000 (fewer sub-steps per contact is inaccurate or unstable)"),
+                &format!(
+                    "{MIN_SUBSTEPS_PER_CONTACT} ..= 100000 (fewer sub-steps per contact is inaccurate or unstable)"
+                ),
             ));
         }
         let mut dt_max = min_contact_time / self.substeps_per_contact as f64;
@@ -421,10 +428,7 @@ impl Scene {
             return Err(bad(
                 if self.frame_dt.is_some() { "frame_dt" } else { "frame_interval_contact_times" },
                 fmt_f(self.frame_dt.or(self.frame_interval_contact_times).unwrap_or(1.0)),
-                &format!(
-                    "a frame interval of at most {MAX_STRIDE} sub-steps (sub-step here: {})",
-                    fmt_f(dt_max)
-                ),
+                &format!("a frame interval of at most {MAX_STRIDE} sub-steps (sub-step here: {})", fmt_f(dt_max)),
             ));
         }
         let stride = stride_f as u64;
@@ -478,7 +482,11 @@ impl Scene {
         // largest possible particles (random placement jams well below 1).
         let vol_box: f64 = box_size.iter().product();
         let vol_part = |r: f64| if d == 2 { PI * r * r } else { 4.0 / 3.0 * PI * r * r * r };
-        let r3_mean = if r_max > r_min { (r_max.powi(d as i32 + 1) - r_min.powi(d as i32 + 1)) / ((d as f64 + 1.0) * (r_max - r_min)) } else { r_min.powi(d as i32) };
+        let r3_mean = if r_max > r_min {
+            (r_max.powi(d as i32 + 1) - r_min.powi(d as i32 + 1)) / ((d as f64 + 1.0) * (r_max - r_min))
+        } else {
+            r_min.powi(d as i32)
+        };
         let phi = self.n_particles as f64 * vol_part(1.0) * r3_mean / vol_box;
         let phi_max = if d == 2 { 0.55 } else { 0.38 };
         if phi > phi_max {
@@ -614,7 +622,8 @@ mod tests {
     fn unknown_key_rejected() {
         let e = with("colour = 3\n").unwrap_err().to_string();
         assert!(e.contains("test.toml") && e.contains("colour"), "{e}");
-        let e = with("[speed]\ndistribution = \"normal\"\nmean = 1.0\nsd = 0.1\nvariance = 2\n").unwrap_err().to_string();
+        let e =
+            with("[speed]\ndistribution = \"normal\"\nmean = 1.0\nsd = 0.1\nvariance = 2\n").unwrap_err().to_string();
         assert!(e.contains("variance"), "{e}");
     }
     #[test]
@@ -678,7 +687,11 @@ mod tests {
     fn bad_frame_interval() {
         assert_invalid(with("frame_dt = -0.1\n"), "frame_dt", "-0.1");
         assert_invalid(with("frame_interval_contact_times = 0.0\n"), "frame_interval_contact_times", "0");
-        assert_invalid(with("frame_dt = 0.1\nframe_interval_contact_times = 1.0\n"), "frame_interval_contact_times", "1");
+        assert_invalid(
+            with("frame_dt = 0.1\nframe_interval_contact_times = 1.0\n"),
+            "frame_interval_contact_times",
+            "1",
+        );
         assert_invalid(with("frame_dt = 1e9\n"), "frame_dt", "1000000000");
     }
     #[test]

@@ -164,10 +164,19 @@ mod tests {
             assert_eq!(derive_seed(seed, Stream::TrainValSplit), seed ^ 0x5eed_5917);
             for &step in &STEPS {
                 // crates/train/src/lib.rs (dropout before each step)
-                assert_eq!(derive_seed(seed, Stream::Dropout { step }), seed.wrapping_mul(1_000_003).wrapping_add(step));
+                assert_eq!(
+                    derive_seed(seed, Stream::Dropout { step }),
+                    seed.wrapping_mul(1_000_003).wrapping_add(step)
+                );
                 // crates/train/src/lib.rs gradient_noise, NOISE_SALT = 0x6e01_5e5a_17ad
-                assert_eq!(derive_seed(seed, Stream::GradNoiseBatches { step }), seed ^ 0x6e01_5e5a_17ad ^ step.wrapping_mul(0x2545_f491_4f6c_dd1d));
-                assert_eq!(derive_seed(seed, Stream::GradNoiseGaussian { step }), seed ^ 0x6e01_5e5a_17ad ^ step ^ 0x6a55);
+                assert_eq!(
+                    derive_seed(seed, Stream::GradNoiseBatches { step }),
+                    seed ^ 0x6e01_5e5a_17ad ^ step.wrapping_mul(0x2545_f491_4f6c_dd1d)
+                );
+                assert_eq!(
+                    derive_seed(seed, Stream::GradNoiseGaussian { step }),
+                    seed ^ 0x6e01_5e5a_17ad ^ step ^ 0x6a55
+                );
                 assert_eq!(derive_seed(seed, Stream::GradNoiseStats { step }), seed ^ step);
             }
             // crates/train/src/noise.rs: stats_seed + 1, + 2, + 3 (wrapping: overflow checks are off)
@@ -186,12 +195,18 @@ mod tests {
             // crates/analysis/src/fitrun.rs
             for layer in 0..4usize {
                 for head in 0..8usize {
-                    assert_eq!(derive_seed(seed, Stream::FitHead { layer, head }), seed ^ ((layer * 1000 + head) as u64));
+                    assert_eq!(
+                        derive_seed(seed, Stream::FitHead { layer, head }),
+                        seed ^ ((layer * 1000 + head) as u64)
+                    );
                 }
             }
             // crates/analysis/src/fit.rs
             for mi in 0..4usize {
-                assert_eq!(derive_seed(seed, Stream::FitBootstrap { model: mi }), seed ^ (0x9E37_79B9 * (mi as u64 + 1)));
+                assert_eq!(
+                    derive_seed(seed, Stream::FitBootstrap { model: mi }),
+                    seed ^ (0x9E37_79B9 * (mi as u64 + 1))
+                );
             }
             assert_eq!(derive_seed(seed, Stream::EmergenceBootstrap), seed ^ 0xE3E);
             assert_eq!(derive_seed(seed, Stream::PooledBootstrap), seed ^ 0x5EED);
@@ -209,7 +224,10 @@ mod tests {
             // crates/lens/src/scaling.rs
             for si in 0..3usize {
                 for ni in 0..5usize {
-                    assert_eq!(derive_seed(seed, Stream::ScalingCell { spread: si, n: ni }), seed ^ ((si as u64) << 32) ^ ((ni as u64) << 16));
+                    assert_eq!(
+                        derive_seed(seed, Stream::ScalingCell { spread: si, n: ni }),
+                        seed ^ ((si as u64) << 32) ^ ((ni as u64) << 16)
+                    );
                 }
             }
             // crates/lens/src/icl/{model,data,train}.rs
@@ -218,8 +236,14 @@ mod tests {
             assert_eq!(derive_seed(seed, Stream::IclEvalPrompts), seed.wrapping_mul(0x9e37_79b9).wrapping_add(2));
             assert_eq!(derive_seed(seed, Stream::IclBatches), seed.wrapping_add(0xba7c4));
             for step in [0usize, 1, 99, 5000] {
-                assert_eq!(derive_seed(seed, Stream::IclNoiseBatches { step: step as u64 }), seed ^ (step as u64).wrapping_mul(0x2545_f491));
-                assert_eq!(derive_seed(seed, Stream::IclNoiseGaussian { step: step as u64 }), seed ^ 0x6a55 ^ step as u64);
+                assert_eq!(
+                    derive_seed(seed, Stream::IclNoiseBatches { step: step as u64 }),
+                    seed ^ (step as u64).wrapping_mul(0x2545_f491)
+                );
+                assert_eq!(
+                    derive_seed(seed, Stream::IclNoiseGaussian { step: step as u64 }),
+                    seed ^ 0x6a55 ^ step as u64
+                );
             }
             // crates/lens/src/scan_snap/model.rs and scan_snap.rs (sweep seeds t.seed + 1 + s)
             assert_eq!(derive_seed(seed, Stream::ScanSnapEval), seed ^ 0x5eed_e7a1);

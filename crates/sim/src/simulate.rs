@@ -189,7 +189,14 @@ pub fn initial_state(scene: &Scene, res: &Resolved, seed: u64, traj: usize) -> R
         let speed = match scene.speed {
             SpeedDist::Normal { mean, sd } => {
                 if sd > 0.0 {
-                    Normal::new(mean, sd).map_err(|e| SimError::Option { key: "speed.sd".into(), value: sd.to_string(), allowed: e.to_string() })?.sample(&mut rng).abs()
+                    Normal::new(mean, sd)
+                        .map_err(|e| SimError::Option {
+                            key: "speed.sd".into(),
+                            value: sd.to_string(),
+                            allowed: e.to_string(),
+                        })?
+                        .sample(&mut rng)
+                        .abs()
                 } else {
                     mean
                 }
@@ -215,7 +222,8 @@ pub fn initial_state(scene: &Scene, res: &Resolved, seed: u64, traj: usize) -> R
 pub fn make_world<const D: usize>(scene: &Scene, res: &Resolved, init: &InitialState) -> World<D> {
     let mut box_size = [0.0; D];
     box_size.copy_from_slice(&res.box_size);
-    let params = Params { box_size, gravity: scene.gravity, spring_k: scene.spring_k, damping: res.damping, dt: res.dt };
+    let params =
+        Params { box_size, gravity: scene.gravity, spring_k: scene.spring_k, damping: res.damping, dt: res.dt };
     let to_arr = |v: &Vec<f64>| {
         let mut a = [0.0; D];
         a.copy_from_slice(v);
@@ -238,7 +246,12 @@ struct TrajOut {
     events: Vec<Event>,
 }
 
-fn run_traj<const D: usize>(scene: &Scene, res: &Resolved, opts: &SimOptions, traj: usize) -> Result<TrajOut, SimError> {
+fn run_traj<const D: usize>(
+    scene: &Scene,
+    res: &Resolved,
+    opts: &SimOptions,
+    traj: usize,
+) -> Result<TrajOut, SimError> {
     let init = initial_state(scene, res, opts.seed, traj)?;
     let mut w: World<D> = make_world(scene, res, &init);
     let n = w.n();
@@ -278,7 +291,11 @@ fn run_traj<const D: usize>(scene: &Scene, res: &Resolved, opts: &SimOptions, tr
 
 /// Simulate `opts.n_traj` trajectories of `scene`. `progress`, if given, is
 /// called with the number of finished trajectories after each one.
-pub fn simulate(scene: &Scene, opts: SimOptions, progress: Option<&(dyn Fn(usize) + Sync)>) -> Result<Dataset, SimError> {
+pub fn simulate(
+    scene: &Scene,
+    opts: SimOptions,
+    progress: Option<&(dyn Fn(usize) + Sync)>,
+) -> Result<Dataset, SimError> {
     let res = scene.resolve("scene")?;
     let opt_err = |key: &str, value: usize, allowed: &str| SimError::Option {
         key: key.into(),
@@ -298,13 +315,24 @@ pub fn simulate(scene: &Scene, opts: SimOptions, progress: Option<&(dyn Fn(usize
         return Err(opt_err("threads", opts.threads, &format!("<= {} (0 = all cores)", crate::limits::MAX_THREADS)));
     }
     if opts.seed > i64::MAX as u64 {
-        return Err(SimError::Option { key: "seed".into(), value: opts.seed.to_string(), allowed: "<= 2^63 - 1 (the largest integer a TOML file holds)".into() });
+        return Err(SimError::Option {
+            key: "seed".into(),
+            value: opts.seed.to_string(),
+            allowed: "<= 2^63 - 1 (the largest integer a TOML file holds)".into(),
+        });
     }
     // Positions and velocities (f32) are held twice while the dataset is
     // assembled: refuse sizes that cannot fit before hours of simulation.
     let bytes = crate::limits::product(&[opts.n_traj, opts.n_frames, scene.n_particles, res.dimension, 2, 4, 2]);
-    crate::limits::check_fits(&format!("{} trajectories × {} frames × {} particles", opts.n_traj, opts.n_frames, scene.n_particles), bytes)
-        .map_err(|msg| SimError::Option { key: "trajectories × frames".into(), value: format!("{} × {}", opts.n_traj, opts.n_frames), allowed: format!("sizes that fit in memory: {msg}") })?;
+    crate::limits::check_fits(
+        &format!("{} trajectories × {} frames × {} particles", opts.n_traj, opts.n_frames, scene.n_particles),
+        bytes,
+    )
+    .map_err(|msg| SimError::Option {
+        key: "trajectories × frames".into(),
+        value: format!("{} × {}", opts.n_traj, opts.n_frames),
+        allowed: format!("sizes that fit in memory: {msg}"),
+    })?;
     let done = AtomicUsize::new(0);
     let one = |t: usize| -> Result<TrajOut, SimError> {
         let out = if res.dimension == 2 {

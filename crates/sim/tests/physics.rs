@@ -4,7 +4,9 @@
 
 use headlab_sim::dataset::{Event, EventKind};
 use headlab_sim::physics::{diff_contacts, Params, World};
-use headlab_sim::scene::{contact_duration, damping_ratio_from_restitution, restitution_from_damping_ratio, Damping, Scene};
+use headlab_sim::scene::{
+    contact_duration, damping_ratio_from_restitution, restitution_from_damping_ratio, Damping, Scene,
+};
 use headlab_sim::simulate::{initial_state, make_world, simulate, SimError, SimOptions};
 
 fn scene(text: &str) -> Scene {
@@ -92,9 +94,13 @@ fn head_on_collision_matches_analytic_spring_dashpot() {
             let coarse = if matches!(damping, Damping::Ratio(z) if z > 0.15) { 40.0 } else { 20.0 };
             for &substeps in &[coarse, 100.0] {
                 let (dur, e, t_c, e_an, events) = head_on(0.3, m2, k, damping, substeps);
-                let what = format!("{label}, {}, {substeps} sub-steps/contact", if m2.is_some() { "pair" } else { "wall" });
-                eprintln!("{what}: duration {dur:.6} vs {t_c:.6} ({:+.3}%), e {e:.5} vs {e_an:.5} ({:+.3}%)",
-                    100.0 * (dur / t_c - 1.0), 100.0 * (e / e_an - 1.0));
+                let what =
+                    format!("{label}, {}, {substeps} sub-steps/contact", if m2.is_some() { "pair" } else { "wall" });
+                eprintln!(
+                    "{what}: duration {dur:.6} vs {t_c:.6} ({:+.3}%), e {e:.5} vs {e_an:.5} ({:+.3}%)",
+                    100.0 * (dur / t_c - 1.0),
+                    100.0 * (e / e_an - 1.0)
+                );
                 assert!((dur / t_c - 1.0).abs() < 0.01, "{what}: contact duration {dur} vs analytic {t_c}");
                 assert!((e / e_an - 1.0).abs() < 0.01, "{what}: restitution {e} vs analytic {e_an}");
                 // Exactly one start and one end event, of the right kind.
@@ -127,18 +133,27 @@ fn undamped_energy_drift_below_1e4_over_10000_substeps() {
     for (text, label) in [
         (DENSE2D.replace("restitution = 0.8", "restitution = 1.0"), "2D with gravity"),
         (BOX3D.replace("restitution = 0.8", "restitution = 1.0"), "3D with gravity"),
-        (DENSE2D.replace("restitution = 0.8", "restitution = 1.0").replace("gravity = 1.0", "gravity = 0.0"), "2D billiards"),
+        (
+            DENSE2D.replace("restitution = 0.8", "restitution = 1.0").replace("gravity = 1.0", "gravity = 0.0"),
+            "2D billiards",
+        ),
     ] {
         // 50 sub-steps per contact: at the default 20, Verlet's O(dt²) error per
         // contact (the force has a kink at δ = 0) sums to ~3e-4 over the ~600
         // contacts of the dense 2D box in 10,000 sub-steps (~1e-5 in 3D).
-        let sc = scene(&text.replace("spring_k", "substeps_per_contact = 50
-spring_k"));
+        let sc = scene(&text.replace(
+            "spring_k",
+            "substeps_per_contact = 50
+spring_k",
+        ));
         let mut contacts = 0;
         let mut max_dev: f64 = 0.0;
         let mut w_end = 0.0;
         let mut w = if sc.dimension == 2 { Err(world2(&sc, 1, 0)) } else { Ok(world3(&sc, 1, 0)) };
-        let e0 = match &mut w { Err(w) => w.total_energy(), Ok(w) => w.total_energy() };
+        let e0 = match &mut w {
+            Err(w) => w.total_energy(),
+            Ok(w) => w.total_energy(),
+        };
         let mut events = Vec::new();
         for _ in 0..10_000 {
             let e = match &mut w {
@@ -146,8 +161,20 @@ spring_k"));
                 // contact the discrete energy also carries a bounded
                 // O((ω·dt)²) oscillation of that contact's energy, which
                 // returns when the contact ends and is not drift.
-                Err(w) => { w.step(0, &mut events); if !w.contacts().is_empty() { continue; } w.total_energy() }
-                Ok(w) => { w.step(0, &mut events); if !w.contacts().is_empty() { continue; } w.total_energy() }
+                Err(w) => {
+                    w.step(0, &mut events);
+                    if !w.contacts().is_empty() {
+                        continue;
+                    }
+                    w.total_energy()
+                }
+                Ok(w) => {
+                    w.step(0, &mut events);
+                    if !w.contacts().is_empty() {
+                        continue;
+                    }
+                    w.total_energy()
+                }
             };
             max_dev = max_dev.max((e - e0).abs() / e0);
             w_end = e;
@@ -161,18 +188,30 @@ spring_k"));
 
 #[test]
 fn damped_energy_never_increases() {
-    for (text, label) in [(DENSE2D.to_string(), "2D"), (BOX3D.to_string(), "3D"),
-        (DENSE2D.replace("restitution = 0.8", "damping = 0.05"), "2D dashpot")] {
+    for (text, label) in [
+        (DENSE2D.to_string(), "2D"),
+        (BOX3D.to_string(), "3D"),
+        (DENSE2D.replace("restitution = 0.8", "damping = 0.05"), "2D dashpot"),
+    ] {
         let sc = scene(&text);
         let mut w = if sc.dimension == 2 { Err(world2(&sc, 2, 0)) } else { Ok(world3(&sc, 2, 0)) };
-        let mut prev = match &mut w { Err(w) => w.total_energy(), Ok(w) => w.total_energy() };
+        let mut prev = match &mut w {
+            Err(w) => w.total_energy(),
+            Ok(w) => w.total_energy(),
+        };
         let e0 = prev;
         let mut events = Vec::new();
         let mut worst = f64::NEG_INFINITY;
         for _ in 0..10_000 {
             let e = match &mut w {
-                Err(w) => { w.step(0, &mut events); w.total_energy() }
-                Ok(w) => { w.step(0, &mut events); w.total_energy() }
+                Err(w) => {
+                    w.step(0, &mut events);
+                    w.total_energy()
+                }
+                Ok(w) => {
+                    w.step(0, &mut events);
+                    w.total_energy()
+                }
             };
             worst = worst.max((e - prev) / e0);
             prev = e;
@@ -240,7 +279,11 @@ fn brute_contacts<const D: usize>(w: &World<D>) -> Vec<(i32, i32)> {
 
 /// Re-run trajectory `traj` of a simulated dataset step by step, detecting
 /// events by brute force; also returns per-interval contact sets.
-fn brute_events<const D: usize>(sc: &Scene, ds: &headlab_sim::Dataset, traj: usize) -> (Vec<Event>, Vec<Vec<(i32, i32)>>) {
+fn brute_events<const D: usize>(
+    sc: &Scene,
+    ds: &headlab_sim::Dataset,
+    traj: usize,
+) -> (Vec<Event>, Vec<Vec<(i32, i32)>>) {
     let res = sc.resolve("t").unwrap();
     let mut w: World<D> = make_world(sc, &res, &initial_state(sc, &res, ds.meta.seed, traj).unwrap());
     let mut prev = brute_contacts(&w);

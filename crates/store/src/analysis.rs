@@ -25,7 +25,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::h5util::{atomic_write, get_attr, get_str_attr, open_kind, read_array, set_attr, set_str_attr, write_array, Ctx};
+use crate::h5util::{
+    atomic_write, get_attr, get_str_attr, open_kind, read_array, set_attr, set_str_attr, write_array, Ctx,
+};
 use crate::{FileKind, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -111,7 +113,11 @@ impl Analysis {
     /// the series is not stored or `s` is out of range).
     pub fn value(&self, name: impl AsRef<str>, s: usize, layer: usize, head: usize) -> f64 {
         let lh = self.lh();
-        self.series.get(name.as_ref()).and_then(|v| v.get(s * lh + layer * self.n_heads + head)).copied().unwrap_or(f64::NAN)
+        self.series
+            .get(name.as_ref())
+            .and_then(|v| v.get(s * lh + layer * self.n_heads + head))
+            .copied()
+            .unwrap_or(f64::NAN)
     }
     /// g (or g_excl) of one head at step index `s`: [B].
     pub fn head_g(&self, excl: bool, s: usize, layer: usize, head: usize) -> &[f64] {
@@ -251,7 +257,11 @@ pub fn read_analysis(path: &Path, with_patterns: bool) -> Result<Analysis, Store
     for name in ctx.h5("series", sg.member_names())? {
         let (v, shape) = read_array::<f64>(&sg, path, &name, Some(3))?;
         if shape != [s, n_layers, n_heads] {
-            return Err(ctx.invalid(&format!("series/{name}"), format!("shape {shape:?}"), format!("[{s}, {n_layers}, {n_heads}]")));
+            return Err(ctx.invalid(
+                &format!("series/{name}"),
+                format!("shape {shape:?}"),
+                format!("[{s}, {n_layers}, {n_heads}]"),
+            ));
         }
         series.insert(name, v);
     }

@@ -21,7 +21,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::h5util::{atomic_write, get_attr, get_str_attr, get_vec_attr, open_kind, read_array, set_attr, set_str_attr, set_vec_attr, write_array, Ctx};
+use crate::h5util::{
+    atomic_write, get_attr, get_str_attr, get_vec_attr, open_kind, read_array, set_attr, set_str_attr, set_vec_attr,
+    write_array, Ctx,
+};
 use crate::{FileKind, StoreError};
 
 /// A named f32 array with its shape.
@@ -132,7 +135,12 @@ fn write_group(file: &hdf5::File, path: &Path, group: &str, arrays: &[NamedArray
     Ok(())
 }
 
-fn read_group(file: &hdf5::File, path: &Path, group: &str, order: Option<&[String]>) -> Result<Vec<NamedArray>, StoreError> {
+fn read_group(
+    file: &hdf5::File,
+    path: &Path,
+    group: &str,
+    order: Option<&[String]>,
+) -> Result<Vec<NamedArray>, StoreError> {
     let ctx = Ctx(path);
     let g = file.group(group).map_err(|_| ctx.missing(group, FileKind::Checkpoint))?;
     let names: Vec<String> = match order {
@@ -234,7 +242,10 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint, StoreError> {
         Err(_) => None,
         Ok(g) => {
             let seed_v: Vec<u8> = get_vec_attr(&g, path, "seed")?;
-            let seed: [u8; 32] = seed_v.as_slice().try_into().map_err(|_| ctx.invalid("rng/seed", format!("{} bytes", seed_v.len()), "32 bytes"))?;
+            let seed: [u8; 32] = seed_v
+                .as_slice()
+                .try_into()
+                .map_err(|_| ctx.invalid("rng/seed", format!("{} bytes", seed_v.len()), "32 bytes"))?;
             let hi: u64 = get_attr(&g, path, "word_pos_hi")?;
             let lo: u64 = get_attr(&g, path, "word_pos_lo")?;
             let stream: u64 = get_attr(&g, path, "stream")?;
@@ -266,7 +277,14 @@ mod tests {
             optimizer: Some(OptimizerState {
                 kind: "adam".into(),
                 step: 42,
-                slots: vec![("exp_avg".into(), p.iter().map(|a| NamedArray::new(a.name.clone(), a.shape.clone(), a.data.iter().map(|x| x * 2.0).collect())).collect())],
+                slots: vec![(
+                    "exp_avg".into(),
+                    p.iter()
+                        .map(|a| {
+                            NamedArray::new(a.name.clone(), a.shape.clone(), a.data.iter().map(|x| x * 2.0).collect())
+                        })
+                        .collect(),
+                )],
             }),
             rng: Some(RngState { seed: [7; 32], word_pos: (3u128 << 64) + 99, stream: 5 }),
             scalars: vec![("val_loss".into(), 0.25)],
@@ -280,7 +298,8 @@ mod tests {
         let ck = sample();
         let p = checkpoint_path(dir.path(), 42);
         write_checkpoint(&p, &ck).unwrap();
-        write_checkpoint(&checkpoint_path(dir.path(), 7), &Checkpoint { optimizer: None, rng: None, ..ck.clone() }).unwrap();
+        write_checkpoint(&checkpoint_path(dir.path(), 7), &Checkpoint { optimizer: None, rng: None, ..ck.clone() })
+            .unwrap();
         std::fs::write(dir.path().join("ckpt/step_00000100.h5.tmp"), b"partial").unwrap();
         let back = read_checkpoint(&p).unwrap();
         assert_eq!(back, ck);

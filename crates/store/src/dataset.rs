@@ -86,7 +86,11 @@ pub fn write_dataset(path: &Path, ds: &Dataset) -> Result<(), StoreError> {
 /// trajectory starts from). The viewer shows the two side by side.
 pub fn write_rollout(path: &Path, ds: &Dataset, source_dataset: &Path, source_traj: &[u32]) -> Result<(), StoreError> {
     if source_traj.len() != ds.n_traj {
-        return Err(Ctx(path).invalid("source_traj", format!("{} values", source_traj.len()), format!("{} (trajectories)", ds.n_traj)));
+        return Err(Ctx(path).invalid(
+            "source_traj",
+            format!("{} values", source_traj.len()),
+            format!("{} (trajectories)", ds.n_traj),
+        ));
     }
     write_dataset_with(path, ds, Some((source_dataset, source_traj)))
 }
@@ -102,7 +106,11 @@ pub fn read_rollout_source(path: &Path) -> Result<Option<(std::path::PathBuf, Ve
     let trajs: Vec<u32> = get_vec_attr(&file, path, "source_traj")?;
     let info = info_from(&file, path)?;
     if trajs.len() != info.n_traj {
-        return Err(Ctx(path).invalid("source_traj", format!("{} values", trajs.len()), format!("{} (trajectories)", info.n_traj)));
+        return Err(Ctx(path).invalid(
+            "source_traj",
+            format!("{} values", trajs.len()),
+            format!("{} (trajectories)", info.n_traj),
+        ));
     }
     Ok(Some((src.into(), trajs)))
 }
@@ -118,8 +126,11 @@ fn write_dataset_with(path: &Path, ds: &Dataset, source: Option<(&Path, &[u32])>
         write_array(file, path, "velocities", &ds.velocities, &[t, f, n, d])?;
         write_array(file, path, "radii", &ds.radii, &[t, n])?;
         write_array(file, path, "masses", &ds.masses, &[t, n])?;
-        let rows: Vec<EventRow> =
-            ds.events.iter().map(|e| EventRow { traj: e.traj, step: e.step, i: e.i, j: e.j, kind: e.kind as u8 }).collect();
+        let rows: Vec<EventRow> = ds
+            .events
+            .iter()
+            .map(|e| EventRow { traj: e.traj, step: e.step, i: e.i, j: e.j, kind: e.kind as u8 })
+            .collect();
         let ev = ctx.h5("events", file.new_dataset::<EventRow>().packed(true).shape([rows.len()]).create("events"))?;
         if !rows.is_empty() {
             ctx.h5("events", ev.write_raw(&rows))?;
@@ -157,7 +168,19 @@ fn read_meta(file: &hdf5::File, path: &Path) -> Result<DatasetMeta, StoreError> 
             Ok(())
         }
     };
-    for key in ["dt", "stride", "dimension", "box", "gravity", "spring_k", "damping", "restitution", "contact_time", "seed", "scene"] {
+    for key in [
+        "dt",
+        "stride",
+        "dimension",
+        "box",
+        "gravity",
+        "spring_k",
+        "damping",
+        "restitution",
+        "contact_time",
+        "seed",
+        "scene",
+    ] {
         need(key)?;
     }
     let dimension: u32 = get_attr(file, path, "dimension")?;
@@ -200,7 +223,11 @@ fn info_from(file: &hdf5::File, path: &Path) -> Result<DatasetInfo, StoreError> 
     let meta = read_meta(file, path)?;
     let pos = shape_of(file, path, "positions")?;
     if pos.len() != 4 || pos[3] != meta.dimension {
-        return Err(ctx.invalid("positions", format!("shape {pos:?}"), format!("[traj, frames, particles, {}]", meta.dimension)));
+        return Err(ctx.invalid(
+            "positions",
+            format!("shape {pos:?}"),
+            format!("[traj, frames, particles, {}]", meta.dimension),
+        ));
     }
     let (t, f, n) = (pos[0], pos[1], pos[2]);
     let vel = shape_of(file, path, "velocities")?;
@@ -222,7 +249,14 @@ fn info_from(file: &hdf5::File, path: &Path) -> Result<DatasetInfo, StoreError> 
 
 /// The first value of `data` (shape `shape`, row-major) that fails `ok`, as
 /// an error naming the file, the array, the index and the value.
-fn check_values(path: &Path, name: &str, data: &[f32], shape: &[usize], ok: impl Fn(f32) -> bool, expected: &str) -> Result<(), StoreError> {
+fn check_values(
+    path: &Path,
+    name: &str,
+    data: &[f32],
+    shape: &[usize],
+    ok: impl Fn(f32) -> bool,
+    expected: &str,
+) -> Result<(), StoreError> {
     // A cheap pass first (every value), the index only for the rare bad one.
     if data.iter().all(|&v| ok(v)) {
         return Ok(());

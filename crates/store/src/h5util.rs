@@ -52,7 +52,9 @@ pub enum StoreError {
         expected: String,
     },
     /// Shown as "{path}: format_version {found} is newer than this headlab understands ({FORMAT_VERSION}...".
-    #[error("{path}: format_version {found} is newer than this headlab understands ({FORMAT_VERSION}); upgrade headlab")]
+    #[error(
+        "{path}: format_version {found} is newer than this headlab understands ({FORMAT_VERSION}); upgrade headlab"
+    )]
     Version {
         /// The file or folder concerned.
         path: PathBuf,
@@ -255,7 +257,12 @@ pub fn get_attr<T: hdf5::H5Type>(loc: &hdf5::Location, path: &Path, name: &str) 
 }
 
 /// Write a 1-D attribute `name`.
-pub fn set_vec_attr<T: hdf5::H5Type>(loc: &hdf5::Location, path: &Path, name: &str, value: &[T]) -> Result<(), StoreError> {
+pub fn set_vec_attr<T: hdf5::H5Type>(
+    loc: &hdf5::Location,
+    path: &Path,
+    name: &str,
+    value: &[T],
+) -> Result<(), StoreError> {
     let ctx = Ctx(path);
     let a = ctx.h5(name, loc.new_attr::<T>().shape(value.len()).create(name))?;
     ctx.h5(name, a.write_raw(value))
@@ -269,7 +276,13 @@ pub fn get_vec_attr<T: hdf5::H5Type>(loc: &hdf5::Location, path: &Path, name: &s
 }
 
 /// Write a flat array with the given shape as dataset `name` (gzip-free for speed).
-pub fn write_array<T: hdf5::H5Type>(group: &hdf5::Group, path: &Path, name: &str, data: &[T], shape: &[usize]) -> Result<(), StoreError> {
+pub fn write_array<T: hdf5::H5Type>(
+    group: &hdf5::Group,
+    path: &Path,
+    name: &str,
+    data: &[T],
+    shape: &[usize],
+) -> Result<(), StoreError> {
     let ctx = Ctx(path);
     let n: usize = shape.iter().product();
     if n != data.len() {
@@ -280,7 +293,12 @@ pub fn write_array<T: hdf5::H5Type>(group: &hdf5::Group, path: &Path, name: &str
 }
 
 /// Read a dataset as a flat Vec with its shape; `expect_ndim` checks the rank.
-pub fn read_array<T: hdf5::H5Type>(group: &hdf5::Group, path: &Path, name: &str, expect_ndim: Option<usize>) -> Result<(Vec<T>, Vec<usize>), StoreError> {
+pub fn read_array<T: hdf5::H5Type>(
+    group: &hdf5::Group,
+    path: &Path,
+    name: &str,
+    expect_ndim: Option<usize>,
+) -> Result<(Vec<T>, Vec<usize>), StoreError> {
     let ctx = Ctx(path);
     let ds = group.dataset(name).map_err(|_| StoreError::Missing {
         path: path.to_path_buf(),

@@ -25,7 +25,8 @@ pub fn escape(s: &str) -> String {
 }
 
 /// The style of a page unless [`Page::style`] gives another.
-pub const DEFAULT_STYLE: &str = "body{font-family:sans-serif;max-width:1300px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}\
+pub const DEFAULT_STYLE: &str =
+    "body{font-family:sans-serif;max-width:1300px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}\
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\
 th{background:#f0f0f0}img{max-width:100%;border:1px solid #ddd}figure{margin:1em 0}\
 figcaption{font-size:90%;color:#555}code{background:#f4f4f4;padding:0 3px}";
@@ -77,7 +78,12 @@ impl Page {
     /// Append a figure: the image `file` (relative to the page) with
     /// `caption` as its alt text and caption.
     pub fn img(&mut self, file: &str, caption: &str) {
-        self.body += &format!("<figure><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>\n", escape(file), escape(caption), escape(caption));
+        self.body += &format!(
+            "<figure><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>\n",
+            escape(file),
+            escape(caption),
+            escape(caption)
+        );
     }
 
     /// Append a table with a header row; every cell is text.

@@ -77,7 +77,8 @@ fn walk(group: &hdf5::Group, gpath: &str, path: &Path, out: &mut Vec<Entry>) -> 
         if let Ok(g) = group.group(&name) {
             walk(&g, &child, path, out)?;
         } else if let Ok(ds) = group.dataset(&name) {
-            let dtype = ds.dtype().and_then(|t| t.to_descriptor()).map(|d| short_type(&d)).unwrap_or_else(|_| "?".into());
+            let dtype =
+                ds.dtype().and_then(|t| t.to_descriptor()).map(|d| short_type(&d)).unwrap_or_else(|_| "?".into());
             out.push(Entry { path: child, shape: Some(ds.shape()), dtype, attrs: attrs_of(&ds, path) });
         }
     }
@@ -114,7 +115,9 @@ fn attr_value(a: &hdf5::Attribute) -> String {
             if scalar {
                 a.read_scalar::<VarLenUnicode>().map(|s| s.to_string()).unwrap_or_default()
             } else {
-                a.read_raw::<VarLenUnicode>().map(|v| format!("{:?}", v.iter().map(|s| s.as_str()).collect::<Vec<_>>())).unwrap_or_default()
+                a.read_raw::<VarLenUnicode>()
+                    .map(|v| format!("{:?}", v.iter().map(|s| s.as_str()).collect::<Vec<_>>()))
+                    .unwrap_or_default()
             }
         }
         TypeDescriptor::VarLenAscii => a.read_scalar::<VarLenAscii>().map(|s| s.to_string()).unwrap_or_default(),
@@ -146,7 +149,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.h5");
         atomic_write(&p, FileKind::Metrics, |f| {
-            let g = f.create_group("series").map_err(|e| StoreError::Hdf5 { path: p.clone(), key: "series".into(), source: e })?;
+            let g = f.create_group("series").map_err(|e| StoreError::Hdf5 {
+                path: p.clone(),
+                key: "series".into(),
+                source: e,
+            })?;
             write_array(&g, &p, "loss", &[1.0f32, 0.5], &[2])?;
             set_attr(&g, &p, "count", 2u32)?;
             set_vec_attr(f, &p, "box", &[0.75f64, 0.75])?;

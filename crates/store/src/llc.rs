@@ -24,7 +24,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::h5util::{atomic_write, get_attr, get_str_attr, open_kind, read_array, set_attr, set_str_attr, write_array, Ctx};
+use crate::h5util::{
+    atomic_write, get_attr, get_str_attr, open_kind, read_array, set_attr, set_str_attr, write_array, Ctx,
+};
 use crate::{FileKind, StoreError};
 
 /// Scalar columns stored for the whole model and per head.
@@ -309,7 +311,8 @@ pub fn read_llc(path: &Path) -> Result<LlcSeries, StoreError> {
         .map(|st| get_str_attr(&wg, path, &format!("step_{st:08}")).or_else(|_| Ok(String::new())))
         .collect::<Result<_, StoreError>>()?;
     if let Ok(cg) = file.group("calibration") {
-        let (re, rg): (f64, f64) = (get_attr(&cg, path, "recommended_epsilon")?, get_attr(&cg, path, "recommended_gamma")?);
+        let (re, rg): (f64, f64) =
+            (get_attr(&cg, path, "recommended_epsilon")?, get_attr(&cg, path, "recommended_gamma")?);
         a.calibration = Some(LlcCalibration {
             step: get_attr(&cg, path, "step")?,
             epsilon: read_array(&cg, path, "epsilon", Some(1))?.0,

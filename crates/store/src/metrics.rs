@@ -25,7 +25,9 @@
 
 use std::path::Path;
 
-use crate::h5util::{atomic_write, get_attr, get_str_attr, open_kind, read_array, set_attr, set_str_attr, write_array, Ctx};
+use crate::h5util::{
+    atomic_write, get_attr, get_str_attr, open_kind, read_array, set_attr, set_str_attr, write_array, Ctx,
+};
 use crate::{FileKind, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -181,7 +183,11 @@ fn read_noise(file: &hdf5::File, path: &Path) -> Result<Vec<NoiseRecord>, StoreE
     let step: Vec<u64> = read_array(&g, path, "step", Some(1))?.0;
     let n = step.len();
     let mut recs: Vec<NoiseRecord> = step.iter().map(|&s| NoiseRecord { step: s, ..Default::default() }).collect();
-    for (name, setter) in [("batches", (|r: &mut NoiseRecord, v| r.batches = v) as fn(&mut NoiseRecord, u64)), ("batch_size", |r, v| r.batch_size = v), ("reference_rows", |r, v| r.reference_rows = v)] {
+    for (name, setter) in [
+        ("batches", (|r: &mut NoiseRecord, v| r.batches = v) as fn(&mut NoiseRecord, u64)),
+        ("batch_size", |r, v| r.batch_size = v),
+        ("reference_rows", |r, v| r.reference_rows = v),
+    ] {
         let v: Vec<u64> = read_array(&g, path, name, Some(1))?.0;
         recs.iter_mut().zip(v).for_each(|(r, x)| setter(r, x));
     }
@@ -241,7 +247,14 @@ mod tests {
         assert_eq!(read_metrics(&p).unwrap(), m);
         m.noise = vec![
             NoiseRecord { step: 0, batches: 3, norm_hill_alpha: 2.5, norms: vec![1.0, 2.0, 3.0], ..Default::default() },
-            NoiseRecord { step: 2, batches: 4, batch_size: 8, coord_kurtosis: 0.5, norms: vec![1.0, 2.0, 3.0, 4.0], ..Default::default() },
+            NoiseRecord {
+                step: 2,
+                batches: 4,
+                batch_size: 8,
+                coord_kurtosis: 0.5,
+                norms: vec![1.0, 2.0, 3.0, 4.0],
+                ..Default::default()
+            },
         ];
         write_metrics(&p, &m).unwrap();
         assert_eq!(read_metrics(&p).unwrap(), m);

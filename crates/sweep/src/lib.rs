@@ -121,12 +121,17 @@ impl Sweep {
     /// Binds a validated sweep file to a folder (`out` overrides the file's
     /// `out`, which defaults to `checkpoints/sweeps/<default_name>`) and a
     /// default headlab binary (the file's `run.headlab` wins).
-    pub fn new(file: SweepFile, out: Option<PathBuf>, default_name: &str, default_headlab: PathBuf, origin: &Path) -> Result<Sweep> {
+    pub fn new(
+        file: SweepFile,
+        out: Option<PathBuf>,
+        default_name: &str,
+        default_headlab: PathBuf,
+        origin: &Path,
+    ) -> Result<Sweep> {
         file.validate().map_err(|m| SweepError::Invalid { path: origin.to_path_buf(), message: m })?;
         let runs = file.expand().map_err(|m| SweepError::Invalid { path: origin.to_path_buf(), message: m })?;
-        let dir = out
-            .or_else(|| file.out.clone())
-            .unwrap_or_else(|| PathBuf::from("checkpoints/sweeps").join(default_name));
+        let dir =
+            out.or_else(|| file.out.clone()).unwrap_or_else(|| PathBuf::from("checkpoints/sweeps").join(default_name));
         let headlab = file.run.headlab.clone().unwrap_or(default_headlab);
         let headlab = if headlab.components().count() > 1 { absolute(&headlab) } else { headlab };
         let mut sweep = Sweep { dir: absolute(&dir), headlab, runs, file };
@@ -135,7 +140,9 @@ impl Sweep {
         // count (= slurm.cpus), so that a run gives the same numbers locally
         // and on the cluster.
         let data = sweep.data_path().to_string_lossy().to_string();
-        let pin_threads = !sweep.file.base.contains_key("threads") && !sweep.file.grid.contains_key("threads") && sweep.file.list.iter().all(|e| !e.contains_key("threads"));
+        let pin_threads = !sweep.file.base.contains_key("threads")
+            && !sweep.file.grid.contains_key("threads")
+            && sweep.file.list.iter().all(|e| !e.contains_key("threads"));
         for r in &mut sweep.runs {
             r.config.insert("seed".into(), toml::Value::Integer(r.seed as i64));
             r.config.insert("data".into(), toml::Value::String(data.clone()));
@@ -150,7 +157,8 @@ impl Sweep {
     /// headlab-train's parser) before anything is written or submitted.
     pub fn check_configs(&self, origin: &Path, check: impl Fn(&str) -> std::result::Result<(), String>) -> Result<()> {
         for r in &self.runs {
-            let text = toml::to_string_pretty(&r.config).map_err(|e| SweepError::Invalid { path: origin.to_path_buf(), message: e.to_string() })?;
+            let text = toml::to_string_pretty(&r.config)
+                .map_err(|e| SweepError::Invalid { path: origin.to_path_buf(), message: e.to_string() })?;
             check(&text).map_err(|m| SweepError::Invalid {
                 path: origin.to_path_buf(),
                 message: format!("run {}: its training config is not valid: {m}", r.name),
@@ -199,8 +207,12 @@ impl Sweep {
     pub fn prepare(&self) -> Result<()> {
         std::fs::create_dir_all(self.dir.join("runs")).map_err(io_err(&self.dir))?;
         let sweep_toml = self.dir.join("sweep.toml");
-        let text = toml::to_string_pretty(&self.file).map_err(|e| SweepError::Invalid { path: sweep_toml.clone(), message: e.to_string() })?;
-        write_if_changed(&sweep_toml, &format!("# The sweep as resolved by `headlab sweep` (absolute paths).\n{text}"))?;
+        let text = toml::to_string_pretty(&self.file)
+            .map_err(|e| SweepError::Invalid { path: sweep_toml.clone(), message: e.to_string() })?;
+        write_if_changed(
+            &sweep_toml,
+            &format!("# The sweep as resolved by `headlab sweep` (absolute paths).\n{text}"),
+        )?;
         let data = self.data_path();
         for r in &self.runs {
             let dir = self.run_dir(r);
@@ -229,7 +241,8 @@ impl Sweep {
             write_if_changed(&meta_path, &(serde_json::to_string_pretty(&meta).unwrap_or_default() + "\n"))?;
             let cfg = dir.join("config.toml");
             if !started || !cfg.exists() {
-                let text = toml::to_string_pretty(&r.config).map_err(|e| SweepError::Invalid { path: cfg.clone(), message: e.to_string() })?;
+                let text = toml::to_string_pretty(&r.config)
+                    .map_err(|e| SweepError::Invalid { path: cfg.clone(), message: e.to_string() })?;
                 write_if_changed(&cfg, &text)?;
             }
             let script = task::task_script(&self.file, r, &dir, &self.headlab, &data);
@@ -243,9 +256,17 @@ impl Sweep {
 
     /// `headlab simulate --scene SCENE --out SWEEP/data.h5 [simulate_args]`.
     fn simulate(&self) -> Result<()> {
-        let scene = absolute(self.file.scene.as_ref().ok_or_else(|| SweepError::Invalid { path: self.dir.clone(), message: "the sweep file gives neither `data` nor `scene`".into() })?);
+        let scene = absolute(self.file.scene.as_ref().ok_or_else(|| SweepError::Invalid {
+            path: self.dir.clone(),
+            message: "the sweep file gives neither `data` nor `scene`".into(),
+        })?);
         let mut cmd = std::process::Command::new(&self.headlab);
-        cmd.arg("simulate").arg("--scene").arg(&scene).arg("--out").arg(self.data_path()).args(&self.file.simulate_args);
+        cmd.arg("simulate")
+            .arg("--scene")
+            .arg(&scene)
+            .arg("--out")
+            .arg(self.data_path())
+            .args(&self.file.simulate_args);
         tracing::info!("simulating the sweep's dataset: {cmd:?}");
         run_checked(cmd, &self.dir.join("simulate.log"))
     }
@@ -375,7 +396,8 @@ pub fn to_launch(states: &[RunState], retry_failed: bool) -> Vec<usize> {
 /// what a submission now would do with it.
 pub fn describe_runs(sweep: &Sweep, states: &[RunState], retry_failed: bool) -> String {
     let launch: std::collections::BTreeSet<usize> = to_launch(states, retry_failed).into_iter().collect();
-    let mut out = format!("sweep {}: {} runs, data {}\n", sweep.dir.display(), states.len(), sweep.data_path().display());
+    let mut out =
+        format!("sweep {}: {} runs, data {}\n", sweep.dir.display(), states.len(), sweep.data_path().display());
     for (i, r) in states.iter().enumerate() {
         let state = match &r.status {
             None => "new".to_string(),
@@ -388,7 +410,11 @@ pub fn describe_runs(sweep: &Sweep, states: &[RunState], retry_failed: bool) -> 
             Some(s) => s.state.as_str().to_string(),
         };
         let action = if launch.contains(&i) {
-            if r.state() == Some(State::Interrupted) { "resume" } else { "run" }
+            if r.state() == Some(State::Interrupted) {
+                "resume"
+            } else {
+                "run"
+            }
         } else {
             "skip"
         };

@@ -31,11 +31,8 @@ pub fn run(sweep: &Sweep, opts: &LocalOptions) -> Result<Summary> {
     let states = reconcile(sweep);
     let launch = to_launch(&states, opts.retry_failed);
     let jobs = opts.jobs.max(1);
-    let bar = if opts.progress {
-        indicatif::ProgressBar::new(launch.len() as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar =
+        if opts.progress { indicatif::ProgressBar::new(launch.len() as u64) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} runs  {elapsed_precise}  {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
@@ -50,7 +47,8 @@ pub fn run(sweep: &Sweep, opts: &LocalOptions) -> Result<Summary> {
             let Some(i) = queue.pop_front() else { break };
             let dir = &states[i].dir;
             let out_path = dir.join("logs").join("task.out");
-            let out = std::fs::OpenOptions::new().create(true).append(true).open(&out_path).map_err(io_err(&out_path))?;
+            let out =
+                std::fs::OpenOptions::new().create(true).append(true).open(&out_path).map_err(io_err(&out_path))?;
             let err = out.try_clone().map_err(io_err(&out_path))?;
             let child = Command::new("bash")
                 .arg(dir.join("task.sh"))
@@ -59,12 +57,19 @@ pub fn run(sweep: &Sweep, opts: &LocalOptions) -> Result<Summary> {
                 .stdout(out)
                 .stderr(err)
                 .spawn()
-                .map_err(|e| SweepError::Command { command: format!("bash {}/task.sh", dir.display()), message: e.to_string() })?;
+                .map_err(|e| SweepError::Command {
+                    command: format!("bash {}/task.sh", dir.display()),
+                    message: e.to_string(),
+                })?;
             tracing::info!("started run {} (pid {})", states[i].name, child.id());
             running.push((i, child));
         }
         let names: Vec<&str> = running.iter().map(|(i, _)| states[*i].name.as_str()).collect();
-        bar.set_message(format!("{}running: {}", if failed > 0 { format!("{failed} failed; ") } else { String::new() }, names.join(" ")));
+        bar.set_message(format!(
+            "{}running: {}",
+            if failed > 0 { format!("{failed} failed; ") } else { String::new() },
+            names.join(" ")
+        ));
         std::thread::sleep(Duration::from_millis(100));
         let mut k = 0;
         while k < running.len() {
@@ -73,7 +78,11 @@ pub fn run(sweep: &Sweep, opts: &LocalOptions) -> Result<Summary> {
                     let (i, _) = running.remove(k);
                     if !st.success() {
                         failed += 1;
-                        bar.println(format!("run {} failed ({st}); see {}", states[i].name, states[i].dir.join("status.json").display()));
+                        bar.println(format!(
+                            "run {} failed ({st}); see {}",
+                            states[i].name,
+                            states[i].dir.join("status.json").display()
+                        ));
                     }
                     bar.inc(1);
                 }

@@ -57,7 +57,10 @@ fn run_cmd(cmd: &mut Command) -> Result<String> {
         message: format!("cannot run it ({e}); is Slurm installed here? (tools/slurm-up starts a local one)"),
     })?;
     if !out.status.success() {
-        return Err(SweepError::Command { command: shown, message: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+        return Err(SweepError::Command {
+            command: shown,
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
@@ -75,7 +78,8 @@ pub fn available() -> bool {
 /// The cluster's MaxArraySize (`scontrol show config`): array indices must be below it.
 pub fn cluster_max_array_size() -> Result<u32> {
     let text = run_cmd(Command::new("scontrol").args(["show", "config"]))?;
-    parse_max_array_size(&text).ok_or_else(|| SweepError::Slurm("`scontrol show config` has no MaxArraySize line".into()))
+    parse_max_array_size(&text)
+        .ok_or_else(|| SweepError::Slurm("`scontrol show config` has no MaxArraySize line".into()))
 }
 
 fn parse_max_array_size(text: &str) -> Option<u32> {
@@ -87,7 +91,11 @@ fn parse_max_array_size(text: &str) -> Option<u32> {
 
 fn user() -> String {
     std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| {
-        Command::new("id").arg("-un").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+        Command::new("id")
+            .arg("-un")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
     })
 }
 
@@ -147,7 +155,9 @@ pub fn reconcile(sweep: &Sweep) -> Vec<RunState> {
     // Ask squeue before reading the files: a task that is absent from the
     // queue now cannot write "running" afterwards.
     let before = sweep.states();
-    let any_slurm = before.iter().any(|r| r.status.as_ref().is_some_and(|s| s.slurm_job.is_some() && matches!(s.state, State::Queued | State::Running)));
+    let any_slurm = before.iter().any(|r| {
+        r.status.as_ref().is_some_and(|s| s.slurm_job.is_some() && matches!(s.state, State::Queued | State::Running))
+    });
     let live = if any_slurm {
         match live_tasks() {
             Ok(l) => Some(l),
@@ -218,7 +228,10 @@ fn submissions_path(sweep: &Sweep) -> PathBuf {
 
 /// All submissions made for this sweep so far.
 pub fn submissions(sweep: &Sweep) -> Vec<Submission> {
-    std::fs::read_to_string(submissions_path(sweep)).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+    std::fs::read_to_string(submissions_path(sweep))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
 }
 
 /// The sbatch array scripts that a submission now would use: the runs to
@@ -244,7 +257,12 @@ pub fn plan(sweep: &Sweep, states: &[RunState], opts: &SlurmOptions, max_array: 
             let no = first_no + k;
             let script_path = sweep.dir.join("slurm").join(format!("submit-{no:03}.sbatch"));
             let script = sbatch_script(sweep, runs, no, k + 1, n);
-            Chunk { script_path, script, runs: runs.iter().map(|s| s.to_string()).collect(), after_previous: k > 0 && sweep.file.slurm.throttle.is_some() }
+            Chunk {
+                script_path,
+                script,
+                runs: runs.iter().map(|s| s.to_string()).collect(),
+                after_previous: k > 0 && sweep.file.slurm.throttle.is_some(),
+            }
         })
         .collect())
 }
@@ -283,7 +301,12 @@ pub fn sbatch_script(sweep: &Sweep, runs: &[&str], submission: usize, chunk: usi
     let dir = sweep.dir.to_string_lossy();
     let base = sweep.dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "sweep".into());
     let job_name = s.job_name.clone().unwrap_or_else(|| {
-        format!("headlab-{}", base.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect::<String>())
+        format!(
+            "headlab-{}",
+            base.chars()
+                .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+                .collect::<String>()
+        )
     });
     let mut t = String::from("#!/bin/bash\n");
     let mut opt = |o: String| t.push_str(&format!("#SBATCH {o}\n"));
@@ -294,7 +317,14 @@ pub fn sbatch_script(sweep: &Sweep, runs: &[&str], submission: usize, chunk: usi
     opt(format!("--chdir={dir}"));
     opt("--ntasks=1".into());
     opt(format!("--cpus-per-task={}", s.cpus));
-    for (k, v) in [("mem", &s.mem), ("time", &s.time), ("gres", &s.gres), ("partition", &s.partition), ("account", &s.account), ("qos", &s.qos)] {
+    for (k, v) in [
+        ("mem", &s.mem),
+        ("time", &s.time),
+        ("gres", &s.gres),
+        ("partition", &s.partition),
+        ("account", &s.account),
+        ("qos", &s.qos),
+    ] {
         if let Some(v) = v {
             opt(format!("--{k}={v}"));
         }
@@ -302,7 +332,9 @@ pub fn sbatch_script(sweep: &Sweep, runs: &[&str], submission: usize, chunk: usi
     // Before a time limit, Slurm signals the task script (B:) early; it
     // passes SIGTERM on to training, which writes a checkpoint and stops, and
     // records the run as interrupted (resumed by --retry-failed or a resubmit).
-    if let (Some(lead), false) = (s.time.as_deref().and_then(signal_lead_seconds), s.extra.iter().any(|e| e.contains("--signal"))) {
+    if let (Some(lead), false) =
+        (s.time.as_deref().and_then(signal_lead_seconds), s.extra.iter().any(|e| e.contains("--signal")))
+    {
         opt(format!("--signal=B:TERM@{lead}"));
     }
     for e in &s.extra {
@@ -365,7 +397,12 @@ pub fn submit(sweep: &Sweep, opts: &SlurmOptions) -> Result<Vec<Submission>> {
             st.pid = None;
             status::write(&dir, &st).map_err(io_err(&dir))?;
         }
-        let sub = Submission { job_id: job_id.clone(), script: c.script_path.clone(), submitted: status::now_utc(), runs: c.runs.clone() };
+        let sub = Submission {
+            job_id: job_id.clone(),
+            script: c.script_path.clone(),
+            submitted: status::now_utc(),
+            runs: c.runs.clone(),
+        };
         subs.push(sub.clone());
         let p = submissions_path(sweep);
         std::fs::write(&p, serde_json::to_string_pretty(&subs).unwrap_or_default()).map_err(io_err(&p))?;
@@ -378,7 +415,12 @@ pub fn submit(sweep: &Sweep, opts: &SlurmOptions) -> Result<Vec<Submission>> {
 /// Polls `squeue` every `poll` until no run of the sweep is queued or
 /// running, calling `on_poll` with the current states; then returns the
 /// summary. Errors after `timeout`, leaving the jobs alone.
-pub fn follow(sweep: &Sweep, poll: Duration, timeout: Option<Duration>, mut on_poll: impl FnMut(&[RunState])) -> Result<Summary> {
+pub fn follow(
+    sweep: &Sweep,
+    poll: Duration,
+    timeout: Option<Duration>,
+    mut on_poll: impl FnMut(&[RunState]),
+) -> Result<Summary> {
     let start = Instant::now();
     loop {
         let states = reconcile(sweep);
@@ -405,7 +447,12 @@ pub fn dry_run(sweep: &Sweep, opts: &SlurmOptions, max_array: u32) -> Result<Str
     let states = sweep.states();
     let mut out = crate::describe_runs(sweep, &states, opts.retry_failed);
     for c in plan(sweep, &states, opts, max_array)? {
-        out.push_str(&format!("\n# ---- {} ({} runs{}) ----\n", c.script_path.display(), c.runs.len(), if c.after_previous { ", after the previous chunk" } else { "" }));
+        out.push_str(&format!(
+            "\n# ---- {} ({} runs{}) ----\n",
+            c.script_path.display(),
+            c.runs.len(),
+            if c.after_previous { ", after the previous chunk" } else { "" }
+        ));
         out.push_str(&c.script);
     }
     Ok(out)
@@ -414,7 +461,11 @@ pub fn dry_run(sweep: &Sweep, opts: &SlurmOptions, max_array: u32) -> Result<Str
 /// The sbatch scripts written for this sweep so far, oldest first.
 pub fn script_paths(sweep: &Sweep) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(sweep.dir.join("slurm"))
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "sbatch")).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "sbatch"))
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v

@@ -184,12 +184,9 @@ impl SweepFile {
     /// Reads and validates a sweep file; relative paths in it are made
     /// relative to the file's folder.
     pub fn load(path: &Path) -> Result<SweepFile, SweepError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| SweepError::Io { path: path.to_path_buf(), source: e })?;
-        let mut f: SweepFile = toml::from_str(&text).map_err(|e| SweepError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| SweepError::Io { path: path.to_path_buf(), source: e })?;
+        let mut f: SweepFile = toml::from_str(&text)
+            .map_err(|e| SweepError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         for p in [&mut f.out, &mut f.data, &mut f.scene].into_iter().flatten() {
             if p.is_relative() && !dir.as_os_str().is_empty() {
@@ -210,10 +207,14 @@ impl SweepFile {
     /// the key and the value, and what to do.
     pub fn validate(&self) -> Result<(), String> {
         match (&self.data, &self.scene) {
-            (Some(_), Some(_)) => {
-                return Err("both `data` and `scene` are set; give one: `data` for an existing dataset, `scene` to simulate one".into())
-            }
-            (None, None) => return Err("neither `data` nor `scene` is set; add `data = \"path/to/data.h5\"` or `scene = \"scenes/x.toml\"`".into()),
+            (Some(_), Some(_)) => return Err(
+                "both `data` and `scene` are set; give one: `data` for an existing dataset, `scene` to simulate one"
+                    .into(),
+            ),
+            (None, None) => return Err(
+                "neither `data` nor `scene` is set; add `data = \"path/to/data.h5\"` or `scene = \"scenes/x.toml\"`"
+                    .into(),
+            ),
             _ => {}
         }
         if self.seeds.is_some() && self.n_seeds.is_some() {
@@ -257,7 +258,9 @@ impl SweepFile {
             }
         }
         if let Some(first) = self.run.steps.first() {
-            if self.run.steps.iter().skip(1).any(|s| *s == Step::Train) || (*first != Step::Train && self.run.steps.contains(&Step::Train)) {
+            if self.run.steps.iter().skip(1).any(|s| *s == Step::Train)
+                || (*first != Step::Train && self.run.steps.contains(&Step::Train))
+            {
                 return Err("`run.steps`: `train` must be the first step".into());
             }
         } else {
@@ -268,7 +271,10 @@ impl SweepFile {
             return Err(format!("`run.steps` repeats a step: {:?}", self.run.steps));
         }
         for k in self.run.env.keys() {
-            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || k.starts_with(|c: char| c.is_ascii_digit()) {
+            if k.is_empty()
+                || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                || k.starts_with(|c: char| c.is_ascii_digit())
+            {
                 return Err(format!("`run.env` key `{k}` is not a valid environment variable name"));
             }
         }
@@ -285,7 +291,15 @@ impl SweepFile {
         if !(s.poll_seconds.is_finite() && s.poll_seconds > 0.0) {
             return Err(format!("`slurm.poll_seconds = {}`: use a positive number of seconds", s.poll_seconds));
         }
-        for (key, v) in [("mem", &s.mem), ("time", &s.time), ("gres", &s.gres), ("partition", &s.partition), ("account", &s.account), ("qos", &s.qos), ("job_name", &s.job_name)] {
+        for (key, v) in [
+            ("mem", &s.mem),
+            ("time", &s.time),
+            ("gres", &s.gres),
+            ("partition", &s.partition),
+            ("account", &s.account),
+            ("qos", &s.qos),
+            ("job_name", &s.job_name),
+        ] {
             if let Some(v) = v {
                 if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c == '\'' || c == '"') {
                     return Err(format!("`slurm.{key} = {v:?}`: must be one word without spaces or quotes"));
@@ -371,7 +385,9 @@ impl SweepFile {
 }
 
 fn check_key(k: &str) -> Result<(), String> {
-    if k.is_empty() || k.split('.').any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')) {
+    if k.is_empty()
+        || k.split('.').any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+    {
         return Err("write a dotted config key like `optim.lr` (letters, digits, `_`, `-`)".into());
     }
     Ok(())
@@ -389,7 +405,9 @@ pub fn set_dotted(t: &mut toml::Table, key: &str, v: toml::Value) -> Result<(), 
         let entry = cur.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         match entry {
             toml::Value::Table(sub) => cur = sub,
-            other => return Err(format!("`{}` is a {} in [base], not a table", parts[..=i].join("."), other.type_str())),
+            other => {
+                return Err(format!("`{}` is a {} in [base], not a table", parts[..=i].join("."), other.type_str()))
+            }
         }
     }
     Ok(())
@@ -447,10 +465,8 @@ fn run_name(params: &BTreeMap<String, toml::Value>, seed: u64, all_keys: &BTreeS
         .collect();
     parts.push(format!("seed={seed}"));
     let raw = parts.join(",");
-    let clean: String = raw
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._=,+-".contains(c) { c } else { '_' })
-        .collect();
+    let clean: String =
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() || "._=,+-".contains(c) { c } else { '_' }).collect();
     let clean = match clean.strip_prefix('.') {
         Some(rest) => format!("_{rest}"),
         None => clean,

@@ -99,7 +99,9 @@ status running "" "" ""
                     words(&file.run.train_args)
                 ));
             }
-            Step::Probe => s.push_str(&format!("step probe \"$HEADLAB\" probe \"$RUN\"{}\n", words(&file.run.probe_args))),
+            Step::Probe => {
+                s.push_str(&format!("step probe \"$HEADLAB\" probe \"$RUN\"{}\n", words(&file.run.probe_args)))
+            }
             Step::Llc => s.push_str(&format!("step llc \"$HEADLAB\" llc \"$RUN\"{}\n", words(&file.run.llc_args))),
             Step::Fit => s.push_str(&format!("step fit \"$HEADLAB\" fit \"$RUN\"{}\n", words(&file.run.fit_args))),
         }
@@ -118,7 +120,8 @@ mod tests {
             let script = format!("{JSON_HELPERS}printf '{{\"x\": %s}}' \"$(jstr \"$1\")\"");
             let out = std::process::Command::new("bash").arg("-c").arg(&script).arg("bash").arg(v).output().unwrap();
             let text = String::from_utf8_lossy(&out.stdout).to_string();
-            let parsed: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{v:?} gave {text:?}: {e}"));
+            let parsed: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{v:?} gave {text:?}: {e}"));
             assert_eq!(parsed["x"], v, "{text}");
         }
     }
@@ -131,7 +134,11 @@ mod tests {
         assert_eq!(sh_quote(""), "''");
         // bash gives back the original string.
         for s in ["a b", "it's", "$HOME", "x\"y\\z", "lr=0.001,seed=3"] {
-            let out = std::process::Command::new("bash").arg("-c").arg(format!("printf %s {}", sh_quote(s))).output().unwrap();
+            let out = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(format!("printf %s {}", sh_quote(s)))
+                .output()
+                .unwrap();
             assert_eq!(String::from_utf8_lossy(&out.stdout), s);
         }
     }

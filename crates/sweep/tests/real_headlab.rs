@@ -23,7 +23,14 @@ fn headlab_bin() -> Option<PathBuf> {
         let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("target"));
         target.join("debug/headlab")
     });
-    let has = |sub: &str| Command::new(&bin).args([sub, "--help"]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    let has = |sub: &str| {
+        Command::new(&bin)
+            .args([sub, "--help"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
     (bin.exists() && ["simulate", "train", "probe", "report"].iter().all(|s| has(s))).then_some(bin)
 }
 
@@ -88,7 +95,8 @@ fn tiny_real_sweep_slurm_and_local_agree() {
     let Some(bin) = headlab_bin() else {
         return skip("no headlab binary with simulate/train/probe/report (build it: cargo build -p headlab)");
     };
-    let scene = std::env::var_os("HEADLAB_SWEEP_SCENE").map(PathBuf::from).unwrap_or_else(|| repo().join("scenes/demo.toml"));
+    let scene =
+        std::env::var_os("HEADLAB_SWEEP_SCENE").map(PathBuf::from).unwrap_or_else(|| repo().join("scenes/demo.toml"));
     if !scene.exists() {
         return skip(&format!("no scene file {}", scene.display()));
     }

@@ -231,7 +231,9 @@ fn dry_run_prints_runs_and_sbatch_script_and_writes_nothing() {
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
-    for (t, secs, lead) in [("30", 1800, 90), ("5:00", 300, 75), ("1-12", 129_600, 90), ("00:01:00", 60, 15), ("0:20", 20, 10)] {
+    for (t, secs, lead) in
+        [("30", 1800, 90), ("5:00", 300, 75), ("1-12", 129_600, 90), ("00:01:00", 60, 15), ("0:20", 20, 10)]
+    {
         assert_eq!(slurm::slurm_time_seconds(t), Some(secs), "{t}");
         assert_eq!(slurm::signal_lead_seconds(t), Some(lead), "{t}");
     }
@@ -241,7 +243,8 @@ fn dry_run_prints_runs_and_sbatch_script_and_writes_nothing() {
     // Every #SBATCH line comes before the first command.
     for script in text.split("#!/bin/bash").skip(1) {
         let first_cmd = script.lines().position(|l| l.starts_with("set -u")).unwrap();
-        let last_opt = script.lines().enumerate().filter(|(_, l)| l.starts_with("#SBATCH")).map(|(i, _)| i).last().unwrap();
+        let last_opt =
+            script.lines().enumerate().filter(|(_, l)| l.starts_with("#SBATCH")).map(|(i, _)| i).last().unwrap();
         assert!(last_opt < first_cmd);
     }
 }
@@ -290,7 +293,9 @@ fn slurm_sweep_completes_reports_and_matches_local() {
     // Resubmitting submits nothing.
     assert!(slurm::submit(&sweep, &slurm::SlurmOptions::default()).unwrap().is_empty());
     // The same sweep through the local backend: identical per-run results.
-    let local_sweep = Sweep::new(sweep.file.clone(), Some(tmp.path().join("local")), "l", PathBuf::from("headlab"), tmp.path()).unwrap();
+    let local_sweep =
+        Sweep::new(sweep.file.clone(), Some(tmp.path().join("local")), "l", PathBuf::from("headlab"), tmp.path())
+            .unwrap();
     assert!(local::run(&local_sweep, &quiet(2)).unwrap().all_done());
     let (a, b) = (results(&sweep), results(&local_sweep));
     assert!(a.iter().all(|(_, r)| !r.is_empty()));

@@ -98,7 +98,15 @@ pub fn toy_dataset(n_traj: usize, n_frames: usize, n: usize, seed: u64) -> Datas
 /// checkpoints with the dense band at steps 5–20.
 #[cfg(feature = "train")]
 pub fn tiny_train_config(checkpoints: usize) -> headlab_train::TrainConfig {
-    let mut cfg = headlab_train::TrainConfig { steps: 30, batch_size: 8, eval_interval: 50, device: headlab_model::DeviceSpec::Cpu, threads: 1, val_fraction: 0.34, ..Default::default() };
+    let mut cfg = headlab_train::TrainConfig {
+        steps: 30,
+        batch_size: 8,
+        eval_interval: 50,
+        device: headlab_model::DeviceSpec::Cpu,
+        threads: 1,
+        val_fraction: 0.34,
+        ..Default::default()
+    };
     cfg.model.d_model = 16;
     cfg.model.n_heads = 2;
     cfg.checkpoints.count = checkpoints;

@@ -21,7 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ds = headlab_store::dataset::read_dataset(Path::new(&a[2]))?;
     let p = |i: usize| a[i].parse::<usize>().expect("number");
     let (d_model, n_layers, n_heads, batch, threads, steps) = (p(3), p(4), p(5), p(6), p(7), p(8) as u64);
-    let mut cfg = TrainConfig { batch_size: batch, threads, steps: steps + 20, device: a[9].parse()?, ..Default::default() };
+    let mut cfg =
+        TrainConfig { batch_size: batch, threads, steps: steps + 20, device: a[9].parse()?, ..Default::default() };
     cfg.model.d_model = d_model;
     cfg.model.n_layers = n_layers;
     cfg.model.n_heads = n_heads;

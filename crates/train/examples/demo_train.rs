@@ -21,12 +21,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = std::fs::remove_dir_all(&run);
     let t = std::time::Instant::now();
     let s = headlab_train::train(&cfg, &ds, &run, &headlab_train::RunOptions { progress: true, ..Default::default() })?;
-    eprintln!("trained {} steps in {:.1}s ({:.1} steps/s, {} threads)", s.step, t.elapsed().as_secs_f64(), s.steps_per_sec, s.threads);
-    let rep = headlab_train::eval::evaluate(&run, &ds, &headlab_train::eval::EvalOptions { device: headlab_model::DeviceSpec::Cpu, horizon: 20, ..Default::default() })?;
-    println!("one-step val MSE {:.5}  no-change {:.5}  ratio {:.1}x", rep.one_step_mse, rep.baseline_mse, rep.improvement());
+    eprintln!(
+        "trained {} steps in {:.1}s ({:.1} steps/s, {} threads)",
+        s.step,
+        t.elapsed().as_secs_f64(),
+        s.steps_per_sec,
+        s.threads
+    );
+    let rep = headlab_train::eval::evaluate(
+        &run,
+        &ds,
+        &headlab_train::eval::EvalOptions { device: headlab_model::DeviceSpec::Cpu, horizon: 20, ..Default::default() },
+    )?;
+    println!(
+        "one-step val MSE {:.5}  no-change {:.5}  ratio {:.1}x",
+        rep.one_step_mse,
+        rep.baseline_mse,
+        rep.improvement()
+    );
     println!("per component model    {:?}", rep.component_mse.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>());
-    println!("per component baseline {:?}", rep.component_baseline_mse.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>());
-    println!("rollout pos MSE at 1/5/10/20 frames: {:.2e} {:.2e} {:.2e} {:.2e}", rep.rollout_position_mse[1], rep.rollout_position_mse[5], rep.rollout_position_mse[10], rep.rollout_position_mse[20]);
+    println!(
+        "per component baseline {:?}",
+        rep.component_baseline_mse.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>()
+    );
+    println!(
+        "rollout pos MSE at 1/5/10/20 frames: {:.2e} {:.2e} {:.2e} {:.2e}",
+        rep.rollout_position_mse[1],
+        rep.rollout_position_mse[5],
+        rep.rollout_position_mse[10],
+        rep.rollout_position_mse[20]
+    );
     println!("energy drift at 20: model {:.3} truth {:.3}", rep.rollout_energy_drift[20], rep.true_energy_drift[20]);
     Ok(())
 }

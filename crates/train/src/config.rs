@@ -43,7 +43,16 @@ pub struct OptimizerConfig {
 
 impl Default for OptimizerConfig {
     fn default() -> Self {
-        Self { kind: OptimizerKind::Adam, lr: 3e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, momentum: 0.9, clip: 1.0 }
+        Self {
+            kind: OptimizerKind::Adam,
+            lr: 3e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            momentum: 0.9,
+            clip: 1.0,
+        }
     }
 }
 
@@ -195,7 +204,8 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Parse TOML text (unknown keys are errors); `origin` names the file in messages.
     pub fn from_toml(text: &str, origin: &str) -> Result<TrainConfig> {
-        let cfg: TrainConfig = toml::from_str(text).map_err(|e| TrainError::Config { origin: origin.into(), msg: e.to_string() })?;
+        let cfg: TrainConfig =
+            toml::from_str(text).map_err(|e| TrainError::Config { origin: origin.into(), msg: e.to_string() })?;
         cfg.validate().map_err(|e| match e {
             TrainError::Config { msg, .. } => TrainError::Config { origin: origin.into(), msg },
             e => e,
@@ -205,19 +215,23 @@ impl TrainConfig {
 
     /// Read and validate a config file.
     pub fn load(path: &std::path::Path) -> Result<TrainConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::Io { path: path.display().to_string(), msg: e.to_string() })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| TrainError::Io { path: path.display().to_string(), msg: e.to_string() })?;
         Self::from_toml(&text, &path.display().to_string())
     }
 
     /// The config as TOML (every key written). Fails only on values TOML
     /// cannot hold, which [`TrainConfig::validate`] refuses first.
     pub fn to_toml(&self) -> Result<String> {
-        toml::to_string(self).map_err(|e| TrainError::Config { origin: "config".into(), msg: format!("cannot be written as TOML: {e}") })
+        toml::to_string(self)
+            .map_err(|e| TrainError::Config { origin: "config".into(), msg: format!("cannot be written as TOML: {e}") })
     }
 
     /// Check every field's range; the error names the key and what is allowed.
     pub fn validate(&self) -> Result<()> {
-        let bad = |key: &str, value: String, hint: &str| Err(TrainError::Config { origin: "config".into(), msg: format!("`{key}` = {value}: {hint}") });
+        let bad = |key: &str, value: String, hint: &str| {
+            Err(TrainError::Config { origin: "config".into(), msg: format!("`{key}` = {value}: {hint}") })
+        };
         self.model.validate().map_err(|e| TrainError::Config { origin: "config".into(), msg: e.to_string() })?;
         // TOML integers are signed 64-bit: larger values could not be saved.
         let max = i64::MAX as u64;
@@ -231,7 +245,11 @@ impl TrainConfig {
             ("grad_noise.every", self.grad_noise.every),
         ] {
             if v > max {
-                return bad(key, v.to_string(), &format!("must be at most {max} (2^63 - 1), the largest integer a TOML file holds"));
+                return bad(
+                    key,
+                    v.to_string(),
+                    &format!("must be at most {max} (2^63 - 1), the largest integer a TOML file holds"),
+                );
             }
         }
         if self.steps == 0 {
@@ -244,13 +262,28 @@ impl TrainConfig {
             return bad("batch_size", self.batch_size.to_string(), &format!("at most {MAX_BATCH_SIZE} frames per batch (the attention of one batch alone would not fit in memory)"));
         }
         if self.val_samples > MAX_BATCH_SIZE {
-            return bad("val_samples", self.val_samples.to_string(), &format!("at most {MAX_BATCH_SIZE} validation frames"));
+            return bad(
+                "val_samples",
+                self.val_samples.to_string(),
+                &format!("at most {MAX_BATCH_SIZE} validation frames"),
+            );
         }
         if self.threads > MAX_THREADS {
-            return bad("threads", self.threads.to_string(), &format!("at most {MAX_THREADS} (this machine has {} cores; 0 picks a good default)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)));
+            return bad(
+                "threads",
+                self.threads.to_string(),
+                &format!(
+                    "at most {MAX_THREADS} (this machine has {} cores; 0 picks a good default)",
+                    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+                ),
+            );
         }
         if self.checkpoints.count > MAX_CHECKPOINTS {
-            return bad("checkpoints.count", self.checkpoints.count.to_string(), &format!("at most {MAX_CHECKPOINTS} checkpoints per run"));
+            return bad(
+                "checkpoints.count",
+                self.checkpoints.count.to_string(),
+                &format!("at most {MAX_CHECKPOINTS} checkpoints per run"),
+            );
         }
         if !(0.0..1.0).contains(&self.val_fraction) {
             return bad("val_fraction", self.val_fraction.to_string(), "use a fraction in [0, 1), e.g. 0.1");
@@ -272,18 +305,30 @@ impl TrainConfig {
             return bad("optimizer.eps", o.eps.to_string(), "use a small positive number such as 1e-8");
         }
         if !(o.weight_decay >= 0.0) || !(0.0..1.0).contains(&o.momentum) || !(o.clip >= 0.0) {
-            return bad("optimizer", format!("weight_decay {}, momentum {}, clip {}", o.weight_decay, o.momentum, o.clip), "weight_decay and clip must be >= 0, momentum in [0, 1)");
+            return bad(
+                "optimizer",
+                format!("weight_decay {}, momentum {}, clip {}", o.weight_decay, o.momentum, o.clip),
+                "weight_decay and clip must be >= 0, momentum in [0, 1)",
+            );
         }
         if !(0.0..=1.0).contains(&self.schedule.min_lr_ratio) {
             return bad("schedule.min_lr_ratio", self.schedule.min_lr_ratio.to_string(), "use a ratio in [0, 1]");
         }
         let c = &self.checkpoints;
         if c.count < 2 || !(0.0..=1.0).contains(&c.dense_fraction) || c.dense_start > c.dense_end {
-            return bad("checkpoints", format!("count {}, dense {}..{} ({})", c.count, c.dense_start, c.dense_end, c.dense_fraction), "count >= 2, dense_start <= dense_end, dense_fraction in [0, 1]");
+            return bad(
+                "checkpoints",
+                format!("count {}, dense {}..{} ({})", c.count, c.dense_start, c.dense_end, c.dense_fraction),
+                "count >= 2, dense_start <= dense_end, dense_fraction in [0, 1]",
+            );
         }
         let g = &self.grad_noise;
         if g.every > 0 && g.batches < 4 {
-            return bad("grad_noise.batches", g.batches.to_string(), "use at least 4 minibatches per measurement (16 or more for a usable tail index)");
+            return bad(
+                "grad_noise.batches",
+                g.batches.to_string(),
+                "use at least 4 minibatches per measurement (16 or more for a usable tail index)",
+            );
         }
         Ok(())
     }
@@ -298,7 +343,11 @@ impl TrainConfig {
             return p;
         }
         let beside = run_dir.join(&p);
-        if beside.exists() { beside } else { p }
+        if beside.exists() {
+            beside
+        } else {
+            p
+        }
     }
 
     /// Learning rate for the update that takes the model from `step` to `step + 1`.
@@ -378,5 +427,9 @@ pub const MAX_CHECKPOINTS: usize = 100_000;
 /// process costs more than it gains), otherwise half the cores, at most 8.
 pub fn default_threads() -> usize {
     let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    if n <= 2 { 1 } else { (n / 2).min(8) }
+    if n <= 2 {
+        1
+    } else {
+        (n / 2).min(8)
+    }
 }

@@ -64,28 +64,51 @@ pub struct TrainData {
 
 impl TrainData {
     /// `norm` = None computes statistics from the training trajectories.
-    pub fn new(ds: &Dataset, train_trajs: Vec<usize>, val_trajs: Vec<usize>, norm: Option<Normalization>, wall_features: bool, device: Device) -> Result<TrainData> {
+    pub fn new(
+        ds: &Dataset,
+        train_trajs: Vec<usize>,
+        val_trajs: Vec<usize>,
+        norm: Option<Normalization>,
+        wall_features: bool,
+        device: Device,
+    ) -> Result<TrainData> {
         if ds.n_frames < 2 {
-            return Err(TrainError::Data(format!("the dataset has {} frame(s) per trajectory; training needs at least 2", ds.n_frames)));
+            return Err(TrainError::Data(format!(
+                "the dataset has {} frame(s) per trajectory; training needs at least 2",
+                ds.n_frames
+            )));
         }
         let norm = match norm {
             Some(n) => n,
             None => Normalization::from_dataset(ds, &train_trajs, wall_features)?,
         };
         if norm.dimension != ds.dim() || norm.box_size.len() != ds.dim() {
-            return Err(TrainError::Data(format!("the dataset is {}-D but the checkpoint's normalization is {}-D", ds.dim(), norm.dimension)));
+            return Err(TrainError::Data(format!(
+                "the dataset is {}-D but the checkpoint's normalization is {}-D",
+                ds.dim(),
+                norm.dimension
+            )));
         }
         let (t, f, n, d) = (ds.n_traj as i64, ds.n_frames as i64, ds.n_particles as i64, ds.dim() as i64);
         let pos = Tensor::from_slice(&ds.positions).view([t * f, n, d]).to(device);
         let vel = Tensor::from_slice(&ds.velocities).view([t * f, n, d]).to(device);
-        let radii = Tensor::from_slice(&ds.radii).view([t, 1, n]).expand([t, f, n], false).reshape([t * f, n]).to(device);
-        let masses = Tensor::from_slice(&ds.masses).view([t, 1, n]).expand([t, f, n], false).reshape([t * f, n]).to(device);
-        let x_all = norm.features(&State { pos: pos.shallow_clone(), vel: vel.shallow_clone(), radii: radii.shallow_clone(), masses: masses.shallow_clone() });
+        let radii =
+            Tensor::from_slice(&ds.radii).view([t, 1, n]).expand([t, f, n], false).reshape([t * f, n]).to(device);
+        let masses =
+            Tensor::from_slice(&ds.masses).view([t, 1, n]).expand([t, f, n], false).reshape([t * f, n]).to(device);
+        let x_all = norm.features(&State {
+            pos: pos.shallow_clone(),
+            vel: vel.shallow_clone(),
+            radii: radii.shallow_clone(),
+            masses: masses.shallow_clone(),
+        });
         // Next-frame rows; the last frame of each trajectory points at itself (never sampled).
         let next: Vec<i64> = (0..t * f).map(|r| if (r + 1) % f == 0 { r } else { r + 1 }).collect();
         let next = Tensor::from_slice(&next).to(device);
         let y_all = norm.targets(&(pos.index_select(0, &next) - &pos), &(vel.index_select(0, &next) - &vel));
-        let rows = |trajs: &[usize]| -> Vec<i64> { trajs.iter().flat_map(|&tr| (0..f - 1).map(move |fr| tr as i64 * f + fr)).collect() };
+        let rows = |trajs: &[usize]| -> Vec<i64> {
+            trajs.iter().flat_map(|&tr| (0..f - 1).map(move |fr| tr as i64 * f + fr)).collect()
+        };
         Ok(TrainData {
             train_rows: rows(&train_trajs),
             val_rows: rows(&val_trajs),
@@ -134,17 +157,26 @@ impl TrainData {
         let n = pos.numel();
         let sd = &self.norm.target_std;
         let mut draw = |off: usize| -> Tensor {
-            let v: Vec<f32> = (0..n).map(|i| {
-                let z: f64 = StandardNormal.sample(rng);
-                (z * noise * sd[off + i % d] as f64) as f32
-            }).collect();
+            let v: Vec<f32> = (0..n)
+                .map(|i| {
+                    let z: f64 = StandardNormal.sample(rng);
+                    (z * noise * sd[off + i % d] as f64) as f32
+                })
+                .collect();
             Tensor::from_slice(&v).view(pos.size().as_slice()).to(self.device)
         };
         let (np, nv) = (draw(0), draw(d));
-        let noisy = State { pos: &pos + &np, vel: &vel + &nv, radii: self.radii.index_select(0, &idx), masses: self.masses.index_select(0, &idx) };
+        let noisy = State {
+            pos: &pos + &np,
+            vel: &vel + &nv,
+            radii: self.radii.index_select(0, &idx),
+            masses: self.masses.index_select(0, &idx),
+        };
         let next: Vec<i64> = rows.iter().map(|&r| r + 1).collect();
         let nidx = Tensor::from_slice(&next).to(self.device);
-        let y = self.norm.targets(&(self.pos.index_select(0, &nidx) - &noisy.pos), &(self.vel.index_select(0, &nidx) - &noisy.vel));
+        let y = self
+            .norm
+            .targets(&(self.pos.index_select(0, &nidx) - &noisy.pos), &(self.vel.index_select(0, &nidx) - &noisy.vel));
         (self.norm.features(&noisy), y)
     }
 
@@ -164,7 +196,10 @@ impl TrainData {
             return Ok((f64::NAN, f64::NAN));
         }
         tch::no_grad(|| {
-            let zero = self.norm.targets(&Tensor::zeros([1, 1, self.dim], (Kind::Float, self.device)), &Tensor::zeros([1, 1, self.dim], (Kind::Float, self.device)));
+            let zero = self.norm.targets(
+                &Tensor::zeros([1, 1, self.dim], (Kind::Float, self.device)),
+                &Tensor::zeros([1, 1, self.dim], (Kind::Float, self.device)),
+            );
             let (mut se, mut se0, mut count) = (0.0, 0.0, 0.0);
             for chunk in rows.chunks(256) {
                 let idx = Tensor::from_slice(chunk).to(self.device);

@@ -92,20 +92,31 @@ pub fn evaluate(run_dir: &Path, ds: &Dataset, opts: &EvalOptions) -> Result<Eval
     let cfg = TrainConfig::from_toml(&ck.config_toml, &format!("{pstr} (config attribute)"))?;
     let model = Model::from_checkpoint(&ck, device, &pstr)?;
     if ds.dim() != model.norm.dimension {
-        return Err(TrainError::Data(format!("the dataset is {}-D, the model in {pstr} was trained on {}-D data", ds.dim(), model.norm.dimension)));
+        return Err(TrainError::Data(format!(
+            "the dataset is {}-D, the model in {pstr} was trained on {}-D data",
+            ds.dim(),
+            model.norm.dimension
+        )));
     }
     let (train_trajs, mut val_trajs) = split_trajectories(ds.n_traj, cfg.val_fraction, cfg.seed)?;
     if val_trajs.is_empty() {
-        tracing::warn!("the run has no validation trajectories (val_fraction = 0); evaluating on the training trajectories");
+        tracing::warn!(
+            "the run has no validation trajectories (val_fraction = 0); evaluating on the training trajectories"
+        );
         val_trajs = train_trajs.clone();
     }
-    let data = TrainData::new(ds, train_trajs, val_trajs.clone(), Some(model.norm.clone()), cfg.model.wall_features, device)?;
+    let data =
+        TrainData::new(ds, train_trajs, val_trajs.clone(), Some(model.norm.clone()), cfg.model.wall_features, device)?;
 
     // One-step errors, overall and per component.
     let d2 = 2 * ds.dim() as i64;
-    let (mut se, mut se0, mut count) = (Tensor::zeros([d2], (Kind::Double, device)), Tensor::zeros([d2], (Kind::Double, device)), 0i64);
+    let (mut se, mut se0, mut count) =
+        (Tensor::zeros([d2], (Kind::Double, device)), Tensor::zeros([d2], (Kind::Double, device)), 0i64);
     tch::no_grad(|| -> Result<()> {
-        let zero = model.norm.targets(&Tensor::zeros([1, 1, d2 / 2], (Kind::Float, device)), &Tensor::zeros([1, 1, d2 / 2], (Kind::Float, device)));
+        let zero = model.norm.targets(
+            &Tensor::zeros([1, 1, d2 / 2], (Kind::Float, device)),
+            &Tensor::zeros([1, 1, d2 / 2], (Kind::Float, device)),
+        );
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
         for chunk in data.val_rows.chunks(256) {
             let (x, y) = data.batch(chunk, 0.0, &mut rng);
@@ -128,7 +139,9 @@ pub fn evaluate(run_dir: &Path, ds: &Dataset, opts: &EvalOptions) -> Result<Eval
     let (b, n, d) = (rollout_trajs.len(), ds.n_particles, ds.dim());
     let mut pos_frames: Vec<Vec<f32>> = Vec::with_capacity(horizon + 1);
     let mut vel_frames: Vec<Vec<f32>> = Vec::with_capacity(horizon + 1);
-    let host = |t: &Tensor| -> Result<Vec<f32>> { Ok(Vec::<f32>::try_from(t.to_device(tch::Device::Cpu).contiguous().view([-1]))?) };
+    let host = |t: &Tensor| -> Result<Vec<f32>> {
+        Ok(Vec::<f32>::try_from(t.to_device(tch::Device::Cpu).contiguous().view([-1]))?)
+    };
     let mut rollout_position_mse = Vec::with_capacity(horizon + 1);
     for f in 0..=horizon {
         if f > 0 {
@@ -152,7 +165,8 @@ pub fn evaluate(run_dir: &Path, ds: &Dataset, opts: &EvalOptions) -> Result<Eval
         }
     }
     let mut meta = ds.meta.clone();
-    meta.scene_toml = format!("# rollout of {pstr} from frame 0 of trajectories {rollout_trajs:?}\n{}", meta.scene_toml);
+    meta.scene_toml =
+        format!("# rollout of {pstr} from frame 0 of trajectories {rollout_trajs:?}\n{}", meta.scene_toml);
     let rollout = Dataset {
         n_traj: b,
         n_frames: frames,
@@ -166,11 +180,14 @@ pub fn evaluate(run_dir: &Path, ds: &Dataset, opts: &EvalOptions) -> Result<Eval
     };
     let drift = |series: Vec<Vec<f64>>| -> Vec<f64> {
         (0..frames)
-            .map(|f| series.iter().map(|s| (s[f] - s[0]) / s[0].abs().max(1e-30)).sum::<f64>() / series.len().max(1) as f64)
+            .map(|f| {
+                series.iter().map(|s| (s[f] - s[0]) / s[0].abs().max(1e-30)).sum::<f64>() / series.len().max(1) as f64
+            })
             .collect()
     };
     let model_e: Vec<Vec<f64>> = (0..b).map(|t| headlab_sim::energy::energy_series(&rollout, t)).collect();
-    let true_e: Vec<Vec<f64>> = rollout_trajs.iter().map(|&t| headlab_sim::energy::energy_series(ds, t)[..frames].to_vec()).collect();
+    let true_e: Vec<Vec<f64>> =
+        rollout_trajs.iter().map(|&t| headlab_sim::energy::energy_series(ds, t)[..frames].to_vec()).collect();
     Ok(EvalReport {
         checkpoint: path,
         step: ck.step,

@@ -24,15 +24,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use headlab_model::{Model, Normalization};
+use headlab_sim::seed::{derive_seed, Stream};
 use headlab_sim::Dataset;
-use headlab_store::checkpoint::{checkpoint_path, list_checkpoints, read_checkpoint, write_checkpoint, Checkpoint, RngState};
+use headlab_store::checkpoint::{
+    checkpoint_path, list_checkpoints, read_checkpoint, write_checkpoint, Checkpoint, RngState,
+};
 use headlab_store::metrics::{read_metrics, write_metrics, Metrics};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::Device;
-use headlab_sim::seed::{derive_seed, Stream};
 
-pub use config::{default_threads, CheckpointConfig, GradNoiseConfig, OptimizerConfig, OptimizerKind, ScheduleConfig, ScheduleKind, TrainConfig};
+pub use config::{
+    default_threads, CheckpointConfig, GradNoiseConfig, OptimizerConfig, OptimizerKind, ScheduleConfig, ScheduleKind,
+    TrainConfig,
+};
 pub use data::{split_trajectories, TrainData};
 pub use optim::Optimizer;
 
@@ -202,9 +207,11 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
         Some((ck, p)) => {
             let model = Model::from_arrays(cfg.model.clone(), data.norm.clone(), &ck.params, device, p)?;
             let mut opt = Optimizer::new(cfg.optimizer.clone(), &model);
-            let st = ck.optimizer.as_ref().ok_or_else(|| TrainError::Resume(format!("{p} holds no optimizer state")))?;
+            let st =
+                ck.optimizer.as_ref().ok_or_else(|| TrainError::Resume(format!("{p} holds no optimizer state")))?;
             opt.load_state(&model, st, p)?;
-            let rng = rng_from_state(ck.rng.as_ref().ok_or_else(|| TrainError::Resume(format!("{p} holds no RNG state")))?);
+            let rng =
+                rng_from_state(ck.rng.as_ref().ok_or_else(|| TrainError::Resume(format!("{p} holds no RNG state")))?);
             let mut m = resume_metrics(&run_dir.join("metrics.h5"), ck.step)?;
             // Metrics are written before each checkpoint, so they reach at
             // least its step; whatever was recorded after it is dropped.
@@ -218,7 +225,11 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
                 );
             }
             if ck.step >= cfg.steps {
-                tracing::warn!("{p} is already at step {} >= steps {}; nothing to do (raise --steps to train further)", ck.step, cfg.steps);
+                tracing::warn!(
+                    "{p} is already at step {} >= steps {}; nothing to do (raise --steps to train further)",
+                    ck.step,
+                    cfg.steps
+                );
             }
             (model, opt, rng, ck.step, m)
         }
@@ -239,7 +250,14 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
     // The metrics go first, then the checkpoint: a kill between the two
     // leaves metrics ahead of the newest checkpoint, which a resume trims to
     // exactly that checkpoint's step (never a gap in the loss history).
-    let save = |model: &Model, opt: &Optimizer, rng: &ChaCha8Rng, step: u64, metrics: &Metrics, train_loss: f64, val_loss: f64| -> Result<PathBuf> {
+    let save = |model: &Model,
+                opt: &Optimizer,
+                rng: &ChaCha8Rng,
+                step: u64,
+                metrics: &Metrics,
+                train_loss: f64,
+                val_loss: f64|
+     -> Result<PathBuf> {
         let path = checkpoint_path(run_dir, step);
         let params = model.to_arrays()?;
         if let Some((name, v)) = first_non_finite(&params) {
@@ -261,7 +279,11 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
             norm: model.norm.to_arrays(),
             optimizer: Some(opt.state(model)?),
             rng: Some(rng_state(rng)),
-            scalars: vec![("train_loss".into(), train_loss), ("val_loss".into(), val_loss), ("baseline_val_loss".into(), baseline)],
+            scalars: vec![
+                ("train_loss".into(), train_loss),
+                ("val_loss".into(), val_loss),
+                ("baseline_val_loss".into(), baseline),
+            ],
         };
         write_checkpoint(&path, &ck)?;
         crash_point("after-checkpoint", step);
@@ -312,8 +334,19 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
             // The loss history up to the blow-up, for diagnosis (a resume
             // trims it back to the checkpoint it starts from).
             write_metrics(&run_dir.join("metrics.h5"), &metrics)?;
-            let what = if !loss_v.is_finite() { format!("the loss ({loss_v})") } else { format!("the gradient norm ({gnorm}; loss {loss_v})") };
-            return Err(TrainError::NonFinite { step, what, loss: loss_v, lr, grad_norm: gnorm, last_checkpoint: last_ckpt });
+            let what = if !loss_v.is_finite() {
+                format!("the loss ({loss_v})")
+            } else {
+                format!("the gradient norm ({gnorm}; loss {loss_v})")
+            };
+            return Err(TrainError::NonFinite {
+                step,
+                what,
+                loss: loss_v,
+                lr,
+                grad_norm: gnorm,
+                last_checkpoint: last_ckpt,
+            });
         }
         step += 1;
         train_loss = loss_v;
@@ -329,14 +362,18 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
             metrics.val_loss.push(val_loss as f32);
         }
         if is_ckpt {
-            let p = save(&model, &opt, &rng, step, &metrics, train_loss, val_loss).map_err(|e| with_last(e, &last_ckpt))?;
+            let p =
+                save(&model, &opt, &rng, step, &metrics, train_loss, val_loss).map_err(|e| with_last(e, &last_ckpt))?;
             last_ckpt = p.display().to_string();
             written.push(p);
         }
         bar.set_position(step);
         if step % 10 == 0 || step == cfg.steps {
             let rate = (step - start_step) as f64 / start.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("loss {train_loss:.4}  val {val_loss:.4} ({:.1}x below no-change)  {rate:.1} steps/s", baseline / val_loss));
+            bar.set_message(format!(
+                "loss {train_loss:.4}  val {val_loss:.4} ({:.1}x below no-change)  {rate:.1} steps/s",
+                baseline / val_loss
+            ));
         }
     }
     if interrupted {
@@ -349,7 +386,9 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
             metrics.val_step.push(step);
             metrics.val_loss.push(val_loss as f32);
         }
-        written.push(save(&model, &opt, &rng, step, &metrics, train_loss, val_loss).map_err(|e| with_last(e, &last_ckpt))?);
+        written.push(
+            save(&model, &opt, &rng, step, &metrics, train_loss, val_loss).map_err(|e| with_last(e, &last_ckpt))?,
+        );
     }
     bar.finish();
     let steps_per_sec = (step - start_step) as f64 / start.elapsed().as_secs_f64().max(1e-9);
@@ -376,8 +415,12 @@ fn check_batch_memory(cfg: &TrainConfig, n_particles: usize) -> Result<()> {
     let per_token = 6 * m.d_model + 4 * m.n_heads * m.d_head + 2 * m.d_mlp + 3 * m.n_heads * n_particles;
     let rows = cfg.batch_size.max(cfg.val_samples.min(4096));
     let bytes = headlab_sim::limits::product(&[rows, n_particles, m.n_layers.max(1), per_token, 4, 3]);
-    headlab_sim::limits::check_fits(&format!("a batch of {rows} frames × {n_particles} particles"), bytes)
-        .map_err(|msg| TrainError::Config { origin: "config".into(), msg: format!("`batch_size` = {}: {msg}; use a smaller batch", cfg.batch_size) })
+    headlab_sim::limits::check_fits(&format!("a batch of {rows} frames × {n_particles} particles"), bytes).map_err(
+        |msg| TrainError::Config {
+            origin: "config".into(),
+            msg: format!("`batch_size` = {}: {msg}; use a smaller batch", cfg.batch_size),
+        },
+    )
 }
 
 /// The first parameter value that is not finite: (parameter name, value).
@@ -388,7 +431,9 @@ fn first_non_finite(params: &[headlab_store::checkpoint::NamedArray]) -> Option<
 /// Fill in the last good checkpoint of a non-finite stop found while saving.
 fn with_last(e: TrainError, last: &str) -> TrainError {
     match e {
-        TrainError::NonFinite { step, what, loss, lr, grad_norm, .. } => TrainError::NonFinite { step, what, loss, lr, grad_norm, last_checkpoint: last.to_string() },
+        TrainError::NonFinite { step, what, loss, lr, grad_norm, .. } => {
+            TrainError::NonFinite { step, what, loss, lr, grad_norm, last_checkpoint: last.to_string() }
+        }
         e => e,
     }
 }
@@ -438,7 +483,14 @@ fn resume_metrics(path: &Path, step: u64) -> Result<Metrics> {
 }
 
 /// One update on one minibatch; returns (loss, gradient norm before clipping).
-pub fn train_step(cfg: &TrainConfig, model: &Model, opt: &mut Optimizer, data: &TrainData, rng: &mut ChaCha8Rng, lr: f64) -> Result<(f64, f64)> {
+pub fn train_step(
+    cfg: &TrainConfig,
+    model: &Model,
+    opt: &mut Optimizer,
+    data: &TrainData,
+    rng: &mut ChaCha8Rng,
+    lr: f64,
+) -> Result<(f64, f64)> {
     let rows = data.sample_rows(rng, cfg.batch_size);
     let (x, y) = data.batch(&rows, cfg.noise, rng);
     let loss = model.loss(&x, &y, true)?;
@@ -454,7 +506,12 @@ pub fn train_step(cfg: &TrainConfig, model: &Model, opt: &mut Optimizer, data: &
 /// One gradient-noise measurement on the current weights (see
 /// [`GradNoiseConfig`]): touches neither the training generator nor the
 /// optimizer, and computes gradients without dropout.
-pub fn gradient_noise(cfg: &TrainConfig, model: &Model, data: &TrainData, step: u64) -> Result<headlab_store::metrics::NoiseRecord, noise::NoiseError> {
+pub fn gradient_noise(
+    cfg: &TrainConfig,
+    model: &Model,
+    data: &TrainData,
+    step: u64,
+) -> Result<headlab_store::metrics::NoiseRecord, noise::NoiseError> {
     let g = &cfg.grad_noise;
     let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, Stream::GradNoiseBatches { step }));
     let grad_of = |rows: &[i64], rng: &mut ChaCha8Rng| -> Result<tch::Tensor, noise::NoiseError> {
@@ -477,9 +534,16 @@ pub fn gradient_noise(cfg: &TrainConfig, model: &Model, data: &TrainData, step: 
         });
     }
     let full = full.ok_or(noise::NoiseError::TooFew { need: 1, got: 0 })?;
-    let rows: Vec<tch::Tensor> = (0..g.batches).map(|_| Ok(grad_of(&data.sample_rows(&mut rng, cfg.batch_size), &mut rng)? - &full)).collect::<Result<_, noise::NoiseError>>()?;
+    let rows: Vec<tch::Tensor> = (0..g.batches)
+        .map(|_| Ok(grad_of(&data.sample_rows(&mut rng, cfg.batch_size), &mut rng)? - &full))
+        .collect::<Result<_, noise::NoiseError>>()?;
     let xi = tch::Tensor::stack(&rows, 0);
-    let gn = noise::gradient_noise(&xi, g.hill_k, derive_seed(cfg.seed, Stream::GradNoiseGaussian { step }), derive_seed(cfg.seed, Stream::GradNoiseStats { step }))?;
+    let gn = noise::gradient_noise(
+        &xi,
+        g.hill_k,
+        derive_seed(cfg.seed, Stream::GradNoiseGaussian { step }),
+        derive_seed(cfg.seed, Stream::GradNoiseStats { step }),
+    )?;
     let (ns, cs) = (&gn.norm_stats, &gn.coord_stats);
     Ok(headlab_store::metrics::NoiseRecord {
         step,

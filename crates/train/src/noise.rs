@@ -5,11 +5,11 @@
 //! (Hill index, kurtosis, histograms) are tch-free, in
 //! [`headlab_analysis::noise`], and re-exported here.
 
+use headlab_sim::seed::{derive_seed, Stream};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use tch::{Kind, Tensor};
-use headlab_sim::seed::{derive_seed, Stream};
 
 pub use headlab_analysis::noise::*;
 
@@ -37,7 +37,12 @@ pub struct GradientNoise {
 /// `gaussian_seed` drives the Gaussian reference norms, `stats_seed` (through
 /// [`Stream::TailStatistic`] 1, 2, 3)
 /// the Gaussian Hill references of norms, reference norms and coordinates.
-pub fn gradient_noise(xi: &Tensor, hill_k: usize, gaussian_seed: u64, stats_seed: u64) -> Result<GradientNoise, NoiseError> {
+pub fn gradient_noise(
+    xi: &Tensor,
+    hill_k: usize,
+    gaussian_seed: u64,
+    stats_seed: u64,
+) -> Result<GradientNoise, NoiseError> {
     let to_vec = |t: &Tensor| -> Result<Vec<f64>, NoiseError> {
         Vec::<f64>::try_from(t.to_kind(Kind::Double).to_device(tch::Device::Cpu).flatten(0, -1))
             .map_err(|e| NoiseError::Model(format!("reading the gradient noise back from libtorch: {e}")))
@@ -68,8 +73,8 @@ pub fn gradient_noise(xi: &Tensor, hill_k: usize, gaussian_seed: u64, stats_seed
         .collect();
     let k_norm = hill_k.min(k_rows.saturating_sub(1));
     let norm_stats = summarize(&norms, k_norm, derive_seed(stats_seed, Stream::TailStatistic { which: 1 }))?;
-    let gaussian_norm_stats = summarize(&gaussian_norms, k_norm, derive_seed(stats_seed, Stream::TailStatistic { which: 2 }))?;
+    let gaussian_norm_stats =
+        summarize(&gaussian_norms, k_norm, derive_seed(stats_seed, Stream::TailStatistic { which: 2 }))?;
     let coord_stats = summarize(&coords, hill_k, derive_seed(stats_seed, Stream::TailStatistic { which: 3 }))?;
     Ok(GradientNoise { norms, gaussian_norms, coords, norm_stats, gaussian_norm_stats, coord_stats })
 }
-

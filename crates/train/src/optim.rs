@@ -113,10 +113,19 @@ impl Optimizer {
         let names = self.slot_names();
         let bufs = [&mut self.m, &mut self.v];
         for (name, buf) in names.iter().zip(bufs) {
-            let arrays = st.slots.iter().find(|(s, _)| s == name).map(|(_, a)| a).ok_or_else(|| TrainError::Resume(format!("{path}: optimizer slot `{name}` is missing")))?;
+            let arrays = st
+                .slots
+                .iter()
+                .find(|(s, _)| s == name)
+                .map(|(_, a)| a)
+                .ok_or_else(|| TrainError::Resume(format!("{path}: optimizer slot `{name}` is missing")))?;
             let data: Vec<f32> = arrays.iter().flat_map(|a| a.data.iter().copied()).collect();
             if data.len() != buf.numel() {
-                return Err(TrainError::Resume(format!("{path}: optimizer slot `{name}` has {} values, the model has {}", data.len(), buf.numel())));
+                return Err(TrainError::Resume(format!(
+                    "{path}: optimizer slot `{name}` has {} values, the model has {}",
+                    data.len(),
+                    buf.numel()
+                )));
             }
             *buf = Tensor::from_slice(&data).to(buf.device());
         }
@@ -131,7 +140,9 @@ fn split_flat(model: &Model, flat: &Tensor) -> Result<Vec<NamedArray>> {
         .named_parameters()
         .iter()
         .map(|(name, t)| {
-            let (off, n) = model.param_range(name).ok_or_else(|| TrainError::Resume(format!("parameter `{name}` has no range in the flat buffer")))?;
+            let (off, n) = model
+                .param_range(name)
+                .ok_or_else(|| TrainError::Resume(format!("parameter `{name}` has no range in the flat buffer")))?;
             Ok(tensor_to_array(name, &flat.narrow(0, off as i64, n as i64).view(t.size().as_slice()))?)
         })
         .collect()

@@ -5,12 +5,20 @@ use std::sync::Arc;
 
 use headlab_store::checkpoint::{list_checkpoints, read_checkpoint};
 use headlab_store::metrics::read_metrics;
-use headlab_train::eval::{evaluate, EvalOptions};
 use headlab_testkit::toy_dataset;
+use headlab_train::eval::{evaluate, EvalOptions};
 use headlab_train::*;
 
 fn small_cfg(steps: u64) -> TrainConfig {
-    let mut c = TrainConfig { steps, batch_size: 16, eval_interval: 50, device: headlab_model::DeviceSpec::Cpu, threads: 1, val_fraction: 0.25, ..Default::default() };
+    let mut c = TrainConfig {
+        steps,
+        batch_size: 16,
+        eval_interval: 50,
+        device: headlab_model::DeviceSpec::Cpu,
+        threads: 1,
+        val_fraction: 0.25,
+        ..Default::default()
+    };
     c.model.d_model = 32;
     c.model.n_heads = 2;
     c.checkpoints.count = 12;
@@ -74,11 +82,26 @@ fn training_beats_the_no_change_baseline_and_eval_agrees() {
     let steps: Vec<u64> = list_checkpoints(&run).unwrap().iter().map(|(s, _)| *s).collect();
     assert_eq!(steps, cfg.checkpoint_steps());
 
-    let rep = evaluate(&run, &ds, &EvalOptions { device: headlab_model::DeviceSpec::Cpu, rollout_trajs: 2, horizon: 10, ..Default::default() }).unwrap();
+    let rep = evaluate(
+        &run,
+        &ds,
+        &EvalOptions { device: headlab_model::DeviceSpec::Cpu, rollout_trajs: 2, horizon: 10, ..Default::default() },
+    )
+    .unwrap();
     assert_eq!(rep.step, 400);
-    assert!((rep.one_step_mse - s.val_loss).abs() < 0.3 * s.val_loss, "eval {} vs training's val loss {}", rep.one_step_mse, s.val_loss);
+    assert!(
+        (rep.one_step_mse - s.val_loss).abs() < 0.3 * s.val_loss,
+        "eval {} vs training's val loss {}",
+        rep.one_step_mse,
+        s.val_loss
+    );
     for c in 0..2 {
-        assert!(rep.component_mse[c] < 0.1 * rep.component_baseline_mse[c], "dpos[{c}]: {} vs {}", rep.component_mse[c], rep.component_baseline_mse[c]);
+        assert!(
+            rep.component_mse[c] < 0.1 * rep.component_baseline_mse[c],
+            "dpos[{c}]: {} vs {}",
+            rep.component_mse[c],
+            rep.component_baseline_mse[c]
+        );
     }
     assert_eq!(rep.rollout.n_traj, 2);
     assert_eq!(rep.rollout.n_frames, 11);
@@ -87,7 +110,13 @@ fn training_beats_the_no_change_baseline_and_eval_agrees() {
     assert!(rep.rollout_position_mse[10] > 0.0 && rep.rollout_position_mse[10].is_finite());
     assert_eq!(rep.rollout_energy_drift.len(), 11);
     // A missing step is a clear error listing what exists.
-    let e = evaluate(&run, &ds, &EvalOptions { step: Some(7), device: headlab_model::DeviceSpec::Cpu, ..Default::default() }).unwrap_err().to_string();
+    let e = evaluate(
+        &run,
+        &ds,
+        &EvalOptions { step: Some(7), device: headlab_model::DeviceSpec::Cpu, ..Default::default() },
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("step 7") && e.contains("400"), "{e}");
 }
 
@@ -107,7 +136,11 @@ fn divergence_stops_with_a_clear_message_and_keeps_good_checkpoints() {
     assert!(msg.contains("non-finite") && msg.contains("last good checkpoint") && msg.contains("step_"), "{msg}");
     for (_, p) in list_checkpoints(&run).unwrap() {
         let ck = read_checkpoint(&p).unwrap();
-        assert!(ck.params.iter().all(|a| a.data.iter().all(|x| x.is_finite())), "{} holds non-finite weights", p.display());
+        assert!(
+            ck.params.iter().all(|a| a.data.iter().all(|x| x.is_finite())),
+            "{} holds non-finite weights",
+            p.display()
+        );
     }
 }
 
@@ -168,7 +201,12 @@ fn config_defaults_validation_and_checkpoint_schedule() {
     assert!(steps.contains(&1) && steps.contains(&2));
     // No near-duplicates (such as 136 and 138): every gap is at least 2 % and one step.
     for w in steps.windows(2) {
-        assert!((w[1] - w[0]) as f64 >= (0.02 * w[1] as f64).max(1.0), "near-duplicate checkpoints {} and {}", w[0], w[1]);
+        assert!(
+            (w[1] - w[0]) as f64 >= (0.02 * w[1] as f64).max(1.0),
+            "near-duplicate checkpoints {} and {}",
+            w[0],
+            w[1]
+        );
     }
     // LR: warm-up from lr/warmup to lr, cosine to min_lr_ratio.
     let w = d.schedule.warmup;
@@ -211,7 +249,9 @@ fn gradient_noise_measurement_is_finite_and_leaves_training_unchanged() {
     let (ma, mb) = (read_metrics(&a.join("metrics.h5")).unwrap(), read_metrics(&b.join("metrics.h5")).unwrap());
     assert_eq!(ma.loss, mb.loss);
     // (The interrupted run also validated at step 30, where it stopped.)
-    let val = |m: &headlab_store::metrics::Metrics| -> Vec<(u64, f32)> { m.val_step.iter().copied().zip(m.val_loss.iter().copied()).filter(|(s, _)| *s != 30).collect() };
+    let val = |m: &headlab_store::metrics::Metrics| -> Vec<(u64, f32)> {
+        m.val_step.iter().copied().zip(m.val_loss.iter().copied()).filter(|(s, _)| *s != 30).collect()
+    };
     assert_eq!(val(&ma), val(&mb));
     assert!(ma.noise.is_empty());
     let steps: Vec<u64> = mb.noise.iter().map(|r| r.step).collect();

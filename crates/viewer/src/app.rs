@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use bevy::camera::{CameraOutputMode, Viewport};
 use bevy::camera::visibility::RenderLayers;
+use bevy::camera::{CameraOutputMode, Viewport};
 use bevy::core_pipeline::tonemapping::Tonemapping;
 use bevy::input::mouse::{AccumulatedMouseMotion, AccumulatedMouseScroll, MouseScrollUnit};
 use bevy::prelude::*;
@@ -299,7 +299,8 @@ pub fn validate(r: &Replay, l: &Launch) -> Result<(), String> {
             return Err(format!("--query {q}: there are {} particles (0..{})", ds.n_particles, ds.n_particles - 1));
         }
     }
-    let needs_attention = l.head.is_some() || l.step.is_some() || matches!(l.color, Some(ColorMode::Attention | ColorMode::Score));
+    let needs_attention =
+        l.head.is_some() || l.step.is_some() || matches!(l.color, Some(ColorMode::Attention | ColorMode::Score));
     match r.attention.as_ref() {
         None if needs_attention => {
             return Err(format!(
@@ -342,16 +343,24 @@ pub fn run(replay: Replay, launch: Launch) -> AppExit {
                 .set(bevy::log::LogPlugin { filter: "warn,wgpu=error,naga=error".into(), ..default() }),
         )
         .add_plugins(EguiPlugin::default())
-        .insert_resource(GlobalAmbientLight { color: Color::WHITE, brightness: 900.0, affects_lightmapped_meshes: true })
+        .insert_resource(GlobalAmbientLight {
+            color: Color::WHITE,
+            brightness: 900.0,
+            affects_lightmapped_meshes: true,
+        })
         .insert_resource(state)
         .insert_resource(Data(replay))
         .init_resource::<Shown>()
         .init_resource::<TrajCache>()
         .add_systems(Startup, setup)
-        .add_systems(Update, (keyboard, advance, camera_control, compute_colors, apply_visuals, frame_time, save_picture).chain())
+        .add_systems(
+            Update,
+            (keyboard, advance, camera_control, compute_colors, apply_visuals, frame_time, save_picture).chain(),
+        )
         .add_systems(EguiPrimaryContextPass, crate::ui::panel);
     if let Some(path) = launch.screenshot {
-        app.insert_resource(Shot { path, frames: 0, after: launch.shot_after, requested: false }).add_systems(Update, take_screenshot.after(apply_visuals));
+        app.insert_resource(Shot { path, frames: 0, after: launch.shot_after, requested: false })
+            .add_systems(Update, take_screenshot.after(apply_visuals));
     }
     app.run()
 }
@@ -365,32 +374,64 @@ fn setup(
 ) {
     let r = &data.0;
     let dim = r.truth.dim();
-    let mat = |c: [f32; 3]| StandardMaterial { base_color: Color::srgb(c[0], c[1], c[2]), perceptual_roughness: 0.55, metallic: 0.0, ..default() };
+    let mat = |c: [f32; 3]| StandardMaterial {
+        base_color: Color::srgb(c[0], c[1], c[2]),
+        perceptual_roughness: 0.55,
+        metallic: 0.0,
+        ..default()
+    };
     let viridis = (0..256).map(|k| materials.add(mat(Colormap::Viridis.at(k as f32 / 255.0)))).collect();
     let diverging = (0..256).map(|k| materials.add(mat(Colormap::Diverging.at(k as f32 / 255.0)))).collect();
-    let palette = Palette { viridis, diverging, gray: materials.add(mat(NO_VALUE)), plain: materials.add(mat([0.75, 0.72, 0.62])) };
+    let palette = Palette {
+        viridis,
+        diverging,
+        gray: materials.add(mat(NO_VALUE)),
+        plain: materials.add(mat([0.75, 0.72, 0.62])),
+    };
 
     // Particles: one shared unit sphere, scaled per particle; equal materials batch.
     let n = r.truth.n_particles;
     // Fewer triangles when there are many particles (each is small on screen).
-    let subdivisions = if n <= 200 { 3 } else if n <= 2000 { 2 } else { 1 };
+    let subdivisions = if n <= 200 {
+        3
+    } else if n <= 2000 {
+        2
+    } else {
+        1
+    };
     let sphere = meshes.add(Sphere::new(1.0).mesh().ico(subdivisions).expect("icosphere of at most 3 subdivisions"));
     for idx in 0..n {
-        commands.spawn((Particle { idx, model: false }, Mesh3d(sphere.clone()), MeshMaterial3d(palette.plain.clone()), Transform::default()));
+        commands.spawn((
+            Particle { idx, model: false },
+            Mesh3d(sphere.clone()),
+            MeshMaterial3d(palette.plain.clone()),
+            Transform::default(),
+        ));
     }
     if r.rollout.is_some() {
         for idx in 0..n {
-            commands.spawn((Particle { idx, model: true }, Mesh3d(sphere.clone()), MeshMaterial3d(palette.plain.clone()), Transform::default()));
+            commands.spawn((
+                Particle { idx, model: true },
+                Mesh3d(sphere.clone()),
+                MeshMaterial3d(palette.plain.clone()),
+                Transform::default(),
+            ));
         }
     }
     // The query outline: a slightly larger sphere drawn from inside (front
     // faces culled), so only its rim shows around the query particle.
-    let halo = materials.add(StandardMaterial { base_color: Color::WHITE, unlit: true, cull_mode: Some(Face::Front), ..default() });
+    let halo = materials.add(StandardMaterial {
+        base_color: Color::WHITE,
+        unlit: true,
+        cull_mode: Some(Face::Front),
+        ..default()
+    });
     commands.spawn((QueryHalo, Mesh3d(sphere.clone()), MeshMaterial3d(halo), Transform::default(), Visibility::Hidden));
 
     // Contact lines: a pool of thin cylinders.
     let cyl = meshes.add(Cylinder::new(1.0, 1.0));
-    let line_mat = materials.add(StandardMaterial { base_color: Color::srgb(1.0, 0.85, 0.2), unlit: true, ..default() });
+    let line_mat =
+        materials.add(StandardMaterial { base_color: Color::srgb(1.0, 0.85, 0.2), unlit: true, ..default() });
     // (grown on demand in `apply_visuals`: idle entities still cost a little every frame)
     commands.insert_resource(LinePool { mesh: cyl, material: line_mat, len: 0 });
 
@@ -398,12 +439,15 @@ fn setup(
     let b = &r.truth.meta.box_size;
     let size = [b[0] as f32, b[1] as f32, if dim == 3 { b[2] as f32 } else { 0.0 }];
     let diag = (size[0] * size[0] + size[1] * size[1] + size[2] * size[2]).sqrt();
-    let edge_mat = materials.add(StandardMaterial { base_color: Color::srgb(0.55, 0.58, 0.65), unlit: true, ..default() });
+    let edge_mat =
+        materials.add(StandardMaterial { base_color: Color::srgb(0.55, 0.58, 0.65), unlit: true, ..default() });
     let unit = meshes.add(Cuboid::new(1.0, 1.0, 1.0));
     let corners: Vec<[f32; 3]> = if dim == 2 {
         vec![[0.0, 0.0, 0.0], [size[0], 0.0, 0.0], [size[0], size[1], 0.0], [0.0, size[1], 0.0]]
     } else {
-        (0..8).map(|c| [size[0] * (c & 1) as f32, size[1] * ((c >> 1) & 1) as f32, size[2] * ((c >> 2) & 1) as f32]).collect()
+        (0..8)
+            .map(|c| [size[0] * (c & 1) as f32, size[1] * ((c >> 1) & 1) as f32, size[2] * ((c >> 2) & 1) as f32])
+            .collect()
     };
     let edges: Vec<(usize, usize)> = if dim == 2 {
         vec![(0, 1), (1, 2), (2, 3), (3, 0)]
@@ -460,7 +504,10 @@ fn setup(
         RenderLayers::none(),
         Camera {
             order: 1,
-            output_mode: CameraOutputMode::Write { blend_state: Some(BlendState::ALPHA_BLENDING), clear_color: ClearColorConfig::None },
+            output_mode: CameraOutputMode::Write {
+                blend_state: Some(BlendState::ALPHA_BLENDING),
+                clear_color: ClearColorConfig::None,
+            },
             clear_color: ClearColorConfig::Custom(Color::NONE),
             ..default()
         },
@@ -468,7 +515,14 @@ fn setup(
     commands.insert_resource(palette);
 }
 
-fn keyboard(keys: Res<ButtonInput<KeyCode>>, mut st: ResMut<ViewState>, data: Res<Data>, mut orbit: ResMut<Orbit>, egui: Res<EguiWantsInput>, mut exit: MessageWriter<AppExit>) {
+fn keyboard(
+    keys: Res<ButtonInput<KeyCode>>,
+    mut st: ResMut<ViewState>,
+    data: Res<Data>,
+    mut orbit: ResMut<Orbit>,
+    egui: Res<EguiWantsInput>,
+    mut exit: MessageWriter<AppExit>,
+) {
     if egui.wants_keyboard_input() {
         return;
     }
@@ -564,15 +618,31 @@ fn save_picture(mut commands: Commands, mut st: ResMut<ViewState>, data: Res<Dat
     if st.status != SAVE_REQUEST {
         return;
     }
-    let step = data.0.attention.as_ref().filter(|c| !c.is_empty()).map(|c| format!("_step{}", c.steps[st.step_idx.min(c.steps.len() - 1)])).unwrap_or_default();
-    let name = format!("headlab_view_traj{}_frame{}{}_L{}H{}_{}.png", st.traj, st.frame_index(), step, st.head.0, st.head.1, st.mode.label().split(' ').next().unwrap_or("view"));
+    let step = data
+        .0
+        .attention
+        .as_ref()
+        .filter(|c| !c.is_empty())
+        .map(|c| format!("_step{}", c.steps[st.step_idx.min(c.steps.len() - 1)]))
+        .unwrap_or_default();
+    let name = format!(
+        "headlab_view_traj{}_frame{}{}_L{}H{}_{}.png",
+        st.traj,
+        st.frame_index(),
+        step,
+        st.head.0,
+        st.head.1,
+        st.mode.label().split(' ').next().unwrap_or("view")
+    );
     let path = std::env::current_dir().unwrap_or_default().join(name);
     st.status = format!("saved {}", path.display());
-    commands.spawn(Screenshot::primary_window()).observe(move |ev: On<ScreenshotCaptured>, mut st: ResMut<ViewState>| {
-        if let Err(e) = save_png(&ev.image, &path) {
-            st.status = e;
-        }
-    });
+    commands.spawn(Screenshot::primary_window()).observe(
+        move |ev: On<ScreenshotCaptured>, mut st: ResMut<ViewState>| {
+            if let Err(e) = save_png(&ev.image, &path) {
+                st.status = e;
+            }
+        },
+    );
 }
 
 fn advance(time: Res<Time>, mut st: ResMut<ViewState>, data: Res<Data>, mut since: Local<f32>) {
@@ -617,7 +687,11 @@ fn camera_control(
     let panel = if st.show_ui { crate::ui::PANEL_WIDTH } else { 0.0 };
     let (w, h) = (win.physical_width(), win.physical_height());
     let px = ((panel * win.scale_factor()) as u32).min(w.saturating_sub(1));
-    camera.viewport = Some(Viewport { physical_position: UVec2::new(px, 0), physical_size: UVec2::new((w - px).max(1), h.max(1)), ..default() });
+    camera.viewport = Some(Viewport {
+        physical_position: UVec2::new(px, 0),
+        physical_size: UVec2::new((w - px).max(1), h.max(1)),
+        ..default()
+    });
 
     if !over_ui {
         let d = motion.delta;
@@ -649,10 +723,14 @@ fn camera_control(
                     let r = &data.0;
                     let dim = r.truth.dim();
                     let n = r.truth.n_particles;
-                    let centers: Vec<[f32; 3]> =
-                        data::positions_at(&r.truth, st.traj, st.frame).into_iter().map(|p| to_world(p, dim).to_array()).collect();
+                    let centers: Vec<[f32; 3]> = data::positions_at(&r.truth, st.traj, st.frame)
+                        .into_iter()
+                        .map(|p| to_world(p, dim).to_array())
+                        .collect();
                     let radii = &r.truth.radii[st.traj * n..(st.traj + 1) * n];
-                    if let Some(k) = data::pick_sphere(ray.origin.to_array(), ray.direction.as_vec3().to_array(), &centers, radii) {
+                    if let Some(k) =
+                        data::pick_sphere(ray.origin.to_array(), ray.direction.as_vec3().to_array(), &centers, radii)
+                    {
                         st.query = k;
                     }
                 }
@@ -662,7 +740,12 @@ fn camera_control(
     *tf = orbit.transform();
 }
 
-fn compute_colors(mut st: ResMut<ViewState>, mut data: ResMut<Data>, mut shown: ResMut<Shown>, mut contacts: ResMut<TrajCache>) {
+fn compute_colors(
+    mut st: ResMut<ViewState>,
+    mut data: ResMut<Data>,
+    mut shown: ResMut<Shown>,
+    mut contacts: ResMut<TrajCache>,
+) {
     let r = &mut data.0;
     let n = r.truth.n_particles;
     st.traj = st.traj.min(r.truth.n_traj - 1);
@@ -673,7 +756,8 @@ fn compute_colors(mut st: ResMut<ViewState>, mut data: ResMut<Data>, mut shown: 
         contacts.max_speed = data::max_speed(&r.truth, st.traj);
         contacts.traj = Some(st.traj);
     }
-    shown.contacts = if st.show_contacts { contacts.by_interval.get(frame).cloned().unwrap_or_default() } else { Vec::new() };
+    shown.contacts =
+        if st.show_contacts { contacts.by_interval.get(frame).cloned().unwrap_or_default() } else { Vec::new() };
     shown.message = None;
     shown.row.clear();
     match st.mode {
@@ -736,9 +820,18 @@ fn apply_visuals(
     data: Res<Data>,
     shown: Res<Shown>,
     palette: Res<Palette>,
-    mut particles: Query<(&Particle, &mut Transform, &mut MeshMaterial3d<StandardMaterial>, &mut Visibility), (Without<QueryHalo>, Without<ContactLine>, Without<BoxEdge>)>,
-    mut halo: Query<(&mut Transform, &mut Visibility), (With<QueryHalo>, Without<Particle>, Without<ContactLine>, Without<BoxEdge>)>,
-    mut lines: Query<(&ContactLine, &mut Transform, &mut Visibility), (Without<Particle>, Without<QueryHalo>, Without<BoxEdge>)>,
+    mut particles: Query<
+        (&Particle, &mut Transform, &mut MeshMaterial3d<StandardMaterial>, &mut Visibility),
+        (Without<QueryHalo>, Without<ContactLine>, Without<BoxEdge>),
+    >,
+    mut halo: Query<
+        (&mut Transform, &mut Visibility),
+        (With<QueryHalo>, Without<Particle>, Without<ContactLine>, Without<BoxEdge>),
+    >,
+    mut lines: Query<
+        (&ContactLine, &mut Transform, &mut Visibility),
+        (Without<Particle>, Without<QueryHalo>, Without<BoxEdge>),
+    >,
     mut edges: Query<(&BoxEdge, &mut Visibility), (Without<Particle>, Without<QueryHalo>, Without<ContactLine>)>,
 ) {
     let r = &data.0;
@@ -746,14 +839,19 @@ fn apply_visuals(
     let n = r.truth.n_particles;
     let traj = st.traj;
     let radii = &r.truth.radii[traj * n..(traj + 1) * n];
-    let truth_pos: Vec<Vec3> = data::positions_at(&r.truth, traj, st.frame).into_iter().map(|p| to_world(p, dim)).collect();
+    let truth_pos: Vec<Vec3> =
+        data::positions_at(&r.truth, traj, st.frame).into_iter().map(|p| to_world(p, dim)).collect();
     let model = r.rollout.as_ref().filter(|_| st.show_rollout).and_then(|ro| ro.for_truth(traj).map(|k| (ro, k)));
     let model_frame_ok = model.is_some_and(|(ro, _)| st.frame_index() < ro.data.n_frames);
     let model_pos: Option<Vec<Vec3>> = model.filter(|_| model_frame_ok).map(|(ro, k)| {
-        data::positions_at(&ro.data, k, st.frame.min((ro.data.n_frames - 1) as f32)).into_iter().map(|p| to_world(p, dim) + model_offset(r)).collect()
+        data::positions_at(&ro.data, k, st.frame.min((ro.data.n_frames - 1) as f32))
+            .into_iter()
+            .map(|p| to_world(p, dim) + model_offset(r))
+            .collect()
     });
-    let model_speed: Option<Vec<f32>> =
-        model.filter(|_| model_frame_ok && st.mode == ColorMode::Speed).map(|(ro, k)| data::speeds(&ro.data, k, st.frame_index()));
+    let model_speed: Option<Vec<f32>> = model
+        .filter(|_| model_frame_ok && st.mode == ColorMode::Speed)
+        .map(|(ro, k)| data::speeds(&ro.data, k, st.frame_index()));
     for (p, mut tf, mut mat, mut vis) in &mut particles {
         if p.model {
             match &model_pos {
@@ -814,7 +912,13 @@ fn apply_visuals(
     // More contacts than lines: add lines (they show from the next frame).
     let want = if st.show_contacts { shown.contacts.len() } else { 0 };
     while pool.len < want {
-        commands.spawn((ContactLine(pool.len), Mesh3d(pool.mesh.clone()), MeshMaterial3d(pool.material.clone()), Transform::default(), Visibility::Hidden));
+        commands.spawn((
+            ContactLine(pool.len),
+            Mesh3d(pool.mesh.clone()),
+            MeshMaterial3d(pool.material.clone()),
+            Transform::default(),
+            Visibility::Hidden,
+        ));
         pool.len += 1;
     }
     for (e, mut vis) in &mut edges {
@@ -828,7 +932,12 @@ fn frame_time(time: Res<Time<Real>>, mut st: ResMut<ViewState>) {
     st.frame_ms = if st.frame_ms == 0.0 { ms } else { 0.95 * st.frame_ms + 0.05 * ms };
 }
 
-fn take_screenshot(mut commands: Commands, mut shot: ResMut<Shot>, st: Res<ViewState>, mut exit: MessageWriter<AppExit>) {
+fn take_screenshot(
+    mut commands: Commands,
+    mut shot: ResMut<Shot>,
+    st: Res<ViewState>,
+    mut exit: MessageWriter<AppExit>,
+) {
     shot.frames += 1;
     // Earlier frames may be blank while pipelines and the panel settle.
     if shot.frames == shot.after && !shot.requested {
@@ -837,8 +946,8 @@ fn take_screenshot(mut commands: Commands, mut shot: ResMut<Shot>, st: Res<ViewS
         if shot.after > 30 {
             println!("frame time {:.1} ms (smoothed over the last ~20 of {} frames)", st.frame_ms, shot.after);
         }
-        commands.spawn(Screenshot::primary_window()).observe(move |ev: On<ScreenshotCaptured>, mut exit: MessageWriter<AppExit>| {
-            match save_png(&ev.image, &path) {
+        commands.spawn(Screenshot::primary_window()).observe(
+            move |ev: On<ScreenshotCaptured>, mut exit: MessageWriter<AppExit>| match save_png(&ev.image, &path) {
                 Ok(()) => {
                     println!("screenshot written to {}", path.display());
                     exit.write(AppExit::Success);
@@ -847,8 +956,8 @@ fn take_screenshot(mut commands: Commands, mut shot: ResMut<Shot>, st: Res<ViewS
                     eprintln!("headlab-viewer: error: {e}");
                     exit.write(AppExit::error());
                 }
-            }
-        });
+            },
+        );
     }
     if shot.frames > shot.after + 600 {
         eprintln!("headlab-viewer: error: the screenshot was not captured 600 frames after it was asked for");

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use headlab_sim::dataset::Dataset;
 use headlab_store::analysis::{read_analysis, read_pattern};
-use headlab_store::series::SeriesKey;
 use headlab_store::dataset::{read_dataset, read_rollout_source};
+use headlab_store::series::SeriesKey;
 use headlab_store::{open_kind, FileKind, StoreError};
 
 /// The series the head grid shows: self-excluded, normalized collision score
@@ -93,7 +93,9 @@ impl AttentionCache {
         let an = read_analysis(path, false)?;
         let with_patterns = {
             let (file, _) = open_kind(path, Some(FileKind::Analysis))?;
-            let pg = file.group("patterns").map_err(|_| ViewError::Invalid { path: path.into(), msg: "missing group `patterns`".into() })?;
+            let pg = file
+                .group("patterns")
+                .map_err(|_| ViewError::Invalid { path: path.into(), msg: "missing group `patterns`".into() })?;
             an.steps.iter().map(|&s| pg.link_exists(&format!("step_{s:08}"))).collect::<Vec<bool>>()
         };
         let lh = an.n_layers * an.n_heads;
@@ -151,7 +153,8 @@ impl AttentionCache {
             path: self.path.clone(),
             msg: format!("patterns/step_{step:08} disappeared; was the file rewritten while the viewer ran?"),
         })?;
-        let want = [self.n_layers, self.n_heads, self.trajs.len(), self.frames.len(), self.n_particles, self.n_particles];
+        let want =
+            [self.n_layers, self.n_heads, self.trajs.len(), self.frames.len(), self.n_particles, self.n_particles];
         if shape != want {
             return Err(ViewError::Invalid {
                 path: self.path.clone(),
@@ -205,7 +208,10 @@ pub fn open(path: &Path, dataset: Option<&Path>) -> Result<Replay> {
     if t.n_traj == 0 || t.n_frames == 0 || t.n_particles == 0 {
         return Err(ViewError::Invalid {
             path: r.truth_path.clone(),
-            msg: format!("holds {} trajectories × {} frames × {} particles: nothing to show", t.n_traj, t.n_frames, t.n_particles),
+            msg: format!(
+                "holds {} trajectories × {} frames × {} particles: nothing to show",
+                t.n_traj, t.n_frames, t.n_particles
+            ),
         });
     }
     Ok(r)
@@ -228,19 +234,47 @@ fn open_any(path: &Path, dataset: Option<&Path>) -> Result<Replay> {
                 Some((src, trajs)) => {
                     // A rollout: show the ground truth beside it when we can find it.
                     let src = dataset.map(Path::to_path_buf).unwrap_or_else(|| resolve_recorded(&src, path));
-                    let rollout = Rollout { path: path.to_path_buf(), data, source_traj: trajs.iter().map(|&t| t as usize).collect() };
+                    let rollout = Rollout {
+                        path: path.to_path_buf(),
+                        data,
+                        source_traj: trajs.iter().map(|&t| t as usize).collect(),
+                    };
                     if src.exists() {
                         let truth = read_dataset(&src)?;
                         check_same_particles(&truth, &src, &rollout.data, path)?;
-                        Ok(Replay { opened: path.into(), truth_path: src, truth, rollout: Some(rollout), attention: None, notes })
+                        Ok(Replay {
+                            opened: path.into(),
+                            truth_path: src,
+                            truth,
+                            rollout: Some(rollout),
+                            attention: None,
+                            notes,
+                        })
                     } else {
                         let mut notes = notes;
-                        notes.push(format!("ground truth {} not found; showing the rollout alone (pass --dataset)", src.display()));
+                        notes.push(format!(
+                            "ground truth {} not found; showing the rollout alone (pass --dataset)",
+                            src.display()
+                        ));
                         let Rollout { path: rp, data, .. } = rollout;
-                        Ok(Replay { opened: path.into(), truth_path: rp, truth: data, rollout: None, attention: None, notes })
+                        Ok(Replay {
+                            opened: path.into(),
+                            truth_path: rp,
+                            truth: data,
+                            rollout: None,
+                            attention: None,
+                            notes,
+                        })
                     }
                 }
-                None => Ok(Replay { opened: path.into(), truth_path: path.into(), truth: data, rollout: None, attention: None, notes }),
+                None => Ok(Replay {
+                    opened: path.into(),
+                    truth_path: path.into(),
+                    truth: data,
+                    rollout: None,
+                    attention: None,
+                    notes,
+                }),
             }
         }
         FileKind::Analysis => {
@@ -263,7 +297,11 @@ fn open_run(run: &Path, dataset: Option<&Path>, mut notes: Vec<String>) -> Resul
     if an.exists() {
         return open_run_with(run, &an, dataset, notes);
     }
-    notes.push(format!("{} has no analysis.h5: run `headlab probe {}` to color by attention", run.display(), run.display()));
+    notes.push(format!(
+        "{} has no analysis.h5: run `headlab probe {}` to color by attention",
+        run.display(),
+        run.display()
+    ));
     let data = match dataset {
         Some(d) => d.to_path_buf(),
         None => run_config_dataset(run)?,
@@ -282,7 +320,10 @@ fn open_run_with(run: &Path, an_path: &Path, dataset: Option<&Path>, mut notes: 
             if !p.exists() {
                 return Err(ViewError::Invalid {
                     path: an_path.into(),
-                    msg: format!("the dataset it was probed on, `{}`, is not there; pass --dataset FILE.h5", cache.dataset),
+                    msg: format!(
+                        "the dataset it was probed on, `{}`, is not there; pass --dataset FILE.h5",
+                        cache.dataset
+                    ),
                 });
             }
             p
@@ -292,11 +333,19 @@ fn open_run_with(run: &Path, an_path: &Path, dataset: Option<&Path>, mut notes: 
     if truth.n_particles != cache.n_particles {
         return Err(ViewError::Invalid {
             path: an_path.into(),
-            msg: format!("n_particles is {} but {} has {} particles; pass the dataset it was probed on with --dataset", cache.n_particles, data.display(), truth.n_particles),
+            msg: format!(
+                "n_particles is {} but {} has {} particles; pass the dataset it was probed on with --dataset",
+                cache.n_particles,
+                data.display(),
+                truth.n_particles
+            ),
         });
     }
     if let Some(&t) = cache.trajs.iter().find(|&&t| t as usize >= truth.n_traj) {
-        return Err(ViewError::Invalid { path: an_path.into(), msg: format!("patterns/traj holds trajectory {t} but {} has {} trajectories", data.display(), truth.n_traj) });
+        return Err(ViewError::Invalid {
+            path: an_path.into(),
+            msg: format!("patterns/traj holds trajectory {t} but {} has {} trajectories", data.display(), truth.n_traj),
+        });
     }
     if cache.is_empty() {
         notes.push("analysis.h5 holds no cached attention patterns (probe with --cache-frames > 0)".into());
@@ -310,14 +359,17 @@ fn find_rollout(run: &Path, truth: &Dataset, truth_path: &Path, notes: &mut Vec<
     let mut files: Vec<PathBuf> = std::fs::read_dir(run.join("eval"))
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("rollout_step_") && n.ends_with(".h5")))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("rollout_step_") && n.ends_with(".h5"))
+        })
         .collect();
     files.sort();
     let path = files.pop()?;
     let load = || -> Result<Rollout> {
         let data = read_dataset(&path)?;
         check_same_particles(truth, truth_path, &data, &path)?;
-        let source_traj = read_rollout_source(&path)?.map(|(_, t)| t.iter().map(|&x| x as usize).collect()).unwrap_or_default();
+        let source_traj =
+            read_rollout_source(&path)?.map(|(_, t)| t.iter().map(|&x| x as usize).collect()).unwrap_or_default();
         Ok(Rollout { path: path.clone(), data, source_traj })
     };
     match load() {
@@ -374,14 +426,18 @@ fn run_config_dataset(run: &Path) -> Result<PathBuf> {
         path: run.into(),
         msg: "is a folder but not a headlab run (no analysis.h5, no config.toml); open a dataset file instead".into(),
     })?;
-    let table: toml::Table = text.parse().map_err(|e| ViewError::Invalid { path: cfg.clone(), msg: format!("not valid TOML: {e}") })?;
+    let table: toml::Table =
+        text.parse().map_err(|e| ViewError::Invalid { path: cfg.clone(), msg: format!("not valid TOML: {e}") })?;
     match table.get("data").and_then(|v| v.as_str()) {
         Some(d) if !d.is_empty() => {
             let p = resolve_recorded(Path::new(d), run);
             if p.exists() {
                 Ok(p)
             } else {
-                Err(ViewError::Invalid { path: cfg, msg: format!("`data` is \"{d}\", which is not there; pass --dataset FILE.h5") })
+                Err(ViewError::Invalid {
+                    path: cfg,
+                    msg: format!("`data` is \"{d}\", which is not there; pass --dataset FILE.h5"),
+                })
             }
         }
         _ => Err(ViewError::Invalid { path: cfg, msg: "no `data` key; pass --dataset FILE.h5".into() }),

@@ -105,7 +105,11 @@ fn main() -> ExitCode {
         }
         if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.is_dir() {
-                eprintln!("headlab-viewer: error: --screenshot {}: folder {} does not exist", p.display(), dir.display());
+                eprintln!(
+                    "headlab-viewer: error: --screenshot {}: folder {} does not exist",
+                    p.display(),
+                    dir.display()
+                );
                 return ExitCode::from(2);
             }
         }

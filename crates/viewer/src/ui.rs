@@ -171,7 +171,9 @@ pub fn panel(
                 Some(scale) => {
                     let label = match st.mode {
                         ColorMode::Attention => format!("a(query {} -> j), L{}.H{}", st.query, st.head.0, st.head.1),
-                        ColorMode::Score => format!("collision score, L{}.H{} (chance 0, perfect 1)", st.head.0, st.head.1),
+                        ColorMode::Score => {
+                            format!("collision score, L{}.H{} (chance 0, perfect 1)", st.head.0, st.head.1)
+                        }
                         ColorMode::Speed => "speed |v|".to_string(),
                     };
                     color_bar(ui, scale, &label);
@@ -191,10 +193,22 @@ pub fn panel(
             }
             if st.mode == ColorMode::Attention && !shown.row.is_empty() {
                 let q = st.query;
-                let mut others: Vec<(usize, f32)> = shown.row.iter().copied().enumerate().filter(|&(j, _)| j != q).collect();
+                let mut others: Vec<(usize, f32)> =
+                    shown.row.iter().copied().enumerate().filter(|&(j, _)| j != q).collect();
                 others.sort_by(|a, b| b.1.total_cmp(&a.1));
-                let partners: Vec<usize> =
-                    shown.contacts.iter().filter_map(|&(i, j)| if i == q { Some(j) } else if j == q { Some(i) } else { None }).collect();
+                let partners: Vec<usize> = shown
+                    .contacts
+                    .iter()
+                    .filter_map(|&(i, j)| {
+                        if i == q {
+                            Some(j)
+                        } else if j == q {
+                            Some(i)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
                 ui.label(format!("on itself: a_qq = {:.3}", shown.row[q]));
                 let top: Vec<String> = others
                     .iter()
@@ -216,10 +230,17 @@ pub fn panel(
                         for h in 0..c.n_heads {
                             let v = c.head_score(s, l, h) as f32;
                             let fill = c32(score_scale.color(v));
-                            let text_color = if v.is_finite() && v.abs() > 0.55 { egui::Color32::WHITE } else { egui::Color32::BLACK };
-                            let txt = egui::RichText::new(format!("L{l}.H{h}\n{}", if v.is_finite() { format!("{v:+.2}") } else { "—".into() }))
-                                .color(text_color)
-                                .small();
+                            let text_color = if v.is_finite() && v.abs() > 0.55 {
+                                egui::Color32::WHITE
+                            } else {
+                                egui::Color32::BLACK
+                            };
+                            let txt = egui::RichText::new(format!(
+                                "L{l}.H{h}\n{}",
+                                if v.is_finite() { format!("{v:+.2}") } else { "—".into() }
+                            ))
+                            .color(text_color)
+                            .small();
                             let selected = st.head == (l, h);
                             let mut b = egui::Button::new(txt).fill(fill).min_size(egui::vec2(56.0, 34.0));
                             if selected {
@@ -246,7 +267,13 @@ pub fn panel(
                     st.step_idx = k;
                 }
                 ui.checkbox(&mut st.play_steps, "play through the checkpoints (T)");
-                ui.label(format!("{} checkpoints cached; trajectories {:?}, frames {}–{}", c.steps.len(), c.trajs, c.frames[0], c.frames[c.frames.len() - 1]));
+                ui.label(format!(
+                    "{} checkpoints cached; trajectories {:?}, frames {}–{}",
+                    c.steps.len(),
+                    c.trajs,
+                    c.frames[0],
+                    c.frames[c.frames.len() - 1]
+                ));
             } else {
                 ui.label("No attention cache (open a run folder probed by `headlab probe`).");
             }

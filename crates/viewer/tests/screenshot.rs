@@ -20,7 +20,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// The viewer, started without DISPLAY so that it runs itself under
 /// `xvfb-run`; `None` (skip) when Xvfb is missing outside CI.
 fn viewer() -> Option<Command> {
-    let have_xvfb = Command::new("sh").arg("-c").arg("command -v xvfb-run").output().map(|o| o.status.success()).unwrap_or(false);
+    let have_xvfb =
+        Command::new("sh").arg("-c").arg("command -v xvfb-run").output().map(|o| o.status.success()).unwrap_or(false);
     if !have_xvfb {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("xvfb-run is missing; tools/setup.sh installs it (CI may not skip the viewer tests)");
@@ -37,7 +38,11 @@ fn run(mut c: Command) -> Output {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let out = c.output().expect("start headlab-viewer");
     if !out.status.success() {
-        eprintln!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     out
 }
@@ -133,7 +138,20 @@ fn screenshots_show_each_particle_and_follow_the_head() {
         let mut c = viewer()?;
         let png = dir.path().join(name);
         c.arg(&run_dir)
-            .args(["--no-ui", "--size", "640x400", "--color", "attention", "--query", "0", "--frame", "0", "--head", head, "--screenshot"])
+            .args([
+                "--no-ui",
+                "--size",
+                "640x400",
+                "--color",
+                "attention",
+                "--query",
+                "0",
+                "--frame",
+                "0",
+                "--head",
+                head,
+                "--screenshot",
+            ])
             .arg(&png);
         let out = run(c);
         assert!(out.status.success(), "viewer failed for head {head}");
@@ -157,7 +175,12 @@ fn screenshots_show_each_particle_and_follow_the_head() {
     // the brighter end of viridis must move with it.
     assert!(lum(ba[1].mean) > lum(ba[4].mean) + 30.0, "head 0: blob 1 {:?} should outshine blob 4 {:?}", ba[1], ba[4]);
     assert!(lum(bb[4].mean) > lum(bb[1].mean) + 30.0, "head 1: blob 4 {:?} should outshine blob 1 {:?}", bb[4], bb[1]);
-    let differing = a.rgb.chunks(3).zip(b.rgb.chunks(3)).filter(|(p, q)| p.iter().zip(*q).any(|(x, y)| x.abs_diff(*y) > 30)).count();
+    let differing = a
+        .rgb
+        .chunks(3)
+        .zip(b.rgb.chunks(3))
+        .filter(|(p, q)| p.iter().zip(*q).any(|(x, y)| x.abs_diff(*y) > 30))
+        .count();
     assert!(differing > 500, "only {differing} pixels differ between the two heads");
 }
 

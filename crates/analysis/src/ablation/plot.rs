@@ -63,7 +63,13 @@ pub fn effects_figure(path: &Path, a: &Ablation, s: usize) -> crate::Result<()> 
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
     let step = a.steps.get(s).copied().unwrap_or(0);
     let root = root
-        .titled(&format!("One-step error, ablated / intact, at step {step} (95 % cluster-bootstrap intervals over {} {})", a.n_clusters, a.cluster_unit), ("sans-serif", 20))
+        .titled(
+            &format!(
+                "One-step error, ablated / intact, at step {step} (95 % cluster-bootstrap intervals over {} {})",
+                a.n_clusters, a.cluster_unit
+            ),
+            ("sans-serif", 20),
+        )
         .map_err(|x| e(x.to_string()))?;
     let panels = root.split_evenly((rows, 2));
     let names: Vec<String> = a.targets.iter().map(|t| t.name.clone()).collect();
@@ -97,7 +103,8 @@ pub fn effects_figure(path: &Path, a: &Ablation, s: usize) -> crate::Result<()> 
             .y_label_formatter(&|y| format!("{y:.2}"))
             .draw()
             .map_err(|x| e(x.to_string()))?;
-        ch.draw_series(LineSeries::new(vec![(-0.6, 1.0), (nt - 0.4, 1.0)], BLACK.mix(0.4))).map_err(|x| e(x.to_string()))?;
+        ch.draw_series(LineSeries::new(vec![(-0.6, 1.0), (nt - 0.4, 1.0)], BLACK.mix(0.4)))
+            .map_err(|x| e(x.to_string()))?;
         for (ests, dx, col, label) in [(&c, -0.12, RED, "particles in contact"), (&f, 0.12, BLUE, "free particles")] {
             let (pts, bars) = whiskers(ests, dx, y0);
             for b in bars {
@@ -109,7 +116,12 @@ pub fn effects_figure(path: &Path, a: &Ablation, s: usize) -> crate::Result<()> 
                 .legend(move |(x, y)| Circle::new((x + 8, y), 4, col.filled()));
         }
         if k == 0 {
-            ch.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(|x| e(x.to_string()))?;
+            ch.configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|x| e(x.to_string()))?;
         }
     }
     root.present().map_err(|x| e(x.to_string()))?;
@@ -120,15 +132,24 @@ pub fn effects_figure(path: &Path, a: &Ablation, s: usize) -> crate::Result<()> 
 /// score (from analysis.h5, top panel, heads only) and the contact-particle
 /// error ratio under zero and off-self ablation (middle), and the
 /// contact/free selectivity of the off-self ablation (bottom). Log step axis.
-pub fn training_figure(path: &Path, a: &Ablation, an: &Analysis, score_series: &str, targets: &[usize]) -> crate::Result<()> {
+pub fn training_figure(
+    path: &Path,
+    a: &Ablation,
+    an: &Analysis,
+    score_series: &str,
+    targets: &[usize],
+) -> crate::Result<()> {
     let e = perr(path);
     let root = BitMapBackend::new(path, (1000, 1000)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
-    let root = root.titled("When do the heads start to matter? (ablation effect vs training step)", ("sans-serif", 20)).map_err(|x| e(x.to_string()))?;
+    let root = root
+        .titled("When do the heads start to matter? (ablation effect vs training step)", ("sans-serif", 20))
+        .map_err(|x| e(x.to_string()))?;
     let panels = root.split_evenly((3, 1));
     let last = a.steps.last().copied().unwrap_or(1).max(an.steps.last().copied().unwrap_or(1));
     let xmax = last as f64 * 1.3 + 2.0;
-    let palette = [RED, BLUE, GREEN, ORANGE, PURPLE, RGBColor(140, 86, 75), RGBColor(227, 119, 194), RGBColor(127, 127, 127)];
+    let palette =
+        [RED, BLUE, GREEN, ORANGE, PURPLE, RGBColor(140, 86, 75), RGBColor(227, 119, 194), RGBColor(127, 127, 127)];
     let kz = a.kind_index(Kind::Zero);
     let ko = a.kind_index(Kind::OffSelf);
     // Panel specs: (label, series per target: Vec<(name, pts, lo/hi bars)>, log y).
@@ -139,7 +160,8 @@ pub fn training_figure(path: &Path, a: &Ablation, an: &Analysis, score_series: &
         let tg = &a.targets[t];
         if let [(l, h)] = tg.heads[..] {
             let v = an.head_series(score_series, l, h).unwrap_or_default();
-            let p: Vec<(f64, f64)> = an.steps.iter().zip(&v).filter(|x| x.1.is_finite()).map(|(&s, &y)| (s as f64 + 1.0, y)).collect();
+            let p: Vec<(f64, f64)> =
+                an.steps.iter().zip(&v).filter(|x| x.1.is_finite()).map(|(&s, &y)| (s as f64 + 1.0, y)).collect();
             score_curves.push((tg.name.clone(), p, vec![], palette[m % palette.len()], false));
         }
     }
@@ -169,21 +191,37 @@ pub fn training_figure(path: &Path, a: &Ablation, an: &Analysis, score_series: &
     let mut mid = series("contact_ratio", ko, false, "off-self");
     mid.extend(series("contact_ratio", kz, true, "zero (dashed)"));
     specs.push(("contact-particle error, ablated / intact".into(), mid, true));
-    specs.push(("selectivity (contact ratio / free ratio), off-self".into(), series("selectivity", ko, false, "off-self"), true));
+    specs.push((
+        "selectivity (contact ratio / free ratio), off-self".into(),
+        series("selectivity", ko, false, "off-self"),
+        true,
+    ));
     for (area, (label, curves, logy)) in panels.iter().zip(specs) {
-        let all: Vec<f64> = curves.iter().flat_map(|c| c.1.iter().map(|p| p.1).chain(c.2.iter().flat_map(|b| b.iter().map(|p| p.1)))).collect();
+        let all: Vec<f64> = curves
+            .iter()
+            .flat_map(|c| c.1.iter().map(|p| p.1).chain(c.2.iter().flat_map(|b| b.iter().map(|p| p.1))))
+            .collect();
         let mut b = ChartBuilder::on(area);
         b.margin(10).x_label_area_size(35).y_label_area_size(60);
         macro_rules! draw {
             ($ch:expr) => {{
                 let mut c = $ch;
-                c.configure_mesh().light_line_style(WHITE).x_desc("step + 1").x_label_formatter(&|x| format!("{x:.0}")).y_desc(label.as_str()).y_label_formatter(&|y| format!("{y:.2}")).draw().map_err(|x| e(x.to_string()))?;
+                c.configure_mesh()
+                    .light_line_style(WHITE)
+                    .x_desc("step + 1")
+                    .x_label_formatter(&|x| format!("{x:.0}"))
+                    .y_desc(label.as_str())
+                    .y_label_formatter(&|y| format!("{y:.2}"))
+                    .draw()
+                    .map_err(|x| e(x.to_string()))?;
                 if logy {
-                    c.draw_series(LineSeries::new(vec![(1.0, 1.0), (xmax, 1.0)], BLACK.mix(0.4))).map_err(|x| e(x.to_string()))?;
+                    c.draw_series(LineSeries::new(vec![(1.0, 1.0), (xmax, 1.0)], BLACK.mix(0.4)))
+                        .map_err(|x| e(x.to_string()))?;
                 }
                 for (name, pts, bars, col, dashed) in curves {
                     for bb in bars {
-                        c.draw_series(LineSeries::new(bb, col.mix(0.6).stroke_width(1))).map_err(|x| e(x.to_string()))?;
+                        c.draw_series(LineSeries::new(bb, col.mix(0.6).stroke_width(1)))
+                            .map_err(|x| e(x.to_string()))?;
                     }
                     if dashed {
                         c.draw_series(DashedLineSeries::new(pts.clone(), 6, 4, col.stroke_width(2)))
@@ -196,15 +234,23 @@ pub fn training_figure(path: &Path, a: &Ablation, an: &Analysis, score_series: &
                             .label(name)
                             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
                     }
-                    c.draw_series(pts.iter().map(|&q| Circle::new(q, 3, col.filled()))).map_err(|x| e(x.to_string()))?;
+                    c.draw_series(pts.iter().map(|&q| Circle::new(q, 3, col.filled())))
+                        .map_err(|x| e(x.to_string()))?;
                 }
-                c.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(|x| e(x.to_string()))?;
+                c.configure_series_labels()
+                    .position(SeriesLabelPosition::UpperLeft)
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK)
+                    .draw()
+                    .map_err(|x| e(x.to_string()))?;
             }};
         }
         if logy {
             let lo = all.iter().copied().filter(|v| *v > 0.0 && v.is_finite()).fold(1.0, f64::min) / 1.3;
             let hi = all.iter().copied().filter(|v| v.is_finite()).fold(1.0, f64::max) * 1.3;
-            draw!(b.build_cartesian_2d((1f64..xmax).log_scale(), (lo..hi).log_scale()).map_err(|x| e(x.to_string()))?);
+            draw!(b
+                .build_cartesian_2d((1f64..xmax).log_scale(), (lo..hi).log_scale())
+                .map_err(|x| e(x.to_string()))?);
         } else {
             let lo = all.iter().copied().filter(|v| v.is_finite()).fold(0.0, f64::min) - 0.05;
             let hi = all.iter().copied().filter(|v| v.is_finite()).fold(1.0, f64::max) + 0.05;
@@ -233,7 +279,13 @@ pub fn patching_figure(path: &Path, a: &Ablation) -> crate::Result<()> {
     let names = p.sites.clone();
     let mut ch = ChartBuilder::on(&root)
         .margin(10)
-        .caption(format!("Activation patching at step {} ({} pairs: partner moved out of reach; 95 % bootstrap over pairs)", p.step, p.n_pairs), ("sans-serif", 18))
+        .caption(
+            format!(
+                "Activation patching at step {} ({} pairs: partner moved out of reach; 95 % bootstrap over pairs)",
+                p.step, p.n_pairs
+            ),
+            ("sans-serif", 18),
+        )
         .x_label_area_size(35)
         .y_label_area_size(60)
         .build_cartesian_2d(-0.6f64..n - 0.4, lo..hi)
@@ -256,19 +308,33 @@ pub fn patching_figure(path: &Path, a: &Ablation) -> crate::Result<()> {
     for y in [0.0, 1.0] {
         ch.draw_series(LineSeries::new(vec![(-0.6, y), (n - 0.4, y)], BLACK.mix(0.4))).map_err(|x| e(x.to_string()))?;
     }
-    for (ests, dx, col, label) in [(&den, -0.12, GREEN, "denoising: clean → corrupted run (restored)"), (&noi, 0.12, ORANGE, "noising: corrupted → clean run (destroyed)")] {
+    for (ests, dx, col, label) in [
+        (&den, -0.12, GREEN, "denoising: clean → corrupted run (restored)"),
+        (&noi, 0.12, ORANGE, "noising: corrupted → clean run (destroyed)"),
+    ] {
         for (i, est) in ests.iter().enumerate() {
             let x = i as f64 + dx;
             if est.lo.is_finite() && est.hi.is_finite() {
-                ch.draw_series(LineSeries::new(vec![(x, est.lo), (x, est.hi)], col.stroke_width(2))).map_err(|x| e(x.to_string()))?;
+                ch.draw_series(LineSeries::new(vec![(x, est.lo), (x, est.hi)], col.stroke_width(2)))
+                    .map_err(|x| e(x.to_string()))?;
             }
         }
-        ch.draw_series(ests.iter().enumerate().filter(|(_, v)| v.value.is_finite()).map(|(i, v)| Circle::new((i as f64 + dx, v.value), 4, col.filled())))
-            .map_err(|x| e(x.to_string()))?
-            .label(label)
-            .legend(move |(x, y)| Circle::new((x + 8, y), 4, col.filled()));
+        ch.draw_series(
+            ests.iter()
+                .enumerate()
+                .filter(|(_, v)| v.value.is_finite())
+                .map(|(i, v)| Circle::new((i as f64 + dx, v.value), 4, col.filled())),
+        )
+        .map_err(|x| e(x.to_string()))?
+        .label(label)
+        .legend(move |(x, y)| Circle::new((x + 8, y), 4, col.filled()));
     }
-    ch.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(|x| e(x.to_string()))?;
+    ch.configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|x| e(x.to_string()))?;
     root.present().map_err(|x| e(x.to_string()))?;
     Ok(())
 }

@@ -58,7 +58,14 @@ pub struct FitContext {
 
 impl FitModel {
     /// Every form, in display order.
-    pub const ALL: [FitModel; 6] = [FitModel::Power, FitModel::PowerOnset, FitModel::Onset, FitModel::Exp, FitModel::Logistic, FitModel::LogLogistic];
+    pub const ALL: [FitModel; 6] = [
+        FitModel::Power,
+        FitModel::PowerOnset,
+        FitModel::Onset,
+        FitModel::Exp,
+        FitModel::Logistic,
+        FitModel::LogLogistic,
+    ];
 
     /// Short name used in files and tables.
     pub fn name(self) -> &'static str {
@@ -132,7 +139,11 @@ impl FitModel {
             FitModel::PowerOnset => {
                 let xa = c.t_anchor / c.t_scale;
                 let u = (x - xa) / (x1 - xa);
-                if u > 0.0 { th[0] - th[1] * u.powf(-th[2].exp()) } else { f64::NAN }
+                if u > 0.0 {
+                    th[0] - th[1] * u.powf(-th[2].exp())
+                } else {
+                    f64::NAN
+                }
             }
             FitModel::Onset => {
                 let d = x - th[2];
@@ -174,11 +185,16 @@ impl FitModel {
             FitModel::PowerOnset => (vec![-big, -big, ln(0.01)], vec![big, big, ln(30.0)]),
             FitModel::Onset => (vec![-big, -big, x1 - span, ln(0.02)], vec![big, big, 1.0 - 1e-3 * span, ln(20.0)]),
             FitModel::Exp => (vec![-big, -big, ln(1e-5 * span)], vec![big, big, ln(1e3 * span)]),
-            FitModel::Logistic => (vec![-big, -big, x1 - span, ln(1e-5 * span)], vec![big, big, 1.0 + span, ln(1e2 * span)]),
+            FitModel::Logistic => {
+                (vec![-big, -big, x1 - span, ln(1e-5 * span)], vec![big, big, 1.0 + span, ln(1e2 * span)])
+            }
             FitModel::LogLogistic => {
                 let l1 = (1.0 + c.t_first).ln();
                 let ln_ = (1.0 + c.t_scale).ln();
-                (vec![-big, -big, l1 - 3.0 * (ln_ - l1).max(1.0), ln(0.01)], vec![big, big, ln_ + 3.0 * (ln_ - l1).max(1.0), ln(20.0)])
+                (
+                    vec![-big, -big, l1 - 3.0 * (ln_ - l1).max(1.0), ln(0.01)],
+                    vec![big, big, ln_ + 3.0 * (ln_ - l1).max(1.0), ln(20.0)],
+                )
             }
         }
     }

@@ -19,7 +19,11 @@ impl Problem<'_> {
             let d = y - (self.f)(th, t);
             r += d * d;
         }
-        if r.is_finite() { r } else { f64::INFINITY }
+        if r.is_finite() {
+            r
+        } else {
+            f64::INFINITY
+        }
     }
 
     fn project(&self, th: &mut [f64]) {
@@ -59,7 +63,11 @@ fn solve(mut a: Vec<f64>, mut b: Vec<f64>, n: usize) -> Option<Vec<f64>> {
         }
         x[r] = v / a[r * n + r];
     }
-    if x.iter().all(|v| v.is_finite()) { Some(x) } else { None }
+    if x.iter().all(|v| v.is_finite()) {
+        Some(x)
+    } else {
+        None
+    }
 }
 
 /// Minimize the residual sum of squares from `start`. Returns the

@@ -58,7 +58,8 @@ pub struct Series {
 impl Series {
     /// Pairs sorted by time, non-finite pairs dropped.
     pub fn new(t: &[f64], y: &[f64]) -> Self {
-        let mut p: Vec<(f64, f64)> = t.iter().zip(y).filter(|(a, b)| a.is_finite() && b.is_finite()).map(|(&a, &b)| (a, b)).collect();
+        let mut p: Vec<(f64, f64)> =
+            t.iter().zip(y).filter(|(a, b)| a.is_finite() && b.is_finite()).map(|(&a, &b)| (a, b)).collect();
         p.sort_by(|a, b| a.0.total_cmp(&b.0));
         Self { t: p.iter().map(|x| x.0).collect(), y: p.iter().map(|x| x.1).collect() }
     }
@@ -451,7 +452,17 @@ fn bound_flags(model: FitModel, th: &[f64], ctx: &FitContext, s: &Series, yscale
 /// the deviance never crosses before the bound is open (NaN). Returns
 /// (lo, hi) in natural units.
 #[allow(clippy::too_many_arguments)]
-fn profile_exponent(model: FitModel, idx: usize, s: &Series, ctx: &FitContext, yscale: f64, th_hat: &[f64], rss_hat: f64, c_hat: f64, level: f64) -> (f64, f64) {
+fn profile_exponent(
+    model: FitModel,
+    idx: usize,
+    s: &Series,
+    ctx: &FitContext,
+    yscale: f64,
+    th_hat: &[f64],
+    rss_hat: f64,
+    c_hat: f64,
+    level: f64,
+) -> (f64, f64) {
     let (lo, hi) = model.bounds(ctx, yscale);
     let n = s.len() as f64;
     // Small-sample calibration: with ν = n_eff − p residual degrees of
@@ -463,7 +474,8 @@ fn profile_exponent(model: FitModel, idx: usize, s: &Series, ctx: &FitContext, y
     let thr = if tq.is_finite() { n_eff * (1.0 + tq * tq / nu).ln() } else { chi2_1_quantile(level) };
     let rlo: Vec<f64> = lo.iter().enumerate().filter(|(k, _)| *k != idx).map(|(_, v)| *v).collect();
     let rhi: Vec<f64> = hi.iter().enumerate().filter(|(k, _)| *k != idx).map(|(_, v)| *v).collect();
-    let reduce = |th: &[f64]| -> Vec<f64> { th.iter().enumerate().filter(|(k, _)| *k != idx).map(|(_, v)| *v).collect() };
+    let reduce =
+        |th: &[f64]| -> Vec<f64> { th.iter().enumerate().filter(|(k, _)| *k != idx).map(|(_, v)| *v).collect() };
     // Profile RSS at ln-exponent `la`, starting from `from` (reduced).
     let prof = |la: f64, from: &[Vec<f64>]| -> (Vec<f64>, f64) {
         let f = |r: &[f64], t: f64| {
@@ -570,7 +582,11 @@ pub fn fit_series(s: &Series, t_anchor: f64, opt: &FitOptions) -> Option<SeriesF
     }
     // Residual scale from the best fit not on a bound.
     let plain = |r: &Raw| aicc(r.rss, n, r.model.n_params());
-    let ref_fit = raw.iter().filter(|r| r.degenerate.is_empty()).min_by(|a, b| plain(a).total_cmp(&plain(b))).or_else(|| raw.iter().min_by(|a, b| plain(a).total_cmp(&plain(b))))?;
+    let ref_fit = raw
+        .iter()
+        .filter(|r| r.degenerate.is_empty())
+        .min_by(|a, b| plain(a).total_cmp(&plain(b)))
+        .or_else(|| raw.iter().min_by(|a, b| plain(a).total_cmp(&plain(b))))?;
     let sigma = (ref_fit.rss / (n - ref_fit.model.n_params()).max(1) as f64).sqrt();
     // Forms that draw the same curve: the one with more parameters has collapsed onto the other.
     let mut series_notes = Vec::new();
@@ -579,17 +595,27 @@ pub fn fit_series(s: &Series, t_anchor: f64, opt: &FitOptions) -> Option<SeriesF
             if i == j {
                 continue;
             }
-            let rms = (raw[i].pred.iter().zip(&raw[j].pred).map(|(a, b)| (a - b) * (a - b)).sum::<f64>() / n as f64).sqrt();
+            let rms =
+                (raw[i].pred.iter().zip(&raw[j].pred).map(|(a, b)| (a - b) * (a - b)).sum::<f64>() / n as f64).sqrt();
             if !(rms < COLLAPSE_RMS * sigma) {
                 continue;
             }
             let (pi, pj) = (raw[i].model.n_params(), raw[j].model.n_params());
             let (mi, mj) = (raw[i].model, raw[j].model);
             if pi > pj {
-                let msg = format!("collapsed onto {} (the same curve within {:.2} residual s.d., with more parameters)", mj.name(), rms / sigma.max(1e-300));
+                let msg = format!(
+                    "collapsed onto {} (the same curve within {:.2} residual s.d., with more parameters)",
+                    mj.name(),
+                    rms / sigma.max(1e-300)
+                );
                 raw[i].degenerate.push(msg);
             } else if pi == pj && i < j {
-                let msg = format!("{} and {} draw the same curve on these points (RMS difference {:.2} residual s.d.)", mi.name(), mj.name(), rms / sigma.max(1e-300));
+                let msg = format!(
+                    "{} and {} draw the same curve on these points (RMS difference {:.2} residual s.d.)",
+                    mi.name(),
+                    mj.name(),
+                    rms / sigma.max(1e-300)
+                );
                 raw[i].notes.push(format!("indistinguishable from {}", mj.name()));
                 raw[j].notes.push(format!("indistinguishable from {}", mi.name()));
                 series_notes.push(msg);
@@ -604,8 +630,14 @@ pub fn fit_series(s: &Series, t_anchor: f64, opt: &FitOptions) -> Option<SeriesF
     let c_hat = n as f64 / n_eff;
     let block = block_length(n, rho);
     let q: Vec<f64> = raw.iter().map(|r| qaicc(r.rss, n, n_eff, r.model.n_params())).collect();
-    let best_q = raw.iter().zip(&q).filter(|(r, _)| r.degenerate.is_empty()).map(|(_, &v)| v).fold(f64::INFINITY, f64::min);
-    let wsum: f64 = raw.iter().zip(&q).filter(|(r, _)| r.degenerate.is_empty() && best_q.is_finite()).map(|(_, &v)| (-(v - best_q) / 2.0).exp()).sum();
+    let best_q =
+        raw.iter().zip(&q).filter(|(r, _)| r.degenerate.is_empty()).map(|(_, &v)| v).fold(f64::INFINITY, f64::min);
+    let wsum: f64 = raw
+        .iter()
+        .zip(&q)
+        .filter(|(r, _)| r.degenerate.is_empty() && best_q.is_finite())
+        .map(|(_, &v)| (-(v - best_q) / 2.0).exp())
+        .sum();
 
     let grid = band_grid(s);
     let a2 = (1.0 - opt.level) / 2.0;
@@ -616,7 +648,8 @@ pub fn fit_series(s: &Series, t_anchor: f64, opt: &FitOptions) -> Option<SeriesF
         let nat = model.natural(&r.th, &ctx);
         let resid = resid_of(r);
         let own_rho = stats::lag1_autocorr(&resid);
-        let mut params: Vec<Estimate> = nat.iter().map(|&v| Estimate { value: v, lo: f64::NAN, hi: f64::NAN }).collect();
+        let mut params: Vec<Estimate> =
+            nat.iter().map(|&v| Estimate { value: v, lo: f64::NAN, hi: f64::NAN }).collect();
         let mut notes = r.notes.clone();
         let mut band = (Vec::new(), Vec::new());
         if r.degenerate.is_empty() {
@@ -626,7 +659,8 @@ pub fn fit_series(s: &Series, t_anchor: f64, opt: &FitOptions) -> Option<SeriesF
                 // own starts on the replicate.
                 let f = |th: &[f64], t: f64| model.eval(th, t, &ctx);
                 let (lo, hi) = model.bounds(&ctx, yscale);
-                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opt.seed ^ (0x9E37_79B9u64.wrapping_mul(mi as u64 + 1)));
+                let mut rng =
+                    rand_chacha::ChaCha8Rng::seed_from_u64(opt.seed ^ (0x9E37_79B9u64.wrapping_mul(mi as u64 + 1)));
                 let mut boots: Vec<Vec<f64>> = vec![Vec::new(); model.n_params()];
                 let mut bpred: Vec<Vec<f64>> = vec![Vec::new(); grid.len()];
                 for _ in 0..opt.bootstrap {
@@ -660,7 +694,10 @@ pub fn fit_series(s: &Series, t_anchor: f64, opt: &FitOptions) -> Option<SeriesF
                         p.hi = hi.max(p.value);
                     }
                 }
-                band = (bpred.iter_mut().map(|b| quantile(b, a2)).collect(), bpred.iter_mut().map(|b| quantile(b, 1.0 - a2)).collect());
+                band = (
+                    bpred.iter_mut().map(|b| quantile(b, a2)).collect(),
+                    bpred.iter_mut().map(|b| quantile(b, 1.0 - a2)).collect(),
+                );
             }
             if let Some(idx) = model.exponent_index() {
                 let (lo, hi) = profile_exponent(model, idx, s, &ctx, yscale, &r.th, r.rss, c_hat, opt.level);
@@ -698,7 +735,11 @@ pub fn fit_series(s: &Series, t_anchor: f64, opt: &FitOptions) -> Option<SeriesF
         bands.push(band);
     }
     let mut order: Vec<usize> = (0..fits.len()).collect();
-    order.sort_by(|&a, &b| (fits[a].is_degenerate(), fits[a].qaicc).partial_cmp(&(fits[b].is_degenerate(), fits[b].qaicc)).unwrap_or(std::cmp::Ordering::Equal));
+    order.sort_by(|&a, &b| {
+        (fits[a].is_degenerate(), fits[a].qaicc)
+            .partial_cmp(&(fits[b].is_degenerate(), fits[b].qaicc))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     let fits: Vec<ModelFit> = order.iter().map(|&k| fits[k].clone()).collect();
     let band_lo = order.iter().map(|&k| bands[k].0.clone()).collect();
     let band_hi = order.iter().map(|&k| bands[k].1.clone()).collect();
@@ -723,7 +764,10 @@ pub fn fit_series(s: &Series, t_anchor: f64, opt: &FitOptions) -> Option<SeriesF
         series_notes.push("power_onset is power with its time origin fixed at the measured onset (nested)".into());
     }
     if has(FitModel::LogLogistic) && has(FitModel::Power) {
-        series_notes.push("after its midpoint a log-logistic is a power law with α = 1/s: the two are the same hypothesis on a tail".into());
+        series_notes.push(
+            "after its midpoint a log-logistic is a power law with α = 1/s: the two are the same hypothesis on a tail"
+                .into(),
+        );
     }
     if has(FitModel::Exp) && has(FitModel::Logistic) {
         series_notes.push("after its midpoint a logistic relaxes exponentially with τ = w".into());

@@ -94,7 +94,8 @@ fn seed_test(fits: &[Option<&SeriesFit>]) -> SeedTest {
     let evidence: f64 = deltas.iter().filter(|d| d.is_finite()).sum();
     let n = fits.len();
     let count = |v: Verdict| verdicts.iter().filter(|&&x| x == v).count();
-    let (pl, el, un, nf) = (count(Verdict::PowerLike), count(Verdict::ExpLike), count(Verdict::Undecided), count(Verdict::NoFit));
+    let (pl, el, un, nf) =
+        (count(Verdict::PowerLike), count(Verdict::ExpLike), count(Verdict::Undecided), count(Verdict::NoFit));
     let tally = format!("{pl} of {n} seeds power-like, {el} exponential-like, {un} undecided, {nf} without a comparison; summed ΔAICc (exponential-like − power-like) {evidence:.1}");
     let (verdict, why) = if n < 2 {
         (StudyVerdict::Undecided, "one seed cannot show that the result reproduces".to_string())
@@ -105,7 +106,13 @@ fn seed_test(fits: &[Option<&SeriesFit>]) -> SeedTest {
     } else {
         (StudyVerdict::Undecided, "the seeds do not agree by the margin".to_string())
     };
-    SeedTest { verdicts, deltas, evidence, verdict, reason: format!("{why} ({tally}; a seed needs a margin of {FAMILY_MARGIN})") }
+    SeedTest {
+        verdicts,
+        deltas,
+        evidence,
+        verdict,
+        reason: format!("{why} ({tally}; a seed needs a margin of {FAMILY_MARGIN})"),
+    }
 }
 
 /// Every seed's fits and their summary over seeds.
@@ -147,11 +154,30 @@ impl SeedSummary {
 /// Summarize per-seed fits over seeds at confidence `level`.
 pub fn fit_seeds(per_seed: Vec<FitReport>, level: f64) -> SeedSummary {
     let exponent = |m: FitModel| -> Vec<f64> {
-        per_seed.iter().map(|r| r.tail.as_ref().and_then(|t| t.get(m)).and_then(|f| f.exponent()).filter(|e| e.has_interval()).map(|e| e.value).unwrap_or(f64::NAN)).collect()
+        per_seed
+            .iter()
+            .map(|r| {
+                r.tail
+                    .as_ref()
+                    .and_then(|t| t.get(m))
+                    .and_then(|f| f.exponent())
+                    .filter(|e| e.has_interval())
+                    .map(|e| e.value)
+                    .unwrap_or(f64::NAN)
+            })
+            .collect()
     };
     let weight = |m: FitModel| -> f64 {
-        let w: Vec<f64> = per_seed.iter().map(|r| r.tail.as_ref().map(|t| t.get(m).map(|f| f.weight).unwrap_or(0.0)).unwrap_or(f64::NAN)).filter(|w| w.is_finite()).collect();
-        if w.is_empty() { f64::NAN } else { w.iter().sum::<f64>() / w.len() as f64 }
+        let w: Vec<f64> = per_seed
+            .iter()
+            .map(|r| r.tail.as_ref().map(|t| t.get(m).map(|f| f.weight).unwrap_or(0.0)).unwrap_or(f64::NAN))
+            .filter(|w| w.is_finite())
+            .collect();
+        if w.is_empty() {
+            f64::NAN
+        } else {
+            w.iter().sum::<f64>() / w.len() as f64
+        }
     };
     let em: Vec<f64> = per_seed.iter().map(|r| r.emergence.map(|e| e.value).unwrap_or(f64::NAN)).collect();
     let tails: Vec<Option<&SeriesFit>> = per_seed.iter().map(|r| r.tail.as_ref()).collect();

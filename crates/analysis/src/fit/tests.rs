@@ -53,12 +53,26 @@ fn tail_law(alpha: f64) -> impl Fn(f64) -> f64 {
 }
 
 fn table(f: &SeriesFit) -> String {
-    f.fits.iter().map(|m| format!("{} Δ{:.1} w{:.2} {:?} {:?}", m.model.name(), m.delta, m.weight, m.params.iter().map(|p| p.value).collect::<Vec<_>>(), m.degenerate)).collect::<Vec<_>>().join("\n")
+    f.fits
+        .iter()
+        .map(|m| {
+            format!(
+                "{} Δ{:.1} w{:.2} {:?} {:?}",
+                m.model.name(),
+                m.delta,
+                m.weight,
+                m.params.iter().map(|p| p.value).collect::<Vec<_>>(),
+                m.degenerate
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
 fn near_duplicate_checkpoints_are_merged() {
-    let s = Series::new(&[0.0, 100.0, 136.0, 138.0, 200.0, 314.0, 315.0, 400.0], &[0.0, 1.0, 2.0, 4.0, 5.0, 6.0, 8.0, 9.0]);
+    let s =
+        Series::new(&[0.0, 100.0, 136.0, 138.0, 200.0, 314.0, 315.0, 400.0], &[0.0, 1.0, 2.0, 4.0, 5.0, 6.0, 8.0, 9.0]);
     let (m, k) = s.merge_near(0.02);
     assert_eq!(k, 2);
     assert_eq!(m.t, vec![0.0, 100.0, 137.0, 200.0, 314.5, 400.0]);
@@ -72,7 +86,14 @@ fn onset_power_law_recovered_and_called_power_like() {
     let fit = fit_series(&s, T_ON, &FitOptions { bootstrap: 50, ..Default::default() }).unwrap();
     let po = fit.get(FitModel::PowerOnset).unwrap();
     let a = po.exponent().unwrap_or_else(|| panic!("power_onset degenerate:\n{}", table(&fit)));
-    assert!(a.lo <= alpha && alpha <= a.hi, "α = {alpha} outside [{}, {}] (est {})\n{}", a.lo, a.hi, a.value, table(&fit));
+    assert!(
+        a.lo <= alpha && alpha <= a.hi,
+        "α = {alpha} outside [{}, {}] (est {})\n{}",
+        a.lo,
+        a.hi,
+        a.value,
+        table(&fit)
+    );
     assert!(a.hi - a.lo < 0.5, "{a:?}");
     assert_eq!(fit.verdict, Verdict::PowerLike, "{}", table(&fit));
     assert!(fit.weight_power_like > 0.95);
@@ -181,7 +202,8 @@ fn exponent_interval_coverage_with_ar1_noise() {
             open += 1;
         }
         let ctx = po.ctx;
-        let yscale = s.y.iter().copied().fold(f64::NEG_INFINITY, f64::max) - s.y.iter().copied().fold(f64::INFINITY, f64::min);
+        let yscale =
+            s.y.iter().copied().fold(f64::NEG_INFINITY, f64::max) - s.y.iter().copied().fold(f64::INFINITY, f64::min);
         let c_hat = fit.n as f64 / fit.n_eff;
         let (lo, hi) = profile_exponent(FitModel::PowerOnset, 2, &s, &ctx, yscale, &po.internal, po.rss, c_hat, 0.90);
         if covers(lo, hi) {
@@ -200,7 +222,13 @@ fn exponent_interval_coverage_with_ar1_noise() {
 }
 
 fn tail_report(f: SeriesFit) -> FitReport {
-    FitReport { whole: None, tail: Some(f), emergence: Some(Estimate { value: T_ON, lo: f64::NAN, hi: f64::NAN }), final_value: 0.8, merged: 0 }
+    FitReport {
+        whole: None,
+        tail: Some(f),
+        emergence: Some(Estimate { value: T_ON, lo: f64::NAN, hi: f64::NAN }),
+        final_value: 0.8,
+        merged: 0,
+    }
 }
 
 #[test]
@@ -210,11 +238,22 @@ fn seeds_are_the_unit_of_replication() {
     // within-run intervals, and covers the mean exponent.
     let alphas = [0.55, 0.62, 0.7, 0.78, 0.85];
     let opt = FitOptions { bootstrap: 0, ..Default::default() };
-    let reports: Vec<FitReport> = alphas.iter().enumerate().map(|(k, &a)| tail_report(fit_series(&noisy_on(&tail_steps(), tail_law(a), 0.005, 0.3, 50 + k as u64), T_ON, &opt).unwrap())).collect();
-    let within: Vec<f64> = reports.iter().map(|r| {
-        let e = r.tail.as_ref().unwrap().get(FitModel::PowerOnset).unwrap().exponent().unwrap();
-        e.hi - e.lo
-    }).collect();
+    let reports: Vec<FitReport> = alphas
+        .iter()
+        .enumerate()
+        .map(|(k, &a)| {
+            tail_report(
+                fit_series(&noisy_on(&tail_steps(), tail_law(a), 0.005, 0.3, 50 + k as u64), T_ON, &opt).unwrap(),
+            )
+        })
+        .collect();
+    let within: Vec<f64> = reports
+        .iter()
+        .map(|r| {
+            let e = r.tail.as_ref().unwrap().get(FitModel::PowerOnset).unwrap().exponent().unwrap();
+            e.hi - e.lo
+        })
+        .collect();
     let sum = fit_seeds(reports, 0.95);
     let a = sum.alpha_onset;
     assert_eq!(a.n, 5);
@@ -230,11 +269,23 @@ fn seeds_are_the_unit_of_replication() {
     assert_eq!(sum.verdict(), StudyVerdict::Supported, "{}", sum.tail.reason);
 
     // Exponential tails over three seeds: not supported.
-    let reports: Vec<FitReport> = (0..3).map(|k| tail_report(fit_series(&noisy_on(&tail_steps(), |t| 0.8 - 0.5 * (-(t - 150.0) / 400.0).exp(), 0.005, 0.3, 80 + k), T_ON, &opt).unwrap())).collect();
+    let reports: Vec<FitReport> = (0..3)
+        .map(|k| {
+            tail_report(
+                fit_series(
+                    &noisy_on(&tail_steps(), |t| 0.8 - 0.5 * (-(t - 150.0) / 400.0).exp(), 0.005, 0.3, 80 + k),
+                    T_ON,
+                    &opt,
+                )
+                .unwrap(),
+            )
+        })
+        .collect();
     let sum = fit_seeds(reports, 0.95);
     assert_eq!(sum.verdict(), StudyVerdict::NotSupported, "{}", sum.tail.reason);
     // One seed never decides.
-    let one = vec![tail_report(fit_series(&noisy_on(&tail_steps(), tail_law(0.7), 0.005, 0.3, 9), T_ON, &opt).unwrap())];
+    let one =
+        vec![tail_report(fit_series(&noisy_on(&tail_steps(), tail_law(0.7), 0.005, 0.3, 9), T_ON, &opt).unwrap())];
     assert_eq!(fit_seeds(one, 0.95).verdict(), StudyVerdict::Undecided);
 }
 

@@ -27,7 +27,13 @@ pub fn params_text(f: &ModelFit) -> String {
     if f.is_degenerate() {
         return format!("degenerate: {}", f.degenerate.join("; "));
     }
-    f.model.param_names().iter().zip(&f.params).map(|(n, e)| format!("{n} = {}", fmt_est(e, if e.value.abs() >= 100.0 { 0 } else { 3 }))).collect::<Vec<_>>().join("; ")
+    f.model
+        .param_names()
+        .iter()
+        .zip(&f.params)
+        .map(|(n, e)| format!("{n} = {}", fmt_est(e, if e.value.abs() >= 100.0 { 0 } else { 3 })))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Rows of the forms table: (form, family, ΔAICc, weight, parameters or degeneracy, notes).
@@ -50,9 +56,26 @@ pub fn table_rows(f: &SeriesFit) -> Vec<[String; 6]> {
 /// The forms table as aligned text.
 pub fn table_text(f: &SeriesFit, indent: &str) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{indent}{:<12} {:<17} {:>7} {:>6}  parameters [{:.0} % intervals over checkpoints of this run]", "form", "family", "ΔAICc", "weight", f.level * 100.0);
+    let _ = writeln!(
+        s,
+        "{indent}{:<12} {:<17} {:>7} {:>6}  parameters [{:.0} % intervals over checkpoints of this run]",
+        "form",
+        "family",
+        "ΔAICc",
+        "weight",
+        f.level * 100.0
+    );
     for r in table_rows(f) {
-        let _ = writeln!(s, "{indent}{:<12} {:<17} {:>7} {:>6}  {}{}", r[0], r[1], r[2], r[3], r[4], if r[5].is_empty() { String::new() } else { format!("  ({})", r[5]) });
+        let _ = writeln!(
+            s,
+            "{indent}{:<12} {:<17} {:>7} {:>6}  {}{}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            if r[5].is_empty() { String::new() } else { format!("  ({})", r[5]) }
+        );
     }
     s
 }
@@ -80,7 +103,11 @@ pub fn verdict_sentence(f: Option<&SeriesFit>, what: &str) -> String {
                 _ => format!("power-like and exponential-like relaxation are tied within {FAMILY_MARGIN} AICc units (best power-like {bp}, best exponential-like {be}, difference {:.1})", f.family_delta),
             };
             s.push_str(&what_wins);
-            let _ = write!(s, " (Akaike weights: power-like {:.2}, exponential-like {:.2})", f.weight_power_like, f.weight_exp_like);
+            let _ = write!(
+                s,
+                " (Akaike weights: power-like {:.2}, exponential-like {:.2})",
+                f.weight_power_like, f.weight_exp_like
+            );
         }
     }
     let deg: Vec<String> = f.fits.iter().filter(|m| m.is_degenerate()).map(|m| m.model.name().to_string()).collect();
@@ -89,7 +116,13 @@ pub fn verdict_sentence(f: Option<&SeriesFit>, what: &str) -> String {
     }
     for m in [FitModel::PowerOnset, FitModel::Power] {
         if let Some(a) = f.get(m).and_then(|x| x.exponent()) {
-            let _ = write!(s, "; {} α = {} ({:.0} % profile-likelihood interval over checkpoints)", m.name(), fmt_est(&a, 2), f.level * 100.0);
+            let _ = write!(
+                s,
+                "; {} α = {} ({:.0} % profile-likelihood interval over checkpoints)",
+                m.name(),
+                fmt_est(&a, 2),
+                f.level * 100.0
+            );
         }
     }
     s.push('.');
@@ -110,11 +143,29 @@ fn log_stat_text(st: &SeedStat, level: f64, on: &str, digits: usize) -> String {
 /// The seed-level summary in sentences.
 pub fn seeds_text(s: &SeedSummary) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "Verdict over {} seeds (tail after onset): {} — {}.", s.n_seeds, s.tail.verdict.words(), s.tail.reason);
+    let _ = writeln!(
+        out,
+        "Verdict over {} seeds (tail after onset): {} — {}.",
+        s.n_seeds,
+        s.tail.verdict.words(),
+        s.tail.reason
+    );
     let _ = writeln!(out, "Whole curve over seeds: {} — {}.", s.whole.verdict.words(), s.whole.reason);
     let _ = writeln!(out, "Emergence step: {}.", log_stat_text(&s.emergence, s.level, "ln t", 0));
-    for (what, st, w) in [("from the onset (power_onset α)", &s.alpha_onset, s.alpha_onset_weight), ("with a free origin (power α)", &s.alpha_free, s.alpha_free_weight)] {
-        let _ = writeln!(out, "Tail exponent {what}: {}; the form's mean Akaike weight on the tails is {w:.2}{}.", log_stat_text(st, s.level, "ln α", 2), if w < 0.05 { ", so the data reject this form and its exponent describes nothing they support" } else { "" });
+    for (what, st, w) in [
+        ("from the onset (power_onset α)", &s.alpha_onset, s.alpha_onset_weight),
+        ("with a free origin (power α)", &s.alpha_free, s.alpha_free_weight),
+    ] {
+        let _ = writeln!(
+            out,
+            "Tail exponent {what}: {}; the form's mean Akaike weight on the tails is {w:.2}{}.",
+            log_stat_text(st, s.level, "ln α", 2),
+            if w < 0.05 {
+                ", so the data reject this form and its exponent describes nothing they support"
+            } else {
+                ""
+            }
+        );
     }
     out
 }

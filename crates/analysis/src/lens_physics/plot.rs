@@ -22,16 +22,34 @@ fn pts(steps: &[u64], v: &[f64]) -> Vec<(f64, f64)> {
 }
 
 /// Draw the figure of head (layer, head) into `path` (PNG, 900×1100).
-pub fn head_figure(path: &Path, an: &Analysis, score_series: &str, lp: &LensPhysics, freeze: &FreezeConfig, layer: usize, head: usize) -> crate::Result<()> {
+pub fn head_figure(
+    path: &Path,
+    an: &Analysis,
+    score_series: &str,
+    lp: &LensPhysics,
+    freeze: &FreezeConfig,
+    layer: usize,
+    head: usize,
+) -> crate::Result<()> {
     // Drawn beside the target and renamed over it: never a truncated PNG.
     headlab_store::with_atomic_path(path, |tmp| head_figure_at(tmp, an, score_series, lp, freeze, layer, head))
 }
 
-fn head_figure_at(path: &Path, an: &Analysis, score_series: &str, lp: &LensPhysics, freeze: &FreezeConfig, layer: usize, head: usize) -> crate::Result<()> {
+fn head_figure_at(
+    path: &Path,
+    an: &Analysis,
+    score_series: &str,
+    lp: &LensPhysics,
+    freeze: &FreezeConfig,
+    layer: usize,
+    head: usize,
+) -> crate::Result<()> {
     let e = perr(path);
     let root = BitMapBackend::new(path, (900, 1100)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
-    let root = root.titled(&format!("L{layer}.H{head}: scan, snap and max margin"), ("sans-serif", 24)).map_err(|x| e(x.to_string()))?;
+    let root = root
+        .titled(&format!("L{layer}.H{head}: scan, snap and max margin"), ("sans-serif", 24))
+        .map_err(|x| e(x.to_string()))?;
     let panels = root.split_evenly((4, 1));
     let last = an.steps.last().copied().unwrap_or(1).max(lp.steps.last().copied().unwrap_or(1));
     let xmax = last as f64 * 1.3 + 2.0;
@@ -56,8 +74,20 @@ fn head_figure_at(path: &Path, an: &Analysis, score_series: &str, lp: &LensPhysi
     let chmax = ch_pos.iter().copied().filter(|v| v.is_finite()).fold(freeze.threshold as f64 * 2.0, f64::max) * 1.5;
     let chmin = ch_pos.iter().copied().filter(|v| v.is_finite()).fold(freeze.threshold as f64 / 2.0, f64::min) / 1.5;
     let panels_spec: Vec<PanelSpec> = vec![
-        (format!("collision score ({score_series})"), (-0.1, 1.05), vec![("score".into(), pts(&an.steps, &score), red)], vec![], false),
-        ("attention entropy (nats)".into(), (0.0, lnn * 1.05), vec![("entropy".into(), pts(&an.steps, &ent), blue)], vec![("ln N (uniform)".into(), lnn)], false),
+        (
+            format!("collision score ({score_series})"),
+            (-0.1, 1.05),
+            vec![("score".into(), pts(&an.steps, &score), red)],
+            vec![],
+            false,
+        ),
+        (
+            "attention entropy (nats)".into(),
+            (0.0, lnn * 1.05),
+            vec![("entropy".into(), pts(&an.steps, &ent), blue)],
+            vec![("ln N (uniform)".into(), lnn)],
+            false,
+        ),
         (
             format!("logit change, preceding {} steps ({:?})", freeze.window, freeze.scale).to_lowercase(),
             (chmin, chmax),
@@ -71,7 +101,11 @@ fn head_figure_at(path: &Path, an: &Analysis, score_series: &str, lp: &LensPhysi
             vec![
                 ("restricted cosine".into(), pts(&lp.steps, &cos), green),
                 ("full-space cosine".into(), pts(&lp.steps, &cosf), grey),
-                ("margin ratio (clipped at -1)".into(), pts(&lp.steps, &mr.iter().map(|v| v.max(-1.0)).collect::<Vec<_>>()), red),
+                (
+                    "margin ratio (clipped at -1)".into(),
+                    pts(&lp.steps, &mr.iter().map(|v| v.max(-1.0)).collect::<Vec<_>>()),
+                    red,
+                ),
                 ("share of constraints met".into(), pts(&lp.steps, &sat), RGBColor(148, 103, 189)),
             ],
             vec![("0".into(), 0.0)],
@@ -82,7 +116,14 @@ fn head_figure_at(path: &Path, an: &Analysis, score_series: &str, lp: &LensPhysi
         macro_rules! draw {
             ($ch:expr) => {{
                 let mut c = $ch;
-                c.configure_mesh().x_desc("step + 1").x_label_formatter(&|x| format!("{x:.0}")).y_labels(8).y_label_formatter(&|y| format!("{y:.2}")).y_desc(label.as_str()).draw().map_err(|x| e(x.to_string()))?;
+                c.configure_mesh()
+                    .x_desc("step + 1")
+                    .x_label_formatter(&|x| format!("{x:.0}"))
+                    .y_labels(8)
+                    .y_label_formatter(&|y| format!("{y:.2}"))
+                    .y_desc(label.as_str())
+                    .draw()
+                    .map_err(|x| e(x.to_string()))?;
                 for (name, y) in &refs {
                     c.draw_series(LineSeries::new(vec![(1.0, *y), (xmax, *y)], BLACK.mix(0.35)))
                         .map_err(|x| e(x.to_string()))?
@@ -94,7 +135,9 @@ fn head_figure_at(path: &Path, an: &Analysis, score_series: &str, lp: &LensPhysi
                     c.draw_series(LineSeries::new(vec![(xs, y0), (xs, y1)], RGBColor(255, 127, 14).stroke_width(2)))
                         .map_err(|x| e(x.to_string()))?
                         .label(format!("snap step {s}"))
-                        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RGBColor(255, 127, 14).stroke_width(2)));
+                        .legend(|(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 18, y)], RGBColor(255, 127, 14).stroke_width(2))
+                        });
                 }
                 for (name, p, col) in curves {
                     c.draw_series(LineSeries::new(p.clone(), col.stroke_width(2)))
@@ -103,13 +146,20 @@ fn head_figure_at(path: &Path, an: &Analysis, score_series: &str, lp: &LensPhysi
                         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
                     c.draw_series(p.iter().map(|&q| Circle::new(q, 2, col.filled()))).map_err(|x| e(x.to_string()))?;
                 }
-                c.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(|x| e(x.to_string()))?;
+                c.configure_series_labels()
+                    .position(SeriesLabelPosition::UpperLeft)
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK)
+                    .draw()
+                    .map_err(|x| e(x.to_string()))?;
             }};
         }
         let mut b = ChartBuilder::on(area);
         b.margin(10).x_label_area_size(35).y_label_area_size(60);
         if logy {
-            draw!(b.build_cartesian_2d((1f64..xmax).log_scale(), (y0..y1).log_scale()).map_err(|x| e(x.to_string()))?);
+            draw!(b
+                .build_cartesian_2d((1f64..xmax).log_scale(), (y0..y1).log_scale())
+                .map_err(|x| e(x.to_string()))?);
         } else {
             draw!(b.build_cartesian_2d((1f64..xmax).log_scale(), y0..y1).map_err(|x| e(x.to_string()))?);
         }
@@ -119,7 +169,14 @@ fn head_figure_at(path: &Path, an: &Analysis, score_series: &str, lp: &LensPhysi
 }
 
 /// All heads' figures into `dir` as `{prefix}lens_L{l}H{h}.png`; returns the file names.
-pub fn head_figures(dir: &Path, prefix: &str, an: &Analysis, score_series: &str, lp: &LensPhysics, freeze: &FreezeConfig) -> crate::Result<Vec<PathBuf>> {
+pub fn head_figures(
+    dir: &Path,
+    prefix: &str,
+    an: &Analysis,
+    score_series: &str,
+    lp: &LensPhysics,
+    freeze: &FreezeConfig,
+) -> crate::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for l in 0..lp.n_layers {
         for h in 0..lp.n_heads {

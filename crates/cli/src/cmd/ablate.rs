@@ -137,16 +137,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         opts.seed = v;
     }
     opts.validate()?;
-    let ds = headlab_store::dataset::read_dataset(&data).with_context(|| format!("reading the dataset {}", data.display()))?;
-    let ctl = AblateControl { device: args.device, steps: args.steps, n_steps: args.n_steps, progress: true, fresh: args.fresh, threads: 0 };
+    let ds = headlab_store::dataset::read_dataset(&data)
+        .with_context(|| format!("reading the dataset {}", data.display()))?;
+    let ctl = AblateControl {
+        device: args.device,
+        steps: args.steps,
+        n_steps: args.n_steps,
+        progress: true,
+        fresh: args.fresh,
+        threads: 0,
+    };
     let s = ablate_run(&args.run, &ds, &opts, &ctl)?;
-    println!("{}: ablated {} checkpoint(s) ({} already done) in {:.1}s", s.path.display(), s.done.len(), s.skipped, s.seconds);
+    println!(
+        "{}: ablated {} checkpoint(s) ({} already done) in {:.1}s",
+        s.path.display(),
+        s.done.len(),
+        s.skipped,
+        s.seconds
+    );
     let a = read_ablation(&s.path)?;
     let Some(last) = a.steps.len().checked_sub(1) else { return Ok(()) };
     println!("at step {}:", a.steps[last]);
     let shown: Vec<usize> = match a.group() {
         Some(g) => {
-            let mut v: Vec<usize> = g.heads.iter().filter_map(|&(l, h)| a.target_index(&format!("L{l}.H{h}"))).collect();
+            let mut v: Vec<usize> =
+                g.heads.iter().filter_map(|&(l, h)| a.target_index(&format!("L{l}.H{h}"))).collect();
             v.extend(a.target_index("collision"));
             v
         }
@@ -167,7 +182,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(p) = &a.patching {
         println!("activation patching ({} pairs; median |Δv_clean − Δv_corrupted| of the query {:.3e}, median true |Δv| {:.3e}):", p.n_pairs, p.median_gap, p.median_true_dv);
         for (i, site) in p.sites.iter().enumerate() {
-            println!("  {site}: restores {} when patched clean→corrupted, destroys {} corrupted→clean", fmt_est(Est::from_slice(&p.denoise[i * 3..i * 3 + 3])), fmt_est(Est::from_slice(&p.noise[i * 3..i * 3 + 3])));
+            println!(
+                "  {site}: restores {} when patched clean→corrupted, destroys {} corrupted→clean",
+                fmt_est(Est::from_slice(&p.denoise[i * 3..i * 3 + 3])),
+                fmt_est(Est::from_slice(&p.noise[i * 3..i * 3 + 3]))
+            );
         }
     }
     println!("draw the figures with: headlab report {}", args.run.display());

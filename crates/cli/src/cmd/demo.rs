@@ -89,7 +89,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let run_dir = args.out.join("run");
 
     eprintln!("[1/7] simulate → {}", data.display());
-    if data.exists() && headlab_store::dataset::read_dataset_meta(&data).is_ok() && args.trajectories.is_none() && args.frames.is_none() {
+    if data.exists()
+        && headlab_store::dataset::read_dataset_meta(&data).is_ok()
+        && args.trajectories.is_none()
+        && args.frames.is_none()
+    {
         eprintln!("      reusing the existing dataset");
     } else {
         super::simulate::run(super::simulate::Args {
@@ -108,7 +112,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("--seeds 0: train at least one seed (3 is the default)");
     }
     // Seed 0 in OUT/run (the run the lens and the viewer look at), the others in OUT/seedK.
-    let runs: Vec<PathBuf> = (0..args.seeds).map(|k| if k == 0 { run_dir.clone() } else { args.out.join(format!("seed{k}")) }).collect();
+    let runs: Vec<PathBuf> =
+        (0..args.seeds).map(|k| if k == 0 { run_dir.clone() } else { args.out.join(format!("seed{k}")) }).collect();
     for (k, run) in runs.iter().enumerate() {
         let seed = args.seed + k as u64;
         eprintln!("[2/7] train seed {seed} ({} of {}) → {}", k + 1, runs.len(), run.display());
@@ -198,7 +203,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ..Default::default()
     };
     let report = {
-        let _locks = runs.iter().map(|r| super::lock_run(r, "headlab demo (report)")).collect::<anyhow::Result<Vec<_>>>()?;
+        let _locks =
+            runs.iter().map(|r| super::lock_run(r, "headlab demo (report)")).collect::<anyhow::Result<Vec<_>>>()?;
         headlab_report::write_report(&runs, Some(&run_dir.join("report")), &opts)?
     };
     println!();
@@ -209,7 +215,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", &report.runs[0].summary[i..]);
     }
     for (axis, sum) in &fits.seeds {
-        println!("over {} seeds, against {}: {} — {}", sum.n_seeds, axis.label(), sum.tail.verdict.words(), sum.tail.reason);
+        println!(
+            "over {} seeds, against {}: {} — {}",
+            sum.n_seeds,
+            axis.label(),
+            sum.tail.verdict.words(),
+            sum.tail.reason
+        );
     }
     if args.seeds < 5 {
         println!("for 5 seeds: headlab demo --seeds 5 --out {}   (or the full study at constant learning rate: headlab study --data {})", args.out.display(), data.display());

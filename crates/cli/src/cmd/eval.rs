@@ -63,10 +63,21 @@ pub struct Args {
 /// Parse `L1.H1[:kind]` or `L1[:kind]` for a model of `nl` × `nh` heads.
 fn parse_ablate(s: &str, nl: usize, nh: usize) -> anyhow::Result<(Target, Kind)> {
     let (what, kind) = match s.split_once(':') {
-        Some((w, k)) => (w, Kind::parse(k).ok_or_else(|| anyhow::anyhow!("--ablate {s}: unknown kind `{k}`; the kinds are {}", ALL_KINDS.iter().filter(|k| **k != Kind::Oracle).map(|k| k.name()).collect::<Vec<_>>().join(", ")))?),
+        Some((w, k)) => (
+            w,
+            Kind::parse(k).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--ablate {s}: unknown kind `{k}`; the kinds are {}",
+                    ALL_KINDS.iter().filter(|k| **k != Kind::Oracle).map(|k| k.name()).collect::<Vec<_>>().join(", ")
+                )
+            })?,
+        ),
         None => (s, Kind::OffSelf),
     };
-    anyhow::ensure!(kind != Kind::Oracle, "--ablate {s}: the oracle pattern needs the true contact partners, which a rollout does not have");
+    anyhow::ensure!(
+        kind != Kind::Oracle,
+        "--ablate {s}: the oracle pattern needs the true contact partners, which a rollout does not have"
+    );
     let layer_only = what.trim().trim_start_matches(['L', 'l']).parse::<usize>().ok();
     let target = match layer_only {
         Some(l) => {
@@ -90,27 +101,44 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(d) => d.clone(),
         None => {
             let cfg = TrainConfig::load(&args.run.join("config.toml"))?;
-            anyhow::ensure!(!cfg.data.is_empty(), "{}: no `data` recorded; pass --data FILE.h5", args.run.join("config.toml").display());
+            anyhow::ensure!(
+                !cfg.data.is_empty(),
+                "{}: no `data` recorded; pass --data FILE.h5",
+                args.run.join("config.toml").display()
+            );
             cfg.data_path(&args.run)
         }
     };
-    let ds = headlab_store::dataset::read_dataset(&data).with_context(|| format!("reading the dataset {}", data.display()))?;
+    let ds = headlab_store::dataset::read_dataset(&data)
+        .with_context(|| format!("reading the dataset {}", data.display()))?;
     super::check_run_dataset(&args.run, &ds, &data, args.allow_other_data)?;
     // Check --ablate before the evaluation (the model size is in the run's config).
     let ablate = match &args.ablate {
         Some(s) => {
             let cp = args.run.join("config.toml");
             let text = std::fs::read_to_string(&cp).with_context(|| format!("reading {}", cp.display()))?;
-            let mc = headlab_model::model_config_from_run_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", cp.display()))?;
+            let mc = headlab_model::model_config_from_run_toml(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", cp.display()))?;
             Some(parse_ablate(s, mc.n_layers, mc.n_heads)?)
         }
         None => None,
     };
-    let rep = evaluate(&args.run, &ds, &EvalOptions { step: args.step, rollout_trajs: args.rollouts, horizon: args.horizon, device: args.device })?;
+    let rep = evaluate(
+        &args.run,
+        &ds,
+        &EvalOptions { step: args.step, rollout_trajs: args.rollouts, horizon: args.horizon, device: args.device },
+    )?;
     println!("{} (step {})", rep.checkpoint.display(), rep.step);
-    println!("one-step validation MSE {:.6}  no-change baseline {:.6}  ratio {:.1}x  ({} validation trajectories)", rep.one_step_mse, rep.baseline_mse, rep.improvement(), rep.val_trajs.len());
+    println!(
+        "one-step validation MSE {:.6}  no-change baseline {:.6}  ratio {:.1}x  ({} validation trajectories)",
+        rep.one_step_mse,
+        rep.baseline_mse,
+        rep.improvement(),
+        rep.val_trajs.len()
+    );
     let d = ds.dim();
-    let names: Vec<String> = (0..2 * d).map(|i| format!("{}{}", if i < d { "dpos_" } else { "dvel_" }, ["x", "y", "z"][i % d])).collect();
+    let names: Vec<String> =
+        (0..2 * d).map(|i| format!("{}{}", if i < d { "dpos_" } else { "dvel_" }, ["x", "y", "z"][i % d])).collect();
     for (i, n) in names.iter().enumerate() {
         println!("  {n:8} model {:.6}  baseline {:.6}", rep.component_mse[i], rep.component_baseline_mse[i]);
     }
@@ -119,26 +147,55 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut marks: Vec<usize> = [1, 2, 5, 10, 20, 50, 100, 200, 500].into_iter().filter(|&f| f < h).collect();
     marks.push(h);
     for f in marks {
-        println!("  frame {f:5}: position MSE {:.3e}   energy drift model {:+.4}  truth {:+.4}", rep.rollout_position_mse[f], rep.rollout_energy_drift[f], rep.true_energy_drift[f]);
+        println!(
+            "  frame {f:5}: position MSE {:.3e}   energy drift model {:+.4}  truth {:+.4}",
+            rep.rollout_position_mse[f], rep.rollout_energy_drift[f], rep.true_energy_drift[f]
+        );
     }
     let out = args.out.unwrap_or_else(|| args.run.join("eval").join(format!("rollout_step_{:08}.h5", rep.step)));
     let src: Vec<u32> = rep.rollout_trajs.iter().map(|&t| t as u32).collect();
-    headlab_store::dataset::write_rollout(&out, &rep.rollout, &std::fs::canonicalize(&data).unwrap_or_else(|_| data.clone()), &src)?;
+    headlab_store::dataset::write_rollout(
+        &out,
+        &rep.rollout,
+        &std::fs::canonicalize(&data).unwrap_or_else(|_| data.clone()),
+        &src,
+    )?;
     println!("rollouts written to {}", out.display());
     if let Some((target, kind)) = ablate {
-        let (pos, vel, mse) = headlab_probe::ablate::ablated_rollout(&args.run, rep.step, &ds, &rep.rollout_trajs, h, &target, kind, args.device)?;
+        let (pos, vel, mse) = headlab_probe::ablate::ablated_rollout(
+            &args.run,
+            rep.step,
+            &ds,
+            &rep.rollout_trajs,
+            h,
+            &target,
+            kind,
+            args.device,
+        )?;
         println!("the same rollouts with {} ablated ({}):", target.name, kind.name());
         let mut marks: Vec<usize> = [1, 2, 5, 10, 20, 50, 100, 200, 500].into_iter().filter(|&f| f < h).collect();
         marks.push(h);
         for f in marks {
-            println!("  frame {f:5}: position MSE {:.3e} ablated, {:.3e} intact ({:.2}×)", mse[f], rep.rollout_position_mse[f], mse[f] / rep.rollout_position_mse[f]);
+            println!(
+                "  frame {f:5}: position MSE {:.3e} ablated, {:.3e} intact ({:.2}×)",
+                mse[f],
+                rep.rollout_position_mse[f],
+                mse[f] / rep.rollout_position_mse[f]
+            );
         }
         let mut ro = rep.rollout.clone();
         ro.positions = pos;
         ro.velocities = vel;
-        ro.meta.scene_toml = format!("# {} ablated ({}) in this rollout\n{}", target.name, kind.name(), ro.meta.scene_toml);
-        let aout = args.run.join("eval").join(format!("ablated_step_{:08}_{}_{}.h5", rep.step, target.name, kind.name()));
-        headlab_store::dataset::write_rollout(&aout, &ro, &std::fs::canonicalize(&data).unwrap_or_else(|_| data.clone()), &src)?;
+        ro.meta.scene_toml =
+            format!("# {} ablated ({}) in this rollout\n{}", target.name, kind.name(), ro.meta.scene_toml);
+        let aout =
+            args.run.join("eval").join(format!("ablated_step_{:08}_{}_{}.h5", rep.step, target.name, kind.name()));
+        headlab_store::dataset::write_rollout(
+            &aout,
+            &ro,
+            &std::fs::canonicalize(&data).unwrap_or_else(|_| data.clone()),
+            &src,
+        )?;
         println!("ablated rollouts written to {}  (watch: headlab view {})", aout.display(), aout.display());
     }
     Ok(())

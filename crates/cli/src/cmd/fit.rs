@@ -96,7 +96,8 @@ pub fn run(args: Args) -> anyhow::Result<FitSummary> {
 }
 
 fn short(f: Option<&SeriesFit>) -> String {
-    f.map(|f| format!("{} ({})", f.verdict.words(), f.best().map(|b| b.model.name()).unwrap_or("no fit"))).unwrap_or_else(|| "-".into())
+    f.map(|f| format!("{} ({})", f.verdict.words(), f.best().map(|b| b.model.name()).unwrap_or("no fit")))
+        .unwrap_or_else(|| "-".into())
 }
 
 /// Print what `fit_runs` found: one line per head, every form for the
@@ -107,7 +108,11 @@ pub fn print_summary(s: &FitSummary, all_heads: bool) {
             println!("{} — axis: {}:", run.display(), f.axis.label());
             for hf in &f.heads {
                 let is_ch = ch.contains(&(hf.layer, hf.head));
-                let em = hf.report.emergence.map(|e| headlab_analysis::fit::text::fmt_est(&e, 0)).unwrap_or_else(|| "-".into());
+                let em = hf
+                    .report
+                    .emergence
+                    .map(|e| headlab_analysis::fit::text::fmt_est(&e, 0))
+                    .unwrap_or_else(|| "-".into());
                 println!(
                     " {}L{}.H{}  final {:.3}  emergence {em}  whole: {}  tail: {}",
                     if is_ch { "*" } else { " " },
@@ -118,7 +123,9 @@ pub fn print_summary(s: &FitSummary, all_heads: bool) {
                     short(hf.report.tail.as_ref())
                 );
                 if is_ch || all_heads {
-                    for (what, sf) in [("whole curve", hf.report.whole.as_ref()), ("tail after onset", hf.report.tail.as_ref())] {
+                    for (what, sf) in
+                        [("whole curve", hf.report.whole.as_ref()), ("tail after onset", hf.report.tail.as_ref())]
+                    {
                         println!("     {}", verdict_sentence(sf, what));
                         if let Some(sf) = sf {
                             print!("{}", table_text(sf, "       "));

@@ -272,11 +272,20 @@ pub fn run_physics(a: PhysicsArgs) -> anyhow::Result<()> {
     let _lock = super::lock_run(&a.run, "headlab lens physics")?;
     headlab_train::set_threads(a.threads);
     let apath = a.run.join("analysis.h5");
-    let an = headlab_store::analysis::read_analysis(&apath, false).with_context(|| format!("reading {} (probe the run first: headlab probe {})", apath.display(), a.run.display()))?;
+    let an = headlab_store::analysis::read_analysis(&apath, false).with_context(|| {
+        format!("reading {} (probe the run first: headlab probe {})", apath.display(), a.run.display())
+    })?;
     let data = a.data.clone().unwrap_or_else(|| PathBuf::from(&an.dataset));
-    let ds = headlab_store::dataset::read_dataset(&data).with_context(|| format!("reading the dataset {} (pass --data)", data.display()))?;
+    let ds = headlab_store::dataset::read_dataset(&data)
+        .with_context(|| format!("reading the dataset {} (pass --data)", data.display()))?;
     super::check_run_dataset(&a.run, &ds, &data, a.allow_other_data)?;
-    let mut cfg = PhysicsLensConfig { freeze_frames: a.freeze_frames, svm_queries: a.svm_queries, seed: a.seed, contact, ..Default::default() };
+    let mut cfg = PhysicsLensConfig {
+        freeze_frames: a.freeze_frames,
+        svm_queries: a.svm_queries,
+        seed: a.seed,
+        contact,
+        ..Default::default()
+    };
     cfg.freeze.window = a.freeze_window;
     cfg.freeze.threshold = a.freeze_threshold;
     cfg.freeze.scale = match a.freeze_scale.as_str() {
@@ -291,13 +300,26 @@ pub fn run_physics(a: PhysicsArgs) -> anyhow::Result<()> {
     let figs = a.run.join("lens_physics");
     std::fs::create_dir_all(&figs).with_context(|| format!("creating {}", figs.display()))?;
     plot::head_figures(&figs, "", &an, plot::SCORE_SERIES.name(), &lp, &cfg.freeze)?;
-    println!("{}: {} checkpoints added, {} already there; {} SVM constraints per layer; figures in {}", s.path.display(), s.processed.len(), s.skipped, s.n_constraints, figs.display());
+    println!(
+        "{}: {} checkpoints added, {} already there; {} SVM constraints per layer; figures in {}",
+        s.path.display(),
+        s.processed.len(),
+        s.skipped,
+        s.n_constraints,
+        figs.display()
+    );
     println!("head    snap step  final SVM cosine (restricted / full)  margin ratio  constraints met");
     for l in 0..lp.n_layers {
         for h in 0..lp.n_heads {
             let last = |n: &str| lp.head_series(n, l, h).and_then(|v| v.last().copied()).unwrap_or(f64::NAN);
             let snap = lp.snap_step(l, h).map(|x| x.to_string()).unwrap_or_else(|| "none".into());
-            println!("L{l}.H{h}  {snap:>9}  {:>8.3} / {:<8.3}                   {:>8.3}  {:>6.1} %", last("svm_cosine"), last("svm_cosine_full"), last("svm_margin_ratio"), 100.0 * last("svm_satisfied"));
+            println!(
+                "L{l}.H{h}  {snap:>9}  {:>8.3} / {:<8.3}                   {:>8.3}  {:>6.1} %",
+                last("svm_cosine"),
+                last("svm_cosine_full"),
+                last("svm_margin_ratio"),
+                100.0 * last("svm_satisfied")
+            );
         }
     }
     Ok(())
@@ -357,8 +379,10 @@ fn run_icl(a: IclArgs) -> anyhow::Result<()> {
     let device = a.device.resolve()?;
     let bar = if a.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("icl-regression [{bar:30}] {pos}/{len} runs  {elapsed_precise} (eta {eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "icl-regression [{bar:30}] {pos}/{len} runs  {elapsed_precise} (eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut progress = |done: usize, total: usize| {
         bar.set_length(total as u64);
@@ -392,13 +416,21 @@ fn run_scaling_run(a: &ScalingArgs, run: &std::path::Path) -> anyhow::Result<()>
     let data = match &a.data {
         Some(p) => p.clone(),
         None => {
-            let cfg = headlab_train::TrainConfig::load(&run.join("config.toml")).with_context(|| format!("reading {}/config.toml (is {} a run folder?)", run.display(), run.display()))?;
+            let cfg = headlab_train::TrainConfig::load(&run.join("config.toml")).with_context(|| {
+                format!("reading {}/config.toml (is {} a run folder?)", run.display(), run.display())
+            })?;
             anyhow::ensure!(!cfg.data.is_empty(), "{}/config.toml names no dataset; pass --data", run.display());
             cfg.data_path(run)
         }
     };
-    let ds = headlab_store::dataset::read_dataset(&data).with_context(|| format!("reading the dataset {} (pass --data)", data.display()))?;
-    let mut opts = RunSaturationOptions { eval_frames: a.eval_frames, max_checkpoints: a.max_checkpoints, device: a.device.resolve()?, ..Default::default() };
+    let ds = headlab_store::dataset::read_dataset(&data)
+        .with_context(|| format!("reading the dataset {} (pass --data)", data.display()))?;
+    let mut opts = RunSaturationOptions {
+        eval_frames: a.eval_frames,
+        max_checkpoints: a.max_checkpoints,
+        device: a.device.resolve()?,
+        ..Default::default()
+    };
     if let Some(e) = a.eps {
         opts.eps = e;
     }
@@ -410,12 +442,22 @@ fn run_scaling_run(a: &ScalingArgs, run: &std::path::Path) -> anyhow::Result<()>
     write_run_h5(&h5, &r)?;
     let page = run.join("lens_scaling");
     write_run_html(&page, &r)?;
-    println!("{} checkpoints, {} evaluation frames ({}), scale {}; at step {}:", r.steps.len(), r.frames.len(), r.frames_source, r.scale, r.steps.last().copied().unwrap_or(0));
+    println!(
+        "{} checkpoints, {} evaluation frames ({}), scale {}; at step {}:",
+        r.steps.len(),
+        r.frames.len(),
+        r.frames_source,
+        r.scale,
+        r.steps.last().copied().unwrap_or(0)
+    );
     println!("head    saturated  max weight  ‖J‖_F    entropy/ln N");
     if let Some(last) = r.sat.last() {
         for (l, layer) in last.iter().enumerate() {
             for (h, s) in layer.iter().enumerate() {
-                println!("L{l}.H{h}  {:>9.3}  {:>10.3}  {:>7.4}  {:>12.3}", s.frac_saturated, s.max_weight, s.jacobian_fro, s.entropy_norm);
+                println!(
+                    "L{l}.H{h}  {:>9.3}  {:>10.3}  {:>7.4}  {:>12.3}",
+                    s.frac_saturated, s.max_weight, s.jacobian_fro, s.entropy_norm
+                );
             }
         }
     }
@@ -424,7 +466,9 @@ fn run_scaling_run(a: &ScalingArgs, run: &std::path::Path) -> anyhow::Result<()>
 }
 
 fn run_scaling_physics(a: &ScalingArgs) -> anyhow::Result<()> {
-    use headlab_lens::scaling::physics::{run_physics_scaling, write_physics_h5, write_physics_html, PhysicsScalingConfig};
+    use headlab_lens::scaling::physics::{
+        run_physics_scaling, write_physics_h5, write_physics_html, PhysicsScalingConfig,
+    };
     headlab_train::set_threads(a.threads);
     let mut c = PhysicsScalingConfig { scene: a.scene.display().to_string(), ..Default::default() };
     if let Some(v) = &a.particles {
@@ -446,10 +490,23 @@ fn run_scaling_physics(a: &ScalingArgs) -> anyhow::Result<()> {
         c.seed = v;
     }
     a.device.resolve()?;
-    println!("N     option             val/baseline  best score  AUROC   score>=0.5 at  saturated  entropy/lnN  seconds");
+    println!(
+        "N     option             val/baseline  best score  AUROC   score>=0.5 at  saturated  entropy/lnN  seconds"
+    );
     let r = run_physics_scaling(&c, &a.out, a.device, &mut |_, _, p| {
         let em = if p.emergence_step < 0 { "none".to_string() } else { p.emergence_step.to_string() };
-        println!("{:<5} {:<18} {:>12.3}  {:>10.3}  {:>5.3}  {:>13}  {:>9.3}  {:>11.3}  {:>7.0}", p.particles, p.option.name(), p.val_ratio, p.best_score, p.best_auroc, em, p.frac_saturated, p.entropy_norm, p.seconds);
+        println!(
+            "{:<5} {:<18} {:>12.3}  {:>10.3}  {:>5.3}  {:>13}  {:>9.3}  {:>11.3}  {:>7.0}",
+            p.particles,
+            p.option.name(),
+            p.val_ratio,
+            p.best_score,
+            p.best_auroc,
+            em,
+            p.frac_saturated,
+            p.entropy_norm,
+            p.seconds
+        );
     })?;
     write_physics_h5(&a.out.join("scaling_physics.h5"), &r)?;
     write_physics_html(&a.out, &r)?;

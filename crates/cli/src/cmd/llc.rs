@@ -110,9 +110,11 @@ pub struct Args {
 fn bar(len: u64) -> indicatif::ProgressBar {
     let b = indicatif::ProgressBar::new(len);
     b.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} SGLD steps ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} SGLD steps ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     b
 }
@@ -124,7 +126,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(d) => d.clone(),
         None => {
             let cfg = TrainConfig::load(&run_cfg_path)?;
-            anyhow::ensure!(!cfg.data.is_empty(), "{}: no `data` recorded; pass --data FILE.h5", run_cfg_path.display());
+            anyhow::ensure!(
+                !cfg.data.is_empty(),
+                "{}: no `data` recorded; pass --data FILE.h5",
+                run_cfg_path.display()
+            );
             cfg.data_path(&args.run)
         }
     };
@@ -166,21 +172,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         let b = bar((args.epsilons.len() * gammas.len() * llc.chains * llc.draws) as u64);
         let inc = |n: u64| b.inc(n);
-        let (step, cal) =
-            calibrate_run(&args.run, &ds, &opts, args.steps.first().copied(), head, &args.epsilons, &gammas, Some(&inc))?;
+        let (step, cal) = calibrate_run(
+            &args.run,
+            &ds,
+            &opts,
+            args.steps.first().copied(),
+            head,
+            &args.epsilons,
+            &gammas,
+            Some(&inc),
+        )?;
         b.finish_and_clear();
         println!("calibration at step {step}{}:", head.map(|(l, h)| format!(", head {l}.{h}")).unwrap_or_default());
         println!("  {:>10} {:>8} {:>12} {:>10} {:>8}", "epsilon", "gamma", "llc", "se", "failed");
         for p in &cal.points {
-            println!("  {:>10.1e} {:>8} {:>12.4} {:>10.4} {:>5}/{}", p.epsilon, p.gamma, p.llc, p.se, p.n_failed, p.chains);
+            println!(
+                "  {:>10.1e} {:>8} {:>12.4} {:>10.4} {:>5}/{}",
+                p.epsilon, p.gamma, p.llc, p.se, p.n_failed, p.chains
+            );
         }
         println!("{}", cal.note);
     } else {
         let all = list_checkpoints(&args.run)?;
         let chosen = select_checkpoints(&all, &args.steps, args.max_checkpoints)?;
         let first = chosen.first().context("no checkpoints; train the run first")?;
-        let model_cfg = headlab_model::model_config_from_run_toml(&headlab_store::checkpoint::read_checkpoint(&first.1)?.config_toml)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", first.1.display()))?;
+        let model_cfg = headlab_model::model_config_from_run_toml(
+            &headlab_store::checkpoint::read_checkpoint(&first.1)?.config_toml,
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", first.1.display()))?;
         let b = bar(chosen.len() as u64 * steps_per_checkpoint(&model_cfg, &opts.checkpoint));
         let inc = |n: u64| b.inc(n);
         let summary = llc_run(&args.run, &ds, &opts, Some(&inc))?;

@@ -1,18 +1,18 @@
 //! One module per subcommand.
+pub mod ablate;
+pub mod demo;
+pub mod eval;
+pub mod fit;
 pub mod inspect;
+pub mod lens;
+pub mod llc;
+pub mod probe;
+pub mod report;
+pub mod simulate;
+pub mod study;
 pub mod sweep;
 pub mod train;
 pub mod view;
-pub mod eval;
-pub mod lens;
-pub mod simulate;
-pub mod probe;
-pub mod ablate;
-pub mod fit;
-pub mod report;
-pub mod llc;
-pub mod demo;
-pub mod study;
 
 /// Take the run folder's writer lock for `what` (e.g. "headlab train"),
 /// saying so when a lock left by a killed process is taken over. Hold the
@@ -20,7 +20,11 @@ pub mod study;
 /// The folder must exist, except for `headlab train`, which creates it.
 pub fn lock_run(run: &std::path::Path, what: &str) -> anyhow::Result<headlab_store::RunLock> {
     if what != "headlab train" && !run.is_dir() {
-        anyhow::bail!("{}: no such run folder (train one first: headlab train --data DATA.h5 --out {})", run.display(), run.display());
+        anyhow::bail!(
+            "{}: no such run folder (train one first: headlab train --data DATA.h5 --out {})",
+            run.display(),
+            run.display()
+        );
     }
     let lock = headlab_store::RunLock::acquire(run, what)?;
     if let Some(h) = &lock.took_over {
@@ -36,7 +40,12 @@ pub fn lock_run(run: &std::path::Path, what: &str) -> anyhow::Result<headlab_sto
 
 /// Refuse a dataset whose content is not the one the run in `run` was
 /// trained on (its config.toml records a fingerprint), unless `allow`.
-pub fn check_run_dataset(run: &std::path::Path, ds: &headlab_sim::Dataset, data: &std::path::Path, allow: bool) -> anyhow::Result<()> {
+pub fn check_run_dataset(
+    run: &std::path::Path,
+    ds: &headlab_sim::Dataset,
+    data: &std::path::Path,
+    allow: bool,
+) -> anyhow::Result<()> {
     let p = run.join("config.toml");
     if !p.exists() {
         return Ok(());
@@ -50,7 +59,12 @@ pub fn check_run_dataset(run: &std::path::Path, ds: &headlab_sim::Dataset, data:
         return Ok(());
     }
     if allow {
-        eprintln!("warning: {} is not the dataset {} was trained on (fingerprint {fp}, recorded {}); going on as asked", data.display(), run.display(), cfg.data_fingerprint);
+        eprintln!(
+            "warning: {} is not the dataset {} was trained on (fingerprint {fp}, recorded {}); going on as asked",
+            data.display(),
+            run.display(),
+            cfg.data_fingerprint
+        );
         return Ok(());
     }
     anyhow::bail!(
@@ -78,7 +92,9 @@ pub enum OutKind {
 pub fn guard_out(out: &std::path::Path, kind: OutKind, force: bool) -> anyhow::Result<()> {
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     let parent = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
-    if parent.file_name().is_some_and(|n| n == "ckpt") && parent.parent().is_some_and(|run| run.join("config.toml").exists() || run.join("metrics.h5").exists()) {
+    if parent.file_name().is_some_and(|n| n == "ckpt")
+        && parent.parent().is_some_and(|run| run.join("config.toml").exists() || run.join("metrics.h5").exists())
+    {
         anyhow::bail!("--out {}: that is inside a run's ckpt/ folder, which holds only the run's own checkpoints; write somewhere else", out.display());
     }
     if out.is_dir() {

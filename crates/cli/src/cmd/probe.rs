@@ -84,11 +84,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(v) = args.cache_frames {
         opts.cache_frames = v;
     }
-    let ds = headlab_store::dataset::read_dataset(&data).with_context(|| format!("reading the dataset {}", data.display()))?;
+    let ds = headlab_store::dataset::read_dataset(&data)
+        .with_context(|| format!("reading the dataset {}", data.display()))?;
     super::check_run_dataset(&args.run, &ds, &data, args.allow_other_data)?;
-    let ctl = ProbeControl { device: args.device, batch: args.batch, progress: true, fresh: args.fresh, save_every: 10, threads: 0 };
+    let ctl = ProbeControl {
+        device: args.device,
+        batch: args.batch,
+        progress: true,
+        fresh: args.fresh,
+        save_every: 10,
+        threads: 0,
+    };
     let s = probe_run(&args.run, &ds, &data, &opts, &ctl)?;
-    println!("{}: probed {} checkpoint(s), {} already done, {} evaluation frames", s.analysis_path.display(), s.probed.len(), s.skipped, s.n_eval_frames);
+    println!(
+        "{}: probed {} checkpoint(s), {} already done, {} evaluation frames",
+        s.analysis_path.display(),
+        s.probed.len(),
+        s.skipped,
+        s.n_eval_frames
+    );
     let a = headlab_store::analysis::read_analysis(&s.analysis_path, false)?;
     if let Some(v) = run_verdict(&a, None) {
         println!("at step {}: {}", v.step, v.line());

@@ -47,7 +47,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // The report may store fits in each run's analysis.h5 and writes its
     // figures into a run folder: one writer per run.
     let _locks = args.runs.iter().map(|r| super::lock_run(r, "headlab report")).collect::<anyhow::Result<Vec<_>>>()?;
-    let opts = ReportOptions { series: args.series.clone(), fit: FitOptions { bootstrap: args.bootstrap, ..Default::default() }, refit: args.refit, lr_axis: !args.no_lr_axis };
+    let opts = ReportOptions {
+        series: args.series.clone(),
+        fit: FitOptions { bootstrap: args.bootstrap, ..Default::default() },
+        refit: args.refit,
+        lr_axis: !args.no_lr_axis,
+    };
     let s = write_report(&args.runs, args.out.as_deref(), &opts)?;
     println!("{}", s.headline);
     println!("report: {}", s.index.display());

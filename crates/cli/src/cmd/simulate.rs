@@ -63,9 +63,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         indicatif::ProgressBar::hidden()
     } else {
         let pb = indicatif::ProgressBar::new(opts.n_traj as u64);
-        pb.set_style(
-            indicatif::ProgressStyle::with_template("simulating {bar:40} {pos}/{len} trajectories [{elapsed} < {eta}]")?,
-        );
+        pb.set_style(indicatif::ProgressStyle::with_template(
+            "simulating {bar:40} {pos}/{len} trajectories [{elapsed} < {eta}]",
+        )?);
         pb
     };
     let progress = |_done: usize| pb.inc(1);
@@ -89,7 +89,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ds.frame_dt(),
         ds.frame_dt() / res.contact_time
     );
-    println!("  events: {} ({} particle–particle, {} wall)", ds.events.len(), pair_events, ds.events.len() - pair_events);
+    println!(
+        "  events: {} ({} particle–particle, {} wall)",
+        ds.events.len(),
+        pair_events,
+        ds.events.len() - pair_events
+    );
     println!("  particle-intervals with a contact: {:.1}%", 100.0 * ds.contact_fraction());
     println!(
         "  energy: mean relative change {:+.3e} first→last frame, largest frame-to-frame increase {:+.2e}",

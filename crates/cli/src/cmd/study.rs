@@ -82,7 +82,8 @@ pub struct Args {
 fn study_config(args: &Args) -> anyhow::Result<toml::Table> {
     let mut base = match &args.config {
         Some(c) => {
-            let text = std::fs::read_to_string(c).with_context(|| format!("{}: cannot read the config", c.display()))?;
+            let text =
+                std::fs::read_to_string(c).with_context(|| format!("{}: cannot read the config", c.display()))?;
             toml::from_str::<toml::Table>(&text).with_context(|| format!("{}: not valid TOML", c.display()))?
         }
         None => toml::Table::new(),
@@ -93,7 +94,10 @@ fn study_config(args: &Args) -> anyhow::Result<toml::Table> {
             toml::Value::Table(t) => {
                 t.insert("kind".into(), toml::Value::String("constant".into()));
             }
-            other => anyhow::bail!("{}: `schedule` = {other} must be a table such as [schedule]", args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+            other => anyhow::bail!(
+                "{}: `schedule` = {other} must be a table such as [schedule]",
+                args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+            ),
         }
     }
     Ok(base)
@@ -107,7 +111,10 @@ fn write_text(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
     if args.seeds < 2 {
-        anyhow::bail!("--seeds {}: a study needs at least 2 seeds (seeds are the unit of replication; 5 is the default)", args.seeds);
+        anyhow::bail!(
+            "--seeds {}: a study needs at least 2 seeds (seeds are the unit of replication; 5 is the default)",
+            args.seeds
+        );
     }
     if !(args.level > 0.0 && args.level < 1.0) {
         anyhow::bail!("--level {} must lie strictly between 0 and 1 (e.g. 0.95)", args.level);
@@ -128,8 +135,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ..Default::default()
     };
     let sweep_path = args.out.join("study_sweep.toml");
-    let text = format!("# The study as a seed sweep (written by headlab study; `headlab sweep` runs it too).\n{}", toml::to_string_pretty(&file).context("the study's sweep file cannot be written as TOML")?);
-    headlab_store::fsutil::write_atomic_if_changed(&sweep_path, text.as_bytes()).with_context(|| format!("writing {}", sweep_path.display()))?;
+    let text = format!(
+        "# The study as a seed sweep (written by headlab study; `headlab sweep` runs it too).\n{}",
+        toml::to_string_pretty(&file).context("the study's sweep file cannot be written as TOML")?
+    );
+    headlab_store::fsutil::write_atomic_if_changed(&sweep_path, text.as_bytes())
+        .with_context(|| format!("writing {}", sweep_path.display()))?;
     let sweep_args = || super::sweep::Args {
         file: Some(sweep_path.clone()),
         backend: args.backend,
@@ -164,10 +175,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })?;
 
     eprintln!("[3/3] report");
-    let opts = headlab_report::ReportOptions { fit: headlab_analysis::fit::FitOptions { bootstrap: args.bootstrap, level: args.level, ..Default::default() }, ..Default::default() };
+    let opts = headlab_report::ReportOptions {
+        fit: headlab_analysis::fit::FitOptions { bootstrap: args.bootstrap, level: args.level, ..Default::default() },
+        ..Default::default()
+    };
     let report = {
         // The report may store fits in each run's analysis.h5: one writer per run.
-        let _locks = runs.iter().map(|r| super::lock_run(r, "headlab study (report)")).collect::<anyhow::Result<Vec<_>>>()?;
+        let _locks =
+            runs.iter().map(|r| super::lock_run(r, "headlab study (report)")).collect::<anyhow::Result<Vec<_>>>()?;
         headlab_report::write_report(&runs, Some(&args.out.join("report")), &opts)?
     };
     let mut words = format!("headlab study: {} seeds in {}\n", args.seeds, args.out.display());

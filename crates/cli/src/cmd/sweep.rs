@@ -88,19 +88,30 @@ pub(crate) fn build(args: &Args) -> anyhow::Result<(Sweep, PathBuf)> {
     let me = std::env::current_exe().context("cannot find the path of the running headlab binary; pass --headlab")?;
     let default_headlab = args.headlab.clone().unwrap_or(me);
     let (mut file, origin, name) = match &args.file {
-        Some(p) => (SweepFile::load(p)?, p.clone(), p.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "sweep".into())),
+        Some(p) => (
+            SweepFile::load(p)?,
+            p.clone(),
+            p.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "sweep".into()),
+        ),
         None => {
             if args.data.is_none() && args.scene.is_none() {
                 anyhow::bail!("give a sweep file, or --data FILE.h5 (or --scene FILE.toml) for a seed sweep; see `headlab sweep --help`");
             }
             let base = match &args.config {
                 Some(c) => {
-                    let text = std::fs::read_to_string(c).with_context(|| format!("{}: cannot read the config", c.display()))?;
+                    let text = std::fs::read_to_string(c)
+                        .with_context(|| format!("{}: cannot read the config", c.display()))?;
                     toml::from_str::<toml::Table>(&text).with_context(|| format!("{}: not valid TOML", c.display()))?
                 }
                 None => toml::Table::new(),
             };
-            let f = SweepFile { data: args.data.clone(), scene: args.scene.clone(), base, n_seeds: Some(5), ..Default::default() };
+            let f = SweepFile {
+                data: args.data.clone(),
+                scene: args.scene.clone(),
+                base,
+                n_seeds: Some(5),
+                ..Default::default()
+            };
             (f, PathBuf::from("command line"), "seeds".to_string())
         }
     };
@@ -131,7 +142,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let summary = match args.backend {
         Backend::Local => {
-            let threads = sweep.file.base.get("threads").and_then(|t| t.as_integer()).unwrap_or(sweep.file.slurm.cpus as i64).max(1) as usize;
+            let threads = sweep
+                .file
+                .base
+                .get("threads")
+                .and_then(|t| t.as_integer())
+                .unwrap_or(sweep.file.slurm.cpus as i64)
+                .max(1) as usize;
             let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
             let jobs = args.jobs.unwrap_or((cores / threads).max(1));
             if args.dry_run {
@@ -163,22 +180,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 eprintln!("submitted {} runs as Slurm job {} ({})", s.runs.len(), s.job_id, s.script.display());
             }
             if args.no_wait {
-                eprintln!("not following; look with: headlab sweep {} --backend slurm --status", args.file.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
+                eprintln!(
+                    "not following; look with: headlab sweep {} --backend slurm --status",
+                    args.file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+                );
                 return Ok(());
             }
             eprintln!("following the jobs with squeue (Ctrl-C stops following; the jobs go on)");
             let bar = indicatif::ProgressBar::new(sweep.runs.len() as u64);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("slurm [{bar:30}] {pos}/{len} finished  {elapsed_precise}  {msg}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                indicatif::ProgressStyle::with_template(
+                    "slurm [{bar:30}] {pos}/{len} finished  {elapsed_precise}  {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             let poll = Duration::from_secs_f64(sweep.file.slurm.poll_seconds);
             let summary = slurm::follow(&sweep, poll, None, |states| {
                 let count = |s: State| states.iter().filter(|r| r.state() == Some(s)).count();
                 let finished = count(State::Done) + count(State::Failed) + count(State::Interrupted);
                 bar.set_position(finished as u64);
-                bar.set_message(format!("{} queued, {} running, {} failed", count(State::Queued), count(State::Running), count(State::Failed)));
+                bar.set_message(format!(
+                    "{} queued, {} running, {} failed",
+                    count(State::Queued),
+                    count(State::Running),
+                    count(State::Failed)
+                ));
             })?;
             bar.finish_and_clear();
             summary

@@ -94,11 +94,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cfg.threads = v;
     }
     cfg.validate()?;
-    anyhow::ensure!(!cfg.data.is_empty(), "no dataset: pass --data FILE.h5 (written by `headlab simulate`) or set `data` in the config");
+    anyhow::ensure!(
+        !cfg.data.is_empty(),
+        "no dataset: pass --data FILE.h5 (written by `headlab simulate`) or set `data` in the config"
+    );
     // The run folder's writer lock, before anything is read or written.
     let _lock = super::lock_run(&args.out, "headlab train")?;
     let data_path = if args.data.is_some() { PathBuf::from(&cfg.data) } else { cfg.data_path(&args.out) };
-    let ds = headlab_store::dataset::read_dataset(&data_path).with_context(|| format!("reading the dataset {}", data_path.display()))?;
+    let ds = headlab_store::dataset::read_dataset(&data_path)
+        .with_context(|| format!("reading the dataset {}", data_path.display()))?;
     // A resumed run goes on with the data it was trained on (or is told to).
     if args.resume {
         super::check_run_dataset(&args.out, &ds, &data_path, args.allow_other_data)?;
@@ -118,7 +122,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ds.n_particles,
         args.out.display()
     );
-    let s = headlab_train::train(&cfg, &ds, &args.out, &RunOptions { resume: args.resume, progress: !args.quiet, stop: Some(stop), stop_at: None })?;
+    let s = headlab_train::train(
+        &cfg,
+        &ds,
+        &args.out,
+        &RunOptions { resume: args.resume, progress: !args.quiet, stop: Some(stop), stop_at: None },
+    )?;
     println!(
         "{} at step {}: train loss {:.5}, val loss {:.5} ({:.1}x below the no-change baseline {:.5}); {:.1} steps/s on {} ({} threads)",
         if s.interrupted { "stopped" } else { "done" },

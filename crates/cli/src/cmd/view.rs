@@ -32,19 +32,27 @@ pub fn viewer_binary() -> Option<PathBuf> {
             return Some(p);
         }
     }
-    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(&name)).find(|p| p.is_file()))
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(&name)).find(|p| p.is_file()))
 }
 
 /// How to get the viewer when it is not there.
 const BUILD_ADVICE: &str = "run `tools/headlab view …` (which builds it), or `cargo build -p headlab-viewer`";
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let bin = viewer_binary()
-        .with_context(|| format!("the viewer is a separate binary, headlab-viewer, and it is not built: {BUILD_ADVICE}"))?;
+    let bin = viewer_binary().with_context(|| {
+        format!("the viewer is a separate binary, headlab-viewer, and it is not built: {BUILD_ADVICE}")
+    })?;
     if !bin.is_file() {
         // Only $HEADLAB_VIEWER can name a file that is not there.
-        anyhow::bail!("{}: no viewer binary there (named by $HEADLAB_VIEWER); build it: {BUILD_ADVICE}, or unset HEADLAB_VIEWER", bin.display());
+        anyhow::bail!(
+            "{}: no viewer binary there (named by $HEADLAB_VIEWER); build it: {BUILD_ADVICE}, or unset HEADLAB_VIEWER",
+            bin.display()
+        );
     }
-    let status = std::process::Command::new(&bin).args(&args.args).status().with_context(|| format!("starting {}", bin.display()))?;
+    let status = std::process::Command::new(&bin)
+        .args(&args.args)
+        .status()
+        .with_context(|| format!("starting {}", bin.display()))?;
     std::process::exit(status.code().unwrap_or(1));
 }

@@ -34,7 +34,13 @@ impl Prompts {
 }
 
 /// Draw `count` prompts (host RNG, so results do not depend on the device).
-pub fn sample_prompts(cfg: &IclConfig, dist: DataDist, count: usize, seed: u64, device: Device) -> Result<Prompts, IclError> {
+pub fn sample_prompts(
+    cfg: &IclConfig,
+    dist: DataDist,
+    count: usize,
+    seed: u64,
+    device: Device,
+) -> Result<Prompts, IclError> {
     let (d, n) = (cfg.d, cfg.n);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let scale = match dist {
@@ -72,7 +78,8 @@ pub fn sample_prompts(cfg: &IclConfig, dist: DataDist, count: usize, seed: u64, 
                 };
                 *xk = v * r * scale;
             }
-            let eps: f64 = if cfg.label_noise > 0.0 { cfg.label_noise * rng.sample::<f64, _>(StandardNormal) } else { 0.0 };
+            let eps: f64 =
+                if cfg.label_noise > 0.0 { cfg.label_noise * rng.sample::<f64, _>(StandardNormal) } else { 0.0 };
             let yi: f64 = x.iter().zip(&w).map(|(a, b)| a * b).sum::<f64>() + eps;
             for k in 0..d {
                 z[base + k * cols + i] = x[k] as f32;

@@ -33,7 +33,9 @@ impl LinearTransformer {
         let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, Stream::IclInit));
         let m = (d + 1) as i64;
         let mut mk = || {
-            let v: Vec<f32> = (0..heads * (d + 1) * (d + 1)).map(|_| (init_std * rng.sample::<f64, _>(StandardNormal)) as f32).collect();
+            let v: Vec<f32> = (0..heads * (d + 1) * (d + 1))
+                .map(|_| (init_std * rng.sample::<f64, _>(StandardNormal)) as f32)
+                .collect();
             Tensor::from_slice(&v).view([heads as i64, m, m]).to_device(device).set_requires_grad(true)
         };
         let mut w_pv = Vec::new();
@@ -72,7 +74,7 @@ impl LinearTransformer {
         for l in 0..self.depth {
             let zu = z.unsqueeze(1); // [B,1,d+1,n+1]
             let zm = &zu * &mask; // Z M
-            // A_h = Zᵀ W^{KQ}_h Z : [B,H,n+1,n+1]
+                                  // A_h = Zᵀ W^{KQ}_h Z : [B,H,n+1,n+1]
             let a = zu.transpose(-1, -2).matmul(&self.w_kq[l].matmul(&zu));
             // Σ_h W^{PV}_h (Z M) A_h : [B,d+1,n+1]
             let upd = self.w_pv[l].matmul(&zm.matmul(&a)).sum_dim_intlist([1i64].as_slice(), false, None::<Kind>);
@@ -118,7 +120,9 @@ pub(super) fn grads(model: &LinearTransformer, p: &Prompts) -> (f64, Vec<Tensor>
 /// set (or a chunk size of 0) has no mean loss: an error, not an empty list.
 pub(super) fn full_grad(model: &LinearTransformer, p: &Prompts, chunk: usize) -> Result<Vec<Tensor>, IclError> {
     let n = p.len();
-    let empty = || -> IclError { ConfigError::invalid("icl", "n_train", n, "the full-batch gradient needs at least one training prompt").into() };
+    let empty = || -> IclError {
+        ConfigError::invalid("icl", "n_train", n, "the full-batch gradient needs at least one training prompt").into()
+    };
     if chunk == 0 {
         return Err(empty());
     }
@@ -143,7 +147,11 @@ pub fn hvp(model: &LinearTransformer, p: &Prompts, v: &[Tensor]) -> Vec<Tensor> 
     let params = model.params();
     let loss = model.loss(p);
     let g = Tensor::run_backward(&[&loss], &params, true, true);
-    let dot = g.iter().zip(v).map(|(a, b)| (a * b).sum(None::<Kind>)).fold(Tensor::zeros([], (p.z.kind(), p.z.device())), |s, x| s + x);
+    let dot = g
+        .iter()
+        .zip(v)
+        .map(|(a, b)| (a * b).sum(None::<Kind>))
+        .fold(Tensor::zeros([], (p.z.kind(), p.z.device())), |s, x| s + x);
     Tensor::run_backward(&[&dot], &params, false, false)
 }
 

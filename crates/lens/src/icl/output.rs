@@ -18,14 +18,14 @@
 
 use std::path::Path;
 
+use hdf5::types::VarLenUnicode;
 use headlab_store::h5util::{set_attr, set_str_attr, write_array, Ctx};
 use headlab_store::{atomic_write, FileKind, StoreError};
-use hdf5::types::VarLenUnicode;
 
 use super::{IclError, IclReport, NoiseMeasurement, Optim};
 use crate::noise::{gaussian_pdf, Histogram, NoiseStats};
-use headlab_store::html::Page;
 use crate::plot::{num, write_png, Panel, Series};
+use headlab_store::html::Page;
 
 const MAX_COORDS: usize = 1_000_000;
 
@@ -51,7 +51,13 @@ pub fn write_h5(path: &Path, r: &IclReport) -> Result<(), IclError> {
         let col = |f: &dyn Fn(&super::RunResult) -> f64| r.runs.iter().map(f).collect::<Vec<f64>>();
         write_array(&g, path, "data_index", &r.runs.iter().map(|x| di(&x.data)).collect::<Vec<_>>(), &[nr])?;
         write_array(&g, path, "depth", &r.runs.iter().map(|x| x.depth as u32).collect::<Vec<_>>(), &[nr])?;
-        write_array(&g, path, "optim", &r.runs.iter().map(|x| (x.optim == Optim::Adam) as u8).collect::<Vec<_>>(), &[nr])?;
+        write_array(
+            &g,
+            path,
+            "optim",
+            &r.runs.iter().map(|x| (x.optim == Optim::Adam) as u8).collect::<Vec<_>>(),
+            &[nr],
+        )?;
         write_array(&g, path, "lr", &col(&|x| x.lr), &[nr])?;
         write_array(&g, path, "seed", &r.runs.iter().map(|x| x.seed).collect::<Vec<_>>(), &[nr])?;
         write_array(&g, path, "final_loss", &col(&|x| x.final_loss), &[nr])?;
@@ -85,7 +91,8 @@ pub fn write_h5(path: &Path, r: &IclReport) -> Result<(), IclError> {
         ] {
             write_array(&g, path, name, &v, &[ng])?;
         }
-        let per_seed = |f: &dyn Fn(&super::GapRow) -> &Vec<f64>| r.gaps.iter().flat_map(|x| f(x).clone()).collect::<Vec<f64>>();
+        let per_seed =
+            |f: &dyn Fn(&super::GapRow) -> &Vec<f64>| r.gaps.iter().flat_map(|x| f(x).clone()).collect::<Vec<f64>>();
         write_array(&g, path, "sgd_losses", &per_seed(&|x| &x.sgd.losses), &[ng, ns])?;
         write_array(&g, path, "adam_losses", &per_seed(&|x| &x.adam.losses), &[ng, ns])?;
         write_array(&g, path, "log_gaps", &per_seed(&|x| &x.log_gaps), &[ng, ns])?;
@@ -101,7 +108,9 @@ pub fn write_h5(path: &Path, r: &IclReport) -> Result<(), IclError> {
             set_attr(&mg, path, "lr", m.lr)?;
             set_attr(&mg, path, "step", m.step as u64)?;
             set_attr(&mg, path, "full_grad_norm", m.full_grad_norm)?;
-            for (pre, s) in [("norm", &m.norm_stats), ("gaussian_norm", &m.gaussian_norm_stats), ("coord", &m.coord_stats)] {
+            for (pre, s) in
+                [("norm", &m.norm_stats), ("gaussian_norm", &m.gaussian_norm_stats), ("coord", &m.coord_stats)]
+            {
                 stats_attrs(&mg, path, pre, s)?;
             }
             if let Some(v) = m.top_eigenvalue {
@@ -143,8 +152,10 @@ pub fn write_html(dir: &Path, r: &IclReport) -> Result<(), IclError> {
          minibatch {}, {} steps per run, seeds {:?}. Loss: mean squared error on {} fresh prompts; the trivial predictor 0 has loss E[y²].",
         cfg.d, cfg.n, cfg.heads, cfg.init_std, cfg.n_train, cfg.batch, cfg.steps, cfg.seeds, cfg.n_eval
     ));
-    page.p("Best learning rate per optimizer: lowest geometric-mean final loss over seeds (a diverged run counts as +∞). \
-            Gap = log10(L_SGD / L_Adam) per seed at those learning rates; positive means Adam reached a lower loss.");
+    page.p(
+        "Best learning rate per optimizer: lowest geometric-mean final loss over seeds (a diverged run counts as +∞). \
+            Gap = log10(L_SGD / L_Adam) per seed at those learning rates; positive means Adam reached a lower loss.",
+    );
 
     // Gap table and plot.
     page.h(2, "Adam versus SGD");
@@ -228,7 +239,9 @@ pub fn write_html(dir: &Path, r: &IclReport) -> Result<(), IclError> {
                     .eval_steps
                     .iter()
                     .enumerate()
-                    .map(|(i, &s)| (s.max(1) as f64, sel.iter().map(|x| x.eval_loss[i]).sum::<f64>() / sel.len() as f64))
+                    .map(|(i, &s)| {
+                        (s.max(1) as f64, sel.iter().map(|x| x.eval_loss[i]).sum::<f64>() / sel.len() as f64)
+                    })
                     .collect();
                 curves.push(Series::line(format!("{} lr {}", o.name(), num(best.lr)), pts).marked());
             }
@@ -289,7 +302,16 @@ pub fn write_html(dir: &Path, r: &IclReport) -> Result<(), IclError> {
             })
             .collect();
         let mut header = vec![
-            "data", "depth", "step", "‖g_full‖", "norm kurtosis", "norm Hill α", "Gaussian-ref norm α", "coord kurtosis", "coord Hill α", "Gaussian-ref coord α",
+            "data",
+            "depth",
+            "step",
+            "‖g_full‖",
+            "norm kurtosis",
+            "norm Hill α",
+            "Gaussian-ref norm α",
+            "coord kurtosis",
+            "coord Hill α",
+            "Gaussian-ref coord α",
         ];
         if cfg.noise.curvature {
             header.extend(["top Hessian eig", "dir. smoothness"]);
@@ -315,14 +337,25 @@ fn noise_png(path: &Path, m: &NoiseMeasurement, bins: usize) -> Result<(), IclEr
     let gauss: Vec<(f64, f64)> = xs.iter().map(|&x| (x, gaussian_pdf(x, 0.0, 1.0))).collect();
     let panels = [
         Panel {
-            title: format!("‖ξ‖ (kurtosis {}, Hill α {})", num(m.norm_stats.excess_kurtosis), num(m.norm_stats.hill.alpha)),
+            title: format!(
+                "‖ξ‖ (kurtosis {}, Hill α {})",
+                num(m.norm_stats.excess_kurtosis),
+                num(m.norm_stats.hill.alpha)
+            ),
             x_label: "noise norm".into(),
             y_label: "density".into(),
-            series: vec![Series::hist("noise", &hn.edges, &hn.density), Series::hist("Gaussian ref", &hg.edges, &hg.density)],
+            series: vec![
+                Series::hist("noise", &hn.edges, &hn.density),
+                Series::hist("Gaussian ref", &hg.edges, &hg.density),
+            ],
             ..Default::default()
         },
         Panel {
-            title: format!("standardized coordinates (kurtosis {}, Hill α {})", num(m.coord_stats.excess_kurtosis), num(m.coord_stats.hill.alpha)),
+            title: format!(
+                "standardized coordinates (kurtosis {}, Hill α {})",
+                num(m.coord_stats.excess_kurtosis),
+                num(m.coord_stats.hill.alpha)
+            ),
             x_label: "noise / its std (per coordinate)".into(),
             y_label: "density".into(),
             log_y: true,

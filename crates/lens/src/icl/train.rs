@@ -161,7 +161,8 @@ fn measure_noise(
     let xi = Tensor::stack(&rows, 0); // [K, P]
     let noise::GradientNoise { norms, gaussian_norms, coords, norm_stats, gaussian_norm_stats, coord_stats } =
         noise::gradient_noise(&xi, nc.hill_k, derive_seed(seed, Stream::IclNoiseGaussian { step: step as u64 }), seed)?;
-    let top_eigenvalue = if nc.curvature { Some(top_eigenvalue(model, &data.train, nc.power_iters, seed)) } else { None };
+    let top_eigenvalue =
+        if nc.curvature { Some(top_eigenvalue(model, &data.train, nc.power_iters, seed)) } else { None };
     Ok(NoiseMeasurement {
         data: dist,
         depth,

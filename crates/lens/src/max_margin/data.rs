@@ -43,7 +43,16 @@ pub struct MmDataConfig {
 
 impl Default for MmDataConfig {
     fn default() -> Self {
-        MmDataConfig { n: 8, tokens: 4, dim: 32, opt_score: 1.0, other_score: -1.0, score_spread: 0.0, head_norm: 3.0, seed: 0 }
+        MmDataConfig {
+            n: 8,
+            tokens: 4,
+            dim: 32,
+            opt_score: 1.0,
+            other_score: -1.0,
+            score_spread: 0.0,
+            head_norm: 3.0,
+            seed: 0,
+        }
     }
 }
 

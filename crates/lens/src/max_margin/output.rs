@@ -17,8 +17,8 @@ use headlab_store::h5util::{set_attr, set_str_attr, write_array, Ctx};
 use headlab_store::{atomic_write, FileKind};
 
 use super::{MaxMarginError, MaxMarginResult, Variant};
-use headlab_store::html::{escape, Page};
 use crate::plot::{write_png, xy, LegendPos, Panel, Series, PALETTE};
+use headlab_store::html::{escape, Page};
 
 /// Write `max_margin.h5` atomically.
 pub fn write_h5(path: &Path, res: &MaxMarginResult) -> Result<(), MaxMarginError> {
@@ -27,7 +27,12 @@ pub fn write_h5(path: &Path, res: &MaxMarginResult) -> Result<(), MaxMarginError
     atomic_write(path, FileKind::Lens, |f| {
         let ctx = Ctx(path);
         set_str_attr(f, path, "lens", "max_margin")?;
-        set_str_attr(f, path, "paper", "Tarzanagh et al. 2023, Max-Margin Token Selection in Attention Mechanism, arXiv 2306.13596")?;
+        set_str_attr(
+            f,
+            path,
+            "paper",
+            "Tarzanagh et al. 2023, Max-Margin Token Selection in Attention Mechanism, arXiv 2306.13596",
+        )?;
         set_str_attr(f, path, "config", &config_toml)?;
         let g = ctx.h5("data", f.create_group("data"))?;
         write_array(&g, path, "x", &d.x, &[d.n, d.t, d.d])?;
@@ -114,7 +119,10 @@ pub fn write_plots(dir: &Path, res: &MaxMarginResult) -> Result<Vec<PathBuf>, Ma
         // One minus cosine on a log axis shows the slow approach to 1.
         cos.push(Series::line(label(r.variant), xy(&x(r), r.trace.cos.iter().map(|c| 1.0 - c))).colored(c));
         if !r.trace.cos_v.is_empty() {
-            cos.push(Series::line("v, trained with p, vs v_mm", xy(&x(r), r.trace.cos_v.iter().map(|c| 1.0 - c))).colored(PALETTE[4]));
+            cos.push(
+                Series::line("v, trained with p, vs v_mm", xy(&x(r), r.trace.cos_v.iter().map(|c| 1.0 - c)))
+                    .colored(PALETTE[4]),
+            );
         }
         margin.push(Series::line(label(r.variant), xy(&x(r), r.trace.margin_ratio.iter().copied())).colored(c));
         mass.push(Series::line(label(r.variant), xy(&x(r), r.trace.opt_mass.iter().copied())).colored(c));
@@ -196,7 +204,12 @@ pub fn write_plots(dir: &Path, res: &MaxMarginResult) -> Result<Vec<PathBuf>, Ma
 }
 
 /// Write `index.html` into `dir`.
-pub fn write_page(dir: &Path, res: &MaxMarginResult, plots: &[PathBuf], h5_name: &str) -> Result<PathBuf, MaxMarginError> {
+pub fn write_page(
+    dir: &Path,
+    res: &MaxMarginResult,
+    plots: &[PathBuf],
+    h5_name: &str,
+) -> Result<PathBuf, MaxMarginError> {
     let c = &res.config;
     let d = &res.data;
     let mut h = String::new();
@@ -261,7 +274,8 @@ pub fn write_page(dir: &Path, res: &MaxMarginResult, plots: &[PathBuf], h5_name:
         let _ = write!(h, "<p><img src=\"{n}\" alt=\"{n}\"></p>", n = escape(&name));
     }
     let _ = write!(h, "<h2>Configuration</h2><pre>{}</pre>", escape(&c.to_toml()?));
-    let mut page = Page::new("headlab lens: max-margin token selection").heading("Max-margin token selection (Tarzanagh et al. 2023)");
+    let mut page = Page::new("headlab lens: max-margin token selection")
+        .heading("Max-margin token selection (Tarzanagh et al. 2023)");
     page.raw(&h);
     let path = dir.join("index.html");
     page.write(&path)?;

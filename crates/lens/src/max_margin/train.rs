@@ -231,7 +231,8 @@ pub fn gradient_descent(
             }
         }
         if k == s.steps {
-            tr.selected_opt_share = ev.selected.iter().zip(&data.opt).filter(|(a, b)| a == b).count() as f64 / data.n as f64;
+            tr.selected_opt_share =
+                ev.selected.iter().zip(&data.opt).filter(|(a, b)| a == b).count() as f64 / data.n as f64;
             break;
         }
         step(&mut p.theta, &ev.g_theta, s.lr, s.normalized);
@@ -280,7 +281,13 @@ pub fn regularization_path(
             }
         }
         let ev = evaluate(data, Variant::P, loss, &p);
-        out.push(PathPoint { radius: r, norm: norm(&p.theta), cos: cosine(&p.theta, p_mm), loss: ev.loss, opt_mass: ev.opt_mass });
+        out.push(PathPoint {
+            radius: r,
+            norm: norm(&p.theta),
+            cos: cosine(&p.theta, p_mm),
+            loss: ev.loss,
+            opt_mass: ev.opt_mass,
+        });
     }
     out
 }
@@ -307,8 +314,13 @@ mod tests {
                     a.theta[j] += h;
                     let mut b = p.clone();
                     b.theta[j] -= h;
-                    let fd = (evaluate(&data, variant, loss, &a).loss - evaluate(&data, variant, loss, &b).loss) / (2.0 * h);
-                    assert!((fd - ev.g_theta[j]).abs() < 1e-7, "{variant:?} {loss:?} theta[{j}]: {fd} vs {}", ev.g_theta[j]);
+                    let fd =
+                        (evaluate(&data, variant, loss, &a).loss - evaluate(&data, variant, loss, &b).loss) / (2.0 * h);
+                    assert!(
+                        (fd - ev.g_theta[j]).abs() < 1e-7,
+                        "{variant:?} {loss:?} theta[{j}]: {fd} vs {}",
+                        ev.g_theta[j]
+                    );
                 }
                 if variant == Variant::Joint {
                     for j in 0..4 {
@@ -316,7 +328,8 @@ mod tests {
                         a.v[j] += h;
                         let mut b = p.clone();
                         b.v[j] -= h;
-                        let fd = (evaluate(&data, variant, loss, &a).loss - evaluate(&data, variant, loss, &b).loss) / (2.0 * h);
+                        let fd = (evaluate(&data, variant, loss, &a).loss - evaluate(&data, variant, loss, &b).loss)
+                            / (2.0 * h);
                         assert!((fd - ev.g_v[j]).abs() < 1e-7, "v[{j}]: {fd} vs {}", ev.g_v[j]);
                     }
                 }

@@ -8,13 +8,13 @@
 
 use std::path::Path;
 
+use hdf5::types::VarLenUnicode;
 use headlab_store::h5util::{set_str_attr, write_array, Ctx};
 use headlab_store::{atomic_write, FileKind, StoreError};
-use hdf5::types::VarLenUnicode;
 
 use super::{ScalingError, ScalingPoint, ScalingReport};
-use headlab_store::html::Page;
 use crate::plot::{num, write_png, Panel, Series};
+use headlab_store::html::Page;
 
 type Metric = (&'static str, &'static str, fn(&ScalingPoint) -> f64, bool);
 
@@ -66,7 +66,10 @@ pub fn write_html(dir: &Path, r: &ScalingReport) -> Result<(), ScalingError> {
          ‖J‖_F / c is the pattern's sensitivity to the raw dot products.",
         c.query_std, c.key_std, c.d, c.queries, c.trials, 1.0 - c.eps
     ));
-    page.table(&["option", "score"], &c.options.iter().map(|o| vec![o.name().to_string(), o.formula().to_string()]).collect::<Vec<_>>());
+    page.table(
+        &["option", "score"],
+        &c.options.iter().map(|o| vec![o.name().to_string(), o.formula().to_string()]).collect::<Vec<_>>(),
+    );
     for (name, desc, get, log_y) in METRICS {
         if name == "entropy" || name == "max_weight" {
             continue;
@@ -80,9 +83,23 @@ pub fn write_html(dir: &Path, r: &ScalingReport) -> Result<(), ScalingError> {
                 let series = c
                     .options
                     .iter()
-                    .map(|&o| Series::line(o.name(), c.ns.iter().filter_map(|&n| r.get(o, spread, n).map(|pt| (n as f64, get(pt)))).collect()).marked())
+                    .map(|&o| {
+                        Series::line(
+                            o.name(),
+                            c.ns.iter().filter_map(|&n| r.get(o, spread, n).map(|pt| (n as f64, get(pt)))).collect(),
+                        )
+                        .marked()
+                    })
                     .collect();
-                Panel { title: format!("σ = {spread}"), x_label: "N (keys)".into(), y_label: desc.into(), log_x: true, log_y, series, ..Default::default() }
+                Panel {
+                    title: format!("σ = {spread}"),
+                    x_label: "N (keys)".into(),
+                    y_label: desc.into(),
+                    log_x: true,
+                    log_y,
+                    series,
+                    ..Default::default()
+                }
             })
             .collect();
         write_png(&p, &panels, panels.len(), (420 * panels.len() as u32, 380)).map_err(|e| out_err(&p, e))?;
@@ -106,6 +123,9 @@ pub fn write_html(dir: &Path, r: &ScalingReport) -> Result<(), ScalingError> {
             ]
         })
         .collect();
-    page.table(&["option", "σ", "N", "saturated", "max weight", "‖J‖_F", "‖J‖_F / c", "entropy / ln N", "score std"], &rows);
+    page.table(
+        &["option", "σ", "N", "saturated", "max weight", "‖J‖_F", "‖J‖_F / c", "entropy / ln N", "score std"],
+        &rows,
+    );
     Ok(page.write(&dir.join("index.html"))?)
 }

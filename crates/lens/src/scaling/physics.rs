@@ -26,17 +26,17 @@
 
 use std::path::{Path, PathBuf};
 
+use hdf5::types::VarLenUnicode;
 use headlab_model::{AttentionConfig, AttentionKind, AttentionScale, DeviceSpec, Model};
 use headlab_sim::{Scene, SimOptions};
 use headlab_store::h5util::{set_str_attr, write_array, Ctx};
 use headlab_store::{atomic_write, FileKind, StoreError};
-use hdf5::types::VarLenUnicode;
 use serde::{Deserialize, Serialize};
 
 use super::run::model_saturation;
 use super::{bad, ScalingError};
-use headlab_store::html::Page;
 use crate::plot::{num, write_png, Panel, Series};
+use headlab_store::html::Page;
 
 /// Configuration of the physics comparison; every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,7 +79,12 @@ impl Default for PhysicsScalingConfig {
         Self {
             scene: "scenes/demo.toml".into(),
             particles: vec![16, 64],
-            options: vec![AttentionScale::InvSqrtDHead, AttentionScale::InvSqrtN, AttentionScale::InvLogN, AttentionScale::InvKeyNormSum],
+            options: vec![
+                AttentionScale::InvSqrtDHead,
+                AttentionScale::InvSqrtN,
+                AttentionScale::InvLogN,
+                AttentionScale::InvKeyNormSum,
+            ],
             trajectories: 24,
             frames: 40,
             steps: 300,
@@ -105,16 +110,28 @@ impl PhysicsScalingConfig {
     /// Check every value; the error names the key and what is allowed.
     pub fn validate(&self) -> Result<(), ScalingError> {
         if self.particles.is_empty() || self.particles.contains(&0) {
-            return Err(bad("particles", format!("{:?}", self.particles), "give one or more positive particle counts, e.g. 16,64"));
+            return Err(bad(
+                "particles",
+                format!("{:?}", self.particles),
+                "give one or more positive particle counts, e.g. 16,64",
+            ));
         }
         if self.options.is_empty() {
             return Err(bad("options", "[]", "compare at least one scale option"));
         }
         if self.trajectories < 2 || self.frames < 2 {
-            return Err(bad("trajectories/frames", format!("{}/{}", self.trajectories, self.frames), "need at least 2 trajectories (train/validation split) and 2 frames"));
+            return Err(bad(
+                "trajectories/frames",
+                format!("{}/{}", self.trajectories, self.frames),
+                "need at least 2 trajectories (train/validation split) and 2 frames",
+            ));
         }
         if self.steps == 0 || self.batch_size == 0 || self.checkpoints < 2 || self.eval_frames == 0 {
-            return Err(bad("steps/batch_size/checkpoints/eval_frames", format!("{}/{}/{}/{}", self.steps, self.batch_size, self.checkpoints, self.eval_frames), "steps, batch_size, eval_frames > 0 and checkpoints >= 2"));
+            return Err(bad(
+                "steps/batch_size/checkpoints/eval_frames",
+                format!("{}/{}/{}/{}", self.steps, self.batch_size, self.checkpoints, self.eval_frames),
+                "steps, batch_size, eval_frames > 0 and checkpoints >= 2",
+            ));
         }
         if !(self.eps > 0.0 && self.eps < 1.0) {
             return Err(bad("eps", self.eps, "use a small positive number such as 0.01"));
@@ -175,7 +192,12 @@ pub fn scene_with_particles(base: &Scene, n: usize) -> Scene {
 }
 
 /// Run the comparison into `out` (created). `progress(done, total)` after each run.
-pub fn run_physics_scaling(cfg: &PhysicsScalingConfig, out: &Path, device: DeviceSpec, progress: &mut dyn FnMut(usize, usize, &PhysicsPoint)) -> Result<PhysicsScalingReport, ScalingError> {
+pub fn run_physics_scaling(
+    cfg: &PhysicsScalingConfig,
+    out: &Path,
+    device: DeviceSpec,
+    progress: &mut dyn FnMut(usize, usize, &PhysicsPoint),
+) -> Result<PhysicsScalingReport, ScalingError> {
     cfg.validate()?;
     let torch_device = device.resolve()?;
     std::fs::create_dir_all(out).map_err(|e| other(out, e))?;
@@ -185,7 +207,12 @@ pub fn run_physics_scaling(cfg: &PhysicsScalingConfig, out: &Path, device: Devic
     let mut points = Vec::new();
     for &n in &cfg.particles {
         let scene = scene_with_particles(&base, n);
-        let ds = headlab_sim::simulate(&scene, SimOptions { n_traj: cfg.trajectories, n_frames: cfg.frames, seed: cfg.seed, threads: 1 }, None).map_err(|e| other(scene_path, e))?;
+        let ds = headlab_sim::simulate(
+            &scene,
+            SimOptions { n_traj: cfg.trajectories, n_frames: cfg.frames, seed: cfg.seed, threads: 1 },
+            None,
+        )
+        .map_err(|e| other(scene_path, e))?;
         let data_path = out.join(format!("data_N{n}.h5"));
         headlab_store::dataset::write_dataset(&data_path, &ds)?;
         for &option in &cfg.options {
@@ -213,24 +240,44 @@ pub fn run_physics_scaling(cfg: &PhysicsScalingConfig, out: &Path, device: Devic
             tc.schedule.warmup = (cfg.steps / 10).min(100);
             tc.checkpoints.count = cfg.checkpoints;
             tc.checkpoints.dense_fraction = 0.0;
-            let summary = headlab_train::train(&tc, &ds, &run_dir, &Default::default()).map_err(|e| other(&run_dir, e))?;
-            let popts = headlab_probe::run::ProbeOptions { eval_frames: cfg.eval_frames, seed: cfg.seed, cache_trajectories: 0, ..Default::default() };
-            let ctl = headlab_probe::run::ProbeControl { device: tc.device, progress: false, threads: 1, ..Default::default() };
-            let ps = headlab_probe::run::probe_run(&run_dir, &ds, &data_path, &popts, &ctl).map_err(|e| other(&run_dir, e))?;
+            let summary =
+                headlab_train::train(&tc, &ds, &run_dir, &Default::default()).map_err(|e| other(&run_dir, e))?;
+            let popts = headlab_probe::run::ProbeOptions {
+                eval_frames: cfg.eval_frames,
+                seed: cfg.seed,
+                cache_trajectories: 0,
+                ..Default::default()
+            };
+            let ctl = headlab_probe::run::ProbeControl {
+                device: tc.device,
+                progress: false,
+                threads: 1,
+                ..Default::default()
+            };
+            let ps = headlab_probe::run::probe_run(&run_dir, &ds, &data_path, &popts, &ctl)
+                .map_err(|e| other(&run_dir, e))?;
             let an = headlab_store::analysis::read_analysis(&ps.analysis_path, false)?;
             let verdict = headlab_analysis::heads::run_verdict(&an, None);
             // The top head (the highest score; heads tied with it within one SE are named too).
-            let top: Vec<&headlab_analysis::heads::HeadSummary> = verdict.as_ref().map(|v| v.top_heads()).unwrap_or_default();
+            let top: Vec<&headlab_analysis::heads::HeadSummary> =
+                verdict.as_ref().map(|v| v.top_heads()).unwrap_or_default();
             let best = top.first().copied();
             let lh = an.n_layers * an.n_heads;
             let emergence_step = an
                 .series
                 .get(headlab_analysis::series::SeriesKey::ScoreExclNormOverlap.name())
-                .and_then(|sc| an.steps.iter().enumerate().find(|(s, _)| sc[s * lh..(s + 1) * lh].iter().any(|&v| v >= 0.5)).map(|(_, &st)| st as i64))
+                .and_then(|sc| {
+                    an.steps
+                        .iter()
+                        .enumerate()
+                        .find(|(s, _)| sc[s * lh..(s + 1) * lh].iter().any(|&v| v >= 0.5))
+                        .map(|(_, &st)| st as i64)
+                })
                 .unwrap_or(-1);
             let last = summary.checkpoints.last().ok_or_else(|| other(&run_dir, "no checkpoint written"))?;
             let model = Model::load(last, torch_device)?;
-            let frames: Vec<(usize, usize)> = an.eval_traj.iter().zip(&an.eval_frame).map(|(&t, &f)| (t as usize, f as usize)).collect();
+            let frames: Vec<(usize, usize)> =
+                an.eval_traj.iter().zip(&an.eval_frame).map(|(&t, &f)| (t as usize, f as usize)).collect();
             let sat: Vec<_> = model_saturation(&model, &ds, &frames, cfg.eps, 32)?.into_iter().flatten().collect();
             let mean = |f: fn(&super::Saturation) -> f64| sat.iter().map(f).sum::<f64>() / sat.len().max(1) as f64;
             let p = PhysicsPoint {
@@ -240,7 +287,11 @@ pub fn run_physics_scaling(cfg: &PhysicsScalingConfig, out: &Path, device: Devic
                 val_ratio: summary.val_loss / summary.baseline_val_loss,
                 best_score: best.map(|b| b.score).unwrap_or(f64::NAN),
                 best_auroc: best.map(|b| b.auroc).unwrap_or(f64::NAN),
-                best_head: if top.is_empty() { "-".into() } else { top.iter().map(|b| b.name()).collect::<Vec<_>>().join("=") },
+                best_head: if top.is_empty() {
+                    "-".into()
+                } else {
+                    top.iter().map(|b| b.name()).collect::<Vec<_>>().join("=")
+                },
                 emergence_step,
                 frac_saturated: mean(|s| s.frac_saturated),
                 entropy_norm: mean(|s| s.entropy_norm),
@@ -274,10 +325,27 @@ pub fn write_physics_h5(path: &Path, r: &PhysicsScalingReport) -> Result<(), Sca
         let ctx = Ctx(path);
         set_str_attr(f, path, "lens", "scaling-physics")?;
         set_str_attr(f, path, "config", &config_toml)?;
-        let names: Vec<VarLenUnicode> = c.options.iter().map(|o| o.name().parse().map_err(|e| StoreError::Invalid { path: path.to_path_buf(), key: "options".into(), found: format!("`{o}` ({e})"), expected: "an HDF5 string".into() })).collect::<Result<_, _>>()?;
+        let names: Vec<VarLenUnicode> = c
+            .options
+            .iter()
+            .map(|o| {
+                o.name().parse().map_err(|e| StoreError::Invalid {
+                    path: path.to_path_buf(),
+                    key: "options".into(),
+                    found: format!("`{o}` ({e})"),
+                    expected: "an HDF5 string".into(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
         let a = ctx.h5("options", f.new_attr::<VarLenUnicode>().shape(names.len()).create("options"))?;
         ctx.h5("options", a.write_raw(&names))?;
-        write_array(f, path, "particles", &c.particles.iter().map(|&n| n as u64).collect::<Vec<_>>(), &[c.particles.len()])?;
+        write_array(
+            f,
+            path,
+            "particles",
+            &c.particles.iter().map(|&n| n as u64).collect::<Vec<_>>(),
+            &[c.particles.len()],
+        )?;
         let shape = [c.particles.len(), c.options.len()];
         for (name, _, get) in METRICS {
             write_array(f, path, name, &r.points.iter().map(get).collect::<Vec<f64>>(), &shape)?;
@@ -298,9 +366,22 @@ pub fn write_physics_html(dir: &Path, r: &PhysicsScalingReport) -> Result<(), Sc
         let series = c
             .options
             .iter()
-            .map(|&o| Series::line(o.name(), r.points.iter().filter(|p| p.option == o).map(|p| (p.particles as f64, get(p))).collect()).marked())
+            .map(|&o| {
+                Series::line(
+                    o.name(),
+                    r.points.iter().filter(|p| p.option == o).map(|p| (p.particles as f64, get(p))).collect(),
+                )
+                .marked()
+            })
             .collect();
-        Panel { title: desc.into(), x_label: "particles N (= keys)".into(), y_label: desc.into(), log_x: true, series, ..Default::default() }
+        Panel {
+            title: desc.into(),
+            x_label: "particles N (= keys)".into(),
+            y_label: desc.into(),
+            log_x: true,
+            series,
+            ..Default::default()
+        }
     });
     write_png(&p, &panels, panels.len(), (400 * panels.len() as u32, 360)).map_err(|e| out_err(&p, e))?;
     let mut page = Page::new("headlab lens: attention scale options on the physics task");
@@ -329,6 +410,20 @@ pub fn write_physics_html(dir: &Path, r: &PhysicsScalingReport) -> Result<(), Sc
             ]
         })
         .collect();
-    page.table(&["N", "option", "val / baseline", "best score (head)", "AUROC", "score ≥ 0.5 at", "saturated", "entropy / ln N", "‖J‖_F", "seconds"], &rows);
+    page.table(
+        &[
+            "N",
+            "option",
+            "val / baseline",
+            "best score (head)",
+            "AUROC",
+            "score ≥ 0.5 at",
+            "saturated",
+            "entropy / ln N",
+            "‖J‖_F",
+            "seconds",
+        ],
+        &rows,
+    );
     Ok(page.write(&dir.join("index.html"))?)
 }

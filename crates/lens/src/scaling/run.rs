@@ -29,8 +29,8 @@ use headlab_store::{atomic_write, FileKind, StoreError};
 use tch::{Device, Tensor};
 
 use super::{saturation_per_head, Saturation, ScalingError};
-use headlab_store::html::Page;
 use crate::plot::{num, write_png, xy, Panel, Series};
+use headlab_store::html::Page;
 
 /// Options of the run diagnostics.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,11 +109,16 @@ fn run_err(path: &Path, msg: impl Into<String>) -> ScalingError {
 
 /// The evaluation frames: the probe's if the run was probed, else a seeded
 /// draw from the validation trajectories (as `headlab probe` would make).
-fn eval_frames(run_dir: &Path, ds: &Dataset, opts: &RunSaturationOptions) -> Result<(Vec<(usize, usize)>, String), ScalingError> {
+fn eval_frames(
+    run_dir: &Path,
+    ds: &Dataset,
+    opts: &RunSaturationOptions,
+) -> Result<(Vec<(usize, usize)>, String), ScalingError> {
     let apath = run_dir.join("analysis.h5");
     if apath.exists() {
         let an = headlab_store::analysis::read_analysis(&apath, false)?;
-        let frames: Vec<(usize, usize)> = an.eval_traj.iter().zip(&an.eval_frame).map(|(&t, &f)| (t as usize, f as usize)).collect();
+        let frames: Vec<(usize, usize)> =
+            an.eval_traj.iter().zip(&an.eval_frame).map(|(&t, &f)| (t as usize, f as usize)).collect();
         if let Some(&(t, f)) = frames.iter().find(|&&(t, f)| t >= ds.n_traj || f >= ds.n_frames) {
             return Err(run_err(&apath, format!("evaluation frame (traj {t}, frame {f}) is not in the dataset; was the run probed on another dataset? pass the run's dataset with --data")));
         }
@@ -131,19 +136,27 @@ fn thin<T: Clone>(v: &[T], max: usize) -> Vec<T> {
         return v.to_vec();
     }
     let max = max.max(2);
-    let mut idx: Vec<usize> = (0..max).map(|i| ((i as f64) * (v.len() - 1) as f64 / (max - 1) as f64).round() as usize).collect();
+    let mut idx: Vec<usize> =
+        (0..max).map(|i| ((i as f64) * (v.len() - 1) as f64 / (max - 1) as f64).round() as usize).collect();
     idx.dedup();
     idx.into_iter().map(|i| v[i].clone()).collect()
 }
 
 /// Per-head saturation diagnostics of one model on the given frames.
-pub fn model_saturation(model: &Model, ds: &Dataset, frames: &[(usize, usize)], eps: f64, batch: usize) -> Result<Vec<Vec<Saturation>>, ScalingError> {
+pub fn model_saturation(
+    model: &Model,
+    ds: &Dataset,
+    frames: &[(usize, usize)],
+    eps: f64,
+    batch: usize,
+) -> Result<Vec<Vec<Saturation>>, ScalingError> {
     let nl = model.config.n_layers;
     let mut pats: Vec<Vec<Tensor>> = (0..nl).map(|_| Vec::new()).collect();
     tch::no_grad(|| -> Result<(), ScalingError> {
         for chunk in frames.chunks(batch.max(1)) {
             let s = State::from_dataset(ds, chunk, model.device());
-            let (_, cache) = model.run_with_cache(&model.norm.features(&s), |name| name.ends_with(".attn.hook_pattern"))?;
+            let (_, cache) =
+                model.run_with_cache(&model.norm.features(&s), |name| name.ends_with(".attn.hook_pattern"))?;
             for (l, p) in pats.iter_mut().enumerate() {
                 if let Some(t) = cache.pattern(l) {
                     p.push(t.shallow_clone());
@@ -156,7 +169,11 @@ pub fn model_saturation(model: &Model, ds: &Dataset, frames: &[(usize, usize)], 
 }
 
 /// Diagnostics on every checkpoint of the run in `run_dir` (trained on `ds`).
-pub fn run_saturation(run_dir: &Path, ds: &Dataset, opts: &RunSaturationOptions) -> Result<RunSaturation, ScalingError> {
+pub fn run_saturation(
+    run_dir: &Path,
+    ds: &Dataset,
+    opts: &RunSaturationOptions,
+) -> Result<RunSaturation, ScalingError> {
     if !(opts.eps > 0.0 && opts.eps < 1.0) {
         return Err(super::bad("eps", opts.eps, "use a small positive number such as 0.01"));
     }
@@ -166,7 +183,10 @@ pub fn run_saturation(run_dir: &Path, ds: &Dataset, opts: &RunSaturationOptions)
     }
     let (frames, frames_source) = eval_frames(run_dir, ds, opts)?;
     if frames.is_empty() {
-        return Err(run_err(run_dir, "no evaluation frames (the dataset has no validation frames?); raise --eval-frames"));
+        return Err(run_err(
+            run_dir,
+            "no evaluation frames (the dataset has no validation frames?); raise --eval-frames",
+        ));
     }
     let mut out = RunSaturation {
         run_dir: run_dir.to_path_buf(),
@@ -190,7 +210,14 @@ pub fn run_saturation(run_dir: &Path, ds: &Dataset, opts: &RunSaturationOptions)
             return Err(run_err(path, "uses linear attention: its weights are not a softmax distribution, so saturation diagnostics do not apply"));
         }
         if model.norm.dimension != ds.dim() {
-            return Err(run_err(path, format!("is a {}-D model but the dataset is {}-D; pass the run's dataset with --data", model.norm.dimension, ds.dim())));
+            return Err(run_err(
+                path,
+                format!(
+                    "is a {}-D model but the dataset is {}-D; pass the run's dataset with --data",
+                    model.norm.dimension,
+                    ds.dim()
+                ),
+            ));
         }
         if out.steps.is_empty() {
             out.config_toml = ck.config_toml.clone();
@@ -198,7 +225,10 @@ pub fn run_saturation(run_dir: &Path, ds: &Dataset, opts: &RunSaturationOptions)
             out.n_layers = c.n_layers;
             out.n_heads = c.n_heads;
         } else if (c.n_layers, c.n_heads) != (out.n_layers, out.n_heads) {
-            return Err(run_err(path, format!("has {}×{} heads, earlier checkpoints {}×{}", c.n_layers, c.n_heads, out.n_layers, out.n_heads)));
+            return Err(run_err(
+                path,
+                format!("has {}×{} heads, earlier checkpoints {}×{}", c.n_layers, c.n_heads, out.n_layers, out.n_heads),
+            ));
         }
         out.sat.push(model_saturation(&model, ds, &frames, opts.eps, opts.batch)?);
         out.steps.push(*step);
@@ -252,7 +282,14 @@ pub fn write_run_html(dir: &Path, r: &RunSaturation) -> Result<(), ScalingError>
                 .flat_map(|l| (0..r.n_heads).map(move |h| (l, h)))
                 .map(|(l, h)| Series::line(format!("L{l}.H{h}"), xy(&xs, r.series(get, l, h))).marked())
                 .collect();
-            Panel { title: desc.into(), x_label: "training step + 1".into(), y_label: desc.into(), log_x: true, series, ..Default::default() }
+            Panel {
+                title: desc.into(),
+                x_label: "training step + 1".into(),
+                y_label: desc.into(),
+                log_x: true,
+                series,
+                ..Default::default()
+            }
         })
         .collect();
     write_png(&p, &panels, panels.len(), (420 * panels.len() as u32, 380)).map_err(|e| out_err(&p, e))?;
@@ -275,7 +312,14 @@ pub fn write_run_html(dir: &Path, r: &RunSaturation) -> Result<(), ScalingError>
             .flat_map(|l| (0..r.n_heads).map(move |h| (l, h)))
             .map(|(l, h)| {
                 let s = &last[l][h];
-                vec![format!("L{l}.H{h}"), num(s.frac_saturated), num(s.max_weight), num(s.jacobian_fro), num(s.entropy), num(s.entropy_norm)]
+                vec![
+                    format!("L{l}.H{h}"),
+                    num(s.frac_saturated),
+                    num(s.max_weight),
+                    num(s.jacobian_fro),
+                    num(s.entropy),
+                    num(s.entropy_norm),
+                ]
             })
             .collect();
         page.table(&["head", "saturated", "max weight", "‖J‖_F", "entropy", "entropy / ln N"], &rows);

@@ -18,11 +18,11 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use tch::{Kind, Tensor};
 
-use headlab_analysis::freeze;
-use headlab_train::{Optimizer, OptimizerConfig, OptimizerKind};
 use super::task::{Batch, Task, TokenKind};
 use super::{Embedding, ScanSnapConfig, ScanSnapError, Trace};
+use headlab_analysis::freeze;
 use headlab_sim::seed::{derive_seed, Stream};
+use headlab_train::{Optimizer, OptimizerConfig, OptimizerKind};
 
 pub(crate) struct ToyModel {
     embed: Tensor,
@@ -145,7 +145,12 @@ pub(crate) fn attention_stats(task: &Task, batch: &Batch, attn: &[f32]) -> AttnS
         }
     }
     let n = batch.n.max(1) as f64;
-    AttnStats { entropy: (h / n) as f32, mass_distinct: (md / n) as f32, mass_common: (mc / n) as f32, mass_self: (ms / n) as f32 }
+    AttnStats {
+        entropy: (h / n) as f32,
+        mass_distinct: (md / n) as f32,
+        mass_common: (mc / n) as f32,
+        mass_self: (ms / n) as f32,
+    }
 }
 
 /// One training run. `train_size` 0 means fresh samples every step.
@@ -174,7 +179,9 @@ pub(crate) fn train_run(
             let (logits, attn) = tch::no_grad(|| model.forward(&eval));
             let labels = Tensor::from_slice(&eval.labels);
             let loss = logits.cross_entropy_for_logits(&labels).double_value(&[]) as f32;
-            let acc = logits.argmax(-1, false).eq_tensor(&labels).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]) as f32;
+            let acc =
+                logits.argmax(-1, false).eq_tensor(&labels).to_kind(Kind::Float).mean(Kind::Float).double_value(&[])
+                    as f32;
             let attn: Vec<f32> = Vec::<f32>::try_from(attn.flatten(0, -1))?;
             let st = attention_stats(&task, &eval, &attn);
             tr.steps.push(step);

@@ -19,8 +19,8 @@ use headlab_store::h5util::{set_attr, set_str_attr, write_array};
 use headlab_store::{atomic_write, FileKind, StoreError};
 
 use super::{ScanSnapError, ScanSnapResult, TokenKind, Trace};
-use headlab_store::html::{escape, Page};
 use crate::plot::{write_png, xy, LegendPos, Panel, Series, BLACK_ISH, PALETTE};
+use headlab_store::html::{escape, Page};
 
 fn opt(v: Option<u64>) -> i64 {
     v.map(|s| s as i64).unwrap_or(-1)
@@ -36,7 +36,8 @@ pub fn write_h5(path: &Path, res: &ScanSnapResult) -> Result<(), ScanSnapError> 
         let ctx = headlab_store::h5util::Ctx(path);
         let g = ctx.h5("vocab", f.create_group("vocab"))?;
         let kinds: Vec<i32> = res.kinds.iter().map(|k| k.code()).collect();
-        let classes: Vec<i32> = res.kinds.iter().map(|k| if let TokenKind::Distinct(c) = k { *c as i32 } else { -1 }).collect();
+        let classes: Vec<i32> =
+            res.kinds.iter().map(|k| if let TokenKind::Distinct(c) = k { *c as i32 } else { -1 }).collect();
         write_array(&g, path, "kind", &kinds, &[kinds.len()])?;
         write_array(&g, path, "class", &classes, &[classes.len()])?;
         let g = ctx.h5("main", f.create_group("main"))?;
@@ -46,7 +47,13 @@ pub fn write_h5(path: &Path, res: &ScanSnapResult) -> Result<(), ScanSnapError> 
         write_array(&g, path, "ratio", &res.lr_sweep.iter().map(|p| p.ratio).collect::<Vec<_>>(), &[r])?;
         write_array(&g, path, "lr_attention", &res.lr_sweep.iter().map(|p| p.lr_attention).collect::<Vec<_>>(), &[r])?;
         write_array(&g, path, "lr_decoder", &res.lr_sweep.iter().map(|p| p.lr_decoder).collect::<Vec<_>>(), &[r])?;
-        write_array(&g, path, "snap_step", &res.lr_sweep.iter().map(|p| opt(p.trace.snap_step)).collect::<Vec<_>>(), &[r])?;
+        write_array(
+            &g,
+            path,
+            "snap_step",
+            &res.lr_sweep.iter().map(|p| opt(p.trace.snap_step)).collect::<Vec<_>>(),
+            &[r],
+        )?;
         if let Some(first) = res.lr_sweep.first() {
             let e = first.trace.steps.len();
             write_array(&g, path, "step", &first.trace.steps, &[e])?;
@@ -119,7 +126,8 @@ pub fn write_plots(dir: &Path, res: &ScanSnapResult) -> Result<Vec<PathBuf>, Sca
     std::fs::create_dir_all(dir).map_err(|source| ScanSnapError::Io { path: dir.to_path_buf(), source })?;
     let mut out = Vec::new();
     let m = &res.main;
-    let snap: Vec<(f64, String)> = m.snap_step.map(|s| vec![(s as f64, format!("snap (step {s})"))]).unwrap_or_default();
+    let snap: Vec<(f64, String)> =
+        m.snap_step.map(|s| vec![(s as f64, format!("snap (step {s})"))]).unwrap_or_default();
     let x = steps(m);
 
     // 1. Attention over training.
@@ -162,7 +170,8 @@ pub fn write_plots(dir: &Path, res: &ScanSnapResult) -> Result<Vec<PathBuf>, Sca
             y_label: scale_label(res.config.freeze.scale).into(),
             series: vec![
                 Series::line("relative change", xy(&x, f64s(&m.rel_change))).colored(PALETTE[3]),
-                Series::line("threshold", xy(&x, vec![res.config.freeze.threshold as f64; x.len()])).colored(PALETTE[7]),
+                Series::line("threshold", xy(&x, vec![res.config.freeze.threshold as f64; x.len()]))
+                    .colored(PALETTE[7]),
             ],
             log_y: true,
             vlines: snap.clone(),
@@ -204,7 +213,8 @@ pub fn write_plots(dir: &Path, res: &ScanSnapResult) -> Result<Vec<PathBuf>, Sca
     if !res.lr_sweep.is_empty() {
         let p = dir.join("scan_snap_lr_ratio.png");
         let ratios: Vec<f64> = res.lr_sweep.iter().map(|q| q.ratio).collect();
-        let snaps: Vec<f64> = res.lr_sweep.iter().map(|q| q.trace.snap_step.map(|s| s as f64).unwrap_or(f64::NAN)).collect();
+        let snaps: Vec<f64> =
+            res.lr_sweep.iter().map(|q| q.trace.snap_step.map(|s| s as f64).unwrap_or(f64::NAN)).collect();
         let ent: Vec<f64> = res.lr_sweep.iter().map(|q| Trace::last(&q.trace.entropy) as f64).collect();
         let md: Vec<f64> = res.lr_sweep.iter().map(|q| Trace::last(&q.trace.mass_distinct) as f64).collect();
         let curves: Vec<Series> = res
@@ -218,7 +228,11 @@ pub fn write_plots(dir: &Path, res: &ScanSnapResult) -> Result<Vec<PathBuf>, Sca
             .map(|q| Series::line(format!("ratio {}", q.ratio), xy(&steps(&q.trace), f64s(&q.trace.rel_change))))
             .collect();
         let xs0 = steps(&res.lr_sweep[0].trace);
-        rc.push(Series::line("threshold", xy(&xs0, vec![res.config.freeze.threshold as f64; xs0.len()])).colored(BLACK_ISH).thin());
+        rc.push(
+            Series::line("threshold", xy(&xs0, vec![res.config.freeze.threshold as f64; xs0.len()]))
+                .colored(BLACK_ISH)
+                .thin(),
+        );
         let panels = [
             Panel {
                 title: "Snap step vs decoder/attention LR ratio".into(),
@@ -279,7 +293,13 @@ pub fn write_plots(dir: &Path, res: &ScanSnapResult) -> Result<Vec<PathBuf>, Sca
             sizes
                 .iter()
                 .map(|&s| {
-                    let v: Vec<f64> = res.data_sweep.iter().filter(|d| d.size == s).map(|d| f(d) as f64).filter(|x| x.is_finite()).collect();
+                    let v: Vec<f64> = res
+                        .data_sweep
+                        .iter()
+                        .filter(|d| d.size == s)
+                        .map(|d| f(d) as f64)
+                        .filter(|x| x.is_finite())
+                        .collect();
                     (xs(s), if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 })
                 })
                 .unzip()
@@ -296,7 +316,10 @@ pub fn write_plots(dir: &Path, res: &ScanSnapResult) -> Result<Vec<PathBuf>, Sca
                 title: "Attention locked onto accidental co-occurrences".into(),
                 x_label: title_inf.clone(),
                 y_label: "share of top logits held by common tokens".into(),
-                series: vec![Series::dots("per seed", xy(&lx, ly)).colored(PALETTE[1]), Series::line("mean", xy(&mx, my)).colored(PALETTE[0])],
+                series: vec![
+                    Series::dots("per seed", xy(&lx, ly)).colored(PALETTE[1]),
+                    Series::line("mean", xy(&mx, my)).colored(PALETTE[0]),
+                ],
                 x_ticks: Some(ticks.clone()),
                 y_range: Some((-0.05, 1.05)),
                 ..Default::default()
@@ -305,7 +328,10 @@ pub fn write_plots(dir: &Path, res: &ScanSnapResult) -> Result<Vec<PathBuf>, Sca
                 title: "Final attention mass on common tokens".into(),
                 x_label: title_inf.clone(),
                 y_label: "mass".into(),
-                series: vec![Series::dots("per seed", xy(&cx, cy)).colored(PALETTE[1]), Series::line("mean", xy(&mcx, mcy)).colored(PALETTE[0])],
+                series: vec![
+                    Series::dots("per seed", xy(&cx, cy)).colored(PALETTE[1]),
+                    Series::line("mean", xy(&mcx, mcy)).colored(PALETTE[0]),
+                ],
                 x_ticks: Some(ticks.clone()),
                 ..Default::default()
             },
@@ -313,7 +339,10 @@ pub fn write_plots(dir: &Path, res: &ScanSnapResult) -> Result<Vec<PathBuf>, Sca
                 title: "corr(train-set class purity, logit) over common tokens".into(),
                 x_label: title_inf,
                 y_label: "Pearson r".into(),
-                series: vec![Series::dots("per seed", xy(&qx, qy)).colored(PALETTE[2]), Series::line("mean", xy(&mqx, mqy)).colored(PALETTE[0])],
+                series: vec![
+                    Series::dots("per seed", xy(&qx, qy)).colored(PALETTE[2]),
+                    Series::line("mean", xy(&mqx, mqy)).colored(PALETTE[0]),
+                ],
                 x_ticks: Some(ticks),
                 y_range: Some((-1.05, 1.05)),
                 ..Default::default()
@@ -340,13 +369,17 @@ fn dataset_sizes(res: &ScanSnapResult) -> Vec<usize> {
     s
 }
 
-
 fn fmt_opt(v: Option<u64>) -> String {
     v.map(|s| s.to_string()).unwrap_or_else(|| "—".into())
 }
 
 /// Write `index.html` into `dir`, showing the plots (file names relative to `dir`).
-pub fn write_page(dir: &Path, res: &ScanSnapResult, plots: &[PathBuf], h5_name: &str) -> Result<PathBuf, ScanSnapError> {
+pub fn write_page(
+    dir: &Path,
+    res: &ScanSnapResult,
+    plots: &[PathBuf],
+    h5_name: &str,
+) -> Result<PathBuf, ScanSnapError> {
     let m = &res.main;
     let c = &res.config;
     let mut h = String::new();

@@ -52,15 +52,15 @@
 
 use std::fmt;
 
+use headlab_sim::stats::{mean_std, Spread};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
-use headlab_sim::stats::{mean_std, Spread};
 
+pub mod model;
+pub mod plot;
+pub mod run;
 mod sampler;
 pub mod toy;
-pub mod model;
-pub mod run;
-pub mod plot;
 
 /// Errors of the LLC estimator. Messages say what to change.
 #[derive(Debug, thiserror::Error)]
@@ -564,7 +564,8 @@ fn summarize(
     let (llc, std) = mean_std(&vals, Spread::Sample);
     let se = if vals.len() > 1 { std / (vals.len() as f64).sqrt() } else { f64::NAN };
     let llc_all_steps = mean_std(&good.iter().map(|&c| reports[c].llc_all_steps).collect::<Vec<_>>(), Spread::Sample).0;
-    let mean_loss_post = mean_std(&good.iter().map(|&c| out.chains[c].sum_loss_post / post).collect::<Vec<_>>(), Spread::Sample).0;
+    let mean_loss_post =
+        mean_std(&good.iter().map(|&c| out.chains[c].sum_loss_post / post).collect::<Vec<_>>(), Spread::Sample).0;
     let llc_unpaired = n_beta * (mean_loss_post - out.reference_loss);
 
     // Drift along the chains: compare the two halves of the post-burn-in draws.
@@ -633,7 +634,6 @@ fn summarize(
         warnings,
     })
 }
-
 
 /// One point of a calibration sweep.
 #[derive(Debug, Clone)]
@@ -726,7 +726,11 @@ fn recommend(points: &[CalibrationPoint], eps: &[f64], gammas: &[f64]) -> (Optio
     let mut best: Option<(usize, f64, f64, f64, f64)> = None; // (run length, eps_hi, gamma, eps_lo, llc)
     for &g in gammas {
         // Every (ε, γ) of the grid was swept; a missing one leaves the row out.
-        let Some(row) = eps.iter().map(|&e| points.iter().find(|p| p.epsilon == e && p.gamma == g)).collect::<Option<Vec<&CalibrationPoint>>>() else {
+        let Some(row) = eps
+            .iter()
+            .map(|&e| points.iter().find(|p| p.epsilon == e && p.gamma == g))
+            .collect::<Option<Vec<&CalibrationPoint>>>()
+        else {
             continue;
         };
         let usable = |p: &CalibrationPoint| p.n_failed == 0 && p.llc.is_finite() && p.llc > 0.0;

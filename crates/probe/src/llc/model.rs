@@ -105,7 +105,10 @@ impl<'a> CheckpointProblem<'a> {
         let bs = batch_size.min(data.n).max(1);
         let n_batches = data.n / bs;
         let mut order: Vec<i64> = (0..data.n as i64).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(headlab_sim::seed::derive_seed(seed, headlab_sim::seed::Stream::LlcRowOrder)));
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(headlab_sim::seed::derive_seed(
+            seed,
+            headlab_sim::seed::Stream::LlcRowOrder,
+        )));
         order.truncate(n_batches * bs);
         let batches = Tensor::from_slice(&order).view([n_batches as i64, bs as i64]).to(model.device());
         // SAFETY: a fresh index tensor owned only by the private field
@@ -166,7 +169,9 @@ impl<'a> CheckpointProblem<'a> {
                 Some(list) => {
                     let leaves: Vec<&Tensor> = list
                         .iter()
-                        .map(|(n, _, _)| model.param(n).ok_or_else(|| LlcError::Problem(format!("the model has no parameter `{n}`"))))
+                        .map(|(n, _, _)| {
+                            model.param(n).ok_or_else(|| LlcError::Problem(format!("the model has no parameter `{n}`")))
+                        })
                         .collect::<Result<_>>()?;
                     let gs = Tensor::f_run_backward(&[&loss], &leaves, false, false)?;
                     let flat_g = Tensor::f_zeros([self.numel as i64], (Kind::Float, self.device))?;

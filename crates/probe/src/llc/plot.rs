@@ -11,7 +11,6 @@ use super::{LlcError, Result};
 
 type DResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
-
 /// Draw `RUN/llc.h5` as a PNG: the LLC over checkpoints (whole model with
 /// ±2 se, and each head), the chains' traces at the last checkpoint, and the
 /// calibration sweep when there is one.
@@ -44,7 +43,9 @@ fn draw(s: &LlcSeries, out: &Path) -> DResult {
 /// Head (l, h)'s LLC over steps; a per-head series without that column is
 /// an error (never an empty line).
 fn head_llc(s: &LlcSeries, l: usize, h: usize) -> std::result::Result<Vec<f64>, String> {
-    s.head_column("llc", l, h).ok_or_else(|| format!("the series is per head but has no `llc` column for head {l}.{h}; run `headlab llc` again"))
+    s.head_column("llc", l, h).ok_or_else(|| {
+        format!("the series is per head but has no `llc` column for head {l}.{h}; run `headlab llc` again")
+    })
 }
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
@@ -56,7 +57,8 @@ fn draw_series(s: &LlcSeries, a0: &Area, a1: &Area) -> DResult {
         let llc = s.model_column("llc").unwrap_or(&[]);
         let se = s.model_column("se").unwrap_or(&[]);
         let xs: Vec<f64> = s.steps.iter().map(|&x| (x.max(1)) as f64).collect();
-        let mut ymax = llc.iter().zip(se).map(|(v, e)| v + 2.0 * e.max(0.0)).filter(|v| v.is_finite()).fold(0.0, f64::max);
+        let mut ymax =
+            llc.iter().zip(se).map(|(v, e)| v + 2.0 * e.max(0.0)).filter(|v| v.is_finite()).fold(0.0, f64::max);
         let mut ymin = llc.iter().cloned().filter(|v| v.is_finite()).fold(0.0, f64::min);
         if s.per_head {
             for l in 0..s.n_layers {
@@ -70,7 +72,10 @@ fn draw_series(s: &LlcSeries, a0: &Area, a1: &Area) -> DResult {
                 }
             }
         }
-        let (x0, x1) = (xs.first().cloned().unwrap_or(1.0), xs.last().cloned().unwrap_or(10.0).max(xs.first().cloned().unwrap_or(1.0) * 1.5));
+        let (x0, x1) = (
+            xs.first().cloned().unwrap_or(1.0),
+            xs.last().cloned().unwrap_or(10.0).max(xs.first().cloned().unwrap_or(1.0) * 1.5),
+        );
         let mut chart = ChartBuilder::on(a)
             .caption("LLC over training", ("sans-serif", 18))
             .margin(10)
@@ -84,7 +89,10 @@ fn draw_series(s: &LlcSeries, a0: &Area, a1: &Area) -> DResult {
                     let c = Palette99::pick(1 + l * s.n_heads + h).to_rgba();
                     let v = head_llc(s, l, h)?;
                     chart
-                        .draw_series(LineSeries::new(xs.iter().cloned().zip(v).filter(|p| p.1.is_finite()), c.stroke_width(1)))?
+                        .draw_series(LineSeries::new(
+                            xs.iter().cloned().zip(v).filter(|p| p.1.is_finite()),
+                            c.stroke_width(1),
+                        ))?
                         .label(format!("head {l}.{h}"))
                         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], c));
                 }
@@ -97,20 +105,34 @@ fn draw_series(s: &LlcSeries, a0: &Area, a1: &Area) -> DResult {
             .filter(|((_, v), _)| v.is_finite())
             .map(|((&x, &v), &e)| (x, v, if e.is_finite() { 2.0 * e } else { 0.0 }))
             .collect();
-        chart.draw_series(pts.iter().map(|&(x, v, e)| PathElement::new(vec![(x, v - e), (x, v + e)], BLACK.stroke_width(1))))?;
+        chart.draw_series(
+            pts.iter().map(|&(x, v, e)| PathElement::new(vec![(x, v - e), (x, v + e)], BLACK.stroke_width(1))),
+        )?;
         chart
             .draw_series(pts.iter().map(|&(x, v, _)| Circle::new((x, v), 3, BLACK.filled())))?
             .label("whole model ± 2 se")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLACK));
-        chart.draw_series(LineSeries::new(xs.iter().cloned().zip(llc.iter().cloned()).filter(|p| p.1.is_finite()), BLACK.stroke_width(2)))?;
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::UpperLeft).draw()?;
+        chart.draw_series(LineSeries::new(
+            xs.iter().cloned().zip(llc.iter().cloned()).filter(|p| p.1.is_finite()),
+            BLACK.stroke_width(2),
+        ))?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()?;
     }
     // 2. Traces of the last checkpoint.
     {
         let a = a1;
         let (c, t) = (s.chains, s.trace_len);
         let last = s.steps.len().saturating_sub(1);
-        let tr: Vec<f32> = if s.steps.is_empty() || t == 0 { vec![] } else { s.model.delta_trace[last * c * t..(last + 1) * c * t].to_vec() };
+        let tr: Vec<f32> = if s.steps.is_empty() || t == 0 {
+            vec![]
+        } else {
+            s.model.delta_trace[last * c * t..(last + 1) * c * t].to_vec()
+        };
         let fin = tr.iter().cloned().filter(|v| v.is_finite());
         let (lo, hi) = fin.fold((0f32, 0f32), |(a, b), v| (a.min(v), b.max(v)));
         let xmax = (t * s.trace_block.max(1)) as f64;
@@ -128,17 +150,30 @@ fn draw_series(s: &LlcSeries, a0: &Area, a1: &Area) -> DResult {
         for ch in 0..c {
             let col = Palette99::pick(ch).to_rgba();
             let pts: Vec<(f64, f64)> = (0..t)
-                .map(|i| (((i + 1) * s.trace_block.max(1)) as f64, tr.get(ch * t + i).copied().unwrap_or(f32::NAN) as f64))
+                .map(|i| {
+                    (((i + 1) * s.trace_block.max(1)) as f64, tr.get(ch * t + i).copied().unwrap_or(f32::NAN) as f64)
+                })
                 .filter(|p| p.1.is_finite())
                 .collect();
-            chart.draw_series(LineSeries::new(pts, col.stroke_width(1)))?.label(format!("chain {ch}")).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], col));
+            chart
+                .draw_series(LineSeries::new(pts, col.stroke_width(1)))?
+                .label(format!("chain {ch}"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], col));
         }
         if let Some(&v) = s.model_column("llc").and_then(|v| v.get(last)) {
             if v.is_finite() {
-                chart.draw_series(LineSeries::new(vec![(0.0, v), (xmax, v)], BLACK.stroke_width(2)))?.label("estimate").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLACK));
+                chart
+                    .draw_series(LineSeries::new(vec![(0.0, v), (xmax, v)], BLACK.stroke_width(2)))?
+                    .label("estimate")
+                    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLACK));
             }
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::LowerRight).draw()?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()?;
     }
     Ok(())
 }
@@ -146,36 +181,62 @@ fn draw_series(s: &LlcSeries, a0: &Area, a1: &Area) -> DResult {
 fn draw_calibration(cal: &LlcCalibration, a: &Area) -> DResult {
     {
         let e = cal.epsilon.len();
-        let fin: Vec<f64> = cal.llc.iter().zip(&cal.se).map(|(v, s)| v + 2.0 * s.max(0.0)).filter(|v| v.is_finite()).collect();
+        let fin: Vec<f64> =
+            cal.llc.iter().zip(&cal.se).map(|(v, s)| v + 2.0 * s.max(0.0)).filter(|v| v.is_finite()).collect();
         let hi = fin.iter().cloned().fold(1e-6, f64::max);
         let lo = cal.llc.iter().cloned().filter(|v| v.is_finite()).fold(0.0, f64::min);
-        let (x0, x1) = (cal.epsilon.first().cloned().unwrap_or(1e-6) / 1.5, cal.epsilon.last().cloned().unwrap_or(1e-3) * 1.5);
+        let (x0, x1) =
+            (cal.epsilon.first().cloned().unwrap_or(1e-6) / 1.5, cal.epsilon.last().cloned().unwrap_or(1e-3) * 1.5);
         let mut chart = ChartBuilder::on(a)
             .caption(format!("calibration at step {}", cal.step), ("sans-serif", 18))
             .margin(10)
             .x_label_area_size(35)
             .y_label_area_size(55)
             .build_cartesian_2d((x0..x1).log_scale(), lo * 1.1..hi * 1.1)?;
-        chart.configure_mesh().x_desc("step size ε").y_desc("LLC estimate").x_label_formatter(&|x| format!("{x:.0e}")).draw()?;
+        chart
+            .configure_mesh()
+            .x_desc("step size ε")
+            .y_desc("LLC estimate")
+            .x_label_formatter(&|x| format!("{x:.0e}"))
+            .draw()?;
         for (gi, g) in cal.gamma.iter().enumerate() {
             let col = Palette99::pick(gi).to_rgba();
-            let row: Vec<(f64, f64, f64, u32)> = (0..e).map(|i| (cal.epsilon[i], cal.llc[gi * e + i], cal.se[gi * e + i], cal.n_failed[gi * e + i])).collect();
+            let row: Vec<(f64, f64, f64, u32)> = (0..e)
+                .map(|i| (cal.epsilon[i], cal.llc[gi * e + i], cal.se[gi * e + i], cal.n_failed[gi * e + i]))
+                .collect();
             chart
-                .draw_series(LineSeries::new(row.iter().filter(|r| r.1.is_finite()).map(|r| (r.0, r.1)), col.stroke_width(2)))?
+                .draw_series(LineSeries::new(
+                    row.iter().filter(|r| r.1.is_finite()).map(|r| (r.0, r.1)),
+                    col.stroke_width(2),
+                ))?
                 .label(format!("γ = {g}"))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], col));
             chart.draw_series(row.iter().filter(|r| r.1.is_finite()).map(|r| {
                 let e2 = if r.2.is_finite() { 2.0 * r.2 } else { 0.0 };
                 PathElement::new(vec![(r.0, r.1 - e2), (r.0, r.1 + e2)], col.stroke_width(1))
             }))?;
-            chart.draw_series(row.iter().filter(|r| r.1.is_finite()).map(|r| Circle::new((r.0, r.1), 3, col.filled())))?;
+            chart.draw_series(
+                row.iter().filter(|r| r.1.is_finite()).map(|r| Circle::new((r.0, r.1), 3, col.filled())),
+            )?;
             // Failed points: red crosses at the bottom.
-            chart.draw_series(row.iter().filter(|r| r.3 > 0).map(|r| Cross::new((r.0, lo * 1.1 + (hi - lo) * 0.03), 6, RED.stroke_width(2))))?;
+            chart.draw_series(
+                row.iter()
+                    .filter(|r| r.3 > 0)
+                    .map(|r| Cross::new((r.0, lo * 1.1 + (hi - lo) * 0.03), 6, RED.stroke_width(2))),
+            )?;
         }
         if let Some((re, _)) = cal.recommended {
-            chart.draw_series(LineSeries::new(vec![(re, lo * 1.1), (re, hi * 1.1)], BLUE.stroke_width(2)))?.label("recommended ε").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLUE));
+            chart
+                .draw_series(LineSeries::new(vec![(re, lo * 1.1), (re, hi * 1.1)], BLUE.stroke_width(2)))?
+                .label("recommended ε")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLUE));
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::UpperLeft).draw()?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()?;
     }
     Ok(())
 }

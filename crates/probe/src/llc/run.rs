@@ -121,7 +121,8 @@ pub fn llc_run(run_dir: &Path, ds: &Dataset, opts: &LlcRunOptions, progress: Pro
     let beside = path.with_file_name(format!(".{name}.fresh"));
     let r = llc_into(run_dir, ds, opts, progress, &beside).and_then(|mut s| {
         if beside.exists() {
-            std::fs::rename(&beside, &path).map_err(|e| run_err(&path, format!("cannot replace it with {}: {e}", beside.display())))?;
+            std::fs::rename(&beside, &path)
+                .map_err(|e| run_err(&path, format!("cannot replace it with {}: {e}", beside.display())))?;
         }
         s.path = path.clone();
         Ok(s)
@@ -134,7 +135,13 @@ pub fn llc_run(run_dir: &Path, ds: &Dataset, opts: &LlcRunOptions, progress: Pro
 
 /// [`llc_run`] writing to `target` (the run's llc.h5, or the file that
 /// --fresh builds beside it).
-fn llc_into(run_dir: &Path, ds: &Dataset, opts: &LlcRunOptions, progress: Progress<'_>, target: &Path) -> Result<LlcRunSummary> {
+fn llc_into(
+    run_dir: &Path,
+    ds: &Dataset,
+    opts: &LlcRunOptions,
+    progress: Progress<'_>,
+    target: &Path,
+) -> Result<LlcRunSummary> {
     opts.checkpoint.llc.validate()?;
     let path = target.to_path_buf();
     let all = list_checkpoints(run_dir).map_err(|e| run_err(run_dir, e))?;
@@ -268,7 +275,11 @@ pub fn calibrate_run(
     let find = |e: f64, g: f64| cal.points.iter().find(|p| p.epsilon == e && p.gamma == g);
     // A grid point that was not swept is drawn as missing (NaN).
     let grid = |f: &dyn Fn(&super::CalibrationPoint) -> f64| -> Vec<f64> {
-        gammas.iter().flat_map(|&g| eps.iter().map(move |&e| (g, e))).map(|(g, e)| find(e, g).map_or(f64::NAN, f)).collect()
+        gammas
+            .iter()
+            .flat_map(|&g| eps.iter().map(move |&e| (g, e)))
+            .map(|(g, e)| find(e, g).map_or(f64::NAN, f))
+            .collect()
     };
     series.calibration = Some(LlcCalibration {
         step,

@@ -117,10 +117,7 @@ pub(super) fn run<P: LlcProblem + ?Sized>(
     // Per-thread copies of w* and the masks (tensors are not shared).
     let copies: Vec<(Vec<Tensor>, Vec<Movable>)> = (0..workers)
         .map(|_| {
-            (
-                w_star.iter().map(|t| t.detach().copy()).collect(),
-                movable.iter().map(|m| m.copy_to(device)).collect(),
-            )
+            (w_star.iter().map(|t| t.detach().copy()).collect(), movable.iter().map(|m| m.copy_to(device)).collect())
         })
         .collect();
     let next = AtomicUsize::new(0);
@@ -131,26 +128,24 @@ pub(super) fn run<P: LlcProblem + ?Sized>(
     std::thread::scope(|s| {
         for (wstar, masks) in copies {
             let (units, next, results, first_error, ctx) = (&units, &next, &results, &first_error, &ctx);
-            s.spawn(move || {
-                loop {
-                    if first_error.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
-                        return;
-                    }
-                    let u = next.fetch_add(1, Ordering::SeqCst);
-                    if u >= units.len() {
-                        return;
-                    }
-                    match ctx.run_unit(&wstar, &masks, &units[u]) {
-                        Ok(outs) => {
-                            let mut r = results.lock().unwrap_or_else(|e| e.into_inner());
-                            for (c, o) in units[u].iter().zip(outs) {
-                                r[*c] = Some(o);
-                            }
+            s.spawn(move || loop {
+                if first_error.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                    return;
+                }
+                let u = next.fetch_add(1, Ordering::SeqCst);
+                if u >= units.len() {
+                    return;
+                }
+                match ctx.run_unit(&wstar, &masks, &units[u]) {
+                    Ok(outs) => {
+                        let mut r = results.lock().unwrap_or_else(|e| e.into_inner());
+                        for (c, o) in units[u].iter().zip(outs) {
+                            r[*c] = Some(o);
                         }
-                        Err(e) => {
-                            first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
-                            return;
-                        }
+                    }
+                    Err(e) => {
+                        first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                        return;
                     }
                 }
             });
@@ -306,8 +301,7 @@ impl<P: LlcProblem + ?Sized> Ctx<'_, P> {
             .collect();
         let kinds: Vec<Kind> = params.iter().map(|p| p.kind()).collect();
         // (εγ/2)·w*, the constant part of the localization pull.
-        let star_scaled: Vec<Option<Tensor>> =
-            star.iter().map(|s| (c_loc != 0.0).then(|| s * (-c_loc))).collect();
+        let star_scaled: Vec<Option<Tensor>> = star.iter().map(|s| (c_loc != 0.0).then(|| s * (-c_loc))).collect();
         let device = star.first().map(|t| t.device()).unwrap_or(Device::Cpu);
         let mut alive = k;
         let mut reported = 0u64;
@@ -328,9 +322,8 @@ impl<P: LlcProblem + ?Sized> Ctx<'_, P> {
                     k
                 )));
             }
-            let lv: Vec<f64> = Vec::<f64>::try_from(
-                &loss.detach().to_kind(Kind::Double).to_device(Device::Cpu).reshape([-1]),
-            )?;
+            let lv: Vec<f64> =
+                Vec::<f64>::try_from(&loss.detach().to_kind(Kind::Double).to_device(Device::Cpu).reshape([-1]))?;
             for i in 0..k {
                 let a = &mut acc[i];
                 if !a.status.is_ok() {

@@ -72,9 +72,7 @@ impl LinearRegression {
         let x: Vec<f64> = z.iter().enumerate().map(|(i, v)| v * scales[i % d]).collect();
         let w_true = normals(&mut rng, d);
         let noise = normals(&mut rng, n);
-        let y: Vec<f64> = (0..n)
-            .map(|i| (0..d).map(|j| x[i * d + j] * w_true[j]).sum::<f64>() + noise[i])
-            .collect();
+        let y: Vec<f64> = (0..n).map(|i| (0..d).map(|j| x[i * d + j] * w_true[j]).sum::<f64>() + noise[i]).collect();
         let xt = Tensor::from_slice(&x).reshape([n as i64, d as i64]);
         let yt = Tensor::from_slice(&y);
         // Least squares via the normal equations, and the Hessian's spectrum.
@@ -88,7 +86,10 @@ impl LinearRegression {
         // function; the wrappers live in private fields that `loss` only reads
         // out of place (`get`, `index_select`, `mv`, subtraction).
         let (x, y) = unsafe {
-            (SharedTensor::new(xt.reshape([nb, batch_size as i64, d as i64])), SharedTensor::new(yt.reshape([nb, batch_size as i64])))
+            (
+                SharedTensor::new(xt.reshape([nb, batch_size as i64, d as i64])),
+                SharedTensor::new(yt.reshape([nb, batch_size as i64])),
+            )
         };
         Ok(LinearRegression {
             n,
@@ -179,9 +180,7 @@ impl ProductModel {
     /// origin is the empirical minimizer of the product.
     pub fn new(n: usize, batch_size: usize, exact_zero: bool, seed: u64) -> Result<Self> {
         if batch_size == 0 || !n.is_multiple_of(batch_size) {
-            return Err(LlcError::Problem(format!(
-                "product model: batch_size {batch_size} must divide n = {n}"
-            )));
+            return Err(LlcError::Problem(format!("product model: batch_size {batch_size} must divide n = {n}")));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let x = normals(&mut rng, n);
@@ -217,13 +216,7 @@ impl ProductModel {
                 SharedTensor::new(Tensor::from_slice(&c)),
             ]
         };
-        Ok(ProductModel {
-            n,
-            batch_size,
-            stats,
-            sxx,
-            sxy,
-        })
+        Ok(ProductModel { n, batch_size, stats, sxx, sxy })
     }
 
     /// The origin (f64, shape [2]).
@@ -264,7 +257,13 @@ pub fn product_model_target(n_beta: f64, gamma: f64, sxx: f64, sxy: f64) -> f64 
     let (mut num, mut den) = (0.0, 0.0);
     for i in 0..=m {
         let w1 = -half_width + i as f64 * h;
-        let c = if i == 0 || i == m { 1.0 } else if i % 2 == 1 { 4.0 } else { 2.0 };
+        let c = if i == 0 || i == m {
+            1.0
+        } else if i % 2 == 1 {
+            4.0
+        } else {
+            2.0
+        };
         let p = (log_w(w1) - shift).exp() * c;
         num += p * g(w1);
         den += p;

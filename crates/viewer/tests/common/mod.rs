@@ -92,4 +92,3 @@ pub fn write_scene(dir: &Path) -> (PathBuf, PathBuf) {
     write_analysis(&run.join("analysis.h5"), &an).unwrap();
     (data, run)
 }
-
