@@ -1,5 +1,6 @@
 //! End-to-end test of `headlab ablate` on a tiny run: errors a user can
 //! make, the file it writes, resuming, and the report's causal section.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may stop at the first failure
 use std::path::Path;
 use std::process::{Command, Output};
 

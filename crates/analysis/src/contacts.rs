@@ -29,6 +29,42 @@ pub fn interval_contacts(ds: &Dataset, traj: usize, frames: &[usize]) -> Vec<Con
         .collect()
 }
 
+/// Replace a dataset's events by contact starts and ends derived from
+/// overlaps at the recorded frames (a pair starts at the first frame where
+/// it overlaps and ends at the first where it no longer does). For data
+/// without sub-step events, such as `headlab_testkit::toy_dataset`.
+pub fn with_frame_overlap_events(mut ds: Dataset) -> Dataset {
+    let (n, d, stride) = (ds.n_particles, ds.dim(), ds.meta.stride);
+    let mut events = Vec::new();
+    for t in 0..ds.n_traj {
+        let mut prev = vec![false; n * n];
+        for f in 0..ds.n_frames {
+            let i0 = ds.idx(t, f, 0);
+            let cs =
+                crate::metrics::overlap_contacts(&ds.positions[i0..i0 + n * d], &ds.radii[t * n..(t + 1) * n], d, 1.0);
+            for i in 0..n {
+                for j in i + 1..n {
+                    let now = cs.contains(i, j);
+                    if now != prev[i * n + j] {
+                        let kind = if now { EventKind::ContactStart } else { EventKind::ContactEnd };
+                        events.push(headlab_sim::Event {
+                            traj: t as u32,
+                            step: f as u64 * stride,
+                            i: i as i32,
+                            j: j as i32,
+                            kind,
+                        });
+                    }
+                    prev[i * n + j] = now;
+                }
+            }
+        }
+    }
+    events.sort();
+    ds.events = events;
+    ds
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,40 +107,4 @@ mod tests {
         assert_eq!(cs[2].pairs(), vec![(0, 2)], "in contact at sub-step 19, the end of interval 1");
         assert_eq!(cs[0].pairs(), vec![], "ended exactly at sub-step 20, the start of interval 2");
     }
-}
-
-/// Replace a dataset's events by contact starts and ends derived from
-/// overlaps at the recorded frames (a pair starts at the first frame where
-/// it overlaps and ends at the first where it no longer does). For data
-/// without sub-step events, such as `headlab_testkit::toy_dataset`.
-pub fn with_frame_overlap_events(mut ds: Dataset) -> Dataset {
-    let (n, d, stride) = (ds.n_particles, ds.dim(), ds.meta.stride);
-    let mut events = Vec::new();
-    for t in 0..ds.n_traj {
-        let mut prev = vec![false; n * n];
-        for f in 0..ds.n_frames {
-            let i0 = ds.idx(t, f, 0);
-            let cs =
-                crate::metrics::overlap_contacts(&ds.positions[i0..i0 + n * d], &ds.radii[t * n..(t + 1) * n], d, 1.0);
-            for i in 0..n {
-                for j in i + 1..n {
-                    let now = cs.contains(i, j);
-                    if now != prev[i * n + j] {
-                        let kind = if now { EventKind::ContactStart } else { EventKind::ContactEnd };
-                        events.push(headlab_sim::Event {
-                            traj: t as u32,
-                            step: f as u64 * stride,
-                            i: i as i32,
-                            j: j as i32,
-                            kind,
-                        });
-                    }
-                    prev[i * n + j] = now;
-                }
-            }
-        }
-    }
-    events.sort();
-    ds.events = events;
-    ds
 }

@@ -408,6 +408,28 @@ pub fn run_verdict(a: &Analysis, s: Option<usize>) -> Option<RunVerdict> {
     Some(RunVerdict { step: a.steps[s], heads, top, baselines, floor_ceiling: floor_ceiling(&a.baselines) })
 }
 
+/// Every head that meets the collision-head bar (self-excluded score ≥ 0.5,
+/// AUROC ≥ 0.95, g(r) peak at or inside contact) at the last probed step,
+/// as (layer, head), in order.
+pub fn collision_heads(a: &Analysis) -> Vec<(usize, usize)> {
+    let Some(s) = a.steps.len().checked_sub(1) else { return vec![] };
+    let (Some(score), Some(auroc)) = (a.series.get("score_excl_norm_overlap"), a.series.get("auroc_interval")) else {
+        return vec![];
+    };
+    let lh = a.n_layers * a.n_heads;
+    let mut out = Vec::new();
+    for k in 0..lh {
+        let (layer, head) = (k / a.n_heads, k % a.n_heads);
+        let g = a.head_g(false, s, layer, head);
+        let peak = (0..g.len()).filter(|&b| g[b].is_finite()).max_by(|&x, &y| g[x].total_cmp(&g[y]));
+        let (sc, au) = (score[s * lh + k], auroc[s * lh + k]);
+        if sc >= 0.5 && au >= 0.95 && peak.is_some_and(|b| a.g_edges[b] < 1.0) {
+            out.push((layer, head));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,26 +463,4 @@ mod tests {
         assert_eq!(Encoding::classify(-0.1, 0.5, 0.5, 0.0), Encoding::Nothing);
         assert_eq!(Encoding::classify(f64::NAN, 0.5, 0.5, 0.0), Encoding::Unknown);
     }
-}
-
-/// Every head that meets the collision-head bar (self-excluded score ≥ 0.5,
-/// AUROC ≥ 0.95, g(r) peak at or inside contact) at the last probed step,
-/// as (layer, head), in order.
-pub fn collision_heads(a: &Analysis) -> Vec<(usize, usize)> {
-    let Some(s) = a.steps.len().checked_sub(1) else { return vec![] };
-    let (Some(score), Some(auroc)) = (a.series.get("score_excl_norm_overlap"), a.series.get("auroc_interval")) else {
-        return vec![];
-    };
-    let lh = a.n_layers * a.n_heads;
-    let mut out = Vec::new();
-    for k in 0..lh {
-        let (layer, head) = (k / a.n_heads, k % a.n_heads);
-        let g = a.head_g(false, s, layer, head);
-        let peak = (0..g.len()).filter(|&b| g[b].is_finite()).max_by(|&x, &y| g[x].total_cmp(&g[y]));
-        let (sc, au) = (score[s * lh + k], auroc[s * lh + k]);
-        if sc >= 0.5 && au >= 0.95 && peak.is_some_and(|b| a.g_edges[b] < 1.0) {
-            out.push((layer, head));
-        }
-    }
-    out
 }

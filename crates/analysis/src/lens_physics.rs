@@ -41,6 +41,7 @@ pub fn default_freeze() -> FreezeConfig {
     FreezeConfig { window: 100, threshold: 0.15, scale: FreezeScale::Norm }
 }
 
+/// The per-head series the physics lens stores (each [steps, layers, heads]).
 pub const SERIES: [&str; 8] = [
     "svm_cosine",
     "svm_cosine_full",
@@ -55,21 +56,31 @@ pub const SERIES: [&str; 8] = [
 /// Contents of `RUN/lens_physics.h5`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LensPhysics {
+    /// The lens options as TOML (compared on resume).
     pub config_toml: String,
+    /// Layers of the model.
     pub n_layers: usize,
+    /// Heads per layer.
     pub n_heads: usize,
+    /// Particles per frame.
     pub n_particles: usize,
+    /// Frames used by the freeze (scan-then-snap) detector.
     pub freeze_frames: usize,
+    /// Probed checkpoint steps, ascending.
     pub steps: Vec<u64>,
     /// name → [S, L, H]
     pub series: BTreeMap<String, Vec<f64>>,
     /// per step: [L, H, F, N, N]
     pub logits: Vec<Vec<f32>>,
+    /// Evaluation-frame index of each att-SVM query.
     pub svm_eval_index: Vec<u32>,
+    /// The query particle of each att-SVM query.
     pub svm_query: Vec<u32>,
+    /// Its contact partner (the index the att-SVM should pick).
     pub svm_partner: Vec<u32>,
     /// [L, H], −1 = none
     pub snap: Vec<i64>,
+    /// The freeze-detector options as TOML.
     pub snap_config: String,
 }
 
@@ -77,6 +88,7 @@ impl LensPhysics {
     fn lh(&self) -> usize {
         self.n_layers * self.n_heads
     }
+    /// One head's values of series `name` over the steps, if stored.
     pub fn head_series(&self, name: &str, layer: usize, head: usize) -> Option<Vec<f64>> {
         let v = self.series.get(name)?;
         let (lh, k) = (self.lh(), layer * self.n_heads + head);
@@ -86,6 +98,7 @@ impl LensPhysics {
     pub fn freeze_config(&self) -> FreezeConfig {
         toml::from_str(&self.snap_config).unwrap_or_else(|_| default_freeze())
     }
+    /// The step at which the head's attention snaps (freezes), if it does.
     pub fn snap_step(&self, layer: usize, head: usize) -> Option<u64> {
         self.snap.get(layer * self.n_heads + head).copied().filter(|&s| s >= 0).map(|s| s as u64)
     }
@@ -131,10 +144,12 @@ fn step_name(step: u64) -> String {
     format!("step_{step:08}")
 }
 
+/// Where a run's physics lens results live: `RUN/lens_physics.h5`.
 pub fn lens_physics_path(run: &Path) -> PathBuf {
     run.join("lens_physics.h5")
 }
 
+/// Write the physics lens results to `path` (atomically).
 pub fn write_lens_physics(path: &Path, a: &LensPhysics) -> Result<()> {
     let (s, l, h) = (a.steps.len(), a.n_layers, a.n_heads);
     let ctx = Ctx(path);
@@ -168,6 +183,7 @@ pub fn write_lens_physics(path: &Path, a: &LensPhysics) -> Result<()> {
     Ok(())
 }
 
+/// Read the physics lens results from `path`.
 pub fn read_lens_physics(path: &Path) -> Result<LensPhysics> {
     let (file, _) = open_kind(path, Some(FileKind::Lens))?;
     let ctx = Ctx(path);

@@ -21,9 +21,11 @@ pub struct ContactSet {
 }
 
 impl ContactSet {
+    /// No pair in contact among `n` particles.
     pub fn empty(n: usize) -> Self {
         Self { n, mask: vec![false; n * n] }
     }
+    /// Number of particles.
     pub fn n(&self) -> usize {
         self.n
     }
@@ -41,6 +43,7 @@ impl ContactSet {
             self.mask[j * self.n + i] = false;
         }
     }
+    /// Whether particles `i` and `j` are in contact.
     pub fn contains(&self, i: usize, j: usize) -> bool {
         self.mask[i * self.n + j]
     }
@@ -48,6 +51,7 @@ impl ContactSet {
     pub fn row(&self, i: usize) -> &[bool] {
         &self.mask[i * self.n..(i + 1) * self.n]
     }
+    /// Number of contact partners of particle `i`.
     pub fn degree(&self, i: usize) -> usize {
         self.row(i).iter().filter(|&&b| b).count()
     }
@@ -121,7 +125,9 @@ pub enum ContactDef {
 }
 
 impl ContactDef {
+    /// Both definitions.
     pub const ALL: [ContactDef; 2] = [ContactDef::Overlap, ContactDef::Interval];
+    /// Short name used in series keys (`overlap`, `interval`).
     pub fn name(self) -> &'static str {
         match self {
             ContactDef::Overlap => "overlap",
@@ -133,14 +139,18 @@ impl ContactDef {
 /// Everything the metrics need to know about one evaluation frame.
 #[derive(Debug, Clone)]
 pub struct FrameGeom {
+    /// Number of particles.
     pub n: usize,
     /// `|x_i − x_j| / (r_i + r_j)`, `[N, N]`.
     pub ratios: Vec<f32>,
+    /// Pairs overlapping at the input frame (distance ≤ factor · (r_i + r_j)).
     pub overlap: ContactSet,
+    /// Pairs in contact during the predicted interval (closed interval, from the event table).
     pub interval: ContactSet,
 }
 
 impl FrameGeom {
+    /// The geometry of one frame: positions [N, dim], radii [N], contact factor and the interval contacts.
     pub fn new(positions: &[f32], radii: &[f32], dim: usize, factor: f32, interval: ContactSet) -> Self {
         let n = radii.len();
         assert_eq!(interval.n(), n, "interval contact set size must match the particle count");
@@ -155,6 +165,7 @@ impl FrameGeom {
         }
         Self { n, ratios, overlap, interval }
     }
+    /// The contact set of definition `def`.
     pub fn contacts(&self, def: ContactDef) -> &ContactSet {
         match def {
             ContactDef::Overlap => &self.overlap,
@@ -379,15 +390,19 @@ impl HeadAccum {
 pub struct DefScores {
     /// Attention mass on partners, self counted: S_i = Σ_{j∈C_i} a_ij.
     pub raw: f64,
+    /// Standard deviation over queries of `raw`.
     pub raw_std: f64,
     /// (S_i − |C_i|/N) / (1 − |C_i|/N).
     pub norm: f64,
+    /// Standard deviation over queries of `norm`.
     pub norm_std: f64,
     /// Self excluded: Σ_{j∈C_i} a_ij / (1 − a_ii).
     pub excl_raw: f64,
+    /// Standard deviation over queries of `excl_raw`.
     pub excl_raw_std: f64,
     /// (S'_i − |C_i|/(N−1)) / (1 − |C_i|/(N−1)).
     pub excl_norm: f64,
+    /// Standard deviation over queries of `excl_norm`.
     pub excl_norm_std: f64,
     /// Number of (frame, query) pairs with at least one partner.
     pub n_queries: f64,
@@ -402,7 +417,9 @@ pub struct DefScores {
 /// The summary of one head over the evaluation set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeadMetrics {
+    /// Scores with partners overlapping at the input frame.
     pub overlap: DefScores,
+    /// Scores with partners in contact during the predicted interval.
     pub interval: DefScores,
     /// AUROC of a_ij (i ≠ j) predicting "contact at some sub-step of the interval".
     pub auroc_interval: f64,
@@ -410,9 +427,11 @@ pub struct HeadMetrics {
     pub auroc_excl_interval: f64,
     /// AUROC of a_ij predicting overlap at the input frame.
     pub auroc_overlap: f64,
+    /// Same with the self-excluded a'_ij.
     pub auroc_excl_overlap: f64,
     /// Mean attention entropy per query (nats) and its spread over queries.
     pub entropy: f64,
+    /// Standard deviation over queries of the entropy.
     pub entropy_std: f64,
     /// Mean a_ii.
     pub self_attn: f64,
@@ -506,12 +525,15 @@ pub fn auroc(scores: &[f32], labels: &[bool]) -> f64 {
 /// Accumulators for every layer × head.
 #[derive(Debug, Clone)]
 pub struct ProbeAccum {
+    /// Layers of the model.
     pub n_layers: usize,
+    /// Heads per layer.
     pub n_heads: usize,
     heads: Vec<HeadAccum>,
 }
 
 impl ProbeAccum {
+    /// Empty accumulators for `n_layers` × `n_heads` heads and g(r) bin edges `edges`.
     pub fn new(n_layers: usize, n_heads: usize, edges: &[f32]) -> Self {
         Self { n_layers, n_heads, heads: (0..n_layers * n_heads).map(|_| HeadAccum::new(edges)).collect() }
     }

@@ -128,7 +128,7 @@ impl Dataset {
     /// noticed. Not cryptographic; about a millisecond per MB.
     pub fn fingerprint(&self) -> String {
         const K: u64 = 0x517c_c1b7_2722_0a95;
-        let mut h: u64 = 0x6865_6164_6c61_62; // "headlab"
+        let mut h: u64 = 0x0068_6561_646c_6162; // "headlab"
         let mut mix = |w: u64| h = (h.rotate_left(5) ^ w).wrapping_mul(K);
         for v in [self.n_traj, self.n_frames, self.n_particles, self.dim()] {
             mix(v as u64);

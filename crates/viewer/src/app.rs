@@ -399,7 +399,8 @@ fn setup(
     } else {
         1
     };
-    let sphere = meshes.add(Sphere::new(1.0).mesh().ico(subdivisions).expect("icosphere of at most 3 subdivisions"));
+    let sphere =
+        meshes.add(Sphere::new(1.0).mesh().ico(subdivisions).unwrap_or_else(|_| Sphere::new(1.0).mesh().uv(16, 8)));
     for idx in 0..n {
         commands.spawn((
             Particle { idx, model: false },
@@ -812,7 +813,7 @@ fn compute_colors(
     }
 }
 
-#[allow(clippy::type_complexity)]
+#[allow(clippy::type_complexity, clippy::too_many_arguments)] // a bevy system takes its queries as arguments
 fn apply_visuals(
     mut commands: Commands,
     mut pool: ResMut<LinePool>,

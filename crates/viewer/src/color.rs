@@ -11,7 +11,9 @@ pub const NO_VALUE: Rgb = [0.45, 0.45, 0.45];
 /// Which colormap a mode uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Colormap {
+    /// Viridis: perceptual, sequential (attention, speed).
     Viridis,
+    /// Blue–white–red, centred on zero (the signed collision score).
     Diverging,
 }
 
@@ -29,6 +31,7 @@ impl Colormap {
 /// matplotlib's viridis, as the 6th-order polynomial fit by Matt Zucker
 /// (max error below one 8-bit step).
 pub fn viridis(t: f32) -> Rgb {
+    #[allow(clippy::excessive_precision)] // the fit's coefficients as published
     const C: [[f32; 3]; 7] = [
         [0.277_727_33, 0.005_407_344_5, 0.334_099_8],
         [0.105_093_04, 1.404_613_5, 1.384_590_2],

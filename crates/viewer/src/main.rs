@@ -182,7 +182,7 @@ fn rerun_under_xvfb() -> ExitCode {
     let status = std::process::Command::new("xvfb-run")
         .arg("-a")
         .arg("-s")
-        .arg("-screen 0 1920x1200x24")
+        .args(["-screen", "0", "1920x1200x24"])
         .arg(exe)
         .args(std::env::args_os().skip(1))
         .env("HEADLAB_VIEWER_NO_XVFB", "1")

@@ -425,20 +425,14 @@ fn bound_flags(model: FitModel, th: &[f64], ctx: &FitContext, s: &Series, yscale
                 out.push(format!("t_on = {:.0} and α = {:.1} run away together: the curve is the exponential limit of the power law (τ = {:.0})", nat[2], a, d / a * ctx.t_scale));
             }
         }
-        FitModel::Exp => {
-            if th[2].exp() > 10.0 * span {
-                out.push("τ beyond 10× the span: no curvature (a straight line)".into());
-            }
+        FitModel::Exp if th[2].exp() > 10.0 * span => {
+            out.push("τ beyond 10× the span: no curvature (a straight line)".into());
         }
-        FitModel::Logistic => {
-            if th[3].exp() > span {
-                out.push("w exceeds the span: no sigmoid".into());
-            }
+        FitModel::Logistic if th[3].exp() > span => {
+            out.push("w exceeds the span: no sigmoid".into());
         }
-        FitModel::LogLogistic => {
-            if th[2] > (1.0 + s.t[s.len() - 1]).ln() {
-                out.push("midpoint after the last point: the sigmoid is never reached".into());
-            }
+        FitModel::LogLogistic if th[2] > (1.0 + s.t[s.len() - 1]).ln() => {
+            out.push("midpoint after the last point: the sigmoid is never reached".into());
         }
         _ => {}
     }

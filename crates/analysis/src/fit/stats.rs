@@ -177,7 +177,7 @@ pub fn t_cdf(t: f64, df: f64) -> f64 {
 /// Quantile `p` of Student's t with `df` degrees of freedom (bisection on
 /// the CDF). NaN for df < 1.
 pub fn t_quantile(p: f64, df: f64) -> f64 {
-    if !(df >= 1.0) || !(p > 0.0 && p < 1.0) {
+    if !(df >= 1.0 && p > 0.0 && p < 1.0) {
         return f64::NAN;
     }
     let (mut lo, mut hi) = (-1e4, 1e4);
