@@ -177,12 +177,14 @@ fn quiet_runtime_dir() -> Option<PathBuf> {
 }
 
 /// Headless screenshot: run ourselves again under `xvfb-run -a`.
+// xvfb-run's -s takes the X server's options as one argument.
+#[allow(clippy::suspicious_command_arg_space)]
 fn rerun_under_xvfb() -> ExitCode {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("headlab-viewer"));
     let status = std::process::Command::new("xvfb-run")
         .arg("-a")
         .arg("-s")
-        .args(["-screen", "0", "1920x1200x24"])
+        .arg("-screen 0 1920x1200x24")
         .arg(exe)
         .args(std::env::args_os().skip(1))
         .env("HEADLAB_VIEWER_NO_XVFB", "1")
