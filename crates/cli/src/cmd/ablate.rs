@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use headlab_analysis::ablation::{effect_sentence, fmt_est, read_ablation, share_sentence, Est, Kind};
 use headlab_probe::ablate::{ablate_run, AblateControl, AblateOptions};
-use headlab_train::TrainConfig;
 
 /// Causal tests of the heads: ablation and activation patching.
 ///
@@ -105,15 +104,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     // ablate writes RUN/ablation.h5: one writer per run folder.
     let _lock = super::lock_run(&args.run, "headlab ablate")?;
-    let data = match &args.data {
-        Some(d) => d.clone(),
-        None => {
-            let p = args.run.join("config.toml");
-            let cfg = TrainConfig::load(&p)?;
-            anyhow::ensure!(!cfg.data.is_empty(), "{}: no `data` recorded; pass --data FILE.h5", p.display());
-            PathBuf::from(cfg.data)
-        }
-    };
+    let data = super::run_data(&args.run, args.data.as_ref())?;
     let mut opts = AblateOptions::default();
     if let Some(k) = args.kinds {
         opts.kinds = k;

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use headlab_analysis::ablation::{head_name, parse_head, Kind, Target, ALL_KINDS};
 use headlab_train::eval::{evaluate, EvalOptions};
-use headlab_train::TrainConfig;
 
 /// Evaluate a run: one-step MSE on the validation trajectories against the
 /// baseline that predicts no change (both in the normalized units of the
@@ -97,18 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(out) = &args.out {
         super::guard_out(out, super::OutKind::Rollout, args.force)?;
     }
-    let data = match &args.data {
-        Some(d) => d.clone(),
-        None => {
-            let cfg = TrainConfig::load(&args.run.join("config.toml"))?;
-            anyhow::ensure!(
-                !cfg.data.is_empty(),
-                "{}: no `data` recorded; pass --data FILE.h5",
-                args.run.join("config.toml").display()
-            );
-            cfg.data_path(&args.run)
-        }
-    };
+    let data = super::run_data(&args.run, args.data.as_ref())?;
     let ds = headlab_store::dataset::read_dataset(&data)
         .with_context(|| format!("reading the dataset {}", data.display()))?;
     super::check_run_dataset(&args.run, &ds, &data, args.allow_other_data)?;

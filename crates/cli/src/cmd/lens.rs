@@ -413,16 +413,7 @@ fn run_scaling_run(a: &ScalingArgs, run: &std::path::Path) -> anyhow::Result<()>
     use headlab_lens::scaling::{run_saturation, write_run_h5, write_run_html, RunSaturationOptions};
     let _lock = super::lock_run(run, "headlab lens scaling")?;
     headlab_train::set_threads(a.threads);
-    let data = match &a.data {
-        Some(p) => p.clone(),
-        None => {
-            let cfg = headlab_train::TrainConfig::load(&run.join("config.toml")).with_context(|| {
-                format!("reading {}/config.toml (is {} a run folder?)", run.display(), run.display())
-            })?;
-            anyhow::ensure!(!cfg.data.is_empty(), "{}/config.toml names no dataset; pass --data", run.display());
-            cfg.data_path(run)
-        }
-    };
+    let data = super::run_data(run, a.data.as_ref())?;
     let ds = headlab_store::dataset::read_dataset(&data)
         .with_context(|| format!("reading the dataset {} (pass --data)", data.display()))?;
     let mut opts = RunSaturationOptions {

@@ -8,7 +8,6 @@ use headlab_probe::llc::run::{calibrate_run, llc_run, select_checkpoints, LlcRun
 use headlab_probe::llc::LlcConfig;
 use headlab_store::checkpoint::list_checkpoints;
 use headlab_store::llc::{llc_path, read_llc};
-use headlab_train::TrainConfig;
 
 /// Estimate the local learning coefficient (LLC) of a run's checkpoints by
 /// SGLD around each checkpoint w* (Lau et al.):
@@ -121,19 +120,7 @@ fn bar(len: u64) -> indicatif::ProgressBar {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let _lock = super::lock_run(&args.run, "headlab llc")?;
-    let run_cfg_path = args.run.join("config.toml");
-    let data = match &args.data {
-        Some(d) => d.clone(),
-        None => {
-            let cfg = TrainConfig::load(&run_cfg_path)?;
-            anyhow::ensure!(
-                !cfg.data.is_empty(),
-                "{}: no `data` recorded; pass --data FILE.h5",
-                run_cfg_path.display()
-            );
-            cfg.data_path(&args.run)
-        }
-    };
+    let data = super::run_data(&args.run, args.data.as_ref())?;
     let mut llc = match &args.config {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;

@@ -38,6 +38,19 @@ pub fn lock_run(run: &std::path::Path, what: &str) -> anyhow::Result<headlab_sto
     Ok(lock)
 }
 
+/// The dataset of a run: `--data` when given, else the one its config.toml
+/// records (a relative path is looked up beside the run first).
+pub fn run_data(run: &std::path::Path, data: Option<&std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
+    if let Some(d) = data {
+        return Ok(d.clone());
+    }
+    let p = run.join("config.toml");
+    let cfg = headlab_train::TrainConfig::load(&p)
+        .map_err(|e| anyhow::anyhow!("{e} (is {} a run folder? pass --data FILE.h5 otherwise)", run.display()))?;
+    anyhow::ensure!(!cfg.data.is_empty(), "{}: no `data` recorded; pass --data FILE.h5", p.display());
+    Ok(cfg.data_path(run))
+}
+
 /// Refuse a dataset whose content is not the one the run in `run` was
 /// trained on (its config.toml records a fingerprint), unless `allow`.
 pub fn check_run_dataset(

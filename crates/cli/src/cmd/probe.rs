@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use headlab_analysis::heads::run_verdict;
 use headlab_probe::run::{probe_run, ProbeControl, ProbeOptions};
-use headlab_train::TrainConfig;
 
 /// Probe every checkpoint of a run that is not probed yet: on a fixed set of
 /// evaluation frames (drawn once from the run's validation trajectories and
@@ -59,15 +58,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let _lock = super::lock_run(&args.run, "headlab probe")?;
-    let data = match &args.data {
-        Some(d) => d.clone(),
-        None => {
-            let p = args.run.join("config.toml");
-            let cfg = TrainConfig::load(&p)?;
-            anyhow::ensure!(!cfg.data.is_empty(), "{}: no `data` recorded; pass --data FILE.h5", p.display());
-            cfg.data_path(&args.run)
-        }
-    };
+    let data = super::run_data(&args.run, args.data.as_ref())?;
     let mut opts = match &args.config {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
