@@ -26,6 +26,7 @@ pub mod lens_physics;
 pub mod logistic;
 pub mod metrics;
 pub mod noise;
+pub mod predictrun;
 pub mod svm;
 
 /// The typed names of the per-head series of analysis.h5 (defined in
