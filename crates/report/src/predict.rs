@@ -35,7 +35,7 @@ pub fn prediction_figure(path: &Path, ev: &Evaluation) -> Result<(), ReportError
 }
 
 fn prediction_figure_at(path: &Path, ev: &Evaluation) -> Result<(), ReportError> {
-    let root = BitMapBackend::new(path, (900, 760)).into_drawing_area();
+    let root = BitMapBackend::new(path, (900, 780)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
     let mut pts: Vec<(Predictor, usize, f64, f64)> = Vec::new();
     for c in &ev.cases {
@@ -67,7 +67,8 @@ fn prediction_figure_at(path: &Path, ev: &Evaluation) -> Result<(), ReportError>
         .build_cartesian_2d((lo..hi).log_scale(), (lo..hi).log_scale())
         .map_err(err(path))?;
     ch.configure_mesh()
-        .x_desc("actual step (smoothed score crosses half its final value)")
+        .light_line_style(WHITE)
+        .x_desc("actual step (smoothed score crosses half its final value); dashed: a factor 2 off")
         .y_desc("predicted step")
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|x| format!("{x:.0}"))
@@ -99,22 +100,26 @@ fn prediction_figure_at(path: &Path, ev: &Evaluation) -> Result<(), ReportError>
         .label(format!("{} ({n_made} of {n_all} runs)", p.name()))
         .legend(move |(x, y)| Circle::new((x + 9, y), 4, c.filled()));
     }
+    // The settings' shapes, as legend entries in black.
+    for (k, name) in ev.settings.iter().enumerate() {
+        let shape = k % 3;
+        ch.draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+            .map_err(err(path))?
+            .label(format!("setting {name}"))
+            .legend(move |(x, y)| -> DynElement<BitMapBackend, (i32, i32)> {
+                match shape {
+                    0 => Circle::new((x + 9, y), 4, BLACK.stroke_width(1)).into_dyn(),
+                    1 => TriangleMarker::new((x + 9, y), 6, BLACK.stroke_width(1)).into_dyn(),
+                    _ => Cross::new((x + 9, y), 4, BLACK.stroke_width(1)).into_dyn(),
+                }
+            });
+    }
     ch.configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
         .map_err(err(path))?;
-    // Shapes of the settings, written under the legend.
-    let shapes = ["●", "▲", "✕"];
-    let names: Vec<String> =
-        ev.settings.iter().enumerate().map(|(k, s)| format!("{} {s}", shapes[k % 3])).collect();
-    root.draw(&Text::new(
-        format!("settings: {}   (dashed: a factor 2 off)", names.join("   ")),
-        (80, 735),
-        ("sans-serif", 15).into_font(),
-    ))
-    .map_err(err(path))?;
     root.present().map_err(err(path))?;
     Ok(())
 }
