@@ -152,7 +152,12 @@ impl RunData {
     /// its actual emergence step.
     pub fn evaluation_case(&self) -> Result<Case> {
         let lm = self.landmarks()?;
-        Ok(Case { name: self.name.clone(), setting: self.setting.clone(), early: self.early(lm.cutoff)?, actual: Some(lm.actual) })
+        Ok(Case {
+            name: self.name.clone(),
+            setting: self.setting.clone(),
+            early: self.early(lm.cutoff)?,
+            actual: Some(lm.actual),
+        })
     }
 
     /// The case for `--predict-from STEP`: cut at `step`; the actual step

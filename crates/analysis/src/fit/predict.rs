@@ -122,10 +122,12 @@ pub fn landmarks(s: &Series) -> Result<Landmarks, String> {
     if !(f > 0.0) {
         return Err(format!("the final score {f:.3} is not positive: nothing emerged"));
     }
-    let early = smoothed_crossing(&s, EARLY_FRACTION * f)
-        .ok_or_else(|| format!("the smoothed score never reaches {:.0} % of its final value", EARLY_FRACTION * 100.0))?;
-    let actual = smoothed_crossing(&s, TARGET_FRACTION * f)
-        .ok_or_else(|| format!("the smoothed score never reaches {:.0} % of its final value", TARGET_FRACTION * 100.0))?;
+    let early = smoothed_crossing(&s, EARLY_FRACTION * f).ok_or_else(|| {
+        format!("the smoothed score never reaches {:.0} % of its final value", EARLY_FRACTION * 100.0)
+    })?;
+    let actual = smoothed_crossing(&s, TARGET_FRACTION * f).ok_or_else(|| {
+        format!("the smoothed score never reaches {:.0} % of its final value", TARGET_FRACTION * 100.0)
+    })?;
     let cutoff = s.t.iter().copied().filter(|&t| t < early).fold(f64::NAN, f64::max);
     if !cutoff.is_finite() {
         return Err(format!(
@@ -347,8 +349,11 @@ pub fn qk_landmark(qk: &Series) -> Result<f64, String> {
 /// landmark over calibration pairs (landmark, actual), both positive.
 /// `None` without any usable pair.
 pub fn clock_ratio(pairs: &[(f64, f64)]) -> Option<f64> {
-    let logs: Vec<f64> =
-        pairs.iter().filter(|(l, a)| *l > 0.0 && *a > 0.0 && l.is_finite() && a.is_finite()).map(|(l, a)| (a / l).ln()).collect();
+    let logs: Vec<f64> = pairs
+        .iter()
+        .filter(|(l, a)| *l > 0.0 && *a > 0.0 && l.is_finite() && a.is_finite())
+        .map(|(l, a)| (a / l).ln())
+        .collect();
     if logs.is_empty() {
         return None;
     }
@@ -468,8 +473,11 @@ pub struct Evaluation {
     pub level: f64,
 }
 
-/// The landmarks of a case (each an error when not reached).
-fn case_landmarks(c: &Case) -> (Result<f64, String>, Result<f64, String>) {
+/// The loss and W_Q·W_Kᵀ landmarks of a case (each an error when not reached).
+type CaseLandmarks = (Result<f64, String>, Result<f64, String>);
+
+/// The landmarks of a case.
+fn case_landmarks(c: &Case) -> CaseLandmarks {
     (loss_landmark(&c.early.loss, c.early.loss_reference), qk_landmark(&c.early.qk))
 }
 
@@ -483,10 +491,17 @@ pub fn evaluate(targets: &[Case], references: &[Case], leave_one_out: bool, leve
     let mut cases = Vec::new();
     for (i, c) in targets.iter().enumerate() {
         // The calibration set: (case, its landmarks).
-        let mut cal: Vec<(&Case, &(Result<f64, String>, Result<f64, String>))> =
+        let mut cal: Vec<(&Case, &CaseLandmarks)> =
             references.iter().zip(&lm_r).filter(|(r, _)| r.actual.is_some()).collect();
         if leave_one_out {
-            cal.extend(targets.iter().zip(&lm_t).enumerate().filter(|(j, (t, _))| *j != i && t.actual.is_some()).map(|(_, x)| x));
+            cal.extend(
+                targets
+                    .iter()
+                    .zip(&lm_t)
+                    .enumerate()
+                    .filter(|(j, (t, _))| *j != i && t.actual.is_some())
+                    .map(|(_, x)| x),
+            );
         }
         let mut preds = Vec::new();
         for p in Predictor::ALL {
@@ -505,7 +520,7 @@ pub fn evaluate(targets: &[Case], references: &[Case], leave_one_out: bool, leve
                     }
                 }
                 Predictor::LossClock | Predictor::QkClock => {
-                    let pick = |l: &(Result<f64, String>, Result<f64, String>)| -> Result<f64, String> {
+                    let pick = |l: &CaseLandmarks| -> Result<f64, String> {
                         if p == Predictor::LossClock {
                             l.0.clone()
                         } else {
@@ -515,12 +530,12 @@ pub fn evaluate(targets: &[Case], references: &[Case], leave_one_out: bool, leve
                     match pick(&lm_t[i]) {
                         Err(e) => none(e),
                         Ok(l) => {
-                            let pairs: Vec<(f64, f64)> = cal
-                                .iter()
-                                .filter_map(|(r, lm)| Some((pick(lm).ok()?, r.actual?)))
-                                .collect();
+                            let pairs: Vec<(f64, f64)> =
+                                cal.iter().filter_map(|(r, lm)| Some((pick(lm).ok()?, r.actual?))).collect();
                             match clock_ratio(&pairs) {
-                                Some(r) => pred(l * r, format!("landmark {l:.0} × ratio {r:.2} from {} runs", pairs.len())),
+                                Some(r) => {
+                                    pred(l * r, format!("landmark {l:.0} × ratio {r:.2} from {} runs", pairs.len()))
+                                }
                                 None => none("no calibration run reached the landmark".into()),
                             }
                         }
@@ -600,11 +615,7 @@ fn summarize(cases: &[CaseResult], settings: &[String], p: Predictor, level: f64
         })
         .collect();
     let paired = |q: Predictor| -> Vec<f64> {
-        known
-            .iter()
-            .map(|c| err(c, p).abs() - err(c, q).abs())
-            .filter(|d| d.is_finite())
-            .collect::<Vec<f64>>()
+        known.iter().map(|c| err(c, p).abs() - err(c, q).abs()).filter(|d| d.is_finite()).collect::<Vec<f64>>()
     };
     let d_all = paired(Predictor::MeanAll);
     let per_setting = settings
@@ -748,8 +759,8 @@ mod tests {
     #[test]
     fn landmarks_refuse_curves_without_emergence() {
         let t: Vec<f64> = (0..20).map(|k| k as f64).collect();
-        assert!(landmarks(&Series::new(&t, &vec![-0.1; 20])).unwrap_err().contains("not positive"));
-        assert!(landmarks(&Series::new(&t, &vec![0.5; 20])).unwrap_err().contains("no early window"));
+        assert!(landmarks(&Series::new(&t, &[-0.1; 20])).unwrap_err().contains("not positive"));
+        assert!(landmarks(&Series::new(&t, &[0.5; 20])).unwrap_err().contains("no early window"));
     }
 
     /// The log-logistic extrapolation recovers the emergence step of a known

@@ -48,7 +48,8 @@ fn write_eval(out: &Path, stem: &str, ev: &Evaluation, extra: &str) -> anyhow::R
         .with_context(|| format!("writing {}", toml_path.display()))?;
     let txt = out.join(format!("{stem}.txt"));
     let words = format!("{}{extra}", ev.text());
-    headlab_store::fsutil::write_atomic(&txt, words.as_bytes()).with_context(|| format!("writing {}", txt.display()))?;
+    headlab_store::fsutil::write_atomic(&txt, words.as_bytes())
+        .with_context(|| format!("writing {}", txt.display()))?;
     Ok(toml_path)
 }
 
