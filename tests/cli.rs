@@ -402,7 +402,8 @@ fn torch_subcommands_run_in_headlab_torch_with_the_same_arguments_and_exit_code(
     // Through the front and run directly: the same words and exit code.
     for args in [&["probe", "notarun"][..], &["llc", "notarun", "--device", "cpu"], &["lens", "physics", "notarun"]] {
         let via_front = headlab(args, dir.path());
-        let direct = Command::new(env!("CARGO_BIN_EXE_headlab-torch")).args(args).current_dir(dir.path()).output().unwrap();
+        let direct =
+            Command::new(env!("CARGO_BIN_EXE_headlab-torch")).args(args).current_dir(dir.path()).output().unwrap();
         assert_eq!(via_front.status.code(), Some(1), "{args:?}: {}", text(&via_front));
         assert_eq!(via_front.status.code(), direct.status.code(), "{args:?}");
         assert_eq!(text(&via_front), text(&direct), "{args:?}");

@@ -9,11 +9,11 @@
 //! process (exec) with the same arguments: same PID, signals, output and
 //! exit code as if it had been run directly.
 
+mod cli;
 // The torch subcommands' `run` functions are compiled here for their Args
 // only; they are called (and checked for dead code) in headlab-torch.
 #[allow(dead_code)]
 mod cmd;
-mod cli;
 mod signals;
 
 use std::path::PathBuf;
@@ -72,9 +72,7 @@ fn exec_torch() -> anyhow::Result<()> {
         anyhow::bail!("{}: no such file{why}; {ADVICE}", bin.display());
     }
     // A $HEADLAB_TORCH that names this very binary would exec itself forever.
-    let same = |a: &std::path::Path, b: &std::path::Path| {
-        matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
-    };
+    let same = |a: &std::path::Path, b: &std::path::Path| matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y);
     if std::env::current_exe().is_ok_and(|me| same(&me, &bin)) {
         anyhow::bail!("{}: $HEADLAB_TORCH names the front binary headlab itself; {ADVICE}", bin.display());
     }
