@@ -234,10 +234,10 @@ impl Flag {
                 format!("{failed} of {chains} chains diverged at the chosen step size (excluded)")
             }
             Flag::Negative { llc, se } => format!(
-                "negative estimate {llc:.3} ± {se:.3}: SGLD found lower loss than at the checkpoint, which is not a \
-                 local minimum"
+                "negative estimate {llc:.3} ± {se:.3}: SGLD found lower loss than at the checkpoint, so it is not at \
+                 a local minimum and the LLC there is not meaningful"
             ),
-            Flag::NotAMinimum { evidence } => format!("the checkpoint is not a local minimum: {evidence}"),
+            Flag::NotAMinimum { evidence } => format!("the checkpoint is not at a local minimum of the loss: {evidence}"),
             Flag::NotSettled { rise, z } => {
                 format!("nβ·ΔL still rises after burn-in (by {rise:.3}, z = {z:.1}): burn-in too short")
             }
