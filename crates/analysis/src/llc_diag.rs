@@ -459,6 +459,51 @@ pub fn emergence_change(seeds: &[(&[f64], &[f64], &[bool], f64)], level: f64) ->
     EmergenceChange { n_seeds: good.len(), per_seed, mean, interval, level }
 }
 
+/// The emergence step of a score series: the first step at which the score
+/// has covered half of its rise from the first checkpoint to the mean of
+/// the last three (non-parametric, so it exists whatever the fit). `None`
+/// when the score does not rise or has fewer than 4 finite values.
+pub fn half_rise_step(steps: &[u64], score: &[f64]) -> Option<u64> {
+    let pts: Vec<(u64, f64)> = steps.iter().zip(score).filter(|p| p.1.is_finite()).map(|(&s, &v)| (s, v)).collect();
+    if pts.len() < 4 {
+        return None;
+    }
+    let start = pts[0].1;
+    let end = pts[pts.len() - 3..].iter().map(|p| p.1).sum::<f64>() / 3.0;
+    if end <= start {
+        return None;
+    }
+    let half = start + 0.5 * (end - start);
+    pts.iter().find(|p| p.1 >= half).map(|p| p.0)
+}
+
+/// Up to `k` checkpoints around an emergence step `t_e`: the ones nearest
+/// to t_e × 4^(j/(k−1)·2 − 1) for j = 0..k (from t_e/4 to 4·t_e, log-spaced),
+/// without repeats, increasing.
+pub fn emergence_checkpoints(steps: &[u64], t_e: u64, k: usize) -> Vec<u64> {
+    if steps.is_empty() || k == 0 {
+        return Vec::new();
+    }
+    let te = (t_e.max(1)) as f64;
+    let mut out: Vec<u64> = (0..k)
+        .map(|j| {
+            let f = if k == 1 { 0.0 } else { 2.0 * j as f64 / (k - 1) as f64 - 1.0 };
+            let target = (te * 4f64.powf(f)).ln();
+            *steps
+                .iter()
+                .min_by(|a, b| {
+                    let da = ((**a).max(1) as f64).ln() - target;
+                    let db = ((**b).max(1) as f64).ln() - target;
+                    da.abs().total_cmp(&db.abs())
+                })
+                .unwrap_or(&steps[0])
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -633,6 +678,22 @@ mod tests {
         let r = split_rhat(&[&a, &a]);
         assert!((r - (0.5f64).sqrt()).abs() < 1e-12, "{r}");
         assert!(split_rhat(&[&[1.0, 2.0]]).is_nan());
+    }
+
+    #[test]
+    fn emergence_window() {
+        let steps: Vec<u64> = (0..40).map(|k| (10.0 * 1.2f64.powi(k)) as u64).collect();
+        // A sigmoid in log step, rising from 0.1 to 0.9 around step 300.
+        let score: Vec<f64> = steps.iter().map(|&t| 0.1 + 0.8 / (1.0 + (300.0 / t as f64).powi(4))).collect();
+        let te = half_rise_step(&steps, &score).unwrap();
+        assert!((250..=400).contains(&te), "{te}");
+        let ck = emergence_checkpoints(&steps, te, 5);
+        assert_eq!(ck.len(), 5);
+        assert!(ck[0] * 3 < te && ck[4] > 3 * te, "{ck:?} around {te}");
+        assert!(ck.contains(&te));
+        assert!(half_rise_step(&steps, &vec![0.5; steps.len()]).is_none());
+        // Fewer checkpoints than asked: no repeats.
+        assert_eq!(emergence_checkpoints(&[100, 200], 150, 5), vec![100, 200]);
     }
 
     #[test]
