@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod preset;
 mod signals;
 
 /// headlab — watch collision-detecting attention heads emerge in a
