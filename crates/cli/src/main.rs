@@ -2,9 +2,10 @@
 //! Each subcommand lives in `cmd/<name>.rs` with its own clap `Args` and `run`.
 //!
 //! This is the front binary: it links no libtorch, so the subcommands that
-//! never run the model (simulate, inspect, fit, report, sweep, study, view,
+//! never run the model (simulate, inspect, fit, report, sweep, view,
 //! `--help`, `--version`, argument errors) start like any small program. The
-//! others (demo, train, eval, probe, ablate, llc, lens) are executed by the
+//! others (demo, train, eval, probe, ablate, llc, lens, study: it estimates
+//! the LLC in process) are executed by the
 //! sibling binary `headlab-torch` (`main_torch.rs`), which replaces this
 //! process (exec) with the same arguments: same PID, signals, output and
 //! exit code as if it had been run directly.
@@ -14,6 +15,7 @@ mod cli;
 // only; they are called (and checked for dead code) in headlab-torch.
 #[allow(dead_code)]
 mod cmd;
+mod preset;
 mod signals;
 
 use std::path::PathBuf;
@@ -31,7 +33,6 @@ fn main() {
         Command::Fit(a) => light(cli.verbose, || cmd::fit::run(a).map(|_| ())),
         Command::Report(a) => light(cli.verbose, || cmd::report::run(a)),
         Command::Sweep(a) => light(cli.verbose, || cmd::sweep::run(a)),
-        Command::Study(a) => light(cli.verbose, || cmd::study::run(a)),
         Command::View(a) => light(cli.verbose, || cmd::view::run(a)),
         Command::Demo(_)
         | Command::Train(_)
@@ -39,7 +40,8 @@ fn main() {
         | Command::Probe(_)
         | Command::Ablate(_)
         | Command::Llc(_)
-        | Command::Lens(_) => exec_torch(),
+        | Command::Lens(_)
+        | Command::Study(_) => exec_torch(),
     };
     cli::finish(result);
 }

@@ -6,6 +6,7 @@
 
 mod cli;
 mod cmd;
+mod preset;
 mod signals;
 
 use clap::Parser;
