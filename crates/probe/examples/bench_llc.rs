@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use headlab_probe::llc::model::{head_mask, load_checkpoint, CheckpointProblem};
+use headlab_probe::llc::model::{head_mask, load_checkpoint, CheckpointProblem, LossConvention};
 use headlab_probe::llc::{estimate, LlcConfig, Movable};
 use tch::{Device, Kind};
 
@@ -49,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 threads: t,
                 ..LlcConfig::default()
             };
-            let problem = CheckpointProblem::new(&model, &data, batch, 0)?;
+            let problem = CheckpointProblem::new(&model, &data, batch, 0, LossConvention::Mse)?;
             let start;
             let est = if mode == "whole" {
                 start = Instant::now();
