@@ -170,7 +170,7 @@ impl Predictor {
     pub fn name(self) -> &'static str {
         match self {
             Predictor::Extrapolate => "extrapolate",
-            Predictor::ExtrapolateAny => "extrap_any",
+            Predictor::ExtrapolateAny => "extrapolate_any",
             Predictor::LossClock => "loss_clock",
             Predictor::QkClock => "qk_clock",
             Predictor::MeanAll => "mean_all",
@@ -689,13 +689,13 @@ impl Evaluation {
         );
         s.push_str(&format!("{:<28} {:<16} {:>8} {:>8}", "run", "setting", "cutoff", "actual"));
         for p in Predictor::ALL {
-            s.push_str(&format!(" {:>12}", p.name()));
+            s.push_str(&format!(" {:>15}", p.name()));
         }
         s.push('\n');
         for c in &self.cases {
             s.push_str(&format!("{:<28} {:<16} {:>8.0} {:>8.0}", c.name, c.setting, c.cutoff, c.actual));
             for p in &c.predictions {
-                s.push_str(&format!(" {:>12}", if p.made() { format!("{:.0}", p.step) } else { "–".into() }));
+                s.push_str(&format!(" {:>15}", if p.made() { format!("{:.0}", p.step) } else { "–".into() }));
             }
             s.push('\n');
         }
@@ -766,10 +766,10 @@ mod tests {
     /// The log-logistic extrapolation recovers the emergence step of a known
     /// log-logistic law from the checkpoints before 10 % of the final value
     /// (0.6): within 3 % without noise, within 15 % with uniform noise of
-    /// ±0.0001 (1/6000 of the final value). It degrades fast with more noise
-    /// (measured: off by up to ×1.7 at ±0.0005 and ×5 at ±0.001, about the
-    /// scatter of the demo's early checkpoints): README, "Predicting the
-    /// emergence step".
+    /// ±0.0001 (s.d. 0.00006). It degrades fast with more noise (measured:
+    /// off by up to ×3 at ±0.0005, ×5 at ±0.001, ×7 at ±0.002; the demo's
+    /// early checkpoints scatter with an s.d. of 0.001–0.003): README,
+    /// "Predicting the emergence step".
     #[test]
     fn extrapolation_recovers_a_known_law() {
         for (sd, tol) in [(0.0, 0.03), (0.0001, 0.15)] {
