@@ -12,6 +12,19 @@ use headlab_probe::llc::model::{head_mask, load_checkpoint, CheckpointProblem, L
 use headlab_probe::llc::{estimate, LlcConfig, Movable};
 use tch::{Device, Kind};
 
+/// CPU seconds used by this process so far (all threads; /proc/self/stat
+/// utime + stime in clock ticks of 1/100 s). Under a loaded machine, rates
+/// per CPU second are steadier than rates per wall second.
+fn cpu_seconds() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses).
+    let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 after ")".
+    (tick(11) + tick(12)) / 100.0
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a: Vec<String> = std::env::args().collect();
     if a.len() < 8 {
@@ -55,8 +68,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ..LlcConfig::default()
             };
             let start;
+            let cpu0;
             let est = if mode != "head0.0" {
                 start = Instant::now();
+                cpu0 = cpu_seconds();
                 estimate(&whole_problem, &w_star, &[Movable::All], &cfg, None)?
             } else {
                 let (mask, names) = head_mask(&model, 0, 0)?;
@@ -64,10 +79,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .with_grad_params(&model, &names)?
                     .sharing_star_cache(&whole_problem);
                 start = Instant::now();
+                cpu0 = cpu_seconds();
                 estimate(&problem, &w_star, &[Movable::Mask(mask)], &cfg, None)?
             };
             let dt = start.elapsed().as_secs_f64();
-            println!("rust {mode:10} threads {t}: {:8.1} draws/s  (llc {:.3})", (chains * draws) as f64 / dt, est.llc);
+            let cpu = cpu_seconds() - cpu0;
+            let n = (chains * draws) as f64;
+            println!("rust {mode:10} threads {t}: {:8.1} draws/s  {:8.1} draws/cpu-s  (llc {:.3})", n / dt, n / cpu, est.llc);
         }
     }
     Ok(())
