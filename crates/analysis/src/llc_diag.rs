@@ -123,11 +123,8 @@ pub fn select_step(ladder: &[LadderPoint], opts: &SelectOptions) -> StepChoice {
         start = if end > start { end } else { start + 1 };
     }
     let eps = |i: usize| ladder[i].epsilon;
-    let failed_note = if limit < ladder.len() {
-        format!("; chains failed from ε = {:e} on", eps(limit))
-    } else {
-        String::new()
-    };
+    let failed_note =
+        if limit < ladder.len() { format!("; chains failed from ε = {:e} on", eps(limit)) } else { String::new() };
     match best {
         Some((s, e)) => StepChoice {
             chosen: Some(e),
@@ -148,8 +145,10 @@ pub fn select_step(ladder: &[LadderPoint], opts: &SelectOptions) -> StepChoice {
         None => {
             // The best available: the largest usable step below the first failure.
             let fallback = (0..limit).rev().find(|&i| usable(&ladder[i]));
-            let values: Vec<String> =
-                ladder.iter().map(|p| format!("{:e}: {:.3} ± {:.3} ({} failed)", p.epsilon, p.llc, p.se, p.n_failed)).collect();
+            let values: Vec<String> = ladder
+                .iter()
+                .map(|p| format!("{:e}: {:.3} ± {:.3} ({} failed)", p.epsilon, p.llc, p.se, p.n_failed))
+                .collect();
             StepChoice {
                 chosen: fallback,
                 plateau: None,
@@ -237,7 +236,9 @@ impl Flag {
                 "negative estimate {llc:.3} ± {se:.3}: SGLD found lower loss than at the checkpoint, so it is not at \
                  a local minimum and the LLC there is not meaningful"
             ),
-            Flag::NotAMinimum { evidence } => format!("the checkpoint is not at a local minimum of the loss: {evidence}"),
+            Flag::NotAMinimum { evidence } => {
+                format!("the checkpoint is not at a local minimum of the loss: {evidence}")
+            }
             Flag::NotSettled { rise, z } => {
                 format!("nβ·ΔL still rises after burn-in (by {rise:.3}, z = {z:.1}): burn-in too short")
             }
@@ -249,14 +250,8 @@ impl Flag {
 /// The codes of the bits set in a stored `flags` value, comma-separated
 /// ("" when none).
 pub fn flag_codes(bits: u32) -> String {
-    const CODES: [(u32, &str); 6] = [
-        (1, "no-plateau"),
-        (2, "diverged"),
-        (4, "negative"),
-        (8, "not-minimum"),
-        (16, "not-settled"),
-        (32, "rhat"),
-    ];
+    const CODES: [(u32, &str); 6] =
+        [(1, "no-plateau"), (2, "diverged"), (4, "negative"), (8, "not-minimum"), (16, "not-settled"), (32, "rhat")];
     CODES.iter().filter(|(b, _)| bits & b != 0).map(|(_, c)| *c).collect::<Vec<_>>().join(",")
 }
 
@@ -346,7 +341,13 @@ pub fn split_rhat(traces: &[&[f64]]) -> f64 {
 /// with fewer than two values).
 fn z_over_chains(v: &[f64]) -> (f64, f64) {
     let (m, s) = mean_std(v);
-    let z = if v.len() > 1 && s > 0.0 { m / (s / (v.len() as f64).sqrt()) } else if v.len() > 1 { m.signum() * f64::INFINITY } else { f64::NAN };
+    let z = if v.len() > 1 && s > 0.0 {
+        m / (s / (v.len() as f64).sqrt())
+    } else if v.len() > 1 {
+        m.signum() * f64::INFINITY
+    } else {
+        f64::NAN
+    };
     (m, z)
 }
 
@@ -541,7 +542,12 @@ mod tests {
     #[test]
     fn step_dependent_estimate_has_no_plateau() {
         // The issue's late checkpoint: 340, 560, 870 at 1e-5, 2e-5, 3e-5, divergence at 1e-4.
-        let l = ladder(&[(1e-5, 340.0, 20.0, 0), (2e-5, 560.0, 25.0, 0), (3e-5, 870.0, 40.0, 0), (1e-4, f64::NAN, f64::NAN, 4)]);
+        let l = ladder(&[
+            (1e-5, 340.0, 20.0, 0),
+            (2e-5, 560.0, 25.0, 0),
+            (3e-5, 870.0, 40.0, 0),
+            (1e-4, f64::NAN, f64::NAN, 4),
+        ]);
         let c = select_step(&l, &SelectOptions::default());
         assert!(!c.reliable);
         assert_eq!(c.plateau, None);
@@ -582,8 +588,10 @@ mod tests {
 
     #[test]
     fn one_chain_cannot_make_a_plateau() {
-        let l: Vec<LadderPoint> =
-            ladder(&[(1e-6, 5.0, f64::NAN, 0), (2e-6, 5.0, f64::NAN, 0)]).into_iter().map(|p| LadderPoint { chains: 1, ..p }).collect();
+        let l: Vec<LadderPoint> = ladder(&[(1e-6, 5.0, f64::NAN, 0), (2e-6, 5.0, f64::NAN, 0)])
+            .into_iter()
+            .map(|p| LadderPoint { chains: 1, ..p })
+            .collect();
         assert!(!select_step(&l, &SelectOptions::default()).reliable);
     }
 

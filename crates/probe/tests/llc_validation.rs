@@ -335,7 +335,13 @@ fn ladder_finds_the_plateau_and_flags_too_large_steps() {
     for p in &s.ladder {
         eprintln!("ε {:e}: {:.3} ± {:.3} failed {}", p.epsilon, p.llc, p.se, p.n_failed);
     }
-    eprintln!("{} -> {:.3} ± {:.3} flags {}", s.choice.reason, s.estimate.llc, s.estimate.se, s.estimate.diagnosis.codes());
+    eprintln!(
+        "{} -> {:.3} ± {:.3} flags {}",
+        s.choice.reason,
+        s.estimate.llc,
+        s.estimate.se,
+        s.estimate.diagnosis.codes()
+    );
     assert!(s.choice.reliable, "{}", s.choice.reason);
     assert!((1e-5..=3e-4).contains(&s.estimate.config.epsilon), "chosen ε {}", s.estimate.config.epsilon);
     assert!(s.estimate.diagnosis.reliable(), "{:?}", s.estimate.diagnosis);

@@ -166,7 +166,11 @@ pub fn seeds_section(runs: &[PathBuf], out: &Path, series: &str, level: f64) -> 
             );
         }
         if let Some(d) = c.per_seed.get(k).filter(|d| d.is_finite()) {
-            let _ = writeln!(h, "<tr><td colspan=\"6\" class=\"small\">{}: after − before = {d:.3}</td></tr>", esc(&s.name));
+            let _ = writeln!(
+                h,
+                "<tr><td colspan=\"6\" class=\"small\">{}: after − before = {d:.3}</td></tr>",
+                esc(&s.name)
+            );
         }
     }
     h.push_str("</table>\n");
@@ -185,7 +189,9 @@ fn figure(path: &Path, seeds: &[SeedLlc], series: &str) -> Result<()> {
         let xmax = s.steps.iter().chain(s.score.iter().map(|p| &p.0)).copied().max().unwrap_or(1) as f64 * 1.3 + 2.0;
         let pts: Vec<(f64, f64, f64, bool)> = (0..s.steps.len())
             .filter(|&i| s.llc[i].is_finite())
-            .map(|i| (s.steps[i] as f64 + 1.0, s.llc[i], if s.se[i].is_finite() { s.se[i] } else { 0.0 }, s.flags[i] == 0))
+            .map(|i| {
+                (s.steps[i] as f64 + 1.0, s.llc[i], if s.se[i].is_finite() { s.se[i] } else { 0.0 }, s.flags[i] == 0)
+            })
             .collect();
         let (mut lo, mut hi) = pts
             .iter()
@@ -219,7 +225,10 @@ fn figure(path: &Path, seeds: &[SeedLlc], series: &str) -> Result<()> {
                 .map_err(|x| e(format!("{x:?}")))?;
         }
         ch.draw_secondary_series(pts.iter().map(|&(x, v, se, ok)| {
-            PathElement::new(vec![(x, v - 2.0 * se), (x, v + 2.0 * se)], if ok { LLC.mix(0.6) } else { RGBColor(150, 150, 150).mix(0.6) })
+            PathElement::new(
+                vec![(x, v - 2.0 * se), (x, v + 2.0 * se)],
+                if ok { LLC.mix(0.6) } else { RGBColor(150, 150, 150).mix(0.6) },
+            )
         }))
         .map_err(|x| e(format!("{x:?}")))?;
         let good: Vec<(f64, f64)> = pts.iter().filter(|p| p.3).map(|p| (p.0, p.1)).collect();

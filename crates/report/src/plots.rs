@@ -806,8 +806,12 @@ fn llc_figure_at(
     lg.draw(&Text::new(format!("collision score ({series}), left axis"), (22, 3), ("sans-serif", 15)))
         .map_err(err(path))?;
     lg.draw(&PathElement::new(vec![(380, 10), (405, 10)], LLC.stroke_width(2))).map_err(err(path))?;
-    lg.draw(&Text::new("LLC (SGLD, ±2 SE over chains), right axis; hollow grey: flagged, unreliable", (412, 3), ("sans-serif", 15)))
-        .map_err(err(path))?;
+    lg.draw(&Text::new(
+        "LLC (SGLD, ±2 SE over chains), right axis; hollow grey: flagged, unreliable",
+        (412, 3),
+        ("sans-serif", 15),
+    ))
+    .map_err(err(path))?;
     root.present().map_err(err(path))?;
     Ok(())
 }

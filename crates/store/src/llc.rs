@@ -263,7 +263,9 @@ impl LlcSeries {
     /// One head's flags over steps (zeros when none were stored).
     pub fn head_flags(&self, layer: usize, head: usize) -> Vec<u32> {
         let lh = self.n_layers * self.n_heads;
-        (0..self.steps.len()).map(|s| self.heads.flags.get(s * lh + layer * self.n_heads + head).copied().unwrap_or(0)).collect()
+        (0..self.steps.len())
+            .map(|s| self.heads.flags.get(s * lh + layer * self.n_heads + head).copied().unwrap_or(0))
+            .collect()
     }
 
     /// The whole model's step-size ladder at step index `s`: per rung
@@ -438,7 +440,11 @@ pub fn read_llc(path: &Path) -> Result<LlcSeries, StoreError> {
         trace_len: get_attr::<u64>(&file, path, "trace_len")? as usize,
         trace_block: get_attr::<u64>(&file, path, "trace_block")? as usize,
         per_head,
-        ladder_len: if file.attr("ladder_len").is_ok() { get_attr::<u64>(&file, path, "ladder_len")? as usize } else { 0 },
+        ladder_len: if file.attr("ladder_len").is_ok() {
+            get_attr::<u64>(&file, path, "ladder_len")? as usize
+        } else {
+            0
+        },
         steps: read_array(&file, path, "steps", Some(1))?.0,
         n_samples: read_array(&file, path, "n_samples", Some(1))?.0,
         n_beta: read_array(&file, path, "n_beta", Some(1))?.0,

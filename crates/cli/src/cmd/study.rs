@@ -42,18 +42,27 @@ use super::sweep::Backend;
 ///   headlab simulate --scene scenes/demo.toml --out data/demo.h5
 ///   headlab study --data data/demo.h5                       # 5 seeds, here
 ///   headlab study --data data/demo.h5 --seeds 10 --backend slurm
+///   headlab study --preset gas64_2d --out checkpoints/gas64   # a recipe from presets/
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
     /// Dataset every seed trains on.
-    #[arg(long, required_unless_present = "scene")]
+    #[arg(long, required_unless_present_any = ["scene", "preset"])]
     pub data: Option<PathBuf>,
     /// Or: a scene to simulate once for all seeds.
     #[arg(long, conflicts_with = "data")]
     pub scene: Option<PathBuf>,
-    /// Number of seeds (0..N).
-    #[arg(long, default_value_t = 5)]
-    pub seeds: u32,
+    /// Or: a preset, presets/NAME.toml (scene, training, probe and seed
+    /// settings measured to make heads form; see the file's comment for what
+    /// it produces and its cost), or the path of a preset file.
+    #[arg(long, conflicts_with_all = ["data", "scene", "config"])]
+    pub preset: Option<String>,
+    /// `headlab simulate` arguments of the scene (set by --preset).
+    #[arg(skip)]
+    pub simulate_args: Vec<String>,
+    /// Number of seeds (0..N) [default: the preset's, else 5].
+    #[arg(long)]
+    pub seeds: Option<u32>,
     /// Training config every seed starts from (TOML, see `headlab train --help`).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -120,10 +129,7 @@ fn llc_around_emergence(args: &Args, run: &std::path::Path) -> anyhow::Result<St
     let ds = headlab_store::dataset::read_dataset(&data)?;
     super::check_run_dataset(run, &ds, &data, false)?;
     let _lock = super::lock_run(run, "headlab study (llc)")?;
-    let ladder = headlab_probe::llc::select::LadderConfig {
-        draws: args.llc_ladder_draws,
-        ..Default::default()
-    };
+    let ladder = headlab_probe::llc::select::LadderConfig { draws: args.llc_ladder_draws, ..Default::default() };
     let opts = headlab_probe::llc::run::LlcRunOptions {
         checkpoint: headlab_probe::llc::model::CheckpointLlcOptions {
             llc: headlab_probe::llc::LlcConfig { draws: args.llc_draws, ..Default::default() },
@@ -177,12 +183,14 @@ fn write_text(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
 }
 
 /// Run the study.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(mut args: Args) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
-    if args.seeds < 2 {
+    crate::preset::apply_to_study(&mut args)?;
+    let n_seeds = args.seeds.unwrap_or(5);
+    if n_seeds < 2 {
         anyhow::bail!(
             "--seeds {}: a study needs at least 2 seeds (seeds are the unit of replication; 5 is the default)",
-            args.seeds
+            n_seeds
         );
     }
     if !(args.level > 0.0 && args.level < 1.0) {
@@ -199,7 +207,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         data: args.data.as_ref().map(abs).transpose()?,
         scene: args.scene.as_ref().map(abs).transpose()?,
         base: study_config(&args)?,
-        n_seeds: Some(args.seeds),
+        simulate_args: args.simulate_args.clone(),
+        n_seeds: Some(n_seeds),
         run,
         ..Default::default()
     };
@@ -227,7 +236,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         steps: args.steps,
         headlab: args.headlab.clone(),
     };
-    eprintln!("[1/{}] train and probe {} seeds → {}", if args.no_llc { 3 } else { 4 }, args.seeds, args.out.join("runs").display());
+    eprintln!(
+        "[1/{}] train and probe {} seeds → {}",
+        if args.no_llc { 3 } else { 4 },
+        n_seeds,
+        args.out.join("runs").display()
+    );
     super::sweep::run(sweep_args())?;
     let (sweep, _) = super::sweep::build(&sweep_args())?;
     let runs: Vec<PathBuf> = sweep.runs.iter().map(|r| sweep.run_dir(r)).collect();
@@ -271,7 +285,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             runs.iter().map(|r| super::lock_run(r, "headlab study (report)")).collect::<anyhow::Result<Vec<_>>>()?;
         headlab_report::write_report(&runs, Some(&args.out.join("report")), &opts)?
     };
-    let mut words = format!("headlab study: {} seeds in {}\n", args.seeds, args.out.display());
+    let mut words = format!("headlab study: {} seeds in {}\n", n_seeds, args.out.display());
     for (axis, sum) in &fits.seeds {
         words.push_str(&format!("\nAgainst {}:\n{}", axis.label(), headlab_analysis::fit::text::seeds_text(sum)));
     }

@@ -130,7 +130,8 @@ impl LlcData {
         // `CheckpointProblem`), and `tensors` hands them out for reading only.
         let (x, y) = unsafe { (SharedTensor::new(x), SharedTensor::new(y)) };
         let ys = y.size();
-        let (n_particles, dim) = (ys.get(1).copied().unwrap_or(1) as usize, (ys.last().copied().unwrap_or(2) / 2) as usize);
+        let (n_particles, dim) =
+            (ys.get(1).copied().unwrap_or(1) as usize, (ys.last().copied().unwrap_or(2) / 2) as usize);
         Ok(LlcData { norm: norm.clone(), x, y, n: rows.len(), n_particles, dim: dim.max(1) })
     }
 }

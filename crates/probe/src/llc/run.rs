@@ -4,11 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
+use headlab_analysis::llc_diag::LadderPoint;
 use headlab_sim::Dataset;
 use headlab_store::checkpoint::list_checkpoints;
-use headlab_analysis::llc_diag::LadderPoint;
 use headlab_store::llc::{
-    llc_path, read_llc, write_llc, LlcCalibration, LlcSeries, LlcStep, LLC_COLUMNS, LLC_DIAG_COLUMNS, LLC_LADDER_COLUMNS,
+    llc_path, read_llc, write_llc, LlcCalibration, LlcSeries, LlcStep, LLC_COLUMNS, LLC_DIAG_COLUMNS,
+    LLC_LADDER_COLUMNS,
 };
 use tch::Device;
 
@@ -233,7 +234,11 @@ fn llc_into(
             model_loss_trace: f32s(&r.whole.loss_trace),
             model_diag: LLC_DIAG_COLUMNS.iter().map(|c| c.to_string()).zip(diag_columns(&r.whole)).collect(),
             model_flags: r.whole.diagnosis.bits(),
-            model_ladder: LLC_LADDER_COLUMNS.iter().map(|c| c.to_string()).zip(ladder_columns(&r.whole_ladder)).collect(),
+            model_ladder: LLC_LADDER_COLUMNS
+                .iter()
+                .map(|c| c.to_string())
+                .zip(ladder_columns(&r.whole_ladder))
+                .collect(),
             ..Default::default()
         };
         if opts.checkpoint.per_head {

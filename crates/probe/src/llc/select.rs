@@ -139,14 +139,9 @@ fn ladder_at<P: LlcProblem + ?Sized>(
             ..base.clone()
         };
         let p = match estimate_quiet(problem, w_star, movable, &cfg, progress) {
-            Ok(est) => LadderPoint {
-                epsilon: e,
-                gamma,
-                llc: est.llc,
-                se: est.se,
-                n_failed: est.n_failed(),
-                chains: lc.chains,
-            },
+            Ok(est) => {
+                LadderPoint { epsilon: e, gamma, llc: est.llc, se: est.se, n_failed: est.n_failed(), chains: lc.chains }
+            }
             Err(LlcError::AllChainsFailed { chains, .. }) => {
                 LadderPoint { epsilon: e, gamma, llc: f64::NAN, se: f64::NAN, n_failed: chains, chains }
             }
