@@ -336,6 +336,22 @@ fn study_at_tiny_size_fits_seeds_and_gives_a_verdict() {
     assert!(t.contains("against training step: ") && t.contains("report: "), "{t}");
     let html = std::fs::read_to_string(st.join("report/index.html")).unwrap();
     assert!(html.contains("Across seeds") && html.contains("over seeds"));
+    // The prediction of the emergence step is in the report (evaluated, or why not).
+    assert!(html.contains("Predicting the emergence step"), "no prediction section");
+    // --predict-from on the finished study: no training, predictions printed and stored.
+    let pf: Vec<&str> = args.iter().copied().chain(["--predict-from", "20"]).collect();
+    let o = headlab(&pf, dir.path());
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("extrapolate") && t.contains("loss_clock") && t.contains("predict_from_20.toml"), "{t}");
+    let stored = std::fs::read_to_string(st.join("predict_from_20.toml")).unwrap();
+    assert!(stored.contains("[[cases]]") && stored.contains("predictor = \"loss_clock\""), "{stored}");
+    // Bad values are refused before anything runs, saying why.
+    for (v, why) in [("0", "--predict-from 0"), ("40", "not before the end of training (40 steps)")] {
+        let bad: Vec<&str> = args.iter().copied().chain(["--predict-from", v]).collect();
+        let o = headlab(&bad, dir.path());
+        assert!(!o.status.success() && text(&o).contains(why), "{}", text(&o));
+    }
     // One seed is refused with the reason.
     let o = headlab(&["study", "--data", "d.h5", "--seeds", "1"], dir.path());
     assert!(!o.status.success() && text(&o).contains("at least 2 seeds"), "{}", text(&o));

@@ -28,6 +28,7 @@ pub mod llc_diag;
 pub mod logistic;
 pub mod metrics;
 pub mod noise;
+pub mod predictrun;
 pub mod svm;
 
 /// The typed names of the per-head series of analysis.h5 (defined in

@@ -7,6 +7,7 @@
 mod causal;
 pub mod llc;
 pub mod plots;
+pub mod predict;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -77,11 +78,21 @@ pub struct ReportOptions {
     /// Also show fits against the cumulative learning rate (when the run
     /// has metrics.h5).
     pub lr_axis: bool,
+    /// Further sections (HTML, already escaped) placed after "Across seeds",
+    /// e.g. the study's prediction of the emergence step.
+    #[serde(skip)]
+    pub extra_sections: Vec<String>,
 }
 
 impl Default for ReportOptions {
     fn default() -> Self {
-        Self { series: DEFAULT_SERIES.name().into(), fit: FitOptions::default(), refit: false, lr_axis: true }
+        Self {
+            series: DEFAULT_SERIES.name().into(),
+            fit: FitOptions::default(),
+            refit: false,
+            lr_axis: true,
+            extra_sections: Vec::new(),
+        }
     }
 }
 
@@ -269,6 +280,9 @@ pub fn write_report(runs: &[PathBuf], out_dir: Option<&Path>, opts: &ReportOptio
         if let Some((h, _)) = &llc_section {
             page.raw(h);
         }
+    }
+    for s in &opts.extra_sections {
+        page.raw(s);
     }
     page.raw(&body);
     page.raw(&format!("<hr><p class=\"small\">Series: <code>{}</code>. Fits: least squares (Levenberg–Marquardt, several starts) after merging checkpoints closer than {:.0} %; degenerate fits (a parameter on its bound or diverging, a curve collapsed onto a simpler form) are flagged and excluded; forms compared by an AICc adjusted for the residuals' lag-1 autocorrelation (effective sample size n(1−ρ)/(1+ρ)); {:.0} % intervals: profile likelihood for exponents, {}-replicate moving-block bootstrap for the other parameters and the emergence step (all over the checkpoints of one run); over seeds, Student-t intervals of per-seed values. Written by headlab {}.</p>\n", esc(&opts.series), opts.fit.merge_rel * 100.0, opts.fit.level * 100.0, opts.fit.bootstrap, env!("CARGO_PKG_VERSION")));

@@ -108,6 +108,19 @@ pub struct Args {
     /// Draws per chain of each rung of the step-size ladder (4 chains).
     #[arg(long, default_value_t = 50)]
     pub llc_ladder_draws: usize,
+    /// Predict instead of fit: use only the checkpoints and training metrics
+    /// at steps ≤ STEP of every run, print each predictor's emergence step
+    /// (where the score crosses half its final value) and store them in
+    /// OUT/predict_from_STEP.toml (and .txt), to be checked later against
+    /// the full runs; a finished run's actual step is printed beside them.
+    /// The clocks and the mean baselines are calibrated on --predict-with.
+    #[arg(long, value_name = "STEP")]
+    pub predict_from: Option<u64>,
+    /// Finished studies (or run folders) whose runs calibrate the
+    /// predictors of --predict-from, and join the report's evaluation of the
+    /// predictors as further settings (e.g. another learning rate).
+    #[arg(long, value_name = "DIR")]
+    pub predict_with: Vec<PathBuf>,
 }
 
 /// The LLC of one seed around its emergence step; a failure is reported
@@ -196,6 +209,10 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     if !(args.level > 0.0 && args.level < 1.0) {
         anyhow::bail!("--level {} must lie strictly between 0 and 1 (e.g. 0.95)", args.level);
     }
+    if let Some(step) = args.predict_from {
+        let planned = args.steps.or_else(|| study_config(&args).ok()?.get("steps")?.as_integer().map(|s| s as u64));
+        super::study_predict::check_step(step, planned.unwrap_or(headlab_train::TrainConfig::default().steps))?;
+    }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     // The study is a sweep over seeds: its sweep file records everything.
     let abs = |p: &PathBuf| std::path::absolute(p).with_context(|| format!("{}: cannot resolve the path", p.display()));
@@ -245,6 +262,10 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     super::sweep::run(sweep_args())?;
     let (sweep, _) = super::sweep::build(&sweep_args())?;
     let runs: Vec<PathBuf> = sweep.runs.iter().map(|r| sweep.run_dir(r)).collect();
+    if let Some(step) = args.predict_from {
+        eprintln!("[2/2] predict the emergence step from steps ≤ {step}");
+        return super::study_predict::predict_from(&runs, &args.predict_with, step, &args.out, args.level);
+    }
 
     eprintln!("[2/{}] fit every seed", if args.no_llc { 3 } else { 4 });
     let fits = super::fit::run(super::fit::Args {
@@ -274,9 +295,11 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    eprintln!("[{}] report", if args.no_llc { "3/3" } else { "4/4" });
+    eprintln!("[{}] predict the emergence step from early training; report", if args.no_llc { "3/3" } else { "4/4" });
+    let section = super::study_predict::study_section(&runs, &args.predict_with, &args.out, args.level)?;
     let opts = headlab_report::ReportOptions {
         fit: headlab_analysis::fit::FitOptions { bootstrap: args.bootstrap, level: args.level, ..Default::default() },
+        extra_sections: vec![section],
         ..Default::default()
     };
     let report = {
