@@ -85,7 +85,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let dt = start.elapsed().as_secs_f64();
             let cpu = cpu_seconds() - cpu0;
             let n = (chains * draws) as f64;
-            println!("rust {mode:10} threads {t}: {:8.1} draws/s  {:8.1} draws/cpu-s  (llc {:.3})", n / dt, n / cpu, est.llc);
+            println!(
+                "rust {mode:10} threads {t}: {:8.1} draws/s  {:8.1} draws/cpu-s  (llc {:.3})",
+                n / dt,
+                n / cpu,
+                est.llc
+            );
         }
     }
     Ok(())

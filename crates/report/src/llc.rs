@@ -83,7 +83,11 @@ pub fn summarize(seeds: &[SeedLlc], level: f64) -> (EmergenceChange, String) {
         .iter()
         .filter_map(|s| {
             let te = s.t_half? as f64;
-            let o = Owned { t: s.steps.iter().map(|&x| x as f64).collect(), ok: s.flags.iter().map(|&f| f == 0).collect(), te };
+            let o = Owned {
+                t: s.steps.iter().map(|&x| x as f64).collect(),
+                ok: s.flags.iter().map(|&f| f == 0).collect(),
+                te,
+            };
             Some((o, s))
         })
         .collect();
@@ -92,7 +96,8 @@ pub fn summarize(seeds: &[SeedLlc], level: f64) -> (EmergenceChange, String) {
     let mut c = emergence_change(&refs, level);
     // Per seed in the order of `seeds` (NaN where a seed has no emergence step).
     let mut it = c.per_seed.clone().into_iter();
-    c.per_seed = seeds.iter().map(|s| if s.t_half.is_some() { it.next().unwrap_or(f64::NAN) } else { f64::NAN }).collect();
+    c.per_seed =
+        seeds.iter().map(|s| if s.t_half.is_some() { it.next().unwrap_or(f64::NAN) } else { f64::NAN }).collect();
     let total: usize = seeds.iter().map(|s| s.steps.len()).sum();
     let flagged: usize = seeds.iter().map(|s| s.flags.iter().filter(|&&f| f != 0).count()).sum();
     let mut words = format!(
