@@ -310,6 +310,12 @@ fn study_at_tiny_size_fits_seeds_and_gives_a_verdict() {
         "5",
         "--out",
         "st",
+        "--llc-checkpoints",
+        "2",
+        "--llc-draws",
+        "24",
+        "--llc-ladder-draws",
+        "12",
     ];
     let o = headlab(&args, dir.path());
     let t = text(&o);
@@ -325,6 +331,8 @@ fn study_at_tiny_size_fits_seeds_and_gives_a_verdict() {
     }
     let words = std::fs::read_to_string(st.join("study.txt")).unwrap();
     assert!(words.contains("Verdict over 2 seeds") && words.contains("cumulative learning rate"), "{words}");
+    // The LLC around emergence: estimated per seed, or the reason why not.
+    assert!(words.contains("Local learning coefficient around emergence"), "{words}");
     assert!(t.contains("against training step: ") && t.contains("report: "), "{t}");
     let html = std::fs::read_to_string(st.join("report/index.html")).unwrap();
     assert!(html.contains("Across seeds") && html.contains("over seeds"));

@@ -117,7 +117,7 @@ pub fn select_step(ladder: &[LadderPoint], opts: &SelectOptions) -> StepChoice {
         }
         let len = end - start + 1;
         // Longest wins; a tie goes to the larger step sizes (later runs).
-        if len >= opts.min_plateau && best.is_none_or(|(s, e)| len >= e - s + 1) {
+        if len >= opts.min_plateau && best.is_none_or(|(s, e)| len > e - s) {
             best = Some((start, end));
         }
         start = if end > start { end } else { start + 1 };
@@ -426,11 +426,15 @@ pub struct EmergenceChange {
     pub level: f64,
 }
 
+/// One seed's LLC series for [`emergence_change`]: steps, estimates,
+/// reliable (no flag) per estimate, and the seed's emergence step.
+pub type SeedSeries<'a> = (&'a [f64], &'a [f64], &'a [bool], f64);
+
 /// Summarize, over seeds, the change of the LLC across emergence. Each
 /// seed gives (steps, llc, reliable) and its emergence step; estimates
 /// before the step and at or after it are averaged separately (only
 /// reliable ones).
-pub fn emergence_change(seeds: &[(&[f64], &[f64], &[bool], f64)], level: f64) -> EmergenceChange {
+pub fn emergence_change(seeds: &[SeedSeries<'_>], level: f64) -> EmergenceChange {
     let per_seed: Vec<f64> = seeds
         .iter()
         .map(|(t, v, ok, t_e)| {

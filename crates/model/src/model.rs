@@ -413,10 +413,13 @@ impl Model {
     }
 
     /// Training loss: MSE between prediction and normalized targets.
-    /// Differentiable w.r.t. the parameters. `train`: dropout acts and the
-    /// fused kernels are used ([`ForwardOptions::fused`]).
+    /// Differentiable w.r.t. the parameters. `train`: dropout acts, and on
+    /// the CPU the fused kernels are used ([`ForwardOptions::fused`]). Not
+    /// on CUDA: there the fused attention's backward (memory-efficient
+    /// attention) accumulates with atomics, so two runs need not agree bit
+    /// for bit, and resumed training must.
     pub fn loss(&self, x: &Tensor, y: &Tensor, train: bool) -> Result<Tensor> {
-        self.loss_with(x, y, ForwardOptions { train, fused: train })
+        self.loss_with(x, y, ForwardOptions { train, fused: train && self.device() == Device::Cpu })
     }
 
     /// [`Model::loss`] with every option explicit (e.g. fused kernels without dropout).

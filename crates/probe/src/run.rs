@@ -78,7 +78,8 @@ pub struct ProbeOptions {
     pub g_edges: Vec<f32>,
     /// Validation trajectories whose attention is cached for the viewer.
     pub cache_trajectories: usize,
-    /// Frames of each cached trajectory (from frame 0).
+    /// Frames of each cached trajectory (from frame 0); fewer where the
+    /// cache would exceed [`PATTERN_CACHE_BYTES`] per checkpoint ([`cached_frames`]).
     pub cache_frames: usize,
 }
 
@@ -298,6 +299,22 @@ pub struct Geometry {
     pub floor_ceiling: (f64, f64),
 }
 
+/// The most bytes of attention cached for the viewer per checkpoint
+/// (analysis.h5 holds every checkpoint's cache and is rewritten as probing
+/// goes; uncapped, 256 particles would put 134 MB per checkpoint in it).
+pub const PATTERN_CACHE_BYTES: usize = 8 << 20;
+
+/// Frames per cached trajectory: `wanted`, or fewer (at least one) when
+/// `layers × heads × trajectories × frames × n²` f32 weights would exceed
+/// [`PATTERN_CACHE_BYTES`].
+pub fn cached_frames(wanted: usize, layers: usize, heads: usize, trajectories: usize, n: usize) -> usize {
+    let per_frame = (layers * heads * trajectories.max(1) * n * n * 4).max(1);
+    if wanted == 0 {
+        return 0;
+    }
+    wanted.min((PATTERN_CACHE_BYTES / per_frame).max(1))
+}
+
 /// Attention of every head on whole trajectories: [L, H, P, F, N, N].
 fn cached_patterns(
     src: &dyn AttentionSource,
@@ -513,7 +530,18 @@ fn probe_into(
         None => {
             let val = eval_trajectories(run_dir, ds)?;
             let pt: Vec<u32> = val.iter().take(opts.cache_trajectories).map(|&t| t as u32).collect();
-            let pf: Vec<u32> = (0..opts.cache_frames.min(ds.n_frames) as u32).collect();
+            let n_cache = cached_frames(opts.cache_frames.min(ds.n_frames), nl, nh, pt.len(), ds.n_particles);
+            if n_cache < opts.cache_frames.min(ds.n_frames) {
+                tracing::warn!(
+                    "caching the attention of {n_cache} frame(s) per trajectory for the viewer, not {}: with {} particles \
+                     each frame holds {nl}×{nh} patterns of {}² weights, and the cache is kept under {} MiB per checkpoint",
+                    opts.cache_frames,
+                    ds.n_particles,
+                    ds.n_particles,
+                    PATTERN_CACHE_BYTES >> 20
+                );
+            }
+            let pf: Vec<u32> = (0..n_cache as u32).collect();
             Analysis {
                 config_toml: cfg_toml.clone(),
                 dataset: dataset_path.display().to_string(),
@@ -617,4 +645,22 @@ pub fn eval_trajectories(run_dir: &Path, ds: &Dataset) -> Result<Vec<usize>> {
         vec![]
     };
     Ok(if val.is_empty() { (0..ds.n_traj).collect() } else { val })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_viewer_cache_is_capped_per_checkpoint() {
+        // The demo (2 layers × 4 heads, 2 trajectories, 16 particles) keeps its 32 frames, and so does N = 64.
+        assert_eq!(cached_frames(32, 2, 4, 2, 16), 32);
+        assert_eq!(cached_frames(32, 2, 4, 2, 64), 32);
+        // 256 particles: 4 MiB a frame, so 2 frames fit in 8 MiB; never below one frame, nothing asked, nothing cached.
+        assert_eq!(cached_frames(32, 2, 4, 2, 256), 2);
+        assert_eq!(cached_frames(32, 8, 8, 4, 1024), 1);
+        assert_eq!(cached_frames(0, 2, 4, 2, 256), 0);
+        let bytes = |f: usize, n: usize| 2 * 4 * 2 * f * n * n * 4;
+        assert!(bytes(cached_frames(32, 2, 4, 2, 200), 200) <= PATTERN_CACHE_BYTES);
+    }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use headlab_analysis::fitrun::{collision_heads, collision_series};
 use headlab_analysis::heads::analysis_path;
-use headlab_analysis::llc_diag::{emergence_change, flag_codes, half_rise_step, EmergenceChange};
+use headlab_analysis::llc_diag::{emergence_change, flag_codes, half_rise_step, EmergenceChange, SeedSeries};
 use headlab_store::analysis::read_analysis;
 use headlab_store::html::escape as esc;
 use headlab_store::llc::{llc_path, read_llc};
@@ -74,21 +74,30 @@ pub fn load_seeds(runs: &[PathBuf], series: &str) -> Result<Vec<SeedLlc>> {
 
 /// The change of the LLC across emergence over seeds, and what it supports in words.
 pub fn summarize(seeds: &[SeedLlc], level: f64) -> (EmergenceChange, String) {
-    let data: Vec<(Vec<f64>, Vec<f64>, Vec<bool>, f64)> = seeds
+    struct Owned {
+        t: Vec<f64>,
+        ok: Vec<bool>,
+        te: f64,
+    }
+    let data: Vec<(Owned, &SeedLlc)> = seeds
         .iter()
         .filter_map(|s| {
             let te = s.t_half? as f64;
-            Some((
-                s.steps.iter().map(|&x| x as f64).collect(),
-                s.llc.clone(),
-                s.flags.iter().map(|&f| f == 0).collect(),
+            let o = Owned {
+                t: s.steps.iter().map(|&x| x as f64).collect(),
+                ok: s.flags.iter().map(|&f| f == 0).collect(),
                 te,
-            ))
+            };
+            Some((o, s))
         })
         .collect();
-    let refs: Vec<(&[f64], &[f64], &[bool], f64)> =
-        data.iter().map(|(t, v, ok, te)| (t.as_slice(), v.as_slice(), ok.as_slice(), *te)).collect();
-    let c = emergence_change(&refs, level);
+    let refs: Vec<SeedSeries<'_>> =
+        data.iter().map(|(o, s)| (o.t.as_slice(), s.llc.as_slice(), o.ok.as_slice(), o.te)).collect();
+    let mut c = emergence_change(&refs, level);
+    // Per seed in the order of `seeds` (NaN where a seed has no emergence step).
+    let mut it = c.per_seed.clone().into_iter();
+    c.per_seed =
+        seeds.iter().map(|s| if s.t_half.is_some() { it.next().unwrap_or(f64::NAN) } else { f64::NAN }).collect();
     let total: usize = seeds.iter().map(|s| s.steps.len()).sum();
     let flagged: usize = seeds.iter().map(|s| s.flags.iter().filter(|&&f| f != 0).count()).sum();
     let mut words = format!(

@@ -256,6 +256,12 @@ pub trait LlcProblem: Sync {
     fn stacked(&self) -> bool {
         false
     }
+    /// A cache of L_B(w*) that outlives one estimate (see [`StarCache`]);
+    /// `None`: each estimate keeps its own. Only for problems whose w* is
+    /// the same in every estimate that uses it.
+    fn star_cache(&self) -> Option<&StarCache> {
+        None
+    }
     /// The mean per-sample loss on batch `batches[0]` at `params` (in the
     /// order and shapes of w*), as a scalar (or one-element) tensor.
     ///
@@ -288,6 +294,39 @@ pub trait LlcProblem: Sync {
         let mut grads = Tensor::f_run_backward(&[loss.sum(Kind::Double)], &inputs, false, false)?.into_iter();
         let grads = moving.iter().map(|&m| if m { grads.next() } else { None }).collect();
         Ok((loss.detach(), grads))
+    }
+}
+
+/// Losses at w* per batch, L_B(w*), shared by every estimate made on one
+/// problem (the rungs of a ladder) or on problems with the same w* and
+/// batches (the whole model and every head of one checkpoint): the paired
+/// estimator needs L_Bt(w*) for each batch drawn, and computing it once per
+/// batch instead of once per estimate saves a forward pass per new batch.
+pub struct StarCache {
+    values: std::sync::Mutex<Vec<f64>>,
+}
+
+impl StarCache {
+    /// An empty cache for `n_batches` batches.
+    pub fn new(n_batches: usize) -> StarCache {
+        StarCache { values: std::sync::Mutex::new(vec![f64::NAN; n_batches]) }
+    }
+    /// Number of batches it covers.
+    pub fn len(&self) -> usize {
+        self.values.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+    /// Whether it covers no batch.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub(crate) fn get(&self, b: usize) -> Option<f64> {
+        let v = self.values.lock().unwrap_or_else(|e| e.into_inner()).get(b).copied().unwrap_or(f64::NAN);
+        (!v.is_nan()).then_some(v)
+    }
+    pub(crate) fn put(&self, b: usize, v: f64) {
+        if let Some(x) = self.values.lock().unwrap_or_else(|e| e.into_inner()).get_mut(b) {
+            *x = v;
+        }
     }
 }
 

@@ -16,7 +16,7 @@
 //! and only that layer's attention weights are differentiated.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use headlab_model::{Model, ModelConfig, Normalization};
 use headlab_sim::Dataset;
@@ -31,7 +31,9 @@ use headlab_analysis::llc_diag::LadderPoint;
 use serde::{Deserialize, Serialize};
 
 use super::select::{select_and_estimate, LadderConfig};
-use super::{estimate, LlcConfig, LlcError, LlcEstimate, LlcProblem, Movable, Progress, Result, SharedTensor};
+use super::{
+    estimate, LlcConfig, LlcError, LlcEstimate, LlcProblem, Movable, Progress, Result, SharedTensor, StarCache,
+};
 
 /// What a sample is, and its negative log-likelihood, for the LLC of a
 /// checkpoint. Targets are the normalized ones the model is trained on; the
@@ -163,6 +165,8 @@ pub struct CheckpointProblem<'a> {
     scale: f64,
     /// n under the convention.
     n_samples: usize,
+    /// L_B(w*) per batch, shared by every estimate on this checkpoint.
+    star_cache: Arc<StarCache>,
 }
 
 impl<'a> CheckpointProblem<'a> {
@@ -199,7 +203,18 @@ impl<'a> CheckpointProblem<'a> {
             numel: model.num_params(),
             scale: loss.scale(data.n_particles, data.dim),
             n_samples: loss.n_samples(data.n, data.n_particles),
+            star_cache: Arc::new(StarCache::new(n_batches)),
         })
+    }
+
+    /// Share the cache of L_B(w*) of `other`, a problem on the same
+    /// checkpoint, data, batch size, seed and loss convention (the whole
+    /// model's, for a head): each batch's loss at w* is then computed once.
+    pub fn sharing_star_cache(mut self, other: &CheckpointProblem<'_>) -> Self {
+        if other.n_batches == self.n_batches && other.scale == self.scale && other.arrays.len() == self.arrays.len() {
+            self.star_cache = other.star_cache.clone();
+        }
+        self
     }
 
     /// Differentiate only these parameters (the others get zero gradient).
@@ -268,6 +283,9 @@ impl LlcProblem for CheckpointProblem<'_> {
     }
     fn n_batches(&self) -> usize {
         self.n_batches
+    }
+    fn star_cache(&self) -> Option<&StarCache> {
+        Some(&self.star_cache)
     }
     fn loss(&self, params: &[Tensor], batches: &[usize]) -> Result<Tensor> {
         Ok(self.eval(params, batches[0], false)?.0)
@@ -395,7 +413,8 @@ pub fn llc_for_model(
             for head in 0..h {
                 let (mask, names) = head_mask(model, layer, head)?;
                 let problem = CheckpointProblem::new(model, data, cfg.batch_size, cfg.seed, opts.loss)?
-                    .with_grad_params(model, &names)?;
+                    .with_grad_params(model, &names)?
+                    .sharing_star_cache(&whole_problem);
                 let (est, ladder) = one(&problem, Movable::Mask(mask)).map_err(|e| match e {
                     LlcError::AllChainsFailed { chains, details, epsilon, suggest } => LlcError::AllChainsFailed {
                         chains,
