@@ -272,7 +272,13 @@ pub struct BaseModel {
 /// Fit on the rows of one fold (a row-major `[rows, p]` matrix `x`), score
 /// the other; both folds. Returns per row the held-out log-likelihood and
 /// linear predictor.
-fn fit_folds(x: &[f64], p: usize, y: &[bool], fold: &[usize], start: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>, Vec<Vec<f64>>) {
+fn fit_folds(
+    x: &[f64],
+    p: usize,
+    y: &[bool],
+    fold: &[usize],
+    start: &[Vec<f64>],
+) -> (Vec<f64>, Vec<f64>, Vec<Vec<f64>>) {
     let mut weights = Vec::with_capacity(2);
     let rows = y.len();
     let mut ll = vec![0.0; rows];

@@ -192,8 +192,17 @@ impl Attention {
             && !pass.wants(Point::new(l, Site::AttnScores))
             && !pass.wants(Point::new(l, Site::Pattern))
         {
-            let z = Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, self.factor(n, dh), false)?
-                .permute([0, 2, 1, 3]); // [B,N,H,dh]
+            let z = Tensor::f_scaled_dot_product_attention::<Tensor>(
+                &q,
+                &k,
+                &v,
+                None,
+                0.0,
+                false,
+                self.factor(n, dh),
+                false,
+            )?
+            .permute([0, 2, 1, 3]); // [B,N,H,dh]
             let z = pass.hook(l, Site::Z, z)?.f_reshape([b * n, h * dh])?;
             return Ok(self.b_o.f_addmm(&z, &self.w_o.f_view([h * dh, d])?)?);
         }

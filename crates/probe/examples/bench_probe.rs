@@ -55,12 +55,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         headlab_train::train(&cfg, &ds, &run, &headlab_train::RunOptions::default())?;
         let t_train = tt.elapsed().as_secs_f64();
         let opts = ProbeOptions { eval_frames, cache_frames, ..Default::default() };
-        let ctl = ProbeControl {
-            device: headlab_model::DeviceSpec::Cpu,
-            progress: false,
-            threads,
-            ..Default::default()
-        };
+        let ctl =
+            ProbeControl { device: headlab_model::DeviceSpec::Cpu, progress: false, threads, ..Default::default() };
         let tp = Instant::now();
         let s = probe_run(&run, &ds, &data_path, &opts, &ctl)?;
         let wall = tp.elapsed().as_secs_f64();

@@ -541,7 +541,12 @@ pub fn train_step_with(
 /// the first on this thread, each other on its own thread and replica, every
 /// one with a single libtorch thread; the caller's libtorch thread count is
 /// restored afterwards.
-fn sharded_loss_grad(model: &Model, replicas: &mut Vec<Model>, x: &tch::Tensor, y: &tch::Tensor) -> Result<(f64, tch::Tensor)> {
+fn sharded_loss_grad(
+    model: &Model,
+    replicas: &mut Vec<Model>,
+    x: &tch::Tensor,
+    y: &tch::Tensor,
+) -> Result<(f64, tch::Tensor)> {
     let k = replicas.len() + 1;
     let b = x.size()[0];
     let threads_before = tch::get_num_threads();

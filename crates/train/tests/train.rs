@@ -32,7 +32,9 @@ fn resume_is_bit_identical() {
     let ds = toy_dataset(6, 25, 6, 1);
     // Two threads: the batch is split over data-parallel shards (where the
     // machine has two cores).
-    for (kind, noise, threads) in [(OptimizerKind::Adam, 0.3, 1), (OptimizerKind::Sgd, 0.0, 1), (OptimizerKind::Adam, 0.0, 2)] {
+    for (kind, noise, threads) in
+        [(OptimizerKind::Adam, 0.3, 1), (OptimizerKind::Sgd, 0.0, 1), (OptimizerKind::Adam, 0.0, 2)]
+    {
         let mut cfg = small_cfg(200);
         cfg.threads = threads;
         cfg.optimizer.kind = kind;
@@ -291,7 +293,8 @@ fn sharded_steps_match_one_pass_and_are_deterministic() {
     use rand::SeedableRng;
     let ds = toy_dataset(6, 25, 6, 3);
     let mut cfg = small_cfg(10);
-    cfg.optimizer = OptimizerConfig { kind: OptimizerKind::Sgd, lr: 1.0, momentum: 0.0, clip: 0.0, ..Default::default() };
+    cfg.optimizer =
+        OptimizerConfig { kind: OptimizerKind::Sgd, lr: 1.0, momentum: 0.0, clip: 0.0, ..Default::default() };
     let dev = tch::Device::Cpu;
     let (tr, va) = split_trajectories(ds.n_traj, cfg.val_fraction, cfg.seed).unwrap();
     let data = TrainData::new(&ds, tr, va, None, true, dev).unwrap();
