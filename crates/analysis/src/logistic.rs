@@ -65,16 +65,27 @@ impl Logit {
     /// objective, gradient and Hessian together (the same sums, in the same
     /// order, as separate passes would: the fit is bit-identical).
     pub fn fit_flat(x: &[f64], p: usize, y: &[bool]) -> Logit {
-        let rows_n = if p == 0 { y.len() } else { x.len() / p };
+        Logit::fit_flat_from(x, p, y, &[])
+    }
+
+    /// [`Logit::fit_flat`] with Newton's method started from the weights
+    /// `start` (intercept first, on the standardized columns; missing
+    /// trailing weights are 0): the incremental model starts from the
+    /// baseline's optimum with 0 on the attention column, a few steps from
+    /// its own. The objective is strictly concave (ridge), so the optimum
+    /// does not depend on the start; the fit stops at the same relative
+    /// tolerance.
+    pub fn fit_flat_from(x: &[f64], p: usize, y: &[bool], start: &[f64]) -> Logit {
+        let rows_n = x.len().checked_div(p).unwrap_or(y.len());
         let n = rows_n.max(1) as f64;
         let mut mean = vec![0.0; p];
         let mut sd = vec![0.0; p];
-        for r in x.chunks_exact(p.max(1)).take(if p == 0 { 0 } else { rows_n }) {
+        for r in x.chunks_exact(p.max(1)) {
             for (m, v) in mean.iter_mut().zip(r) {
                 *m += v / n;
             }
         }
-        for r in x.chunks_exact(p.max(1)).take(if p == 0 { 0 } else { rows_n }) {
+        for r in x.chunks_exact(p.max(1)) {
             for a in 0..p {
                 sd[a] += (r[a] - mean[a]).powi(2) / n;
             }
@@ -82,7 +93,13 @@ impl Logit {
         for s in &mut sd {
             *s = if *s > 0.0 { s.sqrt() } else { 1.0 };
         }
-        let mut lg = Logit { mean, sd, w: vec![0.0; p + 1] };
+        let mut w = vec![0.0; p + 1];
+        for (w, &s) in w.iter_mut().zip(start) {
+            if s.is_finite() {
+                *w = s;
+            }
+        }
+        let mut lg = Logit { mean, sd, w };
         let d = p + 1;
         let mut rows: Vec<f64> = Vec::with_capacity(rows_n * d);
         for k in 0..rows_n {
@@ -242,6 +259,8 @@ pub struct BaseModel {
     /// [`baseline_features`], row-major `[pairs, N_FEATURES]`.
     features: Vec<f64>,
     fold: Vec<usize>,
+    /// The fitted weights of each fold (the incremental fits start there).
+    fold_w: Vec<Vec<f64>>,
     /// Held-out log-likelihood of each pair under the baseline model.
     pub ll: Vec<f64>,
     /// Held-out linear predictor of each pair.
@@ -253,7 +272,14 @@ pub struct BaseModel {
 /// Fit on the rows of one fold (a row-major `[rows, p]` matrix `x`), score
 /// the other; both folds. Returns per row the held-out log-likelihood and
 /// linear predictor.
-fn fit_folds(x: &[f64], p: usize, y: &[bool], fold: &[usize]) -> (Vec<f64>, Vec<f64>) {
+fn fit_folds(
+    x: &[f64],
+    p: usize,
+    y: &[bool],
+    fold: &[usize],
+    start: &[Vec<f64>],
+) -> (Vec<f64>, Vec<f64>, Vec<Vec<f64>>) {
+    let mut weights = Vec::with_capacity(2);
     let rows = y.len();
     let mut ll = vec![0.0; rows];
     let mut z = vec![0.0; rows];
@@ -264,13 +290,14 @@ fn fit_folds(x: &[f64], p: usize, y: &[bool], fold: &[usize]) -> (Vec<f64>, Vec<
             tx.extend_from_slice(&x[k * p..(k + 1) * p]);
             ty.push(y[k]);
         }
-        let m = Logit::fit_flat(&tx, p, &ty);
+        let m = Logit::fit_flat_from(&tx, p, &ty, start.get(f).map_or(&[][..], |w| w.as_slice()));
         for k in (0..rows).filter(|&k| fold[k] == f) {
             z[k] = m.predict(&x[k * p..(k + 1) * p]);
             ll[k] = loglik(z[k], y[k]);
         }
+        weights.push(m.w);
     }
-    (ll, z)
+    (ll, z, weights)
 }
 
 impl BaseModel {
@@ -279,10 +306,10 @@ impl BaseModel {
     pub fn fit(t: &PairTable) -> BaseModel {
         let features = baseline_features_flat(t);
         let fold: Vec<usize> = t.frame.iter().map(|&f| f as usize % 2).collect();
-        let (ll, z) = fit_folds(&features, N_FEATURES, &t.label, &fold);
+        let (ll, z, fold_w) = fit_folds(&features, N_FEATURES, &t.label, &fold, &[]);
         let zs: Vec<f32> = z.iter().map(|&v| v as f32).collect();
         let auroc = auroc(&zs, &t.label);
-        BaseModel { features, fold, ll, z, auroc }
+        BaseModel { features, fold, fold_w, ll, z, auroc }
     }
 }
 
@@ -309,7 +336,7 @@ pub fn incremental(t: &PairTable, base: &BaseModel, attn: &[f32], seed: u64) -> 
         x.extend_from_slice(f);
         x.push((a as f64).max(LOG_FLOOR).ln());
     }
-    let (ll, z) = fit_folds(&x, p, &t.label, &base.fold);
+    let (ll, z, _) = fit_folds(&x, p, &t.label, &base.fold, &base.fold_w);
     let zs: Vec<f32> = z.iter().map(|&v| v as f32).collect();
     let auroc_full = auroc(&zs, &t.label);
     // Per frame: summed log-likelihood difference and positives.

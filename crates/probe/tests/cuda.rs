@@ -10,7 +10,7 @@ use std::path::Path;
 
 use headlab_analysis::contacts::with_frame_overlap_events;
 use headlab_model::{ActivationCache, DeviceSpec, ForwardOptions, Model, ModelConfig, Normalization, State};
-use headlab_probe::llc::model::{load_checkpoint, CheckpointProblem};
+use headlab_probe::llc::model::{load_checkpoint, CheckpointProblem, LossConvention};
 use headlab_probe::llc::{estimate, LlcConfig, Movable};
 use headlab_probe::run::{probe_run, ProbeControl, ProbeOptions};
 use headlab_sim::Dataset;
@@ -167,7 +167,7 @@ fn cuda_llc_estimate_runs() {
     let (_, model, data) = load_checkpoint(&ck, &ds, gpu).unwrap();
     assert_eq!(model.device(), gpu);
     let cfg = LlcConfig { chains: 2, draws: 40, batch_size: 16, ..LlcConfig::default() };
-    let problem = CheckpointProblem::new(&model, &data, 16, 0).unwrap();
+    let problem = CheckpointProblem::new(&model, &data, 16, 0, LossConvention::Mse).unwrap();
     let w_star = [model.flat_params().detach().copy()];
     let est = estimate(&problem, &w_star, &[Movable::All], &cfg, None).unwrap();
     assert!(est.llc.is_finite(), "LLC on CUDA is {}", est.llc);

@@ -247,7 +247,10 @@ pub fn clip_grad(grad: &mut Tensor, clip: f64) -> f64 {
 /// # Safety
 /// The caller must make sure that nothing else reads or writes these
 /// tensors while the slices live.
-pub(crate) unsafe fn fused_slices<'a, const K: usize>(ts: [&'a Tensor; K]) -> Option<[&'a mut [f32]; K]> {
+// A `Tensor` is a handle to C memory that libtorch also writes through
+// shared handles; the contract above is what makes the `&mut` unique.
+#[allow(clippy::mut_from_ref)]
+pub(crate) unsafe fn fused_slices<const K: usize>(ts: [&Tensor; K]) -> Option<[&mut [f32]; K]> {
     let n = ts[0].numel();
     for t in ts {
         if t.device() != tch::Device::Cpu || t.kind() != Kind::Float || !t.is_contiguous() || t.numel() != n {
