@@ -98,13 +98,26 @@ fn draw_series(s: &LlcSeries, a0: &Area, a1: &Area) -> DResult {
                 }
             }
         }
-        let pts: Vec<(f64, f64, f64)> = xs
+        // Flagged estimates (no step-size plateau, negative, not a minimum, ...)
+        // are drawn as hollow red rings, not as results.
+        let flagged = |i: usize| s.model.flags.get(i).copied().unwrap_or(0) != 0;
+        let all: Vec<(f64, f64, f64, bool)> = xs
             .iter()
             .zip(llc)
             .zip(se)
-            .filter(|((_, v), _)| v.is_finite())
-            .map(|((&x, &v), &e)| (x, v, if e.is_finite() { 2.0 * e } else { 0.0 }))
+            .enumerate()
+            .filter(|(_, ((_, v), _))| v.is_finite())
+            .map(|(i, ((&x, &v), &e))| (x, v, if e.is_finite() { 2.0 * e } else { 0.0 }, flagged(i)))
             .collect();
+        let pts: Vec<(f64, f64, f64)> = all.iter().filter(|p| !p.3).map(|p| (p.0, p.1, p.2)).collect();
+        let bad: Vec<(f64, f64, f64)> = all.iter().filter(|p| p.3).map(|p| (p.0, p.1, p.2)).collect();
+        chart
+            .draw_series(bad.iter().map(|&(x, v, _)| Circle::new((x, v), 5, RED.stroke_width(2))))?
+            .label("flagged (unreliable)")
+            .legend(|(x, y)| Circle::new((x + 7, y), 4, RED.stroke_width(2)));
+        chart.draw_series(
+            bad.iter().map(|&(x, v, e)| PathElement::new(vec![(x, v - e), (x, v + e)], RED.mix(0.5).stroke_width(1))),
+        )?;
         chart.draw_series(
             pts.iter().map(|&(x, v, e)| PathElement::new(vec![(x, v - e), (x, v + e)], BLACK.stroke_width(1))),
         )?;
@@ -112,10 +125,7 @@ fn draw_series(s: &LlcSeries, a0: &Area, a1: &Area) -> DResult {
             .draw_series(pts.iter().map(|&(x, v, _)| Circle::new((x, v), 3, BLACK.filled())))?
             .label("whole model ± 2 se")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLACK));
-        chart.draw_series(LineSeries::new(
-            xs.iter().cloned().zip(llc.iter().cloned()).filter(|p| p.1.is_finite()),
-            BLACK.stroke_width(2),
-        ))?;
+        chart.draw_series(LineSeries::new(pts.iter().map(|&(x, v, _)| (x, v)), BLACK.stroke_width(2)))?;
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
