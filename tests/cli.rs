@@ -310,6 +310,12 @@ fn study_at_tiny_size_fits_seeds_and_gives_a_verdict() {
         "5",
         "--out",
         "st",
+        "--llc-checkpoints",
+        "2",
+        "--llc-draws",
+        "24",
+        "--llc-ladder-draws",
+        "12",
     ];
     let o = headlab(&args, dir.path());
     let t = text(&o);
@@ -325,10 +331,137 @@ fn study_at_tiny_size_fits_seeds_and_gives_a_verdict() {
     }
     let words = std::fs::read_to_string(st.join("study.txt")).unwrap();
     assert!(words.contains("Verdict over 2 seeds") && words.contains("cumulative learning rate"), "{words}");
+    // The LLC around emergence: estimated per seed, or the reason why not.
+    assert!(words.contains("Local learning coefficient around emergence"), "{words}");
     assert!(t.contains("against training step: ") && t.contains("report: "), "{t}");
     let html = std::fs::read_to_string(st.join("report/index.html")).unwrap();
     assert!(html.contains("Across seeds") && html.contains("over seeds"));
+    // The prediction of the emergence step is in the report (evaluated, or why not).
+    assert!(html.contains("Predicting the emergence step"), "no prediction section");
+    // --predict-from on the finished study: no training, predictions printed and stored.
+    let pf: Vec<&str> = args.iter().copied().chain(["--predict-from", "20"]).collect();
+    let o = headlab(&pf, dir.path());
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("extrapolate") && t.contains("loss_clock") && t.contains("predict_from_20.toml"), "{t}");
+    let stored = std::fs::read_to_string(st.join("predict_from_20.toml")).unwrap();
+    assert!(stored.contains("[[cases]]") && stored.contains("predictor = \"loss_clock\""), "{stored}");
+    // Bad values are refused before anything runs, saying why.
+    for (v, why) in [("0", "--predict-from 0"), ("40", "not before the end of training (40 steps)")] {
+        let bad: Vec<&str> = args.iter().copied().chain(["--predict-from", v]).collect();
+        let o = headlab(&bad, dir.path());
+        assert!(!o.status.success() && text(&o).contains(why), "{}", text(&o));
+    }
     // One seed is refused with the reason.
     let o = headlab(&["study", "--data", "d.h5", "--seeds", "1"], dir.path());
     assert!(!o.status.success() && text(&o).contains("at least 2 seeds"), "{}", text(&o));
+}
+
+// ---- issue 20: the front binary `headlab` loads no libtorch; `headlab-torch`
+// runs the subcommands that need it, exec'd by the front with the same argv.
+
+/// The shared libraries the dynamic loader opens to start `bin` with `args`
+/// (glibc's LD_DEBUG=libs), or None where the loader does not report them.
+fn loaded_libraries(bin: &str, args: &[&str], cwd: &Path) -> Option<Vec<String>> {
+    let out = Command::new(bin)
+        .args(args)
+        .env("LD_DEBUG", "libs")
+        .env_remove("LD_LIBRARY_PATH")
+        .current_dir(cwd)
+        .output()
+        .expect("running a headlab binary");
+    let libs: Vec<String> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| l.split("find library=").nth(1))
+        .filter_map(|l| l.split(';').next())
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+        .collect();
+    (!libs.is_empty()).then_some(libs)
+}
+
+/// The DT_NEEDED entries of `bin` (readelf -d), or None without readelf.
+fn needed_entries(bin: &str) -> Option<Vec<String>> {
+    let out = Command::new("readelf").args(["-d", bin]).output().ok().filter(|o| o.status.success())?;
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("(NEEDED)"))
+            .filter_map(|l| l.split('[').nth(1).and_then(|s| s.split(']').next()).map(String::from))
+            .collect(),
+    )
+}
+
+fn is_torch_lib(name: &str) -> bool {
+    name.starts_with("libtorch") || name.starts_with("libc10")
+}
+
+#[test]
+fn front_binary_starts_without_libtorch_and_the_torch_binary_links_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let front = env!("CARGO_BIN_EXE_headlab");
+    let torch = env!("CARGO_BIN_EXE_headlab-torch");
+    match (needed_entries(front), needed_entries(torch)) {
+        (Some(f), Some(t)) => {
+            assert!(!f.iter().any(|l| is_torch_lib(l)), "headlab (the front) links libtorch: NEEDED {f:?}");
+            // The check can fail: the torch binary does link it.
+            assert!(t.iter().any(|l| l == "libtorch_cpu.so"), "headlab-torch does not link libtorch_cpu: NEEDED {t:?}");
+        }
+        _ => eprintln!("readelf not found: skipping the DT_NEEDED check (the loader check below still runs)"),
+    }
+    // What the loader actually opens, for commands that must not need libtorch.
+    for args in [&["--help"][..], &["inspect", "missing.h5"], &["train", "--help"], &["fit", "notarun"]] {
+        let Some(libs) = loaded_libraries(front, args, dir.path()) else {
+            eprintln!("the dynamic loader does not report libraries (LD_DEBUG): skipping the run-time check");
+            return;
+        };
+        assert!(!libs.iter().any(|l| is_torch_lib(l)), "headlab {args:?} loads {libs:?}");
+    }
+    let libs = loaded_libraries(torch, &["--version"], dir.path()).unwrap_or_default();
+    assert!(libs.iter().any(|l| l == "libtorch_cpu.so"), "headlab-torch loads {libs:?}");
+}
+
+#[test]
+fn torch_subcommands_run_in_headlab_torch_with_the_same_arguments_and_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    // Through the front and run directly: the same words and exit code.
+    for args in [&["probe", "notarun"][..], &["llc", "notarun", "--device", "cpu"], &["lens", "physics", "notarun"]] {
+        let via_front = headlab(args, dir.path());
+        let direct =
+            Command::new(env!("CARGO_BIN_EXE_headlab-torch")).args(args).current_dir(dir.path()).output().unwrap();
+        assert_eq!(via_front.status.code(), Some(1), "{args:?}: {}", text(&via_front));
+        assert_eq!(via_front.status.code(), direct.status.code(), "{args:?}");
+        assert_eq!(text(&via_front), text(&direct), "{args:?}");
+        assert!(text(&via_front).contains("notarun") && !text(&via_front).contains("panicked"), "{}", text(&via_front));
+    }
+    // The arguments reach headlab-torch verbatim and its exit code comes back.
+    let fake = dir.path().join("fake-torch");
+    std::fs::write(&fake, "#!/bin/sh\necho \"args: $*\"\nexit 7\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_headlab"))
+        .args(["-v", "train", "--data", "a b.h5", "--out", "r"])
+        .env("HEADLAB_TORCH", &fake)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "args: -v train --data a b.h5 --out r");
+    // Argument errors and --help never need it: answered by the front.
+    let o = Command::new(env!("CARGO_BIN_EXE_headlab"))
+        .args(["train", "--no-such-flag"])
+        .env("HEADLAB_TORCH", &fake)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--no-such-flag") && !text(&o).contains("args:"), "{}", text(&o));
+    // Without headlab-torch: a message saying how to build it.
+    let o = Command::new(env!("CARGO_BIN_EXE_headlab"))
+        .args(["probe", "notarun"])
+        .env("HEADLAB_TORCH", dir.path().join("missing-torch"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("missing-torch") && t.contains("cargo build -p headlab") && !t.contains("panicked"), "{t}");
 }

@@ -68,40 +68,23 @@ pub fn with_frame_overlap_events(mut ds: Dataset) -> Dataset {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use headlab_sim::{DatasetMeta, Event};
+    use headlab_sim::Event;
 
     /// The conversion keeps particle pairs and drops walls; a contact that
     /// ends exactly on a frame boundary is in the interval before it only.
     #[test]
     fn contact_sets_follow_the_dataset_definition() {
         let ev = |step, i, j, kind| Event { traj: 0, step, i, j, kind };
-        let ds = Dataset {
-            n_traj: 1,
-            n_frames: 5,
-            n_particles: 3,
-            meta: DatasetMeta {
-                dt: 0.001,
-                stride: 10,
-                dimension: 2,
-                box_size: vec![1.0, 1.0],
-                gravity: 0.0,
-                spring_k: 1.0,
-                damping: 0.0,
-                restitution: f64::NAN,
-                contact_time: 0.01,
-                seed: 0,
-                scene_toml: String::new(),
-            },
-            positions: vec![0.0; 5 * 3 * 2],
-            velocities: vec![0.0; 5 * 3 * 2],
-            radii: vec![0.1; 3],
-            masses: vec![1.0; 3],
-            events: vec![
+        let ds = Dataset::at_rest_2d(
+            1,
+            5,
+            3,
+            vec![
                 ev(3, 0, 2, EventKind::ContactStart),
                 ev(4, 1, -1, EventKind::WallStart),
                 ev(20, 0, 2, EventKind::ContactEnd),
             ],
-        };
+        );
         let cs = interval_contacts(&ds, 0, &[2, 0, 1]);
         assert_eq!(cs[1].pairs(), vec![(0, 2)]);
         assert_eq!(cs[2].pairs(), vec![(0, 2)], "in contact at sub-step 19, the end of interval 1");

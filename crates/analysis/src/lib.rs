@@ -6,8 +6,9 @@
 //! evaluation set ([`evalset`]), emergence fits ([`fit`], [`fitrun`]), the
 //! collision head and its bar ([`heads`]), the att-SVM ([`svm`], [`att_svm`]),
 //! the freeze ("snap") detector ([`freeze`]), heavy-tail statistics
-//! ([`noise`]) and the `lens_physics.h5` format with its figures
-//! ([`lens_physics`]).
+//! ([`noise`]), the `lens_physics.h5` format with its figures
+//! ([`lens_physics`]) and the LLC's step-size selection and diagnostics
+//! ([`llc_diag`]).
 //!
 //! It must never depend on `tch`, directly or through model, train, probe or
 //! lens: the report and the viewer are built on it and never link libtorch
@@ -23,9 +24,11 @@ pub mod fitrun;
 pub mod freeze;
 pub mod heads;
 pub mod lens_physics;
+pub mod llc_diag;
 pub mod logistic;
 pub mod metrics;
 pub mod noise;
+pub mod predictrun;
 pub mod svm;
 
 /// The typed names of the per-head series of analysis.h5 (defined in

@@ -56,15 +56,25 @@ impl Logit {
     /// same length) and labels `y`. Columns are standardized on these rows.
     pub fn fit(x: &[Vec<f64>], y: &[bool]) -> Logit {
         let p = x.first().map_or(0, |r| r.len());
-        let n = x.len().max(1) as f64;
+        let flat: Vec<f64> = x.iter().flat_map(|r| r.iter().copied()).collect();
+        Logit::fit_flat(&flat, p, y)
+    }
+
+    /// [`Logit::fit`] on a row-major `[y.len(), p]` matrix: one contiguous
+    /// design matrix, and one pass over it per Newton step that gives the
+    /// objective, gradient and Hessian together (the same sums, in the same
+    /// order, as separate passes would: the fit is bit-identical).
+    pub fn fit_flat(x: &[f64], p: usize, y: &[bool]) -> Logit {
+        let rows_n = if p == 0 { y.len() } else { x.len() / p };
+        let n = rows_n.max(1) as f64;
         let mut mean = vec![0.0; p];
         let mut sd = vec![0.0; p];
-        for r in x {
+        for r in x.chunks_exact(p.max(1)).take(if p == 0 { 0 } else { rows_n }) {
             for (m, v) in mean.iter_mut().zip(r) {
                 *m += v / n;
             }
         }
-        for r in x {
+        for r in x.chunks_exact(p.max(1)).take(if p == 0 { 0 } else { rows_n }) {
             for a in 0..p {
                 sd[a] += (r[a] - mean[a]).powi(2) / n;
             }
@@ -73,18 +83,24 @@ impl Logit {
             *s = if *s > 0.0 { s.sqrt() } else { 1.0 };
         }
         let mut lg = Logit { mean, sd, w: vec![0.0; p + 1] };
-        let rows: Vec<Vec<f64>> = x.iter().map(|r| lg.design(r)).collect();
-        let objective = |w: &[f64]| -> f64 {
-            let ll: f64 = rows.iter().zip(y).map(|(r, &yy)| loglik(dot(r, w), yy)).sum();
-            ll - 0.5 * RIDGE * w[1..].iter().map(|v| v * v).sum::<f64>()
-        };
         let d = p + 1;
-        let mut obj = objective(&lg.w);
-        for _ in 0..100 {
-            let mut g = vec![0.0; d];
-            let mut h = vec![0.0; d * d];
-            for (r, &yy) in rows.iter().zip(y) {
-                let z = dot(r, &lg.w);
+        let mut rows: Vec<f64> = Vec::with_capacity(rows_n * d);
+        for k in 0..rows_n {
+            rows.push(1.0);
+            for a in 0..p {
+                rows.push((x[k * p + a] - lg.mean[a]) / lg.sd[a]);
+            }
+        }
+        let ridge = |w: &[f64]| 0.5 * RIDGE * w[1..].iter().map(|v| v * v).sum::<f64>();
+        // Objective (penalized log-likelihood), gradient and lower-triangle
+        // Hessian of the log-likelihood at w, in one pass.
+        let pass = |w: &[f64], g: &mut [f64], h: &mut [f64]| -> f64 {
+            g.iter_mut().for_each(|v| *v = 0.0);
+            h.iter_mut().for_each(|v| *v = 0.0);
+            let mut ll = -0.0;
+            for (r, &yy) in rows.chunks_exact(d).zip(y) {
+                let z = dot(r, w);
+                ll += loglik(z, yy);
                 let pr = 1.0 / (1.0 + (-z).exp());
                 let resid = if yy { 1.0 } else { 0.0 } - pr;
                 let wt = pr * (1.0 - pr);
@@ -95,6 +111,12 @@ impl Logit {
                     }
                 }
             }
+            ll - ridge(w)
+        };
+        let (mut g, mut h) = (vec![0.0; d], vec![0.0; d * d]);
+        let (mut g_c, mut h_c) = (vec![0.0; d], vec![0.0; d * d]);
+        let mut obj = pass(&lg.w, &mut g, &mut h);
+        for _ in 0..100 {
             for a in 1..d {
                 g[a] -= RIDGE * lg.w[a];
                 h[a * d + a] += RIDGE;
@@ -110,11 +132,13 @@ impl Logit {
             let mut improved = false;
             for _ in 0..30 {
                 let cand: Vec<f64> = lg.w.iter().zip(&step).map(|(w, s)| w + t * s).collect();
-                let o = objective(&cand);
+                let o = pass(&cand, &mut g_c, &mut h_c);
                 if o >= obj - 1e-12 {
                     let gain = o - obj;
                     lg.w = cand;
                     obj = o;
+                    std::mem::swap(&mut g, &mut g_c);
+                    std::mem::swap(&mut h, &mut h_c);
                     improved = gain > 1e-10 * (1.0 + obj.abs());
                     break;
                 }
@@ -127,18 +151,15 @@ impl Logit {
         lg
     }
 
-    fn design(&self, r: &[f64]) -> Vec<f64> {
-        let mut v = Vec::with_capacity(r.len() + 1);
-        v.push(1.0);
-        for (a, x) in r.iter().enumerate() {
-            v.push((x - self.mean[a]) / self.sd[a]);
-        }
-        v
-    }
-
     /// Linear predictor of one row.
     pub fn predict(&self, r: &[f64]) -> f64 {
-        dot(&self.design(r), &self.w)
+        // dot(design(r), w), summed in the same order, without allocating.
+        let mut s = -0.0;
+        s += 1.0 * self.w[0];
+        for (a, x) in r.iter().enumerate() {
+            s += ((x - self.mean[a]) / self.sd[a]) * self.w[a + 1];
+        }
+        s
     }
 }
 
@@ -189,28 +210,37 @@ fn solve_spd(h: &[f64], g: &[f64], d: usize) -> Option<Vec<f64>> {
 /// log, touching at the input frame, closing speed, log(1 + time to
 /// contact), ballistic closest approach and its log.
 pub fn baseline_features(t: &PairTable) -> Vec<Vec<f64>> {
-    (0..t.len())
-        .map(|k| {
-            let r = t.r[k] as f64;
-            let dmin = t.dmin[k] as f64;
-            vec![
-                r,
-                r.max(1e-3).ln(),
-                if t.touching[k] { 1.0 } else { 0.0 },
-                t.closing[k] as f64,
-                (t.ttc[k] as f64).ln_1p(),
-                dmin,
-                dmin.max(1e-3).ln(),
-            ]
-        })
-        .collect()
+    baseline_features_flat(t).chunks_exact(N_FEATURES).map(|r| r.to_vec()).collect()
+}
+
+/// Number of [`baseline_features`] per pair.
+pub const N_FEATURES: usize = 7;
+
+/// [`baseline_features`] as one row-major `[pairs, N_FEATURES]` matrix.
+fn baseline_features_flat(t: &PairTable) -> Vec<f64> {
+    let mut out = Vec::with_capacity(t.len() * N_FEATURES);
+    for k in 0..t.len() {
+        let r = t.r[k] as f64;
+        let dmin = t.dmin[k] as f64;
+        out.extend_from_slice(&[
+            r,
+            r.max(1e-3).ln(),
+            if t.touching[k] { 1.0 } else { 0.0 },
+            t.closing[k] as f64,
+            (t.ttc[k] as f64).ln_1p(),
+            dmin,
+            dmin.max(1e-3).ln(),
+        ]);
+    }
+    out
 }
 
 /// The baseline model, fitted once per evaluation set: per pair, its
 /// held-out log-likelihood and linear predictor (two folds by frame parity).
 #[derive(Debug, Clone)]
 pub struct BaseModel {
-    features: Vec<Vec<f64>>,
+    /// [`baseline_features`], row-major `[pairs, N_FEATURES]`.
+    features: Vec<f64>,
     fold: Vec<usize>,
     /// Held-out log-likelihood of each pair under the baseline model.
     pub ll: Vec<f64>,
@@ -220,15 +250,23 @@ pub struct BaseModel {
     pub auroc: f64,
 }
 
-fn fit_folds(x: &[Vec<f64>], y: &[bool], fold: &[usize]) -> (Vec<f64>, Vec<f64>) {
-    let mut ll = vec![0.0; x.len()];
-    let mut z = vec![0.0; x.len()];
+/// Fit on the rows of one fold (a row-major `[rows, p]` matrix `x`), score
+/// the other; both folds. Returns per row the held-out log-likelihood and
+/// linear predictor.
+fn fit_folds(x: &[f64], p: usize, y: &[bool], fold: &[usize]) -> (Vec<f64>, Vec<f64>) {
+    let rows = y.len();
+    let mut ll = vec![0.0; rows];
+    let mut z = vec![0.0; rows];
     for f in 0..2 {
-        let (tx, ty): (Vec<Vec<f64>>, Vec<bool>) =
-            (0..x.len()).filter(|&k| fold[k] != f).map(|k| (x[k].clone(), y[k])).unzip();
-        let m = Logit::fit(&tx, &ty);
-        for k in (0..x.len()).filter(|&k| fold[k] == f) {
-            z[k] = m.predict(&x[k]);
+        let mut tx = Vec::with_capacity(x.len());
+        let mut ty = Vec::with_capacity(rows);
+        for k in (0..rows).filter(|&k| fold[k] != f) {
+            tx.extend_from_slice(&x[k * p..(k + 1) * p]);
+            ty.push(y[k]);
+        }
+        let m = Logit::fit_flat(&tx, p, &ty);
+        for k in (0..rows).filter(|&k| fold[k] == f) {
+            z[k] = m.predict(&x[k * p..(k + 1) * p]);
             ll[k] = loglik(z[k], y[k]);
         }
     }
@@ -239,9 +277,9 @@ impl BaseModel {
     /// Fit the baseline features of `t` on each half of the frames and score
     /// the other half.
     pub fn fit(t: &PairTable) -> BaseModel {
-        let features = baseline_features(t);
+        let features = baseline_features_flat(t);
         let fold: Vec<usize> = t.frame.iter().map(|&f| f as usize % 2).collect();
-        let (ll, z) = fit_folds(&features, &t.label, &fold);
+        let (ll, z) = fit_folds(&features, N_FEATURES, &t.label, &fold);
         let zs: Vec<f32> = z.iter().map(|&v| v as f32).collect();
         let auroc = auroc(&zs, &t.label);
         BaseModel { features, fold, ll, z, auroc }
@@ -265,17 +303,13 @@ pub struct Incremental {
 /// Fit baseline features + log a'_ij (`attn`, in pair-table order) on each
 /// half of the frames, score the other, and compare with `base`.
 pub fn incremental(t: &PairTable, base: &BaseModel, attn: &[f32], seed: u64) -> Incremental {
-    let x: Vec<Vec<f64>> = base
-        .features
-        .iter()
-        .zip(attn)
-        .map(|(f, &a)| {
-            let mut r = f.clone();
-            r.push((a as f64).max(LOG_FLOOR).ln());
-            r
-        })
-        .collect();
-    let (ll, z) = fit_folds(&x, &t.label, &base.fold);
+    let p = N_FEATURES + 1;
+    let mut x: Vec<f64> = Vec::with_capacity(attn.len() * p);
+    for (f, &a) in base.features.chunks_exact(N_FEATURES).zip(attn) {
+        x.extend_from_slice(f);
+        x.push((a as f64).max(LOG_FLOOR).ln());
+    }
+    let (ll, z) = fit_folds(&x, p, &t.label, &base.fold);
     let zs: Vec<f32> = z.iter().map(|&v| v as f32).collect();
     let auroc_full = auroc(&zs, &t.label);
     // Per frame: summed log-likelihood difference and positives.

@@ -503,18 +503,20 @@ pub fn auroc(scores: &[f32], labels: &[bool]) -> f64 {
     if n_pos == 0 || n_neg == 0 {
         return f64::NAN;
     }
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_unstable_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    // (score, label) pairs sorted in place: contiguous, unlike an index sort
+    // that looks every comparison up in `scores`.
+    let mut sl: Vec<(f32, bool)> = scores.iter().copied().zip(labels.iter().copied()).collect();
+    sl.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
     let mut rank_sum_pos = 0f64;
     let mut k = 0;
-    while k < idx.len() {
+    while k < sl.len() {
         let mut e = k + 1;
-        while e < idx.len() && scores[idx[e]] == scores[idx[k]] {
+        while e < sl.len() && sl[e].0 == sl[k].0 {
             e += 1;
         }
         // ranks k+1 ..= e share the mid-rank
         let mid = (k + 1 + e) as f64 / 2.0;
-        let pos = idx[k..e].iter().filter(|&&t| labels[t]).count();
+        let pos = sl[k..e].iter().filter(|t| t.1).count();
         rank_sum_pos += mid * pos as f64;
         k = e;
     }
@@ -547,7 +549,8 @@ impl ProbeAccum {
     }
     /// Per head metrics, index `layer * n_heads + head`.
     pub fn finish(&self) -> Vec<HeadMetrics> {
-        self.heads.iter().map(|h| h.finish()).collect()
+        use rayon::prelude::*;
+        self.heads.par_iter().map(|h| h.finish()).collect()
     }
     /// The self-excluded attention a'_ij of head `k` (= `layer * n_heads +
     /// head`) on every ordered pair i ≠ j seen so far, frame by frame, query

@@ -152,7 +152,8 @@ impl Preset {
     /// Read, parse and check a preset file: the scene must load and resolve,
     /// `[train]` must be a valid training config, every count positive.
     pub fn load(path: &Path) -> anyhow::Result<Preset> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the preset", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the preset", path.display()))?;
         Self::from_toml(&text, path)
     }
 
@@ -181,7 +182,8 @@ impl Preset {
         let scene = headlab_sim::Scene::from_file(&self.scene)
             .with_context(|| format!("{origin}: `scene` = {}", self.scene.display()))?;
         scene.resolve(&self.scene.display().to_string()).with_context(|| format!("{origin}: `scene`"))?;
-        for (key, v) in [("simulate.trajectories", self.simulate.trajectories), ("simulate.frames", self.simulate.frames)]
+        for (key, v) in
+            [("simulate.trajectories", self.simulate.trajectories), ("simulate.frames", self.simulate.frames)]
         {
             if v == Some(0) {
                 bad(key, "0".into(), "use a positive number")?;

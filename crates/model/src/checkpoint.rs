@@ -43,6 +43,13 @@ impl Model {
             data.extend_from_slice(&a.data);
         }
         let flat = Tensor::from_slice(&data).f_to_device(device)?;
+        Model::on_flat(config, norm, flat)
+    }
+
+    /// Bind a model of `config` to `flat` (already filled, in
+    /// [`param_shapes`] order): one leaf view per named parameter.
+    fn on_flat(config: ModelConfig, norm: Normalization, flat: Tensor) -> Result<Model> {
+        let shapes = param_shapes(&config, norm.dimension);
         let mut params = Vec::new();
         let mut off = 0i64;
         for (name, shape) in shapes {
@@ -53,6 +60,15 @@ impl Model {
             off += n;
         }
         Model::bind(config, norm, flat, params)
+    }
+
+    /// Another model on the same parameter storage: its weights are this
+    /// model's (an update of either's flat buffer is seen by both), but its
+    /// named parameters are leaves of their own, so the two can build and
+    /// differentiate graphs at the same time on different threads
+    /// (data-parallel training: one replica per shard of the batch).
+    pub fn share(&self) -> Result<Model> {
+        Model::on_flat(self.config.clone(), self.norm.clone(), self.flat_params().shallow_clone())
     }
 
     /// Load the weights of a checkpoint written by `headlab train`.

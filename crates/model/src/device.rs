@@ -9,6 +9,55 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tch::Device;
 
+/// Whether libtorch sees a CUDA device. Loads libtorch's CUDA backend first
+/// where an NVIDIA driver is installed (see [`load_cuda_backend`]); without
+/// that, a binary linked with `--as-needed` never sees a GPU.
+pub fn cuda_available() -> bool {
+    load_cuda_backend();
+    tch::Cuda::is_available()
+}
+
+/// Load `libtorch_cuda.so` (once per process) if the NVIDIA driver library
+/// `libcuda.so.1` can be loaded; returns whether the CUDA backend is loaded.
+///
+/// The linker drops `libtorch_cuda.so` from headlab's binaries: nothing in
+/// them calls it directly (tch reaches CUDA through libtorch's dispatcher),
+/// so with the default `--as-needed` it never becomes a dependency and
+/// libtorch reports no CUDA device even on a GPU machine. Loading it at run
+/// time registers the backend, as `import torch` does in Python. On a
+/// machine without the driver this costs one failed `dlopen` and loads
+/// nothing; with a CPU-only libtorch there is no `libtorch_cuda.so` and the
+/// CPU stays the only device (a `--device cuda` then fails with
+/// [`DeviceError::NoCuda`]). It is found like libtorch itself
+/// (`LD_LIBRARY_PATH`, which tools/setup.sh sets).
+pub fn load_cuda_backend() -> bool {
+    static LOADED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *LOADED.get_or_init(|| {
+        #[cfg(target_os = "linux")]
+        {
+            use std::ffi::{c_char, c_int, c_void};
+            extern "C" {
+                fn dlopen(filename: *const c_char, flag: c_int) -> *mut c_void;
+            }
+            const RTLD_LAZY: c_int = 0x1;
+            const RTLD_NOW: c_int = 0x2;
+            const RTLD_GLOBAL: c_int = 0x100;
+            // SAFETY: dlopen with NUL-terminated names; the handles are kept
+            // (the libraries stay loaded for the life of the process).
+            unsafe {
+                if dlopen(c"libcuda.so.1".as_ptr(), RTLD_LAZY | RTLD_GLOBAL).is_null() {
+                    return false;
+                }
+                !dlopen(c"libtorch_cuda.so".as_ptr(), RTLD_NOW | RTLD_GLOBAL).is_null()
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            false
+        }
+    })
+}
+
 /// A device as written in configs and on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum DeviceSpec {
@@ -54,10 +103,11 @@ impl DeviceSpec {
 
     fn resolve_device(self) -> Result<Device, DeviceError> {
         match self {
-            DeviceSpec::Auto => Ok(if tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu }),
+            DeviceSpec::Auto => Ok(if cuda_available() { Device::Cuda(0) } else { Device::Cpu }),
             DeviceSpec::Cpu => Ok(Device::Cpu),
             DeviceSpec::Cuda(i) => {
                 let index = i.unwrap_or(0);
+                load_cuda_backend();
                 let count = tch::Cuda::device_count().max(0) as usize;
                 if count == 0 {
                     Err(DeviceError::NoCuda { spec: self })

@@ -27,6 +27,13 @@ use crate::{ModelError, Result};
 pub struct ForwardOptions {
     /// Training mode: dropout acts (when `model.dropout > 0`).
     pub train: bool,
+    /// Fused kernels where no hook needs the activations they skip:
+    /// softmax attention as one `scaled_dot_product_attention` call (no
+    /// scores or pattern tensors), unless a hook wants `hook_attn_scores` or
+    /// `hook_pattern` of that layer, or the scale is `inv-key-norm-sum`. The
+    /// same function as the unfused pass, equal up to f32 rounding (not bit
+    /// for bit); training uses it, evaluation and probes do not.
+    pub fused: bool,
 }
 
 /// The batch geometry, the mode and the hooks of one forward pass.
@@ -34,6 +41,7 @@ struct Pass<'p, 'h> {
     b: i64,
     n: i64,
     dropout: f64,
+    fused: bool,
     hooks: Option<&'p mut Hooks<'h>>,
 }
 
@@ -173,6 +181,31 @@ impl Attention {
         let k = pass.hook_heads(l, Site::K, qkv.get(1))?;
         let v = pass.hook_heads(l, Site::V, qkv.get(2))?;
 
+        // Fused path: softmax(q·k·factor)·v in one libtorch kernel
+        // (scaled_dot_product_attention: the same function, fewer passes
+        // over memory, no [B,H,N,N] tensors kept for the backward pass).
+        // Taken unless a hook wants the scores or the pattern (they do not
+        // exist on this path) or the scale depends on the keys.
+        if pass.fused
+            && self.kind == AttentionKind::Softmax
+            && self.scale != AttentionScale::InvKeyNormSum
+            && !pass.wants(Point::new(l, Site::AttnScores))
+            && !pass.wants(Point::new(l, Site::Pattern))
+        {
+            let z = Tensor::f_scaled_dot_product_attention::<Tensor>(
+                &q,
+                &k,
+                &v,
+                None,
+                0.0,
+                false,
+                self.factor(n, dh),
+                false,
+            )?
+            .permute([0, 2, 1, 3]); // [B,N,H,dh]
+            let z = pass.hook(l, Site::Z, z)?.f_reshape([b * n, h * dh])?;
+            return Ok(self.b_o.f_addmm(&z, &self.w_o.f_view([h * dh, d])?)?);
+        }
         let mut scores = q.f_matmul(&k.transpose(-1, -2))? * self.factor(n, dh); // [B,H,Nq,Nk]
         if self.scale == AttentionScale::InvKeyNormSum {
             let dims = [-1i64];
@@ -310,7 +343,7 @@ impl Model {
         }
         let hooks = hooks.filter(|h| !h.is_empty());
         let dropout = if opts.train { self.config.dropout } else { 0.0 };
-        let mut pass = Pass { b, n, dropout, hooks };
+        let mut pass = Pass { b, n, dropout, fused: opts.fused, hooks };
 
         let mut resid = pass.hook_tokens(None, Site::Embed, self.embed.forward(&x.f_reshape([b * n, f])?)?)?;
         for block in &self.blocks {
@@ -348,7 +381,7 @@ impl Model {
         self.run(x, ForwardOptions::default(), None)
     }
 
-    /// Forward with options (training mode: dropout).
+    /// Forward with options (training mode: dropout; fused kernels).
     pub fn forward_with(&self, x: &Tensor, opts: ForwardOptions) -> Result<Tensor> {
         self.run(x, opts, None)
     }
@@ -380,9 +413,18 @@ impl Model {
     }
 
     /// Training loss: MSE between prediction and normalized targets.
-    /// Differentiable w.r.t. the parameters.
+    /// Differentiable w.r.t. the parameters. `train`: dropout acts, and on
+    /// the CPU the fused kernels are used ([`ForwardOptions::fused`]). Not
+    /// on CUDA: there the fused attention's backward (memory-efficient
+    /// attention) accumulates with atomics, so two runs need not agree bit
+    /// for bit, and resumed training must.
     pub fn loss(&self, x: &Tensor, y: &Tensor, train: bool) -> Result<Tensor> {
-        let pred = self.forward_with(x, ForwardOptions { train })?;
+        self.loss_with(x, y, ForwardOptions { train, fused: train && self.device() == Device::Cpu })
+    }
+
+    /// [`Model::loss`] with every option explicit (e.g. fused kernels without dropout).
+    pub fn loss_with(&self, x: &Tensor, y: &Tensor, opts: ForwardOptions) -> Result<Tensor> {
+        let pred = self.forward_with(x, opts)?;
         Ok(pred.f_mse_loss(y, tch::Reduction::Mean)?)
     }
 

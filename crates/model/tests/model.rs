@@ -415,3 +415,69 @@ fn attention_scale_names_agree_with_serde() {
     let e = "sqrt".parse::<AttentionScale>().unwrap_err().to_string();
     assert!(e.contains("`sqrt`") && e.contains("inv-key-norm-sum"), "{e}");
 }
+
+/// The fused training path (one scaled_dot_product_attention call per
+/// layer) computes the same function as the unfused one, with the same
+/// gradients, and a hook on `hook_z` still acts on it; a hook on the
+/// pattern makes that layer take the unfused path.
+#[test]
+fn fused_attention_is_the_same_function_and_hooks_still_act() {
+    let fused = ForwardOptions { train: false, fused: true };
+    for scale in [AttentionScale::InvSqrtDHead, AttentionScale::InvN, AttentionScale::InvKeyNormSum] {
+        let cfg = ModelConfig {
+            attention: AttentionConfig { kind: AttentionKind::Softmax, scale },
+            init_scale: 3.0,
+            ..ModelConfig::default()
+        };
+        let norm = unit_norm(2, &cfg);
+        let m = Model::new(cfg, norm.clone(), 5, Device::Cpu).unwrap();
+        let x = norm.features(&random_state(4, 9, 2, 6));
+        let y = m.forward(&x).unwrap();
+        let yf = m.forward_with(&x, fused).unwrap();
+        let d = max_abs_diff(&y, &yf);
+        assert!(d <= 1e-5, "{scale:?}: fused output differs by {d}");
+        // The attention is far from uniform, so agreement means something
+        // (dividing by the sum of key lengths makes it nearly uniform by
+        // design; that scale always runs unfused).
+        let (_, cache) = m.run_with_cache(&x, |n| n.ends_with("hook_pattern")).unwrap();
+        if scale != AttentionScale::InvKeyNormSum {
+            let top = cache.pattern(1).unwrap().max().double_value(&[]);
+            assert!(top > 3.0 / 9.0, "{scale:?}: nearly uniform attention");
+        }
+        // Gradients agree.
+        let target = Tensor::zeros_like(&y);
+        let g = m.flat_grad(&m.loss_with(&x, &target, ForwardOptions::default()).unwrap());
+        let gf = m.flat_grad(&m.loss_with(&x, &target, fused).unwrap());
+        let scale_g = g.abs().max().double_value(&[]).max(1.0);
+        let dg = max_abs_diff(&g, &gf);
+        assert!(dg <= 1e-5 * scale_g, "{scale:?}: fused gradient differs by {dg} (largest |g| {scale_g})");
+        // A hook on hook_z (zero head 1 of layer 1) acts on the fused path as on the unfused one.
+        let zero_z = |hooks: &mut Hooks| {
+            hooks.add("blocks.1.attn.hook_z", |z, _| {
+                let z = z.copy();
+                let _ = z.narrow(2, 1, 1).fill_(0.0);
+                Ok(z)
+            });
+        };
+        let mut h = Hooks::new();
+        zero_z(&mut h);
+        let y0 = m.run_with_hooks(&x, &mut h).unwrap();
+        let mut h = Hooks::new();
+        zero_z(&mut h);
+        let y0f = m.run_with_hooks_opts(&x, &mut h, fused).unwrap();
+        assert!(max_abs_diff(&y0, &y0f) <= 1e-5, "{scale:?}: hook_z on the fused path");
+        assert!(max_abs_diff(&y0f, &yf) > 1e-4, "{scale:?}: zeroing a head's z changed nothing");
+        // A pattern hook (uniform attention in layer 0) is honoured: that layer runs unfused.
+        let uniform = |hooks: &mut Hooks| {
+            hooks.add("blocks.0.attn.hook_pattern", |p, _| Ok(Tensor::ones_like(p) / 9.0));
+        };
+        let mut h = Hooks::new();
+        uniform(&mut h);
+        let yu = m.run_with_hooks(&x, &mut h).unwrap();
+        let mut h = Hooks::new();
+        uniform(&mut h);
+        let yuf = m.run_with_hooks_opts(&x, &mut h, fused).unwrap();
+        assert!(max_abs_diff(&yu, &yuf) <= 1e-5, "{scale:?}: pattern hook on the fused path");
+        assert!(max_abs_diff(&yu, &y) > 1e-4, "{scale:?}: the pattern hook changed nothing");
+    }
+}

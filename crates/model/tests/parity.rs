@@ -193,8 +193,11 @@ fn pytorch_reimplementation_matches_rust_forward() {
             check(name, t);
         }
         check("output", &y);
+        // The fused training path (scaled_dot_product_attention) matches PyTorch too.
+        let y_fused = m.forward_with(&x, ForwardOptions { train: false, fused: true }).unwrap();
+        check("output", &y_fused);
         check("output_zero_z", &y_zero);
-        assert_eq!(compared, 3 + m.hook_names().len());
+        assert_eq!(compared, 4 + m.hook_names().len());
         assert!((&y_zero - &y).abs().max().double_value(&[]) > 1e-4, "case {case}: zeroing a head changed nothing");
         // The patterns are genuinely non-uniform (so the comparison means something).
         let p = cache.pattern(0).unwrap();

@@ -205,7 +205,10 @@ fn training_loss_dropout_and_gradients_are_bit_identical() {
         let old = old_forward(&m, &x, false, true).0.mse_loss(&y, tch::Reduction::Mean);
         let g_old = m.flat_grad(&old);
         tch::manual_seed(7);
-        let new = m.loss(&x, &y, true).unwrap();
+        // The unfused training pass is bit-identical to the old one; the
+        // fused kernels that `loss(.., true)` uses are checked against it
+        // (tests/model.rs) and against PyTorch (tests/parity.rs) within 1e-5.
+        let new = m.loss_with(&x, &y, ForwardOptions { train: true, fused: false }).unwrap();
         let g_new = m.flat_grad(&new);
         same(&format!("case {case} loss"), &new, &old);
         same(&format!("case {case} gradient"), &g_new, &g_old);

@@ -8,9 +8,22 @@
 use std::path::Path;
 use std::time::Instant;
 
-use headlab_probe::llc::model::{head_mask, load_checkpoint, CheckpointProblem};
+use headlab_probe::llc::model::{head_mask, load_checkpoint, CheckpointProblem, LossConvention};
 use headlab_probe::llc::{estimate, LlcConfig, Movable};
 use tch::{Device, Kind};
+
+/// CPU seconds used by this process so far (all threads; /proc/self/stat
+/// utime + stime in clock ticks of 1/100 s). Under a loaded machine, rates
+/// per CPU second are steadier than rates per wall second.
+fn cpu_seconds() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses).
+    let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 after ")".
+    (tick(11) + tick(12)) / 100.0
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a: Vec<String> = std::env::args().collect();
@@ -39,7 +52,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         model.num_params()
     );
     for &t in &threads {
-        for mode in ["whole", "head0.0"] {
+        // As `headlab llc --per-head` does: the head shares the whole model's
+        // cache of L_B(w*) (the losses at the checkpoint, computed once per batch).
+        let whole_problem = CheckpointProblem::new(&model, &data, batch, 0, LossConvention::Mse)?;
+        // "whole" starts with an empty cache; "whole-warm" repeats it with the
+        // cache filled, the steady state of a ladder's later rungs.
+        for mode in ["whole", "whole-warm", "head0.0"] {
             let cfg = LlcConfig {
                 epsilon: 1e-5,
                 gamma: 1000.0,
@@ -49,19 +67,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 threads: t,
                 ..LlcConfig::default()
             };
-            let problem = CheckpointProblem::new(&model, &data, batch, 0)?;
             let start;
-            let est = if mode == "whole" {
+            let cpu0;
+            let est = if mode != "head0.0" {
                 start = Instant::now();
-                estimate(&problem, &w_star, &[Movable::All], &cfg, None)?
+                cpu0 = cpu_seconds();
+                estimate(&whole_problem, &w_star, &[Movable::All], &cfg, None)?
             } else {
                 let (mask, names) = head_mask(&model, 0, 0)?;
-                let problem = problem.with_grad_params(&model, &names)?;
+                let problem = CheckpointProblem::new(&model, &data, batch, 0, LossConvention::Mse)?
+                    .with_grad_params(&model, &names)?
+                    .sharing_star_cache(&whole_problem);
                 start = Instant::now();
+                cpu0 = cpu_seconds();
                 estimate(&problem, &w_star, &[Movable::Mask(mask)], &cfg, None)?
             };
             let dt = start.elapsed().as_secs_f64();
-            println!("rust {mode:8} threads {t}: {:8.1} draws/s  (llc {:.3})", (chains * draws) as f64 / dt, est.llc);
+            let cpu = cpu_seconds() - cpu0;
+            let n = (chains * draws) as f64;
+            println!(
+                "rust {mode:10} threads {t}: {:8.1} draws/s  {:8.1} draws/cpu-s  (llc {:.3})",
+                n / dt,
+                n / cpu,
+                est.llc
+            );
         }
     }
     Ok(())

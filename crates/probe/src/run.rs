@@ -78,7 +78,8 @@ pub struct ProbeOptions {
     pub g_edges: Vec<f32>,
     /// Validation trajectories whose attention is cached for the viewer.
     pub cache_trajectories: usize,
-    /// Frames of each cached trajectory (from frame 0).
+    /// Frames of each cached trajectory (from frame 0); fewer where the
+    /// cache would exceed [`PATTERN_CACHE_BYTES`] per checkpoint ([`cached_frames`]).
     pub cache_frames: usize,
 }
 
@@ -182,6 +183,27 @@ pub struct ProbeSummary {
     pub skipped: usize,
     /// Evaluation frames per checkpoint.
     pub n_eval_frames: usize,
+    /// Where the time went.
+    pub timing: ProbeTiming,
+}
+
+/// Seconds of wall-clock time spent in each part of a probe call.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeTiming {
+    /// Evaluation set, geometry, pair table and baselines (once per call).
+    pub setup: f64,
+    /// Reading checkpoints and building models.
+    pub load: f64,
+    /// Forward passes for the evaluation frames' attention patterns.
+    pub forward: f64,
+    /// Accumulating the per-head metrics from the patterns.
+    pub metrics: f64,
+    /// The distance-controlled measures of every head (AUROCs, logistic gain).
+    pub controls: f64,
+    /// Attention patterns cached for the viewer (forward passes and copies).
+    pub cache: f64,
+    /// Writing analysis.h5.
+    pub write: f64,
 }
 
 /// Something that yields the attention patterns of a checkpoint:
@@ -235,18 +257,35 @@ pub fn probe_source(
     edges: &[f32],
     batch: usize,
 ) -> Result<ProbeAccum> {
+    Ok(probe_source_timed(src, ds, frames, geoms, edges, batch)?.0)
+}
+
+/// [`probe_source`], and the seconds spent in forward passes and in the metrics.
+fn probe_source_timed(
+    src: &dyn AttentionSource,
+    ds: &Dataset,
+    frames: &[(usize, usize)],
+    geoms: &[FrameGeom],
+    edges: &[f32],
+    batch: usize,
+) -> Result<(ProbeAccum, f64, f64)> {
     let (l, h, n) = (src.n_layers(), src.n_heads(), ds.n_particles);
     let mut acc = ProbeAccum::new(l, h, edges);
     let per = h * n * n;
+    let (mut t_fwd, mut t_met) = (0.0, 0.0);
     for (chunk, gchunk) in frames.chunks(batch.max(1)).zip(geoms.chunks(batch.max(1))) {
+        let t = Instant::now();
         let pats = src.patterns(ds, chunk)?;
+        let tm = Instant::now();
+        t_fwd += (tm - t).as_secs_f64();
         for (layer, p) in pats.iter().enumerate() {
             for (b, g) in gchunk.iter().enumerate() {
                 acc.add_layer_frame(layer, &p[b * per..(b + 1) * per], g);
             }
         }
+        t_met += tm.elapsed().as_secs_f64();
     }
-    Ok(acc)
+    Ok((acc, t_fwd, t_met))
 }
 
 /// The geometric side of the verdict, computed once per evaluation set: the
@@ -258,6 +297,22 @@ pub struct Geometry {
     pub base: BaseModel,
     /// Distance baseline's matched AUROC (floor) and ballistic's (ceiling).
     pub floor_ceiling: (f64, f64),
+}
+
+/// The most bytes of attention cached for the viewer per checkpoint
+/// (analysis.h5 holds every checkpoint's cache and is rewritten as probing
+/// goes; uncapped, 256 particles would put 134 MB per checkpoint in it).
+pub const PATTERN_CACHE_BYTES: usize = 8 << 20;
+
+/// Frames per cached trajectory: `wanted`, or fewer (at least one) when
+/// `layers × heads × trajectories × frames × n²` f32 weights would exceed
+/// [`PATTERN_CACHE_BYTES`].
+pub fn cached_frames(wanted: usize, layers: usize, heads: usize, trajectories: usize, n: usize) -> usize {
+    let per_frame = (layers * heads * trajectories.max(1) * n * n * 4).max(1);
+    if wanted == 0 {
+        return 0;
+    }
+    wanted.min((PATTERN_CACHE_BYTES / per_frame).max(1))
 }
 
 /// Attention of every head on whole trajectories: [L, H, P, F, N, N].
@@ -357,6 +412,7 @@ fn probe_into(
     load: &dyn Fn(&Path) -> Result<Box<dyn AttentionSource>>,
     out: &Path,
 ) -> Result<ProbeSummary> {
+    let t_start = Instant::now();
     opts.validate()?;
     let out = out.to_path_buf();
     let ckpts = list_checkpoints(run_dir)?;
@@ -402,7 +458,13 @@ fn probe_into(
     if todo.is_empty() {
         let n_eval = an.as_ref().map(|a| a.eval_frame.len()).unwrap_or(0);
         tracing::info!("{}: all {} checkpoints already probed", out.display(), ckpts.len());
-        return Ok(ProbeSummary { analysis_path: out, probed: vec![], skipped, n_eval_frames: n_eval });
+        return Ok(ProbeSummary {
+            analysis_path: out,
+            probed: vec![],
+            skipped,
+            n_eval_frames: n_eval,
+            timing: ProbeTiming::default(),
+        });
     }
 
     // Evaluation set: stored, or drawn now from the validation trajectories.
@@ -433,6 +495,7 @@ fn probe_into(
 
     // Baselines and the pair table: geometry only, the same for every checkpoint.
     let tg = Instant::now();
+    let mut timing = ProbeTiming::default();
     let table = pair_table(ds, &frames, &geoms);
     let base = BaseModel::fit(&table);
     let baselines = baseline_table(&table, &geoms, &opts.g_edges, &base);
@@ -445,9 +508,11 @@ fn probe_into(
         fc.1
     );
     let geometry = Geometry { table, base, floor_ceiling: fc };
+    timing.setup = t_start.elapsed().as_secs_f64();
 
     let t0 = Instant::now();
     let first = load(&todo[0].1)?;
+    timing.load += t0.elapsed().as_secs_f64();
     let (nl, nh) = (first.n_layers(), first.n_heads());
     let mut an = match an {
         Some(a) => {
@@ -465,7 +530,18 @@ fn probe_into(
         None => {
             let val = eval_trajectories(run_dir, ds)?;
             let pt: Vec<u32> = val.iter().take(opts.cache_trajectories).map(|&t| t as u32).collect();
-            let pf: Vec<u32> = (0..opts.cache_frames.min(ds.n_frames) as u32).collect();
+            let n_cache = cached_frames(opts.cache_frames.min(ds.n_frames), nl, nh, pt.len(), ds.n_particles);
+            if n_cache < opts.cache_frames.min(ds.n_frames) {
+                tracing::warn!(
+                    "caching the attention of {n_cache} frame(s) per trajectory for the viewer, not {}: with {} particles \
+                     each frame holds {nl}×{nh} patterns of {}² weights, and the cache is kept under {} MiB per checkpoint",
+                    opts.cache_frames,
+                    ds.n_particles,
+                    ds.n_particles,
+                    PATTERN_CACHE_BYTES >> 20
+                );
+            }
+            let pf: Vec<u32> = (0..n_cache as u32).collect();
             Analysis {
                 config_toml: cfg_toml.clone(),
                 dataset: dataset_path.display().to_string(),
@@ -504,8 +580,10 @@ fn probe_into(
             None => load(path)?,
         };
         let tm = Instant::now();
-        let acc = probe_source(s.as_ref(), ds, &frames, &geoms, &opts.g_edges, ctl.batch)?;
+        timing.load += (tm - tl).as_secs_f64();
+        let (acc, t_fwd, t_met) = probe_source_timed(s.as_ref(), ds, &frames, &geoms, &opts.g_edges, ctl.batch)?;
         let metrics = acc.finish();
+        let tc = Instant::now();
         let (floor, ceiling) = geometry.floor_ceiling;
         let controls = all_head_controls(&acc, &geometry.table, &geometry.base, floor, ceiling, opts.seed);
         let tp = Instant::now();
@@ -514,10 +592,15 @@ fn probe_into(
         } else {
             cached_patterns(s.as_ref(), ds, &an.pattern_traj, &an.pattern_frames, ctl.batch)?
         };
+        timing.forward += t_fwd;
+        timing.metrics += t_met + (tc - tm).as_secs_f64() - t_fwd - t_met;
+        timing.controls += (tp - tc).as_secs_f64();
+        timing.cache += tp.elapsed().as_secs_f64();
         tracing::debug!(
-            "step {step}: load {:.3}s, metrics {:.3}s, cached patterns {:.3}s",
+            "step {step}: load {:.3}s, forward {t_fwd:.3}s, metrics {:.3}s, controls {:.3}s, cached patterns {:.3}s",
             (tm - tl).as_secs_f64(),
-            (tp - tm).as_secs_f64(),
+            (tc - tm).as_secs_f64() - t_fwd,
+            (tp - tc).as_secs_f64(),
             tp.elapsed().as_secs_f64()
         );
         let best = metrics.iter().map(|m| m.overlap.excl_norm).filter(|v| v.is_finite()).fold(f64::NAN, f64::max);
@@ -531,16 +614,20 @@ fn probe_into(
         bar.inc(1);
         since_save += 1;
         if since_save >= ctl.save_every.max(1) {
+            let tw = Instant::now();
             write_analysis(&out, &an)?;
+            timing.write += tw.elapsed().as_secs_f64();
             since_save = 0;
         }
     }
     if since_save > 0 {
+        let tw = Instant::now();
         write_analysis(&out, &an)?;
+        timing.write += tw.elapsed().as_secs_f64();
     }
     bar.finish_and_clear();
     tracing::info!("probed {} checkpoints in {:.1}s into {}", probed.len(), t0.elapsed().as_secs_f64(), out.display());
-    Ok(ProbeSummary { analysis_path: out, probed, skipped, n_eval_frames: frames.len() })
+    Ok(ProbeSummary { analysis_path: out, probed, skipped, n_eval_frames: frames.len(), timing })
 }
 
 /// The run's validation trajectories (from its config.toml), or all
@@ -558,4 +645,22 @@ pub fn eval_trajectories(run_dir: &Path, ds: &Dataset) -> Result<Vec<usize>> {
         vec![]
     };
     Ok(if val.is_empty() { (0..ds.n_traj).collect() } else { val })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_viewer_cache_is_capped_per_checkpoint() {
+        // The demo (2 layers × 4 heads, 2 trajectories, 16 particles) keeps its 32 frames, and so does N = 64.
+        assert_eq!(cached_frames(32, 2, 4, 2, 16), 32);
+        assert_eq!(cached_frames(32, 2, 4, 2, 64), 32);
+        // 256 particles: 4 MiB a frame, so 2 frames fit in 8 MiB; never below one frame, nothing asked, nothing cached.
+        assert_eq!(cached_frames(32, 2, 4, 2, 256), 2);
+        assert_eq!(cached_frames(32, 8, 8, 4, 1024), 1);
+        assert_eq!(cached_frames(0, 2, 4, 2, 256), 0);
+        let bytes = |f: usize, n: usize| 2 * 4 * 2 * f * n * n * 4;
+        assert!(bytes(cached_frames(32, 2, 4, 2, 200), 200) <= PATTERN_CACHE_BYTES);
+    }
 }

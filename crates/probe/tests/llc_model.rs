@@ -1,8 +1,10 @@
 //! LLC of real (tiny) headlab checkpoints: whole model and per head.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
-use headlab_probe::llc::model::{head_mask, llc_for_checkpoint, load_checkpoint, CheckpointLlcOptions};
-use headlab_probe::llc::LlcConfig;
+use headlab_probe::llc::model::{
+    head_mask, llc_for_checkpoint, load_checkpoint, CheckpointLlcOptions, CheckpointProblem, LossConvention,
+};
+use headlab_probe::llc::{LlcConfig, LlcProblem};
 use headlab_store::checkpoint::list_checkpoints;
 use headlab_testkit::toy_dataset;
 use headlab_train::{train, RunOptions, TrainConfig};
@@ -34,6 +36,9 @@ fn checkpoint_llc_whole_and_per_head() {
     let opts = CheckpointLlcOptions {
         llc: LlcConfig { epsilon: 1e-5, gamma: 1000.0, chains: 3, draws: 120, batch_size: 32, ..LlcConfig::default() },
         per_head: true,
+        // The raw training loss, at the step size this test was calibrated with.
+        loss: LossConvention::Mse,
+        ladder: None,
     };
     let r = llc_for_checkpoint(&last, &ds, &opts, Device::Cpu, None).unwrap();
     assert_eq!(r.step, step);
@@ -67,4 +72,20 @@ fn checkpoint_llc_whole_and_per_head() {
     assert!(m[wq.0..wq.0 + d * dh].iter().all(|&v| v == 0.0));
     assert!(m[wq.0 + d * dh..wq.0 + 2 * d * dh].iter().all(|&v| v == 1.0));
     assert!(head_mask(&model, 0, 2).is_err());
+
+    // Loss conventions: the frame NLL is N·D × the training MSE with n = frames;
+    // per particle, D × the MSE with n = frames × N (the same nL_n).
+    let w = [model.flat_params().detach().copy()];
+    let at = |c: LossConvention| {
+        let p = CheckpointProblem::new(&model, &data, 32, 0, c).unwrap();
+        (p.loss(&w, &[0]).unwrap().double_value(&[0]), p.n_samples())
+    };
+    let (mse, n_mse) = at(LossConvention::Mse);
+    let (frame, n_frame) = at(LossConvention::Frame);
+    let (particle, n_particle) = at(LossConvention::Particle);
+    let (np, dim) = (data.n_particles, data.dim);
+    assert_eq!((n_mse, n_frame, n_particle), (data.n, data.n, data.n * np));
+    assert!((frame / mse - (np * dim) as f64).abs() < 1e-4 * (np * dim) as f64, "{frame} vs {mse}");
+    assert!((particle / mse - dim as f64).abs() < 1e-4 * dim as f64);
+    assert!(((n_frame as f64) * frame - (n_particle as f64) * particle).abs() < 1e-4 * n_frame as f64 * frame);
 }

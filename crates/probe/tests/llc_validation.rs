@@ -305,9 +305,57 @@ fn drift_down_is_warned_when_not_at_a_minimum() {
     eprintln!("{w}");
     assert!(w.contains("not at a local minimum"), "{w}");
     assert!(est.llc < 0.0);
-    // At the minimum there is no such warning.
+    // ... and flagged, with the reason, as not a minimum and negative.
+    let codes = est.diagnosis.codes();
+    assert!(codes.contains("not-minimum") && codes.contains("negative"), "{codes}");
+    assert!(!est.diagnosis.reliable());
+    // At the minimum there is no such warning, and no flag.
     let est = estimate(&lr, &[lr.w_star()], &Movable::all(1), &cfg, None).unwrap();
     assert!(!est.warnings.join("\n").contains("not at a local minimum"));
+    assert!(est.diagnosis.reliable(), "{:?}", est.diagnosis);
+}
+
+#[test]
+fn ladder_finds_the_plateau_and_flags_too_large_steps() {
+    use headlab_probe::llc::select::{select_and_estimate, LadderConfig};
+    let n = 2000;
+    let lr = LinearRegression::new(n, 10, 50, 0.5, 2.0, 8).unwrap();
+    let gamma = 100.0;
+    let base = LlcConfig { gamma, chains: 8, draws: 600, burn_in: 0.3, seed: 3, ..LlcConfig::default() };
+    let target = lr.exact_llc(base.n_beta(n), gamma);
+    // A ladder reaching from unmixed steps up to divergence (ε·nβ·a_max ≈ 4 near 8e-3).
+    let good = LadderConfig {
+        epsilons: vec![1e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-2, 3e-2],
+        gammas: vec![gamma],
+        chains: 8,
+        draws: 600,
+        ..LadderConfig::default()
+    };
+    let s = select_and_estimate(&lr, &[lr.w_star()], &Movable::all(1), &base, &good, None).unwrap();
+    for p in &s.ladder {
+        eprintln!("ε {:e}: {:.3} ± {:.3} failed {}", p.epsilon, p.llc, p.se, p.n_failed);
+    }
+    eprintln!(
+        "{} -> {:.3} ± {:.3} flags {}",
+        s.choice.reason,
+        s.estimate.llc,
+        s.estimate.se,
+        s.estimate.diagnosis.codes()
+    );
+    assert!(s.choice.reliable, "{}", s.choice.reason);
+    assert!((1e-5..=3e-4).contains(&s.estimate.config.epsilon), "chosen ε {}", s.estimate.config.epsilon);
+    assert!(s.estimate.diagnosis.reliable(), "{:?}", s.estimate.diagnosis);
+    assert!(((s.estimate.llc - target) / target).abs() < 0.1, "{} vs {target}", s.estimate.llc);
+    // Only step sizes near or past the stability limit: no plateau, flagged.
+    let too_large = LadderConfig { epsilons: vec![3e-3, 5e-3, 7e-3, 1e-2], ..good };
+    let s = select_and_estimate(&lr, &[lr.w_star()], &Movable::all(1), &base, &too_large, None).unwrap();
+    for p in &s.ladder {
+        eprintln!("ε {:e}: {:.3} ± {:.3} failed {}", p.epsilon, p.llc, p.se, p.n_failed);
+    }
+    eprintln!("{}", s.choice.reason);
+    assert!(!s.choice.reliable, "{}", s.choice.reason);
+    assert!(s.estimate.diagnosis.codes().contains("no-plateau"));
+    assert!(s.estimate.warnings[0].contains("no step-size plateau"), "{:?}", s.estimate.warnings);
 }
 
 #[test]

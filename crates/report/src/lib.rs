@@ -5,7 +5,9 @@
 //! form the data supports. Self-contained folder: `index.html` plus PNGs.
 
 mod causal;
+pub mod llc;
 pub mod plots;
+pub mod predict;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -76,11 +78,21 @@ pub struct ReportOptions {
     /// Also show fits against the cumulative learning rate (when the run
     /// has metrics.h5).
     pub lr_axis: bool,
+    /// Further sections (HTML, already escaped) placed after "Across seeds",
+    /// e.g. the study's prediction of the emergence step.
+    #[serde(skip)]
+    pub extra_sections: Vec<String>,
 }
 
 impl Default for ReportOptions {
     fn default() -> Self {
-        Self { series: DEFAULT_SERIES.name().into(), fit: FitOptions::default(), refit: false, lr_axis: true }
+        Self {
+            series: DEFAULT_SERIES.name().into(),
+            fit: FitOptions::default(),
+            refit: false,
+            lr_axis: true,
+            extra_sections: Vec::new(),
+        }
     }
 }
 
@@ -104,6 +116,8 @@ pub struct ReportSummary {
     pub runs: Vec<RunReport>,
     /// One honest line: did a collision-detecting head emerge?
     pub headline: String,
+    /// The LLC around emergence over seeds in words, when runs have llc.h5.
+    pub llc_words: Option<String>,
 }
 
 fn fmt_est(v: f64, lo: f64, hi: f64, digits: usize) -> String {
@@ -259,15 +273,22 @@ pub fn write_report(runs: &[PathBuf], out_dir: Option<&Path>, opts: &ReportOptio
     };
     let mut page = Page::new(&title).style(STYLE);
     page.raw(&format!("<p class=\"headline\">{}</p>\n", esc(&headline)));
+    let llc_section = if multi { llc::seeds_section(runs, &out, &opts.series, opts.fit.level)? } else { None };
     if multi {
         page.raw("<h2>Across seeds</h2>\n");
         page.raw(&seeds_html);
+        if let Some((h, _)) = &llc_section {
+            page.raw(h);
+        }
+    }
+    for s in &opts.extra_sections {
+        page.raw(s);
     }
     page.raw(&body);
     page.raw(&format!("<hr><p class=\"small\">Series: <code>{}</code>. Fits: least squares (Levenberg–Marquardt, several starts) after merging checkpoints closer than {:.0} %; degenerate fits (a parameter on its bound or diverging, a curve collapsed onto a simpler form) are flagged and excluded; forms compared by an AICc adjusted for the residuals' lag-1 autocorrelation (effective sample size n(1−ρ)/(1+ρ)); {:.0} % intervals: profile likelihood for exponents, {}-replicate moving-block bootstrap for the other parameters and the emergence step (all over the checkpoints of one run); over seeds, Student-t intervals of per-seed values. Written by headlab {}.</p>\n", esc(&opts.series), opts.fit.merge_rel * 100.0, opts.fit.level * 100.0, opts.fit.bootstrap, env!("CARGO_PKG_VERSION")));
     let index = out.join("index.html");
     page.write(&index)?;
-    Ok(ReportSummary { index, runs: run_reports, headline })
+    Ok(ReportSummary { index, runs: run_reports, headline, llc_words: llc_section.map(|x| x.1) })
 }
 
 fn headline(runs: &[RunReport]) -> String {
@@ -579,7 +600,7 @@ fn run_section(
                     &llc,
                     &format!("{name}: local learning coefficient beside the collision score"),
                 )?;
-                figs.push((f, "Per head: the collision score (dots, left axis) and the local learning coefficient estimated by SGLD at each checkpoint (red, right axis; per head when `headlab llc --per-head` ran, else the whole model's), with ±2 standard errors over chains. See RUN/llc.png for chain traces.".into()));
+                figs.push((f, "Per head: the collision score (dots, left axis) and the local learning coefficient estimated by SGLD at each checkpoint (red, right axis; per head when `headlab llc --per-head` ran, else the whole model's), with ±2 standard errors over chains; flagged estimates (no step-size plateau, diverged chains, negative, checkpoint not a minimum, unsettled or disagreeing chains) are hollow grey, off the line, and not results. See RUN/llc.png for chain traces and `headlab llc` for the flags.".into()));
             }
             Ok(_) => {}
             Err(e) => tracing::warn!("{}: skipping the LLC figure: {e}", llc_file.display()),

@@ -741,22 +741,28 @@ fn llc_figure_at(
         let score: Vec<(f64, f64)> =
             a.steps.iter().zip(&sc).filter(|p| p.1.is_finite()).map(|(&s, &v)| (s as f64 + 1.0, v)).collect();
         // Per-head LLC when present, else the whole model's.
-        let (lv, ls, which) = match (llc.head_column("llc", l, h), llc.head_column("se", l, h)) {
-            (Some(v), Some(s)) if llc.per_head => (v, s, "head LLC"),
+        let (lv, ls, fl, which) = match (llc.head_column("llc", l, h), llc.head_column("se", l, h)) {
+            (Some(v), Some(s)) if llc.per_head => (v, s, llc.head_flags(l, h), "head LLC"),
             _ => (
                 whole.map(|v| v.to_vec()).unwrap_or_default(),
                 whole_se.map(|v| v.to_vec()).unwrap_or_default(),
+                llc.model.flags.clone(),
                 "whole-model LLC",
             ),
         };
-        let pts: Vec<(f64, f64, f64)> = llc
+        // Flagged estimates (no step-size plateau, negative, ...) are drawn hollow and grey.
+        let flagged: Vec<bool> = (0..llc.steps.len()).map(|i| fl.get(i).copied().unwrap_or(0) != 0).collect();
+        let all: Vec<(f64, f64, f64, bool)> = llc
             .steps
             .iter()
             .zip(lv.iter().zip(ls.iter().chain(std::iter::repeat(&0.0))))
-            .filter(|(_, (v, _))| v.is_finite())
-            .map(|(&s, (&v, &e))| (s as f64 + 1.0, v, if e.is_finite() { e } else { 0.0 }))
+            .zip(&flagged)
+            .filter(|((_, (v, _)), _)| v.is_finite())
+            .map(|((&s, (&v, &e)), &f)| (s as f64 + 1.0, v, if e.is_finite() { e } else { 0.0 }, f))
             .collect();
-        let (mut lo, mut hi) = pts
+        let pts: Vec<(f64, f64, f64)> = all.iter().filter(|p| !p.3).map(|p| (p.0, p.1, p.2)).collect();
+        let bad: Vec<(f64, f64, f64)> = all.iter().filter(|p| p.3).map(|p| (p.0, p.1, p.2)).collect();
+        let (mut lo, mut hi) = all
             .iter()
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1 - 2.0 * p.2), hi.max(p.1 + 2.0 * p.2)));
         if !lo.is_finite() || !hi.is_finite() {
@@ -787,14 +793,25 @@ fn llc_figure_at(
         .map_err(err(path))?;
         ch.draw_secondary_series(LineSeries::new(pts.iter().map(|&(x, v, _)| (x, v)), LLC.stroke_width(2)))
             .map_err(err(path))?;
+        const GREY: RGBColor = RGBColor(120, 120, 120);
+        ch.draw_secondary_series(
+            bad.iter().map(|&(x, v, e)| PathElement::new(vec![(x, v - 2.0 * e), (x, v + 2.0 * e)], GREY.mix(0.5))),
+        )
+        .map_err(err(path))?;
+        ch.draw_secondary_series(bad.iter().map(|&(x, v, _)| Circle::new((x, v), 5, GREY.stroke_width(2))))
+            .map_err(err(path))?;
     }
     let lg = legend.margin(5, 5, 30, 5);
     lg.draw(&Circle::new((10, 10), 4, SCORE.filled())).map_err(err(path))?;
     lg.draw(&Text::new(format!("collision score ({series}), left axis"), (22, 3), ("sans-serif", 15)))
         .map_err(err(path))?;
     lg.draw(&PathElement::new(vec![(380, 10), (405, 10)], LLC.stroke_width(2))).map_err(err(path))?;
-    lg.draw(&Text::new("LLC (SGLD, ±2 SE over chains), right axis", (412, 3), ("sans-serif", 15)))
-        .map_err(err(path))?;
+    lg.draw(&Text::new(
+        "LLC (SGLD, ±2 SE over chains), right axis; hollow grey: flagged, unreliable",
+        (412, 3),
+        ("sans-serif", 15),
+    ))
+    .map_err(err(path))?;
     root.present().map_err(err(path))?;
     Ok(())
 }

@@ -109,6 +109,37 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// A 2D dataset of `n_traj` trajectories × `n_frames` frames of
+    /// `n_particles` disks (radius 0.1, mass 1) resting at the origin, in a
+    /// unit box sampled every 10 sub-steps of 1 ms, with the given event
+    /// table: a fixture for tests and synthetic checks of event-based code.
+    pub fn at_rest_2d(n_traj: usize, n_frames: usize, n_particles: usize, events: Vec<Event>) -> Dataset {
+        let values = n_traj * n_frames * n_particles * 2;
+        Dataset {
+            n_traj,
+            n_frames,
+            n_particles,
+            meta: DatasetMeta {
+                dt: 0.001,
+                stride: 10,
+                dimension: 2,
+                box_size: vec![1.0, 1.0],
+                gravity: 0.0,
+                spring_k: 1.0,
+                damping: 0.0,
+                restitution: f64::NAN,
+                contact_time: 0.01,
+                seed: 0,
+                scene_toml: String::new(),
+            },
+            positions: vec![0.0; values],
+            velocities: vec![0.0; values],
+            radii: vec![0.1; n_traj * n_particles],
+            masses: vec![1.0; n_traj * n_particles],
+            events,
+        }
+    }
+
     /// Spatial dimension (2 or 3).
     pub fn dim(&self) -> usize {
         self.meta.dimension
@@ -264,29 +295,7 @@ mod tests {
     use super::*;
 
     fn ds(events: Vec<Event>) -> Dataset {
-        Dataset {
-            n_traj: 2,
-            n_frames: 10,
-            n_particles: 4,
-            meta: DatasetMeta {
-                dt: 0.001,
-                stride: 10,
-                dimension: 2,
-                box_size: vec![1.0, 1.0],
-                gravity: 0.0,
-                spring_k: 1.0,
-                damping: 0.0,
-                restitution: f64::NAN,
-                contact_time: 0.01,
-                seed: 0,
-                scene_toml: String::new(),
-            },
-            positions: vec![0.0; 2 * 10 * 4 * 2],
-            velocities: vec![0.0; 2 * 10 * 4 * 2],
-            radii: vec![0.1; 8],
-            masses: vec![1.0; 8],
-            events,
-        }
+        Dataset::at_rest_2d(2, 10, 4, events)
     }
 
     fn ev(traj: u32, step: u64, i: i32, j: i32, kind: EventKind) -> Event {

@@ -16,6 +16,11 @@
 //! /heads/<col>       [S, L, H] f64  the same per head (when per_head)
 //! /heads/n_failed    [S, L, H] u32
 //! /heads/delta_trace [S, L, H, C, T] f32
+//! /model/<diag>      [S] f64   (optional) epsilon, gamma (the step used), rhat, drift, drift_z
+//! /model/flags       [S] u32   (optional) reliability flags, bits of headlab_analysis::llc_diag::Flag (0: none)
+//! /model/ladder_<c>  [S, E] f64 (optional) the step-size ladder: epsilon, gamma, llc, se, n_failed
+//!                    (E = ladder_len attr; unused rungs NaN)
+//! /heads/<diag>, /heads/flags [S, L, H]; /heads/ladder_<c> [S, L, H, E]  the same per head
 //! /warnings          attrs: step_XXXXXXXX = warnings of that checkpoint, one per line
 //! /calibration       (optional) epsilon [E], gamma [G], llc/se [G, E] f64, n_failed [G, E] u32;
 //!                    attrs: step, note, recommended_epsilon, recommended_gamma (NaN if none)
@@ -32,11 +37,25 @@ use crate::{FileKind, StoreError};
 /// Scalar columns stored for the whole model and per head.
 pub const LLC_COLUMNS: [&str; 5] = ["llc", "se", "std", "llc_all_steps", "llc_unpaired"];
 
+/// Diagnostic columns stored for the whole model and per head (absent in
+/// files written before they existed: read as NaN).
+pub const LLC_DIAG_COLUMNS: [&str; 5] = ["epsilon", "gamma", "rhat", "drift", "drift_z"];
+
+/// Columns of a step-size ladder (one value per rung).
+pub const LLC_LADDER_COLUMNS: [&str; 5] = ["epsilon", "gamma", "llc", "se", "n_failed"];
+
 /// Per-step values of one kind of estimate (whole model: one per step; heads: L×H per step).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LlcTable {
     /// column name (see [`LLC_COLUMNS`]) → values, step-major.
     pub columns: BTreeMap<String, Vec<f64>>,
+    /// diagnostic column (see [`LLC_DIAG_COLUMNS`]) → values, step-major.
+    pub diag: BTreeMap<String, Vec<f64>>,
+    /// Reliability flags per entry, step-major (0: reliable).
+    pub flags: Vec<u32>,
+    /// ladder column (see [`LLC_LADDER_COLUMNS`]) → values, step-major,
+    /// then entry, then rung ([`LlcSeries::ladder_len`] per entry).
+    pub ladder: BTreeMap<String, Vec<f64>>,
     /// Failed chains per entry, step-major.
     pub n_failed: Vec<u32>,
     /// Step-major, then (layer, head), then chain, then trace point.
@@ -83,6 +102,8 @@ pub struct LlcSeries {
     pub trace_block: usize,
     /// Whether per-head estimates were made.
     pub per_head: bool,
+    /// Rungs stored per step-size ladder (0: no ladders).
+    pub ladder_len: usize,
     /// Checkpoint steps, increasing.
     pub steps: Vec<u64>,
     /// Training samples n per step (the LLC's n).
@@ -122,6 +143,18 @@ pub struct LlcStep {
     pub heads_failed: Vec<u32>,
     /// [L, H, C, T]
     pub heads_delta_trace: Vec<f32>,
+    /// diagnostic column → value (whole model; missing ones are NaN).
+    pub model_diag: BTreeMap<String, f64>,
+    /// Whole-model flags.
+    pub model_flags: u32,
+    /// ladder column → [E] (whole model; padded with NaN to the series' ladder_len).
+    pub model_ladder: BTreeMap<String, Vec<f64>>,
+    /// diagnostic column → [L*H].
+    pub heads_diag: BTreeMap<String, Vec<f64>>,
+    /// [L*H] flags per head.
+    pub heads_flags: Vec<u32>,
+    /// ladder column → [L*H*E].
+    pub heads_ladder: BTreeMap<String, Vec<f64>>,
     /// Newline-separated warnings.
     pub warnings: String,
 }
@@ -159,6 +192,15 @@ impl LlcSeries {
         self.model.n_failed.insert(i, s.model_failed);
         splice(&mut self.model.delta_trace, i * ct, &s.model_delta_trace);
         splice(&mut self.model.loss_trace, i * ct, &s.model_loss_trace);
+        for c in LLC_DIAG_COLUMNS {
+            self.model.diag.entry(c.into()).or_default().insert(i, *s.model_diag.get(c).unwrap_or(&f64::NAN));
+        }
+        self.model.flags.insert(i, s.model_flags);
+        let e = self.ladder_len;
+        for c in LLC_LADDER_COLUMNS {
+            let v = padded(s.model_ladder.get(c), 1, e)?;
+            splice(self.model.ladder.entry(c.into()).or_default(), i * e, &v);
+        }
         if self.per_head {
             for c in LLC_COLUMNS {
                 let v = s.heads.get(c).cloned().unwrap_or_else(|| vec![f64::NAN; lh]);
@@ -166,6 +208,16 @@ impl LlcSeries {
             }
             splice(&mut self.heads.n_failed, i * lh, &s.heads_failed);
             splice(&mut self.heads.delta_trace, i * lh * ct, &s.heads_delta_trace);
+            for c in LLC_DIAG_COLUMNS {
+                let v = s.heads_diag.get(c).cloned().unwrap_or_else(|| vec![f64::NAN; lh]);
+                splice(self.heads.diag.entry(c.into()).or_default(), i * lh, &v);
+            }
+            let f = if s.heads_flags.len() == lh { s.heads_flags.clone() } else { vec![0; lh] };
+            splice(&mut self.heads.flags, i * lh, &f);
+            for c in LLC_LADDER_COLUMNS {
+                let v = padded(s.heads_ladder.get(c), lh, e)?;
+                splice(self.heads.ladder.entry(c.into()).or_default(), i * lh * e, &v);
+            }
         }
         Ok(())
     }
@@ -182,13 +234,50 @@ impl LlcSeries {
         self.model.n_failed.remove(i);
         self.model.delta_trace.drain(i * ct..(i + 1) * ct);
         self.model.loss_trace.drain(i * ct..(i + 1) * ct);
+        for v in self.model.diag.values_mut() {
+            v.remove(i);
+        }
+        self.model.flags.remove(i);
+        let e = self.ladder_len;
+        for v in self.model.ladder.values_mut() {
+            v.drain(i * e..(i + 1) * e);
+        }
         if self.per_head {
-            for v in self.heads.columns.values_mut() {
+            for v in self.heads.columns.values_mut().chain(self.heads.diag.values_mut()) {
                 v.drain(i * lh..(i + 1) * lh);
             }
             self.heads.n_failed.drain(i * lh..(i + 1) * lh);
+            self.heads.flags.drain(i * lh..(i + 1) * lh);
             self.heads.delta_trace.drain(i * lh * ct..(i + 1) * lh * ct);
+            for v in self.heads.ladder.values_mut() {
+                v.drain(i * lh * e..(i + 1) * lh * e);
+            }
         }
+    }
+
+    /// Whole-model diagnostic column over steps.
+    pub fn model_diag(&self, name: &str) -> Option<&[f64]> {
+        self.model.diag.get(name).map(|v| v.as_slice())
+    }
+
+    /// One head's flags over steps (zeros when none were stored).
+    pub fn head_flags(&self, layer: usize, head: usize) -> Vec<u32> {
+        let lh = self.n_layers * self.n_heads;
+        (0..self.steps.len())
+            .map(|s| self.heads.flags.get(s * lh + layer * self.n_heads + head).copied().unwrap_or(0))
+            .collect()
+    }
+
+    /// The whole model's step-size ladder at step index `s`: per rung
+    /// (ε, γ, llc, se, failed chains), unused rungs left out.
+    pub fn model_ladder(&self, s: usize) -> Vec<[f64; 5]> {
+        ladder_rows(&self.model.ladder, s, self.ladder_len)
+    }
+
+    /// One head's ladder at step index `s` (as [`LlcSeries::model_ladder`]).
+    pub fn head_ladder(&self, s: usize, layer: usize, head: usize) -> Vec<[f64; 5]> {
+        let lh = self.n_layers * self.n_heads;
+        ladder_rows(&self.heads.ladder, s * lh + layer * self.n_heads + head, self.ladder_len)
     }
 
     /// Whole-model column over steps.
@@ -202,6 +291,29 @@ impl LlcSeries {
         let v = self.heads.columns.get(name)?;
         Some((0..self.steps.len()).map(|s| v[s * lh + layer * self.n_heads + head]).collect())
     }
+}
+
+fn ladder_rows(t: &BTreeMap<String, Vec<f64>>, entry: usize, e: usize) -> Vec<[f64; 5]> {
+    (0..e)
+        .map(|r| {
+            let mut row = [f64::NAN; 5];
+            for (k, c) in LLC_LADDER_COLUMNS.iter().enumerate() {
+                row[k] = t.get(*c).and_then(|v| v.get(entry * e + r)).copied().unwrap_or(f64::NAN);
+            }
+            row
+        })
+        .filter(|row| row[0].is_finite())
+        .collect()
+}
+
+/// `entries` ladders of at most `e` rungs each, padded with NaN to `e`.
+fn padded(v: Option<&Vec<f64>>, entries: usize, e: usize) -> Result<Vec<f64>, String> {
+    let Some(v) = v else { return Ok(vec![f64::NAN; entries * e]) };
+    if entries == 0 || !v.len().is_multiple_of(entries) || v.len() / entries > e {
+        return Err(format!("a ladder of {} values for {entries} estimates exceeds ladder_len {e}", v.len()));
+    }
+    let per = v.len() / entries;
+    Ok((0..entries).flat_map(|k| (0..e).map(move |r| if r < per { v[k * per + r] } else { f64::NAN })).collect())
 }
 
 fn splice<T: Clone>(v: &mut Vec<T>, at: usize, items: &[T]) {
@@ -222,6 +334,7 @@ pub fn write_llc(path: &Path, a: &LlcSeries) -> Result<(), StoreError> {
         set_attr(file, path, "trace_len", t as u64)?;
         set_attr(file, path, "trace_block", a.trace_block as u64)?;
         set_attr(file, path, "per_head", a.per_head as u8)?;
+        set_attr(file, path, "ladder_len", a.ladder_len as u64)?;
         write_array(file, path, "steps", &a.steps, &[s])?;
         write_array(file, path, "n_samples", &a.n_samples, &[s])?;
         write_array(file, path, "n_beta", &a.n_beta, &[s])?;
@@ -233,6 +346,7 @@ pub fn write_llc(path: &Path, a: &LlcSeries) -> Result<(), StoreError> {
         write_array(&mg, path, "n_failed", &a.model.n_failed, &[s])?;
         write_array(&mg, path, "delta_trace", &a.model.delta_trace, &[s, c, t])?;
         write_array(&mg, path, "loss_trace", &a.model.loss_trace, &[s, c, t])?;
+        write_diag(&mg, path, &a.model, &[s], a.ladder_len)?;
         if a.per_head {
             let hg = ctx.h5("heads", file.create_group("heads"))?;
             for name in LLC_COLUMNS {
@@ -241,6 +355,7 @@ pub fn write_llc(path: &Path, a: &LlcSeries) -> Result<(), StoreError> {
             }
             write_array(&hg, path, "n_failed", &a.heads.n_failed, &[s, l, h])?;
             write_array(&hg, path, "delta_trace", &a.heads.delta_trace, &[s, l, h, c, t])?;
+            write_diag(&hg, path, &a.heads, &[s, l, h], a.ladder_len)?;
         }
         let wg = ctx.h5("warnings", file.create_group("warnings"))?;
         for (st, w) in a.steps.iter().zip(&a.warnings) {
@@ -264,6 +379,53 @@ pub fn write_llc(path: &Path, a: &LlcSeries) -> Result<(), StoreError> {
     })
 }
 
+/// The diagnostic columns, flags and ladders of a table of shape `dims`.
+fn write_diag(g: &hdf5::Group, path: &Path, t: &LlcTable, dims: &[usize], e: usize) -> Result<(), StoreError> {
+    let n: usize = dims.iter().product();
+    for name in LLC_DIAG_COLUMNS {
+        let v = t.diag.get(name).cloned().unwrap_or_else(|| vec![f64::NAN; n]);
+        write_array(g, path, name, &v, dims)?;
+    }
+    let f = if t.flags.len() == n { t.flags.clone() } else { vec![0; n] };
+    write_array(g, path, "flags", &f, dims)?;
+    if e > 0 {
+        let mut ld = dims.to_vec();
+        ld.push(e);
+        for name in LLC_LADDER_COLUMNS {
+            let v = t.ladder.get(name).cloned().unwrap_or_else(|| vec![f64::NAN; n * e]);
+            write_array(g, path, &format!("ladder_{name}"), &v, &ld)?;
+        }
+    }
+    Ok(())
+}
+
+/// Read what [`write_diag`] wrote; files from before it existed give NaN
+/// columns, no flags and no ladders.
+fn read_diag(g: &hdf5::Group, path: &Path, t: &mut LlcTable, n: usize, e: usize) -> Result<(), StoreError> {
+    for name in LLC_DIAG_COLUMNS {
+        let v = if g.link_exists(name) { read_array::<f64>(g, path, name, None)?.0 } else { vec![f64::NAN; n] };
+        if v.len() != n {
+            return Err(Ctx(path).invalid(name, format!("{} values", v.len()), format!("{n}")));
+        }
+        t.diag.insert(name.into(), v);
+    }
+    t.flags = if g.link_exists("flags") { read_array::<u32>(g, path, "flags", None)?.0 } else { vec![0; n] };
+    if t.flags.len() != n {
+        return Err(Ctx(path).invalid("flags", format!("{} values", t.flags.len()), format!("{n}")));
+    }
+    if e > 0 {
+        for name in LLC_LADDER_COLUMNS {
+            let key = format!("ladder_{name}");
+            let v = read_array::<f64>(g, path, &key, None)?.0;
+            if v.len() != n * e {
+                return Err(Ctx(path).invalid(&key, format!("{} values", v.len()), format!("{}", n * e)));
+            }
+            t.ladder.insert(name.into(), v);
+        }
+    }
+    Ok(())
+}
+
 /// Read `RUN/llc.h5`.
 pub fn read_llc(path: &Path) -> Result<LlcSeries, StoreError> {
     let (file, _) = open_kind(path, Some(FileKind::Analysis))?;
@@ -278,6 +440,11 @@ pub fn read_llc(path: &Path) -> Result<LlcSeries, StoreError> {
         trace_len: get_attr::<u64>(&file, path, "trace_len")? as usize,
         trace_block: get_attr::<u64>(&file, path, "trace_block")? as usize,
         per_head,
+        ladder_len: if file.attr("ladder_len").is_ok() {
+            get_attr::<u64>(&file, path, "ladder_len")? as usize
+        } else {
+            0
+        },
         steps: read_array(&file, path, "steps", Some(1))?.0,
         n_samples: read_array(&file, path, "n_samples", Some(1))?.0,
         n_beta: read_array(&file, path, "n_beta", Some(1))?.0,
@@ -301,8 +468,10 @@ pub fn read_llc(path: &Path) -> Result<LlcSeries, StoreError> {
         Ok(t)
     };
     a.model = read_table(&grp("model")?, 1, true)?;
+    read_diag(&grp("model")?, path, &mut a.model, s, a.ladder_len)?;
     if per_head {
         a.heads = read_table(&grp("heads")?, 3, false)?;
+        read_diag(&grp("heads")?, path, &mut a.heads, s * a.n_layers * a.n_heads, a.ladder_len)?;
     }
     let wg = grp("warnings")?;
     a.warnings = a
@@ -343,6 +512,12 @@ mod tests {
             heads: LLC_COLUMNS.iter().map(|c| (c.to_string(), vec![v / 10.0; lh])).collect(),
             heads_failed: vec![0; lh],
             heads_delta_trace: vec![1.0; lh * ct],
+            model_diag: LLC_DIAG_COLUMNS.iter().map(|c| (c.to_string(), v + 0.5)).collect(),
+            model_flags: 5,
+            model_ladder: LLC_LADDER_COLUMNS.iter().map(|c| (c.to_string(), vec![v; 2])).collect(),
+            heads_diag: LLC_DIAG_COLUMNS.iter().map(|c| (c.to_string(), vec![v; lh])).collect(),
+            heads_flags: vec![st as u32; lh],
+            heads_ladder: LLC_LADDER_COLUMNS.iter().map(|c| (c.to_string(), vec![v; 3 * lh])).collect(),
             warnings: format!("w{st}"),
         }
     }
@@ -359,6 +534,7 @@ mod tests {
             trace_len: 4,
             trace_block: 1,
             per_head: true,
+            ladder_len: 3,
             ..Default::default()
         };
         a.add_step(step(20, 2.0, 6, 8)).unwrap();
@@ -377,10 +553,30 @@ mod tests {
         });
         write_llc(&p, &a).unwrap();
         let b = read_llc(&p).unwrap();
-        assert_eq!(a, b);
+        // NaN-padded ladders: compare bit patterns through Debug (NaN != NaN under ==).
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
         assert_eq!(b.steps, vec![10, 20]);
         assert_eq!(b.model_column("llc").unwrap(), &[1.0, 3.0]);
         assert_eq!(b.head_column("llc", 1, 2).unwrap(), vec![0.1, 0.3]);
         assert_eq!(b.warnings, vec!["w10".to_string(), "w20".to_string()]);
+        assert_eq!(b.model_diag("rhat").unwrap(), &[1.5, 3.5]);
+        assert_eq!(b.model.flags, vec![5, 5]);
+        assert_eq!(b.head_flags(1, 2), vec![10, 20]);
+        // Whole-model ladders of 2 rungs are padded to 3 (and the padding left out).
+        assert_eq!(b.model_ladder(1), vec![[3.0; 5]; 2]);
+        assert_eq!(b.head_ladder(0, 0, 1).len(), 3);
+        // A series without diagnostics or ladders reads back with NaN columns, no flags, no ladders.
+        let mut old = a.clone();
+        old.ladder_len = 0;
+        old.model.diag.clear();
+        old.model.flags.clear();
+        old.model.ladder.clear();
+        old.heads.diag.clear();
+        old.heads.flags.clear();
+        old.heads.ladder.clear();
+        write_llc(&p, &old).unwrap();
+        let c = read_llc(&p).unwrap();
+        assert_eq!(c.model.flags, vec![0, 0]);
+        assert!(c.model_ladder(0).is_empty());
     }
 }

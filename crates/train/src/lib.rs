@@ -308,6 +308,7 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
         written.push(p);
     }
 
+    let mut replicas = shard_replicas(cfg, &model, threads)?;
     let bar = if opts.progress { indicatif::ProgressBar::new(cfg.steps) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
@@ -328,7 +329,7 @@ pub fn train(cfg: &TrainConfig, dataset: &Dataset, run_dir: &Path, opts: &RunOpt
         if cfg.model.dropout > 0.0 {
             tch::manual_seed(derive_seed(cfg.seed, Stream::Dropout { step }) as i64);
         }
-        let (loss_v, gnorm) = train_step(cfg, &model, &mut opt, &data, &mut rng, lr)?;
+        let (loss_v, gnorm) = train_step_with(cfg, &model, &mut replicas, &mut opt, &data, &mut rng, lr)?;
         if !loss_v.is_finite() || !gnorm.is_finite() {
             bar.abandon();
             // The loss history up to the blow-up, for diagnosis (a resume
@@ -491,16 +492,129 @@ pub fn train_step(
     rng: &mut ChaCha8Rng,
     lr: f64,
 ) -> Result<(f64, f64)> {
+    train_step_with(cfg, model, &mut Vec::new(), opt, data, rng, lr)
+}
+
+/// The replicas that [`train_step_with`] runs the batch's other shards on:
+/// with `threads` ≥ 2 on the CPU, `threads - 1` models sharing `model`'s
+/// weights ([`Model::share`]), so that the batch is split into `threads`
+/// shards whose forward and backward passes run at the same time on their
+/// own OS threads, each with one libtorch thread (data parallelism: on small
+/// models it scales better than splitting every small operation between
+/// threads). None (every operation split between libtorch's threads as
+/// usual) with one thread, on CUDA, with dropout (its random stream is
+/// global) or when the batch has fewer than 8 frames per shard.
+pub fn shard_replicas(cfg: &TrainConfig, model: &Model, threads: usize) -> Result<Vec<Model>> {
+    if threads < 2 || model.device() != Device::Cpu || cfg.model.dropout > 0.0 || cfg.batch_size < 8 * threads {
+        return Ok(Vec::new());
+    }
+    Ok((1..threads).map(|_| model.share()).collect::<Result<Vec<_>, _>>()?)
+}
+
+/// [`train_step`] with the batch split over `model` and `replicas` (see
+/// [`shard_replicas`]; empty: one pass over the whole batch). The loss and
+/// gradient are the shard-size-weighted means of the shards' (the same as
+/// over the whole batch, up to rounding).
+pub fn train_step_with(
+    cfg: &TrainConfig,
+    model: &Model,
+    replicas: &mut Vec<Model>,
+    opt: &mut Optimizer,
+    data: &TrainData,
+    rng: &mut ChaCha8Rng,
+    lr: f64,
+) -> Result<(f64, f64)> {
     let rows = data.sample_rows(rng, cfg.batch_size);
     let (x, y) = data.batch(&rows, cfg.noise, rng);
-    let loss = model.loss(&x, &y, true)?;
-    let mut grad = model.flat_grad(&loss);
-    let loss_v = loss.double_value(&[]);
-    let gnorm = optim::clip_grad(&mut grad, cfg.optimizer.clip);
-    if loss_v.is_finite() && gnorm.is_finite() {
-        opt.update(model, &grad, lr);
-    }
+    let (loss_v, grad) = if replicas.is_empty() {
+        let loss = model.loss(&x, &y, true)?;
+        let grad = model.flat_grad(&loss);
+        (loss.double_value(&[]), grad)
+    } else {
+        sharded_loss_grad(model, replicas, &x, &y)?
+    };
+    let gnorm = opt.clip_and_update(model, &grad, lr, cfg.optimizer.clip, loss_v.is_finite());
     Ok((loss_v, gnorm))
+}
+
+/// Loss and flat gradient of (x, y) split into `1 + replicas.len()` shards,
+/// the first on this thread, each other on its own thread and replica, every
+/// one with a single libtorch thread; the caller's libtorch thread count is
+/// restored afterwards.
+fn sharded_loss_grad(
+    model: &Model,
+    replicas: &mut Vec<Model>,
+    x: &tch::Tensor,
+    y: &tch::Tensor,
+) -> Result<(f64, tch::Tensor)> {
+    let k = replicas.len() + 1;
+    let b = x.size()[0];
+    let threads_before = tch::get_num_threads();
+    let (base, extra) = (b / k as i64, b % k as i64);
+    let mut shards = Vec::with_capacity(k);
+    let mut start = 0;
+    for i in 0..k as i64 {
+        let len = base + i64::from(i < extra);
+        shards.push((x.narrow(0, start, len), y.narrow(0, start, len), len as f64 / b as f64));
+        start += len;
+    }
+    let pass = |m: &Model, x: &tch::Tensor, y: &tch::Tensor| -> Result<(f64, tch::Tensor)> {
+        tch::set_num_threads(1);
+        let loss = m.loss(x, y, true)?;
+        let grad = m.flat_grad(&loss);
+        Ok((loss.double_value(&[]), grad))
+    };
+    let mut rest = shards.split_off(1);
+    let (x0, y0, w0) = shards.remove(0);
+    let taken: Vec<Model> = std::mem::take(replicas);
+    let (first, others) = std::thread::scope(|s| {
+        let handles: Vec<_> = taken
+            .into_iter()
+            .zip(rest.drain(..))
+            .map(|(rep, (xs, ys, w))| {
+                s.spawn(move || {
+                    let r = pass(&rep, &xs, &ys);
+                    (rep, r, w)
+                })
+            })
+            .collect();
+        let first = pass(model, &x0, &y0);
+        (first, handles.into_iter().map(|h| h.join()).collect::<Vec<_>>())
+    });
+    let (l0, grad) = first?;
+    let mut loss = l0 * w0;
+    let mut scaled = false;
+    for joined in others {
+        let (rep, r, w) = joined.map_err(|_| TrainError::Data("a training shard's thread panicked".into()))?;
+        replicas.push(rep);
+        let (l, g) = r?;
+        loss += l * w;
+        // grad = w0 g0 + Σ w g, in one pass per shard (still on one libtorch
+        // thread: a pass over the model is too small to split).
+        let done = tch::no_grad(|| {
+            // SAFETY: two distinct gradient tensors (checked), owned here.
+            match unsafe { optim::fused_slices([&grad, &g]) } {
+                Some([acc, gs]) => {
+                    let (a, b) = (if scaled { 1.0 } else { w0 as f32 }, w as f32);
+                    for (acc, &gv) in acc.iter_mut().zip(gs.iter()) {
+                        *acc = *acc * a + gv * b;
+                    }
+                    true
+                }
+                None => false,
+            }
+        });
+        if !done {
+            let mut acc = grad.shallow_clone();
+            if !scaled {
+                let _ = acc.g_mul_scalar_(w0);
+            }
+            let _ = acc.g_add_(&(g * w));
+        }
+        scaled = true;
+    }
+    tch::set_num_threads(threads_before);
+    Ok((loss, grad))
 }
 
 /// One gradient-noise measurement on the current weights (see

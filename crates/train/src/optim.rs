@@ -3,6 +3,12 @@
 //! (two flat tensors and a step count) that is trivial to save, so resuming
 //! is bit-identical. The arithmetic follows torch.optim's single-tensor code.
 //!
+//! On the CPU, [`Optimizer::clip_and_update`] does the whole step (the
+//! global gradient norm, clipping and the update) in two passes over the
+//! flat buffers in plain Rust, instead of about fifteen libtorch operations
+//! that each read and write the whole model; elsewhere (CUDA, other kinds)
+//! it falls back to the tensor operations of [`Optimizer::update_tensor`].
+//!
 //! This is the one optimizer of the workspace: the lens toys, whose
 //! parameters are separate tensors, hold one [`Optimizer`] per tensor
 //! ([`Optimizer::for_tensor`], [`Optimizer::update_tensor`]).
@@ -84,6 +90,82 @@ impl Optimizer {
         }
     }
 
+    /// One training update of the model's flat buffer: the global L2 norm of
+    /// `grad` (returned), clipping to `clip` like
+    /// torch.nn.utils.clip_grad_norm_ (coefficient clip/(norm+1e-6), capped
+    /// at 1; `clip = 0`: none), then the update with learning rate `lr`,
+    /// taken only when the norm is finite and `apply` is true (the caller
+    /// passes whether the loss is finite). `grad` is left as it was.
+    ///
+    /// On the CPU (contiguous f32 buffers) this is two fused passes in Rust;
+    /// otherwise the tensor operations of [`clip_grad`] and
+    /// [`Optimizer::update_tensor`]. Both follow torch.optim's arithmetic in
+    /// f32; the norm is accumulated in f64 on the fused path.
+    pub fn clip_and_update(&mut self, model: &Model, grad: &Tensor, lr: f64, clip: f64, apply: bool) -> f64 {
+        let param = model.flat_params();
+        let fused = tch::no_grad(|| {
+            // SAFETY: the four buffers are distinct (checked: different
+            // storage), contiguous f32 tensors on the CPU of equal length,
+            // and nothing else touches them during this call.
+            unsafe { fused_slices([param, grad, &self.m, &self.v]) }
+        });
+        let Some([p, g, m, v]) = fused else {
+            let mut g = grad.copy();
+            let norm = clip_grad(&mut g, clip);
+            if apply && norm.is_finite() {
+                self.update_tensor(param, &g, lr);
+            }
+            return norm;
+        };
+        let norm = g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
+        if !(apply && norm.is_finite()) {
+            return norm;
+        }
+        let coef = if clip > 0.0 { (clip / (norm + 1e-6)).min(1.0) as f32 } else { 1.0 };
+        self.step += 1;
+        let c = &self.cfg;
+        let (wd, lr32) = (c.weight_decay as f32, lr as f32);
+        match c.kind {
+            OptimizerKind::Sgd => {
+                let mom = c.momentum as f32;
+                for ((p, &g), m) in p.iter_mut().zip(g.iter()).zip(m.iter_mut()) {
+                    let mut gi = g * coef;
+                    if wd > 0.0 {
+                        gi += *p * wd;
+                    }
+                    *m = *m * mom + gi;
+                    *p -= *m * lr32;
+                }
+            }
+            OptimizerKind::Adam | OptimizerKind::Adamw => {
+                let t = self.step as i32;
+                let b2 = c.beta2 as f32;
+                let bc1 = 1.0 - c.beta1.powi(t);
+                let bc2_sqrt = ((1.0 - c.beta2.powi(t)).sqrt()) as f32;
+                let step_size = (lr / bc1) as f32;
+                let eps = c.eps as f32;
+                let decoupled = c.kind == OptimizerKind::Adamw && wd > 0.0;
+                let l2 = c.kind == OptimizerKind::Adam && wd > 0.0;
+                let shrink = (1.0 - lr * c.weight_decay) as f32;
+                let (w1, w2) = ((1.0 - c.beta1) as f32, (1.0 - c.beta2) as f32);
+                for (((p, &g), m), v) in p.iter_mut().zip(g.iter()).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    let mut gi = g * coef;
+                    if l2 {
+                        gi += *p * wd;
+                    }
+                    if decoupled {
+                        *p *= shrink;
+                    }
+                    *m += (gi - *m) * w1;
+                    *v = *v * b2 + gi * gi * w2;
+                    let denom = v.sqrt() / bc2_sqrt + eps;
+                    *p -= step_size * (*m / denom);
+                }
+            }
+        }
+        norm
+    }
+
     /// The moment buffers as named arrays, for a checkpoint.
     pub fn state(&self, model: &Model) -> Result<OptimizerState> {
         let bufs = [&self.m, &self.v];
@@ -157,4 +239,37 @@ pub fn clip_grad(grad: &mut Tensor, clip: f64) -> f64 {
         let _ = grad.g_mul_scalar_(coef);
     }
     norm
+}
+
+/// Mutable f32 slices over K tensors when each is a contiguous f32 CPU
+/// tensor of the same length and no two share a storage; `None` otherwise.
+///
+/// # Safety
+/// The caller must make sure that nothing else reads or writes these
+/// tensors while the slices live.
+pub(crate) unsafe fn fused_slices<'a, const K: usize>(ts: [&'a Tensor; K]) -> Option<[&'a mut [f32]; K]> {
+    let n = ts[0].numel();
+    for t in ts {
+        if t.device() != tch::Device::Cpu || t.kind() != Kind::Float || !t.is_contiguous() || t.numel() != n {
+            return None;
+        }
+    }
+    let ptrs = ts.map(|t| t.data_ptr() as *mut f32);
+    for i in 0..K {
+        if ptrs[i].is_null() && n > 0 {
+            return None;
+        }
+        for j in i + 1..K {
+            let (a, b) = (ptrs[i] as usize, ptrs[j] as usize);
+            let bytes = n * std::mem::size_of::<f32>();
+            if a < b + bytes && b < a + bytes {
+                return None;
+            }
+        }
+    }
+    if n == 0 {
+        return None;
+    }
+    // SAFETY: checked above: non-null, contiguous f32 of length n, pairwise disjoint.
+    Some(ptrs.map(|p| unsafe { std::slice::from_raw_parts_mut(p, n) }))
 }

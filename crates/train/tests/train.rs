@@ -30,8 +30,13 @@ fn small_cfg(steps: u64) -> TrainConfig {
 #[test]
 fn resume_is_bit_identical() {
     let ds = toy_dataset(6, 25, 6, 1);
-    for (kind, noise) in [(OptimizerKind::Adam, 0.3), (OptimizerKind::Sgd, 0.0)] {
+    // Two threads: the batch is split over data-parallel shards (where the
+    // machine has two cores).
+    for (kind, noise, threads) in
+        [(OptimizerKind::Adam, 0.3, 1), (OptimizerKind::Sgd, 0.0, 1), (OptimizerKind::Adam, 0.0, 2)]
+    {
         let mut cfg = small_cfg(200);
+        cfg.threads = threads;
         cfg.optimizer.kind = kind;
         cfg.optimizer.weight_decay = 1e-3;
         cfg.noise = noise;
@@ -276,4 +281,46 @@ fn gradient_noise_measurement_is_finite_and_leaves_training_unchanged() {
         // Standardized coordinates over K = 8 samples are bounded by (K-1)/sqrt(K).
         assert!(r.coord_abs_max <= 7.0 / 8f64.sqrt() + 1e-9, "{}", r.coord_abs_max);
     }
+}
+
+/// With two threads the batch is split over the model and a replica
+/// sharing its weights (data parallelism): one SGD step (lr 1, no momentum,
+/// no clipping, so the update is minus the gradient) moves the weights as
+/// one pass over the whole batch does, up to rounding; repeated sharded
+/// steps are bit-for-bit deterministic.
+#[test]
+fn sharded_steps_match_one_pass_and_are_deterministic() {
+    use rand::SeedableRng;
+    let ds = toy_dataset(6, 25, 6, 3);
+    let mut cfg = small_cfg(10);
+    cfg.optimizer =
+        OptimizerConfig { kind: OptimizerKind::Sgd, lr: 1.0, momentum: 0.0, clip: 0.0, ..Default::default() };
+    let dev = tch::Device::Cpu;
+    let (tr, va) = split_trajectories(ds.n_traj, cfg.val_fraction, cfg.seed).unwrap();
+    let data = TrainData::new(&ds, tr, va, None, true, dev).unwrap();
+    let run = |sharded: bool, steps: usize| -> (tch::Tensor, tch::Tensor, Vec<f64>) {
+        let model = headlab_model::Model::new(cfg.model.clone(), data.norm.clone(), 4, dev).unwrap();
+        let before = model.flat_params().copy();
+        let mut reps = if sharded { shard_replicas(&cfg, &model, 2).unwrap() } else { vec![] };
+        assert_eq!(reps.len(), usize::from(sharded));
+        let mut opt = Optimizer::new(cfg.optimizer.clone(), &model);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let losses = (0..steps)
+            .map(|_| train_step_with(&cfg, &model, &mut reps, &mut opt, &data, &mut rng, 1.0).unwrap().0)
+            .collect();
+        (before, model.flat_params().copy(), losses)
+    };
+    let (p0, p_one, l_one) = run(false, 1);
+    let (_, p_sh, l_sh) = run(true, 1);
+    let g = &p0 - &p_one; // the gradient of the whole batch
+    let scale = g.abs().max().double_value(&[]);
+    assert!(scale > 1e-3, "the step moved nothing");
+    let d = (&p_sh - &p_one).abs().max().double_value(&[]);
+    assert!(d <= 1e-5 * scale, "sharded gradient differs by {d} (largest |g| {scale})");
+    assert!((l_sh[0] - l_one[0]).abs() <= 1e-6 * l_one[0].abs(), "loss {} vs {}", l_sh[0], l_one[0]);
+    // Deterministic: the same sharded run twice is bit-identical.
+    let (_, a, la) = run(true, 5);
+    let (_, b, lb) = run(true, 5);
+    assert_eq!((&a - &b).abs().max().double_value(&[]), 0.0);
+    assert_eq!(la, lb);
 }

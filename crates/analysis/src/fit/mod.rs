@@ -25,6 +25,7 @@
 
 pub mod forms;
 mod lm;
+pub mod predict;
 pub mod seeds;
 pub mod stats;
 pub mod text;

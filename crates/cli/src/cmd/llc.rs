@@ -2,12 +2,79 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use headlab_probe::llc::model::{steps_per_checkpoint, CheckpointLlcOptions};
+use headlab_analysis::llc_diag::flag_codes;
+use headlab_probe::llc::model::{steps_per_checkpoint, CheckpointLlcOptions, LossConvention};
 use headlab_probe::llc::plot::plot_llc;
 use headlab_probe::llc::run::{calibrate_run, llc_run, select_checkpoints, LlcRunOptions};
+use headlab_probe::llc::select::LadderConfig;
 use headlab_probe::llc::LlcConfig;
 use headlab_store::checkpoint::list_checkpoints;
-use headlab_store::llc::{llc_path, read_llc};
+use headlab_store::llc::{llc_path, read_llc, LlcSeries};
+
+fn parse_loss(s: &str) -> Result<LossConvention, String> {
+    LossConvention::parse(s).ok_or_else(|| format!("`{s}`: expected frame, particle or mse"))
+}
+
+/// The ladder of an LLC run given by the command line: none when ε is fixed.
+pub fn ladder_from(fixed: bool, epsilons: &[f64], chains: Option<usize>, draws: Option<usize>) -> Option<LadderConfig> {
+    if fixed {
+        return None;
+    }
+    let mut lc = LadderConfig::default();
+    if !epsilons.is_empty() {
+        lc.epsilons = epsilons.to_vec();
+    }
+    if let Some(c) = chains {
+        lc.chains = c;
+    }
+    if let Some(d) = draws {
+        lc.draws = d;
+    }
+    Some(lc)
+}
+
+/// The whole-model estimates of a series as a table: flagged ones in
+/// brackets with their flags, those without a step-size plateau marked
+/// UNRELIABLE (never printed as a plain result).
+pub fn llc_table(series: &LlcSeries) -> String {
+    let mut out = format!("{:>10} {:>14} {:>8} {:>9} {:>7}  {}\n", "step", "llc", "se", "epsilon", "failed", "flags");
+    let col = |n: &str| series.model_column(n).unwrap_or(&[]).to_vec();
+    let (llc_v, se_v) = (col("llc"), col("se"));
+    let eps = series.model_diag("epsilon").unwrap_or(&[]).to_vec();
+    for (i, st) in series.steps.iter().enumerate() {
+        let flags = series.model.flags.get(i).copied().unwrap_or(0);
+        let v = if flags == 0 { format!("{:.3}", llc_v[i]) } else { format!("[{:.3}]", llc_v[i]) };
+        let note = if flags & 1 != 0 {
+            format!("UNRELIABLE: no step-size plateau; {}", flag_codes(flags))
+        } else if flags != 0 {
+            format!("flagged: {}", flag_codes(flags))
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "{:>10} {:>14} {:>8.3} {:>9.1e} {:>7}  {}\n",
+            st,
+            v,
+            se_v[i],
+            eps.get(i).copied().unwrap_or(f64::NAN),
+            series.model.n_failed[i],
+            note
+        ));
+        if series.per_head {
+            let bad: Vec<String> = (0..series.n_layers)
+                .flat_map(|l| (0..series.n_heads).map(move |h| (l, h)))
+                .filter_map(|(l, h)| {
+                    let f = series.head_flags(l, h)[i];
+                    (f != 0).then(|| format!("{l}.{h}: {}", flag_codes(f)))
+                })
+                .collect();
+            if !bad.is_empty() {
+                out.push_str(&format!("{:>10}   heads flagged: {}\n", "", bad.join("; ")));
+            }
+        }
+    }
+    out
+}
 
 /// Estimate the local learning coefficient (LLC) of a run's checkpoints by
 /// SGLD around each checkpoint w* (Lau et al.):
@@ -15,22 +82,37 @@ use headlab_store::llc::{llc_path, read_llc};
 ///   w ← w − (ε/2)·(γ·(w − w*) + nβ·∇L_B(w)) + N(0, ε),   β = 1/ln n,
 ///   LLC = nβ · mean_t [L_Bt(w_t) − L_Bt(w*)]   (same batch on both sides)
 ///
-/// n is the number of training frames, L the model's training loss (MSE of
-/// normalized targets). Chains run in parallel, seeded. A chain that goes
-/// non-finite or diverges is excluded and reported with a suggested smaller
-/// ε; a loss that drifts down along the chains (checkpoint not at a minimum)
-/// is warned about. With --per-head, each attention head's weight-refined
-/// LLC is estimated too (only that head's W_Q, W_K, W_V, W_O slices and
-/// biases move).
+/// L is a per-sample negative log-likelihood (--loss): by default a sample
+/// is a training frame and L = ½ Σ (y − f)² over its N particles × 2D
+/// normalized outputs = N·D × the training MSE, n = training frames, so a
+/// regular model tends to d/2 and values compare across particle counts
+/// (--loss particle: a sample is a particle, n = frames × N, same nL;
+/// --loss mse: the raw training loss, the old convention).
 ///
-/// Results go to RUN/llc.h5 (merged with earlier calls) and a plot to
-/// RUN/llc.png. Pick ε first with --calibrate: it sweeps ε (and γ) at one
-/// checkpoint and recommends the largest step whose estimate agrees with
-/// its neighbours'.
+/// The step size ε is chosen per estimate (each checkpoint, each head): a
+/// ladder of ε (--ladder-epsilons, few draws each, from the largest down)
+/// is run, and the largest ε of the plateau where neighbouring estimates
+/// agree within 2 standard errors and no chain fails is used for the full
+/// estimate; if the ladder at γ has no plateau, 10γ is tried. Every estimate
+/// is diagnosed and flagged when it is not to be trusted:
+///   no-plateau   the estimate depends on ε (shown in brackets, UNRELIABLE)
+///   diverged     chains failed at the chosen ε (excluded)
+///   negative     SGLD found lower loss than at the checkpoint
+///   not-minimum  the loss keeps falling under SGLD (checkpoint not a minimum)
+///   not-settled  nβ·ΔL still rises after burn-in
+///   rhat         chains disagree (split R̂ > 1.1)
+/// --epsilon fixes ε instead (no ladder; the other flags still apply).
+/// With --per-head, each attention head's weight-refined LLC is estimated
+/// too (only that head's W_Q, W_K, W_V, W_O slices and biases move).
+///
+/// Results (estimates, flags, ladders) go to RUN/llc.h5 (merged with
+/// earlier calls) and a plot to RUN/llc.png. --calibrate sweeps ε (and γ)
+/// with full draws at one checkpoint instead, to look at the ε-dependence.
 ///
 /// Examples:
-///   headlab llc checkpoints/demo --calibrate
-///   headlab llc checkpoints/demo --epsilon 3e-5 --per-head --max-checkpoints 12
+///   headlab llc checkpoints/demo/run --max-checkpoints 6
+///   headlab llc checkpoints/demo/run --per-head --steps 200,400,3000
+///   headlab llc checkpoints/demo/run --epsilon 3e-7 --calibrate
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -46,9 +128,21 @@ pub struct Args {
     /// Also each head's weight-refined LLC.
     #[arg(long)]
     pub per_head: bool,
-    /// SGLD step size ε.
+    /// The per-sample NLL and how n is counted: frame, particle or mse.
+    #[arg(long, default_value = "frame", value_parser = parse_loss)]
+    pub loss: LossConvention,
+    /// A fixed SGLD step size ε (no ladder).
     #[arg(long)]
     pub epsilon: Option<f64>,
+    /// Step sizes of the ladder (default: 1e-8 to 1e-4 in half decades).
+    #[arg(long, value_delimiter = ',')]
+    pub ladder_epsilons: Vec<f64>,
+    /// Chains per ladder rung.
+    #[arg(long)]
+    pub ladder_chains: Option<usize>,
+    /// Draws per chain per ladder rung.
+    #[arg(long)]
+    pub ladder_draws: Option<usize>,
     /// Localization strength γ.
     #[arg(long)]
     pub gamma: Option<f64>,
@@ -132,6 +226,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ($($f:ident),*) => { $( if let Some(v) = args.$f { llc.$f = v; } )* };
     }
     set!(epsilon, gamma, chains, draws, burn_in, batch_size, seed, threads);
+    let ladder = ladder_from(args.epsilon.is_some(), &args.ladder_epsilons, args.ladder_chains, args.ladder_draws);
+    if let Some(lc) = &ladder {
+        lc.validate()?;
+    }
     if args.beta.is_some() {
         llc.beta = args.beta;
     }
@@ -140,7 +238,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let ds = headlab_store::dataset::read_dataset(&data)?;
     super::check_run_dataset(&args.run, &ds, &data, args.allow_other_data)?;
     let opts = LlcRunOptions {
-        checkpoint: CheckpointLlcOptions { llc: llc.clone(), per_head: args.per_head },
+        checkpoint: CheckpointLlcOptions { llc: llc.clone(), per_head: args.per_head, ladder, loss: args.loss },
         steps: args.steps.clone(),
         max_checkpoints: args.max_checkpoints,
         recompute: args.recompute,
@@ -195,11 +293,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             eprintln!("warning: step {step}: {w}");
         }
         let series = read_llc(&summary.path)?;
-        println!("{:>10} {:>10} {:>8} {:>7}", "step", "llc", "se", "failed");
-        let (llc_v, se_v) = (series.model_column("llc").unwrap_or(&[]), series.model_column("se").unwrap_or(&[]));
-        for (i, st) in series.steps.iter().enumerate() {
-            println!("{:>10} {:>10.3} {:>8.3} {:>7}", st, llc_v[i], se_v[i], series.model.n_failed[i]);
-        }
+        print!("{}", llc_table(&series));
         println!(
             "estimated {} checkpoint(s), skipped {} already in {}",
             summary.estimated.len(),

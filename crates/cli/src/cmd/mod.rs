@@ -10,6 +10,7 @@ pub mod probe;
 pub mod report;
 pub mod simulate;
 pub mod study;
+pub mod study_predict;
 pub mod sweep;
 pub mod train;
 pub mod view;

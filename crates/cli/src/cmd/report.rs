@@ -52,6 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         fit: FitOptions { bootstrap: args.bootstrap, ..Default::default() },
         refit: args.refit,
         lr_axis: !args.no_lr_axis,
+        extra_sections: Vec::new(),
     };
     let s = write_report(&args.runs, args.out.as_deref(), &opts)?;
     println!("{}", s.headline);

@@ -21,6 +21,15 @@ use super::sweep::Backend;
 ///   - the verdict "power law supported / not supported / undecided" with
 ///     its evidence (per-seed verdicts and the summed AICc difference).
 ///
+/// Then the local learning coefficient around emergence (unless --no-llc):
+/// for every seed, the step t½ at which its collision score covers half its
+/// rise is found, and the whole-model LLC (per head too with
+/// --llc-per-head) is estimated at --llc-checkpoints checkpoints log-spaced
+/// from t½/4 to 4·t½, each with its step size chosen on a ladder and its
+/// diagnostics (see `headlab llc --help`); the report shows LLC against step
+/// beside the collision score with flagged estimates marked, and the change
+/// of the LLC across emergence over seeds with a Student-t interval.
+///
 /// Training uses a constant learning rate after warm-up unless
 /// --keep-schedule is given, so that a decaying schedule cannot shape the
 /// tail; fits against Σ lr are reported beside fits against steps either way.
@@ -84,6 +93,76 @@ pub struct Args {
     /// The headlab binary the runs call (default: this one).
     #[arg(long)]
     pub headlab: Option<PathBuf>,
+    /// Skip the LLC around emergence.
+    #[arg(long)]
+    pub no_llc: bool,
+    /// Checkpoints per seed for the LLC (log-spaced from t½/4 to 4·t½).
+    #[arg(long, default_value_t = 4)]
+    pub llc_checkpoints: usize,
+    /// Also each head's weight-refined LLC (n_layers × n_heads times the cost).
+    #[arg(long)]
+    pub llc_per_head: bool,
+    /// Draws per chain of each full LLC estimate (4 chains).
+    #[arg(long, default_value_t = 200)]
+    pub llc_draws: usize,
+    /// Draws per chain of each rung of the step-size ladder (4 chains).
+    #[arg(long, default_value_t = 50)]
+    pub llc_ladder_draws: usize,
+    /// Predict instead of fit: use only the checkpoints and training metrics
+    /// at steps ≤ STEP of every run, print each predictor's emergence step
+    /// (where the score crosses half its final value) and store them in
+    /// OUT/predict_from_STEP.toml (and .txt), to be checked later against
+    /// the full runs; a finished run's actual step is printed beside them.
+    /// The clocks and the mean baselines are calibrated on --predict-with.
+    #[arg(long, value_name = "STEP")]
+    pub predict_from: Option<u64>,
+    /// Finished studies (or run folders) whose runs calibrate the
+    /// predictors of --predict-from, and join the report's evaluation of the
+    /// predictors as further settings (e.g. another learning rate).
+    #[arg(long, value_name = "DIR")]
+    pub predict_with: Vec<PathBuf>,
+}
+
+/// The LLC of one seed around its emergence step; a failure is reported
+/// and the study goes on.
+fn llc_around_emergence(args: &Args, run: &std::path::Path) -> anyhow::Result<String> {
+    use headlab_analysis::llc_diag::{emergence_checkpoints, half_rise_step};
+    let a = headlab_store::analysis::read_analysis(&headlab_analysis::heads::analysis_path(run), false)?;
+    let series = headlab_analysis::fitrun::DEFAULT_SERIES.to_string();
+    let heads = headlab_analysis::fitrun::collision_heads(&a, &series);
+    let times: Vec<f64> = a.steps.iter().map(|&s| s as f64).collect();
+    let score = headlab_analysis::fitrun::collision_series(&a, &series, &heads, &times)
+        .context("no collision score to place the LLC around")?;
+    let score_steps: Vec<u64> = score.t.iter().map(|&t| t as u64).collect();
+    let te = half_rise_step(&score_steps, &score.y).context("the collision score never rises: no emergence step")?;
+    let ckpts: Vec<u64> =
+        headlab_store::checkpoint::list_checkpoints(run)?.into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+    let chosen = emergence_checkpoints(&ckpts, te, args.llc_checkpoints);
+    let data = super::run_data(run, None)?;
+    let ds = headlab_store::dataset::read_dataset(&data)?;
+    super::check_run_dataset(run, &ds, &data, false)?;
+    let _lock = super::lock_run(run, "headlab study (llc)")?;
+    let ladder = headlab_probe::llc::select::LadderConfig { draws: args.llc_ladder_draws, ..Default::default() };
+    let opts = headlab_probe::llc::run::LlcRunOptions {
+        checkpoint: headlab_probe::llc::model::CheckpointLlcOptions {
+            llc: headlab_probe::llc::LlcConfig { draws: args.llc_draws, ..Default::default() },
+            per_head: args.llc_per_head,
+            ladder: Some(ladder),
+            loss: Default::default(),
+        },
+        steps: chosen.clone(),
+        max_checkpoints: 0,
+        recompute: false,
+        fresh: false,
+        device: headlab_model::DeviceSpec::Cpu.resolve()?,
+    };
+    let summary = headlab_probe::llc::run::llc_run(run, &ds, &opts, None)?;
+    let series = headlab_store::llc::read_llc(&summary.path)?;
+    Ok(format!(
+        "{}: collision score half-way at step {te}; LLC at steps {chosen:?}\n{}",
+        run.display(),
+        super::llc::llc_table(&series)
+    ))
 }
 
 /// The study's training config: the user's (or the defaults) with a
@@ -130,6 +209,10 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     if !(args.level > 0.0 && args.level < 1.0) {
         anyhow::bail!("--level {} must lie strictly between 0 and 1 (e.g. 0.95)", args.level);
     }
+    if let Some(step) = args.predict_from {
+        let planned = args.steps.or_else(|| study_config(&args).ok()?.get("steps")?.as_integer().map(|s| s as u64));
+        super::study_predict::check_step(step, planned.unwrap_or(headlab_train::TrainConfig::default().steps))?;
+    }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     // The study is a sweep over seeds: its sweep file records everything.
     let abs = |p: &PathBuf| std::path::absolute(p).with_context(|| format!("{}: cannot resolve the path", p.display()));
@@ -170,12 +253,21 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         steps: args.steps,
         headlab: args.headlab.clone(),
     };
-    eprintln!("[1/3] train and probe {} seeds → {}", n_seeds, args.out.join("runs").display());
+    eprintln!(
+        "[1/{}] train and probe {} seeds → {}",
+        if args.no_llc { 3 } else { 4 },
+        n_seeds,
+        args.out.join("runs").display()
+    );
     super::sweep::run(sweep_args())?;
     let (sweep, _) = super::sweep::build(&sweep_args())?;
     let runs: Vec<PathBuf> = sweep.runs.iter().map(|r| sweep.run_dir(r)).collect();
+    if let Some(step) = args.predict_from {
+        eprintln!("[2/2] predict the emergence step from steps ≤ {step}");
+        return super::study_predict::predict_from(&runs, &args.predict_with, step, &args.out, args.level);
+    }
 
-    eprintln!("[2/3] fit every seed");
+    eprintln!("[2/{}] fit every seed", if args.no_llc { 3 } else { 4 });
     let fits = super::fit::run(super::fit::Args {
         runs: runs.clone(),
         series: headlab_analysis::fitrun::DEFAULT_SERIES.to_string(),
@@ -186,9 +278,28 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         all_heads: false,
     })?;
 
-    eprintln!("[3/3] report");
+    let mut llc_words = String::new();
+    if !args.no_llc {
+        eprintln!("[3/4] LLC around emergence ({} checkpoints per seed)", args.llc_checkpoints);
+        for run in &runs {
+            match llc_around_emergence(&args, run) {
+                Ok(t) => {
+                    eprint!("{t}");
+                    llc_words.push_str(&t);
+                }
+                Err(e) => {
+                    let msg = format!("{}: no LLC: {e:#}\n", run.display());
+                    eprint!("warning: {msg}");
+                    llc_words.push_str(&msg);
+                }
+            }
+        }
+    }
+    eprintln!("[{}] predict the emergence step from early training; report", if args.no_llc { "3/3" } else { "4/4" });
+    let section = super::study_predict::study_section(&runs, &args.predict_with, &args.out, args.level)?;
     let opts = headlab_report::ReportOptions {
         fit: headlab_analysis::fit::FitOptions { bootstrap: args.bootstrap, level: args.level, ..Default::default() },
+        extra_sections: vec![section],
         ..Default::default()
     };
     let report = {
@@ -201,12 +312,21 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     for (axis, sum) in &fits.seeds {
         words.push_str(&format!("\nAgainst {}:\n{}", axis.label(), headlab_analysis::fit::text::seeds_text(sum)));
     }
+    if !llc_words.is_empty() {
+        words.push_str(&format!("\nLocal learning coefficient around emergence:\n{llc_words}"));
+    }
+    if let Some(t) = &report.llc_words {
+        words.push_str(&format!("\n{t}\n"));
+    }
     write_text(&args.out.join("study.txt"), &words)?;
     println!();
     println!("study finished in {:.0} s", t0.elapsed().as_secs_f64());
     println!("{}", report.headline);
     for (axis, sum) in &fits.seeds {
         println!("against {}: {} — {}", axis.label(), sum.tail.verdict.words(), sum.tail.reason);
+    }
+    if let Some(t) = &report.llc_words {
+        println!("{t}");
     }
     println!("report: {}", report.index.display());
     Ok(())

@@ -6,14 +6,31 @@
 //!     p(w) ∝ exp( −nβ·L_n(w) − (γ/2)·|w − w*|² ),
 //! ```
 //!
-//! where `L_n` is the average per-sample loss (a negative log-likelihood per
-//! sample: for the MSE models of headlab and the toy problems here, half the
-//! mean squared error), `n` the number of training samples and β the inverse
-//! temperature, `1/ln n` by default. The LLC estimate is
+//! where `L_n(w) = (1/n) Σ_i ℓ_i(w)` is the mean over the `n` training
+//! samples of the per-sample negative log-likelihood `ℓ_i` (up to a
+//! constant), and β the inverse temperature, `1/ln n` by default. The LLC
+//! estimate is
 //!
 //! ```text
 //!     λ̂ = nβ · E_w[ L_n(w) − L_n(w*) ].
 //! ```
+//!
+//! **Loss convention.** A problem's [`LlcProblem::loss`] must be this
+//! per-sample NLL averaged over a batch, and [`LlcProblem::n_samples`] the
+//! number of samples it is averaged over; then nβ·L_n is the tempered total
+//! log-likelihood and a regular model with d parameters has λ = d/2 in the
+//! limit of large n and small γ. The toy problems ([`toy`]) use unit-variance
+//! Gaussian noise, `ℓ_i = ½ (y_i − f_i)²`. Headlab checkpoints ([`model`])
+//! do the same on the normalized targets: by default a sample is one frame
+//! and `ℓ_i = ½ Σ over its N particles and 2D outputs of (y − f)²`, so
+//! `L_n = N·D·MSE` (the training loss, a mean over all N·2D outputs, times
+//! N·D) and n counts training frames; with the per-particle normalization a
+//! sample is one particle of one frame, `ℓ = ½ Σ over its 2D outputs`, `L_n =
+//! D·MSE` and n = frames × N. Both give the same nL_n (so λ̂ differs only
+//! through β = 1/ln n); the raw training loss (`mse`, the convention before)
+//! under-weights the likelihood N·2D-fold, so its values depend on the
+//! particle count and are not comparable with d/2. See
+//! [`model::LossConvention`].
 //!
 //! It is sampled with stochastic-gradient Langevin dynamics (SGLD):
 //!
@@ -42,6 +59,10 @@
 //!   are excluded and reported with a suggested smaller ε, drifting traces are
 //!   warned about, the spread across chains comes with every estimate.
 //! - [`calibrate`]: sweep ε (and γ) and recommend a stable step size.
+//! - [`select`]: per-estimate step-size selection on a ladder of ε (few
+//!   draws each), then the full estimate at the largest ε of the plateau,
+//!   with the diagnostics of `headlab_analysis::llc_diag` (flags: no
+//!   plateau, diverged chains, negative, not a minimum, not settled, R̂).
 //! - [`toy`]: linear regression and the degenerate product model, with their
 //!   exact finite-sample targets, used by the validation tests.
 //! - [`model`]: the adapter for headlab checkpoints (whole model and per
@@ -52,6 +73,7 @@
 
 use std::fmt;
 
+use headlab_analysis::llc_diag::{diagnose, DiagInput, Diagnosis};
 use headlab_sim::stats::{mean_std, Spread};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -60,6 +82,7 @@ pub mod model;
 pub mod plot;
 pub mod run;
 mod sampler;
+pub mod select;
 pub mod toy;
 
 /// Errors of the LLC estimator. Messages say what to change.
@@ -133,9 +156,11 @@ pub struct LlcConfig {
 impl Default for LlcConfig {
     fn default() -> Self {
         LlcConfig {
-            // Calibrated on the demo model (`headlab llc --calibrate`): with
-            // γ = 1000 estimates are flat for ε in [1e-5, 1e-4]; γ = 100
-            // never levels off and ε = 1e-4 diverged on late checkpoints.
+            // A starting point only: on the demo model (raw-MSE convention)
+            // the late checkpoint's estimate rose with ε (about 340, 560,
+            // 870 at 1e-5, 2e-5, 3e-5) and chains diverged at 1e-4, so no
+            // single ε suits every checkpoint. Choose it per checkpoint with
+            // a ladder ([`select`], `headlab llc --ladder`).
             epsilon: 3e-5,
             gamma: 1000.0,
             beta: None,
@@ -231,6 +256,12 @@ pub trait LlcProblem: Sync {
     fn stacked(&self) -> bool {
         false
     }
+    /// A cache of L_B(w*) that outlives one estimate (see [`StarCache`]);
+    /// `None`: each estimate keeps its own. Only for problems whose w* is
+    /// the same in every estimate that uses it.
+    fn star_cache(&self) -> Option<&StarCache> {
+        None
+    }
     /// The mean per-sample loss on batch `batches[0]` at `params` (in the
     /// order and shapes of w*), as a scalar (or one-element) tensor.
     ///
@@ -263,6 +294,39 @@ pub trait LlcProblem: Sync {
         let mut grads = Tensor::f_run_backward(&[loss.sum(Kind::Double)], &inputs, false, false)?.into_iter();
         let grads = moving.iter().map(|&m| if m { grads.next() } else { None }).collect();
         Ok((loss.detach(), grads))
+    }
+}
+
+/// Losses at w* per batch, L_B(w*), shared by every estimate made on one
+/// problem (the rungs of a ladder) or on problems with the same w* and
+/// batches (the whole model and every head of one checkpoint): the paired
+/// estimator needs L_Bt(w*) for each batch drawn, and computing it once per
+/// batch instead of once per estimate saves a forward pass per new batch.
+pub struct StarCache {
+    values: std::sync::Mutex<Vec<f64>>,
+}
+
+impl StarCache {
+    /// An empty cache for `n_batches` batches.
+    pub fn new(n_batches: usize) -> StarCache {
+        StarCache { values: std::sync::Mutex::new(vec![f64::NAN; n_batches]) }
+    }
+    /// Number of batches it covers.
+    pub fn len(&self) -> usize {
+        self.values.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+    /// Whether it covers no batch.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub(crate) fn get(&self, b: usize) -> Option<f64> {
+        let v = self.values.lock().unwrap_or_else(|e| e.into_inner()).get(b).copied().unwrap_or(f64::NAN);
+        (!v.is_nan()).then_some(v)
+    }
+    pub(crate) fn put(&self, b: usize, v: f64) {
+        if let Some(x) = self.values.lock().unwrap_or_else(|e| e.into_inner()).get_mut(b) {
+            *x = v;
+        }
     }
 }
 
@@ -437,6 +501,9 @@ pub struct LlcEstimate {
     pub delta_trace: Vec<Vec<f64>>,
     /// Human-readable warnings (failed chains, drift, outliers).
     pub warnings: Vec<String>,
+    /// Diagnostics and reliability flags (see `headlab_analysis::llc_diag`;
+    /// the no-plateau flag is added by [`select`]).
+    pub diagnosis: Diagnosis,
 }
 
 impl LlcEstimate {
@@ -465,6 +532,29 @@ pub fn estimate<P: LlcProblem + ?Sized>(
     movable: &[Movable],
     cfg: &LlcConfig,
     progress: Progress<'_>,
+) -> Result<LlcEstimate> {
+    estimate_impl(problem, w_star, movable, cfg, progress, true)
+}
+
+/// [`estimate`] without logging its warnings (the ladder's rungs, whose
+/// failures at large ε are expected).
+pub(crate) fn estimate_quiet<P: LlcProblem + ?Sized>(
+    problem: &P,
+    w_star: &[Tensor],
+    movable: &[Movable],
+    cfg: &LlcConfig,
+    progress: Progress<'_>,
+) -> Result<LlcEstimate> {
+    estimate_impl(problem, w_star, movable, cfg, progress, false)
+}
+
+fn estimate_impl<P: LlcProblem + ?Sized>(
+    problem: &P,
+    w_star: &[Tensor],
+    movable: &[Movable],
+    cfg: &LlcConfig,
+    progress: Progress<'_>,
+    log: bool,
 ) -> Result<LlcEstimate> {
     cfg.validate()?;
     if w_star.len() != movable.len() {
@@ -506,7 +596,7 @@ pub fn estimate<P: LlcProblem + ?Sized>(
     let n_beta = cfg.n_beta(n);
     let threshold = cfg.divergence_threshold.unwrap_or(1000.0 + 100.0 * moving as f64);
     let out = sampler::run(problem, w_star, movable, cfg, n_beta, threshold, progress)?;
-    summarize(out, cfg, n, n_beta, moving, threshold)
+    summarize(out, cfg, n, n_beta, moving, log)
 }
 
 /// Combine the chains' outcomes into the estimate and its diagnostics.
@@ -516,7 +606,7 @@ fn summarize(
     n: usize,
     n_beta: f64,
     moving: usize,
-    _threshold: f64,
+    log: bool,
 ) -> Result<LlcEstimate> {
     let mut warnings = Vec::new();
     let burn = cfg.burn_in_steps();
@@ -568,32 +658,21 @@ fn summarize(
         mean_std(&good.iter().map(|&c| out.chains[c].sum_loss_post / post).collect::<Vec<_>>(), Spread::Sample).0;
     let llc_unpaired = n_beta * (mean_loss_post - out.reference_loss);
 
-    // Drift along the chains: compare the two halves of the post-burn-in draws.
-    let drifts: Vec<f64> = good.iter().map(|&c| reports[c].half_means.1 - reports[c].half_means.0).collect();
-    let (drift, drift_std) = mean_std(&drifts, Spread::Sample);
-    let drift_se = if drifts.len() > 1 { drift_std / (drifts.len() as f64).sqrt() } else { 0.0 };
-    let scale = llc.abs().max(1e-3);
-    let significant = drift.abs() > 0.1 * scale && (drifts.len() < 2 || drift.abs() > 3.0 * drift_se);
-    if significant && drift < 0.0 {
-        warnings.push(format!(
-            "the loss drifts down along the chains (nβ·ΔL falls by {:.3} from the first to the second half \
-             after burn-in, estimate {:.3}): the checkpoint is not at a local minimum of the loss, so the \
-             LLC is not well defined there. Train further, raise γ (now {}) to stay closer to w*, or treat \
-             this estimate as unreliable",
-            -drift, llc, cfg.gamma
-        ));
-    } else if significant {
-        warnings.push(format!(
-            "nβ·ΔL still rises along the chains after burn-in (by {:.3} between the halves, estimate {:.3}): \
-             the chains have not settled. Use more draws or a longer burn-in, or check ε with --calibrate",
-            drift, llc
-        ));
-    }
-    if llc < 0.0 && (se.is_nan() || llc < -2.0 * se) {
-        warnings.push(format!(
-            "negative estimate {llc:.3}: the chains found lower loss than at w*, so the checkpoint is not \
-             at a local minimum and the LLC there is not meaningful (train further or raise γ)"
-        ));
+    // Drift, negative values, R̂: the flags of llc_diag (failures were warned about above).
+    let burn_points = burn.div_ceil(out.trace_block);
+    let delta_trace: Vec<Vec<f64>> = out.chains.iter().map(|c| c.delta_trace.clone()).collect();
+    let diagnosis = diagnose(&DiagInput {
+        llc,
+        se,
+        delta_trace: &delta_trace,
+        burn_in_points: burn_points,
+        n_failed: failures.len(),
+        plateau: None,
+    });
+    for f in &diagnosis.flags {
+        if !matches!(f, headlab_analysis::llc_diag::Flag::Diverged { .. }) {
+            warnings.push(f.reason());
+        }
     }
     // Outlying chains (kept, but pointed out).
     if vals.len() >= 4 {
@@ -613,8 +692,10 @@ fn summarize(
             }
         }
     }
-    for w in &warnings {
-        tracing::warn!("{w}");
+    if log {
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
     }
     Ok(LlcEstimate {
         llc,
@@ -630,8 +711,9 @@ fn summarize(
         chains: reports,
         trace_block: out.trace_block,
         loss_trace: out.chains.iter().map(|c| c.loss_trace.clone()).collect(),
-        delta_trace: out.chains.iter().map(|c| c.delta_trace.clone()).collect(),
+        delta_trace,
         warnings,
+        diagnosis,
     })
 }
 

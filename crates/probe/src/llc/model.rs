@@ -2,18 +2,21 @@
 //! (weight-refined: only that head's slices of W_Q, W_K, W_V, b_Q, b_K, b_V
 //! and W_O move; everything else stays at the checkpoint).
 //!
-//! The loss is the model's own training loss (MSE of the normalized targets,
+//! The loss is a per-sample negative log-likelihood built on the model's own
+//! training loss (the MSE over all N·2D normalized outputs,
 //! [`headlab_model::Model::loss`], without input noise) on the run's training
-//! frames, so n is the number of training frames and the estimate follows
-//! devinterp's convention of using the training loss as is. Batches are a
-//! fixed, seeded partition of the training frames.
+//! frames, under one of the [`LossConvention`]s (see the parent module doc):
+//! by default a sample is a frame, `ℓ = ½ Σ (y − f)²` over its N particles
+//! and 2D outputs (unit-variance Gaussian noise on the normalized targets),
+//! so `L_n = N·D·MSE` and n = training frames. Batches are a fixed, seeded
+//! partition of the training frames.
 //!
 //! The sampler sees the model as one flat parameter vector (the model keeps
 //! its weights in one buffer); a per-head estimate moves a 0/1 mask of it,
 //! and only that layer's attention weights are differentiated.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use headlab_model::{Model, ModelConfig, Normalization};
 use headlab_sim::Dataset;
@@ -24,7 +27,66 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
-use super::{estimate, LlcConfig, LlcError, LlcEstimate, LlcProblem, Movable, Progress, Result, SharedTensor};
+use headlab_analysis::llc_diag::LadderPoint;
+use serde::{Deserialize, Serialize};
+
+use super::select::{select_and_estimate, LadderConfig};
+use super::{
+    estimate, LlcConfig, LlcError, LlcEstimate, LlcProblem, Movable, Progress, Result, SharedTensor, StarCache,
+};
+
+/// What a sample is, and its negative log-likelihood, for the LLC of a
+/// checkpoint. Targets are the normalized ones the model is trained on; the
+/// noise model is Gaussian with unit variance on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossConvention {
+    /// A sample is a frame: ℓ = ½ Σ over its N particles and 2D outputs of
+    /// (y − f)², L_n = N·D·MSE, n = training frames.
+    #[default]
+    Frame,
+    /// A sample is one particle of one frame: ℓ = ½ Σ over its 2D outputs,
+    /// L_n = D·MSE, n = training frames × N. Same nL_n as `frame`; only
+    /// β = 1/ln n differs.
+    Particle,
+    /// The raw training loss (MSE over all outputs) with n = frames: the
+    /// convention before; under-weights the likelihood N·2D-fold, so values
+    /// depend on the particle count. For comparison with old results only.
+    Mse,
+}
+
+impl LossConvention {
+    /// All conventions.
+    pub const ALL: [LossConvention; 3] = [LossConvention::Frame, LossConvention::Particle, LossConvention::Mse];
+    /// The name used in settings and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            LossConvention::Frame => "frame",
+            LossConvention::Particle => "particle",
+            LossConvention::Mse => "mse",
+        }
+    }
+    /// Parse a [`LossConvention::name`].
+    pub fn parse(s: &str) -> Option<LossConvention> {
+        LossConvention::ALL.into_iter().find(|c| c.name() == s)
+    }
+    /// The factor that turns the training loss (MSE) into the per-sample NLL
+    /// for frames of `n_particles` particles in `dim` dimensions.
+    pub fn scale(self, n_particles: usize, dim: usize) -> f64 {
+        match self {
+            LossConvention::Frame => (n_particles * dim) as f64,
+            LossConvention::Particle => dim as f64,
+            LossConvention::Mse => 1.0,
+        }
+    }
+    /// The number of samples n for `frames` training frames.
+    pub fn n_samples(self, frames: usize, n_particles: usize) -> usize {
+        match self {
+            LossConvention::Particle => frames * n_particles,
+            _ => frames,
+        }
+    }
+}
 
 /// The parameters a head's weight-refined LLC moves.
 pub const HEAD_PARAMS: [&str; 7] = ["W_Q", "W_K", "W_V", "b_Q", "b_K", "b_V", "W_O"];
@@ -38,8 +100,12 @@ pub struct LlcData {
     norm: Normalization,
     x: SharedTensor, // [R, N, F]
     y: SharedTensor, // [R, N, 2D]
-    /// Number of training frames (n).
+    /// Number of training frames.
     pub n: usize,
+    /// Particles per frame (N).
+    pub n_particles: usize,
+    /// Spatial dimension (D; the targets have 2D outputs per particle).
+    pub dim: usize,
 }
 
 impl LlcData {
@@ -63,7 +129,10 @@ impl LlcData {
         // wrappers are private fields read out of place (`index_select` in
         // `CheckpointProblem`), and `tensors` hands them out for reading only.
         let (x, y) = unsafe { (SharedTensor::new(x), SharedTensor::new(y)) };
-        Ok(LlcData { norm: norm.clone(), x, y, n: rows.len() })
+        let ys = y.size();
+        let (n_particles, dim) =
+            (ys.get(1).copied().unwrap_or(1) as usize, (ys.last().copied().unwrap_or(2) / 2) as usize);
+        Ok(LlcData { norm: norm.clone(), x, y, n: rows.len(), n_particles, dim: dim.max(1) })
     }
 }
 
@@ -92,11 +161,18 @@ pub struct CheckpointProblem<'a> {
     /// (name, offset, numel) of the parameters to differentiate (all if None).
     grad_params: Option<Vec<(String, usize, usize)>>,
     numel: usize,
+    /// Training loss → per-sample NLL.
+    scale: f64,
+    /// n under the convention.
+    n_samples: usize,
+    /// L_B(w*) per batch, shared by every estimate on this checkpoint.
+    star_cache: Arc<StarCache>,
 }
 
 impl<'a> CheckpointProblem<'a> {
-    /// `batch_size` and `seed` fix the partition of the training frames.
-    pub fn new(model: &Model, data: &'a LlcData, batch_size: usize, seed: u64) -> Result<Self> {
+    /// `batch_size` and `seed` fix the partition of the training frames;
+    /// `loss` the per-sample NLL and n.
+    pub fn new(model: &Model, data: &'a LlcData, batch_size: usize, seed: u64, loss: LossConvention) -> Result<Self> {
         if model.norm != data.norm {
             return Err(LlcError::Problem(
                 "the checkpoint's normalization differs from the data's; build LlcData from this checkpoint".into(),
@@ -125,7 +201,20 @@ impl<'a> CheckpointProblem<'a> {
             pool: Mutex::new(Vec::new()),
             grad_params: None,
             numel: model.num_params(),
+            scale: loss.scale(data.n_particles, data.dim),
+            n_samples: loss.n_samples(data.n, data.n_particles),
+            star_cache: Arc::new(StarCache::new(n_batches)),
         })
+    }
+
+    /// Share the cache of L_B(w*) of `other`, a problem on the same
+    /// checkpoint, data, batch size, seed and loss convention (the whole
+    /// model's, for a head): each batch's loss at w* is then computed once.
+    pub fn sharing_star_cache(mut self, other: &CheckpointProblem<'_>) -> Self {
+        if other.n_batches == self.n_batches && other.scale == self.scale && other.arrays.len() == self.arrays.len() {
+            self.star_cache = other.star_cache.clone();
+        }
+        self
     }
 
     /// Differentiate only these parameters (the others get zero gradient).
@@ -161,9 +250,9 @@ impl<'a> CheckpointProblem<'a> {
             let (x, y) = (self.data.x.index_select(0, &idx), self.data.y.index_select(0, &idx));
             if !grad {
                 let l = tch::no_grad(|| model.loss(&x, &y, false)).map_err(|e| LlcError::Problem(e.to_string()))?;
-                return Ok((l.reshape([1]), None));
+                return Ok(((l * self.scale).reshape([1]), None));
             }
-            let loss = model.loss(&x, &y, false).map_err(|e| LlcError::Problem(e.to_string()))?;
+            let loss = model.loss(&x, &y, false).map_err(|e| LlcError::Problem(e.to_string()))? * self.scale;
             let g = match &self.grad_params {
                 None => model.flat_grad(&loss),
                 Some(list) => {
@@ -190,10 +279,13 @@ impl<'a> CheckpointProblem<'a> {
 
 impl LlcProblem for CheckpointProblem<'_> {
     fn n_samples(&self) -> usize {
-        self.data.n
+        self.n_samples
     }
     fn n_batches(&self) -> usize {
         self.n_batches
+    }
+    fn star_cache(&self) -> Option<&StarCache> {
+        Some(&self.star_cache)
     }
     fn loss(&self, params: &[Tensor], batches: &[usize]) -> Result<Tensor> {
         Ok(self.eval(params, batches[0], false)?.0)
@@ -246,6 +338,10 @@ pub struct CheckpointLlc {
     pub whole: LlcEstimate,
     /// Per head, layer-major ([layer * n_heads + head]); empty unless asked.
     pub heads: Vec<LlcEstimate>,
+    /// The whole model's step-size ladder (empty without one).
+    pub whole_ladder: Vec<LadderPoint>,
+    /// Per head, its ladder (empty without one).
+    pub heads_ladder: Vec<Vec<LadderPoint>>,
 }
 
 /// What to estimate for a checkpoint.
@@ -255,6 +351,11 @@ pub struct CheckpointLlcOptions {
     pub llc: LlcConfig,
     /// Also the weight-refined LLC of every head.
     pub per_head: bool,
+    /// Choose ε per estimate on this ladder (`llc.epsilon` is then unused);
+    /// `None`: every estimate at `llc.epsilon`.
+    pub ladder: Option<LadderConfig>,
+    /// The per-sample NLL and how n is counted.
+    pub loss: LossConvention,
 }
 
 /// Load a checkpoint and the run's training frames from `ds`.
@@ -292,17 +393,29 @@ pub fn llc_for_model(
 ) -> Result<CheckpointLlc> {
     let cfg = &opts.llc;
     let w_star = [model.flat_params().detach().copy()];
-    let whole_problem = CheckpointProblem::new(model, data, cfg.batch_size, cfg.seed)?;
-    let whole = estimate(&whole_problem, &w_star, &[Movable::All], cfg, progress)?;
+    // One estimate: at the ladder's choice, or at the fixed ε.
+    let one = |problem: &CheckpointProblem<'_>, movable: Movable| -> Result<(LlcEstimate, Vec<LadderPoint>)> {
+        match &opts.ladder {
+            Some(lc) => {
+                let s = select_and_estimate(problem, &w_star, &[movable], cfg, lc, progress)?;
+                Ok((s.estimate, s.ladder))
+            }
+            None => Ok((estimate(problem, &w_star, &[movable], cfg, progress)?, Vec::new())),
+        }
+    };
+    let whole_problem = CheckpointProblem::new(model, data, cfg.batch_size, cfg.seed, opts.loss)?;
+    let (whole, whole_ladder) = one(&whole_problem, Movable::All)?;
     let (l, h) = (model.config.n_layers, model.config.n_heads);
     let mut heads = Vec::new();
+    let mut heads_ladder = Vec::new();
     if opts.per_head {
         for layer in 0..l {
             for head in 0..h {
                 let (mask, names) = head_mask(model, layer, head)?;
-                let problem =
-                    CheckpointProblem::new(model, data, cfg.batch_size, cfg.seed)?.with_grad_params(model, &names)?;
-                let est = estimate(&problem, &w_star, &[Movable::Mask(mask)], cfg, progress).map_err(|e| match e {
+                let problem = CheckpointProblem::new(model, data, cfg.batch_size, cfg.seed, opts.loss)?
+                    .with_grad_params(model, &names)?
+                    .sharing_star_cache(&whole_problem);
+                let (est, ladder) = one(&problem, Movable::Mask(mask)).map_err(|e| match e {
                     LlcError::AllChainsFailed { chains, details, epsilon, suggest } => LlcError::AllChainsFailed {
                         chains,
                         details: format!("head {layer}.{head}: {details}"),
@@ -312,15 +425,19 @@ pub fn llc_for_model(
                     e => e,
                 })?;
                 heads.push(est);
+                heads_ladder.push(ladder);
             }
         }
     }
-    Ok(CheckpointLlc { step, n_layers: l, n_heads: h, whole, heads })
+    Ok(CheckpointLlc { step, n_layers: l, n_heads: h, whole, heads, whole_ladder, heads_ladder })
 }
 
 /// The number of SGLD steps (chains × draws, all estimates) of one
 /// checkpoint, for progress bars.
 pub fn steps_per_checkpoint(model_cfg: &ModelConfig, opts: &CheckpointLlcOptions) -> u64 {
-    let per = (opts.llc.chains * opts.llc.draws) as u64;
+    let per = match &opts.ladder {
+        Some(lc) => lc.max_steps(&opts.llc),
+        None => (opts.llc.chains * opts.llc.draws) as u64,
+    };
     per * (1 + if opts.per_head { (model_cfg.n_layers * model_cfg.n_heads) as u64 } else { 0 })
 }

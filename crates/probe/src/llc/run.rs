@@ -4,9 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
+use headlab_analysis::llc_diag::LadderPoint;
 use headlab_sim::Dataset;
 use headlab_store::checkpoint::list_checkpoints;
-use headlab_store::llc::{llc_path, read_llc, write_llc, LlcCalibration, LlcSeries, LlcStep, LLC_COLUMNS};
+use headlab_store::llc::{
+    llc_path, read_llc, write_llc, LlcCalibration, LlcSeries, LlcStep, LLC_COLUMNS, LLC_DIAG_COLUMNS,
+    LLC_LADDER_COLUMNS,
+};
 use tch::Device;
 
 use super::model::{head_mask, llc_for_model, load_checkpoint, CheckpointLlcOptions, CheckpointProblem};
@@ -51,7 +55,16 @@ impl LlcRunOptions {
             value: format!("{:?}", self.checkpoint.llc),
             expected: format!("settings that can be written as TOML ({e}); report this as a bug"),
         })?;
-        t.push_str(&format!("per_head = {}\n", self.checkpoint.per_head));
+        t.push_str(&format!("per_head = {}\nloss = \"{}\"\n", self.checkpoint.per_head, self.checkpoint.loss.name()));
+        if let Some(lc) = &self.checkpoint.ladder {
+            let l = toml::to_string(lc).map_err(|e| LlcError::Config {
+                key: "ladder".into(),
+                value: format!("{lc:?}"),
+                expected: format!("settings that can be written as TOML ({e}); report this as a bug"),
+            })?;
+            t.push_str("\n[ladder]\n");
+            t.push_str(&l);
+        }
         Ok(t)
     }
 }
@@ -106,6 +119,23 @@ fn f32s(trace: &[Vec<f64>]) -> Vec<f32> {
 
 fn columns(e: &LlcEstimate) -> [f64; 5] {
     [e.llc, e.se, e.std, e.llc_all_steps, e.llc_unpaired]
+}
+
+/// The values of [`LLC_DIAG_COLUMNS`].
+fn diag_columns(e: &LlcEstimate) -> [f64; 5] {
+    let d = &e.diagnosis;
+    [e.config.epsilon, e.config.gamma, d.rhat, d.drift, d.drift_z]
+}
+
+/// The values of [`LLC_LADDER_COLUMNS`] of one ladder, column by column.
+fn ladder_columns(l: &[LadderPoint]) -> [Vec<f64>; 5] {
+    [
+        l.iter().map(|p| p.epsilon).collect(),
+        l.iter().map(|p| p.gamma).collect(),
+        l.iter().map(|p| p.llc).collect(),
+        l.iter().map(|p| p.se).collect(),
+        l.iter().map(|p| p.n_failed as f64).collect(),
+    ]
 }
 
 /// Estimate the LLC at the run's checkpoints and merge into `RUN/llc.h5`.
@@ -185,6 +215,7 @@ fn llc_into(
             trace_len: r.whole.delta_trace.first().map_or(0, |t| t.len()),
             trace_block: r.whole.trace_block,
             per_head: opts.checkpoint.per_head,
+            ladder_len: opts.checkpoint.ladder.as_ref().map_or(0, |lc| lc.max_rungs(opts.checkpoint.llc.gamma)),
             ..Default::default()
         };
         let s = series.get_or_insert_with(fresh);
@@ -201,6 +232,13 @@ fn llc_into(
             model_failed: r.whole.n_failed() as u32,
             model_delta_trace: f32s(&r.whole.delta_trace),
             model_loss_trace: f32s(&r.whole.loss_trace),
+            model_diag: LLC_DIAG_COLUMNS.iter().map(|c| c.to_string()).zip(diag_columns(&r.whole)).collect(),
+            model_flags: r.whole.diagnosis.bits(),
+            model_ladder: LLC_LADDER_COLUMNS
+                .iter()
+                .map(|c| c.to_string())
+                .zip(ladder_columns(&r.whole_ladder))
+                .collect(),
             ..Default::default()
         };
         if opts.checkpoint.per_head {
@@ -209,6 +247,25 @@ fn llc_into(
             }
             rec.heads_failed = r.heads.iter().map(|e| e.n_failed() as u32).collect();
             rec.heads_delta_trace = r.heads.iter().flat_map(|e| f32s(&e.delta_trace)).collect();
+            for (i, c) in LLC_DIAG_COLUMNS.iter().enumerate() {
+                rec.heads_diag.insert(c.to_string(), r.heads.iter().map(|e| diag_columns(e)[i]).collect());
+            }
+            rec.heads_flags = r.heads.iter().map(|e| e.diagnosis.bits()).collect();
+            if s.ladder_len > 0 {
+                // Each head's ladder padded to the series' length.
+                for (i, c) in LLC_LADDER_COLUMNS.iter().enumerate() {
+                    let v: Vec<f64> = r
+                        .heads_ladder
+                        .iter()
+                        .flat_map(|l| {
+                            let mut col = ladder_columns(l)[i].clone();
+                            col.resize(s.ladder_len, f64::NAN);
+                            col
+                        })
+                        .collect();
+                    rec.heads_ladder.insert(c.to_string(), v);
+                }
+            }
             for (i, e) in r.heads.iter().enumerate() {
                 for w in &e.warnings {
                     warnings.push(format!("head {}.{}: {w}", i / r.n_heads, i % r.n_heads));
@@ -220,7 +277,7 @@ fn llc_into(
         write_llc(&path, s).map_err(|e| run_err(&path, e))?;
         summary.warnings.extend(warnings.into_iter().map(|w| (step, w)));
         summary.estimated.push(step);
-        tracing::info!("step {step}: LLC {:.3} ± {:.3}", r.whole.llc, r.whole.se);
+        tracing::info!("step {step}: LLC {:.3} ± {:.3} {}", r.whole.llc, r.whole.se, r.whole.diagnosis.codes());
     }
     Ok(summary)
 }
@@ -247,7 +304,7 @@ pub fn calibrate_run(
     let (_, model, data) = load_checkpoint(&ck, ds, opts.device)?;
     let cfg = &opts.checkpoint.llc;
     let w_star = [model.flat_params().detach().copy()];
-    let problem = CheckpointProblem::new(&model, &data, cfg.batch_size, cfg.seed)?;
+    let problem = CheckpointProblem::new(&model, &data, cfg.batch_size, cfg.seed, opts.checkpoint.loss)?;
     let cal = match head {
         None => calibrate(&problem, &w_star, &[Movable::All], cfg, epsilons, gammas, progress)?,
         Some((l, h)) => {

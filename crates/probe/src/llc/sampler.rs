@@ -14,7 +14,88 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use tch::{Device, Kind, Tensor};
 
-use super::{ChainStatus, LlcConfig, LlcError, LlcProblem, Movable, Progress, Result, MAX_TRACE_LEN};
+use super::{ChainStatus, LlcConfig, LlcError, LlcProblem, Movable, Progress, Result, StarCache, MAX_TRACE_LEN};
+
+/// Maximal runs (start, length) of non-zero entries of a 0/1 mask.
+fn moving_runs(mask: &[f64]) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < mask.len() {
+        if mask[i] != 0.0 {
+            let start = i;
+            while i < mask.len() && mask[i] != 0.0 {
+                i += 1;
+            }
+            runs.push((start, i - start));
+        } else {
+            i += 1;
+        }
+    }
+    runs
+}
+
+/// An element type of the fused update.
+trait Elem: Copy + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Mul<Output = Self> {
+    fn of(x: f64) -> Self;
+    /// One standard normal draw, as the tensor path draws it.
+    fn normal(r: &mut ChaCha8Rng) -> Self;
+}
+impl Elem for f32 {
+    fn of(x: f64) -> f32 {
+        x as f32
+    }
+    fn normal(r: &mut ChaCha8Rng) -> f32 {
+        r.sample::<f32, _>(StandardNormal)
+    }
+}
+impl Elem for f64 {
+    fn of(x: f64) -> f64 {
+        x
+    }
+    fn normal(r: &mut ChaCha8Rng) -> f64 {
+        r.sample::<f64, _>(StandardNormal)
+    }
+}
+
+/// w ← w + c_loc·(w − w*) + c_grad·g + c_noise·ξ over the moving `runs` of
+/// each of the k chains stacked in `w` (chain i at offset i·numel_one), ξ
+/// from chain i's noise stream in element order (the draws the tensor path
+/// makes).
+fn fused_update<T: Elem>(
+    w: &Tensor,
+    star: &Tensor,
+    g: &Tensor,
+    runs: &[(usize, usize)],
+    numel_one: usize,
+    rngs: &mut [(ChaCha8Rng, ChaCha8Rng)],
+    (c_loc, c_grad, c_noise): (f64, f64, f64),
+) {
+    let k = rngs.len();
+    // SAFETY: the caller checked that `w`, `star` and `g` are contiguous CPU
+    // tensors of element type T with k·numel_one, numel_one and k·numel_one
+    // elements. `w` is this unit's own chain state (a copy no other thread
+    // sees, and no autograd graph is alive here: the update runs after
+    // loss_and_grad returned); `star` and `g` are only read and do not
+    // share storage with `w` (w* is a separate copy, g a fresh gradient).
+    let (w, star, g) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(w.data_ptr() as *mut T, k * numel_one),
+            std::slice::from_raw_parts(star.data_ptr() as *const T, numel_one),
+            std::slice::from_raw_parts(g.data_ptr() as *const T, k * numel_one),
+        )
+    };
+    let (cl, cg, cn) = (T::of(c_loc), T::of(c_grad), T::of(c_noise));
+    for (i, (r, _)) in rngs.iter_mut().enumerate() {
+        let (wc, gc) = (&mut w[i * numel_one..(i + 1) * numel_one], &g[i * numel_one..(i + 1) * numel_one]);
+        for &(start, len) in runs {
+            let range = start..start + len;
+            for ((wv, &sv), &gv) in wc[range.clone()].iter_mut().zip(&star[range.clone()]).zip(&gc[range]) {
+                let noise = cn * T::normal(r);
+                *wv = *wv + (cl * (*wv - sv) + cg * gv + noise);
+            }
+        }
+    }
+}
 
 /// What one chain accumulated.
 pub(super) struct ChainOut {
@@ -46,21 +127,6 @@ fn chain_rngs(seed: u64, chain: usize) -> (ChaCha8Rng, ChaCha8Rng) {
     let mut batches = ChaCha8Rng::seed_from_u64(seed);
     batches.set_stream(2 * chain as u64 + 1);
     (noise, batches)
-}
-
-/// Cache of L_B(w*) per batch, shared by the workers.
-struct Cache {
-    values: Mutex<Vec<f64>>,
-}
-
-impl Cache {
-    fn get(&self, b: usize) -> Option<f64> {
-        let v = self.values.lock().unwrap_or_else(|e| e.into_inner())[b];
-        (!v.is_nan()).then_some(v)
-    }
-    fn put(&self, b: usize, v: f64) {
-        self.values.lock().unwrap_or_else(|e| e.into_inner())[b] = v;
-    }
 }
 
 /// Sets libtorch's intra-op thread count and restores it when dropped.
@@ -108,7 +174,15 @@ pub(super) fn run<P: LlcProblem + ?Sized>(
         if device == Device::Cpu { Some(TorchThreads::set((threads / workers).max(1) as i32)) } else { None };
 
     let n_batches = problem.n_batches();
-    let cache = Cache { values: Mutex::new(vec![f64::NAN; n_batches]) };
+    // L_B(w*) per batch: the problem's own cache (shared across estimates) or a fresh one.
+    let own;
+    let cache: &StarCache = match problem.star_cache() {
+        Some(c) if c.len() == n_batches => c,
+        _ => {
+            own = StarCache::new(n_batches);
+            &own
+        }
+    };
     let mut ref_rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     ref_rng.set_stream(STREAM_REFERENCE);
     let reference_batch = ref_rng.gen_range(0..n_batches);
@@ -123,7 +197,7 @@ pub(super) fn run<P: LlcProblem + ?Sized>(
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<ChainOut>>> = Mutex::new((0..cfg.chains).map(|_| None).collect());
     let first_error: Mutex<Option<LlcError>> = Mutex::new(None);
-    let ctx = Ctx { problem, cfg, n_beta, threshold, stacked, cache: &cache, trace_block, progress };
+    let ctx = Ctx { problem, cfg, n_beta, threshold, stacked, cache, trace_block, progress };
 
     std::thread::scope(|s| {
         for (wstar, masks) in copies {
@@ -178,7 +252,7 @@ struct Ctx<'a, P: ?Sized> {
     n_beta: f64,
     threshold: f64,
     stacked: bool,
-    cache: &'a Cache,
+    cache: &'a StarCache,
     trace_block: usize,
     progress: Progress<'a>,
 }
@@ -303,6 +377,26 @@ impl<P: LlcProblem + ?Sized> Ctx<'_, P> {
         // (εγ/2)·w*, the constant part of the localization pull.
         let star_scaled: Vec<Option<Tensor>> = star.iter().map(|s| (c_loc != 0.0).then(|| s * (-c_loc))).collect();
         let device = star.first().map(|t| t.device()).unwrap_or(Device::Cpu);
+        // The fused CPU update: one pass over the moving elements, noise drawn
+        // in the same loop (no temporaries); the runs of moving elements of
+        // each parameter (per chain), or None where the tensor path is used.
+        let fused: Vec<Option<Vec<(usize, usize)>>> = (0..params.len())
+            .map(|j| -> Result<Option<Vec<(usize, usize)>>> {
+                let ok = device == Device::Cpu
+                    && matches!(kinds[j], Kind::Float | Kind::Double)
+                    && params[j].is_contiguous()
+                    && star[j].is_contiguous()
+                    && star[j].kind() == kinds[j];
+                if !ok || !moving.contains(&j) {
+                    return Ok(None);
+                }
+                let numel = w_star[j].numel();
+                Ok(Some(match &masks[j] {
+                    Movable::Mask(m) => moving_runs(&Vec::<f64>::try_from(&m.to_kind(Kind::Double).reshape([-1]))?),
+                    _ => vec![(0, numel)],
+                }))
+            })
+            .collect::<Result<_>>()?;
         let mut alive = k;
         let mut reported = 0u64;
 
@@ -364,6 +458,28 @@ impl<P: LlcProblem + ?Sized> Ctx<'_, P> {
                     let g = grads.get(j).and_then(|g| g.as_ref()).ok_or_else(|| {
                         LlcError::Problem(format!("loss_and_grad returned no gradient for moving parameter {j}"))
                     })?;
+                    if let Some(runs) = &fused[j] {
+                        let numel_one = w_star[j].numel();
+                        let g = if g.is_contiguous() && g.kind() == kinds[j] {
+                            g.shallow_clone()
+                        } else {
+                            g.f_contiguous()?.f_to_kind(kinds[j])?
+                        };
+                        if g.numel() != k * numel_one || params[j].numel() != k * numel_one {
+                            return Err(LlcError::Problem(format!(
+                                "gradient of parameter {j} has {} elements; expected {}",
+                                g.numel(),
+                                k * numel_one
+                            )));
+                        }
+                        let coef = (c_loc, c_grad, c_noise);
+                        if kinds[j] == Kind::Double {
+                            fused_update::<f64>(&params[j], &star[j], &g, runs, numel_one, &mut rngs, coef);
+                        } else {
+                            fused_update::<f32>(&params[j], &star[j], &g, runs, numel_one, &mut rngs, coef);
+                        }
+                        continue;
+                    }
                     let shape = params[j].size();
                     match &mask_t[j] {
                         None => {
