@@ -114,6 +114,9 @@ pub struct Args {
     /// OUT/predict_from_STEP.toml (and .txt), to be checked later against
     /// the full runs; a finished run's actual step is printed beside them.
     /// The clocks and the mean baselines are calibrated on --predict-with.
+    /// Training is not cut short: runs not yet trained are trained and
+    /// probed to their end first, as in a plain study (on an existing study
+    /// nothing is rerun); only the analysis stops at STEP.
     #[arg(long, value_name = "STEP")]
     pub predict_from: Option<u64>,
     /// Finished studies (or run folders) whose runs calibrate the
