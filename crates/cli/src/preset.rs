@@ -114,9 +114,9 @@ pub struct StudySettings {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectSettings {
-    /// Lowest self-excluded score of the top head at the last checkpoint.
+    /// Some head reaches this self-excluded score at the last checkpoint...
     pub score_min: Option<f64>,
-    /// Lowest distance-matched AUROC of the head with the highest one.
+    /// ...and this distance-matched AUROC (the same head, as the bar asks).
     pub matched_min: Option<f64>,
 }
 
