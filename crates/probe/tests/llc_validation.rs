@@ -368,18 +368,18 @@ fn calibration_recommends_a_stable_step() {
     let eps = [3e-7, 3e-6, 1e-5, 3e-5, 1e-4, 1e-2];
     let cal =
         headlab_probe::llc::calibrate(&lr, &[lr.w_star()], &Movable::all(1), &base, &eps, &[gamma], None).unwrap();
-    for p in &cal.points {
+    for p in cal.points.iter().map(|p| &p.rung) {
         eprintln!("ε {:e}: {:.3} ± {:.3} failed {}", p.epsilon, p.llc, p.se, p.n_failed);
     }
     eprintln!("{}", cal.note);
-    let last = cal.points.last().unwrap();
+    let last = &cal.points.last().unwrap().rung;
     assert_eq!(last.n_failed, last.chains, "ε = 1e-2 must fail");
     // The tiniest step has not mixed: far below the target.
-    assert!(cal.points[0].llc < 0.7 * target);
+    assert!(cal.points[0].rung.llc < 0.7 * target);
     let (e, g) = cal.recommended.expect("a recommendation");
     assert_eq!(g, gamma);
     assert!((3e-6..=1e-4).contains(&e), "recommended ε {e}");
-    let p = cal.points.iter().find(|p| p.epsilon == e).unwrap();
+    let p = &cal.points.iter().find(|p| p.rung.epsilon == e).unwrap().rung;
     assert!(((p.llc - target) / target).abs() < 0.1, "{} vs {target}", p.llc);
 }
 

@@ -270,7 +270,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         b.finish_and_clear();
         println!("calibration at step {step}{}:", head.map(|(l, h)| format!(", head {l}.{h}")).unwrap_or_default());
         println!("  {:>10} {:>8} {:>12} {:>10} {:>8}", "epsilon", "gamma", "llc", "se", "failed");
-        for p in &cal.points {
+        for p in cal.points.iter().map(|p| &p.rung) {
             println!(
                 "  {:>10.1e} {:>8} {:>12.4} {:>10.4} {:>5}/{}",
                 p.epsilon, p.gamma, p.llc, p.se, p.n_failed, p.chains

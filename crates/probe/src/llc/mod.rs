@@ -73,7 +73,7 @@
 
 use std::fmt;
 
-use headlab_analysis::llc_diag::{diagnose, DiagInput, Diagnosis};
+use headlab_analysis::llc_diag::{diagnose, select_step, DiagInput, Diagnosis, LadderPoint, SelectOptions};
 use headlab_sim::stats::{mean_std, Spread};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -717,21 +717,13 @@ fn summarize(
     })
 }
 
-/// One point of a calibration sweep.
+/// One point of a calibration sweep: a ladder rung (ε, γ, estimate, its
+/// standard error, failed chains) with the estimate's warnings and traces.
 #[derive(Debug, Clone)]
 pub struct CalibrationPoint {
-    /// Step size ε.
-    pub epsilon: f64,
-    /// Localization strength γ.
-    pub gamma: f64,
-    /// NaN when every chain failed.
-    pub llc: f64,
-    /// Standard error over chains.
-    pub se: f64,
-    /// Chains that failed.
-    pub n_failed: usize,
-    /// Chains run.
-    pub chains: usize,
+    /// The rung, as the per-estimate step-size ladder stores it (`llc` is
+    /// NaN when every chain failed).
+    pub rung: headlab_analysis::llc_diag::LadderPoint,
     /// Warnings of the estimate.
     pub warnings: Vec<String>,
     /// Per chain, block means of nβ·ΔL (empty when every chain failed).
@@ -743,9 +735,10 @@ pub struct CalibrationPoint {
 pub struct Calibration {
     /// Every (ε, γ) point swept.
     pub points: Vec<CalibrationPoint>,
-    /// (ε, γ) recommended: the largest ε of the longest run of consecutive
-    /// step sizes without failed chains whose estimates agree, for the γ
-    /// with the longest such run.
+    /// (ε, γ) recommended: per γ the ladder's rule (the largest ε of a
+    /// plateau below the first failure, `llc_diag::select_step`), for the γ
+    /// with the longest plateau; without any plateau the best available
+    /// step, which the note says is not to be trusted.
     pub recommended: Option<(f64, f64)>,
     /// Why (or why nothing) was recommended.
     pub note: String,
@@ -777,22 +770,19 @@ pub fn calibrate<P: LlcProblem + ?Sized>(
             let cfg = LlcConfig { epsilon: e, gamma: g, ..base.clone() };
             match estimate(problem, w_star, movable, &cfg, progress) {
                 Ok(est) => points.push(CalibrationPoint {
-                    epsilon: e,
-                    gamma: g,
-                    llc: est.llc,
-                    se: est.se,
-                    n_failed: est.n_failed(),
-                    chains: est.chains.len(),
+                    rung: LadderPoint {
+                        epsilon: e,
+                        gamma: g,
+                        llc: est.llc,
+                        se: est.se,
+                        n_failed: est.n_failed(),
+                        chains: est.chains.len(),
+                    },
                     warnings: est.warnings.clone(),
                     delta_trace: est.delta_trace.clone(),
                 }),
                 Err(LlcError::AllChainsFailed { chains, details, .. }) => points.push(CalibrationPoint {
-                    epsilon: e,
-                    gamma: g,
-                    llc: f64::NAN,
-                    se: f64::NAN,
-                    n_failed: chains,
-                    chains,
+                    rung: LadderPoint { epsilon: e, gamma: g, llc: f64::NAN, se: f64::NAN, n_failed: chains, chains },
                     warnings: vec![format!("all chains failed: {details}")],
                     delta_trace: Vec::new(),
                 }),
@@ -804,55 +794,41 @@ pub fn calibrate<P: LlcProblem + ?Sized>(
     Ok(Calibration { points, recommended, note })
 }
 
+/// The recommendation of a sweep: per γ, the step-size rule of the
+/// per-estimate ladder ([`select_step`]: the largest ε of a plateau below
+/// the first failure); the γ with the longest plateau wins (the first on a
+/// tie). Without a plateau at any γ, the best available step is named as
+/// such, not recommended as stable.
 fn recommend(points: &[CalibrationPoint], eps: &[f64], gammas: &[f64]) -> (Option<(f64, f64)>, String) {
-    let mut best: Option<(usize, f64, f64, f64, f64)> = None; // (run length, eps_hi, gamma, eps_lo, llc)
+    let mut best: Option<(usize, f64, f64, String)> = None; // (plateau length, ε, γ, reason)
+    let mut fallback: Option<(f64, f64, String)> = None;
     for &g in gammas {
         // Every (ε, γ) of the grid was swept; a missing one leaves the row out.
         let Some(row) = eps
             .iter()
-            .map(|&e| points.iter().find(|p| p.epsilon == e && p.gamma == g))
-            .collect::<Option<Vec<&CalibrationPoint>>>()
+            .map(|&e| points.iter().find(|p| p.rung.epsilon == e && p.rung.gamma == g).map(|p| p.rung.clone()))
+            .collect::<Option<Vec<LadderPoint>>>()
         else {
             continue;
         };
-        let usable = |p: &CalibrationPoint| p.n_failed == 0 && p.llc.is_finite() && p.llc > 0.0;
-        let agree = |a: &CalibrationPoint, b: &CalibrationPoint| {
-            let se = (a.se.powi(2) + b.se.powi(2)).sqrt();
-            let se = if se.is_finite() { se } else { 0.0 };
-            (a.llc - b.llc).abs() <= 2.5 * se + 0.1 * a.llc.abs().max(b.llc.abs())
-        };
-        let mut start = 0;
-        while start < row.len() {
-            if !usable(row[start]) {
-                start += 1;
-                continue;
+        let choice = select_step(&row, &SelectOptions::default());
+        match (choice.chosen, choice.plateau) {
+            (Some(i), Some((s, e))) if choice.reliable && best.as_ref().is_none_or(|b| e - s + 1 > b.0) => {
+                best = Some((e - s + 1, row[i].epsilon, g, choice.reason));
             }
-            let mut end = start;
-            while end + 1 < row.len() && usable(row[end + 1]) && agree(row[end], row[end + 1]) {
-                end += 1;
-            }
-            let len = end - start + 1;
-            if best.is_none_or(|b| len > b.0) {
-                best = Some((len, row[end].epsilon, g, row[start].epsilon, row[end].llc));
-            }
-            start = end + 1;
+            (Some(i), None) if fallback.is_none() => fallback = Some((row[i].epsilon, g, choice.reason)),
+            _ => {}
         }
     }
-    match best {
-        Some((len, e, g, lo, v)) if len >= 2 => (
+    match (best, fallback) {
+        (Some((_, e, g, why)), _) => (Some((e, g)), format!("at γ = {g}: {why}")),
+        (None, Some((e, g, why))) => (
             Some((e, g)),
             format!(
-                "estimates agree for ε from {lo:e} to {e:e} at γ = {g} (about {v:.3}); the largest stable step, \
-                 ε = {e:e}, is recommended"
+                "at γ = {g}: {why}; ε = {e:e} is only the best available: widen the sweep or use more draws before \
+                 trusting it"
             ),
         ),
-        Some((_, e, g, _, v)) => (
-            Some((e, g)),
-            format!(
-                "no two neighbouring step sizes agree; ε = {e:e} at γ = {g} (estimate {v:.3}) is the best \
-                 available, but widen the sweep or use more draws before trusting it"
-            ),
-        ),
-        None => (None, "every step size had failed chains or a non-positive estimate: sweep smaller ε".into()),
+        (None, None) => (None, "every step size had failed chains: sweep smaller ε".into()),
     }
 }

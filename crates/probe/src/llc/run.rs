@@ -329,7 +329,7 @@ pub fn calibrate_run(
     let mut eps: Vec<f64> = epsilons.to_vec();
     eps.sort_by(|a, b| a.total_cmp(b));
     eps.dedup();
-    let find = |e: f64, g: f64| cal.points.iter().find(|p| p.epsilon == e && p.gamma == g);
+    let find = |e: f64, g: f64| cal.points.iter().find(|p| p.rung.epsilon == e && p.rung.gamma == g);
     // A grid point that was not swept is drawn as missing (NaN).
     let grid = |f: &dyn Fn(&super::CalibrationPoint) -> f64| -> Vec<f64> {
         gammas
@@ -342,9 +342,9 @@ pub fn calibrate_run(
         step,
         epsilon: eps.clone(),
         gamma: gammas.to_vec(),
-        llc: grid(&|p| p.llc),
-        se: grid(&|p| p.se),
-        n_failed: grid(&|p| p.n_failed as f64).into_iter().map(|x| x as u32).collect(),
+        llc: grid(&|p| p.rung.llc),
+        se: grid(&|p| p.rung.se),
+        n_failed: grid(&|p| p.rung.n_failed as f64).into_iter().map(|x| x as u32).collect(),
         recommended: cal.recommended,
         note: cal.note.clone(),
     });
