@@ -1,11 +1,13 @@
 """Plain PyTorch SGLD loop on a headlab checkpoint (the reference for tools/bench-llc).
 
-    python tools/bench_llc.py CKPT FRAMES.h5 CHAINS DRAWS BATCH "1 2"
+    python tools/bench_llc.py CKPT FRAMES.h5 CHAINS DRAWS BATCH "1 2" [DEVICE]
 
 FRAMES.h5 holds the training frames' features x [R,N,F] and targets y [R,N,2D]
 (written by the Rust side of the benchmark). Same update as headlab llc:
 w <- w - eps/2 (gamma (w - w*) + n beta grad L_B(w)) + N(0, eps), loss MSE,
-chains one after the other; whole model, and head 0.0 only (masked).
+chains one after the other; whole model, head 0 of the first layer and
+head 0 of the last layer (masked: only that layer's attention weights are
+differentiated). DEVICE: cpu (default), cuda or cuda:N.
 """
 import math
 import sys
@@ -18,14 +20,14 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 import headlab_torch  # noqa: E402
 
 
-def run(model, x, y, chains, draws, batch, head):
+def run(model, x, y, chains, draws, batch, head, device):
     names = list(model.P.keys())
     star = {k: v.detach().clone() for k, v in model.P.items()}
     masks = None
     if head:
         masks = {}
         for p in ["W_Q", "W_K", "W_V", "b_Q", "b_K", "b_V", "W_O"]:
-            k = f"blocks.0.attn.{p}"
+            k = f"blocks.{head - 1}.attn.{p}"
             m = torch.zeros_like(star[k])
             m[0] = 1.0
             masks[k] = m
@@ -33,20 +35,20 @@ def run(model, x, y, chains, draws, batch, head):
     n = x.shape[0]
     nbeta = n / math.log(n)
     eps, gamma = 1e-5, 1000.0
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator(device=device).manual_seed(0)
     total = 0.0
     for _ in range(chains):
         for k in names:
             model.P[k] = star[k].clone().requires_grad_(k in moving)
         for _ in range(draws):
-            idx = torch.randint(0, n, (batch,), generator=g)
+            idx = torch.randint(0, n, (batch,), generator=g, device=device)
             out, _ = model.forward(x[idx])
             loss = torch.nn.functional.mse_loss(out, y[idx])
             grads = torch.autograd.grad(loss, [model.P[k] for k in moving])
             with torch.no_grad():
                 for k, gr in zip(moving, grads):
                     w = model.P[k]
-                    step = -0.5 * eps * (gamma * (w - star[k]) + nbeta * gr) + math.sqrt(eps) * torch.randn(w.shape, generator=g)
+                    step = -0.5 * eps * (gamma * (w - star[k]) + nbeta * gr) + math.sqrt(eps) * torch.randn(w.shape, generator=g, device=device)
                     if masks is not None:
                         step = step * masks[k]
                     w.add_(step)
@@ -56,17 +58,22 @@ def run(model, x, y, chains, draws, batch, head):
 
 def main():
     ckpt, frames, chains, draws, batch, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+    device = sys.argv[7] if len(sys.argv) > 7 else "cpu"
     with h5py.File(frames, "r") as f:
-        x = torch.tensor(f["x"][...])
-        y = torch.tensor(f["y"][...])
-    model = headlab_torch.load(ckpt)
+        x = torch.tensor(f["x"][...]).to(device)
+        y = torch.tensor(f["y"][...]).to(device)
+    model = headlab_torch.load(ckpt, device=device)
+    last = model.cfg["n_layers"]
     for t in threads.split():
         torch.set_num_threads(int(t))
-        for head in (False, True):
+        for head in (0, 1, last) if last > 1 else (0, 1):  # 0: whole model; l: head 0 of layer l-1
+            sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+            sync()
             t0, c0 = time.perf_counter(), time.process_time()
-            run(model, x, y, chains, draws, batch, head)
+            run(model, x, y, chains, draws, batch, head, device)
+            sync()
             dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-            mode = "head0.0" if head else "whole"
+            mode = f"head{head - 1}.0" if head else "whole"
             print(f"torch {mode:8} threads {t}: {chains * draws / dt:8.1f} draws/s  {chains * draws / cpu:8.1f} draws/cpu-s")
 
 

@@ -345,12 +345,74 @@ impl Model {
         let dropout = if opts.train { self.config.dropout } else { 0.0 };
         let mut pass = Pass { b, n, dropout, fused: opts.fused, hooks };
 
-        let mut resid = pass.hook_tokens(None, Site::Embed, self.embed.forward(&x.f_reshape([b * n, f])?)?)?;
-        for block in &self.blocks {
+        let resid = pass.hook_tokens(None, Site::Embed, self.embed.forward(&x.f_reshape([b * n, f])?)?)?;
+        self.run_blocks(resid, 0, &mut pass)
+    }
+
+    /// Blocks `first..`, the final LayerNorm and the unembedding, on the
+    /// residual stream [B*N, d] entering block `first`; returns [B,N,2D].
+    fn run_blocks(&self, mut resid: Tensor, first: usize, pass: &mut Pass) -> Result<Tensor> {
+        for block in &self.blocks[first..] {
+            resid = block.forward(resid, pass)?;
+        }
+        let fin = self.ln_final.forward(&resid, pass)?;
+        Ok(self.unembed.forward(&fin)?.f_view([pass.b, pass.n, -1])?)
+    }
+
+    /// `layer` checked against the model's depth (`n_layers` is allowed: after the last block).
+    fn check_layer(&self, layer: usize) -> Result<()> {
+        if layer > self.blocks.len() {
+            return Err(ModelError::Input(format!(
+                "layer {layer} does not exist: the model has {} blocks (0..={} are valid here)",
+                self.blocks.len(),
+                self.blocks.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The residual stream entering block `layer` ([B,N,d];
+    /// `blocks.{layer}.hook_resid_pre`, or the stream after the last block
+    /// for `layer = n_layers`): the first part of the forward pass, stopped
+    /// there (TransformerLens's `stop_at_layer`). No hooks.
+    pub fn resid_pre(&self, x: &Tensor, layer: usize, opts: ForwardOptions) -> Result<Tensor> {
+        self.check_layer(layer)?;
+        let (b, n, f) = self.check_input(x)?;
+        let dropout = if opts.train { self.config.dropout } else { 0.0 };
+        let mut pass = Pass { b, n, dropout, fused: opts.fused, hooks: None };
+        let mut resid = self.embed.forward(&x.f_reshape([b * n, f])?)?;
+        for block in &self.blocks[..layer] {
             resid = block.forward(resid, &mut pass)?;
         }
-        let fin = self.ln_final.forward(&resid, &mut pass)?;
-        Ok(self.unembed.forward(&fin)?.f_view([b, n, -1])?)
+        Ok(resid.f_view([b, n, -1])?)
+    }
+
+    /// The rest of the forward pass from the residual stream `resid`
+    /// [B,N,d] entering block `layer` (TransformerLens's `start_at_layer`):
+    /// `forward_from(l, &resid_pre(x, l, o), o)` is `forward_with(x, o)`.
+    /// Lets a caller that moves only later layers' weights compute the
+    /// earlier layers once. No hooks.
+    pub fn forward_from(&self, layer: usize, resid: &Tensor, opts: ForwardOptions) -> Result<Tensor> {
+        self.check_layer(layer)?;
+        let d = self.config.d_model as i64;
+        let (b, n, w) = resid.size3().map_err(|_| {
+            ModelError::Input(format!(
+                "the residual stream must be [batch, particles, d_model], got {:?}",
+                resid.size()
+            ))
+        })?;
+        if w != d || resid.kind() != Kind::Float || resid.device() != self.device() {
+            return Err(ModelError::Input(format!(
+                "the residual stream is {:?} {:?} on {:?}; the model takes [batch, particles, {d}] Float on {:?}",
+                resid.size(),
+                resid.kind(),
+                resid.device(),
+                self.device()
+            )));
+        }
+        let dropout = if opts.train { self.config.dropout } else { 0.0 };
+        let mut pass = Pass { b, n, dropout, fused: opts.fused, hooks: None };
+        self.run_blocks(resid.f_reshape([b * n, d])?, layer, &mut pass)
     }
 
     /// (B, N, F) of a model input, checked.
@@ -597,10 +659,17 @@ impl Model {
         self.flat.numel()
     }
 
-    /// Gradients of `loss` w.r.t. all parameters, concatenated like `flat_params`.
+    /// Gradients of `loss` w.r.t. all parameters, concatenated like
+    /// `flat_params`; zero for a parameter `loss` does not depend on (e.g.
+    /// earlier blocks under [`Model::forward_from`]).
     pub fn flat_grad(&self, loss: &Tensor) -> Tensor {
-        let grads = Tensor::run_backward(&[loss], &self.parameters(), false, false);
-        let flat: Vec<Tensor> = grads.iter().map(|g| g.reshape([-1])).collect();
+        let params = self.parameters();
+        let grads = Tensor::run_backward(&[loss], &params, false, false);
+        let flat: Vec<Tensor> = grads
+            .iter()
+            .zip(&params)
+            .map(|(g, p)| if g.defined() { g.reshape([-1]) } else { p.zeros_like().detach().reshape([-1]) })
+            .collect();
         Tensor::cat(&flat, 0)
     }
 }

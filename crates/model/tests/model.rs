@@ -481,3 +481,42 @@ fn fused_attention_is_the_same_function_and_hooks_still_act() {
         assert!(max_abs_diff(&yu, &y) > 1e-4, "{scale:?}: the pattern hook changed nothing");
     }
 }
+
+/// Stopping the forward pass at a block and starting it again there
+/// (TransformerLens's stop_at_layer / start_at_layer) gives the whole
+/// forward pass bit for bit, at every layer and on both paths; the
+/// resumed pass differentiates only the later blocks; bad layers and
+/// streams are errors that say what is wrong.
+#[test]
+fn forward_from_a_stopped_stream_is_the_whole_forward_pass() {
+    let cfg = ModelConfig { init_scale: 3.0, ..ModelConfig::default() };
+    let norm = unit_norm(2, &cfg);
+    let m = Model::new(cfg.clone(), norm.clone(), 7, Device::Cpu).unwrap();
+    let x = norm.features(&random_state(3, 7, 2, 8));
+    for opts in [ForwardOptions::default(), ForwardOptions { train: false, fused: true }] {
+        let y = m.forward_with(&x, opts).unwrap();
+        for layer in 0..=cfg.n_layers {
+            let r = tch::no_grad(|| m.resid_pre(&x, layer, opts)).unwrap();
+            assert_eq!(r.size(), vec![3, 7, cfg.d_model as i64]);
+            let y2 = m.forward_from(layer, &r, opts).unwrap();
+            assert_eq!(max_abs_diff(&y, &y2), 0.0, "layer {layer}, {opts:?}");
+        }
+    }
+    // resid_pre(1) is blocks.1.hook_resid_pre.
+    let (_, cache) = m.run_with_cache(&x, |n| n == "blocks.1.hook_resid_pre").unwrap();
+    let r1 = m.resid_pre(&x, 1, ForwardOptions::default()).unwrap();
+    assert_eq!(max_abs_diff(&r1, cache.get("blocks.1.hook_resid_pre").unwrap()), 0.0);
+    // From a stream without history, only block 1's weights get gradients.
+    let r1 = r1.detach();
+    let loss = m.forward_from(1, &r1, ForwardOptions::default()).unwrap().square().mean(Kind::Float);
+    let g = m.flat_grad(&loss);
+    let (off, numel) = m.param_range("blocks.1.attn.W_Q").unwrap();
+    assert!(g.narrow(0, off as i64, numel as i64).abs().max().double_value(&[]) > 0.0);
+    let (off, numel) = m.param_range("blocks.0.attn.W_Q").unwrap();
+    assert_eq!(g.narrow(0, off as i64, numel as i64).abs().max().double_value(&[]), 0.0);
+    // Errors.
+    let e = m.resid_pre(&x, cfg.n_layers + 1, ForwardOptions::default()).unwrap_err().to_string();
+    assert!(e.contains(&format!("layer {}", cfg.n_layers + 1)), "{e}");
+    let e = m.forward_from(0, &x, ForwardOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("residual stream") && e.contains(&cfg.d_model.to_string()), "{e}");
+}

@@ -1,8 +1,11 @@
-//! SGLD draws per second of `headlab llc` on a checkpoint: whole model and
-//! one head, at the given thread counts. Also writes the training frames
-//! (features, targets) to an HDF5 file for tools/bench_llc.py.
+//! SGLD draws per second of `headlab llc` on a checkpoint: whole model, a
+//! head of the first layer (head0.0) and one of the last layer
+//! (headL.0, which starts every pass at the cached stream entering its
+//! block), at the given thread counts, on the CPU or a CUDA device. Also
+//! writes the training frames (features, targets) to an HDF5 file for
+//! tools/bench_llc.py.
 //!
-//!   bench_llc CKPT DATA.h5 EXPORT.h5 CHAINS DRAWS BATCH "1 2"
+//!   bench_llc CKPT DATA.h5 EXPORT.h5 CHAINS DRAWS BATCH "1 2" [DEVICE]
 // A benchmark/demo program: failing fast with a panic is its error handling.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::path::Path;
@@ -10,7 +13,7 @@ use std::time::Instant;
 
 use headlab_probe::llc::model::{head_mask, load_checkpoint, CheckpointProblem, LossConvention};
 use headlab_probe::llc::{estimate, LlcConfig, Movable};
-use tch::{Device, Kind};
+use tch::Kind;
 
 /// CPU seconds used by this process so far (all threads; /proc/self/stat
 /// utime + stime in clock ticks of 1/100 s). Under a loaded machine, rates
@@ -28,28 +31,32 @@ fn cpu_seconds() -> f64 {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a: Vec<String> = std::env::args().collect();
     if a.len() < 8 {
-        eprintln!("usage: bench_llc CKPT DATA.h5 EXPORT.h5 CHAINS DRAWS BATCH \"1 2\"");
+        eprintln!("usage: bench_llc CKPT DATA.h5 EXPORT.h5 CHAINS DRAWS BATCH \"1 2\" [cpu|cuda|cuda:N]");
         std::process::exit(2);
     }
+    let device = headlab_model::parse_device(a.get(8).map(String::as_str).unwrap_or("cpu"))?;
     let (chains, draws, batch): (usize, usize, usize) = (a[4].parse()?, a[5].parse()?, a[6].parse()?);
     let threads: Vec<usize> = a[7].split_whitespace().map(|t| t.parse()).collect::<Result<_, _>>()?;
     let ds = headlab_store::dataset::read_dataset(Path::new(&a[2]))?;
-    let (_, model, data) = load_checkpoint(Path::new(&a[1]), &ds, Device::Cpu)?;
+    let (_, model, data) = load_checkpoint(Path::new(&a[1]), &ds, device)?;
     // Export the frames for the PyTorch loop.
     let (x, y) = data.tensors();
     let shape = |t: &tch::Tensor| t.size().iter().map(|&d| d as usize).collect::<Vec<_>>();
-    let xv: Vec<f32> = Vec::try_from(&x.to_kind(Kind::Float).reshape([-1]))?;
-    let yv: Vec<f32> = Vec::try_from(&y.to_kind(Kind::Float).reshape([-1]))?;
+    let xv: Vec<f32> = Vec::try_from(&x.to_kind(Kind::Float).to_device(tch::Device::Cpu).reshape([-1]))?;
+    let yv: Vec<f32> = Vec::try_from(&y.to_kind(Kind::Float).to_device(tch::Device::Cpu).reshape([-1]))?;
     let out = Path::new(&a[3]);
     headlab_store::atomic_write(out, headlab_store::FileKind::Lens, |f| {
         headlab_store::h5util::write_array(f, out, "x", &xv, &shape(x))?;
         headlab_store::h5util::write_array(f, out, "y", &yv, &shape(y))
     })?;
     let w_star = [model.flat_params().detach().copy()];
+    let last = model.config.n_layers - 1;
+    let last_head = format!("head{last}.0");
     println!(
-        "n = {} frames, {} parameters, batch {batch}, {chains} chains x {draws} draws",
+        "n = {} frames, {} parameters, batch {batch}, {chains} chains x {draws} draws, device {}",
         data.n,
-        model.num_params()
+        model.num_params(),
+        headlab_model::device_name(device)
     );
     for &t in &threads {
         // As `headlab llc --per-head` does: the head shares the whole model's
@@ -57,7 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let whole_problem = CheckpointProblem::new(&model, &data, batch, 0, LossConvention::Mse)?;
         // "whole" starts with an empty cache; "whole-warm" repeats it with the
         // cache filled, the steady state of a ladder's later rungs.
-        for mode in ["whole", "whole-warm", "head0.0"] {
+        for mode in ["whole", "whole-warm", "head0.0", last_head.as_str()] {
             let cfg = LlcConfig {
                 epsilon: 1e-5,
                 gamma: 1000.0,
@@ -69,12 +76,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             let start;
             let cpu0;
-            let est = if mode != "head0.0" {
+            let est = if !mode.starts_with("head") {
                 start = Instant::now();
                 cpu0 = cpu_seconds();
                 estimate(&whole_problem, &w_star, &[Movable::All], &cfg, None)?
             } else {
-                let (mask, names) = head_mask(&model, 0, 0)?;
+                let layer = if mode == "head0.0" { 0 } else { last };
+                let (mask, names) = head_mask(&model, layer, 0)?;
                 let problem = CheckpointProblem::new(&model, &data, batch, 0, LossConvention::Mse)?
                     .with_grad_params(&model, &names)?
                     .sharing_star_cache(&whole_problem);

@@ -89,3 +89,64 @@ fn checkpoint_llc_whole_and_per_head() {
     assert!((particle / mse - dim as f64).abs() < 1e-4 * dim as f64);
     assert!(((n_frame as f64) * frame - (n_particle as f64) * particle).abs() < 1e-4 * n_frame as f64 * frame);
 }
+
+/// A head of a later layer starts every pass at the cached residual stream
+/// entering its block: the same losses, gradients and estimate, bit for
+/// bit, as passes from the input; a first-layer head and the whole model
+/// start at the input.
+#[test]
+fn a_later_layers_head_reuses_the_earlier_blocks_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = toy_dataset(6, 20, 8, 5);
+    let mut cfg = TrainConfig {
+        steps: 40,
+        batch_size: 16,
+        device: headlab_model::DeviceSpec::Cpu,
+        threads: 1,
+        ..Default::default()
+    };
+    cfg.model.n_layers = 2;
+    cfg.model.n_heads = 2;
+    cfg.model.d_model = 16;
+    cfg.checkpoints.count = 2;
+    train(&cfg, &ds, dir.path(), &RunOptions::default()).unwrap();
+    let (_, last) = list_checkpoints(dir.path()).unwrap().last().unwrap().clone();
+    let (_, model, data) = load_checkpoint(&last, &ds, Device::Cpu).unwrap();
+    let whole = CheckpointProblem::new(&model, &data, 16, 0, LossConvention::Frame).unwrap();
+    assert_eq!(whole.first_block(), 0);
+    let head = |layer: usize| {
+        let (mask, names) = head_mask(&model, layer, 1).unwrap();
+        let p = CheckpointProblem::new(&model, &data, 16, 0, LossConvention::Frame)
+            .unwrap()
+            .with_grad_params(&model, &names)
+            .unwrap()
+            .sharing_star_cache(&whole);
+        (p, mask)
+    };
+    assert_eq!(head(0).0.first_block(), 0);
+    let (cached, mask) = head(1);
+    assert_eq!(cached.first_block(), 1);
+    let (plain, _) = head(1);
+    let plain = plain.starting_at_input();
+    assert_eq!(plain.first_block(), 0);
+    // Away from w* inside the head's slices (twice on the same batch: the
+    // second pass reads the cache).
+    let w = model.flat_params().detach()
+        + tch::Tensor::randn([model.num_params() as i64], tch::kind::FLOAT_CPU) * &mask * 0.05;
+    for _ in 0..2 {
+        for b in [0, 1] {
+            let (lc, gc) = cached.loss_and_grad(&[w.shallow_clone()], &[b], &[true]).unwrap();
+            let (lp, gp) = plain.loss_and_grad(&[w.shallow_clone()], &[b], &[true]).unwrap();
+            assert_eq!(lc.double_value(&[0]).to_bits(), lp.double_value(&[0]).to_bits(), "batch {b}");
+            let (gc, gp) = (gc[0].as_ref().unwrap(), gp[0].as_ref().unwrap());
+            assert_eq!((gc - gp).abs().max().double_value(&[]), 0.0, "batch {b}");
+            assert!(gc.abs().max().double_value(&[]) > 0.0);
+        }
+    }
+    let llc = LlcConfig { epsilon: 1e-5, gamma: 1000.0, chains: 2, draws: 30, batch_size: 16, ..LlcConfig::default() };
+    let w_star = [model.flat_params().detach().copy()];
+    let est = |p: &CheckpointProblem<'_>| {
+        headlab_probe::llc::estimate(p, &w_star, &[headlab_probe::llc::Movable::Mask(mask.copy())], &llc, None).unwrap()
+    };
+    assert_eq!(est(&cached).llc.to_bits(), est(&plain).llc.to_bits());
+}

@@ -18,7 +18,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use headlab_model::{Model, ModelConfig, Normalization};
+use headlab_model::{ForwardOptions, Model, ModelConfig, Normalization};
 use headlab_sim::Dataset;
 use headlab_store::checkpoint::{read_checkpoint, NamedArray};
 use headlab_train::{split_trajectories, TrainConfig, TrainData};
@@ -167,6 +167,42 @@ pub struct CheckpointProblem<'a> {
     n_samples: usize,
     /// L_B(w*) per batch, shared by every estimate on this checkpoint.
     star_cache: Arc<StarCache>,
+    /// The residual streams at w* entering each block, per batch, shared
+    /// like `star_cache`.
+    prefix: Arc<PrefixCache>,
+    /// The first block whose weights move (a head's layer), when the
+    /// streams entering it are cached; 0: every pass starts at the input.
+    from_layer: usize,
+    /// Fused attention on the CPU (the training path; see [`ForwardOptions::fused`]).
+    opts: ForwardOptions,
+}
+
+/// The most memory the cached residual streams of one layer may take.
+const PREFIX_CACHE_BYTES: usize = 512 << 20;
+
+/// The residual stream entering block l at w*, per batch: while only block
+/// l's weights (or later ones) move, blocks 0..l compute the same thing at
+/// every draw, so a head's estimate computes them once per batch, shared by
+/// every head of that layer, every rung of a ladder and every chain.
+struct PrefixCache {
+    /// [layer][batch], filled on first use.
+    streams: Mutex<Vec<Vec<Option<Arc<SharedTensor>>>>>,
+}
+
+impl PrefixCache {
+    fn new(n_layers: usize, n_batches: usize) -> PrefixCache {
+        PrefixCache { streams: Mutex::new(vec![vec![None; n_batches]; n_layers]) }
+    }
+    fn get(&self, layer: usize, batch: usize) -> Option<Arc<SharedTensor>> {
+        let s = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        s.get(layer).and_then(|v| v.get(batch)).and_then(|t| t.clone())
+    }
+    fn put(&self, layer: usize, batch: usize, t: Arc<SharedTensor>) {
+        let mut s = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = s.get_mut(layer).and_then(|v| v.get_mut(batch)) {
+            *slot = Some(t);
+        }
+    }
 }
 
 impl<'a> CheckpointProblem<'a> {
@@ -204,29 +240,84 @@ impl<'a> CheckpointProblem<'a> {
             scale: loss.scale(data.n_particles, data.dim),
             n_samples: loss.n_samples(data.n, data.n_particles),
             star_cache: Arc::new(StarCache::new(n_batches)),
+            prefix: Arc::new(PrefixCache::new(model.config.n_layers, n_batches)),
+            from_layer: 0,
+            opts: ForwardOptions { train: false, fused: model.device() == Device::Cpu },
         })
     }
 
-    /// Share the cache of L_B(w*) of `other`, a problem on the same
-    /// checkpoint, data, batch size, seed and loss convention (the whole
-    /// model's, for a head): each batch's loss at w* is then computed once.
+    /// Share the caches of `other`, a problem on the same checkpoint, data,
+    /// batch size, seed and loss convention (the whole model's, for a
+    /// head): each batch's loss at w*, and the residual streams at w*
+    /// entering a head's block, are then computed once for all of them.
     pub fn sharing_star_cache(mut self, other: &CheckpointProblem<'_>) -> Self {
-        if other.n_batches == self.n_batches && other.scale == self.scale && other.arrays.len() == self.arrays.len() {
+        if other.n_batches == self.n_batches
+            && other.scale == self.scale
+            && other.arrays.len() == self.arrays.len()
+            && other.config == self.config
+        {
             self.star_cache = other.star_cache.clone();
+            self.prefix = other.prefix.clone();
         }
         self
     }
 
-    /// Differentiate only these parameters (the others get zero gradient).
+    /// Differentiate only these parameters (the others get zero gradient
+    /// and stay at w*). When they all lie in blocks l.. with l > 0 (a
+    /// head's), the residual streams entering block l are computed at w*
+    /// once per batch and every pass starts there (the same numbers:
+    /// blocks 0..l see only w*), unless caching them would take more than
+    /// 512 MiB.
     pub fn with_grad_params(mut self, model: &Model, names: &[String]) -> Result<Self> {
         let mut v = Vec::new();
+        let mut first_block = model.config.n_layers;
         for n in names {
             let (off, numel) =
                 model.param_range(n).ok_or_else(|| LlcError::Problem(format!("the model has no parameter {n}")))?;
             v.push((n.clone(), off, numel));
+            let block = n.strip_prefix("blocks.").and_then(|r| r.split('.').next()).and_then(|l| l.parse().ok());
+            first_block = first_block.min(block.unwrap_or(0));
         }
+        let bs = self.batches.size().get(1).copied().unwrap_or(0) as usize;
+        let bytes = self.n_batches * bs * self.data.n_particles * model.config.d_model * 4;
+        self.from_layer = if v.is_empty() || bytes > PREFIX_CACHE_BYTES { 0 } else { first_block };
         self.grad_params = Some(v);
         Ok(self)
+    }
+
+    /// The first block a pass runs (see [`CheckpointProblem::with_grad_params`]).
+    pub fn first_block(&self) -> usize {
+        self.from_layer
+    }
+
+    /// Every pass from the input (no cached streams): the same numbers,
+    /// slower; for comparisons.
+    pub fn starting_at_input(mut self) -> Self {
+        self.from_layer = 0;
+        self
+    }
+
+    /// The model's prediction on batch `batch` (rows `idx`, features `x`),
+    /// from the cached stream entering block `from_layer` when there is one.
+    fn predict(&self, model: &Model, batch: usize, x: &Tensor) -> Result<Tensor> {
+        let l = self.from_layer;
+        let err = |e: headlab_model::ModelError| LlcError::Problem(e.to_string());
+        if l == 0 {
+            return model.forward_with(x, self.opts).map_err(err);
+        }
+        let stream = match self.prefix.get(l, batch) {
+            Some(t) => t,
+            None => {
+                // Blocks 0..l of `model` hold w* exactly (only blocks l.. move).
+                let r = tch::no_grad(|| model.resid_pre(x, l, self.opts)).map_err(err)?;
+                // SAFETY: a fresh tensor without autograd history, kept in the
+                // private cache and only read (`forward_from` is out of place).
+                let t = Arc::new(unsafe { SharedTensor::new(r) });
+                self.prefix.put(l, batch, t.clone());
+                t
+            }
+        };
+        model.forward_from(l, &stream, self.opts).map_err(err)
     }
 
     fn take_model(&self) -> Result<Model> {
@@ -248,11 +339,16 @@ impl<'a> CheckpointProblem<'a> {
             tch::no_grad(|| flat.f_copy_(&params[0]))?;
             let idx = self.batches.get(batch as i64);
             let (x, y) = (self.data.x.index_select(0, &idx), self.data.y.index_select(0, &idx));
+            let mse = |pred: Tensor| -> Result<Tensor> { Ok(pred.f_mse_loss(&y, tch::Reduction::Mean)? * self.scale) };
             if !grad {
-                let l = tch::no_grad(|| model.loss(&x, &y, false)).map_err(|e| LlcError::Problem(e.to_string()))?;
-                return Ok(((l * self.scale).reshape([1]), None));
+                // L_B(w*): the same pass from the input (it is also the
+                // whole model's, which has no cached streams).
+                let l = tch::no_grad(|| model.forward_with(&x, self.opts))
+                    .map_err(|e| LlcError::Problem(e.to_string()))
+                    .and_then(mse)?;
+                return Ok((l.reshape([1]), None));
             }
-            let loss = model.loss(&x, &y, false).map_err(|e| LlcError::Problem(e.to_string()))? * self.scale;
+            let loss = mse(self.predict(&model, batch, &x)?)?;
             let g = match &self.grad_params {
                 None => model.flat_grad(&loss),
                 Some(list) => {
