@@ -77,7 +77,8 @@ mod tests {
     /// data range onto the same pixels as one built by hand.
     #[test]
     fn frame_matches_the_builder_by_hand() {
-        let area = SVGBackend::with_string(&mut String::new(), (400, 300)).into_drawing_area();
+        let mut svg = String::new();
+        let area = SVGBackend::with_string(&mut svg, (400, 300)).into_drawing_area();
         let f = Frame { caption: 20, margin: 7, x_label_area: 30, y_label_area: 50 };
         let a = f.on(&area, "title").build_cartesian_2d(0f64..1.0, 0f64..1.0).unwrap();
         let b = ChartBuilder::on(&area)
@@ -92,5 +93,34 @@ mod tests {
         // An empty caption takes no room: the plot reaches higher than with one.
         let c = f.on(&area, "").build_cartesian_2d(0f64..1.0, 0f64..1.0).unwrap();
         assert!(c.backend_coord(&(1.0, 1.0)).1 < a.backend_coord(&(1.0, 1.0)).1);
+    }
+
+    /// The legend box is white at 85 % with a black border, and an override
+    /// chained after it wins.
+    #[test]
+    fn legend_draws_the_house_style_and_takes_overrides() {
+        let draw = |background: Option<f64>| {
+            let mut svg = String::new();
+            {
+                let area = SVGBackend::with_string(&mut svg, (300, 200)).into_drawing_area();
+                let mut c = ChartBuilder::on(&area).build_cartesian_2d(0f64..1.0, 0f64..1.0).unwrap();
+                c.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], RED))
+                    .unwrap()
+                    .label("a series")
+                    .legend(|(x, y)| PathElement::new([(x, y), (x + 10, y)], RED));
+                let mut l = legend(&mut c, SeriesLabelPosition::UpperLeft);
+                if let Some(o) = background {
+                    l.background_style(WHITE.mix(o));
+                }
+                l.draw().unwrap();
+                area.present().unwrap();
+            }
+            svg
+        };
+        let svg = draw(None);
+        assert!(svg.contains(r##"opacity="0.85" fill="#FFFFFF" stroke="none""##), "{svg}");
+        assert!(svg.contains(r##"opacity="1" fill="none" stroke="#000000""##), "{svg}");
+        let svg = draw(Some(0.8));
+        assert!(svg.contains(r##"opacity="0.8" fill="#FFFFFF""##) && !svg.contains(r#"opacity="0.85""#), "{svg}");
     }
 }
