@@ -7,8 +7,8 @@
 //! collision head and its bar ([`heads`]), the att-SVM ([`svm`], [`att_svm`]),
 //! the freeze ("snap") detector ([`freeze`]), heavy-tail statistics
 //! ([`noise`]), the `lens_physics.h5` format with its figures
-//! ([`lens_physics`]) and the LLC's step-size selection and diagnostics
-//! ([`llc_diag`]).
+//! ([`lens_physics`]), the LLC's step-size selection and diagnostics
+//! ([`llc_diag`]) and the figures' shared legend and chart frame ([`plot`]).
 //!
 //! It must never depend on `tch`, directly or through model, train, probe or
 //! lens: the report and the viewer are built on it and never link libtorch
@@ -28,6 +28,7 @@ pub mod llc_diag;
 pub mod logistic;
 pub mod metrics;
 pub mod noise;
+pub mod plot;
 pub mod predictrun;
 pub mod svm;
 

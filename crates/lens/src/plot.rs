@@ -10,6 +10,7 @@
 use std::error::Error;
 use std::path::Path;
 
+use headlab_analysis::plot::legend;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -351,13 +352,7 @@ fn draw_panel(p: &Panel, area: &DrawingArea<BitMapBackend, Shift>) -> Result<(),
         LegendPos::None => return Ok(()),
     };
     if any_label {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 13))
-            .position(pos)
-            .draw()?;
+        legend(&mut chart, pos).border_style(BLACK.mix(0.3)).label_font(("sans-serif", 13)).draw()?;
     }
     Ok(())
 }

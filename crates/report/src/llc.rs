@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 use headlab_analysis::fitrun::{collision_heads, collision_series};
 use headlab_analysis::heads::analysis_path;
 use headlab_analysis::llc_diag::{emergence_change, flag_codes, half_rise_step, EmergenceChange, SeedSeries};
+use headlab_analysis::plot::StepAxis;
 use headlab_store::analysis::read_analysis;
 use headlab_store::html::escape as esc;
 use headlab_store::llc::{llc_path, read_llc};
 use plotters::prelude::*;
 
+use crate::plots::LLC_PANEL;
 use crate::{ReportError, Result};
 
 /// One seed's LLC and collision score.
@@ -205,18 +207,14 @@ fn figure(path: &Path, seeds: &[SeedLlc], series: &str) -> Result<()> {
             (lo, hi) = (0.0, 1.0);
         }
         let pad = (hi - lo).abs().max(1e-9) * 0.08;
-        let mut ch = ChartBuilder::on(panel)
-            .caption(&s.name, ("sans-serif", 16))
-            .margin(8)
-            .x_label_area_size(35)
-            .y_label_area_size(45)
+        let mut ch = LLC_PANEL
+            .on(panel, &s.name)
             .right_y_label_area_size(60)
             .build_cartesian_2d((1f64..xmax).log_scale(), -0.05f64..1.05)
             .map_err(|x| e(format!("{x:?}")))?
             .set_secondary_coord((1f64..xmax).log_scale(), (lo - pad)..(hi + pad));
         ch.configure_mesh()
-            .x_desc("step + 1")
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            .step_axis("step")
             .y_desc(format!("collision score ({series})"))
             .max_light_lines(2)
             .draw()

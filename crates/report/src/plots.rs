@@ -12,6 +12,7 @@ use crate::ReportError;
 use headlab_analysis::baselines::Baseline;
 use headlab_analysis::heads::{bar, score_se, RunVerdict};
 use headlab_analysis::metrics::{merge_sparse_bins, MergedG, G_MIN_PAIRS};
+use headlab_analysis::plot::{legend, Frame, StepAxis};
 
 /// g of one head at step index `s` on bins merged to hold at least
 /// [`G_MIN_PAIRS`] pairs each.
@@ -39,6 +40,13 @@ pub fn model_color(m: FitModel) -> RGBColor {
 }
 
 const SCORE: RGBColor = RGBColor(31, 119, 180);
+
+/// A figure of one chart, titled at 22 pixels.
+pub(crate) const FIGURE: Frame = Frame { caption: 22, margin: 12, x_label_area: 45, y_label_area: 60 };
+/// One head's panel in a grid of heads.
+const HEAD_PANEL: Frame = Frame { caption: 15, margin: 6, x_label_area: 32, y_label_area: 42 };
+/// A panel of the collision score beside the LLC (on a right axis, sized by the caller).
+pub(crate) const LLC_PANEL: Frame = Frame { caption: 16, margin: 8, x_label_area: 35, y_label_area: 45 };
 
 /// Training and validation loss against step (log–log).
 pub fn loss_figure(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportError> {
@@ -87,11 +95,8 @@ fn loss_figure_at(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportErr
     let ymin = all.iter().cloned().fold(f64::INFINITY, f64::min).max(1e-12) * 0.8;
     let ymax = all.iter().cloned().fold(0.0, f64::max).max(ymin * 10.0) * 1.25;
     let xmax = pts.iter().chain(&val).map(|p| p.0).fold(10.0, f64::max) * 1.1;
-    let mut ch = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
+    let mut ch = Frame { y_label_area: 70, ..FIGURE }
+        .on(&root, title)
         .build_cartesian_2d((1f64..xmax).log_scale(), (ymin..ymax).log_scale())
         .map_err(err(path))?;
     ch.configure_mesh()
@@ -122,12 +127,7 @@ fn loss_figure_at(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportErr
             .label("baseline: predict no change")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
     }
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err(path))?;
+    legend(&mut ch, SeriesLabelPosition::UpperRight).draw().map_err(err(path))?;
     root.present().map_err(err(path))?;
     Ok(())
 }
@@ -183,17 +183,13 @@ fn scores_figure_at(
                 None => format!("L{l}.H{h}"),
             };
             let ymin = y.iter().chain(&incl).filter(|v| v.is_finite()).cloned().fold(0.0, f64::min).max(-1.0) - 0.05;
-            let mut ch = ChartBuilder::on(area)
-                .caption(cap, ("sans-serif", 15))
-                .margin(6)
-                .x_label_area_size(32)
-                .y_label_area_size(42)
+            let mut ch = HEAD_PANEL
+                .on(area, &cap)
                 .build_cartesian_2d((1f64..xmax).log_scale(), ymin..1.05f64)
                 .map_err(err(path))?;
             ch.configure_mesh()
-                .x_desc("step + 1")
+                .step_axis("step")
                 .y_desc("score")
-                .x_label_formatter(&|x| format!("{x:.0}"))
                 .x_labels(5)
                 .y_labels(6)
                 .light_line_style(WHITE.mix(0.0))
@@ -319,11 +315,8 @@ fn g_heatmap_at(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<()
     let xhi = xe.last().copied().unwrap_or(10.0).max(xlo * 2.0);
     for l in 0..nl {
         for h in 0..nh {
-            let mut ch = ChartBuilder::on(&panels[l * nh + h])
-                .caption(format!("L{l}.H{h}"), ("sans-serif", 15))
-                .margin(6)
-                .x_label_area_size(32)
-                .y_label_area_size(42)
+            let mut ch = HEAD_PANEL
+                .on(&panels[l * nh + h], &format!("L{l}.H{h}"))
                 .build_cartesian_2d((xlo..xhi).log_scale(), 0f64..rmax)
                 .map_err(err(path))?;
             let mut rects = Vec::new();
@@ -349,8 +342,7 @@ fn g_heatmap_at(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<()
             ch.draw_series(LineSeries::new(vec![(xlo, 1.0), (xhi, 1.0)], BLACK.stroke_width(1))).map_err(err(path))?;
             ch.configure_mesh()
                 .disable_mesh()
-                .x_desc("step + 1")
-                .x_label_formatter(&|x| format!("{x:.0}"))
+                .step_axis("step")
                 .y_desc("distance / contact distance")
                 .x_labels(5)
                 .y_labels(7)
@@ -421,11 +413,8 @@ fn g_profiles_at(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<(
                 .filter(|v| v.is_finite() && *v >= G_FLOOR)
                 .fold(0.5, f64::min)
                 * 0.8;
-            let mut ch = ChartBuilder::on(&panels[l * nh + h])
-                .caption(format!("L{l}.H{h}"), ("sans-serif", 15))
-                .margin(6)
-                .x_label_area_size(32)
-                .y_label_area_size(42)
+            let mut ch = HEAD_PANEL
+                .on(&panels[l * nh + h], &format!("L{l}.H{h}"))
                 .build_cartesian_2d(0f64..3.0, (gmin..gmax).log_scale())
                 .map_err(err(path))?;
             ch.configure_mesh()
@@ -464,12 +453,7 @@ fn g_profiles_at(path: &Path, a: &Analysis, excl: bool, title: &str) -> Result<(
                 ch.draw_series(pts.iter().map(|&p| Circle::new(p, 2, colors[k].filled()))).map_err(err(path))?;
             }
             if l == 0 && h == 0 {
-                ch.configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK)
-                    .draw()
-                    .map_err(err(path))?;
+                legend(&mut ch, SeriesLabelPosition::UpperRight).draw().map_err(err(path))?;
             }
         }
     }
@@ -488,19 +472,8 @@ fn entropy_figure_at(path: &Path, a: &Analysis, title: &str) -> Result<(), Repor
     root.fill(&WHITE).map_err(err(path))?;
     let xmax = a.steps.last().copied().unwrap_or(1) as f64 * 1.2 + 2.0;
     let ymax = (a.n_particles.max(2) as f64).ln() * 1.05;
-    let mut ch = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(60)
-        .build_cartesian_2d((1f64..xmax).log_scale(), 0f64..ymax)
-        .map_err(err(path))?;
-    ch.configure_mesh()
-        .x_desc("step + 1")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_desc("mean attention entropy (nats)")
-        .draw()
-        .map_err(err(path))?;
+    let mut ch = FIGURE.on(&root, title).build_cartesian_2d((1f64..xmax).log_scale(), 0f64..ymax).map_err(err(path))?;
+    ch.configure_mesh().step_axis("step").y_desc("mean attention entropy (nats)").draw().map_err(err(path))?;
     ch.draw_series(LineSeries::new(vec![(1.0, ymax / 1.05), (xmax, ymax / 1.05)], BLACK.mix(0.4)))
         .map_err(err(path))?
         .label("ln N (uniform)")
@@ -517,12 +490,7 @@ fn entropy_figure_at(path: &Path, a: &Analysis, title: &str) -> Result<(), Repor
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
         }
     }
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err(path))?;
+    legend(&mut ch, SeriesLabelPosition::LowerLeft).draw().map_err(err(path))?;
     root.present().map_err(err(path))?;
     Ok(())
 }
@@ -549,19 +517,9 @@ fn seeds_figure_at(
     root.fill(&WHITE).map_err(err(path))?;
     let xmax = series.iter().flat_map(|(_, s, _)| s.t.iter().copied()).fold(1.0, f64::max) * 1.2 + 2.0;
     let ymin = series.iter().flat_map(|(_, s, _)| s.y.iter().copied()).fold(0.0, f64::min).max(-1.0) - 0.05;
-    let mut ch = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(60)
-        .build_cartesian_2d((1f64..xmax).log_scale(), ymin..1.05f64)
-        .map_err(err(path))?;
-    ch.configure_mesh()
-        .x_desc(format!("{xdesc} + 1"))
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_desc("self-excluded normalized score")
-        .draw()
-        .map_err(err(path))?;
+    let mut ch =
+        FIGURE.on(&root, title).build_cartesian_2d((1f64..xmax).log_scale(), ymin..1.05f64).map_err(err(path))?;
+    ch.configure_mesh().step_axis(xdesc).y_desc("self-excluded normalized score").draw().map_err(err(path))?;
     for (k, (name, s, tail)) in series.iter().enumerate() {
         let c = Palette99::pick(k).to_rgba();
         let label = match tail.as_ref().and_then(|f| f.best().map(|b| (f, b))) {
@@ -583,12 +541,7 @@ fn seeds_figure_at(
             ch.draw_series(LineSeries::new(pts, c.stroke_width(2))).map_err(err(path))?;
         }
     }
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err(path))?;
+    legend(&mut ch, SeriesLabelPosition::UpperLeft).draw().map_err(err(path))?;
     root.present().map_err(err(path))?;
     Ok(())
 }
@@ -649,12 +602,7 @@ fn forms_figure_at(
             .y_label_area_size(55)
             .build_cartesian_2d(((x0 + 1.0).max(1.0)..(x1 + 1.0) * 1.05).log_scale(), ylo..yhi)
             .map_err(err(path))?;
-        ch.configure_mesh()
-            .x_desc(format!("{xdesc} + 1"))
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_desc("score")
-            .draw()
-            .map_err(err(path))?;
+        ch.configure_mesh().step_axis(xdesc).y_desc("score").draw().map_err(err(path))?;
         ch.draw_series(pts.iter().map(|&p| Circle::new(p, 3, SCORE.filled())))
             .map_err(err(path))?
             .label("data")
@@ -688,13 +636,7 @@ fn forms_figure_at(
                 }
             }
         }
-        ch.configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 12))
-            .draw()
-            .map_err(err(path))?;
+        legend(&mut ch, SeriesLabelPosition::LowerRight).label_font(("sans-serif", 12)).draw().map_err(err(path))?;
     }
     root.present().map_err(err(path))?;
     Ok(())
@@ -769,22 +711,13 @@ fn llc_figure_at(
             (lo, hi) = (0.0, 1.0);
         }
         let pad = (hi - lo).abs().max(1e-9) * 0.08;
-        let mut ch = ChartBuilder::on(panel)
-            .caption(format!("L{l}.H{h}"), ("sans-serif", 16))
-            .margin(8)
-            .x_label_area_size(35)
-            .y_label_area_size(45)
+        let mut ch = LLC_PANEL
+            .on(panel, &format!("L{l}.H{h}"))
             .right_y_label_area_size(55)
             .build_cartesian_2d((1f64..xmax).log_scale(), -0.05f64..1.05)
             .map_err(err(path))?
             .set_secondary_coord((1f64..xmax).log_scale(), (lo - pad)..(hi + pad));
-        ch.configure_mesh()
-            .x_desc("step + 1")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_desc("collision score")
-            .max_light_lines(2)
-            .draw()
-            .map_err(err(path))?;
+        ch.configure_mesh().step_axis("step").y_desc("collision score").max_light_lines(2).draw().map_err(err(path))?;
         ch.configure_secondary_axes().y_desc(which).draw().map_err(err(path))?;
         ch.draw_series(score.iter().map(|&p| Circle::new(p, 3, SCORE.filled()))).map_err(err(path))?;
         ch.draw_secondary_series(
@@ -839,16 +772,9 @@ fn noise_figure_at(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportEr
         ]
     });
     let ymax = vals.filter(|v| v.is_finite()).fold(1.0f64, f64::max) * 1.1;
-    let mut ch = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(60)
-        .build_cartesian_2d((1f64..xmax).log_scale(), 0f64..ymax)
-        .map_err(err(path))?;
+    let mut ch = FIGURE.on(&root, title).build_cartesian_2d((1f64..xmax).log_scale(), 0f64..ymax).map_err(err(path))?;
     ch.configure_mesh()
-        .x_desc("step + 1")
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .step_axis("step")
         .y_desc("Hill tail index α (lower = heavier tail)")
         .draw()
         .map_err(err(path))?;
@@ -873,12 +799,7 @@ fn noise_figure_at(path: &Path, m: &Metrics, title: &str) -> Result<(), ReportEr
             .label(label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
     }
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err(path))?;
+    legend(&mut ch, SeriesLabelPosition::UpperRight).draw().map_err(err(path))?;
     root.present().map_err(err(path))?;
     Ok(())
 }
@@ -918,17 +839,13 @@ pub fn auroc_figure(path: &Path, a: &Analysis, v: &RunVerdict, title: &str) -> R
                 get(SeriesKey::AurocMatchedSe),
                 get(SeriesKey::ApproachSelectivity),
             );
-            let mut ch = ChartBuilder::on(&panels[l * nh + h])
-                .caption(format!("L{l}.H{h}"), ("sans-serif", 15))
-                .margin(6)
-                .x_label_area_size(32)
-                .y_label_area_size(42)
+            let mut ch = HEAD_PANEL
+                .on(&panels[l * nh + h], &format!("L{l}.H{h}"))
                 .build_cartesian_2d((1f64..xmax).log_scale(), 0.3f64..1.02)
                 .map_err(err(path))?;
             ch.configure_mesh()
-                .x_desc("step + 1")
+                .step_axis("step")
                 .y_desc("AUROC")
-                .x_label_formatter(&|x| format!("{x:.0}"))
                 .x_labels(5)
                 .y_labels(8)
                 .light_line_style(WHITE.mix(0.0))

@@ -7,9 +7,11 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use headlab_analysis::fit::predict::{Evaluation, Predictor, EARLY_FRACTION, TARGET_FRACTION};
+use headlab_analysis::plot::{legend, Frame};
 use headlab_store::html::escape as esc;
 use plotters::prelude::*;
 
+use crate::plots::FIGURE;
 use crate::ReportError;
 
 fn err<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> ReportError + '_ {
@@ -59,11 +61,8 @@ fn prediction_figure_at(path: &Path, ev: &Evaluation) -> Result<(), ReportError>
         hi = 1000.0;
     }
     let (lo, hi) = (lo / 1.5, hi * 1.5);
-    let mut ch = ChartBuilder::on(&root)
-        .caption("Emergence step: predicted against actual, one marker per run", ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(60)
+    let mut ch = Frame { caption: 20, ..FIGURE }
+        .on(&root, "Emergence step: predicted against actual, one marker per run")
         .build_cartesian_2d((lo..hi).log_scale(), (lo..hi).log_scale())
         .map_err(err(path))?;
     ch.configure_mesh()
@@ -114,12 +113,7 @@ fn prediction_figure_at(path: &Path, ev: &Evaluation) -> Result<(), ReportError>
                 }
             });
     }
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err(path))?;
+    legend(&mut ch, SeriesLabelPosition::UpperLeft).draw().map_err(err(path))?;
     root.present().map_err(err(path))?;
     Ok(())
 }

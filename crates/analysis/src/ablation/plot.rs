@@ -8,6 +8,7 @@ use headlab_store::analysis::Analysis;
 use plotters::prelude::*;
 
 use super::{Ablation, Est, Kind};
+use crate::plot::{legend, StepAxis, PANEL};
 
 fn perr(path: &Path) -> impl Fn(String) -> crate::AnalysisError + '_ {
     move |msg| crate::AnalysisError::Run { path: path.to_path_buf(), msg: format!("cannot draw plot: {msg}") }
@@ -32,6 +33,16 @@ fn log_range(ests: &[Est]) -> (f64, f64) {
         }
     }
     (lo / 1.3, hi * 1.3)
+}
+
+/// The label of category axis position `x`: the name at a whole index, else none.
+fn category(names: &[String], x: f64) -> String {
+    let r = x.round();
+    if (x - r).abs() < 1e-6 && r >= 0.0 {
+        names.get(r as usize).cloned().unwrap_or_default()
+    } else {
+        String::new()
+    }
 }
 
 /// Points with 95 % interval whiskers, at x offset `dx` from each category.
@@ -86,19 +97,11 @@ pub fn effects_figure(path: &Path, a: &Ablation, s: usize) -> crate::Result<()> 
             .y_label_area_size(55)
             .build_cartesian_2d(-0.6f64..nt - 0.4, (y0..y1).log_scale())
             .map_err(|x| e(x.to_string()))?;
-        let nm = names.clone();
         ch.configure_mesh()
             .disable_x_mesh()
             .light_line_style(WHITE)
             .x_labels(names.len() * 2 + 1)
-            .x_label_formatter(&move |x| {
-                let r = x.round();
-                if (x - r).abs() < 1e-6 && r >= 0.0 {
-                    nm.get(r as usize).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            })
+            .x_label_formatter(&|x| category(&names, *x))
             .y_desc("ablated / intact MSE")
             .y_label_formatter(&|y| format!("{y:.2}"))
             .draw()
@@ -116,12 +119,7 @@ pub fn effects_figure(path: &Path, a: &Ablation, s: usize) -> crate::Result<()> 
                 .legend(move |(x, y)| Circle::new((x + 8, y), 4, col.filled()));
         }
         if k == 0 {
-            ch.configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|x| e(x.to_string()))?;
+            legend(&mut ch, SeriesLabelPosition::UpperLeft).draw().map_err(|x| e(x.to_string()))?;
         }
     }
     root.present().map_err(|x| e(x.to_string()))?;
@@ -201,15 +199,13 @@ pub fn training_figure(
             .iter()
             .flat_map(|c| c.1.iter().map(|p| p.1).chain(c.2.iter().flat_map(|b| b.iter().map(|p| p.1))))
             .collect();
-        let mut b = ChartBuilder::on(area);
-        b.margin(10).x_label_area_size(35).y_label_area_size(60);
+        let mut b = PANEL.on(area, "");
         macro_rules! draw {
             ($ch:expr) => {{
                 let mut c = $ch;
                 c.configure_mesh()
                     .light_line_style(WHITE)
-                    .x_desc("step + 1")
-                    .x_label_formatter(&|x| format!("{x:.0}"))
+                    .step_axis("step")
                     .y_desc(label.as_str())
                     .y_label_formatter(&|y| format!("{y:.2}"))
                     .draw()
@@ -237,12 +233,7 @@ pub fn training_figure(
                     c.draw_series(pts.iter().map(|&q| Circle::new(q, 3, col.filled())))
                         .map_err(|x| e(x.to_string()))?;
                 }
-                c.configure_series_labels()
-                    .position(SeriesLabelPosition::UpperLeft)
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK)
-                    .draw()
-                    .map_err(|x| e(x.to_string()))?;
+                legend(&mut c, SeriesLabelPosition::UpperLeft).draw().map_err(|x| e(x.to_string()))?;
             }};
         }
         if logy {
@@ -276,32 +267,18 @@ pub fn patching_figure(path: &Path, a: &Ablation) -> crate::Result<()> {
     let vals: Vec<f64> = den.iter().chain(&noi).flat_map(|x| [x.value, x.lo, x.hi]).filter(|v| v.is_finite()).collect();
     let lo = vals.iter().copied().fold(0.0, f64::min) - 0.05;
     let hi = vals.iter().copied().fold(1.0, f64::max) + 0.05;
-    let names = p.sites.clone();
-    let mut ch = ChartBuilder::on(&root)
-        .margin(10)
-        .caption(
-            format!(
-                "Activation patching at step {} ({} pairs: partner moved out of reach; 95 % bootstrap over pairs)",
-                p.step, p.n_pairs
-            ),
-            ("sans-serif", 18),
-        )
-        .x_label_area_size(35)
-        .y_label_area_size(60)
-        .build_cartesian_2d(-0.6f64..n - 0.4, lo..hi)
-        .map_err(|x| e(x.to_string()))?;
+    let names = &p.sites;
+    let caption = format!(
+        "Activation patching at step {} ({} pairs: partner moved out of reach; 95 % bootstrap over pairs)",
+        p.step, p.n_pairs
+    );
+    let mut ch =
+        PANEL.on(&root, &caption).build_cartesian_2d(-0.6f64..n - 0.4, lo..hi).map_err(|x| e(x.to_string()))?;
     ch.configure_mesh()
         .disable_x_mesh()
         .light_line_style(WHITE)
         .x_labels(names.len() * 2 + 1)
-        .x_label_formatter(&move |x| {
-            let r = x.round();
-            if (x - r).abs() < 1e-6 && r >= 0.0 {
-                names.get(r as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
+        .x_label_formatter(&|x| category(names, *x))
         .y_desc("share of Σ|Δv_clean − Δv_corrupted|²")
         .draw()
         .map_err(|x| e(x.to_string()))?;
@@ -329,12 +306,7 @@ pub fn patching_figure(path: &Path, a: &Ablation) -> crate::Result<()> {
         .label(label)
         .legend(move |(x, y)| Circle::new((x + 8, y), 4, col.filled()));
     }
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|x| e(x.to_string()))?;
+    legend(&mut ch, SeriesLabelPosition::UpperLeft).draw().map_err(|x| e(x.to_string()))?;
     root.present().map_err(|x| e(x.to_string()))?;
     Ok(())
 }

@@ -9,6 +9,7 @@ use plotters::prelude::*;
 
 use super::LensPhysics;
 use crate::freeze::FreezeConfig;
+use crate::plot::{legend, StepAxis, PANEL};
 
 /// Series of analysis.h5 plotted as "the collision score" by default.
 pub const SCORE_SERIES: SeriesKey = crate::fitrun::DEFAULT_SERIES;
@@ -117,8 +118,7 @@ fn head_figure_at(
             ($ch:expr) => {{
                 let mut c = $ch;
                 c.configure_mesh()
-                    .x_desc("step + 1")
-                    .x_label_formatter(&|x| format!("{x:.0}"))
+                    .step_axis("step")
                     .y_labels(8)
                     .y_label_formatter(&|y| format!("{y:.2}"))
                     .y_desc(label.as_str())
@@ -146,16 +146,10 @@ fn head_figure_at(
                         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
                     c.draw_series(p.iter().map(|&q| Circle::new(q, 2, col.filled()))).map_err(|x| e(x.to_string()))?;
                 }
-                c.configure_series_labels()
-                    .position(SeriesLabelPosition::UpperLeft)
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK)
-                    .draw()
-                    .map_err(|x| e(x.to_string()))?;
+                legend(&mut c, SeriesLabelPosition::UpperLeft).draw().map_err(|x| e(x.to_string()))?;
             }};
         }
-        let mut b = ChartBuilder::on(area);
-        b.margin(10).x_label_area_size(35).y_label_area_size(60);
+        let mut b = PANEL.on(area, "");
         if logy {
             draw!(b
                 .build_cartesian_2d((1f64..xmax).log_scale(), (y0..y1).log_scale())

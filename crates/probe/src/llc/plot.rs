@@ -4,12 +4,16 @@
 
 use std::path::Path;
 
+use headlab_analysis::plot::{legend, Frame};
 use headlab_store::llc::{LlcCalibration, LlcSeries};
 use plotters::prelude::*;
 
 use super::{LlcError, Result};
 
 type DResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+/// Every panel of the figure.
+const PANEL: Frame = Frame { caption: 18, margin: 10, x_label_area: 35, y_label_area: 55 };
 
 /// Draw `RUN/llc.h5` as a PNG: the LLC over checkpoints (whole model with
 /// ±2 se, and each head), the chains' traces at the last checkpoint, and the
@@ -76,11 +80,8 @@ fn draw_series(s: &LlcSeries, a0: &Area, a1: &Area) -> DResult {
             xs.first().cloned().unwrap_or(1.0),
             xs.last().cloned().unwrap_or(10.0).max(xs.first().cloned().unwrap_or(1.0) * 1.5),
         );
-        let mut chart = ChartBuilder::on(a)
-            .caption("LLC over training", ("sans-serif", 18))
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(55)
+        let mut chart = PANEL
+            .on(a, "LLC over training")
             .build_cartesian_2d((x0..x1).log_scale(), ymin * 1.05..(ymax * 1.1).max(1e-6))?;
         chart.configure_mesh().x_desc("training step").y_desc("LLC (nβ·E[ΔL])").draw()?;
         if s.per_head {
@@ -126,12 +127,7 @@ fn draw_series(s: &LlcSeries, a0: &Area, a1: &Area) -> DResult {
             .label("whole model ± 2 se")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLACK));
         chart.draw_series(LineSeries::new(pts.iter().map(|&(x, v, _)| (x, v)), BLACK.stroke_width(2)))?;
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.8)).draw()?;
     }
     // 2. Traces of the last checkpoint.
     {
@@ -150,11 +146,8 @@ fn draw_series(s: &LlcSeries, a0: &Area, a1: &Area) -> DResult {
             Some(st) => format!("chains at step {st}: nβ·ΔL per draw"),
             None => "chains".into(),
         };
-        let mut chart = ChartBuilder::on(a)
-            .caption(title, ("sans-serif", 18))
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(55)
+        let mut chart = PANEL
+            .on(a, &title)
             .build_cartesian_2d(0.0..xmax.max(1.0), (lo as f64 * 1.1 - 1e-6)..(hi as f64 * 1.1 + 1e-6))?;
         chart.configure_mesh().x_desc("SGLD draw").y_desc("nβ·(L_B(w) − L_B(w*))").draw()?;
         for ch in 0..c {
@@ -178,12 +171,7 @@ fn draw_series(s: &LlcSeries, a0: &Area, a1: &Area) -> DResult {
                     .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLACK));
             }
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.8)).draw()?;
     }
     Ok(())
 }
@@ -197,11 +185,8 @@ fn draw_calibration(cal: &LlcCalibration, a: &Area) -> DResult {
         let lo = cal.llc.iter().cloned().filter(|v| v.is_finite()).fold(0.0, f64::min);
         let (x0, x1) =
             (cal.epsilon.first().cloned().unwrap_or(1e-6) / 1.5, cal.epsilon.last().cloned().unwrap_or(1e-3) * 1.5);
-        let mut chart = ChartBuilder::on(a)
-            .caption(format!("calibration at step {}", cal.step), ("sans-serif", 18))
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(55)
+        let mut chart = PANEL
+            .on(a, &format!("calibration at step {}", cal.step))
             .build_cartesian_2d((x0..x1).log_scale(), lo * 1.1..hi * 1.1)?;
         chart
             .configure_mesh()
@@ -241,12 +226,7 @@ fn draw_calibration(cal: &LlcCalibration, a: &Area) -> DResult {
                 .label("recommended ε")
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLUE));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.8)).draw()?;
     }
     Ok(())
 }
