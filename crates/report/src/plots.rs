@@ -814,6 +814,10 @@ const APPROACH_C: RGBColor = RGBColor(148, 103, 189);
 /// floor (distance, matched) and the ceiling (ballistics, matched), and the
 /// bar's matched-AUROC threshold.
 pub fn auroc_figure(path: &Path, a: &Analysis, v: &RunVerdict, title: &str) -> Result<(), ReportError> {
+    headlab_store::with_atomic_path(path, |tmp| auroc_figure_at(tmp, a, v, title))
+}
+
+fn auroc_figure_at(path: &Path, a: &Analysis, v: &RunVerdict, title: &str) -> Result<(), ReportError> {
     let (nl, nh) = (a.n_layers, a.n_heads);
     let root = BitMapBackend::new(path, ((360 * nh) as u32 + 20, (300 * nl) as u32 + 110)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
@@ -913,6 +917,10 @@ pub fn auroc_figure(path: &Path, a: &Analysis, v: &RunVerdict, title: &str) -> R
 /// AUROC of every head and of every baseline's softmax "attention", with the
 /// region that meets the collision-head bar shaded.
 pub fn baselines_figure(path: &Path, v: &RunVerdict, title: &str) -> Result<(), ReportError> {
+    headlab_store::with_atomic_path(path, |tmp| baselines_figure_at(tmp, v, title))
+}
+
+fn baselines_figure_at(path: &Path, v: &RunVerdict, title: &str) -> Result<(), ReportError> {
     let root = BitMapBackend::new(path, (1300, 660)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
     let (top, rest) = root.split_vertically(40);

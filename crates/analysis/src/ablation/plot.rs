@@ -67,10 +67,16 @@ fn whiskers(ests: &[Est], dx: f64, y0: f64) -> Whiskers {
 /// Per kind a panel: for every target, the ablated/intact one-step error of
 /// particles in contact (red) and of free particles (blue), log scale, at step index `s`.
 pub fn effects_figure(path: &Path, a: &Ablation, s: usize) -> crate::Result<()> {
+    // Drawn beside the target and renamed over it: never a truncated PNG.
+    headlab_store::with_atomic_path(path, |tmp| effects_figure_at(tmp, path, a, s))
+}
+
+/// [`effects_figure`] drawn into `tmp`; errors name `path`.
+fn effects_figure_at(tmp: &Path, path: &Path, a: &Ablation, s: usize) -> crate::Result<()> {
     let e = perr(path);
     let nk = a.kinds.len().max(1);
     let rows = nk.div_ceil(2);
-    let root = BitMapBackend::new(path, (1300, 330 * rows as u32 + 60)).into_drawing_area();
+    let root = BitMapBackend::new(tmp, (1300, 330 * rows as u32 + 60)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
     let step = a.steps.get(s).copied().unwrap_or(0);
     let root = root
@@ -137,8 +143,20 @@ pub fn training_figure(
     score_series: &str,
     targets: &[usize],
 ) -> crate::Result<()> {
+    headlab_store::with_atomic_path(path, |tmp| training_figure_at(tmp, path, a, an, score_series, targets))
+}
+
+/// [`training_figure`] drawn into `tmp`; errors name `path`.
+fn training_figure_at(
+    tmp: &Path,
+    path: &Path,
+    a: &Ablation,
+    an: &Analysis,
+    score_series: &str,
+    targets: &[usize],
+) -> crate::Result<()> {
     let e = perr(path);
-    let root = BitMapBackend::new(path, (1000, 1000)).into_drawing_area();
+    let root = BitMapBackend::new(tmp, (1000, 1000)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
     let root = root
         .titled("When do the heads start to matter? (ablation effect vs training step)", ("sans-serif", 20))
@@ -257,9 +275,14 @@ pub fn training_figure(
 /// the clean activation into the corrupted run (denoising, green) and
 /// destroyed by patching the corrupted one into the clean run (noising, orange).
 pub fn patching_figure(path: &Path, a: &Ablation) -> crate::Result<()> {
+    headlab_store::with_atomic_path(path, |tmp| patching_figure_at(tmp, path, a))
+}
+
+/// [`patching_figure`] drawn into `tmp`; errors name `path`.
+fn patching_figure_at(tmp: &Path, path: &Path, a: &Ablation) -> crate::Result<()> {
     let e = perr(path);
     let Some(p) = &a.patching else { return Err(e("no patching results".into())) };
-    let root = BitMapBackend::new(path, (1100, 450)).into_drawing_area();
+    let root = BitMapBackend::new(tmp, (1100, 450)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
     let n = p.sites.len() as f64;
     let den: Vec<Est> = (0..p.sites.len()).map(|i| Est::from_slice(&p.denoise[i * 3..i * 3 + 3])).collect();
