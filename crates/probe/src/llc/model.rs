@@ -177,7 +177,9 @@ pub struct CheckpointProblem<'a> {
     opts: ForwardOptions,
 }
 
-/// The most memory the cached residual streams of one layer may take.
+/// The most memory the cached residual streams of one layer may take (one
+/// layer's are kept at a time: `llc_for_model` releases a layer's when its
+/// heads are done).
 const PREFIX_CACHE_BYTES: usize = 512 << 20;
 
 /// The residual stream entering block l at w*, per batch: while only block
@@ -201,6 +203,12 @@ impl PrefixCache {
         let mut s = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = s.get_mut(layer).and_then(|v| v.get_mut(batch)) {
             *slot = Some(t);
+        }
+    }
+    fn release(&self, layer: usize) {
+        let mut s = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = s.get_mut(layer) {
+            v.iter_mut().for_each(|slot| *slot = None);
         }
     }
 }
@@ -283,6 +291,12 @@ impl<'a> CheckpointProblem<'a> {
         self.from_layer = if v.is_empty() || bytes > PREFIX_CACHE_BYTES { 0 } else { first_block };
         self.grad_params = Some(v);
         Ok(self)
+    }
+
+    /// Free the cached streams entering block `layer` (shared by every
+    /// problem that shares this one's caches).
+    pub fn release_streams(&self, layer: usize) {
+        self.prefix.release(layer);
     }
 
     /// The first block a pass runs (see [`CheckpointProblem::with_grad_params`]).
@@ -523,6 +537,7 @@ pub fn llc_for_model(
                 heads.push(est);
                 heads_ladder.push(ladder);
             }
+            whole_problem.release_streams(layer);
         }
     }
     Ok(CheckpointLlc { step, n_layers: l, n_heads: h, whole, heads, whole_ladder, heads_ladder })
