@@ -24,6 +24,13 @@ the initial loss on CHAINS batches before sampling, deep-copies the model and
 cloudpickles the loader per chain, and per step computes p - p0 for every
 parameter, draws noise for every parameter and checks the loss for NaN.
 
+Its estimate is llc = nbeta (mean draw loss - init_loss) with init_loss the
+mean loss of CHAINS shuffled batches drawn from the unseeded global RNG (seed=
+only seeds the chains), so with few chains it moves from run to run by nbeta
+times the batch-to-batch noise of the loss (the chains themselves repeat
+exactly); headlab's paired estimate compares each draw's batch with the same
+batch at w*.
+
 Modes: "whole" (every parameter moves) and "head0.0": devinterp's
 optimize_over_per_model_param masks the update (gradient term, localization
 and noise) to head 0 of layer 0, i.e. index [0] of blocks.0.attn.W_Q, W_K,
