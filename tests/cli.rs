@@ -465,3 +465,60 @@ fn torch_subcommands_run_in_headlab_torch_with_the_same_arguments_and_exit_code(
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(t.contains("missing-torch") && t.contains("cargo build -p headlab") && !t.contains("panicked"), "{t}");
 }
+
+// A stale headlab-torch beside a newer headlab would run old code: the front
+// passes its build identity, and headlab-torch refuses a different one.
+#[test]
+fn headlab_torch_refuses_a_front_of_another_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let front = env!("CARGO_BIN_EXE_headlab");
+    let torch = env!("CARGO_BIN_EXE_headlab-torch");
+    let version = |bin: &str| {
+        let o = Command::new(bin).arg("--version").output().unwrap();
+        assert!(o.status.success(), "{bin} --version: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    // Both print the build identity, `<version>+<hash>`, the same in both.
+    let v = version(front);
+    assert_eq!(v, version(torch));
+    let id = v.strip_prefix("headlab ").unwrap_or_default().to_string();
+    assert!(id.starts_with(env!("CARGO_PKG_VERSION")) && id.contains('+'), "--version: {v}");
+    // The front hands it (and its own path) to the binary it execs.
+    let fake = dir.path().join("fake-torch");
+    std::fs::write(&fake, "#!/bin/sh\necho \"$HEADLAB_FRONT_BUILD|$HEADLAB_FRONT_EXE\"\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = Command::new(front).args(["probe", "r"]).env("HEADLAB_TORCH", &fake).output().unwrap();
+    let front_path = std::fs::canonicalize(front).unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("{id}|{}", front_path.display()), "{}", text(&o));
+    // Another build: refused before any work, naming both binaries and the remedy.
+    let old = "/opt/old/bin/headlab";
+    let o = Command::new(torch)
+        .args(["probe", "notarun"])
+        .env("HEADLAB_FRONT_BUILD", "0.0.1+00000000deadbeef")
+        .env("HEADLAB_FRONT_EXE", old)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    let torch_path = std::fs::canonicalize(torch).unwrap().display().to_string();
+    for needle in
+        [torch_path.as_str(), old, "0.0.1+00000000deadbeef", id.as_str(), "different builds", "cargo build -p headlab"]
+    {
+        assert!(t.contains(needle), "{needle:?} not in: {t}");
+    }
+    assert!(!t.contains("notarun") && !t.contains("panicked"), "{t}");
+    // The same build, and no variable at all (run directly): as before.
+    let run = |build: Option<&str>| {
+        let mut c = Command::new(torch);
+        c.args(["probe", "notarun"]).current_dir(dir.path());
+        if let Some(b) = build {
+            c.env("HEADLAB_FRONT_BUILD", b);
+        }
+        c.output().unwrap()
+    };
+    let (same, direct) = (run(Some(&id)), run(None));
+    assert_eq!(same.status.code(), Some(1));
+    assert_eq!(text(&same), text(&direct));
+    assert!(text(&direct).contains("notarun") && !text(&direct).contains("different builds"), "{}", text(&direct));
+}

@@ -8,6 +8,20 @@ use clap::{Parser, Subcommand};
 
 use crate::cmd;
 
+/// This build's identity, `<version>+<hash of the sources>` (build.rs), the
+/// same in both binaries of one build; `--version` prints it.
+pub const BUILD_ID: &str = env!("HEADLAB_BUILD_ID");
+
+/// The environment variable through which the front tells `headlab-torch`
+/// its build identity; `headlab-torch` refuses to run when it differs
+/// from its own (a stale binary beside a newer front). Unset when
+/// `headlab-torch` is run directly: then no check.
+pub const FRONT_BUILD_VAR: &str = "HEADLAB_FRONT_BUILD";
+
+/// The path of the front binary that exec'd `headlab-torch`, for the
+/// message when the builds differ.
+pub const FRONT_EXE_VAR: &str = "HEADLAB_FRONT_EXE";
+
 /// headlab — watch collision-detecting attention heads emerge in a
 /// transformer that learns particle physics.
 ///
@@ -15,7 +29,7 @@ use crate::cmd;
 ///   headlab simulate --scene scenes/demo.toml --out data/demo.h5
 ///   headlab inspect data/demo.h5
 #[derive(Parser)]
-#[command(name = "headlab", version, about, long_about, verbatim_doc_comment)]
+#[command(name = "headlab", version = BUILD_ID, about, long_about, verbatim_doc_comment)]
 pub struct Cli {
     /// More log output (-v info, -vv debug). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]

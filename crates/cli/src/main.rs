@@ -80,6 +80,13 @@ fn exec_torch() -> anyhow::Result<()> {
     }
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_else(|| "headlab".into());
-    let err = std::process::Command::new(&bin).arg0(arg0).args(args).exec();
+    // headlab-torch compares this with its own identity (a stale binary
+    // from another build refuses to run) and names the front when they differ.
+    let mut command = std::process::Command::new(&bin);
+    command.arg0(arg0).args(args).env(cli::FRONT_BUILD_VAR, cli::BUILD_ID);
+    if let Ok(me) = std::env::current_exe() {
+        command.env(cli::FRONT_EXE_VAR, me);
+    }
+    let err = command.exec();
     Err(anyhow::anyhow!("starting {}: {err}; {ADVICE}", bin.display()))
 }
