@@ -177,9 +177,16 @@ impl Attention {
             .f_reshape([d, 3 * h * dh])?;
         let b_qkv = Tensor::f_cat(&[&self.b_q, &self.b_k, &self.b_v], 0)?.f_view([3 * h * dh])?;
         let qkv = b_qkv.f_addmm(a, &w_qkv)?.f_view([b, n, 3, h, dh])?.permute([2, 0, 3, 1, 4]); // [3,B,H,N,dh]
-        let q = pass.hook_heads(l, Site::Q, qkv.get(0))?;
-        let k = pass.hook_heads(l, Site::K, qkv.get(1))?;
-        let v = pass.hook_heads(l, Site::V, qkv.get(2))?;
+        // unbind, not three selects: its backward stacks the three
+        // gradients in one copy, where each select's would zero a whole
+        // [3,B,H,N,dh] buffer and the three would then be added.
+        let [q, k, v]: [Tensor; 3] = qkv
+            .f_unbind(0)?
+            .try_into()
+            .map_err(|_| ModelError::Input("the QKV projection did not split into three".into()))?;
+        let q = pass.hook_heads(l, Site::Q, q)?;
+        let k = pass.hook_heads(l, Site::K, k)?;
+        let v = pass.hook_heads(l, Site::V, v)?;
 
         // Fused path: softmax(q·k·factor)·v in one libtorch kernel
         // (scaled_dot_product_attention: the same function, fewer passes
