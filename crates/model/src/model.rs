@@ -177,9 +177,9 @@ impl Attention {
             .f_reshape([d, 3 * h * dh])?;
         let b_qkv = Tensor::f_cat(&[&self.b_q, &self.b_k, &self.b_v], 0)?.f_view([3 * h * dh])?;
         let qkv = b_qkv.f_addmm(a, &w_qkv)?.f_view([b, n, 3, h, dh])?.permute([2, 0, 3, 1, 4]); // [3,B,H,N,dh]
-        // unbind, not three selects: its backward stacks the three
-        // gradients in one copy, where each select's would zero a whole
-        // [3,B,H,N,dh] buffer and the three would then be added.
+                                                                                                // unbind, not three selects: its backward stacks the three
+                                                                                                // gradients in one copy, where each select's would zero a whole
+                                                                                                // [3,B,H,N,dh] buffer and the three would then be added.
         let [q, k, v]: [Tensor; 3] = qkv
             .f_unbind(0)?
             .try_into()
