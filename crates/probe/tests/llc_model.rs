@@ -10,16 +10,17 @@ use headlab_testkit::toy_dataset;
 use headlab_train::{train, RunOptions, TrainConfig};
 use tch::Device;
 
-fn tiny_run(dir: &std::path::Path) -> headlab_sim::Dataset {
+/// A small run (2 heads, d_model 16) of `layers` blocks trained for `steps` steps.
+fn tiny_run(dir: &std::path::Path, layers: usize, steps: u64) -> headlab_sim::Dataset {
     let ds = toy_dataset(6, 20, 8, 5);
     let mut cfg = TrainConfig {
-        steps: 150,
+        steps,
         batch_size: 16,
         device: headlab_model::DeviceSpec::Cpu,
         threads: 1,
         ..TrainConfig::default()
     };
-    cfg.model.n_layers = 1;
+    cfg.model.n_layers = layers;
     cfg.model.n_heads = 2;
     cfg.model.d_model = 16;
     cfg.checkpoints.count = 3;
@@ -30,7 +31,7 @@ fn tiny_run(dir: &std::path::Path) -> headlab_sim::Dataset {
 #[test]
 fn checkpoint_llc_whole_and_per_head() {
     let dir = tempfile::tempdir().unwrap();
-    let ds = tiny_run(dir.path());
+    let ds = tiny_run(dir.path(), 1, 150);
     let ckpts = list_checkpoints(dir.path()).unwrap();
     let (step, last) = ckpts.last().unwrap().clone();
     let opts = CheckpointLlcOptions {
@@ -97,19 +98,7 @@ fn checkpoint_llc_whole_and_per_head() {
 #[test]
 fn a_later_layers_head_reuses_the_earlier_blocks_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let ds = toy_dataset(6, 20, 8, 5);
-    let mut cfg = TrainConfig {
-        steps: 40,
-        batch_size: 16,
-        device: headlab_model::DeviceSpec::Cpu,
-        threads: 1,
-        ..Default::default()
-    };
-    cfg.model.n_layers = 2;
-    cfg.model.n_heads = 2;
-    cfg.model.d_model = 16;
-    cfg.checkpoints.count = 2;
-    train(&cfg, &ds, dir.path(), &RunOptions::default()).unwrap();
+    let ds = tiny_run(dir.path(), 2, 40);
     let (_, last) = list_checkpoints(dir.path()).unwrap().last().unwrap().clone();
     let (_, model, data) = load_checkpoint(&last, &ds, Device::Cpu).unwrap();
     let whole = CheckpointProblem::new(&model, &data, 16, 0, LossConvention::Frame).unwrap();
