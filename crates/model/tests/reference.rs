@@ -166,6 +166,12 @@ fn setup(case: usize, dim: usize, cfg: &ModelConfig) -> (Model, Tensor) {
     (m, x)
 }
 
+/// libtorch's random generator is global to the process and the tests of
+/// this file run on parallel threads: each test that seeds it and draws
+/// (setup's weights and inputs, dropout's masks) holds this lock, or another
+/// test's draws would interleave with its own.
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn same(what: &str, a: &Tensor, b: &Tensor) {
     assert_eq!(a.size(), b.size(), "{what}: shape");
     let d = (a - b).abs().max().double_value(&[]);
@@ -174,6 +180,7 @@ fn same(what: &str, a: &Tensor, b: &Tensor) {
 
 #[test]
 fn forward_is_bit_identical_to_the_old_forward() {
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     for (case, (dim, cfg)) in configs().into_iter().enumerate() {
         let (m, x) = setup(case, dim, &cfg);
         let (y_old, cache_old) = old_forward(&m, &x, true, false);
@@ -198,6 +205,7 @@ fn forward_is_bit_identical_to_the_old_forward() {
 
 #[test]
 fn training_loss_dropout_and_gradients_are_bit_identical() {
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     for (case, (dim, cfg)) in configs().into_iter().enumerate() {
         let (m, x) = setup(case, dim, &cfg);
         let y = Tensor::randn([3, 7, 2 * dim as i64], (Kind::Float, Device::Cpu));
@@ -221,6 +229,7 @@ fn training_loss_dropout_and_gradients_are_bit_identical() {
 #[test]
 #[ignore]
 fn throughput_old_versus_new() {
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     tch::set_num_threads(1);
     let cfg = ModelConfig::default();
     let (m, _) = setup(0, 2, &cfg);
