@@ -45,6 +45,14 @@ struct Pass<'p, 'h> {
     hooks: Option<&'p mut Hooks<'h>>,
 }
 
+impl<'p, 'h> Pass<'p, 'h> {
+    /// A pass over `b` frames of `n` particles: dropout at `config.dropout` in training mode only.
+    fn new(b: i64, n: i64, config: &ModelConfig, opts: ForwardOptions, hooks: Option<&'p mut Hooks<'h>>) -> Self {
+        let dropout = if opts.train { config.dropout } else { 0.0 };
+        Pass { b, n, dropout, fused: opts.fused, hooks }
+    }
+}
+
 impl Pass<'_, '_> {
     fn wants(&self, p: Point) -> bool {
         self.hooks.as_ref().is_some_and(|h| h.wants(p))
@@ -176,10 +184,10 @@ impl Attention {
             .permute([1, 0, 2])
             .f_reshape([d, 3 * h * dh])?;
         let b_qkv = Tensor::f_cat(&[&self.b_q, &self.b_k, &self.b_v], 0)?.f_view([3 * h * dh])?;
+        // q, k, v by unbind, not three selects: its backward stacks the three
+        // gradients in one copy, where each select's would zero a whole
+        // [3,B,H,N,dh] buffer and the three would then be added.
         let qkv = b_qkv.f_addmm(a, &w_qkv)?.f_view([b, n, 3, h, dh])?.permute([2, 0, 3, 1, 4]); // [3,B,H,N,dh]
-                                                                                                // unbind, not three selects: its backward stacks the three
-                                                                                                // gradients in one copy, where each select's would zero a whole
-                                                                                                // [3,B,H,N,dh] buffer and the three would then be added.
         let [q, k, v]: [Tensor; 3] = qkv
             .f_unbind(0)?
             .try_into()
@@ -349,8 +357,7 @@ impl Model {
             h.prepare(&self.config)?;
         }
         let hooks = hooks.filter(|h| !h.is_empty());
-        let dropout = if opts.train { self.config.dropout } else { 0.0 };
-        let mut pass = Pass { b, n, dropout, fused: opts.fused, hooks };
+        let mut pass = Pass::new(b, n, &self.config, opts, hooks);
 
         let resid = pass.hook_tokens(None, Site::Embed, self.embed.forward(&x.f_reshape([b * n, f])?)?)?;
         self.run_blocks(resid, 0, &mut pass)
@@ -385,8 +392,7 @@ impl Model {
     pub fn resid_pre(&self, x: &Tensor, layer: usize, opts: ForwardOptions) -> Result<Tensor> {
         self.check_layer(layer)?;
         let (b, n, f) = self.check_input(x)?;
-        let dropout = if opts.train { self.config.dropout } else { 0.0 };
-        let mut pass = Pass { b, n, dropout, fused: opts.fused, hooks: None };
+        let mut pass = Pass::new(b, n, &self.config, opts, None);
         let mut resid = self.embed.forward(&x.f_reshape([b * n, f])?)?;
         for block in &self.blocks[..layer] {
             resid = block.forward(resid, &mut pass)?;
@@ -417,8 +423,7 @@ impl Model {
                 self.device()
             )));
         }
-        let dropout = if opts.train { self.config.dropout } else { 0.0 };
-        let mut pass = Pass { b, n, dropout, fused: opts.fused, hooks: None };
+        let mut pass = Pass::new(b, n, &self.config, opts, None);
         self.run_blocks(resid.f_reshape([b * n, d])?, layer, &mut pass)
     }
 
