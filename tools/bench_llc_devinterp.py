@@ -1,5 +1,5 @@
 """devinterp 1.3.2's SGLD LLC estimate on a headlab checkpoint: the external
-reference for `headlab llc`'s speed (tools/bench-llc-devinterp runs it beside
+reference for `headlab llc`'s speed (`tools/bench-llc --devinterp` runs it beside
 headlab's bench_llc; the issue asks headlab >= 2x devinterp's draws/s).
 
     PYTHONPATH=$HEADLAB_CACHE/devinterp python tools/bench_llc_devinterp.py CKPT FRAMES.h5 CHAINS DRAWS BATCH "1 2" [DEVICE]
@@ -7,7 +7,7 @@ headlab's bench_llc; the issue asks headlab >= 2x devinterp's draws/s).
 Reproduce the figures of the report (installs devinterp into the cache on demand):
 
     target/debug/examples/bench_probe /tmp/dvi-run 16 2 16 0 1
-    tools/bench-llc-devinterp /tmp/dvi-run/n16/run /tmp/dvi-run/n16/data.h5 --threads 1 --repeats 3
+    tools/bench-llc /tmp/dvi-run/n16/run /tmp/dvi-run/n16/data.h5 --threads 1 --repeats 3 --devinterp
 
 FRAMES.h5 holds the training frames' features x [R,N,F] and targets y [R,N,2D]
 (written by crates/probe/examples/bench_llc.rs). Same settings as headlab's
