@@ -2,7 +2,7 @@
 batch, optimizer (Adam, warm-up + cosine, gradient clipping at 1.0) and
 threads as `headlab train`, as a loop written three ways:
 
-    python tools/bench_train.py DATA.h5 D_MODEL N_LAYERS N_HEADS BATCH THREADS STEPS DEVICE [plain|fused|lean]
+    python tools/bench_train.py DATA.h5 D_MODEL N_LAYERS N_HEADS BATCH THREADS STEPS DEVICE [plain|fused|lean|lean-tl]
 
 - plain: the model of tools/headlab_torch.py (einsum per projection, the
   TransformerLens parameter layout) and torch.optim.Adam's default code;
@@ -11,7 +11,12 @@ threads as `headlab train`, as a loop written three ways:
   projection (F.linear on a [3d, d] weight), F.layer_norm, F.gelu,
   F.scaled_dot_product_attention (the model's softmax(q·k/sqrt(d_head))
   attention, no mask, no dropout: the same function), Adam(fused=True),
-  clip_grad_norm_(foreach=True), zero_grad(set_to_none=True).
+  clip_grad_norm_(foreach=True), zero_grad(set_to_none=True);
+- lean-tl: lean with headlab's (TransformerLens's) [in, out] weight layout,
+  each projection `torch.addmm(b, x, W)` as in crates/model: autograd then
+  computes x·W, g·Wᵀ and xᵀ·g where lean's [out, in] weights give x·Wᵀ,
+  g·W and gᵀ·x. Everything else is lean's: the pair measures what the
+  layout alone costs or saves.
 
 Prints one JSON line: steps per second of wall-clock time and per second of
 CPU time of the process (all its threads; on a shared machine the second is
@@ -35,58 +40,68 @@ class Lean:
     """The headlab model written the lean way (same function, same parameter
     count): QKV as one [3d, d] weight, W_O and the MLP as F.linear weights,
     F.layer_norm, F.gelu, F.scaled_dot_product_attention. Initialised from a
-    headlab_torch model (same numbers, other layout)."""
+    headlab_torch model (same numbers, other layout). `tl`: the weights of
+    the projections stored [in, out] (headlab's layout) and applied by addmm."""
 
-    def __init__(self, m):
+    def __init__(self, m, tl=False):
         c, P = m.cfg, m.P
         assert c["attention"]["kind"] == "softmax" and c["attention"]["scale"] == "inv-sqrt-d-head"
         assert c["activation"] == "gelu" and c["mlp"] and c["layer_norm"] and c["dropout"] == 0
-        self.c = c
+        self.c, self.tl = c, tl
         d, h, dh = c["d_model"], c["n_heads"], c["d_head"]
         leaf = lambda t: t.detach().clone().contiguous().requires_grad_(True)
-        self.P = {"embed.W": leaf(P["embed.W_in"].t()), "embed.b": leaf(P["embed.b_in"])}
+        # A weight given in lean's [out, in] layout, stored as the variant wants it.
+        wleaf = (lambda t: leaf(t.t())) if tl else leaf
+        self.P = {"embed.W": wleaf(P["embed.W_in"].t()), "embed.b": leaf(P["embed.b_in"])}
         for l in range(c["n_layers"]):
             p = lambda s: P[f"blocks.{l}.{s}"]
             b = f"blocks.{l}."
             w_qkv = torch.cat([p(f"attn.W_{x}") for x in "QKV"], 0)          # [3H, d, dh]
             self.P.update({
                 b + "ln1.w": leaf(p("ln1.w")), b + "ln1.b": leaf(p("ln1.b")),
-                b + "qkv.W": leaf(w_qkv.permute(0, 2, 1).reshape(3 * h * dh, d)),
+                b + "qkv.W": wleaf(w_qkv.permute(0, 2, 1).reshape(3 * h * dh, d)),
                 b + "qkv.b": leaf(torch.cat([p(f"attn.b_{x}") for x in "QKV"], 0).reshape(-1)),
-                b + "o.W": leaf(p("attn.W_O").reshape(h * dh, d).t()), b + "o.b": leaf(p("attn.b_O")),
+                b + "o.W": wleaf(p("attn.W_O").reshape(h * dh, d).t()), b + "o.b": leaf(p("attn.b_O")),
                 b + "ln2.w": leaf(p("ln2.w")), b + "ln2.b": leaf(p("ln2.b")),
-                b + "fc.W": leaf(p("mlp.W_in").t()), b + "fc.b": leaf(p("mlp.b_in")),
-                b + "proj.W": leaf(p("mlp.W_out").t()), b + "proj.b": leaf(p("mlp.b_out")),
+                b + "fc.W": wleaf(p("mlp.W_in").t()), b + "fc.b": leaf(p("mlp.b_in")),
+                b + "proj.W": wleaf(p("mlp.W_out").t()), b + "proj.b": leaf(p("mlp.b_out")),
             })
         self.P.update({"lnf.w": leaf(P["ln_final.w"]), "lnf.b": leaf(P["ln_final.b"]),
-                       "unembed.W": leaf(P["unembed.W_out"].t()), "unembed.b": leaf(P["unembed.b_out"])})
+                       "unembed.W": wleaf(P["unembed.W_out"].t()), "unembed.b": leaf(P["unembed.b_out"])})
 
     def parameters(self):
         return list(self.P.values())
+
+    def linear(self, x, name):
+        W, b = self.P[name + ".W"], self.P[name + ".b"]
+        if not self.tl:
+            return F.linear(x, W, b)
+        return torch.addmm(b, x.reshape(-1, x.shape[-1]), W).view(*x.shape[:-1], W.shape[1])
 
     def forward(self, x):
         c, P = self.c, self.P
         d, h, dh, eps = c["d_model"], c["n_heads"], c["d_head"], c["ln_eps"]
         B, N, _ = x.shape
-        r = F.linear(x, P["embed.W"], P["embed.b"])
+        r = self.linear(x, "embed")
         for l in range(c["n_layers"]):
             b = f"blocks.{l}."
             a = F.layer_norm(r, (d,), P[b + "ln1.w"], P[b + "ln1.b"], eps)
-            q, k, v = F.linear(a, P[b + "qkv.W"], P[b + "qkv.b"]).view(B, N, 3, h, dh).permute(2, 0, 3, 1, 4)
+            q, k, v = self.linear(a, b + "qkv").view(B, N, 3, h, dh).permute(2, 0, 3, 1, 4)
             z = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, h * dh)
-            r = r + F.linear(z, P[b + "o.W"], P[b + "o.b"])
+            r = r + self.linear(z, b + "o")
             m = F.layer_norm(r, (d,), P[b + "ln2.w"], P[b + "ln2.b"], eps)
-            r = r + F.linear(F.gelu(F.linear(m, P[b + "fc.W"], P[b + "fc.b"])), P[b + "proj.W"], P[b + "proj.b"])
+            r = r + self.linear(F.gelu(self.linear(m, b + "fc")), b + "proj")
         r = F.layer_norm(r, (d,), P["lnf.w"], P["lnf.b"], eps)
-        return F.linear(r, P["unembed.W"], P["unembed.b"]), {}
+        return self.linear(r, "unembed"), {}
 
 
 def main():
     path, d_model, n_layers, n_heads, batch, threads, steps, device = sys.argv[1:9]
     variant = sys.argv[9] if len(sys.argv) > 9 else "plain"
-    if variant not in ("plain", "fused", "lean"):
-        sys.exit(f"unknown variant {variant}: use plain, fused or lean")
-    fused = variant in ("fused", "lean")
+    if variant not in ("plain", "fused", "lean", "lean-tl"):
+        sys.exit(f"unknown variant {variant}: use plain, fused, lean or lean-tl")
+    lean = variant.startswith("lean")
+    fused = variant == "fused" or lean
     d_model, n_layers, n_heads, batch, threads, steps = map(int, (d_model, n_layers, n_heads, batch, threads, steps))
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -110,8 +125,8 @@ def main():
     x_all = model.features(pos[:, :-1], vel[:, :-1], r[:, :-1], m[:, :-1]).reshape(-1, N, 4 * D + 2).to(device)
     y_all = ((tgt - tmean) / tstd).to(device)
     model = ht.init(cfg, {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in norm.items()}, D, seed=0, device=device)
-    if variant == "lean":
-        ref, model = model, Lean(model)
+    if lean:
+        ref, model = model, Lean(model, tl=variant == "lean-tl")
         with torch.no_grad():                         # the same function as the reference model
             xb = x_all[:8]
             err = (ref.forward(xb)[0] - model.forward(xb)[0]).abs().max().item()
@@ -128,7 +143,7 @@ def main():
         loss = torch.nn.functional.mse_loss(pred, y_all[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True if variant == "lean" else None)
+        torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True if lean else None)
         opt.step()
         sched.step()
         return loss.item()
