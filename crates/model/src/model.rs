@@ -175,6 +175,12 @@ impl Attention {
 
     /// a [B*N, d] (the normalized residual stream) -> attention output [B*N, d].
     fn forward(&self, a: &Tensor, pass: &mut Pass) -> Result<Tensor> {
+        let z = self.z(a, pass)?;
+        self.project(&z, pass)
+    }
+
+    /// a [B*N, d] -> z [B,N,H,dh] of every head (after `hook_z`).
+    fn z(&self, a: &Tensor, pass: &mut Pass) -> Result<Tensor> {
         let l = Some(self.layer);
         let (b, n) = (pass.b, pass.n);
         let shape = self.w_q.size(); // [H, d, dh]
@@ -184,18 +190,30 @@ impl Attention {
             .permute([1, 0, 2])
             .f_reshape([d, 3 * h * dh])?;
         let b_qkv = Tensor::f_cat(&[&self.b_q, &self.b_k, &self.b_v], 0)?.f_view([3 * h * dh])?;
-        // q, k, v by unbind, not three selects: its backward stacks the three
-        // gradients in one copy, where each select's would zero a whole
-        // [3,B,H,N,dh] buffer and the three would then be added.
-        let qkv = b_qkv.f_addmm(a, &w_qkv)?.f_view([b, n, 3, h, dh])?.permute([2, 0, 3, 1, 4]); // [3,B,H,N,dh]
-        let [q, k, v]: [Tensor; 3] = qkv
-            .f_unbind(0)?
-            .try_into()
-            .map_err(|_| ModelError::Input("the QKV projection did not split into three".into()))?;
+        let [q, k, v] = Self::split_qkv(b_qkv.f_addmm(a, &w_qkv)?, b, n, h, dh)?;
         let q = pass.hook_heads(l, Site::Q, q)?;
         let k = pass.hook_heads(l, Site::K, k)?;
         let v = pass.hook_heads(l, Site::V, v)?;
+        let z = self.mix(&q, &k, &v, pass)?;
+        pass.hook(l, Site::Z, z)
+    }
 
+    /// The projection [B*N, 3·h·dh] of q, k and v of `h` heads, as three [B,h,N,dh] tensors.
+    fn split_qkv(qkv: Tensor, b: i64, n: i64, h: i64, dh: i64) -> Result<[Tensor; 3]> {
+        // q, k, v by unbind, not three selects: its backward stacks the three
+        // gradients in one copy, where each select's would zero a whole
+        // [3,B,H,N,dh] buffer and the three would then be added.
+        qkv.f_view([b, n, 3, h, dh])?
+            .permute([2, 0, 3, 1, 4]) // [3,B,H,N,dh]
+            .f_unbind(0)?
+            .try_into()
+            .map_err(|_| ModelError::Input("the QKV projection did not split into three".into()))
+    }
+
+    /// softmax(q·kᵀ·factor)·v (or the linear form) of q, k, v [B,H,N,dh]: z [B,N,H,dh].
+    fn mix(&self, q: &Tensor, k: &Tensor, v: &Tensor, pass: &mut Pass) -> Result<Tensor> {
+        let l = Some(self.layer);
+        let (n, dh) = (pass.n, q.size()[3]);
         // Fused path: softmax(q·k·factor)·v in one libtorch kernel
         // (scaled_dot_product_attention: the same function, fewer passes
         // over memory, no [B,H,N,N] tensors kept for the backward pass).
@@ -207,19 +225,9 @@ impl Attention {
             && !pass.wants(Point::new(l, Site::AttnScores))
             && !pass.wants(Point::new(l, Site::Pattern))
         {
-            let z = Tensor::f_scaled_dot_product_attention::<Tensor>(
-                &q,
-                &k,
-                &v,
-                None,
-                0.0,
-                false,
-                self.factor(n, dh),
-                false,
-            )?
-            .permute([0, 2, 1, 3]); // [B,N,H,dh]
-            let z = pass.hook(l, Site::Z, z)?.f_reshape([b * n, h * dh])?;
-            return Ok(self.b_o.f_addmm(&z, &self.w_o.f_view([h * dh, d])?)?);
+            let z =
+                Tensor::f_scaled_dot_product_attention::<Tensor>(q, k, v, None, 0.0, false, self.factor(n, dh), false)?;
+            return Ok(z.permute([0, 2, 1, 3])); // [B,N,H,dh]
         }
         let mut scores = q.f_matmul(&k.transpose(-1, -2))? * self.factor(n, dh); // [B,H,Nq,Nk]
         if self.scale == AttentionScale::InvKeyNormSum {
@@ -237,10 +245,36 @@ impl Attention {
             AttentionKind::Linear => &scores / n as f64,
         };
         let pattern = pass.hook(l, Site::Pattern, pattern)?;
+        Ok(pattern.f_matmul(v)?.permute([0, 2, 1, 3])) // [B,N,H,dh]
+    }
 
-        let z = pattern.f_matmul(&v)?.permute([0, 2, 1, 3]); // [B,N,H,dh]
-        let z = pass.hook(l, Site::Z, z)?.f_reshape([b * n, h * dh])?;
+    /// z [B,N,H,dh] -> the attention output z·W_O + b_O [B*N, d].
+    fn project(&self, z: &Tensor, pass: &Pass) -> Result<Tensor> {
+        let shape = self.w_o.size(); // [H, dh, d]
+        let (h, dh, d) = (shape[0], shape[1], shape[2]);
+        let z = z.f_reshape([pass.b * pass.n, h * dh])?;
         Ok(self.b_o.f_addmm(&z, &self.w_o.f_view([h * dh, d])?)?)
+    }
+
+    /// The attention output when only head `head` is computed from the
+    /// weights and every other head's z is taken from `z` [B,N,H,dh]
+    /// (head `head`'s own entry there is ignored): the other heads' part
+    /// (and b_O) is a constant, outside the autograd graph. With `z` the
+    /// other heads' z at the current weights, the same function as
+    /// [`Attention::forward`] (equal up to f32 rounding).
+    fn forward_one(&self, a: &Tensor, head: usize, z: &Tensor, pass: &mut Pass) -> Result<Tensor> {
+        let (b, n) = (pass.b, pass.n);
+        let hi = head as i64;
+        let dh = self.w_q.size()[2];
+        let w = Tensor::f_cat(&[self.w_q.select(0, hi), self.w_k.select(0, hi), self.w_v.select(0, hi)], 1)?; // [d, 3dh]
+        let bias = Tensor::f_cat(&[self.b_q.select(0, hi), self.b_k.select(0, hi), self.b_v.select(0, hi)], 0)?;
+        let [q, k, v] = Self::split_qkv(bias.f_addmm(a, &w)?, b, n, 1, dh)?;
+        let z_head = self.mix(&q, &k, &v, pass)?.f_reshape([b * n, dh])?;
+        let others = tch::no_grad(|| -> Result<Tensor> {
+            let zeroed = z.f_index_fill(2, &Tensor::from(hi), 0.0)?;
+            self.project(&zeroed, pass)
+        })?;
+        Ok(others + z_head.f_mm(&self.w_o.select(0, hi))?)
     }
 }
 
@@ -288,10 +322,20 @@ pub struct Block {
 impl Block {
     /// resid [B*N, d] -> resid [B*N, d].
     fn forward(&self, resid: Tensor, pass: &mut Pass) -> Result<Tensor> {
+        self.forward_attending(resid, pass, |attn, a, pass| attn.forward(a, pass))
+    }
+
+    /// The block with its attention sublayer computed by `attend` (LN1's output -> attention output).
+    fn forward_attending(
+        &self,
+        resid: Tensor,
+        pass: &mut Pass,
+        attend: impl FnOnce(&Attention, &Tensor, &mut Pass) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let l = Some(self.layer);
         let resid = pass.hook_tokens(l, Site::ResidPre, resid)?;
         let a = self.ln1.forward(&resid, pass)?;
-        let attn_out = self.attn.forward(&a, pass)?;
+        let attn_out = attend(&self.attn, &a, pass)?;
         let attn_out = pass.hook_tokens(l, Site::AttnOut, attn_out)?;
         let mut resid = resid + pass.dropout(attn_out)?;
         if let Some((ln2, mlp)) = &self.mlp {
@@ -407,6 +451,13 @@ impl Model {
     /// earlier layers once. No hooks.
     pub fn forward_from(&self, layer: usize, resid: &Tensor, opts: ForwardOptions) -> Result<Tensor> {
         self.check_layer(layer)?;
+        let (b, n) = self.check_stream(resid)?;
+        let mut pass = Pass::new(b, n, &self.config, opts, None);
+        self.run_blocks(resid.f_reshape([b * n, -1])?, layer, &mut pass)
+    }
+
+    /// (B, N) of a residual stream [B,N,d], checked.
+    fn check_stream(&self, resid: &Tensor) -> Result<(i64, i64)> {
         let d = self.config.d_model as i64;
         let (b, n, w) = resid.size3().map_err(|_| {
             ModelError::Input(format!(
@@ -423,8 +474,64 @@ impl Model {
                 self.device()
             )));
         }
+        Ok((b, n))
+    }
+
+    /// z [B,N,H,dh] of block `layer` (its `hook_z`) given the residual
+    /// stream `resid` [B,N,d] entering it. No hooks. With
+    /// [`Model::forward_from_head`], a caller that moves one head's weights
+    /// computes the other heads once.
+    pub fn attn_z(&self, layer: usize, resid: &Tensor, opts: ForwardOptions) -> Result<Tensor> {
+        let block = self.block(layer)?;
+        let (b, n) = self.check_stream(resid)?;
         let mut pass = Pass::new(b, n, &self.config, opts, None);
-        self.run_blocks(resid.f_reshape([b * n, d])?, layer, &mut pass)
+        let a = block.ln1.forward(&resid.f_reshape([b * n, -1])?, &mut pass)?;
+        block.attn.z(&a, &mut pass)
+    }
+
+    /// [`Model::forward_from`] where block `layer`'s attention computes only
+    /// head `head` from the weights and takes every other head's z from `z`
+    /// [B,N,H,dh] (as [`Model::attn_z`] gives it; head `head`'s entry is
+    /// ignored). The other heads' part is a constant outside the autograd
+    /// graph, so gradients reach only head `head`'s slices of W_Q, W_K,
+    /// W_V, b_Q, b_K, b_V, W_O (and later blocks). With `z =
+    /// attn_z(layer, resid)` at the current weights it is the same function
+    /// as `forward_from(layer, resid)`, equal up to f32 rounding. No hooks.
+    pub fn forward_from_head(
+        &self,
+        layer: usize,
+        head: usize,
+        resid: &Tensor,
+        z: &Tensor,
+        opts: ForwardOptions,
+    ) -> Result<Tensor> {
+        let block = self.block(layer)?;
+        let (b, n) = self.check_stream(resid)?;
+        let (h, dh) = (self.config.n_heads as i64, self.config.d_head() as i64);
+        if head as i64 >= h {
+            return Err(ModelError::Input(format!("head {head} does not exist: the model has {h} heads per layer")));
+        }
+        if z.size() != [b, n, h, dh] || z.kind() != Kind::Float || z.device() != self.device() {
+            return Err(ModelError::Input(format!(
+                "z is {:?} {:?} on {:?}; block {layer} takes [{b}, {n}, {h}, {dh}] Float on {:?}",
+                z.size(),
+                z.kind(),
+                z.device(),
+                self.device()
+            )));
+        }
+        let mut pass = Pass::new(b, n, &self.config, opts, None);
+        let resid = block.forward_attending(resid.f_reshape([b * n, -1])?, &mut pass, |attn, a, pass| {
+            attn.forward_one(a, head, z, pass)
+        })?;
+        self.run_blocks(resid, layer + 1, &mut pass)
+    }
+
+    /// Block `layer`, checked against the model's depth.
+    fn block(&self, layer: usize) -> Result<&Block> {
+        self.blocks.get(layer).ok_or_else(|| {
+            ModelError::Input(format!("layer {layer} does not exist: the model has {} blocks", self.blocks.len()))
+        })
     }
 
     /// (B, N, F) of a model input, checked.

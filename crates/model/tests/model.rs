@@ -520,3 +520,64 @@ fn forward_from_a_stopped_stream_is_the_whole_forward_pass() {
     let e = m.forward_from(0, &x, ForwardOptions::default()).unwrap_err().to_string();
     assert!(e.contains("residual stream") && e.contains(&cfg.d_model.to_string()), "{e}");
 }
+
+/// One head computed afresh, the others' z given: the same block (and
+/// forward pass) as computing every head, up to f32 rounding, on the
+/// fused and unfused paths and for linear attention with a key-dependent
+/// scale; gradients reach only that head's slices, equal to the whole
+/// pass's there; the head's own entry of the given z is ignored.
+#[test]
+fn forward_from_head_with_the_other_heads_z_is_the_same_block() {
+    let linear = AttentionConfig { kind: AttentionKind::Linear, scale: AttentionScale::InvKeyNormSum };
+    for cfg in [
+        ModelConfig { init_scale: 3.0, ..ModelConfig::default() },
+        ModelConfig { init_scale: 3.0, attention: linear, ..ModelConfig::default() },
+    ] {
+        let norm = unit_norm(2, &cfg);
+        let m = Model::new(cfg.clone(), norm.clone(), 7, Device::Cpu).unwrap();
+        let x = norm.features(&random_state(3, 7, 2, 8));
+        let (dm, dh) = (cfg.d_model, cfg.d_head());
+        for opts in [ForwardOptions::default(), ForwardOptions { train: false, fused: true }] {
+            for layer in 0..cfg.n_layers {
+                let r = tch::no_grad(|| m.resid_pre(&x, layer, opts)).unwrap();
+                let z = tch::no_grad(|| m.attn_z(layer, &r, opts)).unwrap();
+                assert_eq!(z.size(), vec![3, 7, cfg.n_heads as i64, dh as i64]);
+                let y = m.forward_from(layer, &r, opts).unwrap();
+                let g = m.flat_grad(&y.square().mean(Kind::Float));
+                for head in 0..cfg.n_heads {
+                    let y1 = m.forward_from_head(layer, head, &r, &z, opts).unwrap();
+                    let what = format!("layer {layer} head {head} {opts:?} {:?}", cfg.attention);
+                    assert!(max_abs_diff(&y, &y1) < 1e-5, "{what}: {}", max_abs_diff(&y, &y1));
+                    let g1 = m.flat_grad(&y1.square().mean(Kind::Float));
+                    for (p, per_head) in [("W_Q", dm * dh), ("W_V", dm * dh), ("b_Q", dh), ("W_O", dh * dm)] {
+                        let (off, numel) = m.param_range(&format!("blocks.{layer}.attn.{p}")).unwrap();
+                        let slice = |t: &Tensor, h: usize| t.narrow(0, (off + h * per_head) as i64, per_head as i64);
+                        let (a, b) = (slice(&g, head), slice(&g1, head));
+                        let scale = a.abs().max().double_value(&[]);
+                        assert!(scale > 0.0, "{what} {p}");
+                        assert!(max_abs_diff(&a, &b) <= 1e-4 * scale, "{what} {p}: {}", max_abs_diff(&a, &b));
+                        let other = (head + 1) % cfg.n_heads;
+                        assert_eq!(slice(&g1, other).abs().max().double_value(&[]), 0.0, "{what} {p}");
+                        assert_eq!(g1.narrow(0, off as i64, numel as i64).size(), vec![numel as i64]);
+                    }
+                    // The head's own entry of z is not read.
+                    let z_bad = z.index_fill(2, &Tensor::from(head as i64), 1e3);
+                    let y2 = m.forward_from_head(layer, head, &r, &z_bad, opts).unwrap();
+                    assert_eq!(max_abs_diff(&y1, &y2), 0.0, "{what}");
+                }
+            }
+        }
+        // attn_z is the hook point blocks.{l}.attn.hook_z.
+        let (_, cache) = m.run_with_cache(&x, |n| n == "blocks.1.attn.hook_z").unwrap();
+        let r1 = m.resid_pre(&x, 1, ForwardOptions::default()).unwrap();
+        let z1 = m.attn_z(1, &r1, ForwardOptions::default()).unwrap();
+        assert_eq!(max_abs_diff(&z1, cache.get("blocks.1.attn.hook_z").unwrap()), 0.0);
+        // Errors name what is wrong.
+        let e = m.forward_from_head(1, cfg.n_heads, &r1, &z1, ForwardOptions::default()).unwrap_err().to_string();
+        assert!(e.contains(&format!("head {}", cfg.n_heads)), "{e}");
+        let e = m.forward_from_head(1, 0, &r1, &r1, ForwardOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("z is"), "{e}");
+        let e = m.attn_z(cfg.n_layers, &r1, ForwardOptions::default()).unwrap_err().to_string();
+        assert!(e.contains(&format!("layer {}", cfg.n_layers)), "{e}");
+    }
+}
