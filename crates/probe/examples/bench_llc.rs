@@ -1,7 +1,12 @@
 //! SGLD draws per second of `headlab llc` on a checkpoint: whole model, a
 //! head of the first layer (head0.0) and one of the last layer
-//! (headL.0, which starts every pass at the cached stream entering its
-//! block), at the given thread counts, on the CPU or a CUDA device. Also
+//! (headL.0), at the given thread counts, on the CPU or a CUDA device. A
+//! head's passes start at the cached stream entering its block and compute
+//! only that head there (the other heads' z cached at w*); each head row is
+//! followed by "-allheads", the same estimate computing every head of the
+//! block (the path before the z cache), with caches of its own (streams
+//! empty at the start, as for the head row; losses at w* as warm), and
+//! both again with their caches filled ("-warm"). Also
 //! writes the training frames (features, targets) to an HDF5 file for
 //! tools/bench_llc.py.
 //!
@@ -59,46 +64,55 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         headlab_model::device_name(device)
     );
     for &t in &threads {
+        let cfg = LlcConfig {
+            epsilon: 1e-5,
+            gamma: 1000.0,
+            chains,
+            draws,
+            batch_size: batch,
+            threads: t,
+            ..LlcConfig::default()
+        };
+        let run =
+            |mode: &str, problem: &CheckpointProblem<'_>, movable: Movable| -> Result<(), Box<dyn std::error::Error>> {
+                let (start, cpu0) = (Instant::now(), cpu_seconds());
+                let est = estimate(problem, &w_star, &[movable], &cfg, None)?;
+                let (dt, cpu) = (start.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+                let n = (chains * draws) as f64;
+                println!(
+                    "rust {mode:10} threads {t}: {:8.1} draws/s  {:8.1} draws/cpu-s  (llc {:.3})",
+                    n / dt,
+                    n / cpu,
+                    est.llc
+                );
+                Ok(())
+            };
         // As `headlab llc --per-head` does: the head shares the whole model's
         // cache of L_B(w*) (the losses at the checkpoint, computed once per batch).
-        let whole_problem = CheckpointProblem::new(&model, &data, batch, 0, LossConvention::Mse)?;
         // "whole" starts with an empty cache; "whole-warm" repeats it with the
         // cache filled, the steady state of a ladder's later rungs.
-        for mode in ["whole", "whole-warm", "head0.0", last_head.as_str()] {
-            let cfg = LlcConfig {
-                epsilon: 1e-5,
-                gamma: 1000.0,
-                chains,
-                draws,
-                batch_size: batch,
-                threads: t,
-                ..LlcConfig::default()
-            };
-            let start;
-            let cpu0;
-            let est = if !mode.starts_with("head") {
-                start = Instant::now();
-                cpu0 = cpu_seconds();
-                estimate(&whole_problem, &w_star, &[Movable::All], &cfg, None)?
-            } else {
-                let layer = if mode == "head0.0" { 0 } else { last };
-                let (mask, names) = head_mask(&model, layer, 0)?;
-                let problem = CheckpointProblem::new(&model, &data, batch, 0, LossConvention::Mse)?
-                    .with_grad_params(&model, &names)?
-                    .sharing_star_cache(&whole_problem);
-                start = Instant::now();
-                cpu0 = cpu_seconds();
-                estimate(&problem, &w_star, &[Movable::Mask(mask)], &cfg, None)?
-            };
-            let dt = start.elapsed().as_secs_f64();
-            let cpu = cpu_seconds() - cpu0;
-            let n = (chains * draws) as f64;
-            println!(
-                "rust {mode:10} threads {t}: {:8.1} draws/s  {:8.1} draws/cpu-s  (llc {:.3})",
-                n / dt,
-                n / cpu,
-                est.llc
-            );
+        let whole_problem = CheckpointProblem::new(&model, &data, batch, 0, LossConvention::Mse)?;
+        run("whole", &whole_problem, Movable::All)?;
+        run("whole-warm", &whole_problem, Movable::All)?;
+        // The "-allheads" rows' caches: losses at w* warmed by the same
+        // whole-model estimate (untimed), streams empty.
+        let whole_b = CheckpointProblem::new(&model, &data, batch, 0, LossConvention::Mse)?;
+        estimate(&whole_b, &w_star, &[Movable::All], &cfg, None)?;
+        for (layer, name) in [(0, "head0.0"), (last, last_head.as_str())] {
+            let (problem, mask) =
+                CheckpointProblem::new(&model, &data, batch, 0, LossConvention::Mse)?.for_head(&model, layer, 0)?;
+            let problem = problem.sharing_star_cache(&whole_problem);
+            let (_, names) = head_mask(&model, layer, 0)?;
+            let all = CheckpointProblem::new(&model, &data, batch, 0, LossConvention::Mse)?
+                .with_grad_params(&model, &names)?
+                .sharing_star_cache(&whole_b);
+            // Cold (streams and z filled on the way), then again with them
+            // filled: the steady state of the other heads of the layer
+            // (which share them) and of a ladder's later rungs.
+            run(name, &problem, Movable::Mask(mask.copy()))?;
+            run(&format!("{name}-allheads"), &all, Movable::Mask(mask.copy()))?;
+            run(&format!("{name}-warm"), &problem, Movable::Mask(mask.copy()))?;
+            run(&format!("{name}-allheads-warm"), &all, Movable::Mask(mask))?;
         }
     }
     Ok(())

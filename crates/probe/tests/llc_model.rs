@@ -139,3 +139,70 @@ fn a_later_layers_head_reuses_the_earlier_blocks_exactly() {
     };
     assert_eq!(est(&cached).llc.to_bits(), est(&plain).llc.to_bits());
 }
+
+/// A head's estimate computes only that head in its block, the other
+/// heads' z cached at w* (shared by the heads of the layer): the same
+/// losses and gradients as passes from the input up to f32 rounding, in
+/// the first layer and a later one; a head that moved does not leak into
+/// the cache another head of its layer reads; the estimate agrees with
+/// the one from the input.
+#[test]
+fn a_heads_estimate_computes_only_that_head_with_the_others_cached_at_w_star() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = tiny_run(dir.path(), 2, 40);
+    let (_, last) = list_checkpoints(dir.path()).unwrap().last().unwrap().clone();
+    let (_, model, data) = load_checkpoint(&last, &ds, Device::Cpu).unwrap();
+    let whole = CheckpointProblem::new(&model, &data, 16, 0, LossConvention::Frame).unwrap();
+    let problem = || CheckpointProblem::new(&model, &data, 16, 0, LossConvention::Frame).unwrap();
+    let moved = |mask: &tch::Tensor, seed: i64| {
+        tch::manual_seed(seed);
+        model.flat_params().detach()
+            + tch::Tensor::randn([model.num_params() as i64], tch::kind::FLOAT_CPU) * mask * 0.05
+    };
+    let close =
+        |a: &CheckpointProblem<'_>, b: &CheckpointProblem<'_>, w: &tch::Tensor, mask: &tch::Tensor, what: &str| {
+            for batch in [0, 1, 0] {
+                let (la, ga) = a.loss_and_grad(&[w.shallow_clone()], &[batch], &[true]).unwrap();
+                let (lb, gb) = b.loss_and_grad(&[w.shallow_clone()], &[batch], &[true]).unwrap();
+                let (la, lb) = (la.double_value(&[0]), lb.double_value(&[0]));
+                assert!((la - lb).abs() <= 1e-5 * lb.abs(), "{what} batch {batch}: loss {la} vs {lb}");
+                let (ga, gb) = (ga[0].as_ref().unwrap() * mask, gb[0].as_ref().unwrap() * mask);
+                let scale = gb.abs().max().double_value(&[]);
+                assert!(scale > 0.0, "{what}");
+                let diff = (&ga - &gb).abs().max().double_value(&[]);
+                assert!(diff <= 1e-4 * scale, "{what} batch {batch}: gradient differs by {diff} (max {scale})");
+            }
+        };
+    for layer in [0, 1] {
+        let (fast, mask) = problem().for_head(&model, layer, 1).unwrap();
+        let fast = fast.sharing_star_cache(&whole);
+        assert_eq!((fast.first_block(), fast.only_head()), (layer, Some(1)));
+        let (plain, _) = problem().for_head(&model, layer, 1).unwrap();
+        let plain = plain.starting_at_input();
+        assert_eq!((plain.first_block(), plain.only_head()), (0, None));
+        close(&fast, &plain, &moved(&mask, layer as i64), &mask, &format!("head {layer}.1"));
+    }
+    // Head 1.1 moved and filled the shared cache of layer 1; head 1.0 reads
+    // it and must see head 1's z at w*: the same numbers as with a cache of its own.
+    let (shared, mask0) = problem().for_head(&model, 1, 0).unwrap();
+    let shared = shared.sharing_star_cache(&whole);
+    let (own, _) = problem().for_head(&model, 1, 0).unwrap();
+    let w0 = moved(&mask0, 7);
+    for batch in [0, 1] {
+        let (ls, gs) = shared.loss_and_grad(&[w0.shallow_clone()], &[batch], &[true]).unwrap();
+        let (lo, go) = own.loss_and_grad(&[w0.shallow_clone()], &[batch], &[true]).unwrap();
+        assert_eq!(ls.double_value(&[0]).to_bits(), lo.double_value(&[0]).to_bits(), "batch {batch}");
+        assert_eq!((gs[0].as_ref().unwrap() - go[0].as_ref().unwrap()).abs().max().double_value(&[]), 0.0);
+    }
+    // The estimate, against the one from the input.
+    let llc = LlcConfig { epsilon: 1e-5, gamma: 1000.0, chains: 2, draws: 30, batch_size: 16, ..LlcConfig::default() };
+    let w_star = [model.flat_params().detach().copy()];
+    let (fast, mask) = problem().for_head(&model, 1, 0).unwrap();
+    let (plain, _) = problem().for_head(&model, 1, 0).unwrap();
+    let plain = plain.starting_at_input();
+    let est = |p: &CheckpointProblem<'_>| {
+        headlab_probe::llc::estimate(p, &w_star, &[headlab_probe::llc::Movable::Mask(mask.copy())], &llc, None).unwrap()
+    };
+    let (a, b) = (est(&fast).llc, est(&plain).llc);
+    assert!((a - b).abs() <= 1e-4 * b.abs().max(0.1), "llc {a} vs {b}");
+}

@@ -171,8 +171,15 @@ pub struct CheckpointProblem<'a> {
     /// like `star_cache`.
     prefix: Arc<PrefixCache>,
     /// The first block whose weights move (a head's layer), when the
-    /// streams entering it are cached; 0: every pass starts at the input.
+    /// streams entering it are cached; 0: every pass starts at the input
+    /// (unless `head` is set).
     from_layer: usize,
+    /// The head of block `from_layer` that moves, when the other heads' z
+    /// at w* are cached too (see [`CheckpointProblem::for_head`]).
+    head: Option<usize>,
+    /// A model that holds w* and is never written (built on first use):
+    /// computes the cached streams and z at w*, whatever the draws do.
+    star_model: Mutex<Option<Model>>,
     /// Fused attention on the CPU (the training path; see [`ForwardOptions::fused`]).
     opts: ForwardOptions,
 }
@@ -185,30 +192,40 @@ const PREFIX_CACHE_BYTES: usize = 512 << 20;
 /// The residual stream entering block l at w*, per batch: while only block
 /// l's weights (or later ones) move, blocks 0..l compute the same thing at
 /// every draw, so a head's estimate computes them once per batch, shared by
-/// every head of that layer, every rung of a ladder and every chain.
+/// every head of that layer, every rung of a ladder and every chain. With
+/// them, block l's z of every head at w* (the `hook_z` [B,N,H,dh]): while
+/// only head h of block l moves, the other heads' z do not change.
 struct PrefixCache {
     /// [layer][batch], filled on first use.
-    streams: Mutex<Vec<Vec<Option<Arc<SharedTensor>>>>>,
+    streams: Table,
+    /// [layer][batch], filled on first use by the per-head estimates.
+    zs: Table,
 }
+
+/// A [layer][batch] table of cached tensors.
+type Table = Mutex<Vec<Vec<Option<Arc<SharedTensor>>>>>;
 
 impl PrefixCache {
     fn new(n_layers: usize, n_batches: usize) -> PrefixCache {
-        PrefixCache { streams: Mutex::new(vec![vec![None; n_batches]; n_layers]) }
+        let table = || Mutex::new(vec![vec![None; n_batches]; n_layers]);
+        PrefixCache { streams: table(), zs: table() }
     }
-    fn get(&self, layer: usize, batch: usize) -> Option<Arc<SharedTensor>> {
-        let s = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+    fn get(table: &Table, layer: usize, batch: usize) -> Option<Arc<SharedTensor>> {
+        let s = table.lock().unwrap_or_else(|e| e.into_inner());
         s.get(layer).and_then(|v| v.get(batch)).and_then(|t| t.clone())
     }
-    fn put(&self, layer: usize, batch: usize, t: Arc<SharedTensor>) {
-        let mut s = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+    fn put(table: &Table, layer: usize, batch: usize, t: Arc<SharedTensor>) {
+        let mut s = table.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = s.get_mut(layer).and_then(|v| v.get_mut(batch)) {
             *slot = Some(t);
         }
     }
     fn release(&self, layer: usize) {
-        let mut s = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(v) = s.get_mut(layer) {
-            v.iter_mut().for_each(|slot| *slot = None);
+        for table in [&self.streams, &self.zs] {
+            let mut s = table.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(v) = s.get_mut(layer) {
+                v.iter_mut().for_each(|slot| *slot = None);
+            }
         }
     }
 }
@@ -250,6 +267,8 @@ impl<'a> CheckpointProblem<'a> {
             star_cache: Arc::new(StarCache::new(n_batches)),
             prefix: Arc::new(PrefixCache::new(model.config.n_layers, n_batches)),
             from_layer: 0,
+            head: None,
+            star_model: Mutex::new(None),
             opts: ForwardOptions { train: false, fused: model.device() == Device::Cpu },
         })
     }
@@ -286,11 +305,35 @@ impl<'a> CheckpointProblem<'a> {
             let block = n.strip_prefix("blocks.").and_then(|r| r.split('.').next()).and_then(|l| l.parse().ok());
             first_block = first_block.min(block.unwrap_or(0));
         }
-        let bs = self.batches.size().get(1).copied().unwrap_or(0) as usize;
-        let bytes = self.n_batches * bs * self.data.n_particles * model.config.d_model * 4;
-        self.from_layer = if v.is_empty() || bytes > PREFIX_CACHE_BYTES { 0 } else { first_block };
+        self.from_layer = if v.is_empty() || self.stream_bytes(model) > PREFIX_CACHE_BYTES { 0 } else { first_block };
         self.grad_params = Some(v);
         Ok(self)
+    }
+
+    /// The bytes of one layer's cached streams (one [batch, N, d_model] per batch).
+    fn stream_bytes(&self, model: &Model) -> usize {
+        let bs = self.batches.size().get(1).copied().unwrap_or(0) as usize;
+        self.n_batches * bs * self.data.n_particles * model.config.d_model * 4
+    }
+
+    /// Move only head `head` of block `layer` (its slices of W_Q, W_K, W_V,
+    /// b_Q, b_K, b_V and W_O): returns the problem and the mask to estimate
+    /// with. Every pass starts at the stream entering block `layer` and
+    /// computes only that head in it, the other heads' z taken from their
+    /// values at w* ([`Model::forward_from_head`]; both cached once per
+    /// batch, shared by every head of the layer through
+    /// [`CheckpointProblem::sharing_star_cache`]); the same function as the
+    /// full pass, up to f32 rounding. When the two caches would take more
+    /// than 512 MiB: as [`CheckpointProblem::with_grad_params`] with the
+    /// head's parameters.
+    pub fn for_head(self, model: &Model, layer: usize, head: usize) -> Result<(Self, Tensor)> {
+        let (mask, names) = head_mask(model, layer, head)?;
+        let mut p = self.with_grad_params(model, &names)?;
+        if 2 * p.stream_bytes(model) <= PREFIX_CACHE_BYTES {
+            p.from_layer = layer;
+            p.head = Some(head);
+        }
+        Ok((p, mask))
     }
 
     /// Free the cached streams entering block `layer` (shared by every
@@ -304,11 +347,17 @@ impl<'a> CheckpointProblem<'a> {
         self.from_layer
     }
 
-    /// Every pass from the input (no cached streams): the same numbers,
-    /// slower; for comparisons.
+    /// Every pass from the input (no cached streams or z): the same
+    /// function, slower; for comparisons.
     pub fn starting_at_input(mut self) -> Self {
         self.from_layer = 0;
+        self.head = None;
         self
+    }
+
+    /// The head computed alone in block [`CheckpointProblem::first_block`], if any.
+    pub fn only_head(&self) -> Option<usize> {
+        self.head
     }
 
     /// The model's prediction on batch `batch` (rows `idx`, features `x`),
@@ -316,10 +365,14 @@ impl<'a> CheckpointProblem<'a> {
     fn predict(&self, model: &Model, batch: usize, x: &Tensor) -> Result<Tensor> {
         let l = self.from_layer;
         let err = |e: headlab_model::ModelError| LlcError::Problem(e.to_string());
+        if let Some(h) = self.head {
+            let (stream, z) = self.stream_and_z(batch, x)?;
+            return model.forward_from_head(l, h, &stream, &z, self.opts).map_err(err);
+        }
         if l == 0 {
             return model.forward_with(x, self.opts).map_err(err);
         }
-        let stream = match self.prefix.get(l, batch) {
+        let stream = match PrefixCache::get(&self.prefix.streams, l, batch) {
             Some(t) => t,
             None => {
                 // Blocks 0..l of `model` hold w* exactly (only blocks l.. move).
@@ -327,11 +380,49 @@ impl<'a> CheckpointProblem<'a> {
                 // SAFETY: a fresh tensor without autograd history, kept in the
                 // private cache and only read (`forward_from` is out of place).
                 let t = Arc::new(unsafe { SharedTensor::new(r) });
-                self.prefix.put(l, batch, t.clone());
+                PrefixCache::put(&self.prefix.streams, l, batch, t.clone());
                 t
             }
         };
         model.forward_from(l, &stream, self.opts).map_err(err)
+    }
+
+    /// The stream entering block `from_layer` and that block's z at w* on
+    /// batch `batch` (features `x`), from the cache or computed by the
+    /// model that holds w* (the moving head's weights must not enter the
+    /// z that the other heads of its layer read from the shared cache).
+    fn stream_and_z(&self, batch: usize, x: &Tensor) -> Result<(Arc<SharedTensor>, Arc<SharedTensor>)> {
+        let l = self.from_layer;
+        let cached = (PrefixCache::get(&self.prefix.streams, l, batch), PrefixCache::get(&self.prefix.zs, l, batch));
+        if let (Some(s), Some(z)) = cached {
+            return Ok((s, z));
+        }
+        let mut guard = self.star_model.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = Some(
+                Model::from_arrays(self.config.clone(), self.norm.clone(), &self.arrays, self.device, "<llc w*>")
+                    .map_err(|e| LlcError::Problem(e.to_string()))?,
+            );
+        }
+        let star = guard.as_ref().ok_or_else(|| LlcError::Problem("no model at w*".into()))?;
+        tch::no_grad(|| -> Result<(Arc<SharedTensor>, Arc<SharedTensor>)> {
+            let err = |e: headlab_model::ModelError| LlcError::Problem(e.to_string());
+            let stream = match cached.0 {
+                Some(s) => s,
+                None => {
+                    let r = star.resid_pre(x, l, self.opts).map_err(err)?;
+                    // SAFETY: as in `predict`: fresh, no history, only read.
+                    let t = Arc::new(unsafe { SharedTensor::new(r) });
+                    PrefixCache::put(&self.prefix.streams, l, batch, t.clone());
+                    t
+                }
+            };
+            let z = star.attn_z(l, &stream, self.opts).map_err(err)?;
+            // SAFETY: as the stream.
+            let z = Arc::new(unsafe { SharedTensor::new(z) });
+            PrefixCache::put(&self.prefix.zs, l, batch, z.clone());
+            Ok((stream, z))
+        })
     }
 
     fn take_model(&self) -> Result<Model> {
@@ -521,10 +612,9 @@ pub fn llc_for_model(
     if opts.per_head {
         for layer in 0..l {
             for head in 0..h {
-                let (mask, names) = head_mask(model, layer, head)?;
-                let problem = CheckpointProblem::new(model, data, cfg.batch_size, cfg.seed, opts.loss)?
-                    .with_grad_params(model, &names)?
-                    .sharing_star_cache(&whole_problem);
+                let (problem, mask) = CheckpointProblem::new(model, data, cfg.batch_size, cfg.seed, opts.loss)?
+                    .for_head(model, layer, head)?;
+                let problem = problem.sharing_star_cache(&whole_problem);
                 let (est, ladder) = one(&problem, Movable::Mask(mask)).map_err(|e| match e {
                     LlcError::AllChainsFailed { chains, details, epsilon, suggest } => LlcError::AllChainsFailed {
                         chains,

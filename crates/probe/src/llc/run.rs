@@ -13,7 +13,7 @@ use headlab_store::llc::{
 };
 use tch::Device;
 
-use super::model::{head_mask, llc_for_model, load_checkpoint, CheckpointLlcOptions, CheckpointProblem};
+use super::model::{llc_for_model, load_checkpoint, CheckpointLlcOptions, CheckpointProblem};
 use super::{calibrate, Calibration, LlcError, LlcEstimate, Movable, Progress, Result};
 
 /// Which checkpoints, and how.
@@ -308,8 +308,7 @@ pub fn calibrate_run(
     let cal = match head {
         None => calibrate(&problem, &w_star, &[Movable::All], cfg, epsilons, gammas, progress)?,
         Some((l, h)) => {
-            let (mask, names) = head_mask(&model, l, h)?;
-            let problem = problem.with_grad_params(&model, &names)?;
+            let (problem, mask) = problem.for_head(&model, l, h)?;
             calibrate(&problem, &w_star, &[Movable::Mask(mask)], cfg, epsilons, gammas, progress)?
         }
     };
