@@ -13,7 +13,10 @@
 //!
 //! The sampler sees the model as one flat parameter vector (the model keeps
 //! its weights in one buffer); a per-head estimate moves a 0/1 mask of it,
-//! and only that layer's attention weights are differentiated.
+//! and only that layer's attention weights are differentiated. Its passes
+//! start at the residual stream entering the head's block and compute only
+//! that head there, the other heads' z taken at w* (both cached per batch,
+//! shared by the heads of the layer; [`CheckpointProblem::for_head`]).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
