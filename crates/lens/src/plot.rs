@@ -10,7 +10,7 @@
 use std::error::Error;
 use std::path::Path;
 
-use headlab_analysis::plot::legend;
+use headlab_analysis::plot::{fmt_tick, legend};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -194,44 +194,6 @@ fn padded(vals: impl Iterator<Item = f64>) -> (f64, f64) {
     }
 }
 
-/// Tick label at axis coordinate `v`; `span` is the axis length (in decades
-/// on a log axis). A log axis spanning more than about one decade labels
-/// only the powers of ten, a shorter one two significant digits; a linear
-/// axis gets the decimals that its tick spacing (about span / 10) needs.
-fn fmt_tick(v: f64, log: bool, span: f64) -> String {
-    if log && span > 1.2 && (v - v.round()).abs() > 1e-6 {
-        return String::new();
-    }
-    let (x, dec) = match log {
-        true => {
-            let x = round_sig(10f64.powf(v), 2);
-            (x, 1 - x.abs().log10().floor() as i32)
-        }
-        false => (v, 1 - (span / 10.0).log10().floor() as i32),
-    };
-    let a = x.abs();
-    if a == 0.0 || (!log && a < 1e-9 * span) {
-        "0".into()
-    } else if !(1e-3..1e5).contains(&a) {
-        format!("{x:.0e}")
-    } else {
-        let s = format!("{x:.*}", dec.clamp(0, 6) as usize);
-        if s.contains('.') {
-            s.trim_end_matches('0').trim_end_matches('.').to_string()
-        } else {
-            s
-        }
-    }
-}
-
-fn round_sig(x: f64, digits: i32) -> f64 {
-    if x == 0.0 || !x.is_finite() {
-        return x;
-    }
-    let unit = 10f64.powi(x.abs().log10().floor() as i32 - digits + 1);
-    (x / unit).round() * unit
-}
-
 /// Number of tick positions to ask plotters for.
 fn n_ticks(log: bool, span: f64) -> usize {
     // Enough positions that the powers of ten are among them.
@@ -369,24 +331,5 @@ pub(crate) fn num(x: f64) -> String {
         format!("{x:.3e}")
     } else {
         format!("{x:.4}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::fmt_tick;
-
-    #[test]
-    fn tick_labels() {
-        // A log axis over three decades labels the powers of ten only.
-        assert_eq!(fmt_tick(2.0, true, 3.0), "100");
-        assert_eq!(fmt_tick(2.3, true, 3.0), "");
-        assert_eq!(fmt_tick(-4.0, true, 3.0), "1e-4");
-        assert_eq!(fmt_tick(-2.2, true, 1.0), "0.0063");
-        // Linear: the decimals the tick spacing needs; float noise at zero reads 0.
-        assert_eq!(fmt_tick(139.8, false, 1.0), "139.8");
-        assert_eq!(fmt_tick(150.0, false, 200.0), "150");
-        assert_eq!(fmt_tick(0.25, false, 1.0), "0.25");
-        assert_eq!(fmt_tick(1e-17, false, 1.0), "0");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use headlab_analysis::plot::{legend, Frame};
+use headlab_analysis::plot::{fmt_tick, legend, Frame};
 use headlab_store::llc::{LlcCalibration, LlcSeries};
 use plotters::prelude::*;
 
@@ -76,24 +76,40 @@ fn draw_series(s: &LlcSeries, a0: &Area, a1: &Area) -> DResult {
                 }
             }
         }
-        let (x0, x1) = (
-            xs.first().cloned().unwrap_or(1.0),
-            xs.last().cloned().unwrap_or(10.0).max(xs.first().cloned().unwrap_or(1.0) * 1.5),
-        );
-        let mut chart = PANEL
-            .on(a, "LLC over training")
-            .build_cartesian_2d((x0..x1).log_scale(), ymin * 1.05..(ymax * 1.1).max(1e-6))?;
-        chart.configure_mesh().x_desc("training step").y_desc("LLC (nβ·E[ΔL])").draw()?;
+        // One checkpoint (or all at one step): centred, not on the axis.
+        let (first, last) = (xs.first().cloned().unwrap_or(1.0), xs.last().cloned().unwrap_or(10.0));
+        let (x0, x1) = if last > first { (first, last) } else { (first / 1.5, first * 1.5) };
+        let pad = 0.05 * (ymax - ymin).max(1e-6);
+        let (y0, y1) = (ymin - pad, ymax + 2.0 * pad);
+        let mut chart = PANEL.on(a, "LLC over training").build_cartesian_2d((x0..x1).log_scale(), y0..y1)?;
+        chart
+            .configure_mesh()
+            .x_desc("training step")
+            .y_desc("LLC (nβ·E[ΔL])")
+            .y_label_formatter(&|v| fmt_tick(*v, false, y1 - y0))
+            .draw()?;
         if s.per_head {
             for l in 0..s.n_layers {
                 for h in 0..s.n_heads {
                     let c = Palette99::pick(1 + l * s.n_heads + h).to_rgba();
-                    let v = head_llc(s, l, h)?;
+                    // Flagged estimates hollow and off the line, as the whole model's.
+                    let lh = s.n_layers * s.n_heads;
+                    let flagged = |i: usize| s.heads.flags.get(i * lh + l * s.n_heads + h).copied().unwrap_or(0) != 0;
+                    let all: Vec<((f64, f64), bool)> = xs
+                        .iter()
+                        .cloned()
+                        .zip(head_llc(s, l, h)?)
+                        .enumerate()
+                        .filter(|(_, p)| p.1.is_finite())
+                        .map(|(i, p)| (p, flagged(i)))
+                        .collect();
+                    // Markers too: a line through one checkpoint draws nothing.
+                    chart.draw_series(
+                        all.iter().map(|&(p, bad)| Circle::new(p, 3, if bad { c.stroke_width(1) } else { c.filled() })),
+                    )?;
+                    let pts: Vec<(f64, f64)> = all.iter().filter(|p| !p.1).map(|p| p.0).collect();
                     chart
-                        .draw_series(LineSeries::new(
-                            xs.iter().cloned().zip(v).filter(|p| p.1.is_finite()),
-                            c.stroke_width(1),
-                        ))?
+                        .draw_series(LineSeries::new(pts, c.stroke_width(1)))?
                         .label(format!("head {l}.{h}"))
                         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], c));
                 }
@@ -114,7 +130,7 @@ fn draw_series(s: &LlcSeries, a0: &Area, a1: &Area) -> DResult {
         let bad: Vec<(f64, f64, f64)> = all.iter().filter(|p| p.3).map(|p| (p.0, p.1, p.2)).collect();
         chart
             .draw_series(bad.iter().map(|&(x, v, _)| Circle::new((x, v), 5, RED.stroke_width(2))))?
-            .label("flagged (unreliable)")
+            .label(if s.per_head { "flagged (unreliable; heads: hollow)" } else { "flagged (unreliable)" })
             .legend(|(x, y)| Circle::new((x + 7, y), 4, RED.stroke_width(2)));
         chart.draw_series(
             bad.iter().map(|&(x, v, e)| PathElement::new(vec![(x, v - e), (x, v + e)], RED.mix(0.5).stroke_width(1))),
@@ -146,10 +162,14 @@ fn draw_series(s: &LlcSeries, a0: &Area, a1: &Area) -> DResult {
             Some(st) => format!("chains at step {st}: nβ·ΔL per draw"),
             None => "chains".into(),
         };
-        let mut chart = PANEL
-            .on(a, &title)
-            .build_cartesian_2d(0.0..xmax.max(1.0), (lo as f64 * 1.1 - 1e-6)..(hi as f64 * 1.1 + 1e-6))?;
-        chart.configure_mesh().x_desc("SGLD draw").y_desc("nβ·(L_B(w) − L_B(w*))").draw()?;
+        let (y0, y1) = (lo as f64 * 1.1 - 1e-6, hi as f64 * 1.1 + 1e-6);
+        let mut chart = PANEL.on(a, &title).build_cartesian_2d(0.0..xmax.max(1.0), y0..y1)?;
+        chart
+            .configure_mesh()
+            .x_desc("SGLD draw")
+            .y_desc("nβ·(L_B(w) − L_B(w*))")
+            .y_label_formatter(&|v| fmt_tick(*v, false, y1 - y0))
+            .draw()?;
         for ch in 0..c {
             let col = Palette99::pick(ch).to_rgba();
             let pts: Vec<(f64, f64)> = (0..t)
