@@ -375,19 +375,25 @@ impl<'a> CheckpointProblem<'a> {
         if l == 0 {
             return model.forward_with(x, self.opts).map_err(err);
         }
-        let stream = match PrefixCache::get(&self.prefix.streams, l, batch) {
-            Some(t) => t,
-            None => {
-                // Blocks 0..l of `model` hold w* exactly (only blocks l.. move).
-                let r = tch::no_grad(|| model.resid_pre(x, l, self.opts)).map_err(err)?;
-                // SAFETY: a fresh tensor without autograd history, kept in the
-                // private cache and only read (`forward_from` is out of place).
-                let t = Arc::new(unsafe { SharedTensor::new(r) });
-                PrefixCache::put(&self.prefix.streams, l, batch, t.clone());
-                t
-            }
-        };
+        // Blocks 0..l of `model` hold w* exactly (only blocks l.. move).
+        let stream = self.stream(model, batch, x)?;
         model.forward_from(l, &stream, self.opts).map_err(err)
+    }
+
+    /// The stream entering block `from_layer` on batch `batch` (features
+    /// `x`) at w*, from the cache or computed by `model`, whose blocks
+    /// before `from_layer` must hold w*.
+    fn stream(&self, model: &Model, batch: usize, x: &Tensor) -> Result<Arc<SharedTensor>> {
+        let l = self.from_layer;
+        if let Some(t) = PrefixCache::get(&self.prefix.streams, l, batch) {
+            return Ok(t);
+        }
+        let r = tch::no_grad(|| model.resid_pre(x, l, self.opts)).map_err(|e| LlcError::Problem(e.to_string()))?;
+        // SAFETY: a fresh tensor without autograd history, kept in the
+        // private cache and only read (`forward_from` is out of place).
+        let t = Arc::new(unsafe { SharedTensor::new(r) });
+        PrefixCache::put(&self.prefix.streams, l, batch, t.clone());
+        Ok(t)
     }
 
     /// The stream entering block `from_layer` and that block's z at w* on
@@ -396,44 +402,41 @@ impl<'a> CheckpointProblem<'a> {
     /// z that the other heads of its layer read from the shared cache).
     fn stream_and_z(&self, batch: usize, x: &Tensor) -> Result<(Arc<SharedTensor>, Arc<SharedTensor>)> {
         let l = self.from_layer;
-        let cached = (PrefixCache::get(&self.prefix.streams, l, batch), PrefixCache::get(&self.prefix.zs, l, batch));
-        if let (Some(s), Some(z)) = cached {
-            return Ok((s, z));
+        let z = PrefixCache::get(&self.prefix.zs, l, batch);
+        if let (Some(z), Some(s)) = (&z, PrefixCache::get(&self.prefix.streams, l, batch)) {
+            return Ok((s, z.clone()));
         }
         let mut guard = self.star_model.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.is_none() {
-            *guard = Some(
-                Model::from_arrays(self.config.clone(), self.norm.clone(), &self.arrays, self.device, "<llc w*>")
-                    .map_err(|e| LlcError::Problem(e.to_string()))?,
-            );
-        }
-        let star = guard.as_ref().ok_or_else(|| LlcError::Problem("no model at w*".into()))?;
-        tch::no_grad(|| -> Result<(Arc<SharedTensor>, Arc<SharedTensor>)> {
-            let err = |e: headlab_model::ModelError| LlcError::Problem(e.to_string());
-            let stream = match cached.0 {
-                Some(s) => s,
-                None => {
-                    let r = star.resid_pre(x, l, self.opts).map_err(err)?;
-                    // SAFETY: as in `predict`: fresh, no history, only read.
-                    let t = Arc::new(unsafe { SharedTensor::new(r) });
-                    PrefixCache::put(&self.prefix.streams, l, batch, t.clone());
-                    t
-                }
-            };
-            let z = star.attn_z(l, &stream, self.opts).map_err(err)?;
-            // SAFETY: as the stream.
-            let z = Arc::new(unsafe { SharedTensor::new(z) });
-            PrefixCache::put(&self.prefix.zs, l, batch, z.clone());
-            Ok((stream, z))
-        })
+        let star = match &mut *guard {
+            Some(m) => m,
+            slot @ None => slot.insert(self.model_at_star()?),
+        };
+        let stream = self.stream(star, batch, x)?;
+        let z = match z {
+            Some(z) => z,
+            None => {
+                let z = tch::no_grad(|| star.attn_z(l, &stream, self.opts))
+                    .map_err(|e| LlcError::Problem(e.to_string()))?;
+                // SAFETY: as the stream.
+                let z = Arc::new(unsafe { SharedTensor::new(z) });
+                PrefixCache::put(&self.prefix.zs, l, batch, z.clone());
+                z
+            }
+        };
+        Ok((stream, z))
+    }
+
+    /// A new model holding w*.
+    fn model_at_star(&self) -> Result<Model> {
+        Model::from_arrays(self.config.clone(), self.norm.clone(), &self.arrays, self.device, "<llc>")
+            .map_err(|e| LlcError::Problem(e.to_string()))
     }
 
     fn take_model(&self) -> Result<Model> {
         if let Some(m) = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Ok(m);
         }
-        Model::from_arrays(self.config.clone(), self.norm.clone(), &self.arrays, self.device, "<llc>")
-            .map_err(|e| LlcError::Problem(e.to_string()))
+        self.model_at_star()
     }
 
     fn put_model(&self, m: Model) {
