@@ -28,6 +28,15 @@ fn tiny_run(dir: &std::path::Path, layers: usize, steps: u64) -> headlab_sim::Da
     ds
 }
 
+/// The last checkpoint of a 2-layer tiny run (40 steps), and its LLC data.
+fn two_layer_checkpoint() -> (headlab_model::Model, headlab_probe::llc::model::LlcData) {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = tiny_run(dir.path(), 2, 40);
+    let (_, last) = list_checkpoints(dir.path()).unwrap().last().unwrap().clone();
+    let (_, model, data) = load_checkpoint(&last, &ds, Device::Cpu).unwrap();
+    (model, data)
+}
+
 #[test]
 fn checkpoint_llc_whole_and_per_head() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,10 +106,7 @@ fn checkpoint_llc_whole_and_per_head() {
 /// start at the input.
 #[test]
 fn a_later_layers_head_reuses_the_earlier_blocks_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let ds = tiny_run(dir.path(), 2, 40);
-    let (_, last) = list_checkpoints(dir.path()).unwrap().last().unwrap().clone();
-    let (_, model, data) = load_checkpoint(&last, &ds, Device::Cpu).unwrap();
+    let (model, data) = two_layer_checkpoint();
     let whole = CheckpointProblem::new(&model, &data, 16, 0, LossConvention::Frame).unwrap();
     assert_eq!(whole.first_block(), 0);
     let head = |layer: usize| {
@@ -148,10 +154,7 @@ fn a_later_layers_head_reuses_the_earlier_blocks_exactly() {
 /// the one from the input.
 #[test]
 fn a_heads_estimate_computes_only_that_head_with_the_others_cached_at_w_star() {
-    let dir = tempfile::tempdir().unwrap();
-    let ds = tiny_run(dir.path(), 2, 40);
-    let (_, last) = list_checkpoints(dir.path()).unwrap().last().unwrap().clone();
-    let (_, model, data) = load_checkpoint(&last, &ds, Device::Cpu).unwrap();
+    let (model, data) = two_layer_checkpoint();
     let whole = CheckpointProblem::new(&model, &data, 16, 0, LossConvention::Frame).unwrap();
     let problem = || CheckpointProblem::new(&model, &data, 16, 0, LossConvention::Frame).unwrap();
     let moved = |mask: &tch::Tensor, seed: i64| {
