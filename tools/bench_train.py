@@ -2,7 +2,7 @@
 batch, optimizer (Adam, warm-up + cosine, gradient clipping at 1.0) and
 threads as `headlab train`, as a loop written three ways:
 
-    python tools/bench_train.py DATA.h5 D_MODEL N_LAYERS N_HEADS BATCH THREADS STEPS DEVICE [plain|fused|lean|lean-tl]
+    python tools/bench_train.py DATA.h5 D_MODEL N_LAYERS N_HEADS BATCH THREADS STEPS DEVICE [VARIANT]
 
 - plain: the model of tools/headlab_torch.py (einsum per projection, the
   TransformerLens parameter layout) and torch.optim.Adam's default code;
@@ -17,6 +17,13 @@ threads as `headlab train`, as a loop written three ways:
   computes x·W, g·Wᵀ and xᵀ·g where lean's [out, in] weights give x·Wᵀ,
   g·W and gᵀ·x. Everything else is lean's: the pair measures what the
   layout alone costs or saves.
+- lean-manual: lean with a hand-written backward pass instead of autograd,
+  calling the same libtorch kernels (the flash-attention, layer-norm and
+  GELU backward functions, the same matrix products): what autograd's
+  bookkeeping costs (checked against autograd's gradients at start-up);
+- lean-compiled: lean's loss compiled by torch.compile (Inductor: fused
+  C++ kernels generated for this model, forward and backward; compiled in
+  the warm-up steps): what PyTorch's own compiler makes of the same loop.
 
 Prints one JSON line: steps per second of wall-clock time and per second of
 CPU time of the process (all its threads; on a shared machine the second is
@@ -78,6 +85,63 @@ class Lean:
             return F.linear(x, W, b)
         return torch.addmm(b, x.reshape(-1, x.shape[-1]), W).view(*x.shape[:-1], W.shape[1])
 
+    def loss_and_grads(self, x, y):
+        """The MSE loss of the batch, with every parameter's .grad set by a
+        hand-written backward pass (no autograd) through the same libtorch
+        kernels forward() calls."""
+        c, P = self.c, {k: v.detach() for k, v in self.P.items()}
+        assert not self.tl
+        d, h, dh, eps = c["d_model"], c["n_heads"], c["d_head"], c["ln_eps"]
+        B, N, Fi = x.shape
+        T = B * N
+        G = {}
+        aten = torch.ops.aten
+
+        def lin_back(g, inp, name):  # y = inp·Wᵀ + b: dW = gᵀ·inp, db = Σg, returns d inp
+            G[name + ".W"], G[name + ".b"] = g.t().mm(inp), g.sum(0)
+            return g.mm(P[name + ".W"])
+
+        def ln_back(g, inp, mean, rstd, name):
+            dx, G[name + ".w"], G[name + ".b"] = aten.native_layer_norm_backward(
+                g, inp, (d,), mean, rstd, P[name + ".w"], P[name + ".b"], [True, True, True])
+            return dx
+
+        lin = lambda t, name: F.linear(t, P[name + ".W"], P[name + ".b"])
+        with torch.no_grad():
+            xs = x.reshape(T, Fi)
+            r = lin(xs, "embed")
+            saved = []
+            for l in range(c["n_layers"]):
+                b = f"blocks.{l}."
+                a, mu1, rs1 = aten.native_layer_norm(r, (d,), P[b + "ln1.w"], P[b + "ln1.b"], eps)
+                q, k, v = lin(a, b + "qkv").view(B, N, 3, h, dh).permute(2, 0, 3, 1, 4)
+                o, lse = aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False)
+                z = o.transpose(1, 2).reshape(T, h * dh)
+                r1 = r + lin(z, b + "o")
+                m, mu2, rs2 = aten.native_layer_norm(r1, (d,), P[b + "ln2.w"], P[b + "ln2.b"], eps)
+                pre = lin(m, b + "fc")
+                post = F.gelu(pre)
+                saved.append((r, a, mu1, rs1, q, k, v, o, lse, z, r1, m, mu2, rs2, pre, post))
+                r = r1 + lin(post, b + "proj")
+            fin, muf, rsf = aten.native_layer_norm(r, (d,), P["lnf.w"], P["lnf.b"], eps)
+            diff = lin(fin, "unembed") - y.reshape(T, -1)
+            loss = diff.square().mean()
+            g = lin_back(diff * (2.0 / diff.numel()), fin, "unembed")
+            g = ln_back(g, r, muf, rsf, "lnf")
+            for l in reversed(range(c["n_layers"])):
+                b = f"blocks.{l}."
+                r0, a, mu1, rs1, q, k, v, o, lse, z, r1, m, mu2, rs2, pre, post = saved[l]
+                gm = lin_back(aten.gelu_backward(lin_back(g, post, b + "proj"), pre), m, b + "fc")
+                g = g + ln_back(gm, r1, mu2, rs2, b + "ln2")
+                gz = lin_back(g, z, b + "o").view(B, N, h, dh).transpose(1, 2)
+                gq, gk, gv = aten._scaled_dot_product_flash_attention_for_cpu_backward(gz, q, k, v, o, lse, 0.0, False)
+                gqkv = torch.stack([gq, gk, gv], 0).permute(1, 3, 0, 2, 4).reshape(T, 3 * h * dh)
+                g = g + ln_back(lin_back(gqkv, a, b + "qkv"), r0, mu1, rs1, b + "ln1")
+            lin_back(g, xs, "embed")
+        for name, p in self.P.items():
+            p.grad = G[name]
+        return loss
+
     def forward(self, x):
         c, P = self.c, self.P
         d, h, dh, eps = c["d_model"], c["n_heads"], c["d_head"], c["ln_eps"]
@@ -98,8 +162,9 @@ class Lean:
 def main():
     path, d_model, n_layers, n_heads, batch, threads, steps, device = sys.argv[1:9]
     variant = sys.argv[9] if len(sys.argv) > 9 else "plain"
-    if variant not in ("plain", "fused", "lean", "lean-tl"):
-        sys.exit(f"unknown variant {variant}: use plain, fused, lean or lean-tl")
+    variants = ("plain", "fused", "lean", "lean-tl", "lean-manual", "lean-compiled")
+    if variant not in variants:
+        sys.exit(f"unknown variant {variant}: use one of {', '.join(variants)}")
     lean = variant.startswith("lean")
     fused = variant == "fused" or lean
     d_model, n_layers, n_heads, batch, threads, steps = map(int, (d_model, n_layers, n_heads, batch, threads, steps))
@@ -131,18 +196,34 @@ def main():
             xb = x_all[:8]
             err = (ref.forward(xb)[0] - model.forward(xb)[0]).abs().max().item()
         assert err < 1e-4, f"lean model differs from headlab_torch by {err}"
+        if variant == "lean-manual":                  # the hand-written backward against autograd's
+            yb = y_all[:8]
+            torch.nn.functional.mse_loss(model.forward(xb)[0], yb).backward()
+            auto = {k: p.grad.clone() for k, p in model.P.items()}
+            model.loss_and_grads(xb, yb)
+            for k, p in model.P.items():
+                gerr = (p.grad - auto[k]).abs().max().item() / max(auto[k].abs().max().item(), 1e-12)
+                assert gerr < 1e-4, f"hand-written gradient of {k} differs from autograd's by {gerr} (relative)"
+                p.grad = None
     params = model.parameters()
     opt = torch.optim.Adam(params, lr=1e-3, fused=True) if fused else torch.optim.Adam(params, lr=1e-3)
     total, warm = steps + 20, 50
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warm if s < warm else
                                               0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, total - warm)))))
 
+    def autograd_loss(xb, yb):
+        return torch.nn.functional.mse_loss(model.forward(xb)[0], yb)
+
+    compiled_loss = torch.compile(autograd_loss) if variant == "lean-compiled" else None
+
     def step():
         idx = torch.randint(0, x_all.shape[0], (batch,), device=device)
-        pred, _ = model.forward(x_all[idx])
-        loss = torch.nn.functional.mse_loss(pred, y_all[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if variant == "lean-manual":
+            loss = model.loss_and_grads(x_all[idx], y_all[idx])
+        else:
+            loss = (compiled_loss or autograd_loss)(x_all[idx], y_all[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True if lean else None)
         opt.step()
         sched.step()
@@ -163,7 +244,7 @@ def main():
             for _ in range(20):
                 step()
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30), file=sys.stderr)
-    print(json.dumps({"impl": "pytorch-eager-" + variant, "d_model": d_model, "n_layers": n_layers,
+    print(json.dumps({"impl": ("pytorch-" if compiled_loss else "pytorch-eager-") + variant, "d_model": d_model, "n_layers": n_layers,
                       "batch": batch, "threads": threads, "params": sum(p.numel() for p in params), "steps": steps,
                       "steps_per_s": round(steps / dt, 2), "steps_per_cpu_s": round(steps / max(dc, 1e-9), 2),
                       "final_loss": round(last, 5)}))
