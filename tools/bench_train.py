@@ -165,6 +165,8 @@ def main():
     variants = ("plain", "fused", "lean", "lean-tl", "lean-manual", "lean-compiled")
     if variant not in variants:
         sys.exit(f"unknown variant {variant}: use one of {', '.join(variants)}")
+    if variant == "lean-manual" and device != "cpu":
+        sys.exit("lean-manual calls the CPU flash-attention kernels: run it with DEVICE cpu")
     lean = variant.startswith("lean")
     fused = variant == "fused" or lean
     d_model, n_layers, n_heads, batch, threads, steps = map(int, (d_model, n_layers, n_heads, batch, threads, steps))
