@@ -363,3 +363,41 @@ fn fused_update_matches_the_tensor_path() {
         assert!(d <= 1e-6, "{kind:?}: weights differ by {d}");
     }
 }
+
+/// tools/bench_train.py's lean-manual reference (a hand-written backward
+/// pass through libtorch's kernels, the README's "no autograd" figure) gives
+/// the gradients autograd gives: the script checks every parameter's within
+/// 1e-4 (relative to its largest entry) before timing and exits non-zero
+/// otherwise. Runs it for two timed steps on a toy dataset. Needs
+/// $HEADLAB_PYTHON (tools/setup.sh); skipped without it, except under CI=true.
+#[test]
+fn bench_reference_hand_written_backward_matches_autograd() {
+    let Ok(python) = std::env::var("HEADLAB_PYTHON") else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but HEADLAB_PYTHON is not set (source tools/setup.sh)"
+        );
+        eprintln!("SKIPPED: HEADLAB_PYTHON is not set (source tools/setup.sh to run the bench reference check)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("toy.h5");
+    headlab_store::dataset::write_dataset(&data, &toy_dataset(4, 12, 6, 3)).unwrap();
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/bench_train.py");
+    // d_model 16, 2 layers, 2 heads, batch 8, 1 thread, 2 steps.
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(&data)
+        .args(["16", "2", "2", "8", "1", "2", "cpu", "lean-manual"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run HEADLAB_PYTHON={python}: {e}"));
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "bench_train.py lean-manual failed:\n{stderr}");
+    assert!(stdout.contains(r#""impl": "pytorch-eager-lean-manual""#), "{stdout}");
+    let loss: f64 = stdout
+        .split(r#""final_loss": "#)
+        .nth(1)
+        .and_then(|t| t.trim_end().trim_end_matches('}').parse().ok())
+        .unwrap_or_else(|| panic!("no final_loss in {stdout}"));
+    assert!(loss.is_finite(), "{stdout}");
+}
