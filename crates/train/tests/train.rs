@@ -12,11 +12,16 @@ use headlab_train::*;
 /// The tests that run libtorch take this lock first, so that they run one at
 /// a time. Run side by side in this process, they disturbed each other: the
 /// bit-for-bit comparisons (sharded runs, resume) failed or passed depending
-/// on which tests the harness ran beside them. libtorch's thread settings are
-/// process-wide (`train` sets them from the config, a sharded step sets one
-/// thread per shard and restores the caller's), the likely channel. `headlab
-/// train` runs one training per process, and nothing in headlab trains two
-/// models at once in one process; this is the test harness's concurrency.
+/// on which tests the harness ran beside them. The channel is libtorch's
+/// thread count, which is process-wide: `train` sets it from the config and
+/// a sharded step sets one thread per shard and restores the caller's, so a
+/// shard's pass could run with 2 threads (seen: `tch::get_num_threads()`
+/// read 2 right after the pass set 1) and round its sums differently: the
+/// third step's loss differed by 5e-7, and at lr 1.0 the weights by 0.78
+/// two steps later.
+/// `headlab train` runs one training per process, and nothing in headlab
+/// trains two models at once in one process; this is the test harness's
+/// concurrency.
 fn torch_globals() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
