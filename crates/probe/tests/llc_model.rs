@@ -39,6 +39,7 @@ fn two_layer_checkpoint() -> (headlab_model::Model, headlab_probe::llc::model::L
 
 #[test]
 fn checkpoint_llc_whole_and_per_head() {
+    let _serial = headlab_testkit::libtorch_serial();
     let dir = tempfile::tempdir().unwrap();
     let ds = tiny_run(dir.path(), 1, 150);
     let ckpts = list_checkpoints(dir.path()).unwrap();
@@ -106,6 +107,7 @@ fn checkpoint_llc_whole_and_per_head() {
 /// start at the input.
 #[test]
 fn a_later_layers_head_reuses_the_earlier_blocks_exactly() {
+    let _serial = headlab_testkit::libtorch_serial();
     let (model, data) = two_layer_checkpoint();
     let whole = CheckpointProblem::new(&model, &data, 16, 0, LossConvention::Frame).unwrap();
     assert_eq!(whole.first_block(), 0);
@@ -154,6 +156,7 @@ fn a_later_layers_head_reuses_the_earlier_blocks_exactly() {
 /// the one from the input.
 #[test]
 fn a_heads_estimate_computes_only_that_head_with_the_others_cached_at_w_star() {
+    let _serial = headlab_testkit::libtorch_serial();
     let (model, data) = two_layer_checkpoint();
     let whole = CheckpointProblem::new(&model, &data, 16, 0, LossConvention::Frame).unwrap();
     let problem = || CheckpointProblem::new(&model, &data, 16, 0, LossConvention::Frame).unwrap();

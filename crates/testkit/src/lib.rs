@@ -114,3 +114,18 @@ pub fn tiny_train_config(checkpoints: usize) -> headlab_train::TrainConfig {
     cfg.checkpoints.dense_end = 20;
     cfg
 }
+
+/// A lock for the tests of one test binary that run libtorch and compare
+/// results bit for bit: take it first and they run one at a time. libtorch's
+/// thread count is process-wide: `train` sets it from the config, a sharded
+/// training step and the LLC sampler set one thread per shard or chain and
+/// restore the caller's. Run side by side, one test's pass could run with
+/// another's thread count (seen: `tch::get_num_threads()` read 2 right after
+/// a shard's pass set 1) and round its sums differently, which failed the
+/// training tests' bit-for-bit comparisons depending on the harness's
+/// pairing. One `headlab` process trains or samples one model at a time;
+/// this is the test harness's concurrency.
+pub fn libtorch_serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

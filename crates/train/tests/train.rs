@@ -5,27 +5,9 @@ use std::sync::Arc;
 
 use headlab_store::checkpoint::{list_checkpoints, read_checkpoint};
 use headlab_store::metrics::read_metrics;
-use headlab_testkit::toy_dataset;
+use headlab_testkit::{libtorch_serial, toy_dataset};
 use headlab_train::eval::{evaluate, EvalOptions};
 use headlab_train::*;
-
-/// The tests that run libtorch take this lock first, so that they run one at
-/// a time. Run side by side in this process, they disturbed each other: the
-/// bit-for-bit comparisons (sharded runs, resume) failed or passed depending
-/// on which tests the harness ran beside them. The channel is libtorch's
-/// thread count, which is process-wide: `train` sets it from the config and
-/// a sharded step sets one thread per shard and restores the caller's, so a
-/// shard's pass could run with 2 threads (seen: `tch::get_num_threads()`
-/// read 2 right after the pass set 1) and round its sums differently: the
-/// third step's loss differed by 5e-7, and at lr 1.0 the weights by 0.78
-/// two steps later.
-/// `headlab train` runs one training per process, and nothing in headlab
-/// trains two models at once in one process; this is the test harness's
-/// concurrency.
-fn torch_globals() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 fn small_cfg(steps: u64) -> TrainConfig {
     let mut c = TrainConfig {
@@ -47,7 +29,7 @@ fn small_cfg(steps: u64) -> TrainConfig {
 
 #[test]
 fn resume_is_bit_identical() {
-    let _serial = torch_globals();
+    let _serial = libtorch_serial();
     let ds = toy_dataset(6, 25, 6, 1);
     // Two threads: the batch is split over data-parallel shards (where the
     // machine has two cores).
@@ -86,7 +68,7 @@ fn resume_is_bit_identical() {
 
 #[test]
 fn training_beats_the_no_change_baseline_and_eval_agrees() {
-    let _serial = torch_globals();
+    let _serial = libtorch_serial();
     let ds = toy_dataset(8, 40, 6, 2);
     let mut cfg = small_cfg(400);
     cfg.batch_size = 32;
@@ -147,7 +129,7 @@ fn training_beats_the_no_change_baseline_and_eval_agrees() {
 
 #[test]
 fn divergence_stops_with_a_clear_message_and_keeps_good_checkpoints() {
-    let _serial = torch_globals();
+    let _serial = libtorch_serial();
     let ds = toy_dataset(4, 20, 5, 3);
     let mut cfg = small_cfg(200);
     cfg.optimizer.kind = OptimizerKind::Sgd;
@@ -172,7 +154,7 @@ fn divergence_stops_with_a_clear_message_and_keeps_good_checkpoints() {
 
 #[test]
 fn stop_flag_writes_a_checkpoint_and_refuses_to_overwrite_without_resume() {
-    let _serial = torch_globals();
+    let _serial = libtorch_serial();
     let ds = toy_dataset(4, 20, 5, 4);
     let cfg = small_cfg(50);
     let dir = tempfile::tempdir().unwrap();
@@ -190,7 +172,7 @@ fn stop_flag_writes_a_checkpoint_and_refuses_to_overwrite_without_resume() {
 
 #[test]
 fn resume_refuses_an_unreadable_metrics_file_instead_of_replacing_it() {
-    let _serial = torch_globals();
+    let _serial = libtorch_serial();
     let ds = toy_dataset(4, 20, 5, 4);
     let cfg = small_cfg(20);
     let dir = tempfile::tempdir().unwrap();
@@ -257,7 +239,7 @@ fn split_is_by_trajectory_and_deterministic() {
 
 #[test]
 fn gradient_noise_measurement_is_finite_and_leaves_training_unchanged() {
-    let _serial = torch_globals();
+    let _serial = libtorch_serial();
     let ds = toy_dataset(6, 25, 6, 3);
     let mut cfg = small_cfg(60);
     cfg.noise = 0.3; // input noise draws from the batch generator: the measurement must not
@@ -314,7 +296,7 @@ fn gradient_noise_measurement_is_finite_and_leaves_training_unchanged() {
 /// steps are bit-for-bit deterministic.
 #[test]
 fn sharded_steps_match_one_pass_and_are_deterministic() {
-    let _serial = torch_globals();
+    let _serial = libtorch_serial();
     use rand::SeedableRng;
     let ds = toy_dataset(6, 25, 6, 3);
     let mut cfg = small_cfg(10);
@@ -357,7 +339,7 @@ fn sharded_steps_match_one_pass_and_are_deterministic() {
 /// decay, the same weights up to f32 rounding.
 #[test]
 fn fused_update_matches_the_tensor_path() {
-    let _serial = torch_globals();
+    let _serial = libtorch_serial();
     let cfg = small_cfg(10);
     let ds = toy_dataset(4, 10, 5, 2);
     let (tr, va) = split_trajectories(ds.n_traj, cfg.val_fraction, cfg.seed).unwrap();
