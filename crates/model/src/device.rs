@@ -9,6 +9,31 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tch::Device;
 
+/// Sets libtorch's intra-op thread count and restores the previous count
+/// when dropped, on every path out. The count is process-wide: take the
+/// guard on the thread that owns the work, around the workers, not inside
+/// them (a worker's restore would change the count under the others).
+pub struct TorchThreads(i32);
+
+impl TorchThreads {
+    /// Set the count to `n` (only if it differs) until the guard is dropped.
+    pub fn set(n: i32) -> Self {
+        let old = tch::get_num_threads();
+        if old != n {
+            tch::set_num_threads(n);
+        }
+        TorchThreads(old)
+    }
+}
+
+impl Drop for TorchThreads {
+    fn drop(&mut self) {
+        if tch::get_num_threads() != self.0 {
+            tch::set_num_threads(self.0);
+        }
+    }
+}
+
 /// Whether libtorch sees a CUDA device. Loads libtorch's CUDA backend first
 /// where an NVIDIA driver is installed (see [`load_cuda_backend`]); without
 /// that, a binary linked with `--as-needed` never sees a GPU.

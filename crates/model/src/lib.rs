@@ -66,7 +66,7 @@ pub use config::{
     model_config_from_run_toml, param_shapes, Activation, AttentionConfig, AttentionKind, AttentionScale, ModelConfig,
     UnknownScale,
 };
-pub use device::{cuda_available, device_name, load_cuda_backend, parse_device, DeviceError, DeviceSpec};
+pub use device::{cuda_available, device_name, load_cuda_backend, parse_device, DeviceError, DeviceSpec, TorchThreads};
 pub use hooks::{hook_names, ActivationCache, HookContext, HookFn, Hooks};
 pub use model::{Attention, Block, Embed, ForwardOptions, LayerNorm, Mlp, Model, Unembed};
 pub use norm::{Normalization, State};

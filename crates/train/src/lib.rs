@@ -549,7 +549,9 @@ fn sharded_loss_grad(
 ) -> Result<(f64, tch::Tensor)> {
     let k = replicas.len() + 1;
     let b = x.size()[0];
-    let threads_before = tch::get_num_threads();
+    // One libtorch thread per shard; the caller's count comes back when this
+    // returns, on every path (an error in a shard included).
+    let _restore = headlab_model::TorchThreads::set(1);
     let (base, extra) = (b / k as i64, b % k as i64);
     let mut shards = Vec::with_capacity(k);
     let mut start = 0;
@@ -559,7 +561,7 @@ fn sharded_loss_grad(
         start += len;
     }
     let pass = |m: &Model, x: &tch::Tensor, y: &tch::Tensor| -> Result<(f64, tch::Tensor)> {
-        tch::set_num_threads(1);
+        tch::set_num_threads(1); // each shard's own OS thread (OpenMP's setting is per thread)
         let loss = m.loss(x, y, true)?;
         let grad = m.flat_grad(&loss);
         Ok((loss.double_value(&[]), grad))
@@ -613,7 +615,6 @@ fn sharded_loss_grad(
         }
         scaled = true;
     }
-    tch::set_num_threads(threads_before);
     Ok((loss, grad))
 }
 

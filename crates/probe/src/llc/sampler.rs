@@ -129,25 +129,6 @@ fn chain_rngs(seed: u64, chain: usize) -> (ChaCha8Rng, ChaCha8Rng) {
     (noise, batches)
 }
 
-/// Sets libtorch's intra-op thread count and restores it when dropped.
-struct TorchThreads(i32);
-impl TorchThreads {
-    fn set(n: i32) -> Self {
-        let old = tch::get_num_threads();
-        if old != n {
-            tch::set_num_threads(n);
-        }
-        TorchThreads(old)
-    }
-}
-impl Drop for TorchThreads {
-    fn drop(&mut self) {
-        if tch::get_num_threads() != self.0 {
-            tch::set_num_threads(self.0);
-        }
-    }
-}
-
 pub(super) fn run<P: LlcProblem + ?Sized>(
     problem: &P,
     w_star: &[Tensor],
@@ -170,8 +151,11 @@ pub(super) fn run<P: LlcProblem + ?Sized>(
     let workers = threads.min(units.len()).max(1);
     let device = w_star.first().map(|t| t.device()).unwrap_or(Device::Cpu);
     // Chains in parallel, one libtorch thread each; a lone worker gets them all.
-    let _torch_threads =
-        if device == Device::Cpu { Some(TorchThreads::set((threads / workers).max(1) as i32)) } else { None };
+    let _torch_threads = if device == Device::Cpu {
+        Some(headlab_model::TorchThreads::set((threads / workers).max(1) as i32))
+    } else {
+        None
+    };
 
     let n_batches = problem.n_batches();
     // L_B(w*) per batch: the problem's own cache (shared across estimates) or a fresh one.
