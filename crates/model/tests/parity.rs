@@ -26,11 +26,7 @@ fn host(t: &Tensor) -> Vec<f32> {
 
 #[test]
 fn pytorch_reimplementation_matches_rust_forward() {
-    let Ok(python) = std::env::var("HEADLAB_PYTHON") else {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but HEADLAB_PYTHON is not set: the PyTorch parity test cannot be skipped in CI (source tools/setup.sh)");
-        eprintln!("SKIPPED: HEADLAB_PYTHON is not set (source tools/setup.sh to run the PyTorch parity test)");
-        return;
-    };
+    let Some(python) = headlab_testkit::python_or_skip("the PyTorch parity test") else { return };
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/headlab_torch.py");
     let dir = tempfile::tempdir().unwrap();
     let cases = [

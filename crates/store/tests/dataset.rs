@@ -137,10 +137,7 @@ fn missing_or_malformed_keys_are_named() {
 
 #[test]
 fn h5py_reads_the_dataset() {
-    let Ok(py) = std::env::var("HEADLAB_PYTHON") else {
-        println!("SKIPPED h5py_reads_the_dataset: HEADLAB_PYTHON is not set (source tools/setup.sh)");
-        return;
-    };
+    let Some(py) = headlab_testkit::python_or_skip("h5py_reads_the_dataset") else { return };
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("py.h5");
     let ds = small(1);

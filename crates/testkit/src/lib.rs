@@ -129,3 +129,21 @@ pub fn libtorch_serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// `$HEADLAB_PYTHON` (set by tools/setup.sh: the venv with torch, h5py and
+/// numpy) for a test that runs a Python script. Unset: prints that `test` is
+/// skipped and returns None, except under `CI=true`, where a skip would hide
+/// the check, so it panics.
+pub fn python_or_skip(test: &str) -> Option<String> {
+    match std::env::var("HEADLAB_PYTHON") {
+        Ok(python) => Some(python),
+        Err(_) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but HEADLAB_PYTHON is not set: {test} cannot be skipped in CI (source tools/setup.sh)"
+            );
+            eprintln!("SKIPPED {test}: HEADLAB_PYTHON is not set (source tools/setup.sh to run it)");
+            None
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use headlab_store::checkpoint::{list_checkpoints, read_checkpoint};
 use headlab_store::metrics::read_metrics;
-use headlab_testkit::{libtorch_serial, toy_dataset};
+use headlab_testkit::{libtorch_serial, python_or_skip, toy_dataset};
 use headlab_train::eval::{evaluate, EvalOptions};
 use headlab_train::*;
 
@@ -380,14 +380,7 @@ fn fused_update_matches_the_tensor_path() {
 /// $HEADLAB_PYTHON (tools/setup.sh); skipped without it, except under CI=true.
 #[test]
 fn bench_reference_hand_written_backward_matches_autograd() {
-    let Ok(python) = std::env::var("HEADLAB_PYTHON") else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but HEADLAB_PYTHON is not set (source tools/setup.sh)"
-        );
-        eprintln!("SKIPPED: HEADLAB_PYTHON is not set (source tools/setup.sh to run the bench reference check)");
-        return;
-    };
+    let Some(python) = python_or_skip("the bench reference check") else { return };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("toy.h5");
     headlab_store::dataset::write_dataset(&data, &toy_dataset(4, 12, 6, 3)).unwrap();
